@@ -1,0 +1,110 @@
+"""Build the network for an (arch, task): a classifier with a new head, or a U-Net.
+
+Architectures are registered by name. A classifier head is a fresh ``Linear`` (ResNet) or 1x1 conv
+(BiT) with N(0, 0.01) weights and a zero bias, drawn from the torch RNG, so the trial's seed sets it.
+The init (pretrained weights) is put in afterwards by :func:`benchxfer.zoo.apply_backbone`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from benchxfer.errors import BenchxferError
+from benchxfer.registry import Registry
+
+
+@dataclass(frozen=True)
+class ArchCfg:
+    name: str
+    family: str  # "resnet" (torchvision names) or "bit" (timm ResNetV2 names)
+    build_classifier: Callable[[int], nn.Module]
+    unet_encoder: str | None  # segmentation_models_pytorch encoder name, None if no U-Net
+
+
+ARCHS: Registry[ArchCfg] = Registry("architecture")
+
+
+def _torchvision(name: str) -> Callable[[int], nn.Module]:
+    def build(num_classes: int) -> nn.Module:
+        import torchvision
+
+        model = getattr(torchvision.models, name)(weights=None)
+        model.fc = nn.Linear(model.fc.in_features, num_classes)
+        nn.init.normal_(model.fc.weight, 0.0, 0.01)
+        nn.init.zeros_(model.fc.bias)
+        return model
+
+    return build
+
+
+def _timm(name: str) -> Callable[[int], nn.Module]:
+    def build(num_classes: int) -> nn.Module:
+        import timm
+
+        model = timm.create_model(name, pretrained=False, num_classes=num_classes)
+        head = model.get_classifier()
+        nn.init.normal_(head.weight, 0.0, 0.01)
+        nn.init.zeros_(head.bias)
+        return model
+
+    return build
+
+
+for _name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
+    ARCHS.add(_name, ArchCfg(_name, "resnet", _torchvision(_name), _name))
+for _name, _timm_name in {
+    "bit-r50x1": "resnetv2_50x1_bit",
+    "bit-r50x3": "resnetv2_50x3_bit",
+    "bit-r101x1": "resnetv2_101x1_bit",
+    "bit-r101x3": "resnetv2_101x3_bit",
+    "bit-r152x2": "resnetv2_152x2_bit",
+    "bit-r152x4": "resnetv2_152x4_bit",
+}.items():
+    ARCHS.add(_name, ArchCfg(_name, "bit", _timm(_timm_name), None))
+
+
+def build_classifier(arch: str, num_classes: int) -> nn.Module:
+    return ARCHS.get(arch).build_classifier(num_classes)
+
+
+def build_unet(arch: str, classes: int = 1) -> nn.Module:
+    """A U-Net with ``arch`` as its encoder (decoder 256-128-64-32-16 with BatchNorm), random weights."""
+    cfg = ARCHS.get(arch)
+    if cfg.unet_encoder is None:
+        unet_archs = [n for n, c in ARCHS.items() if c.unet_encoder]
+        raise BenchxferError(f"architecture {arch!r} has no U-Net encoder; use one of: {', '.join(unet_archs)}")
+    import segmentation_models_pytorch as smp
+
+    return smp.Unet(
+        encoder_name=cfg.unet_encoder,
+        encoder_weights=None,
+        decoder_channels=(256, 128, 64, 32, 16),
+        decoder_use_norm="batchnorm",
+        classes=classes,
+        activation=None,  # logits; the loss and metrics apply the sigmoid
+    )
+
+
+def build_model(arch: str, task: str, num_classes: int) -> nn.Module:
+    """``task`` is one of multilabel, binary, multiclass (a classifier) or segmentation (a U-Net)."""
+    if task == "segmentation":
+        return build_unet(arch, classes=1)
+    out = 1 if task == "binary" else num_classes
+    return build_classifier(arch, out)
+
+
+def backbone_of(model: nn.Module) -> nn.Module:
+    """The part of ``model`` that an init fills: the U-Net's encoder, or the classifier itself."""
+    return getattr(model, "encoder", model)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def channels_last(model: nn.Module, enabled: bool) -> nn.Module:
+    return model.to(memory_format=torch.channels_last) if enabled else model
