@@ -1,0 +1,138 @@
+"""Optimisers, losses and stopping rules that recipes name, each in a registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchxfer.registry import Registry
+
+# --- optimisers ------------------------------------------------------------------------------------
+
+OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer")
+
+
+@OPTIMIZERS.register("adam")
+def adam(params: Iterable, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
+@OPTIMIZERS.register("adamw")
+def adamw(params: Iterable, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+@OPTIMIZERS.register("sgd")
+def sgd(params: Iterable, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+# --- losses ----------------------------------------------------------------------------------------
+# A loss takes (logits, target, label_mask) and returns one loss per sample (shape [B]), so that the
+# training step can average it and evaluation can gather it per sample across workers.
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+LOSSES: Registry[LossFn] = Registry("loss")
+
+
+def _per_sample(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(x.shape[0], -1).mean(dim=1)
+
+
+@LOSSES.register("bce")
+def bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    target = target.reshape(logits.shape).to(logits.dtype)
+    return _per_sample(F.binary_cross_entropy_with_logits(logits, target, reduction="none"))
+
+
+@LOSSES.register("ce")
+def ce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    if target.dim() == logits.dim():  # soft targets (MixUp)
+        return -(target * F.log_softmax(logits.float(), dim=1)).sum(dim=1)
+    return F.cross_entropy(logits.float(), target.long(), reduction="none")
+
+
+@LOSSES.register("masked-bce")
+def masked_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """BCE over the known labels only: missing and uncertain labels (mask 0) do not count."""
+    loss = F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype), reduction="none")
+    if mask is None:
+        return loss.mean(dim=1)
+    mask = mask.to(loss.dtype)
+    return (loss * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+
+
+@LOSSES.register("dice")
+def soft_dice(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
+              smooth: float = 1.0) -> torch.Tensor:
+    """1 - soft Dice with smoothing 1, per image."""
+    prob = torch.sigmoid(logits.float()).reshape(logits.shape[0], -1)
+    tgt = target.float().reshape(logits.shape[0], -1)
+    inter = (prob * tgt).sum(dim=1)
+    return 1.0 - (2.0 * inter + smooth) / (prob.sum(dim=1) + tgt.sum(dim=1) + smooth)
+
+
+@LOSSES.register("bce-dice")
+def bce_dice(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    return bce(logits, target) + soft_dice(logits, target)
+
+
+def loss_for(name: str, task: str) -> LossFn:
+    """``auto`` picks BCE for multi-label and binary tasks, cross-entropy for multi-class, Dice for masks."""
+    if name == "auto":
+        name = {"multilabel": "bce", "binary": "bce", "multiclass": "ce", "segmentation": "dice"}[task]
+    return LOSSES.get(name)
+
+
+# --- stopping rules --------------------------------------------------------------------------------
+
+@dataclass
+class EarlyStopping:
+    """Stop once the monitored value (lower is better) has not improved for ``patience`` epochs."""
+
+    patience: int
+    best: float = float("inf")
+    bad_epochs: int = 0
+
+    def update(self, value: float) -> bool:
+        """Record one epoch's value; return True when it is a new best."""
+        if value < self.best:
+            self.best, self.bad_epochs = value, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "bad_epochs": self.bad_epochs, "patience": self.patience}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.bad_epochs = float(state["best"]), int(state["bad_epochs"])
+
+
+STOPPING: Registry[Callable[[int], EarlyStopping]] = Registry("stopping rule")
+# "early": patience on val loss; "steps"/"none": never early (the epoch or step budget ends training);
+# all three still track the best epoch, which is the one tested.
+STOPPING.add("early", lambda patience: EarlyStopping(patience))
+STOPPING.add("steps", lambda patience: EarlyStopping(10**9))
+STOPPING.add("none", lambda patience: EarlyStopping(10**9))
+
+
+def mixup(images: torch.Tensor, target: torch.Tensor, alpha: float, num_classes: int,
+          generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """MixUp: a Beta(alpha, alpha) mix of the batch with itself reversed; targets become soft."""
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    if target.dim() == 1 and num_classes > 1:
+        target = F.one_hot(target.long(), num_classes).float()
+    target = target.float()
+    return lam * images + (1 - lam) * images.flip(0), lam * target + (1 - lam) * target.flip(0)
+
+
+__all__ = ["LOSSES", "OPTIMIZERS", "STOPPING", "EarlyStopping", "loss_for", "mixup", "nn"]

@@ -1,0 +1,96 @@
+"""The four recipes of the two studies (``shared/reference/RECIPES.md``), registered by name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchxfer.errors import BenchxferError
+from benchxfer.recipes.config import check_knobs
+from benchxfer.registry import Registry
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    tasks: tuple[str, ...]  # the tasks it trains: multilabel, binary, multiclass, segmentation
+    defaults: dict[str, Any] = field(default_factory=dict)
+    default_lr: float = 1e-3
+
+    def resolve(self, overrides: dict[str, Any], where: str) -> dict[str, Any]:
+        return {**self.defaults, **check_knobs(overrides, where)}
+
+
+RECIPES: Registry[Recipe] = Registry("recipe")
+
+
+def register_recipe(recipe: Recipe) -> Recipe:
+    check_knobs(recipe.defaults, f"recipe {recipe.name}")
+    return RECIPES.add(recipe.name, recipe)
+
+
+def get_recipe(name: str) -> Recipe:
+    return RECIPES.get(name)
+
+
+def list_recipes() -> list[Recipe]:
+    return [r for _, r in RECIPES.items()]
+
+
+def recipe_for_task(task: str) -> str:
+    """The default recipe for a task, used when a sweep says ``recipe: auto``."""
+    return "systematic-seg" if task == "segmentation" else "systematic-cls"
+
+
+CLASSIFICATION = ("multilabel", "binary", "multiclass")
+
+register_recipe(Recipe(
+    name="systematic-cls",
+    description="First study, classification: Adam, ReduceLROnPlateau on val loss, early stopping 10, "
+                "RandomResizedCrop 224 + flip + rotation 7, optional TenCrop test.",
+    tasks=CLASSIFICATION,
+    default_lr=2e-4,
+    defaults=dict(arch="resnet50", size=224, batch_size=32, epochs=1000, optimizer="adam", schedule="plateau",
+                  plateau_factor=0.5, plateau_patience=5, plateau_threshold=1e-4, stopping="early", patience=10,
+                  loss="auto", augment="systematic-cls", normalization="init", tencrop=False),
+))
+
+register_recipe(Recipe(
+    name="systematic-seg",
+    description="First study, segmentation: U-Net with the init in its encoder, Adam, cosine lr per epoch, "
+                "early stopping 20, loss 1 - soft Dice (override loss: bce for vessels).",
+    tasks=("segmentation",),
+    default_lr=1e-3,
+    defaults=dict(arch="resnet50", size=224, batch_size=32, epochs=200, optimizer="adam", schedule="cosine-epoch",
+                  stopping="early", patience=20, loss="dice", augment="systematic-seg", normalization="init"),
+))
+
+register_recipe(Recipe(
+    name="bit-hyperrule",
+    description="Second study, fine-tuning BiT: SGD momentum 0.9, step schedule by training-set size with "
+                "linear warm-up, MixUp 0.1 from 20k examples, batch 128, no weight decay.",
+    tasks=CLASSIFICATION,
+    default_lr=0.003,
+    defaults=dict(arch="bit-r50x1", size=480, batch_size=128, epochs=100000, optimizer="sgd", momentum=0.9,
+                  weight_decay=0.0, schedule="bit-hyperrule", stopping="steps", loss="auto",
+                  augment="bit-hyperrule", normalization="init", mixup=-1.0),
+))
+
+register_recipe(Recipe(
+    name="supervised-pretrain",
+    description="Supervised multi-label pre-training on merged chest X-ray sources (missing and uncertain "
+                "labels masked): SGD momentum 0.9, lr scaled by batch/256, warm-up then cosine, 90 epochs.",
+    tasks=("multilabel",),
+    default_lr=0.1,
+    defaults=dict(arch="resnet50", size=224, batch_size=256, epochs=90, optimizer="sgd", momentum=0.9,
+                  weight_decay=1e-4, schedule="warmup-cosine", warmup_epochs=5, base_batch=256, stopping="none",
+                  loss="masked-bce", augment="supervised-pretrain", normalization="imagenet"),
+))
+
+
+def check_task(recipe: Recipe, task: str, where: str) -> None:
+    if task not in recipe.tasks:
+        raise BenchxferError(
+            f"{where}: recipe {recipe.name!r} trains {'/'.join(recipe.tasks)} tasks, not {task}"
+        )

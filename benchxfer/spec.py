@@ -1,0 +1,364 @@
+"""The sweep file: its schema, its validation, and its expansion into trials with stable keys.
+
+A sweep file is YAML (``docs/sweep-file.md`` documents every key). :func:`load_spec` parses and checks
+the schema; :func:`plan` resolves every init, dataset root and recipe and expands the grid into
+:class:`Trial` objects. Both run before Ray starts, so that a bad sweep fails in seconds with one line
+that names the file, the key and the allowed values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchxfer.errors import BenchxferError
+from benchxfer.recipes import TrainConfig, get_recipe, recipe_for_task
+from benchxfer.recipes.config import check_knobs
+from benchxfer.recipes.registry import check_task
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+TOP_KEYS = {"name", "description", "recipe", "inits", "datasets", "lr", "seeds", "shots", "overrides", "mode",
+            "resources", "failure"}
+DATASET_KEYS = {"name", "root", "options", "recipe", "overrides", "synthetic"}
+INIT_KEYS = {"name", "pretrain"}
+RESOURCE_KEYS = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0, "max_concurrent": 0, "trainer": "auto"}
+FAILURE_KEYS = {"max_retries": 2}
+SEARCH_KEYS = {"search", "low", "high", "trials"}
+MODES = ("grid", "tune-then-repeat")
+TRAINERS = ("auto", "torch", "direct")
+
+
+@dataclass(frozen=True)
+class LrSearch:
+    low: float
+    high: float
+    trials: int
+    kind: str = "loguniform"
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    name: str
+    root: str  # a folder, or "synthetic" (benchxfer writes a small synthetic set in the real layout)
+    options: dict[str, Any] = field(default_factory=dict)
+    recipe: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    synthetic: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InitEntry:
+    name: str
+    pretrain: str | None = None  # a pre-training file that produces this init when the zoo lacks it
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    path: str
+    name: str
+    description: str
+    recipe: str
+    inits: tuple[InitEntry, ...]
+    datasets: tuple[DatasetEntry, ...]
+    lr: tuple[float, ...] | LrSearch | None
+    seeds: tuple[int, ...]
+    shots: tuple[int | None, ...]
+    overrides: dict[str, Any]
+    mode: str
+    resources: dict[str, Any]
+    failure: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One cell of the grid, fully resolved. ``config`` is the whole TrainConfig as a dict."""
+
+    key: str
+    init: str
+    dataset: str
+    recipe: str
+    lr: float
+    seed: int
+    shot: int | None
+    task: str
+    metric: str
+    overrides: dict[str, Any]
+    config: dict[str, Any]
+
+    def params(self) -> dict[str, str]:
+        """The MLflow params: the axes under plain names, then every override."""
+        out = {"init": self.init, "dataset": self.dataset, "recipe": self.recipe, "lr": f"{self.lr:g}",
+               "seed": str(self.seed), "shot": "full" if self.shot is None else str(self.shot)}
+        out.update({k: json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+                    for k, v in sorted(self.overrides.items())})
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        return {"trial_key": self.key, "init": self.init, "dataset": self.dataset, "recipe": self.recipe,
+                "lr": self.lr, "seed": self.seed, "shot": self.shot, "task": self.task,
+                "arch": self.config["arch"]}
+
+
+# --- parsing ---------------------------------------------------------------------------------------
+
+def _fail(path: str, key: str, msg: str) -> BenchxferError:
+    return BenchxferError(f"{path}: {key}: {msg}")
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise BenchxferError(f"{path}: no such file")
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise BenchxferError(f"{path}: YAML syntax error at {where}{problem}") from None
+    if not isinstance(doc, dict):
+        raise BenchxferError(f"{path}: expected a mapping of keys at the top level, got {type(doc).__name__}")
+    return doc
+
+
+def _check_keys(path: str, where: str, got: dict, allowed: set[str] | dict) -> None:
+    unknown = sorted(set(got) - set(allowed))
+    if unknown:
+        raise _fail(path, f"{where}{unknown[0]}", f"unknown key; allowed: {', '.join(sorted(allowed))}")
+
+
+def _positive_float(path: str, key: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise _fail(path, key, f"must be a positive number, got {value!r}")
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise _fail(path, key, f"must be a positive number, got {value!r}") from None
+    if not out > 0 or out != out or out == float("inf"):
+        raise _fail(path, key, f"must be a positive number, got {value!r}")
+    return out
+
+
+def _int(path: str, key: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _fail(path, key, f"must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _parse_lr(path: str, value: Any) -> tuple[float, ...] | LrSearch | None:
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        _check_keys(path, "lr.", value, SEARCH_KEYS)
+        if value.get("search") != "loguniform":
+            raise _fail(path, "lr.search", f"must be 'loguniform', got {value.get('search')!r}")
+        low, high = _positive_float(path, "lr.low", value.get("low")), _positive_float(path, "lr.high", value.get("high"))
+        if low >= high:
+            raise _fail(path, "lr", f"low ({low:g}) must be below high ({high:g})")
+        return LrSearch(low, high, _int(path, "lr.trials", value.get("trials", 8), 1))
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise _fail(path, "lr", "must not be empty")
+    return tuple(_positive_float(path, f"lr[{i}]" if isinstance(value, list) else "lr", v)
+                 for i, v in enumerate(values))
+
+
+def _parse_seeds(path: str, value: Any) -> tuple[int, ...]:
+    if isinstance(value, list):
+        if not value:
+            raise _fail(path, "seeds", "must not be empty")
+        seeds = tuple(_int(path, f"seeds[{i}]", v, 0) for i, v in enumerate(value))
+        if len(set(seeds)) != len(seeds):
+            raise _fail(path, "seeds", f"repeats a seed: {list(seeds)}")
+        return seeds
+    return tuple(range(_int(path, "seeds", value, 1)))
+
+
+def _parse_shots(path: str, value: Any) -> tuple[int | None, ...]:
+    if value is None:
+        return (None,)
+    values = value if isinstance(value, list) else [value]
+    out: list[int | None] = []
+    for i, v in enumerate(values):
+        out.append(None if v in ("full", None) else _int(path, f"shots[{i}]", v, 1))
+    return tuple(out)
+
+
+def _mapping(path: str, key: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _fail(path, key, f"must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Parse a sweep file and check its schema (names, types, values). No data or zoo access."""
+    path = str(path)
+    doc = read_yaml(path)
+    _check_keys(path, "", doc, TOP_KEYS)
+    name = doc.get("name") or Path(path).stem
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise _fail(path, "name", f"must be letters, digits, '.', '_' or '-', got {name!r}")
+
+    raw_inits = doc.get("inits")
+    if not isinstance(raw_inits, list) or not raw_inits:
+        raise _fail(path, "inits", "must be a non-empty list of init names (see `benchxfer zoo list`)")
+    inits = []
+    for i, item in enumerate(raw_inits):
+        if isinstance(item, str):
+            inits.append(InitEntry(item))
+        elif isinstance(item, dict):
+            _check_keys(path, f"inits[{i}].", item, INIT_KEYS)
+            if not isinstance(item.get("name"), str):
+                raise _fail(path, f"inits[{i}].name", "is required")
+            pre = item.get("pretrain")
+            inits.append(InitEntry(item["name"], str((Path(path).parent / pre)) if pre else None))
+        else:
+            raise _fail(path, f"inits[{i}]", f"must be a name or a mapping, got {item!r}")
+
+    raw_ds = doc.get("datasets")
+    if not isinstance(raw_ds, list) or not raw_ds:
+        raise _fail(path, "datasets", "must be a non-empty list of {name, root} entries")
+    datasets = []
+    for i, item in enumerate(raw_ds):
+        if not isinstance(item, dict):
+            raise _fail(path, f"datasets[{i}]", f"must be a mapping with name and root, got {item!r}")
+        _check_keys(path, f"datasets[{i}].", item, DATASET_KEYS)
+        if not isinstance(item.get("name"), str):
+            raise _fail(path, f"datasets[{i}].name", "is required (see `benchxfer data list`)")
+        root = item.get("root")
+        if not isinstance(root, str) or not root:
+            raise _fail(path, f"datasets[{i}].root", "is required: the dataset folder, or 'synthetic'")
+        if root != "synthetic":
+            root = str((Path(path).parent / Path(root).expanduser()).resolve())
+        datasets.append(DatasetEntry(
+            name=item["name"], root=root,
+            options=_mapping(path, f"datasets[{i}].options", item.get("options")),
+            recipe=item.get("recipe"),
+            overrides=check_knobs(_mapping(path, f"datasets[{i}].overrides", item.get("overrides")),
+                                  f"{path}: datasets[{i}].overrides"),
+            synthetic=_mapping(path, f"datasets[{i}].synthetic", item.get("synthetic")),
+        ))
+
+    mode = doc.get("mode", "grid")
+    if mode not in MODES:
+        raise _fail(path, "mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
+    lr = _parse_lr(path, doc.get("lr"))
+    if mode == "tune-then-repeat" and not isinstance(lr, LrSearch):
+        raise _fail(path, "lr", "mode tune-then-repeat needs an lr search: {search: loguniform, low, high, trials}")
+
+    resources = _mapping(path, "resources", doc.get("resources"))
+    _check_keys(path, "resources.", resources, RESOURCE_KEYS)
+    resources = {**RESOURCE_KEYS, **resources}
+    _int(path, "resources.workers", resources["workers"], 1)
+    _int(path, "resources.max_concurrent", resources["max_concurrent"], 0)
+    for key in ("cpus_per_worker", "gpus_per_worker"):
+        v = resources[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise _fail(path, f"resources.{key}", f"must be a number >= 0, got {v!r}")
+    if resources["trainer"] not in TRAINERS:
+        raise _fail(path, "resources.trainer", f"must be one of {', '.join(TRAINERS)}, got {resources['trainer']!r}")
+    failure = _mapping(path, "failure", doc.get("failure"))
+    _check_keys(path, "failure.", failure, FAILURE_KEYS)
+    failure = {**FAILURE_KEYS, **failure}
+    _int(path, "failure.max_retries", failure["max_retries"], 0)
+
+    return SweepSpec(
+        path=path, name=name, description=str(doc.get("description", "")),
+        recipe=str(doc.get("recipe", "auto")), inits=tuple(inits), datasets=tuple(datasets), lr=lr,
+        seeds=_parse_seeds(path, doc.get("seeds", 1)), shots=_parse_shots(path, doc.get("shots")),
+        overrides=check_knobs(_mapping(path, "overrides", doc.get("overrides")), f"{path}: overrides"),
+        mode=mode, resources=resources, failure=failure,
+    )
+
+
+# --- trial identity --------------------------------------------------------------------------------
+
+def trial_key(init: str, dataset: str, lr: float, seed: int, shot: int | None, recipe: str,
+              knobs: dict[str, Any], options: dict[str, Any]) -> str:
+    """A stable, readable key from the axis values; the hash covers the recipe, every resolved knob and the
+    dataset options, so that a change of protocol is a new trial and the same protocol the same trial."""
+    blob = json.dumps({"recipe": recipe, "knobs": knobs, "options": options}, sort_keys=True, default=str)
+    digest = hashlib.sha1(blob.encode()).hexdigest()[:8]
+    shot_part = "" if shot is None else f"_k{shot}"
+    return f"{init}_{dataset}_lr{lr:g}_s{seed}{shot_part}_{digest}"
+
+
+# --- planning --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Cell:
+    """One (init, dataset) cell with its resolved recipe and knobs; the lr/seed/shot axes expand it."""
+
+    init: str
+    dataset: DatasetEntry
+    recipe: str
+    task: str
+    metric: str
+    knobs: dict[str, Any]
+    overrides: dict[str, Any]  # what the sweep file set, for the MLflow params
+
+    def trial(self, sweep: str, lr: float, seed: int, shot: int | None, root: str) -> Trial:
+        key = trial_key(self.init, self.dataset.name, lr, seed, shot, self.recipe, self.knobs, self.dataset.options)
+        config = TrainConfig.from_dict({
+            **self.knobs, "sweep": sweep, "trial_key": key, "init": self.init, "dataset": self.dataset.name,
+            "root": root, "dataset_options": dict(self.dataset.options), "recipe": self.recipe, "lr": lr,
+            "seed": seed, "shot": shot,
+        }).to_dict()
+        return Trial(key, self.init, self.dataset.name, self.recipe, lr, seed, shot, self.task, self.metric,
+                     dict(self.overrides), config)
+
+
+def cells(spec: SweepSpec, init_arch: dict[str, str | None], tasks: dict[str, tuple[str, str]]) -> list[Cell]:
+    """Resolve recipe and knobs per (init, dataset). ``init_arch`` maps init -> arch (None for scratch);
+    ``tasks`` maps dataset name -> (task, primary metric)."""
+    out = []
+    for ds, init in itertools.product(spec.datasets, spec.inits):
+        task, metric = tasks[ds.name]
+        rname = ds.recipe or spec.recipe
+        if rname == "auto":
+            rname = recipe_for_task(task)
+        where = f"{spec.path}: datasets[{spec.datasets.index(ds)}] ({ds.name})"
+        recipe = get_recipe(rname)
+        check_task(recipe, task, where)
+        overrides = {**spec.overrides, **ds.overrides}
+        knobs = recipe.resolve(overrides, where)
+        arch = init_arch.get(init.name)
+        if "arch" not in overrides and arch:
+            knobs["arch"] = arch  # the init decides the architecture unless the sweep says otherwise
+        elif arch and knobs["arch"] != arch:
+            raise BenchxferError(
+                f"{spec.path}: inits: {init.name!r} is a {arch} backbone but the sweep sets arch "
+                f"{knobs['arch']!r}; remove the arch override or pick an init of that architecture"
+            )
+        out.append(Cell(init.name, ds, rname, task, metric, knobs, overrides))
+    return out
+
+
+def expand(spec: SweepSpec, cell_list: list[Cell], roots: dict[str, str],
+           lrs: dict[tuple[str, str], float] | None = None, seeds: tuple[int, ...] | None = None) -> list[Trial]:
+    """The grid: cells x lr x seed x shot. ``lrs`` fixes one lr per (init, dataset) (stage 2 of
+    tune-then-repeat); otherwise the sweep's lr list, or the recipe's default lr."""
+    trials = []
+    for cell in cell_list:
+        if lrs is not None:
+            lr_values: tuple[float, ...] = (lrs[(cell.init, cell.dataset.name)],)
+        elif isinstance(spec.lr, tuple):
+            lr_values = spec.lr
+        else:
+            lr_values = (get_recipe(cell.recipe).default_lr,)
+        for lr, seed, shot in itertools.product(lr_values, seeds or spec.seeds, spec.shots):
+            trials.append(cell.trial(spec.name, lr, seed, shot, roots[cell.dataset.name]))
+    keys = [t.key for t in trials]
+    if len(set(keys)) != len(keys):
+        dup = next(k for k in keys if keys.count(k) > 1)
+        raise BenchxferError(f"{spec.path}: two trials share the key {dup}; remove the repeated axis value")
+    return trials

@@ -1,0 +1,287 @@
+"""The MLflow layer: the embedded local server, the sweep's parent run, one child run per trial key.
+
+Ray's MLflow callback makes a second run when a trial is resumed and cannot nest runs, so benchxfer
+keeps its own small layer (``shared/reference/ENGINES.md``):
+
+- one experiment per sweep, named by the sweep; one parent run (tag ``benchxfer.role=sweep``);
+- one child run per trial, named by its trial key and found again by the tag ``benchxfer.trial_key``,
+  so a resumed or retried trial continues its own run and there is never a second one;
+- workers log over HTTP with :class:`RunLogger`, which buffers what the server did not take and
+  delivers it later, so that an unreachable server never crashes training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+from benchxfer import __version__, paths
+from benchxfer.errors import BenchxferError
+
+log = logging.getLogger("benchxfer")
+
+ROLE, SWEEP, KEY, STATUS, ERROR = (
+    "benchxfer.role", "benchxfer.sweep", "benchxfer.trial_key", "benchxfer.status", "benchxfer.error")
+# Fail fast instead of MLflow's default minutes of retries; RunLogger does the retrying.
+CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+# --- the embedded server ---------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def healthy(uri: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+class LocalServer:
+    """``mlflow server`` on the SQLite store in the benchxfer home, bound to 127.0.0.1."""
+
+    def __init__(self, home: Path | None = None, port: int | None = None, host: str = "127.0.0.1"):
+        self.home = Path(home or paths.home())
+        self.host = host
+        self.port = port or free_port()
+        self.uri = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.home / "mlflow-server.log"
+
+    def start(self, timeout: float = 90.0) -> str:
+        self.home.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "mlflow", "server",
+               "--backend-store-uri", f"sqlite:///{self.home / 'mlflow.db'}",
+               "--artifacts-destination", str(self.home / "mlartifacts"),
+               "--host", self.host, "--port", str(self.port), "--workers", "1"]
+        logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchxferError(f"the MLflow server exited at start; see {self.log_path}")
+            if healthy(self.uri, timeout=1.0):
+                return self.uri
+            time.sleep(0.3)
+        self.stop()
+        raise BenchxferError(f"the MLflow server did not answer within {timeout:.0f} s; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            import signal
+
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc = None
+
+
+@contextlib.contextmanager
+def tracking_uri(uri: str | None = None, echo=None) -> Iterator[str]:
+    """The tracking URI to use: ``uri``, else ``$MLFLOW_TRACKING_URI``, else an embedded local server
+    started for the duration of the block."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        yield uri
+        return
+    server = LocalServer()
+    if echo:
+        echo(f"Starting the local MLflow server on {server.uri} (store {server.home / 'mlflow.db'}) ...")
+    server.start()
+    try:
+        yield server.uri
+    finally:
+        server.stop()
+
+
+def ui_url(uri: str, experiment_id: str) -> str:
+    return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def client(uri: str):
+    for k, v in CLIENT_ENV.items():
+        os.environ.setdefault(k, v)
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def version_tags() -> dict[str, str]:
+    tags = {"benchxfer.version": __version__, "benchxfer.python": platform.python_version()}
+    for pkg in ("torch", "torchvision", "ray", "mlflow", "timm", "segmentation_models_pytorch"):
+        mod = sys.modules.get(pkg)
+        if mod is None:
+            with contextlib.suppress(Exception):
+                import importlib.metadata as md
+
+                tags[f"benchxfer.pkg.{pkg}"] = md.version(pkg.replace("_", "-"))
+                continue
+        if mod is not None:
+            tags[f"benchxfer.pkg.{pkg}"] = getattr(mod, "__version__", "?")
+    with contextlib.suppress(Exception):
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).resolve().parent).stdout.strip()
+        if commit:
+            tags["benchxfer.git_commit"] = commit
+    return tags
+
+
+# --- the driver's side: experiment, parent run, child runs ------------------------------------------
+
+class SweepRecorder:
+    """Experiment and runs of one sweep. Safe to call again on resume: it finds what exists."""
+
+    def __init__(self, uri: str, sweep: str):
+        self.uri, self.sweep = uri, sweep
+        try:
+            self.client = client(uri)
+            exp = self.client.get_experiment_by_name(sweep)
+            self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(sweep)
+        except Exception as err:  # noqa: BLE001 - any failure to reach the server is the user's setup
+            raise BenchxferError(f"cannot reach the MLflow tracking server at {uri}: {type(err).__name__}: "
+                                 f"{str(err).splitlines()[0][:200] if str(err) else ''}") from None
+        self.parent_run_id = self._parent()
+
+    def _find(self, filter_string: str):
+        runs = self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=10)
+        return runs[0] if runs else None
+
+    def _parent(self) -> str:
+        run = self._find(f"tags.`{ROLE}` = 'sweep' and tags.`{SWEEP}` = '{self.sweep}'")
+        if run:
+            if run.info.status != "RUNNING":
+                self.client.update_run(run.info.run_id, status="RUNNING")
+            return run.info.run_id
+        tags = {ROLE: "sweep", SWEEP: self.sweep, "mlflow.runName": self.sweep, **version_tags()}
+        return self.client.create_run(self.experiment_id, tags=tags, run_name=self.sweep).info.run_id
+
+    def log_sweep(self, params: dict[str, str], spec_text: str, trials: list[dict]) -> None:
+        with contextlib.suppress(Exception):  # params are immutable: identical on resume
+            self.client.log_batch(self.parent_run_id, params=_params(params))
+        self.client.log_text(self.parent_run_id, spec_text, "sweep.yaml")
+        self.client.log_text(self.parent_run_id, json.dumps(trials, indent=1), "trials.json")
+
+    def trial_run(self, key: str, params: dict[str, str], tags: dict[str, str]) -> str:
+        """The run of trial ``key``: found by its tag, or created once under the parent."""
+        run = self._find(f"tags.`{KEY}` = '{key}'")
+        if run:
+            if run.info.status != "RUNNING":
+                self.client.update_run(run.info.run_id, status="RUNNING")
+            return run.info.run_id
+        all_tags = {"mlflow.parentRunId": self.parent_run_id, ROLE: "trial", SWEEP: self.sweep, KEY: key,
+                    STATUS: "pending", **version_tags(), **tags}
+        run_id = self.client.create_run(self.experiment_id, tags=all_tags, run_name=key).info.run_id
+        self.client.log_batch(run_id, params=_params(params))
+        return run_id
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.parent_run_id, status=status)
+
+    def url(self) -> str:
+        return ui_url(self.uri, self.experiment_id)
+
+
+def _params(params: dict[str, str]):
+    from mlflow.entities import Param
+
+    return [Param(k, str(v)[:6000]) for k, v in params.items()]
+
+
+# --- the worker's side: one run, robust to an unreachable server ------------------------------------
+
+class RunLogger:
+    """Logs to one MLflow run from a training process. What the server does not take is kept and sent
+    with the next call; :meth:`close` retries for a while, then writes what is left to a file beside the
+    checkpoints and tags the gap on the run when it can."""
+
+    def __init__(self, uri: str | None, run_id: str | None, spill_dir: Path | None = None):
+        self.uri, self.run_id, self.spill_dir = uri, run_id, spill_dir
+        self.pending_metrics: list[tuple[str, float, int]] = []
+        self.pending_tags: dict[str, str] = {}
+        self.pending_artifacts: list[tuple[str, str]] = []
+        self.failures = 0
+        self._client = client(uri) if uri and run_id else None
+
+    @property
+    def enabled(self) -> bool:
+        return self._client is not None
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.pending_metrics += [(k, float(v), step) for k, v in metrics.items() if v == v]  # drop NaN
+        self.flush()
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.pending_tags.update({k: str(v)[:5000] for k, v in tags.items()})
+        self.flush()
+
+    def log_text(self, text: str, name: str) -> None:
+        self.pending_artifacts.append((text, name))
+        self.flush()
+
+    def flush(self) -> bool:
+        if not self.enabled:
+            return True
+        from mlflow.entities import Metric, RunTag
+
+        try:
+            now = int(time.time() * 1000)
+            while self.pending_metrics:
+                chunk = self.pending_metrics[:900]
+                self._client.log_batch(self.run_id, metrics=[Metric(k, v, now, s) for k, v, s in chunk])
+                del self.pending_metrics[: len(chunk)]
+            if self.pending_tags:
+                self._client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in self.pending_tags.items()])
+                self.pending_tags.clear()
+            while self.pending_artifacts:
+                text, name = self.pending_artifacts[0]
+                self._client.log_text(self.run_id, text, name)
+                self.pending_artifacts.pop(0)
+            return True
+        except Exception as err:  # noqa: BLE001 - the server may be down; keep the data and go on
+            self.failures += 1
+            log.warning("MLflow unreachable (%s); %d metric values kept for later",
+                        type(err).__name__, len(self.pending_metrics))
+            return False
+
+    def close(self, status: str, retry_seconds: float = 60.0) -> None:
+        if not self.enabled:
+            return
+        deadline = time.monotonic() + retry_seconds
+        delay = 1.0
+        while not self.flush() and time.monotonic() < deadline:
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+        if self.pending_metrics or self.pending_tags:
+            self._spill()
+        with contextlib.suppress(Exception):
+            if self.failures:
+                self._client.set_tag(self.run_id, "benchxfer.mlflow_outages", str(self.failures))
+            self._client.set_terminated(self.run_id, status=status)
+
+    def _spill(self) -> None:
+        if self.spill_dir is None:
+            return
+        self.spill_dir.mkdir(parents=True, exist_ok=True)
+        path = self.spill_dir / "mlflow_undelivered.json"
+        path.write_text(json.dumps({"run_id": self.run_id, "metrics": self.pending_metrics,
+                                    "tags": self.pending_tags}))
+        log.warning("MLflow metrics not delivered were written to %s", path)

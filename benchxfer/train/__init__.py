@@ -1,0 +1,1 @@
+"""The per-worker training function and what it needs: metrics, checkpoints, tracking of one run."""

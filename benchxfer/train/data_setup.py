@@ -1,0 +1,120 @@
+"""The data side of one run: datasets, transforms and loaders, sharded over workers deterministically."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+
+from benchxfer import data, zoo
+from benchxfer.recipes import TrainConfig
+from benchxfer.recipes.schedules import bit_mixup
+
+CXR_MEAN, CXR_STD = (0.5056,) * 3, (0.252,) * 3
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class Indexed(Dataset):
+    """Items become ``(index, *item)`` so that evaluation can put gathered predictions back in order."""
+
+    def __init__(self, ds: Dataset):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int):
+        item = self.ds[i]
+        return (i, *item)
+
+
+def normalisation(cfg: TrainConfig) -> tuple[Sequence[float], Sequence[float]]:
+    if cfg.normalization == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD
+    if cfg.normalization == "cxr":
+        return CXR_MEAN, CXR_STD
+    if cfg.init == "scratch":
+        return IMAGENET_MEAN, IMAGENET_STD
+    init = zoo.get_init(cfg.init)
+    return tuple(init.mean), tuple(init.std)
+
+
+@dataclass
+class RunData:
+    train: Dataset
+    val: Dataset
+    test: Dataset | None
+    task: str
+    num_classes: int
+    metric: str
+    metrics: tuple[str, ...]
+    auroc_columns: list[int] | None  # CheXpert: AUROC over the 5 competition classes only
+    mixup: float
+
+
+def build_data(cfg: TrainConfig) -> RunData:
+    mean, std = normalisation(cfg)
+    if cfg.sources:  # pre-training on merged sources
+        def tf(train: bool):
+            return data.transforms.build(cfg.augment, train=train, size=cfg.size, mean=mean, std=std,
+                                         task="multilabel")
+        srcs = [(s["dataset"], s["root"]) for s in cfg.sources]
+        train = data.open_merged(srcs, "train", transform=tf(True), size_hint=cfg.size)
+        val = data.open_merged(srcs, "val", transform=tf(False), size_hint=cfg.size)
+        n = len(train.classes)
+        return RunData(train, val, None, "multilabel", n, "auroc", ("auroc",), None, 0.0)
+
+    dcfg = data.get_dataset(cfg.dataset)
+    task = dcfg.task
+    common: dict[str, Any] = {**cfg.dataset_options, "size_hint": cfg.size}
+
+    def tf(train: bool, tencrop: bool = False):
+        return data.transforms.build(cfg.augment, train=train, size=cfg.size, mean=mean, std=std, task=task,
+                                     tencrop=tencrop)
+
+    train = data.open_dataset(cfg.dataset, cfg.root, "train", transform=tf(True), shots=cfg.shot,
+                              seed=cfg.seed, **common)
+    common.pop("fraction", None)  # a label fraction applies to the training list only
+    val = data.open_dataset(cfg.dataset, cfg.root, "val", transform=tf(False), **common)
+    test = data.open_dataset(cfg.dataset, cfg.root, "test", transform=tf(False, cfg.tencrop), **common)
+    classes = list(getattr(train, "classes", None) or dcfg.classes)
+    num_classes = 1 if task in ("binary", "segmentation") else len(classes)
+    columns = None
+    if dcfg.eval_classes:
+        columns = [classes.index(c) for c in dcfg.eval_classes]
+    mix = cfg.mixup if cfg.mixup >= 0 else bit_mixup(len(train))  # -1: BiT-HyperRule's rule
+    return RunData(train, val, test, task, num_classes, dcfg.metric, tuple(dcfg.metrics), columns, mix)
+
+
+def per_worker_batch(global_batch: int, world: int) -> int:
+    return max(1, global_batch // world)
+
+
+def train_loader(ds: Dataset, cfg: TrainConfig, rank: int, world: int, pin: bool) -> tuple[DataLoader, DistributedSampler]:
+    """A loader over this worker's shard. The shard and its order come from (seed, epoch) only, so a
+    resumed run sees exactly the batches an uninterrupted one would."""
+    sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=False)
+    bs = per_worker_batch(cfg.batch_size, world)
+    gen = torch.Generator()
+    gen.manual_seed(cfg.seed)
+    loader = DataLoader(Indexed(ds), batch_size=bs, sampler=sampler, num_workers=cfg.loader_workers,
+                        drop_last=len(sampler) > bs, pin_memory=pin, generator=gen,
+                        persistent_workers=False)
+    return loader, sampler
+
+
+def eval_loader(ds: Dataset, cfg: TrainConfig, rank: int, world: int, pin: bool) -> DataLoader:
+    """This worker's share of an evaluation set: indices rank, rank + world, ... (no padding, no repeats)."""
+    shard = Subset(Indexed(ds), list(range(rank, len(ds), world)))  # type: ignore[arg-type]
+    return DataLoader(shard, batch_size=per_worker_batch(cfg.batch_size, world), shuffle=False,
+                      num_workers=cfg.loader_workers, pin_memory=pin)
+
+
+def steps_per_epoch(n: int, cfg: TrainConfig, world: int) -> int:
+    bs = per_worker_batch(cfg.batch_size, world)
+    per_worker = math.ceil(n / world)
+    steps = per_worker // bs if per_worker > bs else 1
+    return min(steps, cfg.max_train_batches) if cfg.max_train_batches > 0 else steps

@@ -1,0 +1,82 @@
+"""Metrics over a whole evaluation set: mean AUROC, accuracy, Dice (global and per image), IoU.
+
+Evaluation gathers small per-sample records from every worker (scores and targets for classification;
+intersection and sums per image for segmentation), so that the metric is computed on the whole set
+exactly as a single process would.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from benchxfer.registry import Registry
+
+# A metric takes the gathered per-sample arrays (a dict) and returns one float.
+METRICS: Registry[Callable[[dict[str, np.ndarray]], float]] = Registry("metric")
+
+
+def mean_auroc(scores: np.ndarray, targets: np.ndarray, columns: Sequence[int] | None = None) -> float:
+    """Mean AUROC over classes (columns); classes with only one label value in the set are skipped."""
+    scores, targets = np.asarray(scores, dtype=np.float64), np.asarray(targets)
+    if scores.ndim == 1:
+        scores, targets = scores[:, None], targets[:, None]
+    cols = range(scores.shape[1]) if columns is None else columns
+    aucs = [roc_auc_score(targets[:, c] > 0.5, scores[:, c]) for c in cols
+            if len(np.unique(targets[:, c] > 0.5)) == 2]
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+@METRICS.register("auroc")
+def _auroc(r: dict[str, np.ndarray]) -> float:
+    if r["scores"].ndim == 2 and r["targets"].ndim == 1:  # multi-class: one-vs-rest on the probabilities
+        onehot = np.eye(r["scores"].shape[1])[r["targets"].astype(int)]
+        return mean_auroc(r["scores"], onehot)
+    return mean_auroc(r["scores"], r["targets"], r.get("columns"))
+
+
+@METRICS.register("accuracy")
+def _accuracy(r: dict[str, np.ndarray]) -> float:
+    scores, targets = r["scores"], r["targets"]
+    if scores.ndim == 2 and targets.ndim == 1:  # multi-class
+        pred = scores.argmax(axis=1)
+    else:  # binary or multi-label: threshold the probability at 0.5
+        pred = (scores >= 0.5).astype(int)
+        targets = (targets > 0.5).astype(int)
+    return float(np.mean(pred.reshape(targets.shape) == targets))
+
+
+def dice_from_counts(inter: np.ndarray, psum: np.ndarray, tsum: np.ndarray) -> tuple[float, float]:
+    """Global Dice over all pixels, and the mean of per-image Dice (an empty prediction on an empty mask
+    counts as 1)."""
+    inter, psum, tsum = (np.asarray(a, dtype=np.float64) for a in (inter, psum, tsum))
+    total = psum.sum() + tsum.sum()
+    global_dice = 1.0 if total == 0 else 2.0 * inter.sum() / total
+    denom = psum + tsum
+    per_image = np.where(denom == 0, 1.0, 2.0 * inter / np.where(denom == 0, 1.0, denom))
+    return float(global_dice), float(per_image.mean()) if len(per_image) else float("nan")
+
+
+@METRICS.register("dice")
+def _dice(r: dict[str, np.ndarray]) -> float:
+    return dice_from_counts(r["inter"], r["psum"], r["tsum"])[0]
+
+
+@METRICS.register("dice_per_image")
+def _dice_per_image(r: dict[str, np.ndarray]) -> float:
+    return dice_from_counts(r["inter"], r["psum"], r["tsum"])[1]
+
+
+@METRICS.register("iou")
+def _iou(r: dict[str, np.ndarray]) -> float:
+    inter, union = r["inter"].sum(), r["psum"].sum() + r["tsum"].sum() - r["inter"].sum()
+    return 1.0 if union == 0 else float(inter / union)
+
+
+def compute(names: Sequence[str], records: dict[str, np.ndarray]) -> dict[str, float]:
+    return {name: METRICS.get(name)(records) for name in names}
+
+
+SEGMENTATION_METRICS = ("dice", "dice_per_image", "iou")
