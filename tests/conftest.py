@@ -1,0 +1,41 @@
+"""Shared fixtures: one benchxfer home, one real MLflow server and one real Ray session per test run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def bx_home(tmp_path_factory) -> Path:
+    """A fresh BENCHXFER_HOME for the whole run (set before Ray starts, so workers see it too)."""
+    home = tmp_path_factory.mktemp("bxhome")
+    os.environ["BENCHXFER_HOME"] = str(home)
+    os.environ.pop("BENCHXFER_ZOO", None)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    return home
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory) -> str:
+    """The http://127.0.0.1:PORT URI of a real MLflow server on a temporary SQLite store."""
+    from benchxfer.tracking import LocalServer
+
+    server = LocalServer(home=tmp_path_factory.mktemp("mlflow"))
+    uri = server.start()
+    yield uri
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_session(bx_home):
+    """One local Ray session shared by every end-to-end test."""
+    import ray
+
+    from benchxfer.sweep import ensure_ray
+
+    ensure_ray()
+    yield ray
+    ray.shutdown()
