@@ -104,7 +104,8 @@ def run_trial(config: dict[str, Any]) -> None:
     tdir = paths.trial_dir(ctx["sweep"], key)
     done = read_result(tdir)
     if done:  # finished before: never run again
-        tune.report({f"test_{k}": v for k, v in done["test"].items()} | {"done": True, "skipped": True})
+        tune.report({f"test_{k}": v for k, v in done["test"].items()} | {
+            "done": True, "skipped": True, "best_val_loss": done.get("best_val_loss")})
         return
     launch = Launch(**ctx["launch"])
     from benchxfer.tracking import SweepRecorder

@@ -36,7 +36,7 @@ from benchxfer.train.session import SESSIONS, Session
 
 log = logging.getLogger("benchxfer")
 
-RESULT, FAILED = "result.json", "failed.json"
+RESULT, FAILED, PROGRESS = "result.json", "failed.json", "progress.json"
 
 
 class TrialFailed(RuntimeError):
@@ -261,7 +261,9 @@ def train_run(config: dict[str, Any]) -> dict[str, Any]:
                 "config": json.dumps(cfg.to_dict(), default=str),
             })
             tlog.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-        sess.report({k: v for k, v in row.items()} | {"done": False})
+            write_json(trial_dir / PROGRESS, {"epoch": epoch, "best_epoch": best_epoch, "epochs_max": epochs,
+                                              "best": history[best_epoch] if best_epoch >= 0 else None})
+        sess.report(row | {"best_val_loss": stopper.best, "done": False})
 
     # --- test the best epoch's weights ---------------------------------------------------------------
     if best_state is not None:
@@ -278,6 +280,7 @@ def train_run(config: dict[str, Any]) -> dict[str, Any]:
         "lr": cfg.lr, "seed": cfg.seed, "metric": rd.metric, "value": test.get(rd.metric, float("nan")),
         "test": test, "best_epoch": best_epoch, "epochs_run": len(history), "status": "finished", "error": None,
         "wall_seconds": wall, "accelerator_hours": accel, "mlflow_run_id": rt.get("run_id"),
+        "best_val_loss": stopper.best if math.isfinite(stopper.best) else None,
     }
     if sess.is_main:
         if cfg.sources:  # pre-training: the product is the backbone
@@ -292,7 +295,8 @@ def train_run(config: dict[str, Any]) -> dict[str, Any]:
         tlog.set_tags({"benchxfer.status": "finished"})
         write_json(trial_dir / RESULT, result)
         tlog.close("FINISHED")
-    sess.report({f"test_{k}": v for k, v in test.items()} | {"done": True, "epoch": epoch})
+    sess.report({f"test_{k}": v for k, v in test.items()} | {"done": True, "epoch": epoch,
+                                                              "best_val_loss": stopper.best})
     return result
 
 

@@ -1,0 +1,247 @@
+"""The run commands: sweep, resume, status, train, pretrain, ui. Each parses options, calls one
+function, and prints the result; the work lives in planning, runner, pretraining and tracking."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import click
+
+from benchxfer import paths
+from benchxfer.errors import BenchxferError
+
+tracking_option = click.option(
+    "--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, metavar="URI",
+    help="MLflow tracking server (default: $MLFLOW_TRACKING_URI, else a local server that benchxfer starts "
+         "on 127.0.0.1 with the SQLite store in $BENCHXFER_HOME).")
+address_option = click.option(
+    "--address", default=None, metavar="ADDR",
+    help="Ray cluster to join: 'auto' or 'ray://HOST:10001' (default: a local Ray session).")
+zoo_option = click.option("--zoo", "zoo_dir", default=None, type=click.Path(file_okay=False), metavar="DIR",
+                          help="Init zoo folder (default: $BENCHXFER_ZOO, else $BENCHXFER_HOME/zoo).")
+
+
+def _use_zoo(zoo_dir: str | None) -> None:
+    if zoo_dir:
+        os.environ["BENCHXFER_ZOO"] = str(Path(zoo_dir).expanduser().resolve())
+
+
+def _print_plan(plan, limit: int | None) -> None:
+    d = plan.describe()
+    trials = plan.trials
+    shown = trials if limit is None else trials[:limit]
+    click.echo(f"{'#':>5}  {'trial key':<60} {'recipe':<15} {'arch':<10} {'task'}")
+    for i, t in enumerate(shown):
+        click.echo(f"{i:>5}  {t.key:<60} {t.recipe:<15} {t.config['arch']:<10} {t.task}")
+    if len(shown) < len(trials):
+        click.echo(f"  ... {len(trials) - len(shown)} more (use --limit 0 to list all)")
+    click.echo(f"Total: {d['trials']} trials = {d['inits']} inits x {d['datasets']} datasets x lr [{d['lr']}] "
+               f"x {d['seeds']} seeds" + (f" x {d['shots']} shots" if d["shots"] > 1 else ""))
+    for name, pfile in plan.to_pretrain:
+        click.echo(f"Before the trials: pre-train init {name!r} from {pfile}")
+
+
+def _summary(sweep: str, uri: str) -> None:
+    from benchxfer import report, results
+
+    try:
+        df = results.load_runs(sweep, uri)
+        baseline = "imagenet" if "imagenet" in set(df["init"]) else None
+        click.echo("\n" + report.summarise(df, baseline=baseline).markdown())
+    except BenchxferError as err:
+        click.echo(f"(no summary: {err})")
+
+
+def _run(plan, tracking_uri, address):
+    from benchxfer.runner import execute
+    from benchxfer.tracking import tracking_uri as tracking
+
+    started = time.time()
+    with tracking(tracking_uri, echo=click.echo) as uri:
+        execute(plan, uri, address=address, echo=click.echo)
+        _summary(plan.spec.name, uri)
+    click.echo(f"\nDone in {time.time() - started:.0f} s. Tables and figures: benchxfer report {plan.spec.name}")
+    click.echo("Browse and compare the runs: benchxfer ui" + (f" --tracking-uri {tracking_uri}" if tracking_uri else ""))
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="Validate, list every trial and the total, and start nothing.")
+@click.option("--limit", default=50, show_default=True, help="Trials listed by --dry-run (0: all).")
+@tracking_option
+@address_option
+@zoo_option
+def sweep(file, dry_run, limit, tracking_uri, address, zoo_dir):
+    """Validate a sweep FILE, then run all its trials as one Ray Tune experiment.
+
+    Everything is checked before Ray starts: keys, values, inits (and their files in the zoo), dataset
+    folders. Trials that finished in an earlier run of the same sweep are not run again. The sweep ends
+    with the per-init mean +/- std table; `benchxfer report NAME` makes the full report.
+    """
+    from benchxfer.planning import make_plan
+
+    _use_zoo(zoo_dir)
+    plan = make_plan(file, zoo_dir, write_synthetic=not dry_run)
+    if dry_run:
+        _print_plan(plan, None if limit == 0 else limit)
+        return
+    from benchxfer.runner import save_plan
+
+    save_plan(plan)
+    _run(plan, tracking_uri, address)
+
+
+@click.command()
+@click.argument("name")
+@tracking_option
+@address_option
+@zoo_option
+def resume(name, tracking_uri, address, zoo_dir):
+    """Continue the interrupted or partly failed sweep NAME.
+
+    Finished trials are not run again; interrupted and failed ones continue from their last epoch
+    checkpoint, in the same MLflow runs.
+    """
+    from benchxfer.planning import make_plan
+    from benchxfer.runner import SPEC_COPY
+
+    _use_zoo(zoo_dir)
+    saved = paths.sweep_dir(name) / SPEC_COPY
+    if not saved.exists():
+        known = sorted(p.name for p in paths.runs_dir().iterdir()) if paths.runs_dir().exists() else []
+        raise BenchxferError(f"no sweep named {name!r} in {paths.runs_dir()}; known: {', '.join(known) or 'none'}")
+    source = json.loads((paths.sweep_dir(name) / "source.json").read_text())["path"]
+    spec_path = source if Path(source).exists() else saved
+    _run(make_plan(spec_path, zoo_dir, write_synthetic=True), tracking_uri, address)
+
+
+def trial_states(name: str) -> list[dict]:
+    from benchxfer.runner import TRIALS
+    from benchxfer.train.loop import FAILED, PROGRESS, RESULT
+
+    path = paths.sweep_dir(name) / TRIALS
+    if not path.exists():
+        raise BenchxferError(f"no sweep named {name!r} in {paths.runs_dir()} (run `benchxfer sweep FILE` first)")
+    rows = []
+    for t in json.loads(path.read_text()):
+        tdir = paths.trial_dir(name, t["trial_key"])
+        row = {"trial_key": t["trial_key"], "state": "pending", "epoch": "", "best": "", "error": ""}
+        prog = _read(tdir / PROGRESS)
+        if prog:
+            row.update(state="interrupted", epoch=prog["epoch"])
+            if prog.get("best"):
+                best = prog["best"]
+                metric = next((k for k in best if k.startswith("val_") and k != "val_loss"), "val_loss")
+                row["best"] = f"{metric}={best[metric]:.4f}@{prog['best_epoch']}"
+        res, fail = _read(tdir / RESULT), _read(tdir / FAILED)
+        if res and res.get("status") == "finished":
+            row.update(state="finished", epoch=res["epochs_run"] - 1,
+                       best=f"test_{res['metric']}={res['value']:.4f}@{res['best_epoch']}")
+        elif fail:
+            row.update(state="failed", error=str(fail.get("reason", ""))[:120])
+        rows.append(row)
+    return rows
+
+
+def _read(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+@click.command()
+@click.argument("name")
+def status(name):
+    """Print every trial of sweep NAME with its state, epoch, best score and error line."""
+    rows = trial_states(name)
+    click.echo(f"{'trial key':<60} {'state':<12} {'epoch':>5}  {'best':<28} error")
+    for r in rows:
+        click.echo(f"{r['trial_key']:<60} {r['state']:<12} {r['epoch']!s:>5}  {r['best']:<28} {r['error']}")
+    counts = {s: sum(r["state"] == s for r in rows) for s in ("finished", "failed", "interrupted", "pending")}
+    click.echo(", ".join(f"{v} {k}" for k, v in counts.items()) + f" ({len(rows)} trials)")
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--trial", "index", default=0, show_default=True, help="Which trial of the sweep (its # in --dry-run).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a training setting for this run (e.g. --set epochs=2). Repeatable.")
+@zoo_option
+def train(file, index, sets, zoo_dir):
+    """Run one trial of sweep FILE in this process, without Ray or MLflow (for debugging).
+
+    It uses the same training function as the sweep, and its own trial folder, so it also resumes.
+    """
+    import yaml
+
+    from benchxfer.planning import make_plan
+    from benchxfer.train.loop import train_run
+
+    _use_zoo(zoo_dir)
+    plan = make_plan(file, zoo_dir, write_synthetic=True)
+    if not 0 <= index < len(plan.trials):
+        raise BenchxferError(f"--trial {index}: the sweep has trials 0 to {len(plan.trials) - 1}")
+    trial = plan.trials[index]
+    config = dict(trial.config)
+    from benchxfer.recipes.config import check_knobs
+
+    extra = {}
+    for item in sets:
+        if "=" not in item:
+            raise BenchxferError(f"--set {item!r}: expected KEY=VALUE")
+        k, v = item.split("=", 1)
+        extra[k] = yaml.safe_load(v)
+    config.update(check_knobs(extra, "--set"))
+    tdir = paths.sweep_dir(plan.spec.name) / "local" / trial.key
+    click.echo(f"Training {trial.key} in-process; folder {tdir}")
+    result = train_run({**config, "_runtime": {"session": "local", "trial_dir": str(tdir)}})
+    click.echo(json.dumps({k: result[k] for k in ("trial_key", "metric", "value", "test", "best_epoch",
+                                                  "epochs_run", "wall_seconds")}, indent=1))
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@tracking_option
+@zoo_option
+def pretrain(file, tracking_uri, zoo_dir):
+    """Pre-train a new init from FILE on Ray Train and register it in the zoo under the file's name.
+
+    Sources are merged on their common labels (missing and uncertain labels are masked out of the loss).
+    Run the same command again after a kill: it continues from the last epoch checkpoint.
+    """
+    from benchxfer.pretraining import load_pretrain_spec, run_pretrain
+    from benchxfer.tracking import tracking_uri as tracking
+
+    _use_zoo(zoo_dir)
+    spec = load_pretrain_spec(file)
+    with tracking(tracking_uri, echo=click.echo) as uri:
+        result = run_pretrain(spec, uri, echo=click.echo, zoo_override=zoo_dir)
+    click.echo(f"Init {spec.name!r} is in the zoo ({result.get('zoo_path', 'already there')}); "
+               f"use it in a sweep as `inits: [{spec.name}]`.")
+
+
+@click.command()
+@click.option("--port", default=5000, show_default=True, help="Port of the UI on 127.0.0.1.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to bind. Anything but 127.0.0.1 exposes your runs to the network.")
+def ui(port, host):
+    """Open the MLflow UI on the local store ($BENCHXFER_HOME/mlflow.db). Ctrl-C stops it."""
+    from benchxfer.tracking import LocalServer, client, ui_url
+
+    server = LocalServer(port=port, host=host)
+    uri = server.start()
+    try:
+        exps = [e for e in client(uri).search_experiments() if e.name != "Default"]
+        click.echo(f"MLflow UI: {uri}")
+        for e in exps:
+            click.echo(f"  {e.name}: {ui_url(uri, e.experiment_id)}")
+        click.echo("Ctrl-C to stop.")
+        server.proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()

@@ -1,0 +1,137 @@
+"""Pre-training and domain adaptation: making a new init on Ray Train, and putting it in the zoo.
+
+A pre-training file names the sources (merged on their common labels, missing and uncertain labels
+masked out of the loss), the architecture, the starting init, the recipe and the resources. The run is a
+trial like any other (same loop, same checkpoints, same MLflow layer, experiment ``pretrain``); when it
+ends, rank 0 writes the backbone into the zoo under the file's ``name``. Running the same command again
+after a kill continues from the last epoch checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchxfer import data, paths, zoo
+from benchxfer.errors import BenchxferError
+from benchxfer.recipes import TrainConfig, get_recipe
+from benchxfer.recipes.config import check_knobs
+from benchxfer.spec import NAME_RE, RESOURCE_KEYS, Trial, _check_keys, _fail, _mapping, read_yaml, trial_key
+
+KEYS = {"name", "description", "sources", "arch", "start", "recipe", "lr", "seed", "overrides", "resources",
+        "failure"}
+SOURCE_KEYS = {"dataset", "root", "options", "synthetic"}
+EXPERIMENT = "pretrain"
+
+
+@dataclass(frozen=True)
+class PretrainSpec:
+    path: str
+    name: str
+    sources: tuple[dict[str, Any], ...]
+    arch: str
+    start: str
+    recipe: str
+    lr: float | None
+    seed: int
+    overrides: dict[str, Any]
+    resources: dict[str, Any]
+    max_retries: int
+
+
+def load_pretrain_spec(path: str | Path) -> PretrainSpec:
+    path = str(path)
+    doc = read_yaml(path)
+    _check_keys(path, "", doc, KEYS)
+    name = doc.get("name")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise _fail(path, "name", f"the new init's name is required (letters, digits, '.', '_', '-'), got {name!r}")
+    raw = doc.get("sources")
+    if not isinstance(raw, list) or not raw:
+        raise _fail(path, "sources", "must be a non-empty list of {dataset, root} entries")
+    sources = []
+    for i, src in enumerate(raw):
+        if not isinstance(src, dict) or not isinstance(src.get("dataset"), str) or not src.get("root"):
+            raise _fail(path, f"sources[{i}]", "needs dataset and root")
+        _check_keys(path, f"sources[{i}].", src, SOURCE_KEYS)
+        if src["dataset"] not in data.DATASETS:
+            raise _fail(path, f"sources[{i}].dataset",
+                        f"unknown dataset {src['dataset']!r}; known: {', '.join(data.DATASETS.names())}")
+        root = src["root"] if src["root"] == "synthetic" else str((Path(path).parent / src["root"]).resolve())
+        sources.append({"dataset": src["dataset"], "root": root, "options": _mapping(path, f"sources[{i}].options",
+                        src.get("options")), "synthetic": _mapping(path, f"sources[{i}].synthetic", src.get("synthetic"))})
+    recipe = doc.get("recipe", "supervised-pretrain")
+    get_recipe(recipe)
+    from benchxfer.models import ARCHS
+
+    arch = doc.get("arch", "resnet50")
+    ARCHS.get(arch)
+    lr = doc.get("lr")
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0):
+        raise _fail(path, "lr", f"must be a positive number, got {lr!r}")
+    resources = {**RESOURCE_KEYS, **_mapping(path, "resources", doc.get("resources"))}
+    _check_keys(path, "resources.", resources, RESOURCE_KEYS)
+    return PretrainSpec(
+        path=path, name=name, sources=tuple(sources), arch=arch, start=str(doc.get("start", "scratch")),
+        recipe=recipe, lr=float(lr) if lr is not None else None, seed=int(doc.get("seed", 0)),
+        overrides=check_knobs(_mapping(path, "overrides", doc.get("overrides")), f"{path}: overrides"),
+        resources=resources, max_retries=int(_mapping(path, "failure", doc.get("failure")).get("max_retries", 2)),
+    )
+
+
+def plan_pretrain(spec: PretrainSpec, write_synthetic: bool = True) -> Trial:
+    """Validate sources and the start init, and build the run as a Trial."""
+    sources = []
+    for i, src in enumerate(spec.sources):
+        root = src["root"]
+        if root == "synthetic":
+            target = paths.synthetic_dir() / f"{src['dataset']}-source"
+            root = str(data.synthetic.ensure(src["dataset"], target, **src["synthetic"])) if write_synthetic \
+                else str(target)
+        else:
+            if not Path(root).exists():
+                raise _fail(spec.path, f"sources[{i}].root", f"folder {root} does not exist")
+            data.check_root(src["dataset"], root)
+        sources.append({"dataset": src["dataset"], "root": root, "options": src["options"]})
+    if spec.start != "scratch":
+        cfg, _ = zoo.resolve_init(spec.start)
+        if cfg.arch != spec.arch:
+            raise _fail(spec.path, "start", f"{spec.start!r} is a {cfg.arch} backbone, not {spec.arch}")
+    recipe = get_recipe(spec.recipe)
+    knobs = recipe.resolve({**spec.overrides, "arch": spec.arch}, spec.path)
+    lr = spec.lr or recipe.default_lr
+    key = trial_key(f"pretrain-{spec.name}", "+".join(s["dataset"] for s in sources), lr, spec.seed, None,
+                    spec.recipe, {**knobs, "start": spec.start}, {"sources": [s["dataset"] for s in sources]})
+    config = TrainConfig.from_dict({**knobs, "sweep": EXPERIMENT, "trial_key": key, "init": spec.start,
+                                    "sources": sources, "recipe": spec.recipe, "lr": lr, "seed": spec.seed}).to_dict()
+    overrides = {**spec.overrides, "arch": spec.arch, "start": spec.start, "output": spec.name}
+    return Trial(key, spec.start, config["dataset"] or "+".join(s["dataset"] for s in sources), spec.recipe, lr,
+                 spec.seed, None, "multilabel", "auroc", overrides, config)
+
+
+def run_pretrain(spec: PretrainSpec, tracking_uri: str, echo=print, zoo_override: str | None = None) -> dict[str, Any]:
+    """Run (or continue) the pre-training on Ray and register its backbone in the zoo."""
+    from benchxfer.sweep import Launch, ensure_ray, read_result, run_trials
+
+    trial = plan_pretrain(spec)
+    tdir = paths.trial_dir(EXPERIMENT, trial.key)
+    done = read_result(tdir)
+    if done is None:
+        r = spec.resources
+        launch = Launch(sweep=EXPERIMENT, tracking_uri=tracking_uri, workers=r["workers"],
+                        cpus_per_worker=r["cpus_per_worker"], gpus_per_worker=r["gpus_per_worker"],
+                        trainer="torch", max_retries=spec.max_retries)
+        ensure_ray()
+        echo(f"Pre-training {spec.name!r} ({spec.arch}, from {spec.start}) on "
+             f"{' + '.join(s['dataset'] for s in trial.config['sources'])}: run {trial.key}")
+        from benchxfer.tracking import SweepRecorder
+
+        SweepRecorder(tracking_uri, EXPERIMENT)  # the experiment and its parent run, made once on the driver
+        run_trials([trial], launch, extra_ctx={"on_finish": {"name": spec.name, "zoo": zoo_override}}, echo=echo)
+        done = read_result(tdir)
+        if done is None:
+            failed = tdir / "failed.json"
+            reason = failed.read_text() if failed.exists() else "no result was written"
+            raise BenchxferError(f"pre-training {spec.name!r} failed: {reason.strip()[:300]}")
+    return done

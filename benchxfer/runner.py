@@ -1,0 +1,120 @@
+"""One sweep from plan to summary: pre-train missing inits, run the trials on Ray, summarise.
+
+``benchxfer sweep`` and ``benchxfer resume`` both come here. Trials that finished before (their
+``result.json`` exists) are not launched again; interrupted ones continue from their last epoch
+checkpoint; failed ones are retried.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+from benchxfer import paths
+from benchxfer.errors import BenchxferError
+from benchxfer.planning import Plan
+from benchxfer.spec import LrSearch, Trial, expand
+from benchxfer.sweep import Launch, ensure_ray, read_result, run_trials
+from benchxfer.train.loop import FAILED, write_json
+
+SPEC_COPY, TRIALS, BEST_LR = "sweep.yaml", "trials.json", "best_lr.json"
+
+
+def save_plan(plan: Plan) -> Path:
+    """The sweep's folder keeps the sweep file as run and the list of expected trials."""
+    sdir = paths.sweep_dir(plan.spec.name)
+    sdir.mkdir(parents=True, exist_ok=True)
+    src = Path(plan.spec.path).resolve()
+    if src != (sdir / SPEC_COPY).resolve():
+        shutil.copyfile(src, sdir / SPEC_COPY)
+    write_json(sdir / "source.json", {"path": str(src)})
+    write_json(sdir / TRIALS, [t.summary() for t in plan.trials])
+    return sdir
+
+
+def launch_of(plan: Plan, tracking_uri: str) -> Launch:
+    r, f = plan.spec.resources, plan.spec.failure
+    return Launch(sweep=plan.spec.name, tracking_uri=tracking_uri, workers=r["workers"],
+                  cpus_per_worker=r["cpus_per_worker"], gpus_per_worker=r["gpus_per_worker"],
+                  max_concurrent=r["max_concurrent"], trainer=r["trainer"], max_retries=f["max_retries"])
+
+
+def pending(trials: list[Trial], retry_failed: bool = True) -> list[Trial]:
+    out = []
+    for t in trials:
+        tdir = paths.trial_dir(t.config["sweep"], t.key)
+        if read_result(tdir) is not None:
+            continue
+        if retry_failed:
+            (tdir / FAILED).unlink(missing_ok=True)
+        out.append(t)
+    return out
+
+
+def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: Callable[[str], None] = print,
+            record_shards: bool = False) -> list[dict[str, Any]]:
+    """Run the sweep to its end and return the result records of its trials."""
+    from benchxfer.pretraining import load_pretrain_spec, run_pretrain
+    from benchxfer.tracking import SweepRecorder
+
+    spec = plan.spec
+    ensure_ray(address)
+    for name, pfile in plan.to_pretrain:
+        run_pretrain(load_pretrain_spec(pfile), tracking_uri, echo=echo)
+    recorder = SweepRecorder(tracking_uri, spec.name)
+    launch = launch_of(plan, tracking_uri)
+    if record_shards:
+        launch = Launch(**{**launch.__dict__, "record_shards": True})
+
+    trials = plan.trials
+    if spec.mode == "tune-then-repeat":
+        trials = _tune_then_repeat(plan, launch, echo)
+    save_plan(Plan(spec, plan.cells, trials, plan.roots, plan.to_pretrain))
+    recorder.log_sweep({"mode": spec.mode, "trials": str(len(trials)), "inits": ",".join(i.name for i in spec.inits),
+                        "datasets": ",".join(d.name for d in spec.datasets)},
+                       Path(spec.path).read_text(), [t.summary() for t in trials])
+    todo = pending(trials)
+    echo(f"Sweep {spec.name!r}: {len(trials)} trials, {len(trials) - len(todo)} already finished, "
+         f"{len(todo)} to run.")
+    if todo:
+        run_trials(todo, launch, echo=echo)
+    results = [r for t in trials if (r := read_result(paths.trial_dir(spec.name, t.key)))]
+    failed = len(trials) - len(results)
+    recorder.finish("FINISHED" if not failed else "FAILED")
+    echo(f"\n{len(results)} of {len(trials)} trials finished" + (f", {failed} failed or unfinished "
+         f"(see `benchxfer status {spec.name}`)." if failed else "."))
+    echo(f"MLflow runs: {recorder.url()}")
+    return results
+
+
+def _tune_then_repeat(plan: Plan, launch: Launch, echo) -> list[Trial]:
+    """Stage 1: an Optuna lr search per (init, dataset) on the first seed. Stage 2: every seed at each
+    cell's best lr. The best lr of each cell is kept in ``best_lr.json`` and reused on resume."""
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    spec = plan.spec
+    assert isinstance(spec.lr, LrSearch)
+    best_path = paths.sweep_dir(spec.name) / BEST_LR
+    best: dict[str, float] = json.loads(best_path.read_text()) if best_path.exists() else {}
+    seed0 = spec.seeds[0]
+    for cell in plan.cells:
+        cell_id = f"{cell.init}|{cell.dataset.name}"
+        if cell_id in best:
+            continue
+        echo(f"Stage 1: lr search for {cell.init} on {cell.dataset.name} ({spec.lr.trials} trials)")
+        searcher = OptunaSearch(metric="val_loss", mode="min", seed=seed0)
+        space = {"cell": cell, "lr": tune.loguniform(spec.lr.low, spec.lr.high), "seed": seed0,
+                 "shot": spec.shots[0], "root": plan.roots[cell.dataset.name]}
+        grid = run_trials([], launch, searcher=searcher, num_samples=spec.lr.trials, param_space=space, echo=echo)
+        scored = [(r.metrics.get("best_val_loss"), r.config["lr"]) for r in grid
+                  if r.metrics and r.metrics.get("best_val_loss") is not None]
+        if not scored:
+            raise BenchxferError(f"lr search for {cell_id} produced no finished trial; see `benchxfer status {spec.name}`")
+        best[cell_id] = float(min(scored)[1])
+        write_json(best_path, best)
+        echo(f"  best lr for {cell.init} on {cell.dataset.name}: {best[cell_id]:g}")
+    lrs = {(c.init, c.dataset.name): best[f"{c.init}|{c.dataset.name}"] for c in plan.cells}
+    return expand(spec, plan.cells, plan.roots, lrs=lrs)
