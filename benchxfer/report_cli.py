@@ -1,0 +1,65 @@
+"""``benchxfer report`` and ``benchxfer compare``: a sweep's (or several sweeps') tables and figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from benchxfer.results import RunSet, collect, collect_many
+
+_DEFAULT_BASELINE = "imagenet"
+# the keys of benchxfer.report.TESTS, which validates them again; not imported here so that
+# ``benchxfer --help`` does not load matplotlib and scipy
+_TEST_NAMES = ("welch", "student")
+
+
+def _options(f):
+    f = click.option("--tracking-uri", default=None, metavar="URI",
+                     help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the local store).")(f)
+    f = click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Output folder (default: ./reports/<sweep>).")(f)
+    f = click.option("--test", type=click.Choice(_TEST_NAMES), default="welch", show_default=True,
+                     help="t-test against the baseline: Welch's (unequal variances) or Student's.")(f)
+    f = click.option("--baseline", default=None, metavar="INIT",
+                     help=f"Init to test against (default: {_DEFAULT_BASELINE!r} when present, else no tests).")(f)
+    return f
+
+
+def _baseline(runs: RunSet, asked: str | None) -> str | None:
+    """An explicit --baseline must exist (summarise checks it); the default applies only when present."""
+    if asked is not None:
+        return asked
+    return _DEFAULT_BASELINE if (runs.frame["init"] == _DEFAULT_BASELINE).any() else None
+
+
+def _run(runs: RunSet, out: Path, baseline: str | None, test: str, title: str) -> None:
+    from benchxfer.report import write_report  # matplotlib and scipy load only here
+
+    report = write_report(runs, out, baseline=_baseline(runs, baseline), test=test, title=title)
+    click.echo(f"# {title}\n\nSource: {runs.source}\n\n{report.summary.markdown()}\n")
+    click.echo("Wrote:")
+    for path in report.files:
+        click.echo(f"  {path}")
+
+
+@click.command("report")
+@click.argument("sweep")
+@_options
+def report(sweep: str, baseline: str | None, test: str, out: Path | None, tracking_uri: str | None) -> None:
+    """Tables, t-tests and figures for SWEEP: runs.parquet/csv, summary.csv, table.md, PNGs, report.html."""
+    runs = collect(sweep, tracking_uri)
+    _run(runs, out or Path("reports") / sweep, baseline, test, f"benchxfer report: {sweep}")
+
+
+@click.command("compare")
+@click.argument("sweeps", nargs=-1, required=True)
+@_options
+def compare(sweeps: tuple[str, ...], baseline: str | None, test: str, out: Path | None,
+            tracking_uri: str | None) -> None:
+    """The same summary across SWEEPS, one column group per sweep (default out ./reports/compare-A-B...)."""
+    if len(set(sweeps)) != len(sweeps):
+        raise click.BadParameter(f"a sweep is named twice in {' '.join(sweeps)}", param_hint="SWEEPS")
+    runs = collect_many(list(sweeps), tracking_uri)
+    _run(runs, out or Path("reports") / ("compare-" + "-".join(sweeps)), baseline, test,
+         f"benchxfer compare: {', '.join(sweeps)}")

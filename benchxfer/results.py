@@ -1,0 +1,324 @@
+"""A sweep's runs as one typed table: from MLflow, or from the trial folders when MLflow is out of reach.
+
+The table has one row per trial and the columns of :data:`RUN_COLUMNS`, always in that order and
+with the dtypes of :data:`RUN_DTYPES`. Trials listed in the sweep's ``trials.json`` that have no
+record anywhere appear with status ``unfinished``.
+
+Sources, in order:
+
+1. MLflow (``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else the embedded store
+   ``sqlite:///<home>/mlflow.db`` when that file exists): the sweep's experiment, child runs
+   tagged ``benchxfer.role=trial``.
+2. ``<home>/runs/<sweep>/trials/<trial key>/result.json``, one per trial that ended, when MLflow
+   cannot be reached or holds no trial of the sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+from urllib.parse import urlparse
+
+import pandas as pd
+
+from benchxfer import paths
+from benchxfer.errors import BenchxferError
+
+RUN_COLUMNS: tuple[str, ...] = (
+    "sweep", "trial_key", "recipe", "init", "dataset", "task", "shot", "lr", "seed", "metric",
+    "value", "best_epoch", "epochs_run", "status", "wall_seconds", "accelerator_hours",
+    "mlflow_run_id",
+)
+RUN_DTYPES: dict[str, str] = {
+    "sweep": "string", "trial_key": "string", "recipe": "string", "init": "string",
+    "dataset": "string", "task": "string", "shot": "Int64", "lr": "float64", "seed": "int64",
+    "metric": "string", "value": "float64", "best_epoch": "Int64", "epochs_run": "Int64",
+    "status": "string", "wall_seconds": "float64", "accelerator_hours": "float64",
+    "mlflow_run_id": "string",
+}
+# statuses a row can carry; "unfinished" = listed in trials.json, no record yet
+STATUSES: tuple[str, ...] = ("finished", "failed", "running", "pending", "unfinished")
+# MLflow run status -> ours, used when the benchxfer.status tag is missing
+_MLFLOW_STATUS = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "failed",
+                  "RUNNING": "running", "SCHEDULED": "pending"}
+_PROBE_TIMEOUT_S = 3.0
+
+
+@dataclass
+class RunSet:
+    """The runs of one or more sweeps, with where they came from and the error line of each failure."""
+
+    frame: pd.DataFrame
+    source: str
+    errors: dict[str, str] = field(default_factory=dict)  # "sweep/trial_key" -> one-line error
+    looked: list[str] = field(default_factory=list)  # every place that was searched
+
+
+def default_tracking_uri() -> str | None:
+    """``$MLFLOW_TRACKING_URI``, else the embedded SQLite store when it exists, else None."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    db = paths.home() / "mlflow.db"
+    return f"sqlite:///{db}" if db.is_file() else None
+
+
+def frame_from_records(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """Rows (dicts with the keys of RUN_COLUMNS; missing keys are NA) -> the typed run table."""
+    df = pd.DataFrame(list(records), columns=list(RUN_COLUMNS))
+    for col, dtype in RUN_DTYPES.items():
+        if dtype in ("Int64", "int64"):
+            df[col] = pd.to_numeric(df[col], errors="raise").astype(dtype)
+        elif dtype == "float64":
+            df[col] = pd.to_numeric(df[col], errors="raise").astype(dtype)
+        else:
+            df[col] = df[col].astype(dtype)
+    return df
+
+
+def write_runs(df: pd.DataFrame, out_dir: str | os.PathLike) -> list[Path]:
+    """Write ``runs.parquet`` (pyarrow) and ``runs.csv`` into ``out_dir``; return their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table = df.loc[:, list(RUN_COLUMNS)]
+    parquet, csv = out / "runs.parquet", out / "runs.csv"
+    table.to_parquet(parquet, engine="pyarrow", index=False)
+    table.to_csv(csv, index=False)
+    return [parquet, csv]
+
+
+def read_runs(path: str | os.PathLike) -> pd.DataFrame:
+    """Read back a ``runs.parquet`` written by :func:`write_runs`, typed as RUN_DTYPES."""
+    df = pd.read_parquet(path, engine="pyarrow")
+    missing = [c for c in RUN_COLUMNS if c not in df.columns]
+    if missing:
+        raise BenchxferError(f"{path}: not a benchxfer runs table; missing columns {', '.join(missing)}")
+    return frame_from_records(df.loc[:, list(RUN_COLUMNS)].to_dict("records"))
+
+
+def load_runs(sweep: str, tracking_uri: str | None = None) -> pd.DataFrame:
+    """The typed run table of ``sweep`` (see the module docstring for where it looks)."""
+    runs = collect(sweep, tracking_uri)
+    runs.frame.attrs["source"] = runs.source
+    return runs.frame
+
+
+def collect_many(sweeps: list[str], tracking_uri: str | None = None) -> RunSet:
+    """The runs of several sweeps in one table (sweeps in the order given)."""
+    sets = [collect(s, tracking_uri) for s in sweeps]
+    frame = pd.concat([s.frame for s in sets], ignore_index=True)
+    errors = {k: v for s in sets for k, v in s.errors.items()}
+    source = "; ".join(f"{sw}: {s.source}" for sw, s in zip(sweeps, sets))
+    return RunSet(frame, source, errors, [p for s in sets for p in s.looked])
+
+
+def collect(sweep: str, tracking_uri: str | None = None) -> RunSet:
+    """Read ``sweep``'s runs from MLflow, else its result files; add unfinished expected trials.
+
+    Raises BenchxferError naming the sweep and every place searched when nothing is found.
+    """
+    _check_name(sweep)
+    uri = tracking_uri or default_tracking_uri()
+    looked: list[str] = []
+    rows: list[dict[str, Any]] = []
+    errors: dict[str, str] = {}
+    source = ""
+    if uri:
+        reason = _unreachable(uri)
+        if reason:
+            looked.append(f"MLflow at {uri} ({reason})")
+        else:
+            rows, errors = _from_mlflow(sweep, uri)
+            looked.append(f"MLflow experiment {sweep!r} at {uri}")
+            source = f"MLflow {uri}" if rows else ""
+    else:
+        looked.append("MLflow (no tracking URI and no embedded store)")
+    if not rows:
+        trials = paths.sweep_dir(sweep) / "trials"
+        looked.append(f"{trials}/*/result.json")
+        rows, errors = _from_result_files(sweep, trials)
+        source = f"result files under {trials}" if rows else ""
+    expected_file = paths.sweep_dir(sweep) / "trials.json"
+    looked.append(str(expected_file))
+    expected = _expected(sweep, expected_file)
+    seen = {r["trial_key"] for r in rows}
+    rows += [e for e in expected if e["trial_key"] not in seen]
+    if not rows:
+        raise BenchxferError(f"no runs for sweep {sweep!r}; looked in: {'; '.join(looked)}")
+    source = source or f"{expected_file} (no trial has ended)"
+    frame = frame_from_records(rows)
+    for col in ("metric", "task"):  # trials.json may not say; the dataset's ended trials do
+        frame[col] = frame[col].fillna(frame.groupby("dataset", dropna=False)[col].transform("first"))
+    frame = frame.sort_values(["dataset", "init", "recipe", "shot", "lr", "seed", "trial_key"],
+                              kind="stable", na_position="last").reset_index(drop=True)
+    return RunSet(frame, source, {f"{sweep}/{k}": v for k, v in errors.items()}, looked)
+
+
+def _check_name(sweep: str) -> None:
+    if not sweep or sweep in (".", "..") or "/" in sweep or "\\" in sweep:
+        raise BenchxferError(f"bad sweep name {sweep!r}: a sweep name is one plain folder name")
+
+
+def _unreachable(uri: str) -> str | None:
+    """Why an http(s) tracking server cannot be reached (a quick TCP probe), or None."""
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("http", "https"):
+        return None
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname or "localhost", port), timeout=_PROBE_TIMEOUT_S):
+            return None
+    except OSError as err:
+        return f"unreachable: {err.strerror or err}"
+
+
+# ------------------------------------------------------------------ MLflow
+
+def _from_mlflow(sweep: str, uri: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    from mlflow.tracking import MlflowClient  # heavy import, only when needed
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(sweep)
+    if exp is None:
+        return [], {}
+    runs, token = [], None
+    while True:
+        page = client.search_runs([exp.experiment_id], filter_string="tags.`benchxfer.role` = 'trial'",
+                                  max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    best: dict[str, tuple[tuple, dict[str, Any], str | None]] = {}
+    for run in runs:
+        row, error = _row_from_run(sweep, run)
+        # one row per trial key: a finished run wins, then the latest start
+        rank = (row["status"] == "finished", run.info.start_time or 0)
+        key = row["trial_key"]
+        if key not in best or rank > best[key][0]:
+            best[key] = (rank, row, error)
+    rows = [r for _, r, _ in best.values()]
+    errors = {k: e for k, (_, _, e) in best.items() if e}
+    return rows, errors
+
+
+def _row_from_run(sweep: str, run: Any) -> tuple[dict[str, Any], str | None]:
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    key = tags.get("benchxfer.trial_key") or run.info.run_name
+    where = f"MLflow run {run.info.run_id} (trial {key})"
+    metric = tags.get("benchxfer.metric")
+    status = tags.get("benchxfer.status") or _MLFLOW_STATUS.get(run.info.status, "running")
+    if status not in STATUSES:
+        raise BenchxferError(f"{where}: tag benchxfer.status={status!r}; allowed: {', '.join(STATUSES)}")
+    row = {
+        "sweep": sweep, "trial_key": key, "recipe": params.get("recipe"), "init": params.get("init"),
+        "dataset": params.get("dataset"), "task": tags.get("benchxfer.task"),
+        "shot": _shot(params.get("shot"), where),
+        "lr": _number(params.get("lr"), "lr", where), "seed": _integer(params.get("seed"), "seed", where),
+        "metric": metric, "value": metrics.get(f"test_{metric}") if metric else None,
+        "best_epoch": _opt_int(metrics.get("best_epoch")), "epochs_run": _opt_int(metrics.get("epochs_run")),
+        "status": status, "wall_seconds": metrics.get("wall_seconds"),
+        "accelerator_hours": metrics.get("accelerator_hours"), "mlflow_run_id": run.info.run_id,
+    }
+    return row, tags.get("benchxfer.error")
+
+
+# ------------------------------------------------------------------ result files
+
+def _from_result_files(sweep: str, trials: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    rows: list[dict[str, Any]] = []
+    errors: dict[str, str] = {}
+    if not trials.is_dir():
+        return rows, errors
+    for folder in sorted(p for p in trials.iterdir() if p.is_dir()):
+        file = folder / "result.json"
+        if not file.is_file():
+            continue  # started, not ended: trials.json adds it as unfinished
+        rec = _read_json(file)
+        if not isinstance(rec, dict):
+            raise BenchxferError(f"{file}: expected a JSON object, got {type(rec).__name__}")
+        where = str(file)
+        status = rec.get("status") or "finished"
+        if status not in STATUSES:
+            raise BenchxferError(f"{file}: key status={status!r}; allowed: {', '.join(STATUSES)}")
+        test = rec.get("test") or {}
+        metric = rec.get("metric")
+        value = rec.get("value", test.get(metric) if metric else None)
+        row = {c: rec.get(c) for c in RUN_COLUMNS}
+        row.update(sweep=sweep, trial_key=rec.get("trial_key") or folder.name, status=status,
+                   value=value, shot=_shot(rec.get("shot"), where),
+                   lr=_number(rec.get("lr"), "lr", where), seed=_integer(rec.get("seed"), "seed", where),
+                   best_epoch=_opt_int(rec.get("best_epoch")), epochs_run=_opt_int(rec.get("epochs_run")))
+        rows.append(row)
+        if rec.get("error"):
+            errors[row["trial_key"]] = " ".join(str(rec["error"]).split())
+    return rows, errors
+
+
+def _expected(sweep: str, file: Path) -> list[dict[str, Any]]:
+    if not file.is_file():
+        return []
+    data = _read_json(file)
+    if not isinstance(data, list):
+        raise BenchxferError(f"{file}: expected a JSON list of trials, got {type(data).__name__}")
+    rows = []
+    for i, t in enumerate(data):
+        where = f"{file} item {i}"
+        if not isinstance(t, dict) or "trial_key" not in t:
+            raise BenchxferError(f"{where}: each trial needs at least trial_key, init, dataset, recipe, lr, seed")
+        rows.append({
+            "sweep": sweep, "trial_key": t["trial_key"], "recipe": t.get("recipe"), "init": t.get("init"),
+            "dataset": t.get("dataset"), "task": t.get("task"), "shot": _shot(t.get("shot"), where),
+            "lr": _number(t.get("lr"), "lr", where), "seed": _integer(t.get("seed"), "seed", where),
+            "metric": t.get("metric"), "status": "unfinished",
+        })
+    return rows
+
+
+def _read_json(file: Path) -> Any:
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise BenchxferError(f"{file}: not valid JSON (line {err.lineno}: {err.msg})") from None
+
+
+# ------------------------------------------------------------------ typed values
+
+def _shot(value: Any, where: str) -> int | None:
+    """``None``/"full" -> None (not few-shot); else a positive int."""
+    if value is None or value == "full" or (isinstance(value, float) and math.isnan(value)):
+        return None
+    try:
+        k = int(str(value))
+    except ValueError:
+        raise BenchxferError(f"{where}: shot={value!r}; allowed: a positive integer or 'full'") from None
+    if k < 1:
+        raise BenchxferError(f"{where}: shot={value!r}; allowed: a positive integer or 'full'")
+    return k
+
+
+def _number(value: Any, name: str, where: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise BenchxferError(f"{where}: {name}={value!r} is not a number") from None
+
+
+def _integer(value: Any, name: str, where: str) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        raise BenchxferError(f"{where}: {name}={value!r}; allowed: an integer") from None
+
+
+def _opt_int(value: Any) -> int | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return int(value)
