@@ -1,0 +1,144 @@
+"""Read checkpoint files without running code from them.
+
+Every file is read either as safetensors or with ``torch.load(..., weights_only=True)``. A pickle that
+needs arbitrary code to unpickle is refused with one line and never executed. The single exception is
+:func:`trusted_unpickle`, used only for the BYOL Haiku pickle and only when the caller passed
+``trust=True`` (``benchxfer zoo import ... --trust``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchxfer.errors import BenchxferError
+
+# Harmless containers that published checkpoints pickle next to their tensors (PyContrast stores its
+# argparse options under "opt"). Allow-listing them lets weights_only=True read those files.
+SAFE_EXTRA_GLOBALS: list[Any] = [argparse.Namespace]
+
+
+@dataclass
+class RawCheckpoint:
+    """What a checkpoint file holds: the unpickled object (or the safetensors tensor dict) and metadata."""
+
+    path: Path
+    obj: Any
+    metadata: dict[str, str] | None  # safetensors metadata; None for a pickle
+
+    @property
+    def is_safetensors(self) -> bool:
+        return self.metadata is not None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__
+
+
+def _culprit(err: BaseException) -> str:
+    """The disallowed global or opcode named in torch's (long, multi-line) weights_only error."""
+    text = str(err)
+    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if m:
+        return f"the Python callable {m.group(1)}"
+    m = re.search(r"Unsupported operand (\d+)", text)
+    if m:
+        return f"pickle opcode {m.group(1)}"
+    return "objects other than tensors"
+
+
+def is_safetensors_file(path: Path) -> bool:
+    """True if ``path`` starts like a safetensors file (8-byte header length, then a JSON object)."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 1 << 30
+
+
+def read_checkpoint(path: str | Path) -> RawCheckpoint:
+    """Read ``path`` safely: safetensors, or ``torch.load(weights_only=True)`` on CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise BenchxferError(f"checkpoint {path} does not exist or is not a file")
+    if is_safetensors_file(path):
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                metadata = dict(f.metadata() or {})
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as err:  # safetensors raises its own error types for damaged files
+            raise BenchxferError(
+                f"cannot read {path}: damaged or truncated safetensors file ({_first_line(err)})"
+            ) from None
+        return RawCheckpoint(path, tensors, metadata)
+    try:
+        with torch.serialization.safe_globals(SAFE_EXTRA_GLOBALS):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise BenchxferError(
+            f"refused {path}: unpickling it needs {_culprit(err)}, which could run arbitrary code, "
+            "so it was not loaded (only the BYOL Haiku pickle may be converted unsafely, with "
+            "--format byol-haiku --trust)"
+        ) from None
+    except Exception as err:  # truncated zip, bad magic number, EOF, ...
+        raise BenchxferError(
+            f"cannot read {path}: truncated, damaged or not a PyTorch checkpoint ({_first_line(err)})"
+        ) from None
+    return RawCheckpoint(path, obj, None)
+
+
+class Opaque:
+    """Stands in for a class that a trusted pickle names but that is not installed (jax, haiku, byol).
+
+    It keeps what the pickle gives it (constructor arguments and state) so that the converter can
+    find the arrays inside.
+    """
+
+    _qualname = "?"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        self.args = args
+        self.kwargs = kwargs
+        self.state: Any = None
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"<opaque {self._qualname}>"
+
+
+def _opaque_class(module: str, name: str) -> type:
+    def new(cls, *args: Any, **kwargs: Any):
+        obj = object.__new__(cls)
+        Opaque.__init__(obj, *args, **kwargs)
+        return obj
+
+    return type(name, (Opaque,), {"_qualname": f"{module}.{name}", "__new__": new})
+
+
+class _TrustedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError):
+            return _opaque_class(module, name)
+
+
+def trusted_unpickle(path: str | Path) -> Any:
+    """Unpickle ``path`` with the full (code-running) pickle machinery. Call only with the user's consent."""
+    path = Path(path)
+    if not path.is_file():
+        raise BenchxferError(f"checkpoint {path} does not exist or is not a file")
+    try:
+        with open(path, "rb") as f:
+            return _TrustedUnpickler(f).load()
+    except Exception as err:
+        raise BenchxferError(f"cannot unpickle {path}: {_first_line(err)}") from None
