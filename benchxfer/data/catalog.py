@@ -1,0 +1,158 @@
+"""The dataset registry: name -> :class:`DatasetCfg` (task, classes, metric, reader, root check).
+
+A reader turns a dataset root as the owners distribute it into an :class:`Index` of :class:`Record`
+per split. Problems found while indexing go through a :class:`Problems` collector: in a training run
+the first one raises a :class:`BenchxferError`; ``benchxfer data verify`` collects them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from benchxfer.errors import BenchxferError
+from benchxfer.registry import Registry
+
+TASKS = ("multilabel", "binary", "multiclass", "segmentation")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One example as found on disk. ``origin`` is where it was named ("file:line" or a path)."""
+
+    image: str
+    label: Any = None  # multilabel: float array (nan = blank, -1 = uncertain); binary/multiclass: int
+    masks: tuple[str, ...] = ()  # mask files united into one mask
+    rle: tuple[str, ...] = ()  # run-length strings (SIIM) united into one mask
+    patient: str | None = None
+    origin: str = ""
+
+
+@dataclass
+class Index:
+    """What a reader found for one split."""
+
+    records: list[Record]
+    classes: tuple[str, ...] | None = None  # set when only the root knows them (folders)
+
+
+class Problems:
+    """Collects problems (verify) or raises on the first one (training)."""
+
+    def __init__(self, collect: bool = False):
+        self.collect = collect
+        self.items: list[str] = []
+
+    def __call__(self, message: str) -> None:
+        if not self.collect:
+            raise BenchxferError(message)
+        self.items.append(" ".join(message.split()))
+
+
+@dataclass
+class IndexCtx:
+    """What a reader gets besides root and split."""
+
+    lists: Mapping[str, str | Path] | None = None
+    report: Problems = field(default_factory=Problems)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+Reader = Callable[[Path, str, IndexCtx], Index]
+
+
+@dataclass(frozen=True)
+class DatasetCfg:
+    """A dataset as data: what it is, how it is scored, and how to read it."""
+
+    name: str
+    task: str
+    classes: tuple[str, ...]
+    metric: str
+    metrics: tuple[str, ...]
+    description: str
+    reader: Reader
+    required: tuple[str, ...] = ()  # paths below root that must exist (check_root)
+    eval_classes: tuple[str, ...] | None = None
+    split_rule: str = ""  # one sentence for docs and `data list`
+    grayscale: bool = True
+    load_image: Callable[[Record], np.ndarray] | None = None  # default: decode the file by suffix
+    load_mask: Callable[[Record, tuple[int, int]], np.ndarray] | None = None  # default: union of files
+    classes_from_root: bool = False  # imagefolder-like: classes are the folder names
+    native_lists: bool = False  # the reader parses ``lists`` itself (first-study list formats)
+
+    def num_classes(self, root: str | Path | None = None) -> int:
+        """Number of outputs' classes; folder datasets need ``root``."""
+        if self.classes_from_root:
+            if root is None:
+                raise BenchxferError(f"dataset {self.name!r} takes its classes from the root; give a root")
+            from benchxfer.data.dataset import root_classes
+
+            return len(root_classes(self, root))
+        return len(self.classes) if self.task != "binary" else 2
+
+
+DATASETS: Registry[DatasetCfg] = Registry("dataset")
+
+
+def register_dataset(name: str, **kwargs: Any) -> Callable[[Reader], Reader]:
+    """Decorator on a reader: ``@register_dataset("x", task=..., classes=..., metric=...)``."""
+
+    def deco(reader: Reader) -> Reader:
+        kw = dict(kwargs)
+        kw.setdefault("metrics", (kw["metric"],))
+        kw.setdefault("description", (reader.__doc__ or "").strip().splitlines()[0] if reader.__doc__ else "")
+        if kw["task"] not in TASKS:
+            raise ValueError(f"task {kw['task']!r} not in {TASKS}")
+        DATASETS.add(name, DatasetCfg(name=name, reader=reader, **kw))
+        return reader
+
+    return deco
+
+
+def get_dataset(name: str) -> DatasetCfg:
+    _load_readers()
+    return DATASETS.get(name)
+
+
+def list_datasets() -> list[str]:
+    _load_readers()
+    return DATASETS.names()
+
+
+def num_classes(cfg: DatasetCfg | str, root: str | Path | None = None) -> int:
+    cfg = get_dataset(cfg) if isinstance(cfg, str) else cfg
+    return cfg.num_classes(root)
+
+
+def _load_readers() -> None:
+    import benchxfer.data.readers  # noqa: F401  (registers every reader)
+
+
+def where(path: str | Path, line: int | None = None) -> str:
+    return f"{path}:{line}" if line is not None else str(path)
+
+
+def require_split(split: str) -> None:
+    if split not in SPLITS:
+        raise BenchxferError(f"split {split!r} unknown; use one of: {', '.join(SPLITS)}")
+
+
+def seeded_split(keys: Sequence[str], fractions: tuple[float, float, float], seed: int = 0) -> dict[str, str]:
+    """Assign each distinct key (a patient, or an image) to train/val/test by a seeded shuffle.
+
+    ``fractions`` are (train, val, test); rounding favours train. The same keys always give the same split.
+    """
+    uniq = sorted(set(keys))
+    order = np.random.default_rng(seed).permutation(len(uniq))
+    n = len(uniq)
+    n_test = int(round(fractions[2] * n))
+    n_val = int(round(fractions[1] * n))
+    out: dict[str, str] = {}
+    for rank, idx in enumerate(order):
+        out[uniq[idx]] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+    return out

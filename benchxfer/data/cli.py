@@ -1,0 +1,83 @@
+"""``benchxfer data``: list the datasets, verify a root, write the preprocessed cache or a synthetic set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from benchxfer.errors import BenchxferError
+
+
+def _lists(values: tuple[str, ...]) -> dict[str, str] | None:
+    out = {}
+    for value in values:
+        split, sep, path = value.partition("=")
+        if not sep or split not in ("train", "val", "test"):
+            raise BenchxferError(f"--lists {value!r}: use SPLIT=FILE with SPLIT one of train, val, test")
+        out[split] = path
+    return out or None
+
+
+@click.group("data")
+def data() -> None:
+    """Datasets: list them, verify a folder, build the preprocessed cache."""
+
+
+@data.command("list")
+def list_cmd() -> None:
+    """Every registered dataset: task, classes, metric and split rule."""
+    from benchxfer.data import get_dataset, list_datasets
+
+    for name in list_datasets():
+        cfg = get_dataset(name)
+        n = "from root" if cfg.classes_from_root else str(len(cfg.classes))
+        click.echo(f"{name:18} {cfg.task:12} classes={n:9} metric={cfg.metric:8} {cfg.description}")
+
+
+@data.command("verify")
+@click.argument("name")
+@click.option("--root", required=True, type=click.Path(path_type=Path), help="The dataset folder as distributed.")
+@click.option("--lists", multiple=True, metavar="SPLIT=FILE", help="Replace a split's list file (repeatable).")
+@click.option("--no-decode", is_flag=True, help="Check lists and files only; do not decode images.")
+def verify_cmd(name: str, root: Path, lists: tuple[str, ...], no_decode: bool) -> None:
+    """Counts per split and class; unreadable images, missing files, images without masks, shared patients."""
+    from benchxfer.data.verify import verify
+
+    report = verify(name, root, lists=_lists(lists), decode=not no_decode)
+    for line in report.lines():
+        click.echo(line)
+    if not report.ok:
+        raise click.exceptions.Exit(1)
+
+
+@data.command("cache")
+@click.argument("name")
+@click.option("--root", required=True, type=click.Path(path_type=Path), help="The dataset folder as distributed.")
+@click.option("--size", required=True, type=int, help="Shorter side in px (e.g. 256 for systematic-cls at 224).")
+@click.option("--split", "splits", multiple=True, type=click.Choice(["train", "val", "test"]), help="Default: all.")
+@click.option("--workers", default=1, show_default=True, help="Processes decoding in parallel.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Default: $BENCHXFER_HOME/cache.")
+def cache_cmd(name: str, root: Path, size: int, splits: tuple[str, ...], workers: int, cache_dir: Path | None) -> None:
+    """Write the preprocessed cache (images resized once, read back without decoding)."""
+    from benchxfer.data.cache import write_cache
+
+    for folder in write_cache(name, root, size, splits or ("train", "val", "test"), cache_dir=cache_dir, workers=workers):
+        click.echo(f"wrote {folder}")
+
+
+@data.command("synthetic")
+@click.argument("name")
+@click.option("--root", required=True, type=click.Path(path_type=Path))
+@click.option("--n-train", default=300, show_default=True)
+@click.option("--n-val", default=100, show_default=True)
+@click.option("--n-test", default=100, show_default=True)
+@click.option("--size", default=96, show_default=True, help="Stored image size in px.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--family", default="cxr", show_default=True, type=click.Choice(["cxr", "cxr-source"]))
+def synthetic_cmd(name: str, root: Path, n_train: int, n_val: int, n_test: int, size: int, seed: int, family: str) -> None:
+    """Write a synthetic dataset NAME in its real on-disk layout."""
+    from benchxfer.data import synthetic
+
+    out = synthetic.write(name, root, n_train=n_train, n_val=n_val, n_test=n_test, size=size, seed=seed, family=family)
+    click.echo(f"wrote {out}")

@@ -1,0 +1,247 @@
+"""``open_dataset``: a registered dataset's split as a torch ``Dataset``, read as distributed or from the cache."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from benchxfer.data.catalog import (
+    SPLITS,
+    DatasetCfg,
+    Index,
+    IndexCtx,
+    Problems,
+    Record,
+    get_dataset,
+    require_split,
+    where,
+)
+from benchxfer.data.imageio import decode_image, decode_mask, read_lines
+from benchxfer.data.labels import apply_uncertain, fraction_subset, shots_subset
+from benchxfer.errors import BenchxferError
+
+Transform = Callable[[Any, Any], tuple[Any, Any]]
+
+
+def check_root(name: str, root: str | Path) -> None:
+    """Fast layout check (no decoding): the root and the layout's key files or folders exist."""
+    cfg = get_dataset(name)
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise BenchxferError(f"dataset {name!r}: root {root} does not exist or is not a folder")
+    for need in cfg.required:
+        alternatives = need.split("|")
+        if not any(glob.glob(str(root / alt)) if "*" in alt else (root / alt).exists() for alt in alternatives):
+            raise BenchxferError(
+                f"dataset {name!r}: {root / alternatives[0]} is missing; the {name} layout needs "
+                f"{' or '.join(alternatives)} below its root"
+            )
+
+
+def build_index(
+    cfg: DatasetCfg,
+    root: Path,
+    split: str,
+    lists: Mapping[str, str | Path] | None,
+    options: dict[str, Any],
+    report: Problems,
+) -> Index:
+    """Records of one split; ``lists`` replaces the default split (see :func:`select_by_list`)."""
+    ctx = IndexCtx(lists=lists, report=report, options=dict(options))
+    if lists and split in lists and not cfg.native_lists:
+        every: list[Record] = []
+        classes = None
+        for s in SPLITS:
+            idx = cfg.reader(root, s, IndexCtx(lists=None, report=report, options=dict(options)))
+            every += idx.records
+            classes = classes or idx.classes
+        return Index(select_by_list(every, root, Path(lists[split]), report), classes)
+    return cfg.reader(root, split, ctx)
+
+
+def select_by_list(records: list[Record], root: Path, list_file: Path, report: Problems) -> list[Record]:
+    """Generic ``lists`` rule: each line names one image (path relative to root, or its file name)."""
+    by_key: dict[str, Record] = {}
+    for rec in records:
+        by_key.setdefault(str(Path(rec.image).relative_to(root)) if rec.image.startswith(str(root)) else rec.image, rec)
+        by_key.setdefault(Path(rec.image).name, rec)
+    out = []
+    for lineno, line in read_lines(list_file):
+        name = line.replace(",", " ").split()[0]
+        if ".." in Path(name).parts:
+            report(f"{where(list_file, lineno)}: path {name!r} escapes the dataset root {root}")
+            continue
+        rec = by_key.get(name)
+        if rec is None:
+            report(f"{where(list_file, lineno)}: image {name!r} is not in the dataset at {root}")
+            continue
+        out.append(rec)
+    return out
+
+
+def make_targets(cfg: DatasetCfg, records: list[Record], uncertain: str, seed: int) -> np.ndarray | None:
+    if cfg.task == "segmentation":
+        return None
+    if cfg.task == "multilabel":
+        n = len(cfg.classes)
+        raw = np.stack([np.asarray(r.label, np.float32) for r in records]) if records else np.zeros((0, n), np.float32)
+        return apply_uncertain(raw, uncertain, seed)
+    return np.asarray([int(r.label) for r in records], dtype=np.int64)
+
+
+def root_classes(cfg: DatasetCfg, root: str | Path) -> tuple[str, ...]:
+    """Classes of a folder dataset, from its train split."""
+    idx = cfg.reader(Path(root).expanduser(), "train", IndexCtx())
+    return idx.classes or cfg.classes
+
+
+class ImageDataset(Dataset):
+    """One split of a registered dataset. Items: ``(image, target)`` or ``(image, mask)``.
+
+    ``targets`` holds every label (multi-label float N x C, else int N); ``patient_ids`` one id per item.
+    """
+
+    def __init__(
+        self,
+        cfg: DatasetCfg,
+        root: Path,
+        split: str,
+        records: list[Record],
+        classes: tuple[str, ...],
+        targets: np.ndarray | None,
+        indices: np.ndarray,
+        transform: Transform | None = None,
+        cache: Any = None,
+    ):
+        self.cfg, self.root, self.split = cfg, root, split
+        self.classes = classes
+        self.records = records  # the whole split (the cache's order)
+        self.indices = indices  # positions of this dataset's items in ``records``
+        self._targets = targets
+        self.transform = transform
+        self.cache = cache
+
+    # --- labels -------------------------------------------------------------------------------
+    @property
+    def task(self) -> str:
+        return self.cfg.task
+
+    @property
+    def targets(self) -> np.ndarray | None:
+        return None if self._targets is None else self._targets[self.indices]
+
+    @property
+    def patient_ids(self) -> list[str | None]:
+        return [self.records[i].patient for i in self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    # --- pixels -------------------------------------------------------------------------------
+    def raw_image(self, i: int) -> np.ndarray:
+        """uint8 H x W x C (C in {1, 3}) of item ``i``; from the cache when one is open."""
+        pos = int(self.indices[i])
+        if self.cache is not None:
+            return self.cache.image(pos)
+        rec = self.records[pos]
+        return self.cfg.load_image(rec) if self.cfg.load_image else decode_image(rec.image)
+
+    def raw_mask(self, i: int, hw: tuple[int, int]) -> np.ndarray:
+        """uint8 {0,1} H x W of item ``i``; a mask whose size differs from its image is an error."""
+        pos = int(self.indices[i])
+        if self.cache is not None:
+            return self.cache.mask(pos)
+        rec = self.records[pos]
+        if self.cfg.load_mask is not None:
+            mask = self.cfg.load_mask(rec, hw)
+        else:
+            mask = None
+            for path in rec.masks:
+                part = decode_mask(path)
+                if part.shape != hw:
+                    raise BenchxferError(
+                        f"{path}: mask is {part.shape[0]}x{part.shape[1]} but its image {rec.image} is {hw[0]}x{hw[1]}"
+                    )
+                mask = part if mask is None else np.maximum(mask, part)
+            if mask is None:
+                raise BenchxferError(f"{rec.image}: image has no mask ({rec.origin})")
+        return mask
+
+    def __getitem__(self, i: int):
+        if i < 0:
+            i += len(self)
+        img = self.raw_image(i)
+        mask = self.raw_mask(i, img.shape[:2]) if self.cfg.task == "segmentation" else None
+        if not img.flags.writeable or not img.flags.c_contiguous:
+            img = np.array(img)  # torch wants writable memory (PIL arrays and memory maps are read-only)
+        image = torch.from_numpy(img).permute(2, 0, 1)
+        if image.shape[0] == 1:
+            image = image.expand(3, -1, -1)
+        if self.transform is None:
+            image = image.float().div_(255.0)
+            out_mask = None if mask is None else torch.tensor(mask, dtype=torch.float32)
+        else:
+            from torchvision import tv_tensors
+
+            image, out_mask = self.transform(
+                tv_tensors.Image(image), None if mask is None else tv_tensors.Mask(torch.tensor(mask)[None])
+            )
+        if self.cfg.task == "segmentation":
+            return image, out_mask
+        pos = int(self.indices[i])
+        if self.cfg.task == "multilabel":
+            return image, torch.from_numpy(self._targets[pos])
+        return image, int(self._targets[pos])
+
+
+def open_dataset(
+    name: str,
+    root: str | Path,
+    split: str,
+    *,
+    transform: Transform | None = None,
+    uncertain: str = "ones",
+    fraction: float | None = None,
+    shots: int | None = None,
+    seed: int = 0,
+    lists: Mapping[str, str | Path] | None = None,
+    size_hint: int | None = None,
+    **reader_options: Any,
+) -> ImageDataset:
+    """Open ``split`` of dataset ``name`` at ``root`` (the folder as the owner's archive extracts it).
+
+    ``fraction`` and ``shots`` subset the train split only (other splits are always whole), drawn with
+    ``seed``. ``size_hint``: read from the preprocessed cache for that size when a fresh one exists.
+    ``reader_options`` go to the reader (e.g. ``val_fraction`` where a validation split is carved).
+    """
+    cfg = get_dataset(name)
+    require_split(split)
+    cache_dir = reader_options.pop("cache_dir", None)
+    root = Path(root).expanduser().resolve()
+    check_root(name, root)
+    index = build_index(cfg, root, split, lists, reader_options, Problems())
+    if not index.records:
+        raise BenchxferError(f"dataset {name!r}: split {split!r} at {root} is empty; check the root and the split lists")
+    classes = index.classes or cfg.classes
+    targets = make_targets(cfg, index.records, uncertain, seed)
+    indices = np.arange(len(index.records))
+    if split == "train" and fraction is not None and shots is not None:
+        raise BenchxferError("give either fraction or shots, not both")
+    if split == "train" and fraction is not None:
+        indices = fraction_subset(len(indices), fraction, seed)
+    if split == "train" and shots is not None:
+        if targets is None:
+            raise BenchxferError(f"shots: dataset {name!r} is a segmentation set; use fraction")
+        indices = shots_subset(targets, cfg.task, int(shots), seed)
+    cache = None
+    if size_hint:
+        from benchxfer.data.cache import open_cache
+
+        cache = open_cache(cfg, root, split, int(size_hint), index.records, lists=lists, options=reader_options,
+                           cache_dir=cache_dir)
+    return ImageDataset(cfg, root, split, index.records, classes, targets, indices, transform, cache)

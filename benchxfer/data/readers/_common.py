@@ -1,0 +1,68 @@
+"""Helpers shared by the readers: existence checks that list a folder once, CSV rows with line numbers."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Iterator
+
+from benchxfer.data.catalog import Problems, where
+from benchxfer.errors import BenchxferError
+
+
+class FolderFiles:
+    """Names in folders, listed once per folder, so that checking 100k images costs a few listdirs."""
+
+    def __init__(self) -> None:
+        self._seen: dict[Path, set[str]] = {}
+
+    def exists(self, path: Path) -> bool:
+        folder = path.parent
+        if folder not in self._seen:
+            try:
+                self._seen[folder] = set(os.listdir(folder))
+            except OSError:
+                self._seen[folder] = set()
+        return path.name in self._seen[folder]
+
+
+def require_file(files: FolderFiles, path: Path, origin: str, report: Problems) -> bool:
+    if files.exists(path):
+        return True
+    report(f"{origin}: image {path} is missing")
+    return False
+
+
+def shipped_split(name: str) -> Path:
+    """A split list shipped with benchxfer (``benchxfer/data/splits``)."""
+    return Path(str(resources.files("benchxfer.data").joinpath("splits", name)))
+
+
+def csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+    """Rows of a CSV with their line numbers; column names are stripped; missing columns are an error."""
+    try:
+        if not path.exists() and Path(f"{path}.gz").exists():
+            path = Path(f"{path}.gz")
+        handle = gzip.open(path, "rt", newline="") if path.suffix == ".gz" else path.open(newline="")
+    except FileNotFoundError:
+        raise BenchxferError(f"{path}: CSV file is missing") from None
+    with handle:
+        reader = csv.reader(handle)
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            raise BenchxferError(f"{path}: CSV file is empty") from None
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise BenchxferError(f"{where(path, 1)}: missing column(s) {', '.join(missing)}; found {', '.join(header)}")
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                raise BenchxferError(
+                    f"{where(path, reader.line_num)}: {len(row)} cells, the header has {len(header)}"
+                )
+            yield reader.line_num, dict(zip(header, (c.strip() for c in row)))

@@ -1,0 +1,202 @@
+"""Chest X-ray label-CSV layouts: CheXpert, MIMIC-CXR-JPG, PadChest; and RSNA PE CT slices."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+
+from benchxfer.data.catalog import Index, IndexCtx, Record, register_dataset, seeded_split, where
+from benchxfer.data.imageio import decode_image, safe_join
+from benchxfer.data.readers._common import FolderFiles, csv_rows, require_file
+from benchxfer.errors import BenchxferError
+
+CHEXPERT_CLASSES = (
+    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
+    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
+    "Fracture", "Support Devices",
+)
+CHEXPERT_EVAL = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+_CELLS = {"1.0": 1.0, "1": 1.0, "0.0": 0.0, "0": 0.0, "-1.0": -1.0, "-1": -1.0, "": np.nan}
+
+
+def parse_cells(row: dict[str, str], classes: tuple[str, ...], origin: str, ctx: IndexCtx) -> np.ndarray | None:
+    """CheXpert-style cells: 1.0, 0.0, -1.0 (uncertain) or empty (never mentioned, kept as nan)."""
+    out = np.empty(len(classes), np.float32)
+    for i, name in enumerate(classes):
+        cell = row[name]
+        if cell not in _CELLS:
+            ctx.report(f"{origin}: column {name!r} is {cell!r}; allowed: 1.0, 0.0, -1.0 or empty")
+            return None
+        out[i] = _CELLS[cell]
+    return out
+
+
+@register_dataset(
+    "chexpert",
+    task="multilabel",
+    classes=CHEXPERT_CLASSES,
+    eval_classes=CHEXPERT_EVAL,
+    metric="auroc",
+    metrics=("auroc",),
+    required=("train.csv", "valid.csv"),
+    description="CheXpert v1.0: 224k chest X-rays, 14 observations with uncertain labels; scored on 5.",
+    split_rule="test = valid.csv (the official validation set); val = seeded 10% of train.csv patients (seed 0)",
+)
+def chexpert(root: Path, split: str, ctx: IndexCtx) -> Index:
+    csv_path = root / ("valid.csv" if split == "test" else "train.csv")
+    frontal_only = bool(ctx.options.get("frontal_only", False))
+    files = FolderFiles()
+    recs = []
+    for lineno, row in csv_rows(csv_path, ("Path", "Frontal/Lateral") + CHEXPERT_CLASSES):
+        origin = where(csv_path, lineno)
+        if frontal_only and row["Frontal/Lateral"] != "Frontal":
+            continue
+        label = parse_cells(row, CHEXPERT_CLASSES, origin, ctx)
+        if label is None:
+            continue
+        parts = Path(row["Path"]).parts  # "CheXpert-v1.0/train/patient00001/study1/view1_frontal.jpg"
+        if len(parts) < 2:
+            ctx.report(f"{origin}: Path {row['Path']!r} must start with the CheXpert-v1.0 folder")
+            continue
+        try:
+            path = safe_join(root, str(Path(*parts[1:])), origin)
+        except BenchxferError as err:
+            ctx.report(str(err))
+            continue
+        if require_file(files, path, origin, ctx.report):
+            patient = next((p for p in parts if p.startswith("patient")), parts[-3] if len(parts) > 3 else row["Path"])
+            recs.append(Record(str(path), label, patient=patient, origin=origin))
+    if split != "test":
+        val_fraction = float(ctx.options.get("val_fraction", 0.1))
+        assign = seeded_split([r.patient for r in recs], (1 - val_fraction, val_fraction, 0.0))
+        recs = [r for r in recs if assign[r.patient] == split]
+    return Index(recs)
+
+
+@register_dataset(
+    "mimic-cxr",
+    task="multilabel",
+    classes=CHEXPERT_CLASSES,
+    eval_classes=CHEXPERT_EVAL,
+    metric="auroc",
+    metrics=("auroc",),
+    required=("mimic-cxr-2.0.0-split.csv|mimic-cxr-2.0.0-split.csv.gz",
+              "mimic-cxr-2.0.0-chexpert.csv|mimic-cxr-2.0.0-chexpert.csv.gz", "files"),
+    description="MIMIC-CXR-JPG 2.0.0: JPEGs below files/, CheXpert-labeller labels per study.",
+    split_rule="mimic-cxr-2.0.0-split.csv (train / validate / test)",
+)
+def mimic_cxr(root: Path, split: str, ctx: IndexCtx) -> Index:
+    labels_csv = root / "mimic-cxr-2.0.0-chexpert.csv"
+    labels: dict[str, np.ndarray] = {}
+    for lineno, row in csv_rows(labels_csv, ("subject_id", "study_id") + CHEXPERT_CLASSES):
+        vec = parse_cells(row, CHEXPERT_CLASSES, where(labels_csv, lineno), ctx)
+        if vec is not None:
+            labels[row["study_id"]] = vec
+    split_csv = root / "mimic-cxr-2.0.0-split.csv"
+    want = {"train": "train", "val": "validate", "test": "test"}[split]
+    files = FolderFiles()
+    recs = []
+    for lineno, row in csv_rows(split_csv, ("dicom_id", "study_id", "subject_id", "split")):
+        if row["split"] != want:
+            continue
+        origin = where(split_csv, lineno)
+        subject, study = row["subject_id"], row["study_id"]
+        if study not in labels:
+            ctx.report(f"{origin}: study {study} has no row in {labels_csv}")
+            continue
+        try:
+            path = safe_join(root, f"files/p{subject[:2]}/p{subject}/s{study}/{row['dicom_id']}.jpg", origin)
+        except BenchxferError as err:
+            ctx.report(str(err))
+            continue
+        if require_file(files, path, origin, ctx.report):
+            recs.append(Record(str(path), labels[study], patient=subject, origin=origin))
+    return Index(recs)
+
+
+PADCHEST_CSV = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"
+# benchxfer class name -> PadChest finding term
+PADCHEST_TERMS = {
+    "No Finding": "normal", "Atelectasis": "atelectasis", "Cardiomegaly": "cardiomegaly",
+    "Consolidation": "consolidation", "Edema": "pulmonary edema", "Pleural Effusion": "pleural effusion",
+    "Emphysema": "emphysema", "Fibrosis": "pulmonary fibrosis", "Hernia": "hiatal hernia",
+    "Infiltration": "infiltrates", "Mass": "mass", "Nodule": "nodule", "Pleural_Thickening": "pleural thickening",
+    "Pneumonia": "pneumonia", "Pneumothorax": "pneumothorax", "Fracture": "fracture",
+}
+PADCHEST_CLASSES = tuple(PADCHEST_TERMS)
+
+
+@register_dataset(
+    "padchest",
+    task="multilabel",
+    classes=PADCHEST_CLASSES,
+    metric="auroc",
+    metrics=("auroc",),
+    required=(f"{PADCHEST_CSV}|{PADCHEST_CSV}.gz",),
+    description="PadChest: 160k chest X-rays (16-bit PNG) with report-mined findings; 16 mapped to common names.",
+    split_rule="seeded 80/10/10 split by PatientID (seed 0)",
+)
+def padchest(root: Path, split: str, ctx: IndexCtx) -> Index:
+    csv_path = root / PADCHEST_CSV
+    terms = list(PADCHEST_TERMS.values())
+    files = FolderFiles()
+    recs = []
+    for lineno, row in csv_rows(csv_path, ("ImageID", "ImageDir", "PatientID", "Labels")):
+        origin = where(csv_path, lineno)
+        try:
+            found = ast.literal_eval(row["Labels"]) if row["Labels"] else []
+            found = {str(t).strip().lower() for t in found}
+        except (ValueError, SyntaxError):
+            ctx.report(f"{origin}: Labels {row['Labels'][:40]!r} is not a list like ['normal']")
+            continue
+        try:
+            path = safe_join(root, f"{row['ImageDir']}/{row['ImageID']}", origin)
+        except BenchxferError as err:
+            ctx.report(str(err))
+            continue
+        if require_file(files, path, origin, ctx.report):
+            vec = np.asarray([1.0 if t in found else 0.0 for t in terms], np.float32)
+            recs.append(Record(str(path), vec, patient=row["PatientID"], origin=origin))
+    assign = seeded_split([r.patient for r in recs], (0.8, 0.1, 0.1))
+    return Index([r for r in recs if assign[r.patient] == split])
+
+
+PE_WINDOW = (100.0, 700.0)  # centre, width in HU: the usual pulmonary-angiography window
+
+
+def _pe_image(rec: Record) -> np.ndarray:
+    return decode_image(rec.image, window=PE_WINDOW)
+
+
+@register_dataset(
+    "rsna-pe",
+    task="binary",
+    classes=("no_pe", "pe"),
+    metric="auroc",
+    metrics=("auroc", "accuracy"),
+    required=("train.csv", "train"),
+    load_image=_pe_image,
+    description="RSNA STR pulmonary embolism CT, slice level (pe_present_on_image), PE window 100/700 HU.",
+    split_rule="seeded 80/10/10 split by StudyInstanceUID (seed 0)",
+)
+def rsna_pe(root: Path, split: str, ctx: IndexCtx) -> Index:
+    csv_path = root / "train.csv"
+    cols = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "pe_present_on_image")
+    files = FolderFiles()
+    recs = []
+    for lineno, row in csv_rows(csv_path, cols):
+        origin = where(csv_path, lineno)
+        if row["pe_present_on_image"] not in ("0", "1"):
+            ctx.report(f"{origin}: pe_present_on_image must be 0 or 1, got {row['pe_present_on_image']!r}")
+            continue
+        try:
+            path = safe_join(root, f"train/{row[cols[0]]}/{row[cols[1]]}/{row[cols[2]]}.dcm", origin)
+        except BenchxferError as err:
+            ctx.report(str(err))
+            continue
+        if require_file(files, path, origin, ctx.report):
+            recs.append(Record(str(path), int(row["pe_present_on_image"]), patient=row[cols[0]], origin=origin))
+    assign = seeded_split([r.patient for r in recs], (0.8, 0.1, 0.1))
+    return Index([r for r in recs if assign[r.patient] == split])

@@ -1,0 +1,112 @@
+"""NIH ChestX-ray14: ``images/*.png`` with the first study's split lists (shipped) or NIH's own lists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from benchxfer.data.catalog import Index, IndexCtx, Record, register_dataset, seeded_split, where
+from benchxfer.data.imageio import read_lines, safe_join
+from benchxfer.data.readers._common import FolderFiles, csv_rows, require_file, shipped_split
+from benchxfer.errors import BenchxferError
+
+NIH_CLASSES = (
+    "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
+    "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia",
+)
+LIST_NAMES = {"train": "Xray14_train_official.txt", "val": "Xray14_val_official.txt", "test": "Xray14_test_official.txt"}
+
+
+def default_list(root: Path, split: str) -> Path:
+    """The root's own ``Xray14_<split>_official.txt`` when present, else the shipped official list."""
+    own = root / LIST_NAMES[split]
+    return own if own.exists() else shipped_split(LIST_NAMES[split])
+
+
+def parse_first_study_list(root: Path, list_file: Path, ctx: IndexCtx, folder: str = "images") -> list[Record]:
+    """Lines ``00000001_000.png 0 1 0 ...``: a file name in ``images/`` and 14 labels of 0 or 1."""
+    files = FolderFiles()
+    out = []
+    for lineno, line in read_lines(list_file):
+        origin = where(list_file, lineno)
+        parts = line.split()
+        if len(parts) != 1 + len(NIH_CLASSES):
+            ctx.report(f"{origin}: {len(parts) - 1} labels, expected {len(NIH_CLASSES)} (a file name and 14 labels of 0/1)")
+            continue
+        if any(p not in ("0", "1") for p in parts[1:]):
+            ctx.report(f"{origin}: labels must be 0 or 1, got {' '.join(parts[1:])}")
+            continue
+        try:
+            path = safe_join(root / folder, parts[0], origin)
+        except BenchxferError as err:
+            ctx.report(str(err))
+            continue
+        if not require_file(files, path, origin, ctx.report):
+            continue
+        label = np.asarray([float(p) for p in parts[1:]], np.float32)
+        out.append(Record(str(path), label, patient=Path(parts[0]).name.split("_")[0], origin=origin))
+    return out
+
+
+def _nih_official(root: Path, split: str, ctx: IndexCtx) -> list[Record]:
+    """NIH's ``train_val_list.txt`` / ``test_list.txt`` with labels from ``Data_Entry_2017.csv``.
+
+    Validation: a patient-disjoint seeded 10 % of ``train_val_list.txt`` (``val_fraction``, seed 0).
+    """
+    entry = root / "Data_Entry_2017.csv"
+    labels: dict[str, tuple[np.ndarray, str]] = {}
+    for lineno, row in csv_rows(entry, ("Image Index", "Finding Labels", "Patient ID")):
+        vec = np.zeros(len(NIH_CLASSES), np.float32)
+        for finding in row["Finding Labels"].split("|"):
+            finding = finding.strip()
+            if finding == "No Finding":
+                continue
+            if finding not in NIH_CLASSES:
+                ctx.report(f"{where(entry, lineno)}: unknown finding {finding!r}; known: No Finding, {', '.join(NIH_CLASSES)}")
+                continue
+            vec[NIH_CLASSES.index(finding)] = 1.0
+        labels[row["Image Index"]] = (vec, row["Patient ID"])
+    list_file = root / ("test_list.txt" if split == "test" else "train_val_list.txt")
+    names = read_lines(list_file)
+    if split != "test":
+        val_fraction = float(ctx.options.get("val_fraction", 0.1))
+        patients = [labels.get(n, (None, n.split("_")[0]))[1] for _, n in names]
+        assign = seeded_split(patients, (1 - val_fraction, val_fraction, 0.0))
+        names = [(ln, n) for (ln, n), p in zip(names, patients) if assign[p] == split]
+    files = FolderFiles()
+    out = []
+    for lineno, name in names:
+        origin = where(list_file, lineno)
+        if name not in labels:
+            ctx.report(f"{origin}: image {name!r} has no row in {entry}")
+            continue
+        try:
+            path = safe_join(root / "images", name, origin)
+        except BenchxferError as err:
+            ctx.report(str(err))
+            continue
+        if require_file(files, path, origin, ctx.report):
+            vec, patient = labels[name]
+            out.append(Record(str(path), vec, patient=patient, origin=origin))
+    return out
+
+
+@register_dataset(
+    "chestxray14",
+    task="multilabel",
+    classes=NIH_CLASSES,
+    metric="auroc",
+    metrics=("auroc",),
+    required=("images",),
+    native_lists=True,
+    description="NIH ChestX-ray14: 112,120 frontal chest X-rays, 14 findings (multi-label).",
+    split_rule="first study's official lists (shipped; the root's own Xray14_<split>_official.txt win); "
+    "official='nih' uses NIH's train_val_list.txt/test_list.txt + Data_Entry_2017.csv, val = seeded 10% of patients",
+)
+def chestxray14(root: Path, split: str, ctx: IndexCtx) -> Index:
+    if ctx.lists and split in ctx.lists:
+        return Index(parse_first_study_list(root, Path(ctx.lists[split]), ctx))
+    if ctx.options.get("official", "first-study") == "nih":
+        return Index(_nih_official(root, split, ctx))
+    return Index(parse_first_study_list(root, default_list(root, split), ctx))

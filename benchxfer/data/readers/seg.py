@@ -1,0 +1,121 @@
+"""Segmentation layouts: DRIVE (TIFF + GIF), SIIM-ACR pneumothorax (DICOM + RLE CSV), image/mask folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from benchxfer.data.catalog import Index, IndexCtx, Record, register_dataset, seeded_split, where
+from benchxfer.data.imageio import decode_mask, rle_decode
+from benchxfer.data.readers._common import FolderFiles, csv_rows
+from benchxfer.errors import BenchxferError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".dcm")
+
+
+@register_dataset(
+    "drive",
+    task="segmentation",
+    classes=("vessel",),
+    metric="dice",
+    metrics=("dice", "iou", "auroc"),
+    required=("training/images", "training/1st_manual", "test/images"),
+    grayscale=False,
+    description="DRIVE retinal vessels: 40 RGB TIFF fundus images with GIF vessel masks (1st_manual).",
+    split_rule="test = test/; val = seeded 20% of training/ (seed 0), train the rest",
+)
+def drive(root: Path, split: str, ctx: IndexCtx) -> Index:
+    part = "test" if split == "test" else "training"
+    files = FolderFiles()
+    recs = []
+    for path in sorted((root / part / "images").glob("*.tif")):
+        number = path.name.split("_")[0]
+        mask = root / part / "1st_manual" / f"{number}_manual1.gif"
+        if not files.exists(mask):
+            ctx.report(f"{path}: image without mask ({mask} missing)")
+            continue
+        recs.append(Record(str(path), None, masks=(str(mask),), patient=number, origin=str(path)))
+    if part == "training":
+        assign = seeded_split([r.patient for r in recs], (0.8, 0.2, 0.0))
+        recs = [r for r in recs if assign[r.patient] == split]
+    return Index(recs)
+
+
+def _siim_mask(rec: Record, hw: tuple[int, int]) -> np.ndarray:
+    mask = np.zeros(hw, np.uint8)
+    for rle in rec.rle:
+        mask |= rle_decode(rle, hw[0], hw[1], rec.origin)
+    return mask
+
+
+@register_dataset(
+    "siim-pneumothorax",
+    task="segmentation",
+    classes=("pneumothorax",),
+    metric="dice",
+    metrics=("dice", "iou"),
+    required=("train-rle.csv",),
+    load_mask=_siim_mask,
+    description="SIIM-ACR pneumothorax: DICOM chest X-rays with run-length masks in train-rle.csv.",
+    split_rule="seeded 80/10/10 split of the ImageIds in train-rle.csv (seed 0)",
+)
+def siim(root: Path, split: str, ctx: IndexCtx) -> Index:
+    csv_path = root / "train-rle.csv"
+    rles: dict[str, list[str]] = {}
+    origins: dict[str, str] = {}
+    for lineno, row in csv_rows(csv_path, ("ImageId", "EncodedPixels")):
+        rles.setdefault(row["ImageId"], []).append(row["EncodedPixels"])
+        origins.setdefault(row["ImageId"], where(csv_path, lineno))
+    dicoms: dict[str, str] = {}
+    for folder, _dirs, names in os.walk(root):
+        for name in names:
+            if name.endswith(".dcm"):
+                dicoms.setdefault(name[:-4], os.path.join(folder, name))
+    assign = seeded_split(list(rles), (0.8, 0.1, 0.1))
+    recs = []
+    for image_id, codes in rles.items():
+        if assign[image_id] != split:
+            continue
+        if image_id not in dicoms:
+            ctx.report(f"{origins[image_id]}: image {image_id}.dcm is missing below {root}")
+            continue
+        codes = [c for c in codes if c != "-1"] or ["-1"]
+        recs.append(Record(dicoms[image_id], None, rle=tuple(codes), patient=image_id, origin=origins[image_id]))
+    return Index(recs)
+
+
+def _stems(folder: Path) -> dict[str, Path]:
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES} if folder.is_dir() else {}
+
+
+@register_dataset(
+    "maskfolder",
+    task="segmentation",
+    classes=("foreground",),
+    metric="dice",
+    metrics=("dice", "iou"),
+    required=("images|train/images",),
+    grayscale=False,
+    description="Any image/mask folder pair: images/<name> and masks/<name> with the same stem.",
+    split_rule="train/, val/, test/ subfolders (each with images/ and masks/) when present; "
+    "otherwise a seeded 70/10/20 split by stem (seed 0)",
+)
+def maskfolder(root: Path, split: str, ctx: IndexCtx) -> Index:
+    split_folders = (root / "train" / "images").is_dir()
+    base = root / split if split_folders else root
+    images, masks = _stems(base / "images"), _stems(base / "masks")
+    recs = []
+    for stem, path in images.items():
+        if stem not in masks:
+            ctx.report(f"{path}: image without mask (no {base / 'masks' / stem}.*)")
+            continue
+        recs.append(Record(str(path), None, masks=(str(masks[stem]),), patient=stem, origin=str(path)))
+    if not split_folders:
+        assign = seeded_split([r.patient for r in recs], (0.7, 0.1, 0.2))
+        recs = [r for r in recs if assign[r.patient] == split]
+    return Index(recs)
+
+
+__all__ = ["drive", "siim", "maskfolder", "decode_mask", "BenchxferError"]

@@ -1,0 +1,169 @@
+"""Tuberculosis chest X-rays: Shenzhen, Montgomery (TB labels and lung masks), both together, COVIDx."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from benchxfer.data.catalog import Index, IndexCtx, Record, register_dataset, seeded_split, where
+from benchxfer.data.imageio import read_lines, safe_join
+from benchxfer.data.readers._common import FolderFiles, require_file, shipped_split
+from benchxfer.errors import BenchxferError
+
+TB_CLASSES = ("normal", "tuberculosis")
+SHENZHEN_LISTS = {"train": "ShenzenCXR_train_data.txt", "val": "ShenzenCXR_valid_data.txt", "test": "ShenzenCXR_test_data.txt"}
+_SUFFIX = re.compile(r"_([01])\.png$", re.I)
+
+
+def label_from_name(name: str, origin: str) -> int:
+    m = _SUFFIX.search(name)
+    if not m:
+        raise BenchxferError(f"{origin}: file name {name!r} must end in _0.png or _1.png (the TB label)")
+    return int(m.group(1))
+
+
+def _folder_records(folder: Path, ctx: IndexCtx) -> list[Record]:
+    out = []
+    for path in sorted(folder.glob("*.png")):
+        try:
+            label = label_from_name(path.name, str(path))
+        except BenchxferError as err:
+            ctx.report(str(err))
+            continue
+        out.append(Record(str(path), label, patient=path.stem.rsplit("_", 1)[0], origin=str(path)))
+    return out
+
+
+@register_dataset(
+    "shenzhen",
+    task="binary",
+    classes=TB_CLASSES,
+    metric="auroc",
+    metrics=("auroc", "accuracy"),
+    required=("CXR_png",),
+    native_lists=True,
+    description="Shenzhen chest X-rays (662), tuberculosis vs normal.",
+    split_rule="first study's official lists (463/65/134, shipped; the root's own ShenzenCXR_*_data.txt win)",
+)
+def shenzhen(root: Path, split: str, ctx: IndexCtx) -> Index:
+    if ctx.lists and split in ctx.lists:
+        list_file = Path(ctx.lists[split])
+    else:
+        own = root / SHENZHEN_LISTS[split]
+        list_file = own if own.exists() else shipped_split(SHENZHEN_LISTS[split])
+    files = FolderFiles()
+    out = []
+    for lineno, line in read_lines(list_file):
+        origin = where(list_file, lineno)
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 2 or parts[1] not in ("0", "1"):
+            ctx.report(f"{origin}: expected 'CHNCXR_0001_0.png,0' (a file name and a label 0 or 1), got {line!r}")
+            continue
+        try:
+            path = safe_join(root / "CXR_png", parts[0], origin)
+        except BenchxferError as err:
+            ctx.report(str(err))
+            continue
+        if require_file(files, path, origin, ctx.report):
+            out.append(Record(str(path), int(parts[1]), patient=Path(parts[0]).stem.rsplit("_", 1)[0], origin=origin))
+    return Index(out)
+
+
+def _montgomery_split(root: Path, split: str, ctx: IndexCtx) -> list[Record]:
+    """Seeded 70/10/20 split of ``CXR_png`` by image (one image per patient), seed 0."""
+    recs = _folder_records(root / "CXR_png", ctx)
+    assign = seeded_split([r.patient for r in recs], (0.7, 0.1, 0.2))
+    return [r for r in recs if assign[r.patient] == split]
+
+
+@register_dataset(
+    "montgomery",
+    task="binary",
+    classes=TB_CLASSES,
+    metric="accuracy",
+    metrics=("accuracy", "auroc"),
+    required=("CXR_png",),
+    description="Montgomery County chest X-rays (138), tuberculosis vs normal.",
+    split_rule="seeded 70/10/20 split of CXR_png by image (seed 0)",
+)
+def montgomery(root: Path, split: str, ctx: IndexCtx) -> Index:
+    return Index(_montgomery_split(root, split, ctx))
+
+
+@register_dataset(
+    "montgomery-lungs",
+    task="segmentation",
+    classes=("lung",),
+    metric="dice",
+    metrics=("dice", "iou"),
+    required=("CXR_png", "ManualMask/leftMask", "ManualMask/rightMask"),
+    description="Montgomery lung segmentation: the union of ManualMask/leftMask and rightMask.",
+    split_rule="the same seeded 70/10/20 split as montgomery",
+)
+def montgomery_lungs(root: Path, split: str, ctx: IndexCtx) -> Index:
+    files = FolderFiles()
+    out = []
+    for rec in _montgomery_split(root, split, ctx):
+        name = Path(rec.image).name
+        masks = tuple(str(root / "ManualMask" / side / name) for side in ("leftMask", "rightMask"))
+        missing = [m for m in masks if not files.exists(Path(m))]
+        if missing:
+            ctx.report(f"{rec.image}: image without mask ({', '.join(missing)} missing)")
+            continue
+        out.append(Record(rec.image, None, masks=masks, patient=rec.patient, origin=rec.origin))
+    return Index(out)
+
+
+@register_dataset(
+    "tuberculosis",
+    task="binary",
+    classes=TB_CLASSES,
+    metric="accuracy",
+    metrics=("accuracy", "auroc"),
+    required=("*/CXR_png|CXR_png",),
+    description="Shenzhen + Montgomery together (second study): every <set>/CXR_png below the root.",
+    split_rule="seeded shuffle (seed 0): 15% test; val = val_fraction (default 0.1) of the rest; train the remainder",
+)
+def tuberculosis(root: Path, split: str, ctx: IndexCtx) -> Index:
+    recs = []
+    for folder in sorted(root.glob("*/CXR_png")) + ([root / "CXR_png"] if (root / "CXR_png").is_dir() else []):
+        recs += _folder_records(folder, ctx)
+    val_fraction = float(ctx.options.get("val_fraction", 0.1))
+    assign = seeded_split([r.image for r in recs], (0.85 * (1 - val_fraction), 0.85 * val_fraction, 0.15))
+    return Index([r for r in recs if assign[r.image] == split])
+
+
+@register_dataset(
+    "covidx",
+    task="binary",
+    classes=("negative", "positive"),
+    metric="accuracy",
+    metrics=("accuracy", "auroc"),
+    required=("train", "train.txt", "test.txt"),
+    description="COVIDx CXR-2: COVID-19 positive vs negative chest X-rays.",
+    split_rule="train.txt / test.txt (and val.txt when present); otherwise val = seeded 10% of train patients",
+)
+def covidx(root: Path, split: str, ctx: IndexCtx) -> Index:
+    have_val = (root / "val.txt").exists()
+    src = {"train": "train", "val": "val" if have_val else "train", "test": "test"}[split]
+    list_file = root / f"{src}.txt"
+    files = FolderFiles()
+    recs = []
+    for lineno, line in read_lines(list_file):
+        origin = where(list_file, lineno)
+        parts = line.split()
+        if len(parts) != 4 or parts[2] not in ("positive", "negative"):
+            ctx.report(f"{origin}: expected '<patient id> <file name> <positive|negative> <source>', got {line!r}")
+            continue
+        try:
+            path = safe_join(root / src, parts[1], origin)
+        except BenchxferError as err:
+            ctx.report(str(err))
+            continue
+        if require_file(files, path, origin, ctx.report):
+            recs.append(Record(str(path), int(parts[2] == "positive"), patient=parts[0], origin=origin))
+    if src == "train" and not have_val:
+        val_fraction = float(ctx.options.get("val_fraction", 0.1))
+        assign = seeded_split([r.patient for r in recs], (1 - val_fraction, val_fraction, 0.0))
+        recs = [r for r in recs if assign[r.patient] == split]
+    return Index(recs)

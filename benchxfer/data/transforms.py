@@ -1,0 +1,147 @@
+"""torchvision.transforms.v2 pipelines, one preset per recipe (RECIPES.md), moving image and mask together.
+
+A pipeline is called as ``pipeline(image, mask)`` with a uint8 ``tv_tensors.Image`` (3 x H x W) and a
+``tv_tensors.Mask`` (1 x H x W) or None, and returns ``(image, mask)``: the image float32 normalised
+with (mean, std), the mask float32 {0, 1} H x W (or None). ``tencrop=True`` (evaluation of
+"systematic-cls") returns a 10 x C x H x W stack whose predictions the caller averages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from benchxfer.errors import BenchxferError
+from benchxfer.registry import Registry
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CXR_MEAN = (0.5056, 0.5056, 0.5056)
+CXR_STD = (0.252, 0.252, 0.252)
+
+
+class RandomGamma(v2.Transform):
+    """Gamma in [lo, hi] on images only (masks pass through)."""
+
+    def __init__(self, gamma: tuple[float, float] = (0.8, 1.2)):
+        super().__init__()
+        self.gamma = gamma
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        return {"gamma": float(torch.empty(1).uniform_(*self.gamma))}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, tv_tensors.Mask) or not isinstance(inpt, (tv_tensors.Image, torch.Tensor)):
+            return inpt
+        return v2.functional.adjust_gamma(inpt, params["gamma"])
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Geometric/photometric steps on uint8, then dtype + normalisation; the mask follows the image."""
+
+    steps: v2.Compose
+    normalize: v2.Normalize
+    tencrop: int | None = None
+
+    def __call__(self, image: tv_tensors.Image, mask: tv_tensors.Mask | None = None):
+        if mask is None:
+            image = self.steps(image)
+        else:
+            image, mask = self.steps(image, mask)
+        if self.tencrop:
+            crops = v2.functional.ten_crop(image, [self.tencrop, self.tencrop])
+            image = torch.stack([self._finish(c) for c in crops])
+        else:
+            image = self._finish(image)
+        if mask is not None:
+            mask = (mask.as_subclass(torch.Tensor)[0] > 0).float()
+        return image, mask
+
+    def _finish(self, image: torch.Tensor) -> torch.Tensor:
+        image = v2.functional.to_dtype(image.as_subclass(torch.Tensor), torch.float32, scale=True)
+        return self.normalize(image)
+
+
+Builder = Callable[[bool, int], list[v2.Transform]]
+PRESETS: Registry[Builder] = Registry("transform preset")
+
+
+def resize_side(preset: str, size: int) -> int:
+    """The largest side a preset resizes to before cropping: the size a preprocessed cache should store."""
+    return {"systematic-cls": round(size * 256 / 224), "supervised-pretrain": round(size * 256 / 224),
+            "bit-hyperrule": bit_resize(size)}.get(preset, size)
+
+
+def bit_resize(crop: int) -> int:
+    """BiT: 160 -> 128 for small images, 512 -> 480 otherwise; other crops keep the 512/480 ratio."""
+    return 160 if crop == 128 else round(crop * 512 / 480)
+
+
+@PRESETS.register("systematic-cls")
+def _systematic_cls(train: bool, size: int) -> list[v2.Transform]:
+    if train:
+        return [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip(), v2.RandomRotation(7)]
+    return [v2.Resize(resize_side("systematic-cls", size), antialias=True), v2.CenterCrop(size)]
+
+
+@PRESETS.register("systematic-seg")
+def _systematic_seg(train: bool, size: int) -> list[v2.Transform]:
+    steps: list[v2.Transform] = [v2.Resize((size, size), antialias=True)]
+    if train:
+        low = (156 / 224) ** 2
+        steps += [
+            v2.RandomApply([v2.RandomChoice([v2.ColorJitter(brightness=0.2, contrast=0.2), RandomGamma()])], p=0.3),
+            v2.RandomApply([v2.ElasticTransform(alpha=30.0, sigma=5.0)], p=0.3),
+            v2.RandomApply([v2.RandomResizedCrop(size, scale=(low, 1.0), ratio=(1.0, 1.0), antialias=True)], p=0.25),
+        ]
+    return steps
+
+
+@PRESETS.register("bit-hyperrule")
+def _bit(train: bool, size: int) -> list[v2.Transform]:
+    if train:
+        side = bit_resize(size)
+        return [v2.Resize((side, side), antialias=True), v2.RandomCrop(size), v2.RandomHorizontalFlip()]
+    return [v2.Resize((size, size), antialias=True)]
+
+
+@PRESETS.register("supervised-pretrain")
+def _pretrain(train: bool, size: int) -> list[v2.Transform]:
+    if train:
+        return [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()]
+    return [v2.Resize(resize_side("supervised-pretrain", size), antialias=True), v2.CenterCrop(size)]
+
+
+@PRESETS.register("plain")
+def _plain(train: bool, size: int) -> list[v2.Transform]:
+    return [v2.Resize((size, size), antialias=True)]
+
+
+def build(
+    preset: str,
+    *,
+    train: bool,
+    size: int,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    task: str = "multilabel",
+    tencrop: bool = False,
+) -> Pipeline:
+    """The pipeline of ``preset`` for training or evaluation at ``size`` px."""
+    steps = PRESETS.get(preset)(train, int(size))
+    if size < 1:
+        raise BenchxferError(f"transform size {size!r} must be a positive number of pixels")
+    if tencrop and (train or task == "segmentation"):
+        raise BenchxferError("tencrop is for evaluating classifiers only (train=False, a classification task)")
+    if tencrop:
+        steps = [s for s in steps if not isinstance(s, v2.CenterCrop)]
+    return Pipeline(v2.Compose(steps), v2.Normalize(list(mean), list(std)), int(size) if tencrop else None)
+
+
+def list_presets() -> list[str]:
+    return PRESETS.names()
