@@ -21,7 +21,7 @@ import yaml
 from benchxfer.errors import BenchxferError
 from benchxfer.recipes import TrainConfig, get_recipe, recipe_for_task
 from benchxfer.recipes.config import check_knobs
-from benchxfer.recipes.registry import check_task
+from benchxfer.recipes.registry import check_names, check_task
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 TOP_KEYS = {"name", "description", "recipe", "inits", "datasets", "lr", "seeds", "shots", "overrides", "mode",
@@ -331,6 +331,7 @@ def cells(spec: SweepSpec, init_arch: dict[str, str | None], tasks: dict[str, tu
         check_task(recipe, task, where)
         overrides = {**spec.overrides, **ds.overrides}
         knobs = recipe.resolve(overrides, where)
+        check_names(knobs, where)
         arch = init_arch.get(init.name)
         if "arch" not in overrides and arch:
             knobs["arch"] = arch  # the init decides the architecture unless the sweep says otherwise

@@ -89,6 +89,21 @@ register_recipe(Recipe(
 ))
 
 
+def check_names(knobs: dict[str, Any], where: str) -> None:
+    """Every knob that names a registered part must name a known one."""
+    from benchxfer.models import ARCHS
+    from benchxfer.recipes.parts import LOSSES, OPTIMIZERS, STOPPING
+    from benchxfer.recipes.schedules import SCHEDULES
+
+    for key, reg, extra in (("arch", ARCHS, ()), ("optimizer", OPTIMIZERS, ()), ("schedule", SCHEDULES, ()),
+                            ("loss", LOSSES, ("auto",)), ("stopping", STOPPING, ()),
+                            ("normalization", None, ("init", "imagenet", "cxr"))):
+        value = knobs[key]
+        known = [*extra, *(reg.names() if reg is not None else [])]
+        if value not in known:
+            raise BenchxferError(f"{where}: unknown {key} {value!r}; known: {', '.join(known)}")
+
+
 def check_task(recipe: Recipe, task: str, where: str) -> None:
     if task not in recipe.tasks:
         raise BenchxferError(

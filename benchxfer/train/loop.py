@@ -148,8 +148,8 @@ def train_run(config: dict[str, Any]) -> dict[str, Any]:
     arch_task = "multilabel" if cfg.sources else rd.task
     model = models.build_model(cfg.arch, arch_task, rd.num_classes)  # head init from the trial's seed
     if cfg.init != "scratch":
-        init_cfg, path = zoo.resolve_init(cfg.init)
-        zoo.apply_backbone(model, zoo.load_backbone(path, init_cfg.fmt))
+        _, path = zoo.resolve_init(cfg.init)
+        zoo.apply_backbone(model, zoo.load_backbone(path, arch=cfg.arch))
     use_cl = cuda and cfg.channels_last
     model = models.channels_last(model.to(sess.device), use_cl)
     if sess.world > 1:
@@ -323,5 +323,9 @@ def _export_backbone(model: nn.Module, out: dict[str, Any], cfg: TrainConfig, re
     backbone = {k: v.detach().cpu() for k, v in state.items() if not k.startswith(head)}
     provenance = {"sources": cfg.sources, "epochs": result["epochs_run"], "start": cfg.init, "recipe": cfg.recipe,
                   "mlflow_run_id": result["mlflow_run_id"], "trial_key": cfg.trial_key}
-    path = zoo.save_local_init(out["name"], backbone, cfg.arch, provenance, zoo=out.get("zoo"))
+    from benchxfer.train.data_setup import normalisation
+
+    mean, std = normalisation(cfg)
+    path = zoo.save_local_init(out["name"], backbone, cfg.arch, provenance, zoo=out.get("zoo"),
+                               mean=tuple(mean), std=tuple(std))
     result["zoo_path"] = str(path)

@@ -1,0 +1,94 @@
+"""The sweep file: schema, bad input as one clear line, expansion and stable trial keys."""
+
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from benchxfer.cli import main
+from benchxfer.errors import BenchxferError
+from benchxfer.spec import load_spec, trial_key
+
+GOOD = """
+name: t
+inits: [scratch]
+datasets:
+  - name: chestxray14
+    root: synthetic
+lr: [0.001, 0.0001]
+seeds: 3
+overrides: {arch: resnet18, size: 64, epochs: 2}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def run_cli(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_dry_run_lists_every_trial_and_the_total(tmp_path, bx_home):
+    res = run_cli("sweep", str(write(tmp_path, GOOD)), "--dry-run")
+    assert res.exit_code == 0, res.output
+    assert "Total: 6 trials = 1 inits x 1 datasets x lr [0.001, 0.0001] x 3 seeds" in res.output
+    assert res.output.count("scratch_chestxray14_lr") == 6
+    assert not (bx_home / "data" / "synthetic" / "chestxray14").exists()  # a dry run writes nothing
+
+
+def test_trial_keys_are_stable_and_cover_the_protocol(tmp_path):
+    spec = load_spec(write(tmp_path, GOOD))
+    assert spec.seeds == (0, 1, 2) and spec.lr == (0.001, 0.0001)
+    k1 = trial_key("scratch", "chestxray14", 0.001, 0, None, "systematic-cls", {"epochs": 2}, {})
+    assert k1 == trial_key("scratch", "chestxray14", 0.001, 0, None, "systematic-cls", {"epochs": 2}, {})
+    assert k1.startswith("scratch_chestxray14_lr0.001_s0_")
+    assert k1 != trial_key("scratch", "chestxray14", 0.001, 0, None, "systematic-cls", {"epochs": 3}, {})
+    assert trial_key("scratch", "x", 0.1, 1, 5, "r", {}, {}).startswith("scratch_x_lr0.1_s1_k5_")
+
+
+BAD = [
+    ("name: t\ninits: [scratch\n", "YAML syntax error at line"),
+    (GOOD + "colour: red\n", "colour: unknown key; allowed: datasets, description"),
+    (GOOD.replace("[scratch]", "[no-such-init]"), "inits[0]: unknown init 'no-such-init'; known:"),
+    (GOOD.replace("name: chestxray14", "name: nih"), "datasets[0].name: unknown dataset 'nih'; known:"),
+    (GOOD.replace("root: synthetic", "root: /does/not/exist"), "datasets[0].root: folder /does/not/exist does not exist"),
+    (GOOD.replace("[0.001, 0.0001]", "[0.001, -1]"), "lr[1]: must be a positive number, got -1"),
+    (GOOD.replace("[0.001, 0.0001]", "0"), "lr: must be a positive number, got 0"),
+    (GOOD.replace("seeds: 3", "seeds: 0"), "seeds: must be an integer >= 1, got 0"),
+    (GOOD.replace("epochs: 2", "epoch: 2"), "unknown override 'epoch'; allowed:"),
+    (GOOD.replace("epochs: 2", "epochs: many"), "override epochs='many' must be a int"),
+    (GOOD + "mode: random\n", "mode: must be one of grid, tune-then-repeat"),
+    (GOOD + "resources: {gpus: 1}\n", "resources.gpus: unknown key; allowed: cpus_per_worker"),
+    (GOOD.replace("[0.001, 0.0001]", "{search: loguniform, low: 0.1, high: 0.01}"), "lr: low (0.1) must be below high"),
+    (GOOD.replace("arch: resnet18", "arch: vgg16"), "unknown arch 'vgg16'; known:"),
+]
+
+
+@pytest.mark.parametrize("text,message", BAD)
+def test_bad_sweep_is_one_line_before_ray(tmp_path, bx_home, text, message):
+    path = write(tmp_path, text)
+    t0 = time.monotonic()
+    res = CliRunner().invoke(main, ["sweep", str(path)])
+    assert res.exit_code == 1
+    assert "Traceback" not in res.output
+    lines = [ln for ln in res.output.strip().splitlines() if ln]
+    assert len(lines) == 1, res.output
+    assert message in lines[0], lines[0]
+    assert time.monotonic() - t0 < 30
+
+
+def test_missing_file_and_unknown_sweep(tmp_path, bx_home):
+    res = CliRunner().invoke(main, ["sweep", str(tmp_path / "nope.yaml")])
+    assert res.exit_code == 1 and "nope.yaml: no such file" in res.output
+    res = CliRunner().invoke(main, ["status", "never-ran"])
+    assert res.exit_code == 1 and "no sweep named 'never-ran'" in res.output
+
+
+def test_bad_values_raise_benchxfer_error(tmp_path):
+    with pytest.raises(BenchxferError, match="seeds: repeats a seed"):
+        load_spec(write(tmp_path, GOOD.replace("seeds: 3", "seeds: [1, 1]")))
