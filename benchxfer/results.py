@@ -133,9 +133,12 @@ def collect(sweep: str, tracking_uri: str | None = None) -> RunSet:
         if reason:
             looked.append(f"MLflow at {uri} ({reason})")
         else:
-            rows, errors = _from_mlflow(sweep, uri)
-            looked.append(f"MLflow experiment {sweep!r} at {uri}")
-            source = f"MLflow {uri}" if rows else ""
+            try:
+                rows, errors = _from_mlflow(sweep, uri)
+                looked.append(f"MLflow experiment {sweep!r} at {uri}")
+                source = f"MLflow {uri}" if rows else ""
+            except _mlflow_errors() as err:
+                looked.append(f"MLflow at {uri} (failed: {' '.join(str(err).split())[:200]})")
     else:
         looked.append("MLflow (no tracking URI and no embedded store)")
     if not rows:
@@ -179,10 +182,16 @@ def _unreachable(uri: str) -> str | None:
 
 # ------------------------------------------------------------------ MLflow
 
-def _from_mlflow(sweep: str, uri: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    from mlflow.tracking import MlflowClient  # heavy import, only when needed
+def _mlflow_errors() -> tuple[type[BaseException], ...]:
+    from mlflow.exceptions import MlflowException
 
-    client = MlflowClient(tracking_uri=uri)
+    return (MlflowException, OSError)  # requests' errors are OSErrors
+
+
+def _from_mlflow(sweep: str, uri: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    from benchxfer.tracking import client as tracking_client  # mlflow is a heavy import: only here
+
+    client = tracking_client(uri)  # fails fast instead of MLflow's minutes of HTTP retries
     exp = client.get_experiment_by_name(sweep)
     if exp is None:
         return [], {}

@@ -1,0 +1,102 @@
+"""results.load_runs from a real MLflow server, populated in the layout the sweep writes."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from benchxfer.cli import main
+from benchxfer.results import RUN_COLUMNS, RUN_DTYPES, collect, load_runs
+from test_results import result_record, write_sweep
+
+SWEEP = "mlflow-report"
+VALUES = {"imagenet": [0.81, 0.83, 0.82], "scratch": [0.71, 0.70, 0.72]}
+
+
+def add_trial(client: MlflowClient, exp: str, parent: str, key: str, init: str, seed: int, value: float | None,
+              status: str, error: str | None = None, shot: str = "full") -> str:
+    tags = {"mlflow.parentRunId": parent, "benchxfer.role": "trial", "benchxfer.sweep": SWEEP,
+            "benchxfer.trial_key": key, "benchxfer.task": "multilabel", "benchxfer.metric": "auroc",
+            "benchxfer.status": status, "benchxfer.version": "0.1.0", "benchxfer.git_commit": "abc1234"}
+    if error:
+        tags["benchxfer.error"] = error
+    run = client.create_run(exp, tags=tags, run_name=key)
+    rid = run.info.run_id
+    params = [Param(k, v) for k, v in {"init": init, "dataset": "chestxray14", "recipe": "systematic-cls",
+                                       "lr": "0.0002", "seed": str(seed), "shot": shot, "batch_size": "32"}.items()]
+    now = int(time.time() * 1000)
+    metrics = [Metric(name, v, now, epoch) for epoch in range(3)
+               for name, v in (("train_loss", 1.0 / (epoch + 1)), ("val_auroc", 0.6 + 0.05 * epoch))]
+    if value is not None:
+        metrics += [Metric(name, v, now, 0) for name, v in {
+            "test_auroc": value, "best_epoch": 2, "epochs_run": 3, "wall_seconds": 30.0,
+            "accelerator_hours": 0.0}.items()]
+    client.log_batch(rid, metrics=metrics, params=params)
+    if status in ("finished", "failed"):
+        client.set_terminated(rid, status=status.upper())
+    return rid
+
+
+@pytest.fixture(scope="module")
+def populated(mlflow_uri):
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    exp = client.create_experiment(SWEEP)
+    parent = client.create_run(exp, tags={"benchxfer.role": "sweep", "benchxfer.sweep": SWEEP},
+                               run_name=SWEEP).info.run_id
+    ids = {}
+    for init, vals in VALUES.items():
+        for seed, v in enumerate(vals):
+            ids[f"{init}-s{seed}"] = add_trial(client, exp, parent, f"{init}-s{seed}", init, seed, v, "finished")
+    ids["scratch-s3"] = add_trial(client, exp, parent, "scratch-s3", "scratch", 3, None, "failed",
+                                  error="ValueError: loss is NaN")
+    ids["scratch-s4"] = add_trial(client, exp, parent, "scratch-s4", "scratch", 4, None, "running")
+    return mlflow_uri, ids
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCHXFER_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "home"
+
+
+def test_load_runs_reads_the_trial_runs(populated, home):
+    uri, ids = populated
+    # result files with other values exist too: MLflow, being reachable, must win
+    write_sweep(SWEEP, [result_record(SWEEP, "imagenet-s0", "imagenet", "chestxray14", 0, 0.11)])
+    df = load_runs(SWEEP, uri)
+    assert tuple(df.columns) == RUN_COLUMNS
+    assert {c: str(t) for c, t in df.dtypes.items()} == RUN_DTYPES
+    assert df.attrs["source"] == f"MLflow {uri}"
+    assert len(df) == 8  # the parent run is not a trial
+    d = df.set_index("trial_key")
+    assert d.loc["imagenet-s0", "value"] == 0.81 and d.loc["imagenet-s0", "mlflow_run_id"] == ids["imagenet-s0"]
+    assert d.loc["imagenet-s0", "lr"] == 2e-4 and d.loc["imagenet-s0", "seed"] == 0
+    assert pd.isna(d.loc["imagenet-s0", "shot"]) and d.loc["imagenet-s0", "epochs_run"] == 3
+    assert d.loc["imagenet-s0", "task"] == "multilabel" and d.loc["imagenet-s0", "metric"] == "auroc"
+    assert d.loc["scratch-s3", "status"] == "failed" and pd.isna(d.loc["scratch-s3", "value"])
+    assert d.loc["scratch-s4", "status"] == "running"
+    assert collect(SWEEP, uri).errors == {f"{SWEEP}/scratch-s3": "ValueError: loss is NaN"}
+
+
+def test_report_from_mlflow(populated, home):
+    uri, _ = populated
+    res = CliRunner().invoke(main, ["report", SWEEP, "--tracking-uri", uri])
+    assert res.exit_code == 0, res.output
+    assert f"Source: MLflow {uri}" in res.output
+    assert "**82.00 ± 1.00**" in res.output  # imagenet: mean 0.82, std 0.01, x100
+    assert "6 finished trials averaged; not averaged: 1 failed, 1 unfinished" in res.output
+    assert "loss is NaN" in (home.parent / "reports" / SWEEP / "report.html").read_text()
+
+
+def test_unknown_experiment_falls_back_then_fails_with_the_places(populated, home):
+    uri, _ = populated
+    res = CliRunner().invoke(main, ["report", "not-there", "--tracking-uri", uri])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert f"MLflow experiment 'not-there' at {uri}" in res.output
