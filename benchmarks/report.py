@@ -66,7 +66,8 @@ def main() -> None:
         os.environ["BENCHXFER_HOME"] = tmp
         os.environ.pop("MLFLOW_TRACKING_URI", None)
         n = write_sweep("bench")
-        t0 = time.perf_counter()
+        load = os.getloadavg()[0]
+        c0, t0 = time.process_time(), time.perf_counter()
         from benchxfer.report import write_report
         from benchxfer.results import collect
         t1 = time.perf_counter()
@@ -74,13 +75,16 @@ def main() -> None:
         t2 = time.perf_counter()
         report = write_report(runs, Path(tmp) / "report", title="bench")
         t3 = time.perf_counter()
+        cpu = time.process_time() - c0
     total = t3 - t0
     body = (
         f"| step | seconds |\n|---|---:|\n"
         f"| import benchxfer.report (pandas, scipy, matplotlib) | {t1 - t0:.2f} |\n"
         f"| read {n} trials (result.json files + trials.json) | {t2 - t1:.2f} |\n"
         f"| summary, t-tests, {len(report.figures)} PNG figures, Parquet/CSV, HTML | {t3 - t2:.2f} |\n"
-        f"| **total** | **{total:.2f}** (limit {LIMIT_S:.0f}) |\n\n"
+        f"| **total** | **{total:.2f}** (limit {LIMIT_S:.0f}) |\n"
+        f"| CPU time of the process | {cpu:.2f} |\n\n"
+        f"Load average when it started: {load:.2f} (other work on the machine slows the wall times). "
         f"{len(runs.frame)} rows, {len(report.summary.columns)} columns x {len(report.summary.inits)} inits, "
         f"{int(report.summary.table['n'].sum())} finished averaged, {len(report.summary.not_averaged)} listed "
         f"as failed or unfinished."

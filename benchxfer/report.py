@@ -77,7 +77,8 @@ class Summary:
     baseline: str | None
     test: str
     not_averaged: pd.DataFrame  # failed / unfinished trials: sweep, trial_key, init, dataset, shot, status, error
-    finished: pd.DataFrame = field(repr=False)  # the averaged runs (for figures)
+    finished: pd.DataFrame = field(repr=False)  # the averaged runs
+    n_shared: int = 0  # trials that share init, dataset, recipe, shot, lr and seed with another trial
 
     def cells(self, what: str = "value", markup: str = "md") -> pd.DataFrame:
         """Paper layout: inits x column labels. ``what`` is "value" (mean ± std) or "p" (p-value, stars)."""
@@ -108,7 +109,13 @@ class Summary:
             parts += ["", f"p-values against {self.baseline!r} ({TEST_TITLES[self.test]}):", "",
                       _md_table(self.cells("p", "md"))]
         parts += ["", self.not_averaged_line()]
+        if self.n_shared:
+            parts.append(self.shared_line())
         return "\n".join(parts)
+
+    def shared_line(self) -> str:
+        return (f"Warning: {self.n_shared} trials share init, dataset, recipe, shot, lr and seed with another "
+                "trial (they differ in overrides, which the run table does not hold) and are averaged together.")
 
     def not_averaged_line(self) -> str:
         counts = self.not_averaged["status"].value_counts()
@@ -162,8 +169,9 @@ def summarise(df: pd.DataFrame, baseline: str | None = "imagenet", test: str = "
     errors = errors or {}
     listed = bad.loc[:, ["sweep", "trial_key", "init", "dataset", "shot", "lr", "seed", "status"]].copy()
     listed["error"] = [errors.get(f"{s}/{k}", "") for s, k in zip(listed["sweep"], listed["trial_key"])]
+    shared = int(fin.duplicated(["sweep", "init", "dataset", "recipe", "shot", "lr", "seed"], keep=False).sum())
     return Summary(table, cols.reset_index(drop=True), inits, baseline, test,
-                   listed.reset_index(drop=True), fin.drop(columns=["_col"]))
+                   listed.reset_index(drop=True), fin.drop(columns=["_col"]), shared)
 
 
 def _with_columns(df: pd.DataFrame) -> pd.DataFrame:
@@ -448,6 +456,8 @@ def _html_page(summary: Summary, figures: list[FigureFile], title: str, source: 
         parts += [f"<h2>p-values against {e(summary.baseline)} ({e(TEST_TITLES[summary.test])})</h2>",
                   _html_table(summary.cells("p", "html").map(e))]
     parts += ["<h2>Not averaged</h2>", f"<p>{e(summary.not_averaged_line())}</p>"]
+    if summary.n_shared:
+        parts.append(f"<p><b>{e(summary.shared_line())}</b></p>")
     if len(summary.not_averaged):
         na = summary.not_averaged.astype(object).where(summary.not_averaged.notna(), "")
         parts.append(na.to_html(index=False, escape=True, na_rep=""))

@@ -100,3 +100,15 @@ def test_unknown_experiment_falls_back_then_fails_with_the_places(populated, hom
     res = CliRunner().invoke(main, ["report", "not-there", "--tracking-uri", uri])
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert f"MLflow experiment 'not-there' at {uri}" in res.output
+
+
+def test_embedded_store_is_the_default(home):
+    """With no URI and no $MLFLOW_TRACKING_URI, the runs come from <home>/mlflow.db (the embedded store)."""
+    home.mkdir(parents=True)
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    exp = client.create_experiment(SWEEP)
+    parent = client.create_run(exp, tags={"benchxfer.role": "sweep"}, run_name=SWEEP).info.run_id
+    add_trial(client, exp, parent, "imagenet-s0", "imagenet", 0, 0.875, "finished", shot="5")
+    runs = collect(SWEEP)
+    assert runs.source == f"MLflow sqlite:///{home / 'mlflow.db'}"
+    assert runs.frame["value"].tolist() == [0.875] and runs.frame["shot"].tolist() == [5]

@@ -153,3 +153,12 @@ def test_shots_are_columns_with_full_last():
     cols = summarise(fs).columns
     assert cols.loc[cols["dataset"] == "nih", "column"].tolist() == ["nih / k=1 (auroc)", "nih / k=10 (auroc)",
                                                                      "nih / full (auroc)"]
+
+
+def test_trials_that_differ_only_in_overrides_are_flagged():
+    df = known_runs()
+    assert summarise(df).n_shared == 0 and "Warning" not in summarise(df).markdown()
+    twice = pd.concat([df, df.assign(trial_key=df["trial_key"] + "-policy-b")], ignore_index=True)
+    s = summarise(twice)
+    assert s.n_shared == 2 * 29
+    assert "Warning: 58 trials share init, dataset, recipe, shot, lr and seed" in s.markdown()
