@@ -145,13 +145,14 @@ def require_split(split: str) -> None:
 def seeded_split(keys: Sequence[str], fractions: tuple[float, float, float], seed: int = 0) -> dict[str, str]:
     """Assign each distinct key (a patient, or an image) to train/val/test by a seeded shuffle.
 
-    ``fractions`` are (train, val, test); rounding favours train. The same keys always give the same split.
+    ``fractions`` are (train, val, test); a non-zero val or test part holds at least one key (n >= 3). The same keys always give the same split.
     """
     uniq = sorted(set(keys))
     order = np.random.default_rng(seed).permutation(len(uniq))
     n = len(uniq)
-    n_test = int(round(fractions[2] * n))
-    n_val = int(round(fractions[1] * n))
+    # a non-zero fraction gets at least one key once there are enough keys to go round
+    n_test = max(int(round(fractions[2] * n)), 1 if fractions[2] > 0 and n >= 3 else 0)
+    n_val = max(int(round(fractions[1] * n)), 1 if fractions[1] > 0 and n >= 3 else 0)
     out: dict[str, str] = {}
     for rank, idx in enumerate(order):
         out[uniq[idx]] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"

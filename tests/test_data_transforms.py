@@ -1,0 +1,81 @@
+"""Transform presets: sizes, normalisation, ten-crop, and image and mask moved together."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision import tv_tensors
+
+from benchxfer.data import transforms
+from benchxfer.errors import BenchxferError
+
+
+def _image(h: int = 80, w: int = 100, value: int | None = None) -> tv_tensors.Image:
+    if value is not None:
+        return tv_tensors.Image(torch.full((3, h, w), value, dtype=torch.uint8))
+    g = torch.Generator().manual_seed(0)
+    return tv_tensors.Image(torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g))
+
+
+@pytest.mark.parametrize("preset", transforms.list_presets())
+@pytest.mark.parametrize("train", [True, False])
+def test_classification_output_size_and_dtype(preset, train):
+    pipe = transforms.build(preset, train=train, size=48, task="multilabel")
+    image, mask = pipe(_image())
+    assert image.shape == (3, 48, 48) and image.dtype == torch.float32 and mask is None
+
+
+def test_normalisation_uses_mean_and_std():
+    pipe = transforms.build("plain", train=False, size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    image, _ = pipe(_image(value=255))
+    torch.testing.assert_close(image, torch.full((3, 16, 16), 2.0))
+    pipe = transforms.build("plain", train=False, size=16, mean=transforms.CXR_MEAN, std=transforms.CXR_STD)
+    image, _ = pipe(_image(value=0))
+    torch.testing.assert_close(image, torch.full((3, 16, 16), -0.5056 / 0.252))
+
+
+def test_systematic_cls_eval_is_resize_then_center_crop():
+    img = torch.zeros((3, 224, 224), dtype=torch.uint8)
+    img[:, :16, :] = 255  # a bright band at the top: Resize(256) keeps it, CenterCrop(224) cuts 16 px off
+    pipe = transforms.build("systematic-cls", train=False, size=224, mean=(0, 0, 0), std=(1, 1, 1))
+    image, _ = pipe(tv_tensors.Image(img))
+    assert image.shape == (3, 224, 224)
+    # the band is 16 * 256/224 = 18.3 px after resizing; 16 px are cropped away: about 2 bright rows remain
+    assert 1 <= int((image[0, :, 100] > 0.5).sum()) <= 3
+
+
+def test_tencrop_stack():
+    pipe = transforms.build("systematic-cls", train=False, size=32, tencrop=True)
+    image, _ = pipe(_image(60, 70))
+    assert image.shape == (10, 3, 32, 32)
+    # crops 5-9 are those of the flipped image: its top-left crop is the flipped top-right crop
+    torch.testing.assert_close(image[5], image[1].flip(-1))
+    with pytest.raises(BenchxferError, match="tencrop is for evaluating classifiers"):
+        transforms.build("systematic-cls", train=True, size=32, tencrop=True)
+
+
+def test_bit_sizes():
+    assert transforms.bit_resize(128) == 160 and transforms.bit_resize(480) == 512
+    image, _ = transforms.build("bit-hyperrule", train=True, size=128)(_image())
+    assert image.shape == (3, 128, 128)
+    assert transforms.resize_side("systematic-cls", 224) == 256
+
+
+@pytest.mark.parametrize("preset", ["systematic-seg", "plain", "bit-hyperrule"])
+def test_mask_follows_image(preset):
+    torch.manual_seed(0)
+    mask = torch.zeros((1, 64, 64), dtype=torch.uint8)
+    mask[:, 10:30, 5:50] = 1  # an off-centre block: any flip/crop/warp shows if image and mask disagree
+    image = tv_tensors.Image((mask * 255).expand(3, -1, -1).clone())
+    pipe = transforms.build(preset, train=True, size=48, mean=(0, 0, 0), std=(1, 1, 1), task="segmentation")
+    for _ in range(20):
+        out_img, out_mask = pipe(image, tv_tensors.Mask(mask))
+        assert out_mask.shape == (48, 48) and out_mask.dtype == torch.float32
+        assert set(out_mask.unique().tolist()) <= {0.0, 1.0}
+        agree = ((out_img[0] > 0.5).float() == out_mask).float().mean()
+        assert agree > 0.9  # edges differ (bilinear image, nearest mask); a misaligned flip or crop gives < 0.7
+
+
+def test_unknown_preset():
+    with pytest.raises(BenchxferError, match=r"unknown transform preset 'fancy'; known: bit-hyperrule, plain"):
+        transforms.build("fancy", train=True, size=32)
