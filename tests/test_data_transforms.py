@@ -79,3 +79,19 @@ def test_mask_follows_image(preset):
 def test_unknown_preset():
     with pytest.raises(BenchxferError, match=r"unknown transform preset 'fancy'; known: bit-hyperrule, plain"):
         transforms.build("fancy", train=True, size=32)
+
+
+def test_array_grey_and_rgb_inputs_give_the_same_result():
+    g = torch.Generator().manual_seed(1)
+    grey = torch.randint(0, 256, (1, 40, 50), dtype=torch.uint8, generator=g)
+    pipe = transforms.build("systematic-cls", train=True, size=32)
+    outs = []
+    for inp in (grey.permute(1, 2, 0).numpy(), tv_tensors.Image(grey), tv_tensors.Image(grey.expand(3, -1, -1).clone())):
+        torch.manual_seed(5)
+        outs.append(pipe(inp)[0])
+    torch.testing.assert_close(outs[0], outs[1])
+    torch.testing.assert_close(outs[0], outs[2])
+    mean = torch.tensor(transforms.IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(transforms.IMAGENET_STD).view(3, 1, 1)
+    assert not torch.equal(outs[0][0], outs[0][1])  # per-channel normalisation of the replicated grey
+    torch.testing.assert_close((outs[0] * std + mean)[0], (outs[0] * std + mean)[2])

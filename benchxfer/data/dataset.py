@@ -177,10 +177,13 @@ class ImageDataset(Dataset):
             i += len(self)
         img = self.raw_image(i)
         mask = self.raw_mask(i, img.shape[:2]) if self.cfg.task == "segmentation" else None
+        if mask is None and getattr(self.transform, "accepts_array", False):
+            image, _ = self.transform(img, None)  # our pipelines take H x W x C uint8 as is (no copies)
+            return image, self._target(i)
         if not img.flags.writeable or not img.flags.c_contiguous:
             img = np.array(img)  # torch wants writable memory (PIL arrays and memory maps are read-only)
         image = torch.from_numpy(img).permute(2, 0, 1)
-        if image.shape[0] == 1:
+        if image.shape[0] == 1 and not getattr(self.transform, "accepts_grey", False):
             image = image.expand(3, -1, -1)
         if self.transform is None:
             image = image.float().div_(255.0)
@@ -193,10 +196,13 @@ class ImageDataset(Dataset):
             )
         if self.cfg.task == "segmentation":
             return image, out_mask
+        return image, self._target(i)
+
+    def _target(self, i: int):
         pos = int(self.indices[i])
         if self.cfg.task == "multilabel":
-            return image, torch.from_numpy(self._targets[pos])
-        return image, int(self._targets[pos])
+            return torch.from_numpy(self._targets[pos])
+        return int(self._targets[pos])
 
 
 def open_dataset(

@@ -9,9 +9,12 @@ with (mean, std), the mask float32 {0, 1} H x W (or None). ``tencrop=True`` (eva
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
+
+import numpy as np
 
 import torch
+from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
@@ -35,36 +38,58 @@ class RandomGamma(v2.Transform):
         return {"gamma": float(torch.empty(1).uniform_(*self.gamma))}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        if isinstance(inpt, tv_tensors.Mask) or not isinstance(inpt, (tv_tensors.Image, torch.Tensor)):
+        if isinstance(inpt, tv_tensors.Mask) or not isinstance(inpt, (tv_tensors.Image, torch.Tensor, Image.Image)):
             return inpt
         return v2.functional.adjust_gamma(inpt, params["gamma"])
 
 
 @dataclass(frozen=True)
 class Pipeline:
-    """Geometric/photometric steps on uint8, then dtype + normalisation; the mask follows the image."""
+    """Geometric/photometric steps on uint8, then dtype + normalisation; the mask follows the image.
+
+    Classification images go through the steps as PIL images (PIL's uint8 kernels are several times
+    faster than tensor kernels for crops and rotations); image + mask pairs go through as tv_tensors,
+    so the mask is resampled with nearest neighbour. A 1-channel (grey) image is processed as one
+    channel and replicated to 3 at the end (``accepts_grey``: the dataset may pass 1 x H x W).
+    """
 
     steps: v2.Compose
-    normalize: v2.Normalize
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
     tencrop: int | None = None
+    accepts_grey: ClassVar[bool] = True
+    accepts_array: ClassVar[bool] = True  # classification: a uint8 H x W x C numpy array is taken as is
 
-    def __call__(self, image: tv_tensors.Image, mask: tv_tensors.Mask | None = None):
+    def __post_init__(self) -> None:
+        # (x / 255 - mean) / std as one fused multiply-add that also broadcasts 1 channel to 3
+        std = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
+        object.__setattr__(self, "_scale", 1.0 / (255.0 * std))
+        object.__setattr__(self, "_bias", -torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1) / std)
+
+    def __call__(self, image: torch.Tensor, mask: tv_tensors.Mask | None = None):
         if mask is None:
-            image = self.steps(image)
-        else:
-            image, mask = self.steps(image, mask)
-        if self.tencrop:
-            crops = v2.functional.ten_crop(image, [self.tencrop, self.tencrop])
-            image = torch.stack([self._finish(c) for c in crops])
-        else:
-            image = self._finish(image)
-        if mask is not None:
-            mask = (mask.as_subclass(torch.Tensor)[0] > 0).float()
-        return image, mask
+            out = self.steps(_to_pil(image))
+            if self.tencrop:
+                crops = v2.functional.ten_crop(out, [self.tencrop, self.tencrop])
+                return torch.stack([self._finish(v2.functional.pil_to_tensor(c)) for c in crops]), None
+            return self._finish(v2.functional.pil_to_tensor(out)), None
+        image, mask = self.steps(image, mask)
+        return self._finish(image.as_subclass(torch.Tensor)), (mask.as_subclass(torch.Tensor)[0] > 0).float()
 
     def _finish(self, image: torch.Tensor) -> torch.Tensor:
-        image = v2.functional.to_dtype(image.as_subclass(torch.Tensor), torch.float32, scale=True)
-        return self.normalize(image)
+        """uint8 C x H x W (C = 1 or 3) -> float32 3 x H x W, normalised."""
+        return torch.addcmul(self._bias, image.to(torch.float32), self._scale)
+
+
+def _to_pil(image: torch.Tensor | np.ndarray) -> Image.Image:
+    if isinstance(image, np.ndarray):  # H x W x C from the dataset
+        return Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image, "L" if image.shape[2] == 1 else "RGB")
+    arr = image.as_subclass(torch.Tensor).numpy()
+    if arr.shape[0] == 1:
+        return Image.fromarray(arr[0], "L")
+    if arr.shape[0] == 3:
+        return Image.fromarray(np.ascontiguousarray(arr.transpose(1, 2, 0)), "RGB")
+    raise BenchxferError(f"transform: image has {arr.shape[0]} channels; expected 1 or 3")
 
 
 Builder = Callable[[bool, int], list[v2.Transform]]
@@ -140,7 +165,9 @@ def build(
         raise BenchxferError("tencrop is for evaluating classifiers only (train=False, a classification task)")
     if tencrop:
         steps = [s for s in steps if not isinstance(s, v2.CenterCrop)]
-    return Pipeline(v2.Compose(steps), v2.Normalize(list(mean), list(std)), int(size) if tencrop else None)
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise BenchxferError(f"mean {tuple(mean)} and std {tuple(std)} must hold 3 values each, std > 0")
+    return Pipeline(v2.Compose(steps), tuple(map(float, mean)), tuple(map(float, std)), int(size) if tencrop else None)
 
 
 def list_presets() -> list[str]:
