@@ -123,7 +123,7 @@ class Summary:
         n_unf = int(len(self.not_averaged) - n_failed)
         n_fin = int(self.table["n"].sum())
         return (f"{n_fin} finished trials averaged; not averaged: {n_failed} failed, "
-                f"{n_unf} unfinished (listed in report.html).")
+                f"{n_unf} unfinished.")
 
 
 def summarise(df: pd.DataFrame, baseline: str | None = "imagenet", test: str = "welch",
