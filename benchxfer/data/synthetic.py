@@ -20,6 +20,7 @@ whose reader draws a seeded split (montgomery, siim, ...) the generator writes t
 from __future__ import annotations
 
 import csv
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -463,13 +464,20 @@ def write(
         if not (root / MARKER).exists() and any(root.iterdir()):
             raise BenchxferError(f"synthetic {name}: {root} is not empty and was not written by benchxfer; refusing to overwrite")
         shutil.rmtree(root)
-    tmp = root.with_name(root.name + ".partial")
+    tmp = root.with_name(f"{root.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     writer(Gen(size, seed, family), tmp, (n_train, n_val, n_test))
-    (tmp / MARKER).write_text(f"{name} n_train={n_train} n_val={n_val} n_test={n_test} size={size} seed={seed} family={family}\n")
-    tmp.rename(root)  # atomic: a reader never sees half a dataset
+    (tmp / MARKER).write_text(_marker(name, n_train, n_val, n_test, size, seed, family))
+    try:
+        tmp.rename(root)  # atomic: a reader never sees half a dataset
+    except OSError:  # another process finished the same dataset first
+        shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+def _marker(name: str, n_train: int, n_val: int, n_test: int, size: int, seed: int, family: str) -> str:
+    return f"{name} n_train={n_train} n_val={n_val} n_test={n_test} size={size} seed={seed} family={family}\n"
 
 
 def ensure(
@@ -488,8 +496,7 @@ def ensure(
     if root is None:
         root = synthetic_dir() / (name if family == "cxr" else f"{name}-{family.split('-', 1)[-1]}")
     root = Path(root).expanduser().resolve()
-    want = f"{name} n_train={n_train} n_val={n_val} n_test={n_test} size={size} seed={seed} family={family}\n"
     marker = root / MARKER
-    if marker.exists() and marker.read_text() == want:
+    if marker.exists() and marker.read_text() == _marker(name, n_train, n_val, n_test, size, seed, family):
         return root
     return write(name, root, n_train=n_train, n_val=n_val, n_test=n_test, size=size, seed=seed, family=family)
