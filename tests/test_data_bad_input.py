@@ -174,3 +174,28 @@ def test_unsafe_cifar_pickle_is_refused(tmp_path):
             pickle.dump({"data": Evil(), "labels": [0]}, f)
     with pytest.raises(BenchxferError, match=r"test_batch: not a CIFAR-10 python batch .*refusing to load builtins\.print"):
         data.open_dataset("cifar10", tmp_path / "cifar", "test")
+
+
+def test_unknown_or_bad_reader_options(nih):
+    with pytest.raises(BenchxferError, match=r"dataset 'chestxray14': unknown option\(s\) val_fration; it takes: official, val_fraction"):
+        data.open_dataset("chestxray14", nih, "train", val_fration=0.2)
+    with pytest.raises(BenchxferError, match=r"official='kaggle'; use 'first-study' \(default\) or 'nih'"):
+        data.open_dataset("chestxray14", nih, "train", official="kaggle")
+    with pytest.raises(BenchxferError, match=r"val_fraction 1\.5 must be a number in \[0, 1\)"):
+        data.open_dataset("chestxray14", nih, "val", official="nih", val_fraction=1.5)
+    with pytest.raises(BenchxferError, match=r"unknown uncertain-label policy 'maybe'; known: lsr-ones"):
+        data.open_dataset("chestxray14", nih, "train", uncertain="maybe")
+    with pytest.raises(BenchxferError, match=r"fraction 0 must be in \(0, 1\]"):
+        data.open_dataset("chestxray14", nih, "train", fraction=0)
+
+
+def test_check_root_is_fast(nih):
+    import time
+
+    start = time.perf_counter()
+    for name in ("chestxray14", "tuberculosis", "mimic-cxr"):
+        try:
+            data.check_root(name, nih)
+        except BenchxferError:
+            pass
+    assert time.perf_counter() - start < 0.1

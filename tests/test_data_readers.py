@@ -218,3 +218,25 @@ def test_open_merged_masks_missing_and_uncertain(roots):
     np.testing.assert_array_equal(merged.targets[n_nih:, 2][stated], raw[stated])
     image, target, mask = merged[n_nih]
     assert image.shape[0] == 3 and target.shape == mask.shape == (7,)
+
+
+@pytest.mark.parametrize("name", ["montgomery-lungs", "drive", "siim-pneumothorax"])
+def test_segmentation_through_the_training_transform(roots, name):
+    from benchxfer.data import transforms
+
+    torch.manual_seed(0)
+    pipe = transforms.build("systematic-seg", train=True, size=32, task="segmentation")
+    ds = data.open_dataset(name, roots[name], "train", transform=pipe)
+    for i in range(len(ds)):
+        image, mask = ds[i]
+        assert image.shape == (3, 32, 32) and image.dtype == torch.float32
+        assert mask.shape == (32, 32) and set(mask.unique().tolist()) <= {0.0, 1.0}
+    assert float(ds[0][1].sum()) > 0 or name == "siim-pneumothorax"
+
+
+def test_tencrop_through_the_dataset(roots):
+    from benchxfer.data import transforms
+
+    pipe = transforms.build("systematic-cls", train=False, size=24, tencrop=True)
+    image, target = data.open_dataset("chestxray14", roots["chestxray14"], "test", transform=pipe)[0]
+    assert image.shape == (10, 3, 24, 24) and target.shape == (14,)

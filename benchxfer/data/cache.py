@@ -150,11 +150,12 @@ def write_cache(name: str, root: str | Path, size: int, splits: Iterable[str] = 
                 lists: Mapping[str, str | Path] | None = None, cache_dir: str | Path | None = None,
                 workers: int = 1, **reader_options: Any) -> list[Path]:
     """Write the cache of ``splits`` of dataset ``name`` at ``size`` px (shorter side); returns the folders."""
-    from benchxfer.data.dataset import build_index, check_root
+    from benchxfer.data.dataset import build_index, check_options, check_root
 
     if int(size) < 1:
         raise BenchxferError(f"cache size {size!r} must be a positive number of pixels")
     cfg = get_dataset(name)
+    check_options(cfg, reader_options)
     root = Path(root).expanduser().resolve()
     check_root(name, root)
     out = []

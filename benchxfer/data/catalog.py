@@ -84,6 +84,7 @@ class DatasetCfg:
     load_mask: Callable[[Record, tuple[int, int]], np.ndarray] | None = None  # default: union of files
     classes_from_root: bool = False  # imagefolder-like: classes are the folder names
     native_lists: bool = False  # the reader parses ``lists`` itself (first-study list formats)
+    options: tuple[str, ...] = ()  # reader options this dataset takes (anything else is an error)
 
     def num_classes(self, root: str | Path | None = None) -> int:
         """Number of outputs' classes; folder datasets need ``root``."""
@@ -131,6 +132,18 @@ def num_classes(cfg: DatasetCfg | str, root: str | Path | None = None) -> int:
 
 def _load_readers() -> None:
     import benchxfer.data.readers  # noqa: F401  (registers every reader)
+
+
+def val_fraction_of(ctx: IndexCtx, default: float = 0.1) -> float:
+    """The ``val_fraction`` reader option, checked to lie in [0, 1)."""
+    value = ctx.options.get("val_fraction", default)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        value = -1.0
+    if not 0.0 <= value < 1.0:
+        raise BenchxferError(f"val_fraction {ctx.options.get('val_fraction')!r} must be a number in [0, 1)")
+    return value
 
 
 def where(path: str | Path, line: int | None = None) -> str:

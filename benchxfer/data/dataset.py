@@ -43,6 +43,14 @@ def check_root(name: str, root: str | Path) -> None:
             )
 
 
+def check_options(cfg: DatasetCfg, options: Mapping[str, Any]) -> None:
+    """Reader options must be ones the dataset takes: a typo is an error, not silently ignored."""
+    unknown = sorted(set(options) - set(cfg.options))
+    if unknown:
+        allowed = ", ".join(cfg.options) or "none"
+        raise BenchxferError(f"dataset {cfg.name!r}: unknown option(s) {', '.join(unknown)}; it takes: {allowed}")
+
+
 def build_index(
     cfg: DatasetCfg,
     root: Path,
@@ -228,6 +236,7 @@ def open_dataset(
     cfg = get_dataset(name)
     require_split(split)
     cache_dir = reader_options.pop("cache_dir", None)
+    check_options(cfg, reader_options)
     root = Path(root).expanduser().resolve()
     check_root(name, root)
     index = build_index(cfg, root, split, lists, reader_options, Problems())

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from benchxfer.data.catalog import SPLITS, Problems, get_dataset
-from benchxfer.data.dataset import ImageDataset, build_index, check_root, make_targets
+from benchxfer.data.dataset import ImageDataset, build_index, check_options, check_root, make_targets
 from benchxfer.errors import BenchxferError
 
 
@@ -44,6 +44,7 @@ def verify(name: str, root: str | Path, *, lists: Mapping[str, str | Path] | Non
     cfg = get_dataset(name)
     root = Path(root).expanduser().resolve()
     report = Report(name, root)
+    check_options(cfg, reader_options)
     check_root(name, root)
     problems = Problems(collect=True)
     patients: dict[str, set[str]] = defaultdict(set)

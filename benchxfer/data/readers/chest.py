@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchxfer.data.catalog import Index, IndexCtx, Record, register_dataset, seeded_split, where
+from benchxfer.data.catalog import Index, IndexCtx, Record, register_dataset, seeded_split, val_fraction_of, where
 from benchxfer.data.imageio import decode_image, safe_join
 from benchxfer.data.readers._common import FolderFiles, csv_rows, require_file
 from benchxfer.errors import BenchxferError
@@ -41,6 +41,7 @@ def parse_cells(row: dict[str, str], classes: tuple[str, ...], origin: str, ctx:
     metric="auroc",
     metrics=("auroc",),
     required=("train.csv", "valid.csv"),
+    options=("frontal_only", "val_fraction"),
     description="CheXpert v1.0: 224k chest X-rays, 14 observations with uncertain labels; scored on 5.",
     split_rule="test = valid.csv (the official validation set); val = seeded 10% of train.csv patients (seed 0)",
 )
@@ -69,7 +70,7 @@ def chexpert(root: Path, split: str, ctx: IndexCtx) -> Index:
             patient = next((p for p in parts if p.startswith("patient")), parts[-3] if len(parts) > 3 else row["Path"])
             recs.append(Record(str(path), label, patient=patient, origin=origin))
     if split != "test":
-        val_fraction = float(ctx.options.get("val_fraction", 0.1))
+        val_fraction = val_fraction_of(ctx)
         assign = seeded_split([r.patient for r in recs], (1 - val_fraction, val_fraction, 0.0))
         recs = [r for r in recs if assign[r.patient] == split]
     return Index(recs)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchxfer.data.catalog import Index, IndexCtx, Record, register_dataset, seeded_split, where
+from benchxfer.data.catalog import Index, IndexCtx, Record, register_dataset, seeded_split, val_fraction_of, where
 from benchxfer.data.imageio import read_lines, safe_join
 from benchxfer.data.readers._common import FolderFiles, csv_rows, require_file, shipped_split
 from benchxfer.errors import BenchxferError
@@ -70,7 +70,7 @@ def _nih_official(root: Path, split: str, ctx: IndexCtx) -> list[Record]:
     list_file = root / ("test_list.txt" if split == "test" else "train_val_list.txt")
     names = read_lines(list_file)
     if split != "test":
-        val_fraction = float(ctx.options.get("val_fraction", 0.1))
+        val_fraction = val_fraction_of(ctx)
         patients = [labels.get(n, (None, n.split("_")[0]))[1] for _, n in names]
         assign = seeded_split(patients, (1 - val_fraction, val_fraction, 0.0))
         names = [(ln, n) for (ln, n), p in zip(names, patients) if assign[p] == split]
@@ -100,6 +100,7 @@ def _nih_official(root: Path, split: str, ctx: IndexCtx) -> list[Record]:
     metrics=("auroc",),
     required=("images",),
     native_lists=True,
+    options=("official", "val_fraction"),
     description="NIH ChestX-ray14: 112,120 frontal chest X-rays, 14 findings (multi-label).",
     split_rule="first study's official lists (shipped; the root's own Xray14_<split>_official.txt win); "
     "official='nih' uses NIH's train_val_list.txt/test_list.txt + Data_Entry_2017.csv, val = seeded 10% of patients",
@@ -107,6 +108,9 @@ def _nih_official(root: Path, split: str, ctx: IndexCtx) -> list[Record]:
 def chestxray14(root: Path, split: str, ctx: IndexCtx) -> Index:
     if ctx.lists and split in ctx.lists:
         return Index(parse_first_study_list(root, Path(ctx.lists[split]), ctx))
-    if ctx.options.get("official", "first-study") == "nih":
+    official = ctx.options.get("official", "first-study")
+    if official not in ("first-study", "nih"):
+        raise BenchxferError(f"chestxray14: official={official!r}; use 'first-study' (default) or 'nih'")
+    if official == "nih":
         return Index(_nih_official(root, split, ctx))
     return Index(parse_first_study_list(root, default_list(root, split), ctx))

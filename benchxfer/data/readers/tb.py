@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from benchxfer.data.catalog import Index, IndexCtx, Record, register_dataset, seeded_split, where
+from benchxfer.data.catalog import Index, IndexCtx, Record, register_dataset, seeded_split, val_fraction_of, where
 from benchxfer.data.imageio import read_lines, safe_join
 from benchxfer.data.readers._common import FolderFiles, require_file, shipped_split
 from benchxfer.errors import BenchxferError
@@ -121,6 +121,7 @@ def montgomery_lungs(root: Path, split: str, ctx: IndexCtx) -> Index:
     metric="accuracy",
     metrics=("accuracy", "auroc"),
     required=("*/CXR_png|CXR_png",),
+    options=("val_fraction",),
     description="Shenzhen + Montgomery together (second study): every <set>/CXR_png below the root.",
     split_rule="seeded shuffle (seed 0): 15% test; val = val_fraction (default 0.1) of the rest; train the remainder",
 )
@@ -128,7 +129,7 @@ def tuberculosis(root: Path, split: str, ctx: IndexCtx) -> Index:
     recs = []
     for folder in sorted(root.glob("*/CXR_png")) + ([root / "CXR_png"] if (root / "CXR_png").is_dir() else []):
         recs += _folder_records(folder, ctx)
-    val_fraction = float(ctx.options.get("val_fraction", 0.1))
+    val_fraction = val_fraction_of(ctx)
     assign = seeded_split([r.image for r in recs], (0.85 * (1 - val_fraction), 0.85 * val_fraction, 0.15))
     return Index([r for r in recs if assign[r.image] == split])
 
@@ -140,6 +141,7 @@ def tuberculosis(root: Path, split: str, ctx: IndexCtx) -> Index:
     metric="accuracy",
     metrics=("accuracy", "auroc"),
     required=("train", "train.txt", "test.txt"),
+    options=("val_fraction",),
     description="COVIDx CXR-2: COVID-19 positive vs negative chest X-rays.",
     split_rule="train.txt / test.txt (and val.txt when present); otherwise val = seeded 10% of train patients",
 )
@@ -163,7 +165,7 @@ def covidx(root: Path, split: str, ctx: IndexCtx) -> Index:
         if require_file(files, path, origin, ctx.report):
             recs.append(Record(str(path), int(parts[2] == "positive"), patient=parts[0], origin=origin))
     if src == "train" and not have_val:
-        val_fraction = float(ctx.options.get("val_fraction", 0.1))
+        val_fraction = val_fraction_of(ctx)
         assign = seeded_split([r.patient for r in recs], (1 - val_fraction, val_fraction, 0.0))
         recs = [r for r in recs if assign[r.patient] == split]
     return Index(recs)
