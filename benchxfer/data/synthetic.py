@@ -38,8 +38,9 @@ MARKER = ".benchxfer-synthetic"
 # 14 finding positions (row, col) as fractions of the image, and a shape per finding
 FINDING_SPOTS = [(0.2 + 0.2 * (i // 4), 0.17 + 0.22 * (i % 4)) for i in range(16)][:14]
 SHAPES = ("disk", "square", "ring", "cross")
-FINDING_CONTRAST = 0.2  # a finding adds this much brightness; with NOISE it sets how hard the task is
+FINDING_CONTRAST = 0.4  # a finding adds this much brightness; with NOISE it sets how hard the task is
 NOISE = 0.1
+FINDING_RADIUS = 0.08  # as a fraction of the image side
 
 Writer = Callable[["Gen", Path, tuple[int, int, int]], None]
 WRITERS: Registry[Writer] = Registry("synthetic layout")
@@ -87,7 +88,7 @@ class Gen:
         cy, cx = FINDING_SPOTS[k]
         cy += float(self.rng.uniform(-0.03, 0.03))
         cx += float(self.rng.uniform(-0.03, 0.03))
-        m = self.shape(SHAPES[k % len(SHAPES)], cy, cx, 0.06)
+        m = self.shape(SHAPES[k % len(SHAPES)], cy, cx, FINDING_RADIUS)
         return img + FINDING_CONTRAST * m
 
     def patch(self, img: np.ndarray, lung: np.ndarray) -> np.ndarray:

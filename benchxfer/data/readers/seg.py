@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from benchxfer.data.catalog import Index, IndexCtx, Record, register_dataset, seeded_split, where
-from benchxfer.data.imageio import decode_mask, rle_decode
+from benchxfer.data.imageio import rle_decode
 from benchxfer.data.readers._common import FolderFiles, csv_rows
-from benchxfer.errors import BenchxferError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".dcm")
 
@@ -117,5 +116,3 @@ def maskfolder(root: Path, split: str, ctx: IndexCtx) -> Index:
         recs = [r for r in recs if assign[r.patient] == split]
     return Index(recs)
 
-
-__all__ = ["drive", "siim", "maskfolder", "decode_mask", "BenchxferError"]
