@@ -21,6 +21,7 @@ from benchxfer.spec import Trial
 from benchxfer.train.loop import FAILED, RESULT, TrialFailed, write_json
 
 log = logging.getLogger("benchxfer")
+DRIVER_MEMORY = 256 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -33,12 +34,12 @@ class Launch:
     cpus_per_worker: float = 1
     gpus_per_worker: float = 0
     max_concurrent: int = 0
-    trainer: str = "auto"  # auto: TorchTrainer; "direct": 1-worker trials inside the Tune trial
+    trainer: str = "auto"  # auto: TorchTrainer for DDP, 1-worker trials inside the Tune trial; or torch/direct
     max_retries: int = 2
     record_shards: bool = False
 
     def use_torch_trainer(self) -> bool:
-        return self.trainer in ("auto", "torch") or self.workers > 1
+        return self.trainer == "torch" or self.workers > 1
 
 
 # --- Ray session -----------------------------------------------------------------------------------
@@ -53,8 +54,9 @@ def ensure_ray(address: str | None = None) -> None:
     if address:
         ray.init(address=address, runtime_env=env, log_to_driver=True)
     else:
-        ray.init(dashboard_host="127.0.0.1", include_dashboard=False, runtime_env=env,
-                 configure_logging=True, logging_level=logging.WARNING)
+        # The dashboard process also serves the State API that Ray Train uses to clean up after a run.
+        ray.init(dashboard_host="127.0.0.1", runtime_env=env, configure_logging=True,
+                 logging_level=logging.WARNING)
 
 
 def concurrency(launch: Launch, n_trials: int) -> int:
@@ -205,7 +207,9 @@ def run_trials(trials: list[Trial], launch: Launch, *, extra_ctx: dict[str, Any]
     env.setdefault("BENCHXFER_HOME", str(paths.home()))
     ctx = {"sweep": launch.sweep, "launch": launch.__dict__, "env": env, **(extra_ctx or {})}
     if launch.use_torch_trainer():
-        resources = {"cpu": 0}  # the driver only waits on its TorchTrainer, whose workers hold the resources
+        # The driver only waits on its TorchTrainer, whose workers hold the CPUs and GPUs. Ray refuses an empty
+        # request, so the driver reserves the memory it really uses and no CPU.
+        resources = {"cpu": 0, "memory": DRIVER_MEMORY}
     else:
         resources = {"cpu": launch.cpus_per_worker, "gpu": launch.gpus_per_worker}
     n = num_samples if searcher is not None else len(trials)

@@ -83,9 +83,10 @@ def evaluate(model: nn.Module, loader, rd: RunData, loss_fn, sess: Session, auto
     """Loss and metrics over the whole set: each worker evaluates its share, the small per-sample records
     are gathered, and every worker computes the metrics on all of them in the original order."""
     model.eval()
-    idx, losses, scores, targets, inter, psum, tsum = [], [], [], [], [], [], []
+    idx, losses, scores, targets, known, inter, psum, tsum = [], [], [], [], [], [], [], []
     for batch in loader:
         i, x, y = batch[0], batch[1].to(sess.device, non_blocking=True), batch[2].to(sess.device)
+        mask = batch[3].to(sess.device) if len(batch) > 3 else None  # known labels (merged sources)
         crops = x.dim() == 5  # TenCrop: B x 10 x C x H x W, the ten predictions averaged
         if crops:
             b, n = x.shape[:2]
@@ -96,7 +97,9 @@ def evaluate(model: nn.Module, loader, rd: RunData, loss_fn, sess: Session, auto
             logits = logits.view(b, n, *logits.shape[1:])
             prob = torch.sigmoid(logits).mean(1) if rd.task != "multiclass" else logits.softmax(-1).mean(1)
             logits = torch.logit(prob.clamp(1e-6, 1 - 1e-6)) if rd.task != "multiclass" else prob.log()
-        losses.append(loss_fn(logits, y, None).cpu())
+        losses.append(loss_fn(logits, y, mask).cpu())
+        if mask is not None:
+            known.append(mask.cpu().float())
         idx.append(i)
         if rd.task == "segmentation":
             pred = (logits.squeeze(1) > 0).float()
@@ -113,10 +116,11 @@ def evaluate(model: nn.Module, loader, rd: RunData, loss_fn, sess: Session, auto
         return torch.cat(xs).numpy() if xs else np.zeros(0)
 
     mine = {"idx": cat(idx), "loss": cat(losses), "scores": cat(scores), "targets": cat(targets),
-            "inter": cat(inter), "psum": cat(psum), "tsum": cat(tsum)}
+            "known": cat(known), "inter": cat(inter), "psum": cat(psum), "tsum": cat(tsum)}
+    mine = {k: v for k, v in mine.items() if k in ("idx", "loss") or len(v)}
     parts = _gather(mine, sess.world)
     order = np.argsort(np.concatenate([p["idx"] for p in parts]), kind="stable")
-    rec = {k: np.concatenate([p[k] for p in parts])[order] for k in mine if k != "idx"}
+    rec = {k: np.concatenate([p[k] for p in parts if k in p])[order] for k in mine if k != "idx"}
     if rd.task == "binary":
         rec["scores"] = rec["scores"].reshape(-1)
     if rd.auroc_columns is not None:

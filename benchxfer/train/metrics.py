@@ -18,14 +18,23 @@ from benchxfer.registry import Registry
 METRICS: Registry[Callable[[dict[str, np.ndarray]], float]] = Registry("metric")
 
 
-def mean_auroc(scores: np.ndarray, targets: np.ndarray, columns: Sequence[int] | None = None) -> float:
-    """Mean AUROC over classes (columns); classes with only one label value in the set are skipped."""
+def mean_auroc(scores: np.ndarray, targets: np.ndarray, columns: Sequence[int] | None = None,
+               known: np.ndarray | None = None) -> float:
+    """Mean AUROC over classes (columns). ``known`` (0/1 per cell) leaves out labels that are missing or
+    uncertain; classes with only one label value among the known ones are skipped."""
     scores, targets = np.asarray(scores, dtype=np.float64), np.asarray(targets)
     if scores.ndim == 1:
         scores, targets = scores[:, None], targets[:, None]
+    if known is None:
+        known = np.ones_like(targets, dtype=bool)
+    known = np.asarray(known).reshape(targets.shape) > 0.5
     cols = range(scores.shape[1]) if columns is None else columns
-    aucs = [roc_auc_score(targets[:, c] > 0.5, scores[:, c]) for c in cols
-            if len(np.unique(targets[:, c] > 0.5)) == 2]
+    aucs = []
+    for c in cols:
+        k = known[:, c]
+        y = targets[k, c] > 0.5
+        if len(np.unique(y)) == 2:
+            aucs.append(roc_auc_score(y, scores[k, c]))
     return float(np.mean(aucs)) if aucs else float("nan")
 
 
@@ -34,7 +43,7 @@ def _auroc(r: dict[str, np.ndarray]) -> float:
     if r["scores"].ndim == 2 and r["targets"].ndim == 1:  # multi-class: one-vs-rest on the probabilities
         onehot = np.eye(r["scores"].shape[1])[r["targets"].astype(int)]
         return mean_auroc(r["scores"], onehot)
-    return mean_auroc(r["scores"], r["targets"], r.get("columns"))
+    return mean_auroc(r["scores"], r["targets"], r.get("columns"), r.get("known"))
 
 
 @METRICS.register("accuracy")
