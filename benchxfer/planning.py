@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from benchxfer import data, paths, zoo
+from benchxfer.data.dataset import check_options
 from benchxfer.errors import BenchxferError
 from benchxfer.spec import Cell, SweepSpec, Trial, cells, expand, load_spec
 
@@ -57,6 +58,11 @@ def make_plan(spec_or_path: SweepSpec | str | Path, zoo_override: str | None = N
                                  f"known: {', '.join(data.DATASETS.names())}")
         if names.index(name) != i:
             raise BenchxferError(f"{spec.path}: datasets[{i}].name: {name!r} appears twice")
+    for i, d in enumerate(spec.datasets):
+        try:
+            check_options(data.get_dataset(d.name), d.options)
+        except BenchxferError as err:
+            raise BenchxferError(f"{spec.path}: datasets[{i}].options: {err}") from None
     roots = {d.name: _dataset_root(d, spec.path, i, write_synthetic) for i, d in enumerate(spec.datasets)}
     tasks = {d.name: (data.get_dataset(d.name).task, data.get_dataset(d.name).metric) for d in spec.datasets}
 

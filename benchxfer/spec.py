@@ -23,7 +23,7 @@ from benchxfer.recipes import TrainConfig, get_recipe, recipe_for_task
 from benchxfer.recipes.config import check_knobs
 from benchxfer.recipes.registry import check_names, check_task
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 TOP_KEYS = {"name", "description", "recipe", "inits", "datasets", "lr", "seeds", "shots", "overrides", "mode",
             "resources", "failure"}
 DATASET_KEYS = {"name", "root", "options", "recipe", "overrides", "synthetic"}
@@ -206,7 +206,7 @@ def load_spec(path: str | Path) -> SweepSpec:
     _check_keys(path, "", doc, TOP_KEYS)
     name = doc.get("name") or Path(path).stem
     if not isinstance(name, str) or not NAME_RE.match(name):
-        raise _fail(path, "name", f"must be letters, digits, '.', '_' or '-', got {name!r}")
+        raise _fail(path, "name", f"must be lower-case letters, digits, '.', '_' or '-', got {name!r}")
 
     raw_inits = doc.get("inits")
     if not isinstance(raw_inits, list) or not raw_inits:

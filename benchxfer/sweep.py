@@ -63,14 +63,14 @@ def concurrency(launch: Launch, n_trials: int) -> int:
     """How many trials fit at once in the cluster's resources (capped by ``max_concurrent`` when set)."""
     import ray
 
+    if launch.max_concurrent:  # the user knows the cluster (an autoscaled one may have no GPU node yet)
+        return max(1, min(launch.max_concurrent, n_trials))
     res = ray.cluster_resources()
     fits = [n_trials]
     if launch.cpus_per_worker:
         fits.append(int(res.get("CPU", 1) // (launch.workers * launch.cpus_per_worker)))
     if launch.gpus_per_worker:
         fits.append(int(res.get("GPU", 0) // (launch.workers * launch.gpus_per_worker)))
-    if launch.max_concurrent:
-        fits.append(launch.max_concurrent)
     return max(1, min(fits))
 
 

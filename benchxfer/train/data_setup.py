@@ -69,7 +69,7 @@ def build_data(cfg: TrainConfig) -> RunData:
 
     dcfg = data.get_dataset(cfg.dataset)
     task = dcfg.task
-    common: dict[str, Any] = {**cfg.dataset_options, "size_hint": cfg.size}
+    common: dict[str, Any] = {**cfg.dataset_options, "size_hint": data.transforms.resize_side(cfg.augment, cfg.size)}
 
     def tf(train: bool, tencrop: bool = False):
         return data.transforms.build(cfg.augment, train=train, size=cfg.size, mean=mean, std=std, task=task,
