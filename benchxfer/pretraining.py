@@ -17,7 +17,8 @@ from benchxfer import data, paths, zoo
 from benchxfer.errors import BenchxferError
 from benchxfer.recipes import TrainConfig, get_recipe
 from benchxfer.recipes.config import check_knobs
-from benchxfer.spec import NAME_RE, RESOURCE_KEYS, Trial, _check_keys, _fail, _mapping, read_yaml, trial_key
+from benchxfer.spec import (NAME_RE, Trial, _check_keys, _fail, _mapping, parse_failure, parse_resources, read_yaml,
+                            trial_key)
 
 KEYS = {"name", "description", "sources", "arch", "start", "recipe", "lr", "seed", "overrides", "resources",
         "failure"}
@@ -70,13 +71,12 @@ def load_pretrain_spec(path: str | Path) -> PretrainSpec:
     lr = doc.get("lr")
     if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0):
         raise _fail(path, "lr", f"must be a positive number, got {lr!r}")
-    resources = {**RESOURCE_KEYS, **_mapping(path, "resources", doc.get("resources"))}
-    _check_keys(path, "resources.", resources, RESOURCE_KEYS)
+    resources = parse_resources(path, doc.get("resources"))
     return PretrainSpec(
         path=path, name=name, sources=tuple(sources), arch=arch, start=str(doc.get("start", "scratch")),
         recipe=recipe, lr=float(lr) if lr is not None else None, seed=int(doc.get("seed", 0)),
         overrides=check_knobs(_mapping(path, "overrides", doc.get("overrides")), f"{path}: overrides"),
-        resources=resources, max_retries=int(_mapping(path, "failure", doc.get("failure")).get("max_retries", 2)),
+        resources=resources, max_retries=parse_failure(path, doc.get("failure"))["max_retries"],
     )
 
 

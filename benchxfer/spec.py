@@ -199,6 +199,29 @@ def _mapping(path: str, key: str, value: Any) -> dict[str, Any]:
     return value
 
 
+def parse_resources(path: str, raw: Any) -> dict[str, Any]:
+    resources = _mapping(path, "resources", raw)
+    _check_keys(path, "resources.", resources, RESOURCE_KEYS)
+    resources = {**RESOURCE_KEYS, **resources}
+    _int(path, "resources.workers", resources["workers"], 1)
+    _int(path, "resources.max_concurrent", resources["max_concurrent"], 0)
+    for key in ("cpus_per_worker", "gpus_per_worker"):
+        v = resources[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise _fail(path, f"resources.{key}", f"must be a number >= 0, got {v!r}")
+    if resources["trainer"] not in TRAINERS:
+        raise _fail(path, "resources.trainer", f"must be one of {', '.join(TRAINERS)}, got {resources['trainer']!r}")
+    return resources
+
+
+def parse_failure(path: str, raw: Any) -> dict[str, Any]:
+    failure = _mapping(path, "failure", raw)
+    _check_keys(path, "failure.", failure, FAILURE_KEYS)
+    failure = {**FAILURE_KEYS, **failure}
+    _int(path, "failure.max_retries", failure["max_retries"], 0)
+    return failure
+
+
 def load_spec(path: str | Path) -> SweepSpec:
     """Parse a sweep file and check its schema (names, types, values). No data or zoo access."""
     path = str(path)
@@ -255,21 +278,8 @@ def load_spec(path: str | Path) -> SweepSpec:
     if mode == "tune-then-repeat" and not isinstance(lr, LrSearch):
         raise _fail(path, "lr", "mode tune-then-repeat needs an lr search: {search: loguniform, low, high, trials}")
 
-    resources = _mapping(path, "resources", doc.get("resources"))
-    _check_keys(path, "resources.", resources, RESOURCE_KEYS)
-    resources = {**RESOURCE_KEYS, **resources}
-    _int(path, "resources.workers", resources["workers"], 1)
-    _int(path, "resources.max_concurrent", resources["max_concurrent"], 0)
-    for key in ("cpus_per_worker", "gpus_per_worker"):
-        v = resources[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            raise _fail(path, f"resources.{key}", f"must be a number >= 0, got {v!r}")
-    if resources["trainer"] not in TRAINERS:
-        raise _fail(path, "resources.trainer", f"must be one of {', '.join(TRAINERS)}, got {resources['trainer']!r}")
-    failure = _mapping(path, "failure", doc.get("failure"))
-    _check_keys(path, "failure.", failure, FAILURE_KEYS)
-    failure = {**FAILURE_KEYS, **failure}
-    _int(path, "failure.max_retries", failure["max_retries"], 0)
+    resources = parse_resources(path, doc.get("resources"))
+    failure = parse_failure(path, doc.get("failure"))
 
     return SweepSpec(
         path=path, name=name, description=str(doc.get("description", "")),

@@ -300,8 +300,11 @@ def test_dry_run_of_1470_trials_lists_all_in_seconds(tmp_path, bx_home):
     assert seconds < 20
 
 
-def test_demo_search_is_a_tune_then_repeat_sweep(bx_home, tmp_path):
+def test_demo_search_is_a_tune_then_repeat_sweep(bx_home, tmp_path, monkeypatch):
     from benchxfer.spec import LrSearch, load_spec
+
+    bx_home = tmp_path / "home"  # a home of its own: other tests write synthetic data into the shared one
+    monkeypatch.setenv("BENCHXFER_HOME", str(bx_home))
 
     spec = load_spec(SWEEPS / "demo_search.yaml")
     assert spec.mode == "tune-then-repeat" and spec.lr == LrSearch(1e-4, 1e-2, 3)

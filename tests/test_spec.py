@@ -33,7 +33,9 @@ def run_cli(*args):
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
-def test_dry_run_lists_every_trial_and_the_total(tmp_path, bx_home):
+def test_dry_run_lists_every_trial_and_the_total(tmp_path, bx_home, monkeypatch):
+    bx_home = tmp_path / "home"  # a home of its own: other tests write synthetic data into the shared one
+    monkeypatch.setenv("BENCHXFER_HOME", str(bx_home))
     res = run_cli("sweep", str(write(tmp_path, GOOD)), "--dry-run")
     assert res.exit_code == 0, res.output
     assert "Total: 6 trials = 1 inits x 1 datasets x lr [0.001, 0.0001] x 3 seeds" in res.output
