@@ -23,7 +23,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 from benchxfer import __version__, paths
 from benchxfer.errors import BenchxferError

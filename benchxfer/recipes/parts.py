@@ -7,7 +7,6 @@ from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from benchxfer.registry import Registry
 
@@ -135,4 +134,4 @@ def mixup(images: torch.Tensor, target: torch.Tensor, alpha: float, num_classes:
     return lam * images + (1 - lam) * images.flip(0), lam * target + (1 - lam) * target.flip(0)
 
 
-__all__ = ["LOSSES", "OPTIMIZERS", "STOPPING", "EarlyStopping", "loss_for", "mixup", "nn"]
+__all__ = ["LOSSES", "OPTIMIZERS", "STOPPING", "EarlyStopping", "loss_for", "mixup"]

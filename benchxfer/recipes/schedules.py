@@ -10,7 +10,6 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
 
@@ -113,4 +112,4 @@ def current_lr(opt: Optimizer) -> float:
 
 
 __all__ = ["SCHEDULES", "Schedule", "ScheduleInput", "bit_boundaries", "bit_lr_factor", "bit_mixup",
-           "build_schedule", "cosine_epoch_factor", "current_lr", "warmup_cosine_factor", "torch"]
+           "build_schedule", "cosine_epoch_factor", "current_lr", "warmup_cosine_factor"]
