@@ -47,6 +47,15 @@ class BenchxferGroup(click.Group):
             return super().invoke(ctx)
         except BenchxferError as err:
             raise click.ClickException(str(err)) from None
+        except click.UsageError as err:  # a bad option or argument: one line too, and where to look
+            where = f" (see `{err.ctx.command_path} --help`)" if err.ctx is not None else ""
+            raise UsageLine(err.format_message() + where) from None
+
+
+class UsageLine(click.ClickException):
+    """A usage error shown as one line (click's default prints the usage and a hint first)."""
+
+    exit_code = 2
 
 
 @click.group(cls=BenchxferGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -67,4 +76,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    main(prog_name="benchxfer")

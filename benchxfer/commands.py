@@ -88,9 +88,6 @@ def sweep(file, dry_run, limit, tracking_uri, address, zoo_dir):
     if dry_run:
         _print_plan(plan, None if limit == 0 else limit)
         return
-    from benchxfer.runner import save_plan
-
-    save_plan(plan)
     _run(plan, tracking_uri, address)
 
 
@@ -206,8 +203,9 @@ def train(file, index, sets, zoo_dir):
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @tracking_option
+@address_option
 @zoo_option
-def pretrain(file, tracking_uri, zoo_dir):
+def pretrain(file, tracking_uri, address, zoo_dir):
     """Pre-train a new init from FILE on Ray Train and register it in the zoo under the file's name.
 
     Sources are merged on their common labels (missing and uncertain labels are masked out of the loss).
@@ -219,7 +217,7 @@ def pretrain(file, tracking_uri, zoo_dir):
     _use_zoo(zoo_dir)
     spec = load_pretrain_spec(file)
     with tracking(tracking_uri, echo=click.echo) as uri:
-        result = run_pretrain(spec, uri, echo=click.echo, zoo_override=zoo_dir)
+        result = run_pretrain(spec, uri, echo=click.echo, zoo_override=zoo_dir, address=address)
     click.echo(f"Init {spec.name!r} is in the zoo ({result.get('zoo_path', 'already there')}); "
                f"use it in a sweep as `inits: [{spec.name}]`.")
 

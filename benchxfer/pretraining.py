@@ -110,7 +110,8 @@ def plan_pretrain(spec: PretrainSpec, write_synthetic: bool = True) -> Trial:
                  spec.seed, None, "multilabel", "auroc", overrides, config)
 
 
-def run_pretrain(spec: PretrainSpec, tracking_uri: str, echo=print, zoo_override: str | None = None) -> dict[str, Any]:
+def run_pretrain(spec: PretrainSpec, tracking_uri: str, echo=print, zoo_override: str | None = None,
+                 address: str | None = None) -> dict[str, Any]:
     """Run (or continue) the pre-training on Ray and register its backbone in the zoo."""
     from benchxfer.sweep import Launch, ensure_ray, read_result, run_trials
 
@@ -122,7 +123,7 @@ def run_pretrain(spec: PretrainSpec, tracking_uri: str, echo=print, zoo_override
         launch = Launch(sweep=EXPERIMENT, tracking_uri=tracking_uri, workers=r["workers"],
                         cpus_per_worker=r["cpus_per_worker"], gpus_per_worker=r["gpus_per_worker"],
                         trainer="torch", max_retries=spec.max_retries)
-        ensure_ray()
+        ensure_ray(address)
         echo(f"Pre-training {spec.name!r} ({spec.arch}, from {spec.start}) on "
              f"{' + '.join(s['dataset'] for s in trial.config['sources'])}: run {trial.key}")
         from benchxfer.tracking import SweepRecorder

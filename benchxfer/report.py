@@ -429,7 +429,10 @@ def write_report(runs: RunSet, out_dir: str | Path, baseline: str | None = "imag
                  title: str = "benchxfer report") -> Report:
     """Write runs.parquet/csv, summary.csv, table.md, the PNG figures and report.html into ``out_dir``."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file in the way, no permission: the user's --out
+        raise BenchxferError(f"cannot create the report folder {out}: {err.strerror or err}") from None
     summary = summarise(runs.frame, baseline=baseline, test=test, errors=runs.errors)
     files = write_runs(runs.frame, out)
     summary_csv = out / "summary.csv"

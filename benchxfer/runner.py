@@ -2,7 +2,8 @@
 
 ``benchxfer sweep`` and ``benchxfer resume`` both come here. Trials that finished before (their
 ``result.json`` exists) are not launched again; interrupted ones continue from their last epoch
-checkpoint; failed ones are retried.
+checkpoint; failed ones are retried, except those that failed for a reason a retry cannot fix (a NaN
+loss): they stay failed, with their reason, until their folder is removed.
 """
 
 from __future__ import annotations
@@ -41,16 +42,25 @@ def launch_of(plan: Plan, tracking_uri: str) -> Launch:
                   max_concurrent=r["max_concurrent"], trainer=r["trainer"], max_retries=f["max_retries"])
 
 
-def pending(trials: list[Trial], retry_failed: bool = True) -> list[Trial]:
-    out = []
+def pending(trials: list[Trial]) -> tuple[list[Trial], int]:
+    """The trials to launch, and how many are left out because they failed for good."""
+    out, final = [], 0
     for t in trials:
         tdir = paths.trial_dir(t.config["sweep"], t.key)
         if read_result(tdir) is not None:
             continue
-        if retry_failed:
-            (tdir / FAILED).unlink(missing_ok=True)
+        failed = tdir / FAILED
+        if failed.exists():
+            try:
+                retryable = json.loads(failed.read_text()).get("retryable", True)
+            except (OSError, ValueError):
+                retryable = True
+            if not retryable:
+                final += 1
+                continue
+            failed.unlink(missing_ok=True)
         out.append(t)
-    return out
+    return out, final
 
 
 def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: Callable[[str], None] = print,
@@ -60,24 +70,26 @@ def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: 
     from benchxfer.tracking import SweepRecorder
 
     spec = plan.spec
+    recorder = SweepRecorder(tracking_uri, spec.name)  # an unreachable server fails here, in seconds, before Ray
+    save_plan(plan)  # from here on `benchxfer resume NAME` finds the sweep
     ensure_ray(address)
     for name, pfile in plan.to_pretrain:
         run_pretrain(load_pretrain_spec(pfile), tracking_uri, echo=echo)
-    recorder = SweepRecorder(tracking_uri, spec.name)
     launch = launch_of(plan, tracking_uri)
     if record_shards:
         launch = Launch(**{**launch.__dict__, "record_shards": True})
 
     trials = plan.trials
     if spec.mode == "tune-then-repeat":
-        trials = _tune_then_repeat(plan, launch, echo)
+        trials = _tune_then_repeat(plan, launch, recorder, echo)
     save_plan(Plan(spec, plan.cells, trials, plan.roots, plan.to_pretrain))
     recorder.log_sweep({"mode": spec.mode, "trials": str(len(trials)), "inits": ",".join(i.name for i in spec.inits),
                         "datasets": ",".join(d.name for d in spec.datasets)},
                        Path(spec.path).read_text(), [t.summary() for t in trials])
-    todo = pending(trials)
-    echo(f"Sweep {spec.name!r}: {len(trials)} trials, {len(trials) - len(todo)} already finished, "
-         f"{len(todo)} to run.")
+    todo, final = pending(trials)
+    echo(f"Sweep {spec.name!r}: {len(trials)} trials, {len(trials) - len(todo) - final} already finished, "
+         + (f"{final} failed for a reason a retry cannot fix (not run again), " if final else "")
+         + f"{len(todo)} to run.")
     if todo:
         run_trials(todo, launch, echo=echo)
     results = [r for t in trials if (r := read_result(paths.trial_dir(spec.name, t.key)))]
@@ -89,9 +101,11 @@ def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: 
     return results
 
 
-def _tune_then_repeat(plan: Plan, launch: Launch, echo) -> list[Trial]:
-    """Stage 1: an Optuna lr search per (init, dataset) on the first seed. Stage 2: every seed at each
-    cell's best lr. The best lr of each cell is kept in ``best_lr.json`` and reused on resume."""
+def _tune_then_repeat(plan: Plan, launch: Launch, recorder, echo) -> list[Trial]:
+    """Stage 1: an Optuna lr search per (init, dataset) on the first seed, minimising the best validation
+    loss. Stage 2: every seed at each cell's best lr. The best lr of each cell is kept in ``best_lr.json``
+    (reused on resume) and logged on the sweep's MLflow run as the param ``best_lr.<init>.<dataset>``.
+    A search trial is a stage-2 trial too when its lr wins: same key, so it is not run again."""
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
@@ -105,7 +119,7 @@ def _tune_then_repeat(plan: Plan, launch: Launch, echo) -> list[Trial]:
         if cell_id in best:
             continue
         echo(f"Stage 1: lr search for {cell.init} on {cell.dataset.name} ({spec.lr.trials} trials)")
-        searcher = OptunaSearch(metric="val_loss", mode="min", seed=seed0)
+        searcher = OptunaSearch(metric="best_val_loss", mode="min", seed=seed0)
         space = {"cell": cell, "lr": tune.loguniform(spec.lr.low, spec.lr.high), "seed": seed0,
                  "shot": spec.shots[0], "root": plan.roots[cell.dataset.name]}
         grid = run_trials([], launch, searcher=searcher, num_samples=spec.lr.trials, param_space=space, echo=echo)
@@ -117,4 +131,5 @@ def _tune_then_repeat(plan: Plan, launch: Launch, echo) -> list[Trial]:
         write_json(best_path, best)
         echo(f"  best lr for {cell.init} on {cell.dataset.name}: {best[cell_id]:g}")
     lrs = {(c.init, c.dataset.name): best[f"{c.init}|{c.dataset.name}"] for c in plan.cells}
+    recorder.log_params({f"best_lr.{i}.{d}": lr for (i, d), lr in lrs.items()})  # the same values on resume
     return expand(spec, plan.cells, plan.roots, lrs=lrs)

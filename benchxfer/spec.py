@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from benchxfer.errors import BenchxferError
-from benchxfer.recipes import TrainConfig, get_recipe, recipe_for_task
+from benchxfer.recipes import RECIPES, TrainConfig, get_recipe, recipe_for_task
 from benchxfer.recipes.config import check_knobs
 from benchxfer.recipes.registry import check_names, check_task
 
@@ -191,6 +191,12 @@ def _parse_shots(path: str, value: Any) -> tuple[int | None, ...]:
     return tuple(out)
 
 
+def _recipe(path: str, key: str, value: Any) -> Any:
+    if value is None or value == "auto" or (isinstance(value, str) and value in RECIPES):
+        return value
+    raise _fail(path, key, f"unknown recipe {value!r}; known: auto, {', '.join(RECIPES.names())}")
+
+
 def _mapping(path: str, key: str, value: Any) -> dict[str, Any]:
     if value is None:
         return {}
@@ -265,7 +271,7 @@ def load_spec(path: str | Path) -> SweepSpec:
         datasets.append(DatasetEntry(
             name=item["name"], root=root,
             options=_mapping(path, f"datasets[{i}].options", item.get("options")),
-            recipe=item.get("recipe"),
+            recipe=_recipe(path, f"datasets[{i}].recipe", item.get("recipe")),
             overrides=check_knobs(_mapping(path, f"datasets[{i}].overrides", item.get("overrides")),
                                   f"{path}: datasets[{i}].overrides"),
             synthetic=_mapping(path, f"datasets[{i}].synthetic", item.get("synthetic")),
@@ -283,7 +289,7 @@ def load_spec(path: str | Path) -> SweepSpec:
 
     return SweepSpec(
         path=path, name=name, description=str(doc.get("description", "")),
-        recipe=str(doc.get("recipe", "auto")), inits=tuple(inits), datasets=tuple(datasets), lr=lr,
+        recipe=str(_recipe(path, "recipe", doc.get("recipe", "auto"))), inits=tuple(inits), datasets=tuple(datasets), lr=lr,
         seeds=_parse_seeds(path, doc.get("seeds", 1)), shots=_parse_shots(path, doc.get("shots")),
         overrides=check_knobs(_mapping(path, "overrides", doc.get("overrides")), f"{path}: overrides"),
         mode=mode, resources=resources, failure=failure,

@@ -23,7 +23,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from benchxfer import __version__, paths
 from benchxfer.errors import BenchxferError
@@ -179,6 +179,9 @@ class SweepRecorder:
             self.client.log_batch(self.parent_run_id, params=_params(params))
         self.client.log_text(self.parent_run_id, spec_text, "sweep.yaml")
         self.client.log_text(self.parent_run_id, json.dumps(trials, indent=1), "trials.json")
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.client.log_batch(self.parent_run_id, params=_params(params))
 
     def trial_run(self, key: str, params: dict[str, str], tags: dict[str, str]) -> str:
         """The run of trial ``key``: found by its tag, or created once under the parent."""

@@ -113,5 +113,5 @@ def test_knob_types_are_checked():
     assert check_knobs({"epochs": 3, "size": 64.0}, "x") == {"epochs": 3, "size": 64}
     with pytest.raises(BenchxferError, match="unknown override 'epoch'; allowed: agc"):
         check_knobs({"epoch": 3}, "x")
-    with pytest.raises(BenchxferError, match="override batch_size='big' must be a int"):
+    with pytest.raises(BenchxferError, match="override batch_size='big' must be an integer"):
         check_knobs({"batch_size": "big"}, "x")

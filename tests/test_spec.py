@@ -63,7 +63,7 @@ BAD = [
     (GOOD.replace("[0.001, 0.0001]", "0"), "lr: must be a positive number, got 0"),
     (GOOD.replace("seeds: 3", "seeds: 0"), "seeds: must be an integer >= 1, got 0"),
     (GOOD.replace("epochs: 2", "epoch: 2"), "unknown override 'epoch'; allowed:"),
-    (GOOD.replace("epochs: 2", "epochs: many"), "override epochs='many' must be a int"),
+    (GOOD.replace("epochs: 2", "epochs: many"), "override epochs='many' must be an integer"),
     (GOOD + "mode: random\n", "mode: must be one of grid, tune-then-repeat"),
     (GOOD + "resources: {gpus: 1}\n", "resources.gpus: unknown key; allowed: cpus_per_worker"),
     (GOOD.replace("[0.001, 0.0001]", "{search: loguniform, low: 0.1, high: 0.01}"), "lr: low (0.1) must be below high"),

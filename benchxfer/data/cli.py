@@ -47,8 +47,9 @@ def verify_cmd(name: str, root: Path, lists: tuple[str, ...], no_decode: bool) -
     report = verify(name, root, lists=_lists(lists), decode=not no_decode)
     for line in report.lines():
         click.echo(line)
-    if not report.ok:
-        raise click.exceptions.Exit(1)
+    if not report.ok:  # the report above lists every problem; stderr gets the one line
+        raise BenchxferError(f"{name} at {report.root}: {len(report.problems)} problem(s), the first: "
+                             f"{report.problems[0]}")
 
 
 @data.command("cache")

@@ -83,6 +83,9 @@ def knob_names() -> list[str]:
     return sorted(KNOBS)
 
 
+_KIND = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
 def check_knobs(overrides: dict[str, Any], where: str) -> dict[str, Any]:
     """Validate override names and types against the knobs; return them with types coerced."""
     out: dict[str, Any] = {}
@@ -111,6 +114,6 @@ def check_knobs(overrides: dict[str, Any], where: str) -> dict[str, Any]:
                 out[key] = value
         except (TypeError, ValueError):
             raise BenchxferError(
-                f"{where}: override {key}={value!r} must be a {type(default).__name__}"
+                f"{where}: override {key}={value!r} must be {_KIND.get(type(default), type(default).__name__)}"
             ) from None
     return out

@@ -36,7 +36,7 @@ from benchxfer.train.session import SESSIONS, Session
 
 log = logging.getLogger("benchxfer")
 
-RESULT, FAILED, PROGRESS = "result.json", "failed.json", "progress.json"
+RESULT, FAILED, PROGRESS, EPOCH_LOG = "result.json", "failed.json", "progress.json", "epochs.jsonl"
 
 
 class TrialFailed(RuntimeError):
@@ -48,6 +48,22 @@ def write_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(obj, indent=1, default=str))
     os.replace(tmp, path)
+
+
+def log_epoch_start(trial_dir: Path, epoch: int) -> None:
+    """Append one line per epoch started (with the process that runs it): the record of work done, redone
+    after a failure, and the pid that fault-injection tests kill."""
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    with open(trial_dir / EPOCH_LOG, "a") as f:
+        f.write(json.dumps({"epoch": epoch, "pid": os.getpid(), "time": time.time()}) + "\n")
+
+
+def epochs_started(trial_dir: Path) -> list[int]:
+    """The epochs started in this trial's folder, in order, counting those started again after a failure."""
+    path = trial_dir / EPOCH_LOG
+    if not path.exists():
+        return []
+    return [json.loads(line)["epoch"] for line in path.read_text().splitlines() if line.strip()]
 
 
 def seed_everything(seed: int) -> None:
@@ -203,6 +219,8 @@ def train_run(config: dict[str, Any]) -> dict[str, Any]:
     for epoch in range(start_epoch, epochs):
         if stopper.should_stop or (max_steps and step >= max_steps):
             break
+        if sess.is_main:
+            log_epoch_start(trial_dir, epoch)
         model.train()
         sampler.set_epoch(epoch)
         torch.manual_seed(cfg.seed * 100_003 + epoch * 1009 + sess.rank)  # augmentation RNG of this epoch
@@ -282,7 +300,9 @@ def train_run(config: dict[str, Any]) -> dict[str, Any]:
         "sweep": cfg.sweep, "trial_key": cfg.trial_key, "recipe": cfg.recipe, "init": cfg.init,
         "dataset": cfg.dataset or "+".join(s["dataset"] for s in cfg.sources), "task": rd.task, "shot": cfg.shot,
         "lr": cfg.lr, "seed": cfg.seed, "metric": rd.metric, "value": test.get(rd.metric, float("nan")),
-        "test": test, "best_epoch": best_epoch, "epochs_run": len(history), "status": "finished", "error": None,
+        "test": test, "best_epoch": best_epoch, "epochs_run": len(history),
+        "epochs_started": len(epochs_started(trial_dir)) if sess.is_main else None,
+        "status": "finished", "error": None,
         "wall_seconds": wall, "accelerator_hours": accel, "mlflow_run_id": rt.get("run_id"),
         "best_val_loss": stopper.best if math.isfinite(stopper.best) else None,
     }

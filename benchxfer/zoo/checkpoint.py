@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import pickle
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,9 @@ def read_checkpoint(path: str | Path) -> RawCheckpoint:
             ) from None
         return RawCheckpoint(path, tensors, metadata)
     try:
-        with torch.serialization.safe_globals(SAFE_EXTRA_GLOBALS):
+        with torch.serialization.safe_globals(SAFE_EXTRA_GLOBALS), warnings.catch_warnings():
+            # torch warns on stderr about any pickle protocol but 2; the refusal below is the one line
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise BenchxferError(

@@ -1,0 +1,401 @@
+"""The bad-input table of docs/errors.md, proved on the real command line.
+
+Every case runs the ``benchxfer`` command line with ARGS and a fresh BENCHXFER_HOME
+that already holds a finished trial of the sweep ``done``. Each must exit non-zero, print exactly one
+line on stderr (no traceback) that names the culprit and what is allowed, and leave the finished trial
+byte-identical with its mtime unchanged. Nothing here starts Ray or an MLflow server.
+
+Importing torch costs seconds per process, so every case runs through click's test runner in this
+process, and a few representative ones (COLD_CASES) also run as ``python -m benchxfer.cli ARGS`` in a
+process of their own. ``BENCHXFER_ERRORS_COLD=1`` runs every case in its own process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from test_results import result_record
+
+from benchxfer.data import synthetic
+
+TIMEOUT_S = 120
+COLD = os.environ.get("BENCHXFER_ERRORS_COLD") == "1"
+# one per area, also run in a process of their own
+COLD_CASES = ["yaml-syntax", "unknown-init", "list-path-escapes-root", "code-running-checkpoint",
+              "status-unknown-sweep"]
+
+# --- two ways to run the command line ------------------------------------------------------------------
+
+def cold_run(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int | str, str, str]:
+    """``python -m benchxfer.cli ARGS`` in a process of its own: what the user's shell runs."""
+    try:
+        res = subprocess.run([sys.executable, "-m", "benchxfer.cli", *args], check=False, env=env, cwd=cwd,
+                             capture_output=True, text=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        return "timeout", str(exc.stdout or ""), str(exc.stderr or "")
+    return res.returncode, res.stdout, res.stderr
+
+
+def warm_run(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int | str, str, str]:
+    """The same command through click's test runner in this process (torch is imported once, not per case).
+    An exception that escapes the command is written out as the traceback the interpreter would print."""
+    from click.testing import CliRunner
+
+    from benchxfer.cli import main
+
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        unset = {k: None for k in os.environ if k not in env}
+        res = CliRunner().invoke(main, args, env={**unset, **env}, catch_exceptions=True, prog_name="benchxfer")
+    finally:
+        os.chdir(old)
+    err = res.stderr
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        err += "".join(traceback.format_exception(res.exception))
+    return res.exit_code, res.stdout, err
+
+
+# --- the files a user hands over, written in their real layouts ------------------------------------------
+
+SMALL = {"n_train": 4, "n_val": 2, "n_test": 2, "size": 24}
+GOOD = """\
+name: done
+inits: [scratch]
+datasets:
+  - name: chestxray14
+    root: synthetic
+    synthetic: {n_train: 4, n_val: 2, n_test: 2, size: 24}
+lr: [0.001, 0.0001]
+seeds: 1
+overrides: {arch: resnet18, size: 32, epochs: 1}
+"""
+PRETRAIN = """\
+name: mine
+sources:
+  - {dataset: chexpert, root: synthetic}
+arch: resnet18
+"""
+
+
+@dataclass
+class Files:
+    tmp: Path
+
+    def write(self, name: str, text: str) -> str:
+        path = self.tmp / name
+        path.write_text(textwrap.dedent(text))
+        return str(path)
+
+    def sweep(self, text: str, name: str = "s.yaml") -> str:
+        return self.write(name, text)
+
+    def good(self, old: str = "", new: str = "", add: str = "") -> str:
+        """The valid sweep with one edit (``old`` -> ``new``) or one line more (``add``)."""
+        assert not old or old in GOOD
+        return self.sweep(GOOD.replace(old, new) + add)
+
+    def nih(self) -> Path:
+        """A small ChestX-ray14 copy in its real layout (images/ and the official list files)."""
+        return synthetic.write("chestxray14", self.tmp / "nih", **SMALL)
+
+    def list_file(self, name: str, lines: list[str]) -> str:
+        return self.write(name, "\n".join(lines) + "\n")
+
+    def resnet18(self, name: str = "r18.pth") -> str:
+        torch.manual_seed(0)
+        path = self.tmp / name
+        torch.save(torchvision.models.resnet18().state_dict(), path)
+        return str(path)
+
+
+class MakesFile:
+    """Unpickling this creates a file: the stand-in for a checkpoint that runs code."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def _labels(n: int) -> str:
+    return " ".join(["0"] * n)
+
+
+def _first_image(root: Path) -> str:
+    return (root / "Xray14_train_official.txt").read_text().split()[0]
+
+
+def escaping_list(f: Files) -> list[str]:
+    root = f.nih()
+    bad = f.list_file("escape.txt", [f"../../etc/passwd {_labels(14)}"])
+    return ["data", "verify", "chestxray14", "--root", str(root), "--lists", f"train={bad}", "--no-decode"]
+
+
+def short_labels(f: Files) -> list[str]:
+    root = f.nih()
+    bad = f.list_file("bad.txt", [f"{_first_image(root)} {_labels(14)}", f"{_first_image(root)} 0 1 0"])
+    return ["data", "verify", "chestxray14", "--root", str(root), "--lists", f"train={bad}", "--no-decode"]
+
+
+def missing_image(f: Files) -> list[str]:
+    root = f.nih()
+    (root / "images" / _first_image(root)).unlink()
+    return ["data", "verify", "chestxray14", "--root", str(root), "--no-decode"]
+
+
+def truncated_checkpoint(f: Files) -> list[str]:
+    full = Path(f.resnet18("full.pth"))
+    cut = f.tmp / "cut.pth"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 3])
+    return ["zoo", "import", "mine", str(cut), "--format", "torchvision"]
+
+
+def evil_checkpoint(f: Files) -> list[str]:
+    """A torch.save file whose unpickling would call open() (and create <tmp>/pwned)."""
+    path = f.tmp / "evil.pth"
+    torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "x": MakesFile(f.tmp / "pwned")}, path)
+    return ["zoo", "import", "mine", str(path)]
+
+
+def evil_pickle(f: Files) -> list[str]:
+    """The same payload written by pickle.dump (protocol 4, which torch also warns about)."""
+    path = f.tmp / "evil.pkl"
+    with open(path, "wb") as fh:
+        pickle.dump({"state_dict": {"conv1.weight": torch.zeros(1)}, "x": MakesFile(f.tmp / "pwned")}, fh)
+    return ["zoo", "import", "mine", str(path)]
+
+
+def pretrain_init(f: Files) -> list[str]:
+    f.write("p.yaml", PRETRAIN)  # it makes 'mine'
+    return ["sweep", f.good("inits: [scratch]", "inits: [{name: other, pretrain: p.yaml}]")]
+
+
+# --- the cases ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    where: str  # sweep file / dataset / checkpoint / pretrain file / CLI
+    what: str  # what the user did (for docs/errors.md)
+    args: Callable[[Files], list[str]]
+    expect: tuple[str, ...]  # substrings of the one stderr line; "<tmp>" stands for the test's folder
+
+
+CASES = [
+    # sweep files: `benchxfer sweep FILE`
+    Case("yaml-syntax", "sweep file", "`inits: [scratch` (an unclosed bracket)",
+         lambda f: ["sweep", f.sweep("name: t\ninits: [scratch\n")],
+         ("Error: <tmp>/s.yaml: YAML syntax error at line 3, column 1: expected ',' or ']', but got '<stream end>'",)),
+    Case("missing-sweep-file", "sweep file", "a sweep file that does not exist",
+         lambda f: ["sweep", str(f.tmp / "nope.yaml")], ("Error: <tmp>/nope.yaml: no such file",)),
+    Case("unknown-top-key", "sweep file", "a top-level key that does not exist (`colour:`)",
+         lambda f: ["sweep", f.good(add="colour: red\n")],
+         (("<tmp>/s.yaml: colour: unknown key; allowed: datasets, description, failure, inits, lr, mode, name, "
+          "overrides, recipe, resources, seeds, shots"),)),
+    Case("unknown-init", "sweep file", "`inits: [moco-v9]` (no such init)",
+         lambda f: ["sweep", f.good("[scratch]", "[moco-v9]")],
+         ("<tmp>/s.yaml: inits[0]: unknown init 'moco-v9'; known:", "moco-v2", "imagenet")),
+    Case("unknown-dataset", "sweep file", "a dataset `name: nih` (registered as chestxray14)",
+         lambda f: ["sweep", f.good("name: chestxray14", "name: nih")],
+         ("<tmp>/s.yaml: datasets[0].name: unknown dataset 'nih'; known: chestxray14, chexpert",)),
+    Case("missing-data-folder", "sweep file", "a dataset `root: nowhere` (no such folder)",
+         lambda f: ["sweep", f.good("root: synthetic", "root: nowhere")],
+         ("<tmp>/s.yaml: datasets[0].root: folder <tmp>/nowhere does not exist (dataset 'chestxray14')",)),
+    Case("non-positive-lr", "sweep file", "`lr: [0.001, -1]`",
+         lambda f: ["sweep", f.good("[0.001, 0.0001]", "[0.001, -1]")],
+         ("<tmp>/s.yaml: lr[1]: must be a positive number, got -1",)),
+    Case("repeated-seed", "sweep file", "`seeds: [1, 1]`",
+         lambda f: ["sweep", f.good("seeds: 1", "seeds: [1, 1]")], ("<tmp>/s.yaml: seeds: repeats a seed: [1, 1]",)),
+    Case("zero-seeds", "sweep file", "`seeds: 0`",
+         lambda f: ["sweep", f.good("seeds: 1", "seeds: 0")], ("<tmp>/s.yaml: seeds: must be an integer >= 1, got 0",)),
+    Case("unknown-resource", "sweep file", "`resources: {gpus: 1}` (the key is gpus_per_worker)",
+         lambda f: ["sweep", f.good(add="resources: {gpus: 1}\n")],
+         (("<tmp>/s.yaml: resources.gpus: unknown key; allowed: cpus_per_worker, gpus_per_worker, max_concurrent, "
+          "trainer, workers"),)),
+    Case("bad-trainer", "sweep file", "`resources.trainer: ray`",
+         lambda f: ["sweep", f.good(add="resources: {trainer: ray}\n")],
+         ("<tmp>/s.yaml: resources.trainer: must be one of auto, torch, direct, got 'ray'",)),
+    Case("lr-search-kind", "sweep file", "`lr: {search: grid, low: 0.0001, high: 0.1}`",
+         lambda f: ["sweep", f.good("[0.001, 0.0001]", "{search: grid, low: 0.0001, high: 0.1}")],
+         ("<tmp>/s.yaml: lr.search: must be 'loguniform', got 'grid'",)),
+    Case("lr-search-bounds", "sweep file", "`lr: {search: loguniform, low: 0.1, high: 0.01}`",
+         lambda f: ["sweep", f.good("[0.001, 0.0001]", "{search: loguniform, low: 0.1, high: 0.01}")],
+         ("<tmp>/s.yaml: lr: low (0.1) must be below high (0.01)",)),
+    Case("tune-without-search", "sweep file", "`mode: tune-then-repeat` with a fixed lr list",
+         lambda f: ["sweep", f.good(add="mode: tune-then-repeat\n")],
+         ("<tmp>/s.yaml: lr: mode tune-then-repeat needs an lr search: {search: loguniform, low, high, trials}",)),
+    Case("unknown-override", "sweep file", "`overrides: {epoch: 1}` (the knob is epochs)",
+         lambda f: ["sweep", f.good("epochs: 1", "epoch: 1")],
+         ("<tmp>/s.yaml: overrides: unknown override 'epoch'; allowed:", "batch_size", "epochs")),
+    Case("bad-override-value", "sweep file", "`overrides: {epochs: many}`",
+         lambda f: ["sweep", f.good("epochs: 1", "epochs: many")],
+         ("<tmp>/s.yaml: overrides: override epochs='many' must be an integer",)),
+    Case("unknown-arch", "sweep file", "`overrides: {arch: vgg16}`",
+         lambda f: ["sweep", f.good("arch: resnet18", "arch: vgg16")],
+         ("<tmp>/s.yaml: datasets[0] (chestxray14): unknown arch 'vgg16'; known:", "resnet18", "resnet50")),
+    Case("unknown-recipe", "sweep file", "`recipe: fancy`",
+         lambda f: ["sweep", f.good(add="recipe: fancy\n")],
+         (("<tmp>/s.yaml: recipe: unknown recipe 'fancy'; known: auto, bit-hyperrule, supervised-pretrain, "
+          "systematic-cls, systematic-seg"),)),
+    Case("recipe-task-mismatch", "sweep file", "`recipe: systematic-seg` on ChestX-ray14 (multi-label)",
+         lambda f: ["sweep", f.good(add="recipe: systematic-seg\n")],
+         (("<tmp>/s.yaml: datasets[0] (chestxray14): recipe 'systematic-seg' trains segmentation tasks, "
+          "not multilabel"),)),
+    Case("unknown-reader-option", "sweep file", "a dataset `options: {val_fration: 0.2}` (misspelt)",
+         lambda f: ["sweep", f.good("root: synthetic", "root: synthetic\n    options: {val_fration: 0.2}")],
+         ("<tmp>/s.yaml: datasets[0].options: dataset 'chestxray14': unknown option(s) val_fration; it takes:",
+          "val_fraction")),
+    # datasets: `benchxfer data verify`
+    Case("list-path-escapes-root", "dataset", "a list file naming `../../etc/passwd`",
+         escaping_list, (("Error: chestxray14 at <tmp>/nih: 2 problem(s), the first: <tmp>/escape.txt:1: path "
+                         "'../../etc/passwd' escapes the dataset root <tmp>/nih/images ('..' is not allowed)"),)),
+    Case("wrong-label-count", "dataset", "a list-file line with 3 labels instead of 14",
+         short_labels, (("Error: chestxray14 at <tmp>/nih: 1 problem(s), the first: <tmp>/bad.txt:2: 3 labels, "
+                        "expected 14"),)),
+    Case("missing-image", "dataset", "a list file naming an image that is not there",
+         missing_image, (("Error: chestxray14 at <tmp>/nih: 1 problem(s), the first: "
+                         "<tmp>/nih/Xray14_train_official.txt:1: image <tmp>/nih/images/"), ".png is missing")),
+    Case("verify-unknown-dataset", "dataset", "`data verify` of a dataset name that is not registered",
+         lambda f: ["data", "verify", "nih", "--root", str(f.tmp)],
+         ("Error: unknown dataset 'nih'; known: chestxray14, chexpert",)),
+    Case("verify-missing-root", "dataset", "`data verify` of a folder that does not exist",
+         lambda f: ["data", "verify", "chestxray14", "--root", str(f.tmp / "nowhere")],
+         ("dataset 'chestxray14': root <tmp>/nowhere does not exist or is not a folder",)),
+    Case("bad-lists-option", "dataset", "`--lists training=FILE` (the split is train)",
+         lambda f: ["data", "verify", "chestxray14", "--root", str(f.tmp), "--lists", "training=x.txt"],
+         ("--lists 'training=x.txt': use SPLIT=FILE with SPLIT one of train, val, test",)),
+    # checkpoints: `benchxfer zoo import` / `zoo verify`, and a sweep naming an init without its file
+    Case("truncated-checkpoint", "checkpoint", "`zoo import` of a file cut to a third",
+         truncated_checkpoint, ("<tmp>/cut.pth", "truncated")),
+    Case("code-running-checkpoint", "checkpoint", "`zoo import` of a torch.save file that runs code when loaded",
+         evil_checkpoint, (("Error: refused <tmp>/evil.pth: unpickling it needs the Python callable io.open, "
+                           "which could run arbitrary code, so it was not loaded"),)),
+    Case("code-running-pickle", "checkpoint", "`zoo import` of a plain pickle (protocol 4) that runs code",
+         evil_pickle, ("Error: refused <tmp>/evil.pkl:", "so it was not loaded")),
+    Case("wrong-architecture", "checkpoint", "`zoo import imagenet` of a ResNet-18 file (imagenet is a ResNet-50)",
+         lambda f: ["zoo", "import", "imagenet", f.resnet18()], ("<tmp>/r18.pth", "resnet18", "resnet50")),
+    Case("unknown-format", "checkpoint", "`zoo import --format mocov9`",
+         lambda f: ["zoo", "import", "mine", f.resnet18(), "--format", "mocov9"],
+         ("'mocov9'", "moco", "torchvision")),
+    Case("byol-without-trust", "checkpoint", "`zoo import byol` without `--trust`",
+         lambda f: ["zoo", "import", "byol", f.resnet18()], ("byol-haiku", "--trust")),
+    Case("verify-unknown-init", "checkpoint", "`zoo verify` of an init that does not exist",
+         lambda f: ["zoo", "verify", "moco-v9"], ("Error: unknown init 'moco-v9'; known:", "moco-v2")),
+    Case("init-file-missing", "checkpoint", "`inits: [moco-v2]` before `zoo import moco-v2`",
+         lambda f: ["sweep", f.good("[scratch]", "[moco-v2]").replace("arch: resnet18", "arch: resnet50")],
+         ("moco-v2", "benchxfer zoo import moco-v2")),
+    # pre-training files: `benchxfer pretrain FILE`, and a sweep's `inits: [{name, pretrain}]`
+    Case("pretrain-no-sources", "pretrain file", "a pre-training file without `sources:`",
+         lambda f: ["pretrain", f.write("p.yaml", "name: mine\narch: resnet18\n")],
+         ("<tmp>/p.yaml: sources: must be a non-empty list of {dataset, root} entries",)),
+    Case("pretrain-unknown-dataset", "pretrain file", "a pre-training source `dataset: nih`",
+         lambda f: ["pretrain", f.write("p.yaml", PRETRAIN.replace("chexpert", "nih"))],
+         ("<tmp>/p.yaml: sources[0].dataset: unknown dataset 'nih'; known: chestxray14, chexpert",)),
+    Case("pretrain-name-mismatch", "pretrain file",
+         "`inits: [{name: other, pretrain: p.yaml}]` where p.yaml makes `mine`",
+         pretrain_init, ("<tmp>/s.yaml: inits[0]: <tmp>/p.yaml makes 'mine', not 'other'",)),
+    # CLI options
+    Case("status-unknown-sweep", "CLI", "`status` of a sweep that never ran",
+         lambda f: ["status", "ghost"], ("no sweep named 'ghost' in <home>/runs",)),
+    Case("resume-unknown-sweep", "CLI", "`resume` of a sweep that never ran",
+         lambda f: ["resume", "ghost"], ("no sweep named 'ghost' in <home>/runs; known: done",)),
+    Case("report-unknown-sweep", "CLI", "`report` of a sweep that never ran, with a dead `--tracking-uri`",
+         lambda f: ["report", "ghost", "--tracking-uri", "http://127.0.0.1:9"],
+         ("no runs for sweep 'ghost'; looked in: MLflow at http://127.0.0.1:9 (unreachable", "<home>/runs/ghost")),
+    Case("report-unknown-baseline", "CLI", "`report --baseline` of an init the sweep does not have",
+         lambda f: ["report", "done", "--baseline", "bit"],
+         ("Error: baseline init 'bit' is not in the runs; inits: scratch",)),
+    Case("report-out-under-a-file", "CLI", "`report --out` inside a path that is a file",
+         lambda f: ["report", "done", "--out", f.write("notes.txt", "my notes\n") + "/report"],
+         ("Error: cannot create the report folder <tmp>/notes.txt/report: Not a directory",)),
+    Case("train-trial-out-of-range", "CLI", "`train --trial 9` on a sweep of 2 trials",
+         lambda f: ["train", f.good(), "--trial", "9"], ("--trial 9: the sweep has trials 0 to 1",)),
+    Case("train-set-unknown-knob", "CLI", "`train --set epoch=2`",
+         lambda f: ["train", f.good(), "--set", "epoch=2"], ("--set: unknown override 'epoch'; allowed:", "epochs")),
+    Case("train-set-malformed", "CLI", "`train --set epochs` (no `=VALUE`)",
+         lambda f: ["train", f.good(), "--set", "epochs"], ("--set 'epochs': expected KEY=VALUE",)),
+    Case("tracking-server-down", "CLI", "`sweep --tracking-uri` of an MLflow server that is not running",
+         lambda f: ["sweep", f.good(), "--tracking-uri", "http://127.0.0.1:9"],
+         ("Error: cannot reach the MLflow tracking server at http://127.0.0.1:9:",)),
+    Case("option-not-an-integer", "CLI", "`train --trial abc`",
+         lambda f: ["train", f.good(), "--trial", "abc"],
+         ("Error: Invalid value for '--trial': 'abc' is not a valid integer. (see `benchxfer train --help`)",)),
+    Case("unknown-command", "CLI", "`benchxfer sweeep` (a typo)",
+         lambda f: ["sweeep", f.good()], ("Error: No such command 'sweeep'. (see `benchxfer --help`)",)),
+]
+
+
+# --- a finished trial that no failure may touch ----------------------------------------------------------
+
+def plant_finished_sweep(home: Path) -> Path:
+    """``done``: one finished trial with its result.json, checkpoint and trials.json, dated in the past."""
+    sweep = home / "runs" / "done"
+    trial = sweep / "trials" / "k1"
+    (trial / "checkpoints").mkdir(parents=True)
+    rec = result_record("done", "k1", "scratch", "chestxray14", 0, 0.75, task="multilabel")
+    (trial / "result.json").write_text(json.dumps(rec))
+    (trial / "checkpoints" / "epoch_0001.pt").write_bytes(b"\x80\x02best weights")
+    (sweep / "trials.json").write_text(json.dumps([{k: rec[k] for k in ("trial_key", "init", "dataset", "recipe",
+                                                                         "lr", "seed", "shot")}]))
+    for path in sweep.rglob("*"):
+        os.utime(path, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+    return sweep
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def check_case(case: Case, run, tmp_path: Path) -> None:
+    home, work = tmp_path / "home", tmp_path / "work"
+    work.mkdir()
+    done = plant_finished_sweep(home)
+    before = snapshot(done)
+    env = {**os.environ, "BENCHXFER_HOME": str(home)}
+    for var in ("MLFLOW_TRACKING_URI", "BENCHXFER_ZOO"):
+        env.pop(var, None)
+
+    code, out, err = run(case.args(Files(work)), env, work)
+
+    assert code != 0 and code != "timeout", (code, out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    line = lines[0]
+    assert "Traceback" not in err and line.startswith("Error: "), err
+    for want in case.expect:
+        want = want.replace("<tmp>", str(work)).replace("<home>", str(home))
+        assert want in line, f"{want!r} not in {line!r}"
+    assert snapshot(done) == before, "the finished trial of sweep 'done' was changed"
+    assert not (work / "pwned").exists(), "a checkpoint ran code while it was read"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_one_line(case: Case, tmp_path):
+    check_case(case, cold_run if COLD else warm_run, tmp_path)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.id in COLD_CASES], ids=COLD_CASES)
+def test_bad_input_is_one_line_in_a_real_process(case: Case, tmp_path):
+    check_case(case, cold_run, tmp_path)
+
+
+def test_the_table_in_docs_lists_every_case():
+    """docs/errors.md has one row per case, naming its test id."""
+    doc = (Path(__file__).parents[1] / "docs" / "errors.md").read_text()
+    for case in CASES:
+        assert f"test_bad_input_is_one_line[{case.id}]" in doc, case.id
