@@ -49,7 +49,7 @@ def test_findings_are_in_the_pixels(tmp_path):
     root = synthetic.write("chestxray14", tmp_path / "nih", n_train=60, n_val=1, n_test=1, size=48)
     ds = data.open_dataset("chestxray14", root, "train")
     images = np.stack([ds.raw_image(i)[:, :, 0] for i in range(len(ds))]).astype(np.float32)
-    for k, (cy, cx) in enumerate(synthetic.FINDING_SPOTS):
+    for k, (cy, cx) in enumerate(synthetic.FINDING_SPOTS[:14]):  # the 14 ChestX-ray14 findings
         y, x = int(cy * 48), int(cx * 48)
         spot = images[:, y - 3 : y + 4, x - 3 : x + 4].mean(axis=(1, 2))  # covers every shape (rings too)
         has = ds.targets[:, k] == 1
@@ -64,3 +64,33 @@ def test_lung_masks_are_the_dark_ellipses(tmp_path):
         between = image[0, 20:28, 24:25]  # the body between the two lungs
         assert 0.05 < float(mask.mean()) < 0.4 and mask[20:28, 24:25].sum() == 0
         assert float(image[0][mask == 1].mean()) < 0.4 < 0.5 < float(between.mean())
+
+
+def test_a_finding_has_one_place_in_every_chest_layout():
+    """Merged sources agree on their labels: CheXpert's "Pleural Effusion" is drawn where ChestX-ray14's
+    "Effusion" is, PadChest's "Edema" where NIH's is; "No Finding" draws nothing."""
+    from benchxfer.data.readers.chest import CHEXPERT_CLASSES, PADCHEST_CLASSES
+    from benchxfer.data.readers.nih import NIH_CLASSES
+    from benchxfer.data.synthetic import Gen, finding_spot
+
+    assert [finding_spot(c) for c in NIH_CLASSES] == list(range(14))
+    assert finding_spot("Pleural Effusion") == NIH_CLASSES.index("Effusion")
+    assert finding_spot("Edema") == finding_spot("pulmonary edema") == NIH_CLASSES.index("Edema")
+    assert finding_spot("No Finding") is None
+    assert finding_spot("Support Devices") in (14, 15)
+
+    def brightest_spot(img: np.ndarray, plain: np.ndarray) -> int:
+        """The spot whose 7x7 window brightened most over the same chest without findings."""
+        gain = [(img - plain)[int(cy * 64) - 3:int(cy * 64) + 4, int(cx * 64) - 3:int(cx * 64) + 4].mean()
+                for cy, cx in synthetic.FINDING_SPOTS]
+        return int(np.argmax(gain))
+
+    for cls in ("Cardiomegaly", "Pleural Effusion", "Pneumothorax", "Edema"):
+        nih_name = "Effusion" if cls == "Pleural Effusion" else cls
+        for names in (NIH_CLASSES, CHEXPERT_CLASSES, PADCHEST_CLASSES):
+            wanted = nih_name if names is NIH_CLASSES else cls
+            labels = np.asarray([c == wanted for c in names], np.int64)
+            assert labels.sum() == 1
+            img = Gen(64, 0, "cxr").cxr(labels, None if names is NIH_CLASSES else names).astype(np.float32)
+            plain = Gen(64, 0, "cxr").cxr(np.zeros(14, np.int64)).astype(np.float32)
+            assert brightest_spot(img, plain) == NIH_CLASSES.index(nih_name), (cls, len(names))

@@ -79,17 +79,18 @@ def test_sweep_records_every_trial_once(tmp_path, ray_session, mlflow_uri):
 def test_two_worker_ddp_trial_shards_and_whole_set_metric(tmp_path, ray_session, mlflow_uri):
     """Ray Train TorchTrainer with 2 gloo workers: disjoint shards that cover the training set, and a test
     metric equal to the metric of the best weights on the whole test set computed here in one process."""
+    import contextlib
+
     import torch
 
+    from benchxfer import models
     from benchxfer.planning import make_plan
+    from benchxfer.recipes import TrainConfig
+    from benchxfer.recipes.parts import loss_for
     from benchxfer.runner import execute
     from benchxfer.train import data_setup
     from benchxfer.train.loop import evaluate
     from benchxfer.train.session import local_session
-    from benchxfer import models
-    from benchxfer.recipes import TrainConfig
-    from benchxfer.recipes.parts import loss_for
-    import contextlib
 
     plan = make_plan(sweep_file(tmp_path, "ddp", seeds=1, workers=2, trainer="torch"), write_synthetic=True)
     results = execute(plan, mlflow_uri, echo=print, record_shards=True)

@@ -10,8 +10,14 @@ from benchxfer.errors import BenchxferError
 from benchxfer.recipes import get_recipe, list_recipes
 from benchxfer.recipes.config import check_knobs
 from benchxfer.recipes.parts import STOPPING, loss_for, masked_bce, soft_dice
-from benchxfer.recipes.schedules import (ScheduleInput, bit_boundaries, bit_lr_factor, bit_mixup, build_schedule,
-                                         cosine_epoch_factor)
+from benchxfer.recipes.schedules import (
+    ScheduleInput,
+    bit_boundaries,
+    bit_lr_factor,
+    bit_mixup,
+    build_schedule,
+    cosine_epoch_factor,
+)
 from benchxfer.train.metrics import dice_from_counts, mean_auroc
 
 

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from test_results import demo_records, result_record, write_sweep
 
 from benchxfer import paths
 from benchxfer.cli import main
 from benchxfer.results import RUN_COLUMNS
-from test_results import demo_records, result_record, write_sweep
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
+from test_results import result_record, write_sweep
 
 from benchxfer.cli import main
 from benchxfer.results import RUN_COLUMNS, RUN_DTYPES, collect, load_runs
-from test_results import result_record, write_sweep
 
 SWEEP = "mlflow-report"
 VALUES = {"imagenet": [0.81, 0.83, 0.82], "scratch": [0.71, 0.70, 0.72]}

@@ -11,7 +11,15 @@ import pytest
 
 from benchxfer import paths
 from benchxfer.errors import BenchxferError
-from benchxfer.results import RUN_COLUMNS, RUN_DTYPES, collect, frame_from_records, load_runs, read_runs, write_runs
+from benchxfer.results import (
+    RUN_COLUMNS,
+    RUN_DTYPES,
+    collect,
+    frame_from_records,
+    load_runs,
+    read_runs,
+    write_runs,
+)
 
 
 def result_record(sweep: str, key: str, init: str, dataset: str, seed: int, value: float | None,

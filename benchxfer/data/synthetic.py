@@ -23,6 +23,7 @@ import csv
 import os
 import pickle
 import shutil
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -35,8 +36,10 @@ from benchxfer.registry import Registry
 
 FAMILIES = ("cxr", "cxr-source")
 MARKER = ".benchxfer-synthetic"
-# 14 finding positions (row, col) as fractions of the image, and a shape per finding
-FINDING_SPOTS = [(0.2 + 0.2 * (i // 4), 0.17 + 0.22 * (i % 4)) for i in range(16)][:14]
+# 16 finding positions (row, col) as fractions of the image, and a shape per position. The 14 ChestX-ray14
+# findings have the first 14, in NIH's order; the same finding has the same place and shape in every chest
+# layout (CheXpert's "Pleural Effusion" is NIH's "Effusion"), so that merged sources agree on their labels.
+FINDING_SPOTS = [(0.2 + 0.2 * (i // 4), 0.17 + 0.22 * (i % 4)) for i in range(16)]
 SHAPES = ("disk", "square", "ring", "cross")
 FINDING_CONTRAST = 0.4  # a finding adds this much brightness; with NOISE it sets how hard the task is
 NOISE = 0.1
@@ -85,6 +88,7 @@ class Gen:
         return img.astype(np.float32), left, right
 
     def finding(self, img: np.ndarray, k: int) -> np.ndarray:
+        """Finding at spot ``k`` (see :func:`finding_spot`)."""
         cy, cx = FINDING_SPOTS[k]
         cy += float(self.rng.uniform(-0.03, 0.03))
         cx += float(self.rng.uniform(-0.03, 0.03))
@@ -103,10 +107,14 @@ class Gen:
         img = img + self.rng.normal(0.0, noise, img.shape)
         return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 
-    def cxr(self, labels: np.ndarray) -> np.ndarray:
+    def cxr(self, labels: np.ndarray, names: tuple[str, ...] | None = None) -> np.ndarray:
+        """A chest with the findings ``labels > 0``: label ``k`` is ChestX-ray14's finding ``k``, or the
+        finding named ``names[k]``."""
         img, _, _ = self.chest()
         for k in np.flatnonzero(labels > 0):
-            img = self.finding(img, int(k) % 14)
+            spot = int(k) % 14 if names is None else finding_spot(names[k])
+            if spot is not None:
+                img = self.finding(img, spot)
         return self.finish(img)
 
     def labels(self, n: int, p: float = 0.3) -> np.ndarray:
@@ -127,6 +135,19 @@ class Gen:
         img[m] = colour
         img += self.rng.normal(0, 0.04, img.shape)
         return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def finding_spot(name: str) -> int | None:
+    """Where finding ``name`` is drawn: ChestX-ray14's findings (under any synonym) at their own spot, the
+    others at one of the two spare spots, "No Finding" nowhere."""
+    from benchxfer.data.merged import canonical
+    from benchxfer.data.readers.nih import NIH_CLASSES
+
+    key = canonical(name)
+    if key == "no finding":
+        return None
+    nih = [canonical(c) for c in NIH_CLASSES]
+    return nih.index(key) if key in nih else 14 + zlib.crc32(key.encode()) % 2
 
 
 def _png(path: Path, arr: np.ndarray, **kw) -> None:
@@ -216,7 +237,7 @@ def _chexpert(g: Gen, root: Path, counts: tuple[int, int, int]) -> None:
         rows = []
         for i in range(n):
             rel = f"{part}/patient{i // 2 + (0 if part == 'train' else 60000):05d}/study1/view{i % 2 + 1}_frontal.jpg"
-            _png(root / rel, g.cxr(present[i]), quality=95)
+            _png(root / rel, g.cxr(present[i], CHEXPERT_CLASSES), quality=95)
             rows.append([f"CheXpert-v1.0/{rel}", "Female", 60, "Frontal", "PA", *cells[i]])
         with (root / csv_name).open("w", newline="") as f:
             csv.writer(f).writerows([head, *rows])
@@ -307,7 +328,8 @@ def _mimic(g: Gen, root: Path, counts: tuple[int, int, int]) -> None:
     label_rows, split_rows = [], []
     for i, split in enumerate(_splits(counts)):
         subject, study, dicom = f"1{i // 2:07d}", f"5{i:07d}", f"{i:08x}-synthetic"
-        _png(root / f"files/p{subject[:2]}/p{subject}/s{study}/{dicom}.jpg", g.cxr(present[i]), quality=95)
+        _png(root / f"files/p{subject[:2]}/p{subject}/s{study}/{dicom}.jpg", g.cxr(present[i], CHEXPERT_CLASSES),
+             quality=95)
         label_rows.append([subject, study, *cells[i]])
         split_rows.append([dicom, study, subject, {"val": "validate"}.get(split, split)])
     with (root / "mimic-cxr-2.0.0-chexpert.csv").open("w", newline="") as f:
@@ -318,13 +340,13 @@ def _mimic(g: Gen, root: Path, counts: tuple[int, int, int]) -> None:
 
 @WRITERS.register("padchest")
 def _padchest(g: Gen, root: Path, counts: tuple[int, int, int]) -> None:
-    from benchxfer.data.readers.chest import PADCHEST_CSV, PADCHEST_TERMS
+    from benchxfer.data.readers.chest import PADCHEST_CLASSES, PADCHEST_CSV, PADCHEST_TERMS
 
     terms = list(PADCHEST_TERMS.values())
     rows = []
     for i in range(sum(counts)):
         found = g.rng.random(len(terms)) < 0.25
-        img = g.cxr(found[:14]).astype(np.uint16) * 257  # 16-bit PNG as distributed
+        img = g.cxr(found, PADCHEST_CLASSES).astype(np.uint16) * 257  # 16-bit PNG as distributed
         name = f"synthetic_{i:05d}.png"
         _png(root / str(i % 3) / name, img)
         labels = [t for t, f in zip(terms, found) if f] or ["normal"]

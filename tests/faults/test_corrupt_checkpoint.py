@@ -5,8 +5,17 @@ It never crashes the sweep."""
 import json
 
 import pytest
-from _faults import epoch_log, kill_driver, only_trial, progress_epoch, runs_by_key, start_driver, wait_for, write_sweep
 from click.testing import CliRunner
+from e2e_support import (
+    epoch_log,
+    kill_driver,
+    only_trial,
+    progress_epoch,
+    runs_by_key,
+    start_driver,
+    wait_for,
+    write_sweep,
+)
 
 from benchxfer.cli import main
 from benchxfer.train.checkpoint import CheckpointStore

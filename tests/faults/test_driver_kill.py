@@ -6,8 +6,15 @@ import json
 import random
 
 import pytest
-from _faults import epoch_log, kill_driver, runs_by_key, start_driver, wait_for, write_sweep
 from click.testing import CliRunner
+from e2e_support import (
+    epoch_log,
+    kill_driver,
+    runs_by_key,
+    start_driver,
+    wait_for,
+    write_sweep,
+)
 
 from benchxfer import paths
 from benchxfer.cli import main

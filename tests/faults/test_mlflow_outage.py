@@ -5,7 +5,15 @@ delivered once it is back (the run says how many times it was unreachable)."""
 import json
 
 import pytest
-from _faults import metric_steps, only_trial, progress_epoch, runs_by_key, start_driver, wait_for, write_sweep
+from e2e_support import (
+    metric_steps,
+    only_trial,
+    progress_epoch,
+    runs_by_key,
+    start_driver,
+    wait_for,
+    write_sweep,
+)
 
 from benchxfer.tracking import LocalServer
 

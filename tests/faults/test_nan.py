@@ -5,8 +5,8 @@ retry it (a retry cannot fix it)."""
 import json
 
 import pytest
-from _faults import runs_by_key, write_sweep
 from click.testing import CliRunner
+from e2e_support import runs_by_key, write_sweep
 
 from benchxfer import paths
 from benchxfer.cli import main

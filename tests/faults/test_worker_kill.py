@@ -7,8 +7,16 @@ import os
 import signal
 
 import pytest
-from _faults import epoch_log, metric_steps, only_trial, progress_epoch, runs_by_key, wait_for, write_sweep
 from click.testing import CliRunner
+from e2e_support import (
+    epoch_log,
+    metric_steps,
+    only_trial,
+    progress_epoch,
+    runs_by_key,
+    wait_for,
+    write_sweep,
+)
 
 from benchxfer.cli import main
 

@@ -1,4 +1,4 @@
-"""Helpers for the fault-injection tests: tiny sweeps, a sweep driver in its own process (so that it can be
+"""Helpers for the end-to-end and fault-injection tests: tiny sweeps, a sweep driver in its own process (so that it can be
 killed), waiting on a trial's files, and the MLflow runs of a sweep by trial key.
 
 Every test here runs on the session's real local Ray (``ray_session``) and a real MLflow server."""
