@@ -217,8 +217,10 @@ def run_trials(trials: list[Trial], launch: Launch, *, extra_ctx: dict[str, Any]
     tuner = tune.Tuner(
         tune.with_resources(run_trial, resources),
         param_space={**space, "ctx": ctx},
+        # 1-worker trials reuse their Tune actor, so torch is imported once per slot, not once per trial (each
+        # trial seeds everything itself). A TorchTrainer's driver is not reused: Ray Train hangs in a reused actor.
         tune_config=tune.TuneConfig(max_concurrent_trials=concurrency(launch, n), search_alg=searcher,
-                                    num_samples=num_samples, reuse_actors=False),
+                                    num_samples=num_samples, reuse_actors=not launch.use_torch_trainer()),
         run_config=tune.RunConfig(
             name=tune_name(launch.sweep), storage_path=str(paths.sweep_dir(launch.sweep) / "tune"),
             failure_config=tune.FailureConfig(max_failures=0 if launch.use_torch_trainer() else launch.max_retries),

@@ -1,0 +1,155 @@
+"""The fixed cost per trial of running through benchxfer, beyond the training itself.
+
+The same short trials (ResNet-18 at 32 px on a synthetic ChestX-ray14-layout set) are run, in one process:
+
+- plain:   ``train_run`` called in a loop, in-process, no Ray and no MLflow (the training itself);
+- direct:  ``benchxfer sweep`` machinery (runner.execute) with 1-worker trials run inside their Ray Tune
+           trial (``resources.trainer: direct``, what ``auto`` picks for 1 worker), logging to MLflow;
+- torch:   the same with every trial on a Ray Train TorchTrainer (``trainer: torch``), as DDP trials run.
+
+Trials run one at a time (``max_concurrent: 1``, one CPU each) so that the three are comparable. The
+per-sweep start-up (a local Ray session, the embedded MLflow server) is timed on its own: it is paid once
+per sweep, not per trial. Each sweep mode runs twice, with 1 trial and with N, so that what a sweep pays
+once (its Tune experiment, the closing summary) is told apart from what each trial pays:
+
+    fixed overhead per trial = (wall(N trials) - wall(1 trial)) / (N - 1) - plain wall per trial
+
+    .venv/bin/python benchmarks/overhead.py              # 5 trials per mode; records into BENCHMARKS.md
+    .venv/bin/python benchmarks/overhead.py --trials 8 --no-record
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _record import record  # noqa: E402
+
+GOAL_S = 5.0
+SWEEP = """
+name: {name}
+inits: [scratch]
+datasets:
+  - name: chestxray14
+    root: synthetic
+    synthetic: {{n_train: {n_train}, n_val: 32, n_test: 32, size: 32, seed: 1}}
+lr: [0.001]
+seeds: {trials}
+overrides: {{arch: resnet18, size: 32, batch_size: 16, epochs: {epochs}, loader_workers: 0}}
+resources: {{workers: 1, cpus_per_worker: 1, max_concurrent: 1, trainer: {trainer}}}
+failure: {{max_retries: 0}}
+"""
+
+
+def quiet(_msg: str) -> None:
+    pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=5, help="trials per mode (default 5)")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per trial (default 2)")
+    parser.add_argument("--n-train", type=int, default=128, help="training images (default 128)")
+    parser.add_argument("--no-record", action="store_true", help="print only; do not write BENCHMARKS.md")
+    args = parser.parse_args()
+
+    tmp = tempfile.TemporaryDirectory()
+    os.environ["BENCHXFER_HOME"] = tmp.name  # before Ray starts, so that its workers see it
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    load0 = os.getloadavg()[0]
+
+    import torch
+
+    from benchxfer.planning import make_plan
+    from benchxfer.runner import execute
+    from benchxfer.sweep import ensure_ray
+    from benchxfer.tracking import LocalServer
+    from benchxfer.train.loop import train_run
+
+    def sweep_file(name: str, trainer: str, trials: int) -> Path:
+        path = Path(tmp.name) / f"{name}.yaml"
+        path.write_text(textwrap.dedent(SWEEP.format(name=name, trials=trials, epochs=args.epochs,
+                                                     n_train=args.n_train, trainer=trainer)))
+        return path
+
+    t0 = time.perf_counter()
+    ensure_ray()
+    t_ray = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    server = LocalServer()
+    uri = server.start()
+    t_mlflow = time.perf_counter() - t0
+
+    walls: dict[str, float] = {}
+    train_s: dict[str, float] = {}
+    try:
+        # plain: the same trials' training, in this process (one torch thread, as a 1-CPU trial gets)
+        plan = make_plan(sweep_file("plain", "direct", args.trials), write_synthetic=True)
+        torch.set_num_threads(1)
+        t0 = time.perf_counter()
+        results = [train_run({**t.config, "_runtime": {"trial_dir": str(Path(tmp.name) / "plain" / t.key)}})
+                   for t in plan.trials]
+        walls["plain"] = time.perf_counter() - t0
+        train_s["plain"] = sum(r["wall_seconds"] for r in results)
+
+        for mode in ("direct", "torch"):
+            for n in (1, args.trials):
+                name = f"{mode}-{n}"
+                plan = make_plan(sweep_file(name, mode, n), write_synthetic=True)
+                t0 = time.perf_counter()
+                results = execute(plan, uri, echo=quiet)
+                walls[name] = time.perf_counter() - t0
+                assert len(results) == n, f"{name}: only {len(results)} of {n} trials finished"
+                train_s[name] = sum(r["wall_seconds"] for r in results)
+    finally:
+        server.stop()
+        import ray
+
+        ray.shutdown()
+        tmp.cleanup()
+
+    n = args.trials
+    plain = walls["plain"] / n
+    rows = [f"| plain loop, in-process (the training itself) | - | {walls['plain']:.1f} | {plain:.2f} | "
+            f"{train_s['plain'] / n:.2f} | - | - |"]
+    over = {}
+    for mode, label in (("direct", "`benchxfer sweep`, 1-worker trial inside its Tune trial (default)"),
+                        ("torch", "`benchxfer sweep`, trial on a Ray Train TorchTrainer")):
+        one, many = walls[f"{mode}-1"], walls[f"{mode}-{n}"]
+        per = (many - one) / (n - 1)
+        over[mode] = per - plain
+        rows.append(f"| {label} | {one:.1f} | {many:.1f} | {per:.2f} | {train_s[f'{mode}-{n}'] / n:.2f} | "
+                    f"{over[mode]:+.2f} | {one - per:.1f} |")
+    body = f"""
+ResNet-18 at 32 px, {args.n_train} training images, {args.epochs} epochs, synthetic ChestX-ray14 layout; trials
+one at a time (1 CPU each). Sweeps log every epoch to the embedded MLflow server.
+
+| mode | wall s, 1 trial | wall s, {n} trials | s per added trial | of which train_run s | fixed overhead per trial s | once per sweep s |
+|---|---:|---:|---:|---:|---:|---:|
+{chr(10).join(rows)}
+
+"s per added trial" = (wall of {n} trials - wall of 1) / {n - 1}; "fixed overhead per trial" = that minus the plain
+loop's seconds per trial; "once per sweep" = the 1-trial sweep's wall minus one added trial (the Tune experiment,
+MLflow parent run, closing summary). "of which train_run" is the time inside the training function (data
+set-up, model, epochs, test) as the trial measured it. Also once per sweep command: local Ray session
+{t_ray:.1f} s, embedded MLflow server {t_mlflow:.1f} s. Load average at start: {load0:.2f}.
+
+Goal (issue 9): at most {GOAL_S:.0f} s of fixed overhead per trial. In-Tune 1-worker trials:
+{'met' if over['direct'] <= GOAL_S else 'NOT met'} ({over['direct']:+.1f} s); TorchTrainer trials:
+{'met' if over['torch'] <= GOAL_S else 'NOT met'} ({over['torch']:+.1f} s).
+"""
+    if args.no_record:
+        print(body)
+    else:
+        record("overhead", "Fixed overhead per trial: benchxfer sweep vs a plain loop",
+               "python benchmarks/overhead.py" + (f" --trials {n}" if n != 5 else ""), body)
+
+
+if __name__ == "__main__":
+    main()
