@@ -24,27 +24,14 @@ import argparse
 import os
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import record  # noqa: E402
+from _sweep import write_sweep  # noqa: E402
 
 GOAL_S = 5.0
-SWEEP = """
-name: {name}
-inits: [scratch]
-datasets:
-  - name: chestxray14
-    root: synthetic
-    synthetic: {{n_train: {n_train}, n_val: 32, n_test: 32, size: 32, seed: 1}}
-lr: [0.001]
-seeds: {trials}
-overrides: {{arch: resnet18, size: 32, batch_size: 16, epochs: {epochs}, loader_workers: 0}}
-resources: {{workers: 1, cpus_per_worker: 1, max_concurrent: 1, trainer: {trainer}}}
-failure: {{max_retries: 0}}
-"""
 
 
 def quiet(_msg: str) -> None:
@@ -73,10 +60,7 @@ def main() -> None:
     from benchxfer.train.loop import train_run
 
     def sweep_file(name: str, trainer: str, trials: int) -> Path:
-        path = Path(tmp.name) / f"{name}.yaml"
-        path.write_text(textwrap.dedent(SWEEP.format(name=name, trials=trials, epochs=args.epochs,
-                                                     n_train=args.n_train, trainer=trainer)))
-        return path
+        return write_sweep(tmp.name, name, trials=trials, epochs=args.epochs, n_train=args.n_train, trainer=trainer)
 
     t0 = time.perf_counter()
     ensure_ray()
