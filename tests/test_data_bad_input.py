@@ -165,15 +165,18 @@ def test_unsafe_cifar_pickle_is_refused(tmp_path):
     base = tmp_path / "cifar" / "cifar-10-batches-py"
     base.mkdir(parents=True)
 
-    class Evil:
+    pwned = tmp_path / "pwned"
+
+    class Evil:  # unpickling it would create a file
         def __reduce__(self):
-            return (print, ("pwned",))
+            return (open, (str(pwned), "w"))
 
     for name in ("test_batch", "data_batch_1"):
         with (base / name).open("wb") as f:
             pickle.dump({"data": Evil(), "labels": [0]}, f)
-    with pytest.raises(BenchxferError, match=r"test_batch: not a CIFAR-10 python batch .*refusing to load builtins\.print"):
+    with pytest.raises(BenchxferError, match=r"test_batch: not a CIFAR-10 python batch .*refusing to load \w+\.open"):
         data.open_dataset("cifar10", tmp_path / "cifar", "test")
+    assert not pwned.exists()
 
 
 def test_unknown_or_bad_reader_options(nih):
