@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -35,6 +36,9 @@ COLD = os.environ.get("BENCHXFER_ERRORS_COLD") == "1"
 # one per area, also run in a process of their own
 COLD_CASES = ["yaml-syntax", "unknown-init", "list-path-escapes-root", "code-running-checkpoint",
               "status-unknown-sweep"]
+
+RAY_LOG_LINE = re.compile(r"^(\x1b\[\d+m)?\(\w+ pid=\d+")
+
 
 # --- two ways to run the command line ------------------------------------------------------------------
 
@@ -62,7 +66,9 @@ def warm_run(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int | str
         res = CliRunner().invoke(main, args, env={**unset, **env}, catch_exceptions=True, prog_name="benchxfer")
     finally:
         os.chdir(old)
-    err = res.stderr
+    # a Ray session that an earlier test started in this process forwards its workers' logs to stderr
+    # ("(RayTrainWorker pid=...) ..."); those lines are not the command's
+    err = "".join(line for line in res.stderr.splitlines(keepends=True) if not RAY_LOG_LINE.match(line))
     if res.exception is not None and not isinstance(res.exception, SystemExit):
         err += "".join(traceback.format_exception(res.exception))
     return res.exit_code, res.stdout, err

@@ -27,7 +27,7 @@ SEEDS, EPOCHS = 3, 3
 def test_driver_killed_at_a_random_point_then_resume(tmp_path, ray_session, mlflow_uri):
     path = write_sweep(tmp_path, "killme", seeds=SEEDS, epochs=EPOCHS)
     trials = paths.sweep_dir("killme") / "trials"
-    kill_after = random.Random().randint(2, SEEDS * EPOCHS - 1)  # epochs started, over all trials
+    kill_after = random.Random().randint(2, SEEDS * EPOCHS - 2)  # epochs started, over all trials
     print(f"killing the driver once {kill_after} epochs have started")
 
     def started():
