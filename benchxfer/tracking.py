@@ -32,8 +32,10 @@ log = logging.getLogger("benchxfer")
 
 ROLE, SWEEP, KEY, STATUS, ERROR = (
     "benchxfer.role", "benchxfer.sweep", "benchxfer.trial_key", "benchxfer.status", "benchxfer.error")
-# Fail fast instead of MLflow's default minutes of retries; RunLogger does the retrying.
-CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+# Fail fast instead of MLflow's default minutes of retries; RunLogger does the retrying. The links to runs are
+# benchxfer's to print (once, at the end), not one pair per run from every worker.
+CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+              "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
 
 # --- the embedded server ---------------------------------------------------------------------------
@@ -70,7 +72,9 @@ class LocalServer:
                "--artifacts-destination", str(self.home / "mlartifacts"),
                "--host", self.host, "--port", str(self.port), "--workers", "1"]
         logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+        # MLflow 3's job runner (GenAI scorers; six more processes of ~250 MB) has no use here
+        env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+        self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
