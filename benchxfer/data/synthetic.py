@@ -36,6 +36,7 @@ from benchxfer.registry import Registry
 
 FAMILIES = ("cxr", "cxr-source")
 MARKER = ".benchxfer-synthetic"
+GENERATOR = 2  # bumped when images change for the same parameters (2: findings placed by name), so sets are rewritten
 # 16 finding positions (row, col) as fractions of the image, and a shape per position. The 14 ChestX-ray14
 # findings have the first 14, in NIH's order; the same finding has the same place and shape in every chest
 # layout (CheXpert's "Pleural Effusion" is NIH's "Effusion"), so that merged sources agree on their labels.
@@ -500,7 +501,8 @@ def write(
 
 
 def _marker(name: str, n_train: int, n_val: int, n_test: int, size: int, seed: int, family: str) -> str:
-    return f"{name} n_train={n_train} n_val={n_val} n_test={n_test} size={size} seed={seed} family={family}\n"
+    return (f"{name} n_train={n_train} n_val={n_val} n_test={n_test} size={size} seed={seed} family={family} "
+            f"generator={GENERATOR}\n")
 
 
 def ensure(
