@@ -17,8 +17,8 @@ from benchxfer import data, paths, zoo
 from benchxfer.errors import BenchxferError
 from benchxfer.recipes import TrainConfig, get_recipe
 from benchxfer.recipes.config import check_knobs
-from benchxfer.spec import (NAME_RE, Trial, _check_keys, _fail, _mapping, parse_failure, parse_resources, read_yaml,
-                            trial_key)
+from benchxfer.spec import (NAME_RE, Trial, _check_keys, _fail, _mapping, _recipe, parse_failure, parse_resources,
+                            read_yaml, trial_key)
 
 KEYS = {"name", "description", "sources", "arch", "start", "recipe", "lr", "seed", "overrides", "resources",
         "failure"}
@@ -62,8 +62,7 @@ def load_pretrain_spec(path: str | Path) -> PretrainSpec:
         root = src["root"] if src["root"] == "synthetic" else str((Path(path).parent / src["root"]).resolve())
         sources.append({"dataset": src["dataset"], "root": root, "options": _mapping(path, f"sources[{i}].options",
                         src.get("options")), "synthetic": _mapping(path, f"sources[{i}].synthetic", src.get("synthetic"))})
-    recipe = doc.get("recipe", "supervised-pretrain")
-    get_recipe(recipe)
+    recipe = _recipe(path, "recipe", doc.get("recipe", "supervised-pretrain"), auto=False)
     from benchxfer.models import ARCHS
 
     arch = doc.get("arch", "resnet50")

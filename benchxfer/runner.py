@@ -80,9 +80,9 @@ def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: 
         launch = Launch(**{**launch.__dict__, "record_shards": True})
 
     trials = plan.trials
-    if spec.mode == "tune-then-repeat":
+    if spec.mode == "tune-then-repeat":  # the stage-2 trials are known only now
         trials = _tune_then_repeat(plan, launch, recorder, echo)
-    save_plan(Plan(spec, plan.cells, trials, plan.roots, plan.to_pretrain))
+        save_plan(Plan(spec, plan.cells, trials, plan.roots, plan.to_pretrain))
     recorder.log_sweep({"mode": spec.mode, "trials": str(len(trials)), "inits": ",".join(i.name for i in spec.inits),
                         "datasets": ",".join(d.name for d in spec.datasets)},
                        Path(spec.path).read_text(), [t.summary() for t in trials])

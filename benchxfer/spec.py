@@ -191,10 +191,11 @@ def _parse_shots(path: str, value: Any) -> tuple[int | None, ...]:
     return tuple(out)
 
 
-def _recipe(path: str, key: str, value: Any) -> Any:
-    if value is None or value == "auto" or (isinstance(value, str) and value in RECIPES):
+def _recipe(path: str, key: str, value: Any, auto: bool = True) -> Any:
+    """A recipe name (or, where ``auto``, nothing or "auto": the recipe follows the dataset's task)."""
+    if (auto and (value is None or value == "auto")) or (isinstance(value, str) and value in RECIPES):
         return value
-    raise _fail(path, key, f"unknown recipe {value!r}; known: auto, {', '.join(RECIPES.names())}")
+    raise _fail(path, key, f"unknown recipe {value!r}; known: {'auto, ' if auto else ''}{', '.join(RECIPES.names())}")
 
 
 def _mapping(path: str, key: str, value: Any) -> dict[str, Any]:

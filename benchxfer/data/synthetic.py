@@ -20,6 +20,7 @@ whose reader draws a seeded split (montgomery, siim, ...) the generator writes t
 from __future__ import annotations
 
 import csv
+import functools
 import os
 import pickle
 import shutil
@@ -138,6 +139,7 @@ class Gen:
         return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
+@functools.lru_cache(maxsize=None)
 def finding_spot(name: str) -> int | None:
     """Where finding ``name`` is drawn: ChestX-ray14's findings (under any synonym) at their own spot, the
     others at one of the two spare spots, "No Finding" nowhere."""
