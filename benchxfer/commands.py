@@ -49,7 +49,7 @@ def _summary(sweep: str, uri: str) -> None:
 
     try:
         df = results.load_runs(sweep, uri)
-        baseline = "imagenet" if "imagenet" in set(df["init"]) else None
+        baseline = results.DEFAULT_BASELINE if results.DEFAULT_BASELINE in set(df["init"]) else None
         click.echo("\n" + report.summarise(df, baseline=baseline).markdown())
     except BenchxferError as err:
         click.echo(f"(no summary: {err})")
@@ -103,51 +103,45 @@ def resume(name, tracking_uri, address, zoo_dir):
     checkpoint, in the same MLflow runs.
     """
     from benchxfer.planning import make_plan
-    from benchxfer.runner import SPEC_COPY
+    from benchxfer.trialdir import SweepDir
 
     _use_zoo(zoo_dir)
-    saved = paths.sweep_dir(name) / SPEC_COPY
-    if not saved.exists():
+    sdir = SweepDir(name)
+    if not sdir.exists():
         known = sorted(p.name for p in paths.runs_dir().iterdir()) if paths.runs_dir().exists() else []
         raise BenchxferError(f"no sweep named {name!r} in {paths.runs_dir()}; known: {', '.join(known) or 'none'}")
-    source = json.loads((paths.sweep_dir(name) / "source.json").read_text())["path"]
-    spec_path = source if Path(source).exists() else saved
+    source = sdir.source()
+    spec_path = source if source and Path(source).exists() else sdir.spec_copy
     _run(make_plan(spec_path, zoo_dir, write_synthetic=True), tracking_uri, address)
 
 
 def trial_states(name: str) -> list[dict]:
-    from benchxfer.runner import TRIALS
-    from benchxfer.train.loop import FAILED, PROGRESS, RESULT
+    """One row per expected trial: its state (finished, failed, interrupted, pending), epoch, best, error."""
+    from benchxfer.trialdir import SweepDir, TrialState
 
-    path = paths.sweep_dir(name) / TRIALS
-    if not path.exists():
+    sdir = SweepDir(name)
+    trials = sdir.trials()
+    if trials is None:
         raise BenchxferError(f"no sweep named {name!r} in {paths.runs_dir()} (run `benchxfer sweep FILE` first)")
     rows = []
-    for t in json.loads(path.read_text()):
-        tdir = paths.trial_dir(name, t["trial_key"])
+    for t in trials:
+        tdir = sdir.trial(t["trial_key"])
         row = {"trial_key": t["trial_key"], "state": "pending", "epoch": "", "best": "", "error": ""}
-        prog = _read(tdir / PROGRESS)
+        prog = tdir.progress()
         if prog:
-            row.update(state="interrupted", epoch=prog["epoch"])
-            if prog.get("best"):
-                best = prog["best"]
-                metric = next((k for k in best if k.startswith("val_") and k != "val_loss"), "val_loss")
-                row["best"] = f"{metric}={best[metric]:.4f}@{prog['best_epoch']}"
-        res, fail = _read(tdir / RESULT), _read(tdir / FAILED)
-        if res and res.get("status") == "finished":
-            row.update(state="finished", epoch=res["epochs_run"] - 1,
-                       best=f"test_{res['metric']}={res['value']:.4f}@{res['best_epoch']}")
-        elif fail:
-            row.update(state="failed", error=str(fail.get("reason", ""))[:120])
+            row.update(state="interrupted", epoch=prog.epoch)
+            if prog.best:
+                metric = next((k for k in prog.best if k.startswith("val_") and k != "val_loss"), "val_loss")
+                row["best"] = f"{metric}={prog.best[metric]:.4f}@{prog.best_epoch}"
+        state = tdir.state()
+        if state is TrialState.FINISHED:
+            res = tdir.result()
+            row.update(state="finished", epoch=res.epochs_run - 1,
+                       best=f"test_{res.metric}={res.value:.4f}@{res.best_epoch}")
+        elif state in (TrialState.FAILED, TrialState.RETRYABLE):
+            row.update(state="failed", error=str(tdir.failure().reason)[:120])
         rows.append(row)
     return rows
-
-
-def _read(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 @click.command()
@@ -176,7 +170,9 @@ def train(file, index, sets, zoo_dir):
     import yaml
 
     from benchxfer.planning import make_plan
+    from benchxfer.recipes import TrainConfig
     from benchxfer.train.loop import train_run
+    from benchxfer.train.session import Runtime
 
     _use_zoo(zoo_dir)
     plan = make_plan(file, zoo_dir, write_synthetic=True)
@@ -195,7 +191,7 @@ def train(file, index, sets, zoo_dir):
     config.update(check_knobs(extra, "--set"))
     tdir = paths.sweep_dir(plan.spec.name) / "local" / trial.key
     click.echo(f"Training {trial.key} in-process; folder {tdir}")
-    result = train_run({**config, "_runtime": {"session": "local", "trial_dir": str(tdir)}})
+    result = train_run(TrainConfig.from_dict(config), Runtime(trial_dir=str(tdir), session="local")).to_dict()
     click.echo(json.dumps({k: result[k] for k in ("trial_key", "metric", "value", "test", "best_epoch",
                                                   "epochs_run", "wall_seconds")}, indent=1))
 

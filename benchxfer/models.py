@@ -15,6 +15,7 @@ from torch import nn
 
 from benchxfer.errors import BenchxferError
 from benchxfer.registry import Registry
+from benchxfer.tasks import get_task
 
 
 @dataclass(frozen=True)
@@ -90,11 +91,11 @@ def build_unet(arch: str, classes: int = 1) -> nn.Module:
 
 
 def build_model(arch: str, task: str, num_classes: int) -> nn.Module:
-    """``task`` is one of multilabel, binary, multiclass (a classifier) or segmentation (a U-Net)."""
-    if task == "segmentation":
-        return build_unet(arch, classes=1)
-    out = 1 if task == "binary" else num_classes
-    return build_classifier(arch, out)
+    """A classifier, or a U-Net for a dense task; the task (``benchxfer.tasks``) says how many outputs."""
+    t = get_task(task)
+    if t.dense:
+        return build_unet(arch, classes=t.outputs(num_classes))
+    return build_classifier(arch, t.outputs(num_classes))
 
 
 def backbone_of(model: nn.Module) -> nn.Module:

@@ -9,6 +9,7 @@ after a kill continues from the last epoch checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from benchxfer import data, paths, zoo
 from benchxfer.errors import BenchxferError
 from benchxfer.recipes import TrainConfig, get_recipe
 from benchxfer.recipes.config import check_knobs
+from benchxfer.tasks import get_task
+from benchxfer.trialdir import TrialDir, TrialResult
 from benchxfer.spec import (NAME_RE, Trial, _check_keys, _fail, _mapping, _recipe, parse_failure, parse_resources,
                             read_yaml, trial_key)
 
@@ -105,18 +108,40 @@ def plan_pretrain(spec: PretrainSpec, write_synthetic: bool = True) -> Trial:
     config = TrainConfig.from_dict({**knobs, "sweep": EXPERIMENT, "trial_key": key, "init": spec.start,
                                     "sources": sources, "recipe": spec.recipe, "lr": lr, "seed": spec.seed}).to_dict()
     overrides = {**spec.overrides, "arch": spec.arch, "start": spec.start, "output": spec.name}
+    task = get_task("multilabel")  # merged sources: one multi-label head over their common labels
     return Trial(key, spec.start, config["dataset"] or "+".join(s["dataset"] for s in sources), spec.recipe, lr,
-                 spec.seed, None, "multilabel", "auroc", overrides, config)
+                 spec.seed, None, task.name, task.metric, overrides, config)
+
+
+@dataclass(frozen=True)
+class ExportBackbone:
+    """The finish hook of a pre-training run (rank 0, after the test): the backbone, without its head, saved
+    into the zoo under the new init's name; the result records where it went."""
+
+    name: str
+    zoo: str | None = None
+
+    def __call__(self, model, cfg: TrainConfig, result: TrialResult) -> TrialResult:
+        from benchxfer.train.data_setup import normalisation
+        from benchxfer.zoo.backbone import HEAD_PREFIXES
+
+        backbone = {k: v.detach().cpu() for k, v in model.state_dict().items() if not k.startswith(HEAD_PREFIXES)}
+        provenance = {"sources": cfg.sources, "epochs": result.epochs_run, "start": cfg.init, "recipe": cfg.recipe,
+                      "mlflow_run_id": result.mlflow_run_id, "trial_key": cfg.trial_key}
+        mean, std = normalisation(cfg)
+        path = zoo.save_local_init(self.name, backbone, cfg.arch, provenance, zoo=self.zoo,
+                                   mean=tuple(mean), std=tuple(std))
+        return dataclasses.replace(result, zoo_path=str(path))
 
 
 def run_pretrain(spec: PretrainSpec, tracking_uri: str, echo=print, zoo_override: str | None = None,
                  address: str | None = None) -> dict[str, Any]:
     """Run (or continue) the pre-training on Ray and register its backbone in the zoo."""
-    from benchxfer.sweep import Launch, ensure_ray, read_result, run_trials
+    from benchxfer.sweep import Launch, ensure_ray, run_trials
 
     trial = plan_pretrain(spec)
-    tdir = paths.trial_dir(EXPERIMENT, trial.key)
-    done = read_result(tdir)
+    tdir = TrialDir.of(EXPERIMENT, trial.key)
+    done = tdir.result()
     if done is None:
         r = spec.resources
         launch = Launch(sweep=EXPERIMENT, tracking_uri=tracking_uri, workers=r["workers"],
@@ -128,10 +153,10 @@ def run_pretrain(spec: PretrainSpec, tracking_uri: str, echo=print, zoo_override
         from benchxfer.tracking import SweepRecorder
 
         SweepRecorder(tracking_uri, EXPERIMENT)  # the experiment and its parent run, made once on the driver
-        run_trials([trial], launch, extra_ctx={"on_finish": {"name": spec.name, "zoo": zoo_override}}, echo=echo)
-        done = read_result(tdir)
+        run_trials([trial], launch, finish=ExportBackbone(spec.name, zoo_override), echo=echo)
+        done = tdir.result()
         if done is None:
-            failed = tdir / "failed.json"
-            reason = failed.read_text() if failed.exists() else "no result was written"
+            failure = tdir.failure()
+            reason = failure.reason if failure else "no result was written"
             raise BenchxferError(f"pre-training {spec.name!r} failed: {reason.strip()[:300]}")
-    return done
+    return done.to_dict()

@@ -15,7 +15,6 @@ Sources, in order:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import socket
@@ -28,6 +27,7 @@ import pandas as pd
 
 from benchxfer import paths
 from benchxfer.errors import BenchxferError
+from benchxfer.trialdir import RESULT, TRIALS, SweepDir, TrialDir
 
 RUN_COLUMNS: tuple[str, ...] = (
     "sweep", "trial_key", "recipe", "init", "dataset", "task", "shot", "lr", "seed", "metric",
@@ -41,6 +41,8 @@ RUN_DTYPES: dict[str, str] = {
     "status": "string", "wall_seconds": "float64", "accelerator_hours": "float64",
     "mlflow_run_id": "string",
 }
+# the init other inits are compared with when the report is not told otherwise
+DEFAULT_BASELINE = "imagenet"
 # statuses a row can carry; "unfinished" = listed in trials.json, no record yet
 STATUSES: tuple[str, ...] = ("finished", "failed", "running", "pending", "unfinished")
 # MLflow run status -> ours, used when the benchxfer.status tag is missing
@@ -143,10 +145,10 @@ def collect(sweep: str, tracking_uri: str | None = None) -> RunSet:
         looked.append("MLflow (no tracking URI and no embedded store)")
     if not rows:
         trials = paths.sweep_dir(sweep) / "trials"
-        looked.append(f"{trials}/*/result.json")
+        looked.append(f"{trials}/*/{RESULT}")
         rows, errors = _from_result_files(sweep, trials)
         source = f"result files under {trials}" if rows else ""
-    expected_file = paths.sweep_dir(sweep) / "trials.json"
+    expected_file = paths.sweep_dir(sweep) / TRIALS
     looked.append(str(expected_file))
     expected = _expected(sweep, expected_file)
     seen = {r["trial_key"] for r in rows}
@@ -189,6 +191,7 @@ def _mlflow_errors() -> tuple[type[BaseException], ...]:
 
 
 def _from_mlflow(sweep: str, uri: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    from benchxfer.tracking import ROLE
     from benchxfer.tracking import client as tracking_client  # mlflow is a heavy import: only here
 
     client = tracking_client(uri)  # fails fast instead of MLflow's minutes of HTTP retries
@@ -197,7 +200,7 @@ def _from_mlflow(sweep: str, uri: str) -> tuple[list[dict[str, Any]], dict[str, 
         return [], {}
     runs, token = [], None
     while True:
-        page = client.search_runs([exp.experiment_id], filter_string="tags.`benchxfer.role` = 'trial'",
+        page = client.search_runs([exp.experiment_id], filter_string=f"tags.`{ROLE}` = 'trial'",
                                   max_results=1000, page_token=token)
         runs.extend(page)
         token = page.token
@@ -217,16 +220,18 @@ def _from_mlflow(sweep: str, uri: str) -> tuple[list[dict[str, Any]], dict[str, 
 
 
 def _row_from_run(sweep: str, run: Any) -> tuple[dict[str, Any], str | None]:
+    from benchxfer.tracking import ERROR, KEY, METRIC, STATUS, TASK
+
     tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
-    key = tags.get("benchxfer.trial_key") or run.info.run_name
+    key = tags.get(KEY) or run.info.run_name
     where = f"MLflow run {run.info.run_id} (trial {key})"
-    metric = tags.get("benchxfer.metric")
-    status = tags.get("benchxfer.status") or _MLFLOW_STATUS.get(run.info.status, "running")
+    metric = tags.get(METRIC)
+    status = tags.get(STATUS) or _MLFLOW_STATUS.get(run.info.status, "running")
     if status not in STATUSES:
-        raise BenchxferError(f"{where}: tag benchxfer.status={status!r}; allowed: {', '.join(STATUSES)}")
+        raise BenchxferError(f"{where}: tag {STATUS}={status!r}; allowed: {', '.join(STATUSES)}")
     row = {
         "sweep": sweep, "trial_key": key, "recipe": params.get("recipe"), "init": params.get("init"),
-        "dataset": params.get("dataset"), "task": tags.get("benchxfer.task"),
+        "dataset": params.get("dataset"), "task": tags.get(TASK),
         "shot": _shot(params.get("shot"), where),
         "lr": _number(params.get("lr"), "lr", where), "seed": _integer(params.get("seed"), "seed", where),
         "metric": metric, "value": metrics.get(f"test_{metric}") if metric else None,
@@ -234,7 +239,7 @@ def _row_from_run(sweep: str, run: Any) -> tuple[dict[str, Any], str | None]:
         "status": status, "wall_seconds": metrics.get("wall_seconds"),
         "accelerator_hours": metrics.get("accelerator_hours"), "mlflow_run_id": run.info.run_id,
     }
-    return row, tags.get("benchxfer.error")
+    return row, tags.get(ERROR)
 
 
 # ------------------------------------------------------------------ result files
@@ -245,12 +250,10 @@ def _from_result_files(sweep: str, trials: Path) -> tuple[list[dict[str, Any]], 
     if not trials.is_dir():
         return rows, errors
     for folder in sorted(p for p in trials.iterdir() if p.is_dir()):
-        file = folder / "result.json"
-        if not file.is_file():
+        rec = TrialDir(folder).result_record()  # damage: one line naming the file
+        if rec is None:
             continue  # started, not ended: trials.json adds it as unfinished
-        rec = _read_json(file)
-        if not isinstance(rec, dict):
-            raise BenchxferError(f"{file}: expected a JSON object, got {type(rec).__name__}")
+        file = folder / RESULT
         where = str(file)
         status = rec.get("status") or "finished"
         if status not in STATUSES:
@@ -270,9 +273,9 @@ def _from_result_files(sweep: str, trials: Path) -> tuple[list[dict[str, Any]], 
 
 
 def _expected(sweep: str, file: Path) -> list[dict[str, Any]]:
-    if not file.is_file():
+    data = SweepDir(sweep, file.parent).trials_raw()
+    if data is None:
         return []
-    data = _read_json(file)
     if not isinstance(data, list):
         raise BenchxferError(f"{file}: expected a JSON list of trials, got {type(data).__name__}")
     rows = []
@@ -287,13 +290,6 @@ def _expected(sweep: str, file: Path) -> list[dict[str, Any]]:
             "metric": t.get("metric"), "status": "unfinished",
         })
     return rows
-
-
-def _read_json(file: Path) -> Any:
-    try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as err:
-        raise BenchxferError(f"{file}: not valid JSON (line {err.lineno}: {err.msg})") from None
 
 
 # ------------------------------------------------------------------ typed values

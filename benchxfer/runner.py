@@ -8,30 +8,20 @@ loss): they stay failed, with their reason, until their folder is removed.
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from benchxfer import paths
 from benchxfer.errors import BenchxferError
-from benchxfer.planning import Plan
-from benchxfer.spec import LrSearch, Trial, expand
-from benchxfer.sweep import Launch, ensure_ray, read_result, run_trials
-from benchxfer.train.loop import FAILED, write_json
-
-SPEC_COPY, TRIALS, BEST_LR = "sweep.yaml", "trials.json", "best_lr.json"
+from benchxfer.planning import Plan, expand
+from benchxfer.spec import LrSearch, Trial
+from benchxfer.sweep import Launch, Searched, ensure_ray, run_trials
+from benchxfer.trialdir import SweepDir, TrialDir, TrialState
 
 
-def save_plan(plan: Plan) -> Path:
+def save_plan(plan: Plan) -> SweepDir:
     """The sweep's folder keeps the sweep file as run and the list of expected trials."""
-    sdir = paths.sweep_dir(plan.spec.name)
-    sdir.mkdir(parents=True, exist_ok=True)
-    src = Path(plan.spec.path).resolve()
-    if src != (sdir / SPEC_COPY).resolve():
-        shutil.copyfile(src, sdir / SPEC_COPY)
-    write_json(sdir / "source.json", {"path": str(src)})
-    write_json(sdir / TRIALS, [t.summary() for t in plan.trials])
+    sdir = SweepDir(plan.spec.name)
+    sdir.save_plan(plan.spec.path, [t.summary() for t in plan.trials])
     return sdir
 
 
@@ -43,22 +33,19 @@ def launch_of(plan: Plan, tracking_uri: str) -> Launch:
 
 
 def pending(trials: list[Trial]) -> tuple[list[Trial], int]:
-    """The trials to launch, and how many are left out because they failed for good."""
+    """The trials to launch, and how many are left out because they failed for good. A retryable failure
+    is forgotten: the trial runs again from its last checkpoint."""
     out, final = [], 0
     for t in trials:
-        tdir = paths.trial_dir(t.config["sweep"], t.key)
-        if read_result(tdir) is not None:
+        tdir = TrialDir.of(t.config["sweep"], t.key)
+        state = tdir.state()
+        if state is TrialState.FINISHED:
             continue
-        failed = tdir / FAILED
-        if failed.exists():
-            try:
-                retryable = json.loads(failed.read_text()).get("retryable", True)
-            except (OSError, ValueError):
-                retryable = True
-            if not retryable:
-                final += 1
-                continue
-            failed.unlink(missing_ok=True)
+        if state is TrialState.FAILED:
+            final += 1
+            continue
+        if state is TrialState.RETRYABLE:
+            tdir.clear_retryable_failure()
         out.append(t)
     return out, final
 
@@ -92,7 +79,7 @@ def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: 
          + f"{len(todo)} to run.")
     if todo:
         run_trials(todo, launch, echo=echo)
-    results = [r for t in trials if (r := read_result(paths.trial_dir(spec.name, t.key)))]
+    results = [r.to_dict() for t in trials if (r := TrialDir.of(spec.name, t.key).result())]
     failed = len(trials) - len(results)
     recorder.finish("FINISHED" if not failed else "FAILED")
     echo(f"\n{len(results)} of {len(trials)} trials finished" + (f", {failed} failed or unfinished "
@@ -111,8 +98,8 @@ def _tune_then_repeat(plan: Plan, launch: Launch, recorder, echo) -> list[Trial]
 
     spec = plan.spec
     assert isinstance(spec.lr, LrSearch)
-    best_path = paths.sweep_dir(spec.name) / BEST_LR
-    best: dict[str, float] = json.loads(best_path.read_text()) if best_path.exists() else {}
+    sdir = SweepDir(spec.name)
+    best = sdir.best_lr()
     seed0 = spec.seeds[0]
     for cell in plan.cells:
         cell_id = f"{cell.init}|{cell.dataset.name}"
@@ -120,15 +107,15 @@ def _tune_then_repeat(plan: Plan, launch: Launch, recorder, echo) -> list[Trial]
             continue
         echo(f"Stage 1: lr search for {cell.init} on {cell.dataset.name} ({spec.lr.trials} trials)")
         searcher = OptunaSearch(metric="best_val_loss", mode="min", seed=seed0)
-        space = {"cell": cell, "lr": tune.loguniform(spec.lr.low, spec.lr.high), "seed": seed0,
-                 "shot": spec.shots[0], "root": plan.roots[cell.dataset.name]}
-        grid = run_trials([], launch, searcher=searcher, num_samples=spec.lr.trials, param_space=space, echo=echo)
-        scored = [(r.metrics.get("best_val_loss"), r.config["lr"]) for r in grid
+        source = Searched(cell, spec.name, seed0, spec.shots[0], plan.roots[cell.dataset.name])
+        grid = run_trials([], launch, searcher=searcher, num_samples=spec.lr.trials, search=source,
+                          lr_space=tune.loguniform(spec.lr.low, spec.lr.high), echo=echo)
+        scored = [(r.metrics.get("best_val_loss"), r.config["trial"]["lr"]) for r in grid
                   if r.metrics and r.metrics.get("best_val_loss") is not None]
         if not scored:
             raise BenchxferError(f"lr search for {cell_id} produced no finished trial; see `benchxfer status {spec.name}`")
         best[cell_id] = float(min(scored)[1])
-        write_json(best_path, best)
+        sdir.write_best_lr(best)
         echo(f"  best lr for {cell.init} on {cell.dataset.name}: {best[cell_id]:g}")
     lrs = {(c.init, c.dataset.name): best[f"{c.init}|{c.dataset.name}"] for c in plan.cells}
     recorder.log_params({f"best_lr.{i}.{d}": lr for (i, d), lr in lrs.items()})  # the same values on resume

@@ -1,7 +1,7 @@
-"""The sweep file: its schema, its validation, and its expansion into trials with stable keys.
+"""The sweep file: its schema, its validation, and the identity of a trial (:class:`Trial`, its key).
 
 A sweep file is YAML (``docs/sweep-file.md`` documents every key). :func:`load_spec` parses and checks
-the schema; :func:`plan` resolves every init, dataset root and recipe and expands the grid into
+the schema; ``benchxfer.planning`` resolves every init, dataset root and recipe and expands the grid into
 :class:`Trial` objects. Both run before Ray starts, so that a bad sweep fails in seconds with one line
 that names the file, the key and the allowed values.
 """
@@ -9,7 +9,6 @@ that names the file, the key and the allowed values.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import re
 from dataclasses import dataclass, field
@@ -19,9 +18,8 @@ from typing import Any
 import yaml
 
 from benchxfer.errors import BenchxferError
-from benchxfer.recipes import RECIPES, TrainConfig, get_recipe, recipe_for_task
+from benchxfer.recipes import RECIPES
 from benchxfer.recipes.config import check_knobs
-from benchxfer.recipes.registry import check_names, check_task
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 TOP_KEYS = {"name", "description", "recipe", "inits", "datasets", "lr", "seeds", "shots", "overrides", "mode",
@@ -307,76 +305,3 @@ def trial_key(init: str, dataset: str, lr: float, seed: int, shot: int | None, r
     digest = hashlib.sha1(blob.encode()).hexdigest()[:8]
     shot_part = "" if shot is None else f"_k{shot}"
     return f"{init}_{dataset}_lr{lr:g}_s{seed}{shot_part}_{digest}"
-
-
-# --- planning --------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Cell:
-    """One (init, dataset) cell with its resolved recipe and knobs; the lr/seed/shot axes expand it."""
-
-    init: str
-    dataset: DatasetEntry
-    recipe: str
-    task: str
-    metric: str
-    knobs: dict[str, Any]
-    overrides: dict[str, Any]  # what the sweep file set, for the MLflow params
-
-    def trial(self, sweep: str, lr: float, seed: int, shot: int | None, root: str) -> Trial:
-        key = trial_key(self.init, self.dataset.name, lr, seed, shot, self.recipe, self.knobs, self.dataset.options)
-        config = TrainConfig.from_dict({
-            **self.knobs, "sweep": sweep, "trial_key": key, "init": self.init, "dataset": self.dataset.name,
-            "root": root, "dataset_options": dict(self.dataset.options), "recipe": self.recipe, "lr": lr,
-            "seed": seed, "shot": shot,
-        }).to_dict()
-        return Trial(key, self.init, self.dataset.name, self.recipe, lr, seed, shot, self.task, self.metric,
-                     dict(self.overrides), config)
-
-
-def cells(spec: SweepSpec, init_arch: dict[str, str | None], tasks: dict[str, tuple[str, str]]) -> list[Cell]:
-    """Resolve recipe and knobs per (init, dataset). ``init_arch`` maps init -> arch (None for scratch);
-    ``tasks`` maps dataset name -> (task, primary metric)."""
-    out = []
-    for ds, init in itertools.product(spec.datasets, spec.inits):
-        task, metric = tasks[ds.name]
-        rname = ds.recipe or spec.recipe
-        if rname == "auto":
-            rname = recipe_for_task(task)
-        where = f"{spec.path}: datasets[{spec.datasets.index(ds)}] ({ds.name})"
-        recipe = get_recipe(rname)
-        check_task(recipe, task, where)
-        overrides = {**spec.overrides, **ds.overrides}
-        knobs = recipe.resolve(overrides, where)
-        check_names(knobs, where)
-        arch = init_arch.get(init.name)
-        if "arch" not in overrides and arch:
-            knobs["arch"] = arch  # the init decides the architecture unless the sweep says otherwise
-        elif arch and knobs["arch"] != arch:
-            raise BenchxferError(
-                f"{spec.path}: inits: {init.name!r} is a {arch} backbone but the sweep sets arch "
-                f"{knobs['arch']!r}; remove the arch override or pick an init of that architecture"
-            )
-        out.append(Cell(init.name, ds, rname, task, metric, knobs, overrides))
-    return out
-
-
-def expand(spec: SweepSpec, cell_list: list[Cell], roots: dict[str, str],
-           lrs: dict[tuple[str, str], float] | None = None, seeds: tuple[int, ...] | None = None) -> list[Trial]:
-    """The grid: cells x lr x seed x shot. ``lrs`` fixes one lr per (init, dataset) (stage 2 of
-    tune-then-repeat); otherwise the sweep's lr list, or the recipe's default lr."""
-    trials = []
-    for cell in cell_list:
-        if lrs is not None:
-            lr_values: tuple[float, ...] = (lrs[(cell.init, cell.dataset.name)],)
-        elif isinstance(spec.lr, tuple):
-            lr_values = spec.lr
-        else:
-            lr_values = (get_recipe(cell.recipe).default_lr,)
-        for lr, seed, shot in itertools.product(lr_values, seeds or spec.seeds, spec.shots):
-            trials.append(cell.trial(spec.name, lr, seed, shot, roots[cell.dataset.name]))
-    keys = [t.key for t in trials]
-    if len(set(keys)) != len(keys):
-        dup = next(k for k in keys if keys.count(k) > 1)
-        raise BenchxferError(f"{spec.path}: two trials share the key {dup}; remove the repeated axis value")
-    return trials

@@ -1,24 +1,28 @@
 """Trials on Ray: the trial driver, the Tune experiment, concurrency and failure handling.
 
-One Ray Tune experiment runs the planned trials. Each Tune trial runs :func:`run_trial` (the
-"driver"), which finds or creates the trial's MLflow run and then trains either with Ray Train's
-``TorchTrainer`` (N workers, DDP) or, for 1-worker trials when asked, directly inside the Tune trial.
-Trials whose ``result.json`` exists are final and never run again, which is what makes ``resume`` exact.
+One Ray Tune experiment runs the planned trials. Every Tune trial reaches :func:`run_trial` (the "driver")
+in one shape, ``{"trial": {"at": <TrialSource>, "lr": <float>}, "ctx": <Ctx>}``: a planned trial (grid,
+pre-training) or a cell whose lr the searcher picks. The driver asks the trial's :class:`TrialDir` whether it
+is finished (then it is never run again, which is what makes ``resume`` exact), finds or creates its MLflow
+run, and hands the worker a :class:`Runtime`: training runs with Ray Train's ``TorchTrainer`` (N workers,
+DDP) or, for 1-worker trials when asked, directly inside the Tune trial.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from benchxfer import paths
 from benchxfer.errors import BenchxferError
 from benchxfer.spec import Trial
-from benchxfer.train.loop import FAILED, RESULT, TrialFailed, write_json
+from benchxfer.train.session import FinishHook, Runtime
+from benchxfer.trialdir import Failure, TrialDir, TrialFailed
+
+if TYPE_CHECKING:
+    from benchxfer.planning import Cell
 
 log = logging.getLogger("benchxfer")
 DRIVER_MEMORY = 256 * 1024**2
@@ -74,109 +78,129 @@ def concurrency(launch: Launch, n_trials: int) -> int:
     return max(1, min(fits))
 
 
+# --- what reaches the driver ----------------------------------------------------------------------
+
+class TrialSource(Protocol):
+    def make(self, lr: float) -> Trial: ...
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A trial planned in full (a grid point, a pre-training run): its lr is already fixed."""
+
+    trial: Trial
+
+    def make(self, lr: float) -> Trial:
+        assert lr == self.trial.lr, (lr, self.trial.lr)
+        return self.trial
+
+
+@dataclass(frozen=True)
+class Searched:
+    """A cell of an lr search: the trial exists once the searcher has picked its lr."""
+
+    cell: Cell
+    sweep: str
+    seed: int
+    shot: int | None
+    root: str
+
+    def make(self, lr: float) -> Trial:
+        return self.cell.trial(self.sweep, lr, self.seed, self.shot, self.root)
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """What every trial of one Tune experiment shares."""
+
+    launch: Launch
+    env: dict[str, str] = field(default_factory=dict)
+    finish: FinishHook | None = None
+
+
+def point(source: TrialSource, lr: Any) -> dict[str, Any]:
+    """One trial as Tune sees it: where it comes from, and its lr (a number, or the searcher's domain)."""
+    return {"at": source, "lr": lr}
+
+
 # --- the trial driver (runs inside a Ray Tune trial) -----------------------------------------------
-
-def payload_of(trial: Trial) -> dict[str, Any]:
-    """What one Tune trial receives: the TrainConfig, the MLflow params and the trial's tags."""
-    return {"config": trial.config, "params": trial.params(),
-            "tags": {"benchxfer.task": trial.task, "benchxfer.metric": trial.metric}}
-
-
-def read_result(trial_dir: Path) -> dict[str, Any] | None:
-    path = trial_dir / RESULT
-    if not path.exists():
-        return None
-    try:
-        out = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return out if out.get("status") == "finished" else None
-
 
 def run_trial(config: dict[str, Any]) -> None:
     """The Tune trainable: one trial, start to end (or continued from its last checkpoint)."""
     from ray import tune
 
-    ctx = config["ctx"]
-    os.environ.update(ctx.get("env", {}))
-    payload = config["trial"] if "trial" in config else payload_of(
-        config["cell"].trial(ctx["sweep"], float(config["lr"]), int(config["seed"]), config["shot"], config["root"]))
-    trial = payload["config"]
-    key = trial["trial_key"]
-    tdir = paths.trial_dir(ctx["sweep"], key)
-    done = read_result(tdir)
+    ctx: Ctx = config["ctx"]
+    os.environ.update(ctx.env)
+    trial = config["trial"]["at"].make(float(config["trial"]["lr"]))
+    launch = ctx.launch
+    tdir = TrialDir.of(launch.sweep, trial.key)
+    done = tdir.result()
     if done:  # finished before: never run again
-        tune.report({f"test_{k}": v for k, v in done["test"].items()} | {
-            "done": True, "skipped": True, "best_val_loss": done.get("best_val_loss")})
+        tune.report({f"test_{k}": v for k, v in done.test.items()} | {
+            "done": True, "skipped": True, "best_val_loss": done.best_val_loss})
         return
-    launch = Launch(**ctx["launch"])
-    from benchxfer.tracking import SweepRecorder
+    from benchxfer.tracking import METRIC, STATUS, TASK, SweepRecorder
 
     run_id = None
     try:
         rec = SweepRecorder(launch.tracking_uri, launch.sweep)
-        run_id = rec.trial_run(key, payload["params"], payload["tags"])
-        rec.client.set_tag(run_id, "benchxfer.status", "running")
+        run_id = rec.trial_run(trial.key, trial.params(), {TASK: trial.task, METRIC: trial.metric})
+        rec.client.set_tag(run_id, STATUS, "running")
     except BenchxferError as err:  # training goes on; the result record stays on disk
-        log.warning("%s: MLflow unavailable at start (%s); logging to the trial folder only", key, err)
-    runtime = {"tracking_uri": launch.tracking_uri if run_id else None, "run_id": run_id,
-               "trial_dir": str(tdir), "record_shards": launch.record_shards, "env": ctx.get("env", {}),
-               "threads": max(1, int(launch.cpus_per_worker))}
-    if "on_finish" in ctx:
-        runtime["on_finish"] = ctx["on_finish"]
+        log.warning("%s: MLflow unavailable at start (%s); logging to the trial folder only", trial.key, err)
+    runtime = Runtime(trial_dir=str(tdir.path), tracking_uri=launch.tracking_uri if run_id else None,
+                      run_id=run_id, threads=max(1, int(launch.cpus_per_worker)),
+                      record_shards=launch.record_shards, env=ctx.env, finish=ctx.finish)
     try:
         if launch.use_torch_trainer():
-            _fit_with_torch_trainer(trial, runtime, launch)
+            _fit_with_torch_trainer(trial, runtime.with_session("train"), launch)
         else:
+            from benchxfer.recipes import TrainConfig
             from benchxfer.train.loop import train_run
 
-            train_run({**trial, "_runtime": {**runtime, "session": "tune"}})
+            train_run(TrainConfig.from_dict(trial.config), runtime.with_session("tune"))
     except BaseException as err:
-        if read_result(tdir) is None:
+        if tdir.result() is None:
             _record_failure(tdir, launch, run_id, err)
         raise
-    if read_result(tdir) is None:
-        raise TrialFailed(f"trial {key} ended without a result")
+    if tdir.result() is None:
+        raise TrialFailed(f"trial {trial.key} ended without a result")
 
 
-def _fit_with_torch_trainer(trial: dict, runtime: dict, launch: Launch) -> None:
+def _fit_with_torch_trainer(trial: Trial, runtime: Runtime, launch: Launch) -> None:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from benchxfer.train.loop import train_run
+    from benchxfer.train.loop import train_loop_per_worker
 
     use_gpu = launch.gpus_per_worker > 0
     per_worker = {"CPU": launch.cpus_per_worker}
     if use_gpu:
         per_worker["GPU"] = launch.gpus_per_worker
     trainer = TorchTrainer(
-        train_run,
-        train_loop_config={**trial, "_runtime": {**runtime, "session": "train"}},
+        train_loop_per_worker,
+        train_loop_config={"cfg": trial.config, "runtime": runtime},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=launch.workers, use_gpu=use_gpu, resources_per_worker=per_worker),
         run_config=RunConfig(
-            name=trial["trial_key"],
+            name=trial.key,
             storage_path=str(paths.sweep_dir(launch.sweep) / "train"),
             failure_config=FailureConfig(max_failures=launch.max_retries),
             callbacks=[TuneReportCallback()],
-            worker_runtime_env={"env_vars": runtime.get("env", {})},
+            worker_runtime_env={"env_vars": runtime.env},
         ),
     )
     trainer.fit()
 
 
-def _record_failure(tdir: Path, launch: Launch, run_id: str | None, err: BaseException) -> None:
-    reason = _one_line(err)
-    path = tdir / FAILED
-    previous = json.loads(path.read_text()) if path.exists() else {}
-    retryable = previous.get("retryable", True) and not isinstance(err, TrialFailed)
-    write_json(path, {"reason": previous.get("reason", reason), "retryable": retryable})
+def _record_failure(tdir: TrialDir, launch: Launch, run_id: str | None, err: BaseException) -> None:
+    failure = tdir.record_failure(Failure(_one_line(err), retryable=not isinstance(err, TrialFailed)))
     if run_id:
-        from benchxfer.tracking import RunLogger
+        from benchxfer.tracking import ERROR, STATUS, RunLogger
 
-        tl = RunLogger(launch.tracking_uri, run_id, tdir)
-        tl.set_tags({"benchxfer.status": "failed", "benchxfer.error": previous.get("reason", reason)})
+        tl = RunLogger(launch.tracking_uri, run_id, tdir.path)
+        tl.set_tags({STATUS: "failed", ERROR: failure.reason})
         tl.close("FAILED", retry_seconds=5)
 
 
@@ -198,25 +222,29 @@ def tune_name(sweep: str) -> str:
     return f"{sweep}-{n:02d}"
 
 
-def run_trials(trials: list[Trial], launch: Launch, *, extra_ctx: dict[str, Any] | None = None, searcher: Any = None, num_samples: int = 1,
-               param_space: dict[str, Any] | None = None, echo: Callable[[str], None] = print):
-    """Run ``trials`` (or a search, when ``searcher`` is given) as one Tune experiment; return the ResultGrid."""
+def run_trials(trials: list[Trial], launch: Launch, *, finish: FinishHook | None = None, searcher: Any = None,
+               num_samples: int = 1, search: TrialSource | None = None, lr_space: Any = None,
+               echo: Callable[[str], None] = print):
+    """Run ``trials`` as one Tune experiment, or, when ``searcher`` is given, ``num_samples`` trials of the
+    ``search`` source with the lr drawn from ``lr_space``; return the ResultGrid."""
     from ray import tune
 
     env = {k: os.environ[k] for k in ("BENCHXFER_HOME", "BENCHXFER_ZOO") if k in os.environ}
     env.setdefault("BENCHXFER_HOME", str(paths.home()))
-    ctx = {"sweep": launch.sweep, "launch": launch.__dict__, "env": env, **(extra_ctx or {})}
+    ctx = Ctx(launch, env, finish)
     if launch.use_torch_trainer():
         # The driver only waits on its TorchTrainer, whose workers hold the CPUs and GPUs. Ray refuses an empty
         # request, so the driver reserves the memory it really uses and no CPU.
         resources = {"cpu": 0, "memory": DRIVER_MEMORY}
     else:
         resources = {"cpu": launch.cpus_per_worker, "gpu": launch.gpus_per_worker}
-    n = num_samples if searcher is not None else len(trials)
-    space = param_space or {"trial": tune.grid_search([payload_of(t) for t in trials])}
+    if searcher is not None:
+        n, space = num_samples, point(search, lr_space)
+    else:
+        n, space = len(trials), tune.grid_search([point(Planned(t), t.lr) for t in trials])
     tuner = tune.Tuner(
         tune.with_resources(run_trial, resources),
-        param_space={**space, "ctx": ctx},
+        param_space={"trial": space, "ctx": ctx},
         # 1-worker trials reuse their Tune actor, so torch is imported once per slot, not once per trial (each
         # trial seeds everything itself). A TorchTrainer's driver is not reused: Ray Train hangs in a reused actor.
         tune_config=tune.TuneConfig(max_concurrent_trials=concurrency(launch, n), search_alg=searcher,
@@ -228,5 +256,3 @@ def run_trials(trials: list[Trial], launch: Launch, *, extra_ctx: dict[str, Any]
         ),
     )
     return tuner.fit()
-
-

@@ -30,8 +30,16 @@ from benchxfer.errors import BenchxferError
 
 log = logging.getLogger("benchxfer")
 
-ROLE, SWEEP, KEY, STATUS, ERROR = (
-    "benchxfer.role", "benchxfer.sweep", "benchxfer.trial_key", "benchxfer.status", "benchxfer.error")
+# The tag names benchxfer puts on MLflow runs: every module uses these constants.
+ROLE = "benchxfer.role"  # "sweep" (the parent run) or "trial"
+SWEEP = "benchxfer.sweep"
+KEY = "benchxfer.trial_key"  # finds a trial's run again on resume and retry
+STATUS = "benchxfer.status"  # pending, running, finished, failed
+ERROR = "benchxfer.error"  # the failure's one line
+TASK = "benchxfer.task"
+METRIC = "benchxfer.metric"  # the primary metric; its test value is the metric test_<metric>
+CHECKPOINT_NOTE = "benchxfer.checkpoint_note"  # a damaged checkpoint skipped on resume
+OUTAGES = "benchxfer.mlflow_outages"
 # Fail fast instead of MLflow's default minutes of retries; RunLogger does the retrying. The links to runs are
 # benchxfer's to print (once, at the end), not one pair per run from every worker.
 CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
@@ -281,7 +289,7 @@ class RunLogger:
             self._spill()
         with contextlib.suppress(Exception):
             if self.failures:
-                self._client.set_tag(self.run_id, "benchxfer.mlflow_outages", str(self.failures))
+                self._client.set_tag(self.run_id, OUTAGES, str(self.failures))
             self._client.set_terminated(self.run_id, status=status)
 
     def _spill(self) -> None:

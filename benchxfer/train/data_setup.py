@@ -12,9 +12,11 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from benchxfer import data, zoo
 from benchxfer.recipes import TrainConfig
 from benchxfer.recipes.schedules import bit_mixup
+from benchxfer.tasks import get_task
+from benchxfer.zoo.inits import IMAGENET_MEAN, IMAGENET_STD
 
 CXR_MEAN, CXR_STD = (0.5056,) * 3, (0.252,) * 3
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+PRETRAIN_TASK = get_task("multilabel")  # merged sources share their labels: one multi-label head
 
 
 class Indexed(Dataset):
@@ -47,8 +49,8 @@ class RunData:
     train: Dataset
     val: Dataset
     test: Dataset | None
-    task: str
-    num_classes: int
+    task: str  # a name in benchxfer.tasks.TASKS
+    num_classes: int  # classes of the dataset; the task turns them into head outputs
     metric: str
     metrics: tuple[str, ...]
     auroc_columns: list[int] | None  # CheXpert: AUROC over the 5 competition classes only
@@ -60,12 +62,13 @@ def build_data(cfg: TrainConfig) -> RunData:
     if cfg.sources:  # pre-training on merged sources
         def tf(train: bool):
             return data.transforms.build(cfg.augment, train=train, size=cfg.size, mean=mean, std=std,
-                                         task="multilabel")
+                                         task=PRETRAIN_TASK.name)
         srcs = [(s["dataset"], s["root"]) for s in cfg.sources]
         train = data.open_merged(srcs, "train", transform=tf(True), size_hint=cfg.size)
         val = data.open_merged(srcs, "val", transform=tf(False), size_hint=cfg.size)
         n = len(train.classes)
-        return RunData(train, val, None, "multilabel", n, "auroc", ("auroc",), None, 0.0)
+        return RunData(train, val, None, PRETRAIN_TASK.name, n, PRETRAIN_TASK.metric, (PRETRAIN_TASK.metric,),
+                       None, 0.0)
 
     dcfg = data.get_dataset(cfg.dataset)
     task = dcfg.task
@@ -81,7 +84,7 @@ def build_data(cfg: TrainConfig) -> RunData:
     val = data.open_dataset(cfg.dataset, cfg.root, "val", transform=tf(False), **common)
     test = data.open_dataset(cfg.dataset, cfg.root, "test", transform=tf(False, cfg.tencrop), **common)
     classes = list(getattr(train, "classes", None) or dcfg.classes)
-    num_classes = 1 if task in ("binary", "segmentation") else len(classes)
+    num_classes = len(classes)
     columns = None
     if dcfg.eval_classes:
         columns = [classes.index(c) for c in dcfg.eval_classes]

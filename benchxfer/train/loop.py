@@ -1,10 +1,13 @@
-"""The per-worker training function: one straight-line ``train_run`` for every recipe.
+"""The per-worker training function, in the steps of torchvision's reference ``train.py``.
 
-Ray Train's TorchTrainer runs it on each worker (DDP); a 1-worker trial may run it directly inside
-its Tune trial; ``benchxfer train`` runs it in-process. Per epoch it trains, evaluates the whole
-validation set (gathered over workers), steps the schedule and the stopping rule, and on rank 0 saves a
-checkpoint and logs to MLflow. At the end the best epoch's weights are tested. Rank 0 writes
-``result.json`` in the trial's folder: the record that makes a finished trial final.
+``train_run(cfg, runtime)`` runs one trial: :func:`set_up` (data, model, optimiser, schedule, stopping),
+:func:`restore` (the last epoch checkpoint, if any), then per epoch :func:`train_one_epoch`,
+:func:`evaluate` (the whole validation set, gathered over workers) and :func:`end_of_epoch` (schedule,
+stopping, checkpoint, MLflow, progress), and at the end :func:`finish` (the best epoch's weights on the
+test set, the finish hook, ``result.json``). Ray Train's TorchTrainer calls it through
+:func:`train_loop_per_worker` on each worker (DDP); a 1-worker trial may run it inside its Tune trial;
+``benchxfer train`` runs it in-process. Every file of the trial's folder goes through
+:class:`benchxfer.trialdir.TrialDir`.
 """
 
 from __future__ import annotations
@@ -13,11 +16,10 @@ import contextlib
 import json
 import logging
 import math
-import os
 import random
 import time
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -28,42 +30,15 @@ from benchxfer import models, zoo
 from benchxfer.recipes import TrainConfig
 from benchxfer.recipes.parts import OPTIMIZERS, STOPPING, loss_for, mixup
 from benchxfer.recipes.schedules import ScheduleInput, bit_boundaries, build_schedule, current_lr
-from benchxfer.tracking import RunLogger
+from benchxfer.tasks import Task, get_task
+from benchxfer.tracking import CHECKPOINT_NOTE, ERROR, STATUS, RunLogger
 from benchxfer.train import metrics as M
 from benchxfer.train.checkpoint import CheckpointStore, rng_state, set_rng_state
 from benchxfer.train.data_setup import RunData, build_data, eval_loader, steps_per_epoch, train_loader
-from benchxfer.train.session import SESSIONS, Session
+from benchxfer.train.session import SESSIONS, Runtime, Session
+from benchxfer.trialdir import Failure, Progress, TrialDir, TrialFailed, TrialResult
 
 log = logging.getLogger("benchxfer")
-
-RESULT, FAILED, PROGRESS, EPOCH_LOG = "result.json", "failed.json", "progress.json", "epochs.jsonl"
-
-
-class TrialFailed(RuntimeError):
-    """A trial that must not be retried as it is (its loss became NaN, say)."""
-
-
-def write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
-
-
-def log_epoch_start(trial_dir: Path, epoch: int) -> None:
-    """Append one line per epoch started (with the process that runs it): the record of work done, redone
-    after a failure, and the pid that fault-injection tests kill."""
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    with open(trial_dir / EPOCH_LOG, "a") as f:
-        f.write(json.dumps({"epoch": epoch, "pid": os.getpid(), "time": time.time()}) + "\n")
-
-
-def epochs_started(trial_dir: Path) -> list[int]:
-    """The epochs started in this trial's folder, in order, counting those started again after a failure."""
-    path = trial_dir / EPOCH_LOG
-    if not path.exists():
-        return []
-    return [json.loads(line)["epoch"] for line in path.read_text().splitlines() if line.strip()]
 
 
 def seed_everything(seed: int) -> None:
@@ -98,6 +73,7 @@ def _mean_over_workers(total: float, count: int, world: int, device: torch.devic
 def evaluate(model: nn.Module, loader, rd: RunData, loss_fn, sess: Session, autocast, names) -> dict[str, float]:
     """Loss and metrics over the whole set: each worker evaluates its share, the small per-sample records
     are gathered, and every worker computes the metrics on all of them in the original order."""
+    task = get_task(rd.task)
     model.eval()
     idx, losses, scores, targets, known, inter, psum, tsum = [], [], [], [], [], [], [], []
     for batch in loader:
@@ -110,23 +86,20 @@ def evaluate(model: nn.Module, loader, rd: RunData, loss_fn, sess: Session, auto
         with autocast():
             logits = model(x).float()
         if crops:
-            logits = logits.view(b, n, *logits.shape[1:])
-            prob = torch.sigmoid(logits).mean(1) if rd.task != "multiclass" else logits.softmax(-1).mean(1)
-            logits = torch.logit(prob.clamp(1e-6, 1 - 1e-6)) if rd.task != "multiclass" else prob.log()
+            logits = task.logits_of(task.probs(logits.view(b, n, *logits.shape[1:])).mean(1))
         losses.append(loss_fn(logits, y, mask).cpu())
         if mask is not None:
             known.append(mask.cpu().float())
         idx.append(i)
-        if rd.task == "segmentation":
+        if task.dense:
             pred = (logits.squeeze(1) > 0).float()
             tgt = y.float().reshape(pred.shape)
             inter.append((pred * tgt).flatten(1).sum(1).cpu())
             psum.append(pred.flatten(1).sum(1).cpu())
             tsum.append(tgt.flatten(1).sum(1).cpu())
         else:
-            s = logits.softmax(-1) if rd.task == "multiclass" else torch.sigmoid(logits)
-            scores.append(s.cpu())
-            targets.append(y.cpu().float() if rd.task == "multilabel" else y.cpu().reshape(-1).float())
+            scores.append(task.probs(logits).cpu())
+            targets.append(y.cpu().float() if task.target == "multi-hot" else y.cpu().reshape(-1).float())
 
     def cat(xs):
         return torch.cat(xs).numpy() if xs else np.zeros(0)
@@ -137,8 +110,8 @@ def evaluate(model: nn.Module, loader, rd: RunData, loss_fn, sess: Session, auto
     parts = _gather(mine, sess.world)
     order = np.argsort(np.concatenate([p["idx"] for p in parts]), kind="stable")
     rec = {k: np.concatenate([p[k] for p in parts if k in p])[order] for k in mine if k != "idx"}
-    if rd.task == "binary":
-        rec["scores"] = rec["scores"].reshape(-1)
+    if "scores" in rec:
+        rec["scores"] = task.scores(rec["scores"])
     if rd.auroc_columns is not None:
         rec["columns"] = rd.auroc_columns
     out = {"loss": float(rec["loss"].mean())}
@@ -146,27 +119,64 @@ def evaluate(model: nn.Module, loader, rd: RunData, loss_fn, sess: Session, auto
     return out
 
 
-# --- the run ---------------------------------------------------------------------------------------
+# --- the run, in steps -------------------------------------------------------------------------------
 
-def train_run(config: dict[str, Any]) -> dict[str, Any]:
-    """Train, validate and test one trial. ``config`` is a TrainConfig dict plus a ``_runtime`` dict
-    (session kind, MLflow URI and run id, trial folder); returns the result record (rank 0)."""
-    config = dict(config)
-    rt = config.pop("_runtime", {})
-    cfg = TrainConfig.from_dict(config)
-    sess = SESSIONS[rt.get("session", "local")]()
-    trial_dir = Path(rt["trial_dir"])
-    tlog = RunLogger(rt.get("tracking_uri"), rt.get("run_id"), trial_dir) if sess.is_main else RunLogger(None, None)
-    threads = rt.get("threads")
-    if threads:
-        torch.set_num_threads(int(threads))
+@dataclass
+class Run:
+    """Everything one worker's run holds: what set-up made, and the state that a checkpoint restores."""
+
+    cfg: TrainConfig
+    runtime: Runtime
+    sess: Session
+    folder: TrialDir
+    tlog: RunLogger
+    rd: RunData
+    task: Task
+    model: nn.Module
+    loss_fn: Callable
+    opt: torch.optim.Optimizer
+    sched: Any
+    stopper: Any
+    scaler: torch.amp.GradScaler
+    autocast: Callable[[], Any]
+    names: tuple[str, ...]
+    epochs: int
+    max_steps: int
+    steps_per_epoch: int
+    channels_last: bool
+    store: CheckpointStore
+    started: float
+    # restored from a checkpoint, advanced every epoch
+    next_epoch: int = 0
+    step: int = 0
+    best_epoch: int = -1
+    best_state: dict[str, torch.Tensor] | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    epoch: int = -1  # the epoch the loop last reached
+
+    @property
+    def cuda(self) -> bool:
+        return self.sess.device.type == "cuda"
+
+    def done(self) -> bool:
+        return self.stopper.should_stop or bool(self.max_steps and self.step >= self.max_steps)
+
+
+def set_up(cfg: TrainConfig, runtime: Runtime) -> Run:
+    """Session, seeds, data, model (head from the trial's seed, then the init's backbone), optimiser, schedule,
+    stopping rule and loss. A trial that failed for a reason a retry cannot fix fails again here."""
+    sess = SESSIONS[runtime.session]()
+    folder = TrialDir(runtime.trial_dir)
+    tlog = RunLogger(runtime.tracking_uri, runtime.run_id, folder.path) if sess.is_main else RunLogger(None, None)
+    if runtime.threads:
+        torch.set_num_threads(int(runtime.threads))
     started = time.time()
     cuda = sess.device.type == "cuda"
 
     seed_everything(cfg.seed)
     rd = build_data(cfg)
-    arch_task = "multilabel" if cfg.sources else rd.task
-    model = models.build_model(cfg.arch, arch_task, rd.num_classes)  # head init from the trial's seed
+    task = get_task(rd.task)
+    model = models.build_model(cfg.arch, rd.task, rd.num_classes)  # head init from the trial's seed
     if cfg.init != "scratch":
         _, path = zoo.resolve_init(cfg.init)
         zoo.apply_backbone(model, zoo.load_backbone(path, arch=cfg.arch))
@@ -176,7 +186,7 @@ def train_run(config: dict[str, Any]) -> dict[str, Any]:
         device_ids = [sess.device.index] if cuda else None
         model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
-    loss_fn = loss_for(cfg.loss, arch_task)
+    loss_fn = loss_for(task.loss if cfg.loss == "auto" else cfg.loss, rd.task)
     lr = cfg.lr * (cfg.batch_size / cfg.base_batch if cfg.base_batch > 0 else 1.0)
     opt = OPTIMIZERS.get(cfg.optimizer)(model.parameters(), lr=lr, momentum=cfg.momentum,
                                         weight_decay=cfg.weight_decay)
@@ -195,142 +205,165 @@ def train_run(config: dict[str, Any]) -> dict[str, Any]:
         return torch.autocast("cuda", dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
 
     names = rd.metrics if rd.metric in rd.metrics else (rd.metric, *rd.metrics)
-    store = CheckpointStore(trial_dir / "checkpoints")
-    start_epoch, step, best_epoch, best_state, history = 0, 0, -1, None, []
-    _refuse_known_failure(trial_dir)
-    state, notes = store.load_latest()
+    failure = folder.failure()
+    if failure is not None and failure.final:
+        raise TrialFailed(failure.reason)
+    return Run(cfg, runtime, sess, folder, tlog, rd, task, model, loss_fn, opt, sched, stopper, scaler, autocast,
+               names, epochs, max_steps, spe, use_cl, CheckpointStore(folder.checkpoints), started)
+
+
+def restore(run: Run) -> None:
+    """Continue from the newest readable epoch checkpoint (a damaged one is noted on the run and skipped)."""
+    state, notes = run.store.load_latest()
     for note in notes:
-        tlog.set_tags({"benchxfer.checkpoint_note": note})
-    if state is not None:
-        _unwrap(model).load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        stopper.load_state_dict(state["stopping"])
-        start_epoch, step, best_epoch = state["epoch"] + 1, state["step"], state["best_epoch"]
-        best_state, history = state["best_model"], json.loads(state["history"])
-        set_rng_state(state["rng"])
-        log.info("%s: continuing at epoch %d from its checkpoint", cfg.trial_key, start_epoch)
-    tloader, sampler = train_loader(rd.train, cfg, sess.rank, sess.world, cuda)
-    vloader = eval_loader(rd.val, cfg, sess.rank, sess.world, cuda)
-    shard_log = rt.get("record_shards")
+        run.tlog.set_tags({CHECKPOINT_NOTE: note})
+    if state is None:
+        return
+    _unwrap(run.model).load_state_dict(state["model"])
+    run.opt.load_state_dict(state["optimizer"])
+    run.sched.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    run.stopper.load_state_dict(state["stopping"])
+    run.next_epoch, run.step, run.best_epoch = state["epoch"] + 1, state["step"], state["best_epoch"]
+    run.best_state, run.history = state["best_model"], json.loads(state["history"])
+    set_rng_state(state["rng"])
+    log.info("%s: continuing at epoch %d from its checkpoint", run.cfg.trial_key, run.next_epoch)
 
-    epoch = start_epoch - 1
-    for epoch in range(start_epoch, epochs):
-        if stopper.should_stop or (max_steps and step >= max_steps):
+
+def train_one_epoch(run: Run, loader, sampler, epoch: int) -> float:
+    """One pass over this worker's shard; returns the mean training loss over all workers. A loss that is not
+    finite fails the trial for good (``failed.json`` with ``retryable: false``)."""
+    cfg, sess, rd = run.cfg, run.sess, run.rd
+    if sess.is_main:
+        run.folder.log_epoch_start(epoch)
+    run.model.train()
+    sampler.set_epoch(epoch)
+    torch.manual_seed(cfg.seed * 100_003 + epoch * 1009 + sess.rank)  # augmentation RNG of this epoch
+    loader.generator.manual_seed(cfg.seed * 100_003 + epoch)
+    total, count, seen = 0.0, 0, []
+    for b, batch in enumerate(loader):
+        if b >= run.steps_per_epoch or (run.max_steps and run.step >= run.max_steps):
             break
+        i, x, y = batch[0], batch[1].to(sess.device, non_blocking=True), batch[2].to(sess.device)
+        mask = batch[3].to(sess.device) if len(batch) > 3 else None
+        if run.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if rd.mixup > 0 and not run.task.dense:
+            x, y = mixup(x, y, rd.mixup, run.task.outputs(rd.num_classes))
+        with run.autocast():
+            loss = run.loss_fn(run.model(x).float(), y, mask).mean()
+        run.opt.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        if cfg.agc > 0:
+            from timm.utils.agc import adaptive_clip_grad
+
+            run.scaler.unscale_(run.opt)
+            adaptive_clip_grad(run.model.parameters(), clip_factor=cfg.agc)
+        run.scaler.step(run.opt)
+        run.scaler.update()
+        if run.sched.per_step:
+            run.sched.scheduler.step()
+        run.step += 1
+        total += float(loss.detach()) * len(i)
+        count += len(i)
+        if run.runtime.record_shards:
+            seen += i.tolist()
+    train_loss = _mean_over_workers(total, count, sess.world, sess.device)
+    if run.runtime.record_shards:
+        run.folder.write_shard(epoch, sess.rank, seen)
+    if not math.isfinite(train_loss):
+        reason = f"loss became {train_loss} at epoch {epoch}"
         if sess.is_main:
-            log_epoch_start(trial_dir, epoch)
-        model.train()
-        sampler.set_epoch(epoch)
-        torch.manual_seed(cfg.seed * 100_003 + epoch * 1009 + sess.rank)  # augmentation RNG of this epoch
-        tloader.generator.manual_seed(cfg.seed * 100_003 + epoch)
-        total, count, seen = 0.0, 0, []
-        for b, batch in enumerate(tloader):
-            if b >= spe or (max_steps and step >= max_steps):
-                break
-            i, x, y = batch[0], batch[1].to(sess.device, non_blocking=True), batch[2].to(sess.device)
-            mask = batch[3].to(sess.device) if len(batch) > 3 else None
-            if use_cl:
-                x = x.contiguous(memory_format=torch.channels_last)
-            if rd.mixup > 0 and rd.task != "segmentation":
-                x, y = mixup(x, y, rd.mixup, rd.num_classes)
-            with autocast():
-                loss = loss_fn(model(x).float(), y, mask).mean()
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.agc > 0:
-                from timm.utils.agc import adaptive_clip_grad
+            run.folder.write_failure(Failure(reason, retryable=False, epoch=epoch))
+            run.tlog.set_tags({STATUS: "failed", ERROR: reason})
+            run.tlog.close("FAILED", retry_seconds=10)
+        raise TrialFailed(reason)
+    return train_loss
 
-                scaler.unscale_(opt)
-                adaptive_clip_grad(model.parameters(), clip_factor=cfg.agc)
-            scaler.step(opt)
-            scaler.update()
-            if sched.per_step:
-                sched.scheduler.step()
-            step += 1
-            total += float(loss.detach()) * len(i)
-            count += len(i)
-            if shard_log:
-                seen += i.tolist()
-        train_loss = _mean_over_workers(total, count, sess.world, sess.device)
-        if shard_log:
-            write_json(trial_dir / "shards" / f"epoch{epoch}_rank{sess.rank}.json", seen)
-        if not math.isfinite(train_loss):
-            reason = f"loss became {train_loss} at epoch {epoch}"
-            if sess.is_main:
-                write_json(trial_dir / FAILED, {"reason": reason, "retryable": False, "epoch": epoch})
-                tlog.set_tags({"benchxfer.status": "failed", "benchxfer.error": reason})
-                tlog.close("FAILED", retry_seconds=10)
-            raise TrialFailed(reason)
 
-        val = evaluate(model, vloader, rd, loss_fn, sess, autocast, names)
-        lr_now = current_lr(opt)
-        if not sched.per_step:
-            sched.scheduler.step(val["loss"]) if sched.on_metric else sched.scheduler.step()
-        if stopper.update(val["loss"]):
-            best_epoch = epoch
-            best_state = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
-        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val["loss"], "lr": lr_now,
-               **{f"val_{k}": v for k, v in val.items() if k != "loss"}}
-        history.append(row)
-        if sess.is_main:
-            store.save(epoch, {
-                "model": _unwrap(model).state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "stopping": stopper.state_dict(), "epoch": epoch, "step": step, "best_epoch": best_epoch,
-                "best_model": best_state, "history": json.dumps(history), "rng": rng_state(),
-                "config": json.dumps(cfg.to_dict(), default=str),
-            })
-            tlog.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-            write_json(trial_dir / PROGRESS, {"epoch": epoch, "best_epoch": best_epoch, "epochs_max": epochs,
-                                              "best": history[best_epoch] if best_epoch >= 0 else None})
-        sess.report(row | {"best_val_loss": stopper.best, "done": False})
+def end_of_epoch(run: Run, epoch: int, train_loss: float, val: dict[str, float]) -> None:
+    """Step the schedule and the stopping rule, keep the best weights, and on rank 0 save the checkpoint, log
+    the epoch to MLflow and write the progress; report to Ray."""
+    lr_now = current_lr(run.opt)
+    if not run.sched.per_step:
+        run.sched.scheduler.step(val["loss"]) if run.sched.on_metric else run.sched.scheduler.step()
+    if run.stopper.update(val["loss"]):
+        run.best_epoch = epoch
+        run.best_state = {k: v.detach().cpu().clone() for k, v in _unwrap(run.model).state_dict().items()}
+    row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val["loss"], "lr": lr_now,
+           **{f"val_{k}": v for k, v in val.items() if k != "loss"}}
+    run.history.append(row)
+    if run.sess.is_main:
+        run.store.save(epoch, {
+            "model": _unwrap(run.model).state_dict(), "optimizer": run.opt.state_dict(),
+            "scheduler": run.sched.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
+            "stopping": run.stopper.state_dict(), "epoch": epoch, "step": run.step, "best_epoch": run.best_epoch,
+            "best_model": run.best_state, "history": json.dumps(run.history), "rng": rng_state(),
+            "config": json.dumps(run.cfg.to_dict(), default=str),
+        })
+        run.tlog.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+        best = run.history[run.best_epoch] if run.best_epoch >= 0 else None
+        run.folder.write_progress(Progress(epoch, run.best_epoch, run.epochs, best))
+    run.sess.report(row | {"best_val_loss": run.stopper.best, "done": False})
 
-    # --- test the best epoch's weights ---------------------------------------------------------------
-    if best_state is not None:
-        _unwrap(model).load_state_dict(best_state)
+
+def finish(run: Run) -> TrialResult:
+    """Test the best epoch's weights, run the finish hook, and on rank 0 log the end and write ``result.json``."""
+    cfg, sess, rd = run.cfg, run.sess, run.rd
+    if run.best_state is not None:
+        _unwrap(run.model).load_state_dict(run.best_state)
     test: dict[str, float] = {}
     if rd.test is not None:
-        tl = eval_loader(rd.test, cfg, sess.rank, sess.world, cuda)
-        test = {k: v for k, v in evaluate(model, tl, rd, loss_fn, sess, autocast, names).items() if k != "loss"}
-    wall = time.time() - started
-    accel = sess.world * (wall / 3600.0) if cuda else 0.0
-    result = {
-        "sweep": cfg.sweep, "trial_key": cfg.trial_key, "recipe": cfg.recipe, "init": cfg.init,
-        "dataset": cfg.dataset or "+".join(s["dataset"] for s in cfg.sources), "task": rd.task, "shot": cfg.shot,
-        "lr": cfg.lr, "seed": cfg.seed, "metric": rd.metric, "value": test.get(rd.metric, float("nan")),
-        "test": test, "best_epoch": best_epoch, "epochs_run": len(history),
-        "epochs_started": len(epochs_started(trial_dir)) if sess.is_main else None,
-        "status": "finished", "error": None,
-        "wall_seconds": wall, "accelerator_hours": accel, "mlflow_run_id": rt.get("run_id"),
-        "best_val_loss": stopper.best if math.isfinite(stopper.best) else None,
-    }
+        tl = eval_loader(rd.test, cfg, sess.rank, sess.world, run.cuda)
+        scores = evaluate(run.model, tl, rd, run.loss_fn, sess, run.autocast, run.names)
+        test = {k: v for k, v in scores.items() if k != "loss"}
+    wall = time.time() - run.started
+    accel = sess.world * (wall / 3600.0) if run.cuda else 0.0
+    result = TrialResult(
+        sweep=cfg.sweep, trial_key=cfg.trial_key, recipe=cfg.recipe, init=cfg.init,
+        dataset=cfg.dataset or "+".join(s["dataset"] for s in cfg.sources), task=rd.task, shot=cfg.shot,
+        lr=cfg.lr, seed=cfg.seed, metric=rd.metric, value=test.get(rd.metric, float("nan")), test=test,
+        best_epoch=run.best_epoch, epochs_run=len(run.history),
+        epochs_started=len(run.folder.epochs_started()) if sess.is_main else None,
+        wall_seconds=wall, accelerator_hours=accel, mlflow_run_id=run.runtime.run_id,
+        best_val_loss=run.stopper.best if math.isfinite(run.stopper.best) else None,
+    )
     if sess.is_main:
-        if cfg.sources:  # pre-training: the product is the backbone
-            rt_out = rt.get("on_finish")
-            if rt_out:
-                _export_backbone(model, rt_out, cfg, result)
-        tlog.log_metrics({f"test_{k}": v for k, v in test.items()} | {
-            "best_epoch": best_epoch, "epochs_run": len(history), "wall_seconds": wall,
-            "accelerator_hours": accel}, step=max(epoch, 0))
-        tlog.log_text(_curves_csv(history), "learning_curves.csv")
-        tlog.log_text(json.dumps(cfg.to_dict(), indent=1, default=str), "trial_config.json")
-        tlog.set_tags({"benchxfer.status": "finished"})
-        write_json(trial_dir / RESULT, result)
-        tlog.close("FINISHED")
-    sess.report({f"test_{k}": v for k, v in test.items()} | {"done": True, "epoch": epoch,
-                                                              "best_val_loss": stopper.best})
+        if run.runtime.finish is not None:
+            result = run.runtime.finish(_unwrap(run.model), cfg, result)
+        run.tlog.log_metrics({f"test_{k}": v for k, v in test.items()} | {
+            "best_epoch": run.best_epoch, "epochs_run": len(run.history), "wall_seconds": wall,
+            "accelerator_hours": accel}, step=max(run.epoch, 0))
+        run.tlog.log_text(_curves_csv(run.history), "learning_curves.csv")
+        run.tlog.log_text(json.dumps(cfg.to_dict(), indent=1, default=str), "trial_config.json")
+        run.tlog.set_tags({STATUS: "finished"})
+        run.folder.write_result(result)
+        run.tlog.close("FINISHED")
+    sess.report({f"test_{k}": v for k, v in test.items()} | {"done": True, "epoch": run.epoch,
+                                                              "best_val_loss": run.stopper.best})
     return result
 
 
-def _refuse_known_failure(trial_dir: Path) -> None:
-    """A trial that failed for a reason a retry cannot fix (a NaN loss) fails again at once."""
-    path = trial_dir / FAILED
-    if path.exists():
-        info = json.loads(path.read_text())
-        if not info.get("retryable", True):
-            raise TrialFailed(info["reason"])
+def train_run(cfg: TrainConfig, runtime: Runtime) -> TrialResult:
+    """Train, validate and test one trial (or continue it from its last checkpoint); returns its result."""
+    run = set_up(cfg, runtime)
+    restore(run)
+    train_dl, sampler = train_loader(run.rd.train, cfg, run.sess.rank, run.sess.world, run.cuda)
+    val_dl = eval_loader(run.rd.val, cfg, run.sess.rank, run.sess.world, run.cuda)
+    run.epoch = run.next_epoch - 1
+    for epoch in range(run.next_epoch, run.epochs):
+        run.epoch = epoch
+        if run.done():
+            break
+        train_loss = train_one_epoch(run, train_dl, sampler, epoch)
+        val = evaluate(run.model, val_dl, run.rd, run.loss_fn, run.sess, run.autocast, run.names)
+        end_of_epoch(run, epoch, train_loss, val)
+    return finish(run)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train's entry point (one dict): the typed :func:`train_run` behind it."""
+    train_run(TrainConfig.from_dict(config["cfg"]), config["runtime"])
 
 
 def _curves_csv(history: list[dict]) -> str:
@@ -338,18 +371,3 @@ def _curves_csv(history: list[dict]) -> str:
         return ""
     cols = list(history[0])
     return "\n".join([",".join(cols)] + [",".join(f"{r.get(c, '')}" for c in cols) for r in history]) + "\n"
-
-
-def _export_backbone(model: nn.Module, out: dict[str, Any], cfg: TrainConfig, result: dict) -> None:
-    """Pre-training's product: the backbone (no head) saved into the zoo under its new name."""
-    state = _unwrap(model).state_dict()
-    head = ("fc.", "head.fc.")
-    backbone = {k: v.detach().cpu() for k, v in state.items() if not k.startswith(head)}
-    provenance = {"sources": cfg.sources, "epochs": result["epochs_run"], "start": cfg.init, "recipe": cfg.recipe,
-                  "mlflow_run_id": result["mlflow_run_id"], "trial_key": cfg.trial_key}
-    from benchxfer.train.data_setup import normalisation
-
-    mean, std = normalisation(cfg)
-    path = zoo.save_local_init(out["name"], backbone, cfg.arch, provenance, zoo=out.get("zoo"),
-                               mean=tuple(mean), std=tuple(std))
-    result["zoo_path"] = str(path)

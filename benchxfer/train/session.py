@@ -1,14 +1,48 @@
-"""Where a training function runs: a Ray Train worker, a Ray Tune trial, or a plain process.
+"""Where a training function runs, and what the driver hands it.
 
-The loop asks the session for its rank, world size and device, and hands it metrics to report.
+:class:`Runtime` is what the trial's driver gives the training function besides its TrainConfig: where to
+track, which folder is the trial's, which session it runs in. :class:`Session` is what the loop asks of
+where it runs: rank, world size, device, and where to report metrics (a Ray Train worker, a Ray Tune
+trial, or a plain process). torch is imported only when a session is made.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from benchxfer.recipes import TrainConfig
+    from benchxfer.trialdir import TrialResult
+
+# A finish hook runs on rank 0 after the test, before result.json is written; it may return the result with
+# more in it (pre-training's export of the backbone adds where it went).
+FinishHook = Callable[["nn.Module", "TrainConfig", "TrialResult"], "TrialResult"]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What the driver hands the training function, besides its TrainConfig."""
+
+    trial_dir: str
+    session: str = "local"  # a name in SESSIONS: "train" (Ray Train worker), "tune" (Tune trial), "local"
+    tracking_uri: str | None = None  # None: no MLflow (the trial folder still gets everything)
+    run_id: str | None = None  # the trial's MLflow run, made by the driver
+    threads: int | None = None  # torch threads per worker
+    record_shards: bool = False  # write the sample indices each worker saw per epoch (tests)
+    env: dict[str, str] = field(default_factory=dict)  # environment the workers need (BENCHXFER_HOME, ...)
+    finish: FinishHook | None = None
+
+    def with_session(self, session: str) -> Runtime:
+        return Runtime(**{**self.__dict__, "session": session})
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.trial_dir)
 
 
 @dataclass
@@ -25,6 +59,8 @@ class Session:
 
 
 def _device_local() -> torch.device:
+    import torch
+
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 

@@ -60,6 +60,7 @@ def test_no_good_checkpoint_restarts_from_epoch_0(tmp_path):
     from benchxfer import data
     from benchxfer.recipes import TrainConfig, get_recipe
     from benchxfer.train.loop import train_run
+    from benchxfer.train.session import Runtime
 
     root = data.synthetic.write("chestxray14", tmp_path / "cxr", n_train=32, n_val=16, n_test=16, size=32, seed=2)
     knobs = get_recipe("systematic-cls").resolve(
@@ -67,7 +68,7 @@ def test_no_good_checkpoint_restarts_from_epoch_0(tmp_path):
     cfg = TrainConfig.from_dict({**knobs, "trial_key": "t", "dataset": "chestxray14", "root": str(root),
                                  "lr": 1e-3, "seed": 3}).to_dict()
     tdir = tmp_path / "trial"
-    train_run({**cfg, "_runtime": {"trial_dir": str(tdir)}})
+    train_run(TrainConfig.from_dict(cfg), Runtime(trial_dir=str(tdir)))
     store = CheckpointStore(tdir / "checkpoints")
     assert store.epochs() == [0, 1]
     for e in store.epochs():
@@ -77,6 +78,6 @@ def test_no_good_checkpoint_restarts_from_epoch_0(tmp_path):
     assert len(notes) == 3 and "epoch_0001.pt is unreadable" in notes[0] and "epoch_0000.pt" in notes[1]
     assert notes[2] == "no readable checkpoint left: restarting from epoch 0"
     (tdir / "result.json").unlink()
-    result = train_run({**cfg, "_runtime": {"trial_dir": str(tdir)}})
-    assert result["epochs_run"] == 2
+    result = train_run(TrainConfig.from_dict(cfg), Runtime(trial_dir=str(tdir)))
+    assert result.epochs_run == 2
     assert [e["epoch"] for e in epoch_log(tdir)] == [0, 1, 0, 1]

@@ -1,0 +1,65 @@
+"""What each task means for training: head outputs, loss, metric, target type, scores from logits.
+
+A dataset names its task (``benchxfer.data.catalog``); everything the model, the loop and evaluation do
+differently per task is read from here, not from comparisons of the task's name. No torch import: the
+score functions call tensor methods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from benchxfer.registry import Registry
+
+# The binary task's head: 1 logit with BCE (today), or 2 outputs with cross-entropy (the study's rule).
+# This one number decides it; every other binary fact below follows from it.
+BINARY_OUTPUTS = 1
+
+
+def _sigmoid(logits: Any) -> Any:
+    return logits.sigmoid()
+
+
+def _softmax(logits: Any) -> Any:
+    return logits.softmax(-1)
+
+
+def _logit(prob: Any) -> Any:
+    return prob.clamp(1e-6, 1 - 1e-6).logit()
+
+
+def _log(prob: Any) -> Any:
+    return prob.log()
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    outputs: Callable[[int], int]  # head outputs for a dataset of n classes
+    loss: str  # what the loss "auto" means (a name in benchxfer.recipes.parts.LOSSES)
+    metric: str  # the primary metric when nothing else says
+    target: str  # "multi-hot" (float vector), "index" (class index), "mask" (per pixel)
+    probs: Callable[[Any], Any]  # logits -> probabilities (averaged over TenCrop views)
+    logits_of: Callable[[Any], Any]  # averaged probabilities -> logits again, for the loss
+    score_column: int | None = None  # the column of the probabilities that scores the positive class
+    dense: bool = False  # a mask per image (segmentation): scored by overlap counts, no MixUp
+
+    def scores(self, probs: Any) -> Any:
+        """Per-sample scores for the metric: all columns, or the positive column flattened (binary)."""
+        if self.target == "index" and self.score_column is not None:
+            return probs.reshape(len(probs), -1)[:, self.score_column]
+        return probs
+
+
+TASKS: Registry[Task] = Registry("task")
+TASKS.add("multilabel", Task("multilabel", lambda n: n, "bce", "auroc", "multi-hot", _sigmoid, _logit))
+TASKS.add("multiclass", Task("multiclass", lambda n: n, "ce", "accuracy", "index", _softmax, _log))
+TASKS.add("binary", Task("binary", lambda n: BINARY_OUTPUTS, "bce" if BINARY_OUTPUTS == 1 else "ce", "auroc", "index",
+                         _sigmoid if BINARY_OUTPUTS == 1 else _softmax, _logit if BINARY_OUTPUTS == 1 else _log,
+                         score_column=BINARY_OUTPUTS - 1))
+TASKS.add("segmentation", Task("segmentation", lambda n: 1, "dice", "dice", "mask", _sigmoid, _logit, dense=True))
+
+
+def get_task(name: str) -> Task:
+    return TASKS.get(name)

@@ -1,0 +1,357 @@
+"""Where a trial's state lives: its folder, read and written only through :class:`TrialDir`.
+
+A trial's folder is ``<home>/runs/<sweep>/trials/<trial key>/``:
+
+    result.json      the :class:`TrialResult`, written last by rank 0: the trial is finished and final
+    failed.json      the :class:`Failure`: why it failed and whether a retry can fix it (a NaN loss cannot)
+    progress.json    the :class:`Progress` after each epoch (for ``benchxfer status``)
+    epochs.jsonl     one :class:`EpochStart` per epoch started, counting those started again after a failure
+    checkpoints/     the epoch checkpoints (``benchxfer.train.checkpoint.CheckpointStore`` writes them)
+    shards/          the sample indices each worker saw per epoch (only when asked, for tests)
+
+:meth:`TrialDir.state` decides what a trial is: ``finished`` (a valid result), ``failed`` (final: a failure
+that a retry cannot fix), ``retryable`` (failed, will run again from its checkpoint) or ``pending``.
+
+Damage policy. A damaged state file (not JSON, not an object, a key missing) is a :class:`BenchxferError`
+of one line naming the file and what is wrong, with one exception: a damaged ``result.json`` makes the
+trial *pending* for the runner (:meth:`TrialDir.result`), because result.json is written atomically as the
+trial's last act, so a damaged one means the trial must run again; readers that report on results
+(``benchxfer report``) use :meth:`TrialDir.result_record` and get the one-line error instead.
+
+The sweep's own files (``sweep.yaml``, ``source.json``, ``trials.json``, ``best_lr.json``) are read and
+written through :class:`SweepDir`, by the same rules. This module imports neither torch nor Ray.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from benchxfer import paths
+from benchxfer.errors import BenchxferError
+
+RESULT, FAILED, PROGRESS, EPOCH_LOG = "result.json", "failed.json", "progress.json", "epochs.jsonl"
+CHECKPOINTS, SHARDS = "checkpoints", "shards"
+SPEC_COPY, SOURCE, TRIALS, BEST_LR = "sweep.yaml", "source.json", "trials.json", "best_lr.json"
+
+
+# --- files ------------------------------------------------------------------------------------------
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as JSON atomically (a temporary file, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def read_json(path: Path, what: str = "a JSON value") -> Any:
+    """The JSON in ``path``; unreadable or invalid JSON is one line naming the file."""
+    try:
+        text = Path(path).read_text()
+    except UnicodeDecodeError:
+        raise BenchxferError(f"{path}: not a text file (expected {what})") from None
+    except OSError as err:
+        raise BenchxferError(f"{path}: cannot be read ({err.strerror or type(err).__name__})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise BenchxferError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+
+
+def _object(path: Path, obj: Any, what: str) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise BenchxferError(f"{path}: expected {what} (a JSON object), got {type(obj).__name__}")
+    return obj
+
+
+def _record(cls: type, path: Path, obj: Any, what: str):
+    """A typed record from a JSON object: missing required keys name the file and the keys."""
+    obj = _object(path, obj, what)
+    fields = dataclasses.fields(cls)
+    required = [f.name for f in fields if f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING]  # type: ignore[misc]
+    missing = [k for k in required if k not in obj]
+    if missing:
+        raise BenchxferError(f"{path}: {what} lacks the key(s) {', '.join(missing)}")
+    return cls(**{f.name: obj[f.name] for f in fields if f.name in obj})
+
+
+class TrialFailed(RuntimeError):
+    """A trial that must not be retried as it is (its loss became NaN, say)."""
+
+
+# --- the records --------------------------------------------------------------------------------------
+
+class TrialState(str, Enum):
+    PENDING = "pending"
+    FINISHED = "finished"
+    RETRYABLE = "retryable"  # failed; runs again from its last checkpoint
+    FAILED = "failed"  # failed for a reason a retry cannot fix: final
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """``result.json``: the trial's test scores and costs. Its existence makes the trial final."""
+
+    sweep: str
+    trial_key: str
+    recipe: str
+    init: str
+    dataset: str
+    task: str
+    shot: int | None
+    lr: float
+    seed: int
+    metric: str
+    value: float
+    test: dict[str, float]
+    best_epoch: int
+    epochs_run: int
+    epochs_started: int | None
+    wall_seconds: float
+    accelerator_hours: float
+    mlflow_run_id: str | None
+    best_val_loss: float | None
+    status: str = "finished"
+    error: str | None = None
+    zoo_path: str | None = None  # pre-training: where the backbone went
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        if out["zoo_path"] is None:
+            del out["zoo_path"]
+        return out
+
+
+@dataclass(frozen=True)
+class Failure:
+    """``failed.json``: why the trial failed, and whether a retry can fix it."""
+
+    reason: str
+    retryable: bool = True
+    epoch: int | None = None
+
+    @property
+    def final(self) -> bool:
+        return not self.retryable
+
+
+@dataclass(frozen=True)
+class Progress:
+    """``progress.json``: the last epoch done and the best so far (its validation row)."""
+
+    epoch: int
+    best_epoch: int
+    epochs_max: int
+    best: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class EpochStart:
+    """One line of ``epochs.jsonl``: an epoch started, by which process, when."""
+
+    epoch: int
+    pid: int
+    time: float
+
+
+# --- one trial ----------------------------------------------------------------------------------------
+
+class TrialDir:
+    """The folder of one trial, and the only code that reads or writes its state files."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    @classmethod
+    def of(cls, sweep: str, key: str) -> TrialDir:
+        return cls(paths.trial_dir(sweep, key))
+
+    def __repr__(self) -> str:
+        return f"TrialDir({str(self.path)!r})"
+
+    @property
+    def key(self) -> str:
+        return self.path.name
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    # result.json
+    def result_record(self) -> dict[str, Any] | None:
+        """The raw result object (None when there is none); damage is one line naming the file."""
+        path = self.path / RESULT
+        if not path.is_file():
+            return None
+        return _object(path, read_json(path, "the trial's result"), "the trial's result")
+
+    def result(self) -> TrialResult | None:
+        """The finished result, or None: no file, or a damaged one (policy: the trial is pending again)."""
+        try:
+            rec = self.result_record()
+            out = _record(TrialResult, self.path / RESULT, rec, "the trial's result") if rec is not None else None
+        except (BenchxferError, TypeError):
+            return None
+        return out if out is not None and out.status == "finished" else None
+
+    def write_result(self, result: TrialResult) -> None:
+        write_json(self.path / RESULT, result.to_dict())
+
+    # failed.json
+    def failure(self) -> Failure | None:
+        path = self.path / FAILED
+        if not path.is_file():
+            return None
+        return _record(Failure, path, read_json(path, "the trial's failure"), "the trial's failure")
+
+    def write_failure(self, failure: Failure) -> None:
+        write_json(self.path / FAILED, dataclasses.asdict(failure))
+
+    def record_failure(self, failure: Failure) -> Failure:
+        """Record a failure seen by the driver. An earlier record wins: its reason is kept, and a final
+        failure stays final (a NaN loss recorded by the worker is not made retryable by the crash it causes)."""
+        previous = self.failure()
+        if previous is not None:
+            failure = Failure(previous.reason, previous.retryable and failure.retryable, previous.epoch)
+        self.write_failure(failure)
+        return failure
+
+    def clear_retryable_failure(self) -> None:
+        """A retryable failure is forgotten when the trial is launched again; a final one is kept."""
+        f = self.failure()
+        if f is not None and f.retryable:
+            (self.path / FAILED).unlink(missing_ok=True)
+
+    def state(self) -> TrialState:
+        if self.result() is not None:
+            return TrialState.FINISHED
+        f = self.failure()
+        if f is None:
+            return TrialState.PENDING
+        return TrialState.FAILED if f.final else TrialState.RETRYABLE
+
+    # progress.json
+    def progress(self) -> Progress | None:
+        path = self.path / PROGRESS
+        if not path.is_file():
+            return None
+        return _record(Progress, path, read_json(path, "the trial's progress"), "the trial's progress")
+
+    def write_progress(self, progress: Progress) -> None:
+        write_json(self.path / PROGRESS, dataclasses.asdict(progress))
+
+    # epochs.jsonl
+    def log_epoch_start(self, epoch: int) -> None:
+        """Append one line per epoch started (with the process that runs it): the record of work done, redone
+        after a failure, and the pid that fault-injection tests kill."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        line = EpochStart(epoch, os.getpid(), time.time())
+        with open(self.path / EPOCH_LOG, "a") as f:
+            f.write(json.dumps(dataclasses.asdict(line)) + "\n")
+
+    def epoch_starts(self) -> list[EpochStart]:
+        path = self.path / EPOCH_LOG
+        if not path.is_file():
+            return []
+        try:
+            lines = path.read_text().splitlines()
+        except UnicodeDecodeError:
+            raise BenchxferError(f"{path}: not a text file (expected one JSON object per line)") from None
+        out = []
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise BenchxferError(f"{path}: line {n} is not valid JSON ({err.msg})") from None
+            out.append(_record(EpochStart, Path(f"{path} line {n}"), obj, "an epoch start"))
+        return out
+
+    def epochs_started(self) -> list[int]:
+        """The epochs started in this folder, in order, counting those started again after a failure."""
+        return [e.epoch for e in self.epoch_starts()]
+
+    # shards/
+    def write_shard(self, epoch: int, rank: int, indices: list[int]) -> None:
+        write_json(self.path / SHARDS / f"epoch{epoch}_rank{rank}.json", indices)
+
+
+# --- one sweep ----------------------------------------------------------------------------------------
+
+class SweepDir:
+    """The folder of one sweep: the sweep file as run, where it came from, its trials, the best lrs."""
+
+    def __init__(self, name: str, path: str | os.PathLike | None = None):
+        self.name = name
+        self.path = Path(path) if path is not None else paths.sweep_dir(name)
+
+    def trial(self, key: str) -> TrialDir:
+        return TrialDir(self.path / "trials" / key)
+
+    @property
+    def spec_copy(self) -> Path:
+        return self.path / SPEC_COPY
+
+    def exists(self) -> bool:
+        return self.spec_copy.is_file()
+
+    def save_plan(self, spec_path: str | os.PathLike, trials: list[dict[str, Any]]) -> None:
+        """Keep the sweep file as run, where it came from, and the list of expected trials."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        src = Path(spec_path).resolve()
+        if src != self.spec_copy.resolve():
+            shutil.copyfile(src, self.spec_copy)
+        write_json(self.path / SOURCE, {"path": str(src)})
+        write_json(self.path / TRIALS, trials)
+
+    def source(self) -> str | None:
+        """The sweep file's original path (None when there is no record)."""
+        path = self.path / SOURCE
+        if not path.is_file():
+            return None
+        obj = _object(path, read_json(path, "the sweep file's path"), "the sweep file's path")
+        if not isinstance(obj.get("path"), str):
+            raise BenchxferError(f"{path}: the key path (the sweep file's path, a string) is missing")
+        return obj["path"]
+
+    def trials_raw(self) -> Any:
+        """The content of ``trials.json`` (None when there is none), for readers that check it themselves."""
+        path = self.path / TRIALS
+        return read_json(path, "a JSON list of trials") if path.is_file() else None
+
+    def trials(self) -> list[dict[str, Any]] | None:
+        """The expected trials (each with at least ``trial_key``), or None when the sweep never started."""
+        data = self.trials_raw()
+        if data is None:
+            return None
+        path = self.path / TRIALS
+        if not isinstance(data, list):
+            raise BenchxferError(f"{path}: expected a JSON list of trials, got {type(data).__name__}")
+        for i, t in enumerate(data):
+            if not isinstance(t, dict) or not isinstance(t.get("trial_key"), str):
+                raise BenchxferError(f"{path}: item {i} lacks the key trial_key")
+        return data
+
+    def best_lr(self) -> dict[str, float]:
+        """``best_lr.json``: the best lr of each cell (``init|dataset``) found by the search so far."""
+        path = self.path / BEST_LR
+        if not path.is_file():
+            return {}
+        obj = _object(path, read_json(path, "the best lr of each cell"), "the best lr of each cell")
+        for k, v in obj.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise BenchxferError(f"{path}: {k}={v!r} is not a number")
+        return {k: float(v) for k, v in obj.items()}
+
+    def write_best_lr(self, best: dict[str, float]) -> None:
+        write_json(self.path / BEST_LR, best)
