@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(BIN)/benchxfer sweep sweeps/demo.yaml
 
 test: $(STAMP)
+	$(BIN)/python -m ruff check benchxfer tests benchmarks
 	$(BIN)/python -m pytest
 
 clean-demo:

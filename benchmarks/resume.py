@@ -68,7 +68,7 @@ def main() -> None:
     kills = []
     try:
         command = ["sweep", str(path)]
-        for k in range(args.kills):
+        for _ in range(args.kills):
             started_before = sum(map(len, epoch_starts(trials_dir).values()))
             if started_before >= needed:
                 break

@@ -8,14 +8,14 @@ The init (pretrained weights) is put in afterwards by :func:`benchxfer.zoo.apply
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Callable
 
 from benchxfer.errors import BenchxferError
 from benchxfer.registry import Registry
 from benchxfer.tasks import get_task
+
+if TYPE_CHECKING:  # torch loads when a model is built, not when the names are checked
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ ARCHS: Registry[ArchCfg] = Registry("architecture")
 def _torchvision(name: str) -> Callable[[int], nn.Module]:
     def build(num_classes: int) -> nn.Module:
         import torchvision
+        from torch import nn
 
         model = getattr(torchvision.models, name)(weights=None)
         model.fc = nn.Linear(model.fc.in_features, num_classes)
@@ -45,6 +46,7 @@ def _torchvision(name: str) -> Callable[[int], nn.Module]:
 def _timm(name: str) -> Callable[[int], nn.Module]:
     def build(num_classes: int) -> nn.Module:
         import timm
+        from torch import nn
 
         model = timm.create_model(name, pretrained=False, num_classes=num_classes)
         head = model.get_classifier()
@@ -108,4 +110,6 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def channels_last(model: nn.Module, enabled: bool) -> nn.Module:
+    import torch
+
     return model.to(memory_format=torch.channels_last) if enabled else model

@@ -18,7 +18,6 @@ from benchxfer.recipes import TrainConfig, get_recipe, recipe_for_task
 from benchxfer.recipes.registry import check_names, check_task
 from benchxfer.spec import DatasetEntry, SweepSpec, Trial, load_spec, trial_key
 
-
 # --- the grid --------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

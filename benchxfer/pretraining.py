@@ -18,10 +18,20 @@ from benchxfer import data, paths, zoo
 from benchxfer.errors import BenchxferError
 from benchxfer.recipes import TrainConfig, get_recipe
 from benchxfer.recipes.config import check_knobs
+from benchxfer.spec import (
+    NAME_RE,
+    Trial,
+    _check_keys,
+    _fail,
+    _mapping,
+    _recipe,
+    parse_failure,
+    parse_resources,
+    read_yaml,
+    trial_key,
+)
 from benchxfer.tasks import get_task
 from benchxfer.trialdir import TrialDir, TrialResult
-from benchxfer.spec import (NAME_RE, Trial, _check_keys, _fail, _mapping, _recipe, parse_failure, parse_resources,
-                            read_yaml, trial_key)
 
 KEYS = {"name", "description", "sources", "arch", "start", "recipe", "lr", "seed", "overrides", "resources",
         "failure"}

@@ -20,14 +20,15 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 from urllib.parse import urlparse
-
-import pandas as pd
 
 from benchxfer import paths
 from benchxfer.errors import BenchxferError
 from benchxfer.trialdir import RESULT, TRIALS, SweepDir, TrialDir
+
+if TYPE_CHECKING:  # pandas loads when a table is made, not when the CLI lists its commands
+    import pandas as pd
 
 RUN_COLUMNS: tuple[str, ...] = (
     "sweep", "trial_key", "recipe", "init", "dataset", "task", "shot", "lr", "seed", "metric",
@@ -72,6 +73,8 @@ def default_tracking_uri() -> str | None:
 
 def frame_from_records(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """Rows (dicts with the keys of RUN_COLUMNS; missing keys are NA) -> the typed run table."""
+    import pandas as pd
+
     df = pd.DataFrame(list(records), columns=list(RUN_COLUMNS))
     for col, dtype in RUN_DTYPES.items():
         if dtype in ("Int64", "int64"):
@@ -96,6 +99,8 @@ def write_runs(df: pd.DataFrame, out_dir: str | os.PathLike) -> list[Path]:
 
 def read_runs(path: str | os.PathLike) -> pd.DataFrame:
     """Read back a ``runs.parquet`` written by :func:`write_runs`, typed as RUN_DTYPES."""
+    import pandas as pd
+
     df = pd.read_parquet(path, engine="pyarrow")
     missing = [c for c in RUN_COLUMNS if c not in df.columns]
     if missing:
@@ -112,6 +117,8 @@ def load_runs(sweep: str, tracking_uri: str | None = None) -> pd.DataFrame:
 
 def collect_many(sweeps: list[str], tracking_uri: str | None = None) -> RunSet:
     """The runs of several sweeps in one table (sweeps in the order given)."""
+    import pandas as pd
+
     sets = [collect(s, tracking_uri) for s in sweeps]
     frame = pd.concat([s.frame for s in sets], ignore_index=True)
     errors = {k: v for s in sets for k, v in s.errors.items()}

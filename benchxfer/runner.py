@@ -60,7 +60,7 @@ def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: 
     recorder = SweepRecorder(tracking_uri, spec.name)  # an unreachable server fails here, in seconds, before Ray
     save_plan(plan)  # from here on `benchxfer resume NAME` finds the sweep
     ensure_ray(address)
-    for name, pfile in plan.to_pretrain:
+    for _name, pfile in plan.to_pretrain:
         run_pretrain(load_pretrain_spec(pfile), tracking_uri, echo=echo)
     launch = launch_of(plan, tracking_uri)
     if record_shards:
