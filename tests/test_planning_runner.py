@@ -1,0 +1,111 @@
+"""The planner (sweep file -> trials) and the runner's choice of the trials to launch, without Ray: the trial
+folders are written here by hand through the files a trial leaves."""
+
+import itertools
+import json
+import textwrap
+
+import pytest
+
+from benchxfer import paths
+from benchxfer.errors import BenchxferError
+from benchxfer.planning import expand, make_plan
+from benchxfer.recipes import get_recipe
+from benchxfer.runner import pending
+from benchxfer.trialdir import TrialState
+
+SWEEP = """
+name: plan
+inits: [scratch]
+datasets:
+  - name: chestxray14
+    root: synthetic
+  - name: montgomery-lungs
+    root: synthetic
+recipe: auto
+seeds: [0, 7]
+shots: [5, null]
+overrides: {arch: resnet18, size: 32, epochs: 2}
+"""
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCHXFER_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def plan_of(tmp_path, text=SWEEP):
+    f = tmp_path / "plan.yaml"
+    f.write_text(textwrap.dedent(text))
+    return make_plan(f)  # a dry plan: writes no synthetic data
+
+
+def test_the_grid_is_every_cell_seed_and_shot_at_the_recipes_default_lr(tmp_path, home):
+    plan = plan_of(tmp_path)
+    want = {(d, s, k) for d, s, k in itertools.product(("chestxray14", "montgomery-lungs"), (0, 7), (5, None))}
+    assert {(t.dataset, t.seed, t.shot) for t in plan.trials} == want and len(plan.trials) == 8
+    by_dataset = {t.dataset: t for t in plan.trials}
+    assert by_dataset["chestxray14"].recipe == "systematic-cls" and by_dataset["chestxray14"].task == "multilabel"
+    assert by_dataset["montgomery-lungs"].recipe == "systematic-seg"
+    for t in plan.trials:
+        assert t.lr == get_recipe(t.recipe).default_lr  # no lr in the file: the recipe's own
+        assert t.config["root"] == str(paths.synthetic_dir() / t.dataset)
+        assert t.key.startswith(f"scratch_{t.dataset}_lr{t.lr:g}_s{t.seed}" + ("" if t.shot is None else f"_k{t.shot}"))
+    assert len({t.key for t in plan.trials}) == 8
+    assert not paths.synthetic_dir().exists()  # planning wrote nothing
+    assert [t.key for t in plan_of(tmp_path).trials] == [t.key for t in plan.trials]  # stable
+
+
+def test_stage_two_fixes_one_lr_per_cell(tmp_path, home):
+    plan = plan_of(tmp_path)
+    lrs = {("scratch", "chestxray14"): 0.05, ("scratch", "montgomery-lungs"): 0.002}
+    trials = expand(plan.spec, plan.cells, plan.roots, lrs=lrs)
+    assert sorted({(t.dataset, t.lr) for t in trials}) == [("chestxray14", 0.05), ("montgomery-lungs", 0.002)]
+    assert len(trials) == 8 and {t.key for t in trials}.isdisjoint(t.key for t in plan.trials)
+
+
+def test_a_repeated_axis_value_is_one_line(tmp_path, home):
+    with pytest.raises(BenchxferError, match="two trials share the key|appears|repeated"):
+        plan_of(tmp_path, SWEEP.replace("seeds: [0, 7]", "seeds: [7, 7]"))
+
+
+def write_state(sweep, key, result=None, failed=None):
+    d = paths.trial_dir(sweep, key)
+    d.mkdir(parents=True)
+    if result is not None:
+        (d / "result.json").write_bytes(result if isinstance(result, bytes) else json.dumps(result).encode())
+    if failed is not None:
+        (d / "failed.json").write_text(json.dumps(failed))
+    return d
+
+
+def test_pending_launches_all_but_the_finished_and_the_final_failures(tmp_path, home):
+    trials = plan_of(tmp_path).trials
+    t = {i: tr.key for i, tr in enumerate(trials)}
+    finished = {"status": "finished", "sweep": "plan", "trial_key": t[0], "recipe": "r", "init": "scratch",
+                "dataset": "d", "task": "multilabel", "shot": None, "lr": 0.1, "seed": 0, "metric": "auroc",
+                "value": 0.5, "test": {"auroc": 0.5}, "best_epoch": 0, "epochs_run": 1, "epochs_started": 1,
+                "wall_seconds": 1.0, "accelerator_hours": 0.0, "mlflow_run_id": None, "best_val_loss": 0.1}
+    write_state("plan", t[0], result=finished)
+    write_state("plan", t[1], failed={"reason": "loss became nan at epoch 0", "retryable": False})
+    retry = write_state("plan", t[2], failed={"reason": "worker died", "retryable": True})
+    write_state("plan", t[3], result=b"\x00 half-written")  # a damaged result: the trial runs again
+    write_state("plan", t[4], result={**finished, "status": "failed"})
+    todo, final = pending(trials)
+    assert final == 1
+    assert [x.key for x in todo] == [t[i] for i in range(2, 8)]
+    assert not (retry / "failed.json").exists()  # a retryable failure is forgotten when launched again
+
+
+def test_pending_stops_at_a_damaged_failure_record_with_one_line(tmp_path, home):
+    trials = plan_of(tmp_path).trials
+    d = write_state("plan", trials[0].key)
+    (d / "failed.json").write_text("{not json")
+    with pytest.raises(BenchxferError) as err:
+        pending(trials)
+    assert str(d / "failed.json") in str(err.value) and "not valid JSON" in str(err.value)
+
+
+def test_state_names_are_what_status_prints():
+    assert [s.value for s in TrialState] == ["pending", "finished", "retryable", "failed"]
