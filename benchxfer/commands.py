@@ -40,8 +40,8 @@ def _print_plan(plan, limit: int | None) -> None:
         click.echo(f"  ... {len(trials) - len(shown)} more (use --limit 0 to list all)")
     click.echo(f"Total: {d['trials']} trials = {d['inits']} inits x {d['datasets']} datasets x lr [{d['lr']}] "
                f"x {d['seeds']} seeds" + (f" x {d['shots']} shots" if d["shots"] > 1 else ""))
-    for name, pfile in plan.to_pretrain:
-        click.echo(f"Before the trials: pre-train init {name!r} from {pfile}")
+    for pspec in plan.to_pretrain:
+        click.echo(f"Before the trials: pre-train init {pspec.name!r} from {pspec.path}")
 
 
 def _summary(sweep: str, uri: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchxfer import data, paths, zoo
 from benchxfer.data.dataset import check_options
@@ -17,6 +17,9 @@ from benchxfer.errors import BenchxferError
 from benchxfer.recipes import TrainConfig, get_recipe, recipe_for_task
 from benchxfer.recipes.registry import check_names, check_task
 from benchxfer.spec import DatasetEntry, SweepSpec, Trial, load_spec, trial_key
+
+if TYPE_CHECKING:
+    from benchxfer.pretraining import PretrainSpec
 
 # --- the grid --------------------------------------------------------------------------------------
 
@@ -97,7 +100,7 @@ class Plan:
     cells: list[Cell]
     trials: list[Trial]
     roots: dict[str, str]
-    to_pretrain: list[tuple[str, str]]  # (init name, pre-training file) for inits the zoo does not hold yet
+    to_pretrain: list[PretrainSpec]  # the pre-training files (parsed once, here) of inits the zoo lacks
 
     def describe(self) -> dict[str, Any]:
         s = self.spec
@@ -107,17 +110,17 @@ class Plan:
                 "shots": len(s.shots), "trials": len(self.trials)}
 
 
-def _dataset_root(entry, path: str, index: int, write_synthetic: bool) -> str:
-    if entry.root == "synthetic":
-        root = paths.synthetic_dir() / entry.name
-        if write_synthetic:
-            return str(data.synthetic.ensure(entry.name, root, **entry.synthetic))
-        return str(root)
-    root = Path(entry.root)
-    if not root.exists():
-        raise BenchxferError(f"{path}: datasets[{index}].root: folder {root} does not exist "
-                             f"(dataset {entry.name!r})")
-    data.check_root(entry.name, root)
+def resolve_root(dataset: str, root: str, synthetic: dict[str, Any], where: str, write_synthetic: bool,
+                 folder: str | None = None) -> str:
+    """A dataset's root: a folder that must exist and hold the dataset, or for ``root: synthetic`` the set that
+    benchxfer writes under ``<home>/data/synthetic/<folder>`` (only when ``write_synthetic``: a dry run leaves
+    the disk alone). ``where`` names the file and key in the one-line error."""
+    if root == "synthetic":
+        target = paths.synthetic_dir() / (folder or dataset)
+        return str(data.synthetic.ensure(dataset, target, **synthetic)) if write_synthetic else str(target)
+    if not Path(root).exists():
+        raise BenchxferError(f"{where}: folder {root} does not exist (dataset {dataset!r})")
+    data.check_root(dataset, root)
     return str(root)
 
 
@@ -138,11 +141,12 @@ def make_plan(spec_or_path: SweepSpec | str | Path, zoo_override: str | None = N
             check_options(data.get_dataset(d.name), d.options)
         except BenchxferError as err:
             raise BenchxferError(f"{spec.path}: datasets[{i}].options: {err}") from None
-    roots = {d.name: _dataset_root(d, spec.path, i, write_synthetic) for i, d in enumerate(spec.datasets)}
+    roots = {d.name: resolve_root(d.name, d.root, d.synthetic, f"{spec.path}: datasets[{i}].root", write_synthetic)
+             for i, d in enumerate(spec.datasets)}
     tasks = {d.name: (data.get_dataset(d.name).task, data.get_dataset(d.name).metric) for d in spec.datasets}
 
     init_arch: dict[str, str | None] = {}
-    to_pretrain: list[tuple[str, str]] = []
+    to_pretrain: list[PretrainSpec] = []
     known = {c.name for c in zoo.list_inits(zoo_override)}
     for i, entry in enumerate(spec.inits):
         if entry.name == "scratch":
@@ -156,7 +160,7 @@ def make_plan(spec_or_path: SweepSpec | str | Path, zoo_override: str | None = N
                 raise BenchxferError(f"{spec.path}: inits[{i}]: {entry.pretrain} makes {pspec.name!r}, "
                                      f"not {entry.name!r}")
             init_arch[entry.name] = pspec.arch
-            to_pretrain.append((entry.name, entry.pretrain))
+            to_pretrain.append(pspec)
             continue
         if entry.name not in known:
             raise BenchxferError(f"{spec.path}: inits[{i}]: unknown init {entry.name!r}; "

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchxfer import data, paths, zoo
+from benchxfer import data, zoo
 from benchxfer.errors import BenchxferError
 from benchxfer.recipes import TrainConfig, get_recipe
 from benchxfer.recipes.config import check_knobs
@@ -94,18 +94,13 @@ def load_pretrain_spec(path: str | Path) -> PretrainSpec:
 
 def plan_pretrain(spec: PretrainSpec, write_synthetic: bool = True) -> Trial:
     """Validate sources and the start init, and build the run as a Trial."""
-    sources = []
-    for i, src in enumerate(spec.sources):
-        root = src["root"]
-        if root == "synthetic":
-            target = paths.synthetic_dir() / f"{src['dataset']}-source"
-            root = str(data.synthetic.ensure(src["dataset"], target, **src["synthetic"])) if write_synthetic \
-                else str(target)
-        else:
-            if not Path(root).exists():
-                raise _fail(spec.path, f"sources[{i}].root", f"folder {root} does not exist")
-            data.check_root(src["dataset"], root)
-        sources.append({"dataset": src["dataset"], "root": root, "options": src["options"]})
+    from benchxfer.planning import resolve_root
+
+    sources = [{"dataset": src["dataset"],
+                "root": resolve_root(src["dataset"], src["root"], src["synthetic"], f"{spec.path}: sources[{i}].root",
+                                     write_synthetic, folder=f"{src['dataset']}-source"),
+                "options": src["options"]}
+               for i, src in enumerate(spec.sources)]
     if spec.start != "scratch":
         cfg, _ = zoo.resolve_init(spec.start)
         if cfg.arch != spec.arch:

@@ -53,15 +53,15 @@ def pending(trials: list[Trial]) -> tuple[list[Trial], int]:
 def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: Callable[[str], None] = print,
             record_shards: bool = False) -> list[dict[str, Any]]:
     """Run the sweep to its end and return the result records of its trials."""
-    from benchxfer.pretraining import load_pretrain_spec, run_pretrain
+    from benchxfer.pretraining import run_pretrain
     from benchxfer.tracking import SweepRecorder
 
     spec = plan.spec
     recorder = SweepRecorder(tracking_uri, spec.name)  # an unreachable server fails here, in seconds, before Ray
     save_plan(plan)  # from here on `benchxfer resume NAME` finds the sweep
     ensure_ray(address)
-    for _name, pfile in plan.to_pretrain:
-        run_pretrain(load_pretrain_spec(pfile), tracking_uri, echo=echo)
+    for pspec in plan.to_pretrain:
+        run_pretrain(pspec, tracking_uri, echo=echo)
     launch = launch_of(plan, tracking_uri)
     if record_shards:
         launch = Launch(**{**launch.__dict__, "record_shards": True})
