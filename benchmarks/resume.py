@@ -12,7 +12,6 @@ logged in its folder (``epochs.jsonl``), so the count of epochs executed include
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import signal
@@ -28,12 +27,9 @@ from _sweep import write_sweep  # noqa: E402
 
 
 def epoch_starts(trials: Path) -> dict[str, list[int]]:
-    out = {}
-    for t in sorted(trials.glob("*")):
-        log = t / "epochs.jsonl"
-        out[t.name] = [json.loads(x)["epoch"] for x in log.read_text().splitlines() if x.strip()] \
-            if log.exists() else []
-    return out
+    from benchxfer.trialdir import TrialDir
+
+    return {t.name: TrialDir(t).epochs_started() for t in sorted(trials.glob("*"))}
 
 
 def main() -> None:

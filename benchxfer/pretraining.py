@@ -30,7 +30,7 @@ from benchxfer.spec import (
     read_yaml,
     trial_key,
 )
-from benchxfer.tasks import get_task
+from benchxfer.tasks import PRETRAIN_TASK
 from benchxfer.trialdir import TrialDir, TrialResult
 
 KEYS = {"name", "description", "sources", "arch", "start", "recipe", "lr", "seed", "overrides", "resources",
@@ -113,7 +113,7 @@ def plan_pretrain(spec: PretrainSpec, write_synthetic: bool = True) -> Trial:
     config = TrainConfig.from_dict({**knobs, "sweep": EXPERIMENT, "trial_key": key, "init": spec.start,
                                     "sources": sources, "recipe": spec.recipe, "lr": lr, "seed": spec.seed}).to_dict()
     overrides = {**spec.overrides, "arch": spec.arch, "start": spec.start, "output": spec.name}
-    task = get_task("multilabel")  # merged sources: one multi-label head over their common labels
+    task = PRETRAIN_TASK
     return Trial(key, spec.start, config["dataset"] or "+".join(s["dataset"] for s in sources), spec.recipe, lr,
                  spec.seed, None, task.name, task.metric, overrides, config)
 

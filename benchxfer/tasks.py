@@ -59,6 +59,8 @@ TASKS.add("binary", Task("binary", lambda n: BINARY_OUTPUTS, "bce" if BINARY_OUT
                          _sigmoid if BINARY_OUTPUTS == 1 else _softmax, _logit if BINARY_OUTPUTS == 1 else _log,
                          score_column=BINARY_OUTPUTS - 1))
 TASKS.add("segmentation", Task("segmentation", lambda n: 1, "dice", "dice", "mask", _sigmoid, _logit, dense=True))
+# Pre-training merges sources on their common labels: one multi-label head.
+PRETRAIN_TASK = TASKS.get("multilabel")
 
 
 def get_task(name: str) -> Task:

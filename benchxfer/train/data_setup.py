@@ -12,11 +12,10 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from benchxfer import data, zoo
 from benchxfer.recipes import TrainConfig
 from benchxfer.recipes.schedules import bit_mixup
-from benchxfer.tasks import get_task
+from benchxfer.tasks import PRETRAIN_TASK
 from benchxfer.zoo.inits import IMAGENET_MEAN, IMAGENET_STD
 
 CXR_MEAN, CXR_STD = (0.5056,) * 3, (0.252,) * 3
-PRETRAIN_TASK = get_task("multilabel")  # merged sources share their labels: one multi-label head
 
 
 class Indexed(Dataset):
