@@ -8,8 +8,8 @@ trial, or a plain process). torch is imported only when a session is made.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
@@ -38,11 +38,7 @@ class Runtime:
     finish: FinishHook | None = None
 
     def with_session(self, session: str) -> Runtime:
-        return Runtime(**{**self.__dict__, "session": session})
-
-    @property
-    def folder(self) -> Path:
-        return Path(self.trial_dir)
+        return dataclasses.replace(self, session=session)
 
 
 @dataclass
