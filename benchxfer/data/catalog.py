@@ -85,6 +85,7 @@ class DatasetCfg:
     classes_from_root: bool = False  # imagefolder-like: classes are the folder names
     native_lists: bool = False  # the reader parses ``lists`` itself (first-study list formats)
     options: tuple[str, ...] = ()  # reader options this dataset takes (anything else is an error)
+    splits: tuple[str, ...] = SPLITS  # the splits its protocol has; "val" absent: only with val_fraction > 0
 
     def num_classes(self, root: str | Path | None = None) -> int:
         """Number of outputs' classes; folder datasets need ``root``."""

@@ -237,6 +237,9 @@ def open_dataset(
     require_split(split)
     cache_dir = reader_options.pop("cache_dir", None)
     check_options(cfg, reader_options)
+    if split not in cfg.splits and not reader_options.get("val_fraction"):
+        raise BenchxferError(f"dataset {name!r} has no {split} split in its protocol (splits: "
+                             f"{', '.join(cfg.splits)}); give the option val_fraction > 0 to carve one")
     root = Path(root).expanduser().resolve()
     check_root(name, root)
     index = build_index(cfg, root, split, lists, reader_options, Problems())
