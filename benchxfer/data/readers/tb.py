@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchxfer.data.catalog import Index, IndexCtx, Record, register_dataset, seeded_split, val_fraction_of, where
+from benchxfer.data.catalog import STUDY_CXR_SEG, Index, IndexCtx, Record, register_dataset, seeded_split, val_fraction_of, where
 from benchxfer.data.imageio import read_lines, safe_join
 from benchxfer.data.readers._common import FolderFiles, require_file, shipped_split
 from benchxfer.errors import BenchxferError
@@ -99,6 +99,7 @@ def montgomery(root: Path, split: str, ctx: IndexCtx) -> Index:
     metric="dice",
     metrics=("dice", "iou"),
     required=("CXR_png", "ManualMask/leftMask", "ManualMask/rightMask"),
+    seg_inputs=STUDY_CXR_SEG,
     description="Montgomery lung segmentation: the union of ManualMask/leftMask and rightMask.",
     split_rule="the same seeded 70/10/20 split as montgomery",
 )
