@@ -104,6 +104,7 @@ class DatasetCfg:
     classes_from_root: bool = False  # imagefolder-like: classes are the folder names
     native_lists: bool = False  # the reader parses ``lists`` itself (first-study list formats)
     options: tuple[str, ...] = ()  # reader options this dataset takes (anything else is an error)
+    uncertain: str = "ones"  # multi-label: default policy for uncertain (-1) cells (labels.UNCERTAIN)
     seg_inputs: SegInputs = SegInputs()  # segmentation sets: the study's inputs for this set
     splits: tuple[str, ...] = SPLITS  # the splits its protocol has; "val" absent: only with val_fraction > 0
 

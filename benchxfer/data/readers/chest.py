@@ -42,6 +42,7 @@ def parse_cells(row: dict[str, str], classes: tuple[str, ...], origin: str, ctx:
     metrics=("auroc",),
     required=("train.csv", "valid.csv"),
     options=("frontal_only", "val_fraction"),
+    uncertain="lsr-ones",  # the first study's default: uniform(0.55, 0.85), drawn anew at each read
     description="CheXpert v1.0: 224k chest X-rays, 14 observations with uncertain labels; scored on 5.",
     split_rule="test = valid.csv (the official validation set); val = seeded 10% of train.csv patients (seed 0)",
 )
