@@ -153,3 +153,22 @@ def test_knob_types_are_checked():
         check_knobs({"epoch": 3}, "x")
     with pytest.raises(BenchxferError, match="override batch_size='big' must be an integer"):
         check_knobs({"batch_size": "big"}, "x")
+
+
+def test_chest_pretrain_schedule_and_optimiser():
+    from benchxfer.recipes.parts import OPTIMIZERS
+    from benchxfer.recipes.schedules import warmup_step_factor
+
+    # the study: 15 warm-up epochs, then lr / 10 at epochs 30, 60 and 80 (here 10 steps per epoch)
+    spe, warm = 10, 150
+    assert warmup_step_factor(0, warm, spe) == pytest.approx(1 / 150)
+    assert warmup_step_factor(149, warm, spe) == pytest.approx(1.0)
+    assert warmup_step_factor(299, warm, spe) == pytest.approx(1.0)  # epoch 29
+    assert warmup_step_factor(300, warm, spe) == pytest.approx(0.1)  # epoch 30
+    assert warmup_step_factor(600, warm, spe) == pytest.approx(0.01)
+    assert warmup_step_factor(899, warm, spe) == pytest.approx(0.001)  # epoch 89
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = OPTIMIZERS.get("sgd-nesterov")([p], lr=0.01, momentum=0.9, weight_decay=1e-4)
+    assert opt.param_groups[0]["nesterov"] and opt.param_groups[0]["momentum"] == 0.9
+    rec = get_recipe("supervised-pretrain")
+    assert rec.default_lr == 0.01 and rec.defaults["base_batch"] == 256 and rec.defaults["weight_decay"] == 1e-4

@@ -43,11 +43,17 @@ def check_root(name: str, root: str | Path) -> None:
             )
 
 
+def allowed_options(cfg: DatasetCfg) -> tuple[str, ...]:
+    """The reader's own options, plus ``uncertain`` (multi-label sets) and ``cache_size`` (every set)."""
+    return (*cfg.options, *(("uncertain",) if cfg.task == "multilabel" else ()), "cache_size")
+
+
 def check_options(cfg: DatasetCfg, options: Mapping[str, Any]) -> None:
     """Reader options must be ones the dataset takes: a typo is an error, not silently ignored."""
-    unknown = sorted(set(options) - set(cfg.options))
+    takes = allowed_options(cfg)
+    unknown = sorted(set(options) - set(takes))
     if unknown:
-        allowed = ", ".join(cfg.options) or "none"
+        allowed = ", ".join(takes) or "none"
         raise BenchxferError(f"dataset {cfg.name!r}: unknown option(s) {', '.join(unknown)}; it takes: {allowed}")
 
 

@@ -27,6 +27,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CXR_MEAN = (0.5056, 0.5056, 0.5056)
 CXR_STD = (0.252, 0.252, 0.252)
 
+# named input normalisations (mean, std) a run can ask for instead of its init's own ("init")
+NORMALISATIONS: Registry[tuple[tuple[float, float, float], tuple[float, float, float]]] = Registry("normalization")
+NORMALISATIONS.add("imagenet", (IMAGENET_MEAN, IMAGENET_STD))
+NORMALISATIONS.add("cxr", (CXR_MEAN, CXR_STD))
+NORMALISATIONS.add("half", ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)))  # the second study's chest models: [-1, 1]
+NORMALISATIONS.add("unit", ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))  # [0, 1] as is
+
 
 @dataclass(frozen=True)
 class Pipeline:
@@ -165,11 +172,25 @@ def _bit(train: bool, size: int) -> list[v2.Transform]:
     return [v2.Resize((size, size), antialias=True)]
 
 
+class CenterSquare(v2.Transform):
+    """Centre crop to a square of the shorter side."""
+
+    def make_params(self, flat_inputs: list) -> dict:
+        h, w = v2.functional.get_size(flat_inputs[0])
+        return {"side": min(h, w)}
+
+    def transform(self, inpt, params: dict):
+        return v2.functional.center_crop(inpt, [params["side"], params["side"]])
+
+
 @PRESETS.register("supervised-pretrain")
 def _pretrain(train: bool, size: int) -> list[v2.Transform]:
+    """The second study's chest pre-training: centre square, resize, then random shift 0.25, scale 0.1,
+    rotation 45 deg and a horizontal flip (train)."""
+    steps: list[v2.Transform] = [CenterSquare(), v2.Resize((size, size), antialias=True)]
     if train:
-        return [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()]
-    return [v2.Resize(round(size * 256 / 224), antialias=True), v2.CenterCrop(size)]
+        steps += [v2.RandomAffine(degrees=45, translate=(0.25, 0.25), scale=(0.9, 1.1)), v2.RandomHorizontalFlip()]
+    return steps
 
 
 @PRESETS.register("plain")
@@ -179,8 +200,6 @@ def _plain(train: bool, size: int) -> list[v2.Transform]:
 
 # "systematic-seg" is built by albumentations (SegPipeline); its steps depend on the dataset's SegInputs.
 PRESETS.add("systematic-seg", lambda train, size: [])
-
-_NORMALISATION = {"unit": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)), "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}
 
 
 def _segmentation(train: bool, size: int, mean: Sequence[float], std: Sequence[float],
@@ -193,7 +212,7 @@ def _segmentation(train: bool, size: int, mean: Sequence[float], std: Sequence[f
     if (inputs.augment_train and train) or (inputs.augment_val and not train):
         steps += seg_augmentation(size)
     if inputs.normalization is not None:
-        mean, std = _NORMALISATION[inputs.normalization]
+        mean, std = NORMALISATIONS.get(inputs.normalization)
     return SegPipeline(A.Compose(steps), mean, std)
 
 

@@ -30,6 +30,12 @@ def sgd(params: Iterable, lr: float, momentum: float, weight_decay: float) -> to
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
+@OPTIMIZERS.register("sgd-nesterov")
+def sgd_nesterov(params: Iterable, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum (the second study's fine-tuning and chest pre-training)."""
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=True)
+
+
 # --- losses ----------------------------------------------------------------------------------------
 # A loss takes (logits, target, label_mask) and returns one loss per sample (shape [B]), so that the
 # training step can average it and evaluation can gather it per sample across workers.
