@@ -29,11 +29,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _record import record  # noqa: E402
+from _record import record
 
-from benchxfer import data  # noqa: E402
-from benchxfer.data import transforms  # noqa: E402
-from benchxfer.data.cache import write_cache  # noqa: E402
+from benchxfer import data
+from benchxfer.data import transforms
+from benchxfer.data.cache import write_cache
 
 
 def throughput(ds, passes: int) -> tuple[float, float]:

@@ -7,7 +7,11 @@ import pytest
 from PIL import Image
 
 from benchxfer import data
-from benchxfer.data.readers.chest import CHEXPERT_CLASSES, PADCHEST_CLASSES, padchest_vector
+from benchxfer.data.readers.chest import (
+    CHEXPERT_CLASSES,
+    PADCHEST_CLASSES,
+    padchest_vector,
+)
 
 NF, EFF, EDEMA = (CHEXPERT_CLASSES.index(c) for c in ("No Finding", "Pleural Effusion", "Edema"))
 
