@@ -68,13 +68,14 @@ register_recipe(Recipe(
 
 register_recipe(Recipe(
     name="bit-hyperrule",
-    description="Second study, fine-tuning BiT: SGD momentum 0.9, step schedule by training-set size with "
-                "linear warm-up, MixUp 0.1 from 20k examples, batch 128, no weight decay.",
+    description="Second study, fine-tuning BiT: SGD momentum 0.9, base lr 0.001 with adaptive gradient "
+                "clipping 0.01 (every config of the study), step schedule by training-set size with linear "
+                "warm-up, MixUp 0.1 from 20k examples, batch 128, no weight decay.",
     tasks=CLASSIFICATION,
-    default_lr=0.003,
+    default_lr=0.001,
     defaults=dict(arch="bit-r50x1", size=480, batch_size=128, epochs=100000, optimizer="sgd", momentum=0.9,
                   weight_decay=0.0, schedule="bit-hyperrule", stopping="steps", loss="auto",
-                  augment="bit-hyperrule", normalization="init", mixup=-1.0),
+                  augment="bit-hyperrule", normalization="init", mixup=-1.0, agc=0.01),
 ))
 
 register_recipe(Recipe(
