@@ -97,3 +97,14 @@ def test_other_sets_take_the_runs_normalisation():
     pipe = transforms.build("systematic-seg", train=False, size=32, mean=(0.5,) * 3, std=(0.5,) * 3,
                             task="segmentation", dataset="maskfolder")
     assert len(_steps(pipe)) == 1 and (pipe.mean, pipe.std) == ((0.5,) * 3, (0.5,) * 3)
+
+
+def test_augmentation_follows_torch_seed():
+    # the loader seeds torch per worker; albumentations' own generator must follow it
+    pipe = transforms.build("systematic-seg", train=True, size=32, task="segmentation", dataset="montgomery-lungs")
+    outs = []
+    for seed in (0, 0, 1):
+        torch.manual_seed(seed)
+        outs.append(torch.stack([pipe(*_pair())[0] for _ in range(8)]))
+    torch.testing.assert_close(outs[0], outs[1])
+    assert not torch.equal(outs[0], outs[2])

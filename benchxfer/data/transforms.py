@@ -88,8 +88,9 @@ class SegPipeline:
     """Image + mask through an albumentations ``Compose`` (the first study's segmentation pipeline).
 
     Called like :class:`Pipeline`: ``(tv_tensors.Image uint8 C x H x W, tv_tensors.Mask 1 x H x W)`` ->
-    ``(float32 3 x H x W normalised with (mean, std), float32 {0, 1} H x W)``. Random draws come from
-    Python's and NumPy's generators, which the loader seeds per worker.
+    ``(float32 3 x H x W normalised with (mean, std), float32 {0, 1} H x W)``. albumentations 2.x keeps
+    its own generator (seeded from the OS, and copied into every forked loader worker), so each call reseeds
+    it from torch's generator, which the loader seeds per worker: runs repeat, and workers differ.
     """
 
     accepts_grey: ClassVar[bool] = True
@@ -105,6 +106,7 @@ class SegPipeline:
             raise BenchxferError("the segmentation pipeline needs a mask with each image")
         img = np.ascontiguousarray(image.as_subclass(torch.Tensor).permute(1, 2, 0).numpy())
         msk = np.ascontiguousarray(mask.as_subclass(torch.Tensor)[0].numpy())
+        self.compose.set_random_seed(int(torch.randint(0, 2**31 - 1, (1,))))
         out = self.compose(image=img, mask=msk)
         img = torch.from_numpy(np.ascontiguousarray(out["image"]))
         img = img[:, :, None] if img.dim() == 2 else img
