@@ -240,7 +240,7 @@ def test_segmentation_through_the_training_transform(roots, name):
     from benchxfer.data import transforms
 
     torch.manual_seed(0)
-    pipe = transforms.build("systematic-seg", train=True, size=32, task="segmentation")
+    pipe = transforms.build("systematic-seg", train=True, size=32, task="segmentation", dataset=name)
     ds = data.open_dataset(name, roots[name], "train", transform=pipe)
     for i in range(len(ds)):
         image, mask = ds[i]
