@@ -22,7 +22,12 @@ from benchxfer.data.catalog import (
     where,
 )
 from benchxfer.data.imageio import decode_image, decode_mask, read_lines
-from benchxfer.data.labels import apply_uncertain, fraction_subset, redraw_range, shots_subset
+from benchxfer.data.labels import (
+    apply_uncertain,
+    fraction_subset,
+    redraw_range,
+    shots_subset,
+)
 from benchxfer.errors import BenchxferError
 
 Transform = Callable[[Any, Any], tuple[Any, Any]]

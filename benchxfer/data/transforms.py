@@ -117,8 +117,8 @@ class SegPipeline:
 # gamma; elastic, grid or optical distortion (border REFLECT_101, the old default); a random sized crop.
 # Gaps in albumentations 2.x (installed): ElasticTransform lost ``alpha_affine`` (the study's 120 * 0.03 = 3.6 px
 # random affine) and OpticalDistortion lost ``shift_limit`` (the study's 0.5); both are left out.
-SEG_ELASTIC = dict(alpha=120.0, sigma=120 * 0.05)
-SEG_OPTICAL = dict(distort_limit=2.0)
+SEG_ELASTIC = {"alpha": 120.0, "sigma": 120 * 0.05}
+SEG_OPTICAL = {"distort_limit": 2.0}
 SEG_CROP = (156, 224)
 
 
