@@ -270,8 +270,11 @@ def test_published_sweeps_follow_the_studies(tmp_path, bx_home):
     assert {t.lr for t in bit.trials} == {1e-3} and {t.config["agc"] for t in bit.trials} == {0.01}
     assert {t.shot for t in bit.trials} == {1, 5, 10, 100, None} and {t.seed for t in bit.trials} == set(range(5))
     assert {t.config["arch"] for t in bit.trials} == {"bit-r50x1", "bit-r152x4"}  # each init picks its arch
-    nat = plan("fewshot_bit_natural.yaml")
-    assert {t.lr for t in nat.trials} == {3e-3} and {t.config["agc"] for t in nat.trials} == {0.0}
+    nat = plan("fewshot_bit_natural.yaml")  # the study: base lr 0.001 with AGC in every fine-tuning config
+    assert {t.lr for t in nat.trials} == {1e-3} and {t.config["agc"] for t in nat.trials} == {0.01}
+    for trials in (cls.trials, da.trials):  # CheXpert: LSR-Ones (RECIPES.md), stated in the files
+        chex = [t for t in trials if t.dataset == "chexpert"]
+        assert chex and {t.config["dataset_options"].get("uncertain") for t in chex} == {"lsr-ones"}
 
 
 def test_dry_run_of_1470_trials_lists_all_in_seconds(tmp_path, bx_home):
@@ -339,6 +342,14 @@ def test_pretrain_files_are_the_studies_setups():
     chest = load_pretrain_spec(SWEEPS / "pretrain_chest.yaml")
     assert [s["dataset"] for s in chest.sources] == ["chexpert", "mimic-cxr", "chestxray14", "padchest"]
     assert chest.arch == "bit-r152x4" and chest.start == "scratch" and chest.resources["workers"] >= 8
+    # the study's chest pre-training recipe, reached without overrides of the protocol's settings
+    from benchxfer.recipes import get_recipe
+
+    knobs = {**get_recipe(chest.recipe).defaults, **chest.overrides}
+    assert (chest.lr or get_recipe(chest.recipe).default_lr) == 0.01 and knobs["base_batch"] == 256
+    assert (knobs["optimizer"], knobs["momentum"], knobs["weight_decay"], knobs["agc"]) == ("sgd-nesterov", 0.9, 1e-4, 0.01)
+    assert (knobs["schedule"], knobs["warmup_epochs"], knobs["epochs"], knobs["normalization"]) == \
+        ("warmup-step", 15, 90, "half")
     adapt = load_pretrain_spec(SWEEPS / "domain_adapt_pretrain.yaml")
     assert [s["dataset"] for s in adapt.sources] == ["chestxray14"]
     assert (adapt.arch, adapt.start) == ("resnet50", "imagenet")

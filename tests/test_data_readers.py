@@ -32,7 +32,7 @@ def test_reader_reads_every_split(roots, name):
     cfg = data.get_dataset(name)
     data.check_root(name, roots[name])
     total = 0
-    for split in ("train", "val", "test"):
+    for split in cfg.splits:
         ds = data.open_dataset(name, roots[name], split)
         total += len(ds)
         image, target = ds[0]
@@ -105,6 +105,21 @@ def test_chexpert_uncertain_policies(roots):
     for t in (ones, zeros, lsr1, lsr0):
         assert (t[blank] == 0).all()  # never mentioned counts as 0
         np.testing.assert_array_equal(t[~unc & ~blank], raw[~unc & ~blank])
+    # the default is the first study's: LSR-Ones, drawn anew each time a sample is read
+    assert data.get_dataset("chexpert").uncertain == "lsr-ones"
+    ds = data.open_dataset("chexpert", root, "train")
+    i = int(np.flatnonzero(unc[ds.indices].any(axis=1))[0])
+    cells = unc[ds.indices[i]]
+    torch.manual_seed(0)
+    first, second = ds[i][1].numpy(), ds[i][1].numpy()
+    for t in (first, second):
+        assert ((t[cells] >= 0.55) & (t[cells] <= 0.85)).all()
+        np.testing.assert_array_equal(t[~cells], ones[ds.indices[i]][~cells])
+    assert (first[cells] != second[cells]).all()
+    # U-Ones and U-Zeros stay fixed per read
+    u1 = data.open_dataset("chexpert", root, "train", uncertain="ones")
+    assert (u1[i][1].numpy()[cells] == 1).all() and np.array_equal(u1[i][1].numpy(), u1[i][1].numpy())
+    assert data.get_dataset("chestxray14").uncertain == "ones"
     assert data.get_dataset("chexpert").eval_classes == (
         "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 
@@ -225,7 +240,7 @@ def test_segmentation_through_the_training_transform(roots, name):
     from benchxfer.data import transforms
 
     torch.manual_seed(0)
-    pipe = transforms.build("systematic-seg", train=True, size=32, task="segmentation")
+    pipe = transforms.build("systematic-seg", train=True, size=32, task="segmentation", dataset=name)
     ds = data.open_dataset(name, roots[name], "train", transform=pipe)
     for i in range(len(ds)):
         image, mask = ds[i]

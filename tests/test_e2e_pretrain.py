@@ -33,7 +33,8 @@ arch: resnet18
 start: scratch
 lr: 0.001
 overrides: {size: 48, batch_size: 32, epochs: EPOCHS, optimizer: adam, weight_decay: 0, warmup_epochs: 1,
-            base_batch: 0, augment: plain, loader_workers: 0}
+            base_batch: 0, augment: plain, loader_workers: 0, schedule: warmup-cosine, agc: 0.0,
+            normalization: imagenet}
 resources: {workers: 2, cpus_per_worker: 1}
 failure: {max_retries: 0}
 """

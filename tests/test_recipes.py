@@ -9,7 +9,7 @@ import torch
 from benchxfer.errors import BenchxferError
 from benchxfer.recipes import get_recipe, list_recipes
 from benchxfer.recipes.config import check_knobs
-from benchxfer.recipes.parts import STOPPING, loss_for, masked_bce, soft_dice
+from benchxfer.recipes.parts import LOSSES, STOPPING, loss_for, masked_bce, soft_dice
 from benchxfer.recipes.schedules import (
     ScheduleInput,
     bit_boundaries,
@@ -79,17 +79,49 @@ def test_plateau_halves_after_patience_5():
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-4)
 
 
-def test_early_stopping_after_10_epochs_without_improvement():
-    stop = STOPPING.get("early")(10)
-    assert stop.update(1.0)
-    for i in range(9):
-        assert not stop.update(1.0 + i)
-        assert not stop.should_stop
-    stop.update(2.0)
-    assert stop.should_stop
-    restored = STOPPING.get("early")(10)
+def _epochs_run(losses, patience):
+    stop = STOPPING.get("early")(patience)
+    for n, value in enumerate(losses, 1):
+        stop.update(value)
+        if stop.should_stop:
+            return n
+    return len(losses)
+
+
+@pytest.mark.parametrize("patience", [10, 20])  # classification, segmentation
+def test_early_stopping_runs_more_than_patience_epochs_without_improvement(patience):
+    # the study's rule: stop once the epochs without improvement exceed ``patience``. Losses improve for
+    # 3 epochs, then never again: 3 + (patience + 1) epochs run (14 for patience 10, 24 for 20).
+    losses = [5.0, 4.0, 3.0] + [3.5] * 100
+    assert _epochs_run(losses, patience) == 3 + patience + 1
+    # an improvement at the patience-th bad epoch resets the count
+    losses = [5.0] + [6.0] * patience + [4.0] + [6.0] * 100
+    assert _epochs_run(losses, patience) == 1 + patience + 1 + patience + 1
+    stop = STOPPING.get("early")(patience)
+    for value in [1.0] + [2.0] * (patience + 1):
+        stop.update(value)
+    restored = STOPPING.get("early")(patience)
     restored.load_state_dict(stop.state_dict())
     assert restored.should_stop and restored.best == 1.0
+
+
+def test_recipe_patience_defaults():
+    assert get_recipe("systematic-cls").defaults["patience"] == 10
+    assert get_recipe("systematic-seg").defaults["patience"] == 20
+
+
+def test_dice_loss_is_one_soft_dice_over_the_flattened_batch():
+    # one image with 2 of 4 pixels positive, one empty image; logits 0 -> p = 0.5 everywhere.
+    target = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]]], [[[0.0, 0.0], [0.0, 0.0]]]])
+    logits = torch.zeros_like(target)
+    # batch: 1 - (2 * (0.5 * 2) + 1) / (8 * 0.5 + 2 + 1) = 1 - 3/7
+    got = soft_dice(logits, target)
+    assert got.shape == (2,)
+    assert got.mean().item() == pytest.approx(4 / 7)
+    # the per-image variant: image 1: 1 - (2 + 1)/(2 + 2 + 1) = 0.4; image 2: 1 - 1/(2 + 0 + 1) = 2/3
+    per = LOSSES.get("dice-per-image")(logits, target)
+    assert per.tolist() == pytest.approx([0.4, 2 / 3])
+    assert loss_for("auto", "segmentation") is soft_dice
 
 
 def test_losses_per_sample():
@@ -121,3 +153,22 @@ def test_knob_types_are_checked():
         check_knobs({"epoch": 3}, "x")
     with pytest.raises(BenchxferError, match="override batch_size='big' must be an integer"):
         check_knobs({"batch_size": "big"}, "x")
+
+
+def test_chest_pretrain_schedule_and_optimiser():
+    from benchxfer.recipes.parts import OPTIMIZERS
+    from benchxfer.recipes.schedules import warmup_step_factor
+
+    # the study: 15 warm-up epochs, then lr / 10 at epochs 30, 60 and 80 (here 10 steps per epoch)
+    spe, warm = 10, 150
+    assert warmup_step_factor(0, warm, spe) == pytest.approx(1 / 150)
+    assert warmup_step_factor(149, warm, spe) == pytest.approx(1.0)
+    assert warmup_step_factor(299, warm, spe) == pytest.approx(1.0)  # epoch 29
+    assert warmup_step_factor(300, warm, spe) == pytest.approx(0.1)  # epoch 30
+    assert warmup_step_factor(600, warm, spe) == pytest.approx(0.01)
+    assert warmup_step_factor(899, warm, spe) == pytest.approx(0.001)  # epoch 89
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = OPTIMIZERS.get("sgd-nesterov")([p], lr=0.01, momentum=0.9, weight_decay=1e-4)
+    assert opt.param_groups[0]["nesterov"] and opt.param_groups[0]["momentum"] == 0.9
+    rec = get_recipe("supervised-pretrain")
+    assert rec.default_lr == 0.01 and rec.defaults["base_batch"] == 256 and rec.defaults["weight_decay"] == 1e-4

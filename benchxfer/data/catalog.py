@@ -66,6 +66,25 @@ Reader = Callable[[Path, str, IndexCtx], Index]
 
 
 @dataclass(frozen=True)
+class SegInputs:
+    """How the first study fed a segmentation set ("systematic-seg"): online augmentation of the train
+    split, and of the val split (it selected checkpoints on augmented val images for some sets); the
+    normalisation ("unit": [0, 1] as is, "imagenet", None: the run's); the image resize ("nearest",
+    "bilinear"; masks always nearest)."""
+
+    augment_train: bool = True
+    augment_val: bool = False
+    normalization: str | None = None
+    interpolation: str = "bilinear"
+
+
+# Montgomery and SIIM: val augmented like train, [0, 1] inputs, nearest-neighbour resize.
+# DRIVE: no online augmentation (the study trained on an offline-augmented copy), ImageNet mean/std.
+STUDY_CXR_SEG = SegInputs(augment_train=True, augment_val=True, normalization="unit", interpolation="nearest")
+STUDY_DRIVE = SegInputs(augment_train=False, augment_val=False, normalization="imagenet", interpolation="bilinear")
+
+
+@dataclass(frozen=True)
 class DatasetCfg:
     """A dataset as data: what it is, how it is scored, and how to read it."""
 
@@ -85,6 +104,9 @@ class DatasetCfg:
     classes_from_root: bool = False  # imagefolder-like: classes are the folder names
     native_lists: bool = False  # the reader parses ``lists`` itself (first-study list formats)
     options: tuple[str, ...] = ()  # reader options this dataset takes (anything else is an error)
+    uncertain: str = "ones"  # multi-label: default policy for uncertain (-1) cells (labels.UNCERTAIN)
+    seg_inputs: SegInputs = SegInputs()  # segmentation sets: the study's inputs for this set
+    splits: tuple[str, ...] = SPLITS  # the splits its protocol has; "val" absent: only with val_fraction > 0
 
     def num_classes(self, root: str | Path | None = None) -> int:
         """Number of outputs' classes; folder datasets need ``root``."""

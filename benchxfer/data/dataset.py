@@ -22,7 +22,12 @@ from benchxfer.data.catalog import (
     where,
 )
 from benchxfer.data.imageio import decode_image, decode_mask, read_lines
-from benchxfer.data.labels import apply_uncertain, fraction_subset, shots_subset
+from benchxfer.data.labels import (
+    apply_uncertain,
+    fraction_subset,
+    redraw_range,
+    shots_subset,
+)
 from benchxfer.errors import BenchxferError
 
 Transform = Callable[[Any, Any], tuple[Any, Any]]
@@ -43,11 +48,17 @@ def check_root(name: str, root: str | Path) -> None:
             )
 
 
+def allowed_options(cfg: DatasetCfg) -> tuple[str, ...]:
+    """The reader's own options, plus ``uncertain`` (multi-label sets) and ``cache_size`` (every set)."""
+    return (*cfg.options, *(("uncertain",) if cfg.task == "multilabel" else ()), "cache_size")
+
+
 def check_options(cfg: DatasetCfg, options: Mapping[str, Any]) -> None:
     """Reader options must be ones the dataset takes: a typo is an error, not silently ignored."""
-    unknown = sorted(set(options) - set(cfg.options))
+    takes = allowed_options(cfg)
+    unknown = sorted(set(options) - set(takes))
     if unknown:
-        allowed = ", ".join(cfg.options) or "none"
+        allowed = ", ".join(takes) or "none"
         raise BenchxferError(f"dataset {cfg.name!r}: unknown option(s) {', '.join(unknown)}; it takes: {allowed}")
 
 
@@ -125,8 +136,15 @@ class ImageDataset(Dataset):
         indices: np.ndarray,
         transform: Transform | None = None,
         cache: Any = None,
+        redraw: tuple[float, float] | None = None,
     ):
         self.cfg, self.root, self.split = cfg, root, split
+        # LSR policies: the uncertain cells' values are drawn anew (uniform in ``redraw``) at every read
+        self.redraw = redraw
+        self._uncertain = (
+            np.stack([np.asarray(r.label, np.float32) == -1 for r in records])
+            if redraw is not None and cfg.task == "multilabel" and records else None
+        )
         self.classes = classes
         self.records = records  # the whole split (the cache's order)
         self.indices = indices  # positions of this dataset's items in ``records``
@@ -209,7 +227,13 @@ class ImageDataset(Dataset):
     def _target(self, i: int):
         pos = int(self.indices[i])
         if self.cfg.task == "multilabel":
-            return torch.from_numpy(self._targets[pos])
+            target = torch.from_numpy(self._targets[pos])
+            if self._uncertain is not None and self._uncertain[pos].any():
+                cells = torch.from_numpy(self._uncertain[pos])
+                lo, hi = self.redraw  # type: ignore[misc]
+                target = target.clone()
+                target[cells] = lo + (hi - lo) * torch.rand(int(cells.sum()))  # the worker's seeded generator
+            return target
         return int(self._targets[pos])
 
 
@@ -219,7 +243,7 @@ def open_dataset(
     split: str,
     *,
     transform: Transform | None = None,
-    uncertain: str = "ones",
+    uncertain: str | None = None,
     fraction: float | None = None,
     shots: int | None = None,
     seed: int = 0,
@@ -232,11 +256,23 @@ def open_dataset(
     ``fraction`` and ``shots`` subset the train split only (other splits are always whole), drawn with
     ``seed``. ``size_hint``: read from the preprocessed cache for that size when a fresh one exists.
     ``reader_options`` go to the reader (e.g. ``val_fraction`` where a validation split is carved).
+    ``uncertain``: the policy for uncertain multi-label cells; default the dataset's own (CheXpert:
+    LSR-Ones, drawn anew at each read). ``cache_size`` (an option): read a preprocessed cache of that
+    shorter side even where it changes the protocol's pixels (docs/datasets.md).
     """
     cfg = get_dataset(name)
     require_split(split)
     cache_dir = reader_options.pop("cache_dir", None)
+    cache_size = reader_options.pop("cache_size", None)
+    if cache_size is not None:
+        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 1:
+            raise BenchxferError(f"cache_size {cache_size!r} must be a positive number of pixels")
+        size_hint = cache_size
+    uncertain = uncertain or cfg.uncertain
     check_options(cfg, reader_options)
+    if split not in cfg.splits and not reader_options.get("val_fraction"):
+        raise BenchxferError(f"dataset {name!r} has no {split} split in its protocol (splits: "
+                             f"{', '.join(cfg.splits)}); give the option val_fraction > 0 to carve one")
     root = Path(root).expanduser().resolve()
     check_root(name, root)
     index = build_index(cfg, root, split, lists, reader_options, Problems())
@@ -259,4 +295,5 @@ def open_dataset(
 
         cache = open_cache(cfg, root, split, int(size_hint), index.records, lists=lists, options=reader_options,
                            cache_dir=cache_dir)
-    return ImageDataset(cfg, root, split, index.records, classes, targets, indices, transform, cache)
+    return ImageDataset(cfg, root, split, index.records, classes, targets, indices, transform, cache,
+                        redraw=redraw_range(uncertain) if cfg.task == "multilabel" else None)

@@ -69,25 +69,52 @@ def decode_image(path: str | Path, window: tuple[float, float] | None = None) ->
 
 
 def decode_dicom(path: str | Path, window: tuple[float, float] | None = None) -> np.ndarray:
+    """A DICOM image as uint8 H x W x C.
+
+    8-bit pixels pass through unchanged (as the studies read SIIM's 8-bit files). Wider ones go through
+    pydicom's ``apply_modality_lut`` then ``apply_voi_lut`` (the window or VOI LUT of the header), and the
+    VOI output range (the stored range through the modality rescale, as pydicom's windowing uses) is mapped
+    onto 0-255 -- never a per-image min-max stretch. ``window`` = (centre, width) replaces the header's
+    (CT, e.g. the PE window). MONOCHROME1 is inverted after a window.
+    """
     import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
         ds = pydicom.dcmread(str(path))
-        arr = ds.pixel_array.astype(np.float32)
+        raw = ds.pixel_array
     except FileNotFoundError:
         raise BenchxferError(f"{path}: DICOM file is missing") from None
     except Exception as err:  # noqa: BLE001 - pydicom raises many types for broken files
         raise BenchxferError(f"{path}: unreadable DICOM ({type(err).__name__}: {err})") from None
-    arr = arr * float(getattr(ds, "RescaleSlope", 1) or 1) + float(getattr(ds, "RescaleIntercept", 0) or 0)
+    if raw.dtype == np.uint8 and window is None:
+        return raw[:, :, None] if raw.ndim == 2 else raw
+    arr = apply_modality_lut(raw, ds).astype(np.float64)
     if window is not None:
         centre, width = window
         arr = np.clip((arr - (centre - width / 2)) / width, 0.0, 1.0) * 255.0
         out = (arr + 0.5).astype(np.uint8)
     else:
-        out = to_uint8(arr)
+        arr = np.asarray(apply_voi_lut(arr, ds), np.float64)
+        lo, hi = _voi_range(ds)
+        out = (np.clip((arr - lo) / (hi - lo), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     if getattr(ds, "PhotometricInterpretation", "") == "MONOCHROME1":
         out = 255 - out
     return out[:, :, None] if out.ndim == 2 else out
+
+
+def _voi_range(ds) -> tuple[float, float]:
+    """The output range of the header's VOI step: a VOI LUT's entries, else pydicom's windowing range
+    (the stored bits' range, through the modality rescale)."""
+    if "VOILUTSequence" in ds:
+        item = ds.VOILUTSequence[0]
+        return 0.0, float(2 ** int(item.LUTDescriptor[2]) - 1)
+    bits = int(ds.BitsStored)
+    lo, hi = (0.0, 2.0 ** bits - 1) if int(ds.PixelRepresentation) == 0 else (-(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1)
+    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    if slope is not None and intercept is not None and "ModalityLUTSequence" not in ds:
+        lo, hi = lo * float(slope) + float(intercept), hi * float(slope) + float(intercept)
+    return (lo, hi) if hi > lo else (hi, lo)
 
 
 def decode_mask(path: str | Path) -> np.ndarray:

@@ -19,7 +19,9 @@ def apply_uncertain(raw: np.ndarray, policy: str, seed: int = 0) -> np.ndarray:
     """Raw multi-label cells (1, 0, -1 = uncertain, nan = never mentioned) -> float32 targets.
 
     Never-mentioned cells count as 0. Uncertain cells take the policy's value: U-Ones 1, U-Zeros 0,
-    LSR-Ones uniform(0.55, 0.85), LSR-Zeros uniform(0, 0.3), drawn once per cell with ``seed``.
+    LSR-Ones uniform(0.55, 0.85), LSR-Zeros uniform(0, 0.3). Here the LSR values are drawn once per cell
+    with ``seed`` (the ``targets`` a dataset reports); a dataset read for training draws them anew at each
+    read, as the first study did (:func:`redraw_range`).
     """
     lo, hi = UNCERTAIN.get(policy)
     out = np.nan_to_num(raw.astype(np.float32), nan=0.0)
@@ -30,6 +32,12 @@ def apply_uncertain(raw: np.ndarray, policy: str, seed: int = 0) -> np.ndarray:
         else:
             out[unc] = np.random.default_rng(seed).uniform(lo, hi, size=int(unc.sum())).astype(np.float32)
     return out
+
+
+def redraw_range(policy: str) -> tuple[float, float] | None:
+    """(low, high) of a policy whose uncertain value is drawn at each read (LSR), else None."""
+    lo, hi = UNCERTAIN.get(policy)
+    return None if lo == hi else (lo, hi)
 
 
 def fraction_subset(n: int, fraction: float, seed: int) -> np.ndarray:

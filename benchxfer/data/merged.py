@@ -2,7 +2,9 @@
 
 Label names are matched after normalisation (case, ``_``, and a few synonyms such as NIH "Effusion" =
 CheXpert "Pleural Effusion"). Items are ``(image, target, label_mask)``: ``label_mask`` is 1 where the
-source states the label (0 or 1) and 0 where it is blank or uncertain, so the loss leaves it out.
+source states the label (0 or 1) and 0 where it is blank or uncertain, so the loss leaves it out. As in the
+second study, a row whose "No Finding" is 1 states every pathology as 0, and sources that record the view
+keep frontal images (PA, AP) unless ``frontal_only=False``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from benchxfer.data.catalog import get_dataset
 from benchxfer.data.dataset import ImageDataset, open_dataset
 from benchxfer.errors import BenchxferError
 
+NO_FINDING = "no finding"
 SYNONYMS = {"effusion": "pleural effusion", "pulmonary edema": "edema", "infiltrate": "infiltration"}
 
 
@@ -41,8 +44,15 @@ class MergedDataset(Dataset):
         targets, masks = [], []
         for ds in parts:
             cols = [ [canonical(c) for c in ds.cfg.classes].index(canonical(k)) for k in classes ]
-            raw = np.stack([np.asarray(ds.records[p].label, np.float32)[cols] for p in ds.indices])
+            full = np.stack([np.asarray(ds.records[p].label, np.float32) for p in ds.indices])
+            raw = full[:, cols]
             known = ~np.isnan(raw) & (raw != -1)
+            names = [canonical(c) for c in ds.cfg.classes]
+            if NO_FINDING in names:  # "No Finding" = 1: every pathology is a stated 0
+                normal = full[:, names.index(NO_FINDING)] == 1
+                pathology = np.asarray([canonical(k) != NO_FINDING for k in classes])
+                raw[np.ix_(normal, pathology)] = 0.0
+                known[np.ix_(normal, pathology)] = True
             targets.append(np.where(known, raw, 0.0).astype(np.float32))
             masks.append(known.astype(np.float32))
         self.targets = np.concatenate(targets)
@@ -72,5 +82,10 @@ def open_merged(sources: list[tuple[str, str | Path]], split: str, *, transform:
     classes = common_classes([n for n, _ in sources])
     if not classes:
         raise BenchxferError(f"open_merged: {', '.join(n for n, _ in sources)} share no label")
-    parts = [open_dataset(name, root, split, transform=transform, **opts) for name, root in sources]
+    parts = []
+    for name, root in sources:
+        own = dict(opts)
+        if "frontal_only" in get_dataset(name).options:
+            own.setdefault("frontal_only", True)  # the study pre-trained on frontal views
+        parts.append(open_dataset(name, root, split, transform=transform, **own))
     return MergedDataset(parts, classes)

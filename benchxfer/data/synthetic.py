@@ -37,7 +37,8 @@ from benchxfer.registry import Registry
 
 FAMILIES = ("cxr", "cxr-source")
 MARKER = ".benchxfer-synthetic"
-GENERATOR = 2  # bumped when images change for the same parameters (2: findings placed by name), so sets are rewritten
+GENERATOR = 3  # bumped when files change for the same parameters (2: findings placed by name; 3: MIMIC
+# metadata with ViewPosition), so sets are rewritten
 # 16 finding positions (row, col) as fractions of the image, and a shape per position. The 14 ChestX-ray14
 # findings have the first 14, in NIH's order; the same finding has the same place and shape in every chest
 # layout (CheXpert's "Pleural Effusion" is NIH's "Effusion"), so that merged sources agree on their labels.
@@ -328,24 +329,32 @@ def _mimic(g: Gen, root: Path, counts: tuple[int, int, int]) -> None:
 
     n = sum(counts)
     present, cells = _chexpert_rows(g, n)
-    label_rows, split_rows = [], []
+    label_rows, split_rows, meta_rows = [], [], []
     for i, split in enumerate(_splits(counts)):
         subject, study, dicom = f"1{i // 2:07d}", f"5{i:07d}", f"{i:08x}-synthetic"
         _png(root / f"files/p{subject[:2]}/p{subject}/s{study}/{dicom}.jpg", g.cxr(present[i], CHEXPERT_CLASSES),
              quality=95)
         label_rows.append([subject, study, *cells[i]])
         split_rows.append([dicom, study, subject, {"val": "validate"}.get(split, split)])
+        meta_rows.append([dicom, subject, study, "PA" if i % 4 else "LATERAL"])
     with (root / "mimic-cxr-2.0.0-chexpert.csv").open("w", newline="") as f:
         csv.writer(f).writerows([["subject_id", "study_id", *CHEXPERT_CLASSES], *label_rows])
     with (root / "mimic-cxr-2.0.0-split.csv").open("w", newline="") as f:
         csv.writer(f).writerows([["dicom_id", "study_id", "subject_id", "split"], *split_rows])
+    with (root / "mimic-cxr-2.0.0-metadata.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([["dicom_id", "subject_id", "study_id", "ViewPosition"], *meta_rows])
+
+
+# report terms as PadChest writes them, where they differ from the class name
+_PADCHEST_TEXT = {"No Finding": "normal", "Edema": "pulmonary edema", "Fibrosis": "pulmonary fibrosis",
+                  "Hernia": "hiatal hernia", "Infiltration": "infiltrates"}
 
 
 @WRITERS.register("padchest")
 def _padchest(g: Gen, root: Path, counts: tuple[int, int, int]) -> None:
-    from benchxfer.data.readers.chest import PADCHEST_CLASSES, PADCHEST_CSV, PADCHEST_TERMS
+    from benchxfer.data.readers.chest import PADCHEST_CLASSES, PADCHEST_CSV
 
-    terms = list(PADCHEST_TERMS.values())
+    terms = [_PADCHEST_TEXT.get(c, c.replace("_", " ").lower()) for c in PADCHEST_CLASSES]
     rows = []
     for i in range(sum(counts)):
         found = g.rng.random(len(terms)) < 0.25

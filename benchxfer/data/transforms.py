@@ -9,10 +9,11 @@ with (mean, std), the mask float32 {0, 1} H x W (or None). ``tencrop=True`` (eva
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Callable, ClassVar, Sequence
 
+import albumentations as A
+import cv2
 import numpy as np
-
 import torch
 from PIL import Image
 from torchvision import tv_tensors
@@ -26,21 +27,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CXR_MEAN = (0.5056, 0.5056, 0.5056)
 CXR_STD = (0.252, 0.252, 0.252)
 
-
-class RandomGamma(v2.Transform):
-    """Gamma in [lo, hi] on images only (masks pass through)."""
-
-    def __init__(self, gamma: tuple[float, float] = (0.8, 1.2)):
-        super().__init__()
-        self.gamma = gamma
-
-    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        return {"gamma": float(torch.empty(1).uniform_(*self.gamma))}
-
-    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        if isinstance(inpt, tv_tensors.Mask) or not isinstance(inpt, (tv_tensors.Image, torch.Tensor, Image.Image)):
-            return inpt
-        return v2.functional.adjust_gamma(inpt, params["gamma"])
+# named input normalisations (mean, std) a run can ask for instead of its init's own ("init")
+NORMALISATIONS: Registry[tuple[tuple[float, float, float], tuple[float, float, float]]] = Registry("normalization")
+NORMALISATIONS.add("imagenet", (IMAGENET_MEAN, IMAGENET_STD))
+NORMALISATIONS.add("cxr", (CXR_MEAN, CXR_STD))
+NORMALISATIONS.add("half", ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)))  # the second study's chest models: [-1, 1]
+NORMALISATIONS.add("unit", ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))  # [0, 1] as is
 
 
 @dataclass(frozen=True)
@@ -92,14 +84,69 @@ def _to_pil(image: torch.Tensor | np.ndarray) -> Image.Image:
     raise BenchxferError(f"transform: image has {arr.shape[0]} channels; expected 1 or 3")
 
 
+class SegPipeline:
+    """Image + mask through an albumentations ``Compose`` (the first study's segmentation pipeline).
+
+    Called like :class:`Pipeline`: ``(tv_tensors.Image uint8 C x H x W, tv_tensors.Mask 1 x H x W)`` ->
+    ``(float32 3 x H x W normalised with (mean, std), float32 {0, 1} H x W)``. albumentations 2.x keeps
+    its own generator (seeded from the OS, and copied into every forked loader worker), so each call reseeds
+    it from torch's generator, which the loader seeds per worker: runs repeat, and workers differ.
+    """
+
+    accepts_grey: ClassVar[bool] = True
+
+    def __init__(self, compose: A.Compose, mean: Sequence[float], std: Sequence[float]):
+        self.compose = compose
+        self.mean = tuple(map(float, mean))
+        self.std = tuple(map(float, std))
+        self._finish = Pipeline(v2.Compose([v2.Identity()]), self.mean, self.std)._finish
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor | None = None):
+        if mask is None:
+            raise BenchxferError("the segmentation pipeline needs a mask with each image")
+        img = np.ascontiguousarray(image.as_subclass(torch.Tensor).permute(1, 2, 0).numpy())
+        msk = np.ascontiguousarray(mask.as_subclass(torch.Tensor)[0].numpy())
+        self.compose.set_random_seed(int(torch.randint(0, 2**31 - 1, (1,))))
+        out = self.compose(image=img, mask=msk)
+        img = torch.from_numpy(np.ascontiguousarray(out["image"]))
+        img = img[:, :, None] if img.dim() == 2 else img
+        return self._finish(img.permute(2, 0, 1)), (torch.from_numpy(np.asarray(out["mask"])) > 0).float()
+
+
+# The first study's online augmentation of Montgomery and SIIM (albumentations, then 0.4): brightness/contrast or
+# gamma; elastic, grid or optical distortion (border REFLECT_101, the old default); a random sized crop.
+# Gaps in albumentations 2.x (installed): ElasticTransform lost ``alpha_affine`` (the study's 120 * 0.03 = 3.6 px
+# random affine) and OpticalDistortion lost ``shift_limit`` (the study's 0.5); both are left out.
+SEG_ELASTIC = {"alpha": 120.0, "sigma": 120 * 0.05}
+SEG_OPTICAL = {"distort_limit": 2.0}
+SEG_CROP = (156, 224)
+
+
+def seg_augmentation(size: int) -> list[A.BasicTransform]:
+    reflect = cv2.BORDER_REFLECT_101
+    low = round(SEG_CROP[0] * size / SEG_CROP[1])
+    return [
+        A.OneOf([A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=1.0),
+                 A.RandomGamma(gamma_limit=(80, 120), p=1.0)], p=0.3),
+        A.OneOf([A.ElasticTransform(**SEG_ELASTIC, border_mode=reflect, p=1.0),
+                 A.GridDistortion(border_mode=reflect, p=1.0),
+                 A.OpticalDistortion(**SEG_OPTICAL, border_mode=reflect, p=1.0)], p=0.3),
+        A.RandomSizedCrop(min_max_height=(low, size), size=(size, size), p=0.25),
+    ]
+
+
 Builder = Callable[[bool, int], list[v2.Transform]]
 PRESETS: Registry[Builder] = Registry("transform preset")
 
 
 def resize_side(preset: str, size: int) -> int:
-    """The largest side a preset resizes to before cropping: the size a preprocessed cache should store."""
-    return {"systematic-cls": round(size * 256 / 224), "supervised-pretrain": round(size * 256 / 224),
-            "bit-hyperrule": bit_resize(size)}.get(preset, size)
+    """The shorter side of a preprocessed cache that leaves a preset's inputs as the study's; 0: none does.
+
+    The first study's presets crop (RandomResizedCrop) or resize to a square from the original image, and a
+    cached copy at any smaller size changes those pixels (docs/datasets.md, the cache table), so they read
+    the originals. A lossy cache stays available with the dataset option ``cache_size``.
+    """
+    return {"bit-hyperrule": 0, "systematic-cls": 0, "supervised-pretrain": 0, "systematic-seg": 0}.get(preset, size)
 
 
 def bit_resize(crop: int) -> int:
@@ -107,44 +154,68 @@ def bit_resize(crop: int) -> int:
     return 160 if crop == 128 else round(crop * 512 / 480)
 
 
+def bit_crop_for(height: int, width: int) -> int:
+    """BiT-HyperRule's resolution rule: images under 96 x 96 px train at 128 (from 160), others at 480 (from 512)."""
+    return 128 if height * width < 96 * 96 else 480
+
+
 @PRESETS.register("systematic-cls")
 def _systematic_cls(train: bool, size: int) -> list[v2.Transform]:
     if train:
         return [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip(), v2.RandomRotation(7)]
-    return [v2.Resize(resize_side("systematic-cls", size), antialias=True), v2.CenterCrop(size)]
-
-
-@PRESETS.register("systematic-seg")
-def _systematic_seg(train: bool, size: int) -> list[v2.Transform]:
-    steps: list[v2.Transform] = [v2.Resize((size, size), antialias=True)]
-    if train:
-        low = (156 / 224) ** 2
-        steps += [
-            v2.RandomApply([v2.RandomChoice([v2.ColorJitter(brightness=0.2, contrast=0.2), RandomGamma()])], p=0.3),
-            v2.RandomApply([v2.ElasticTransform(alpha=30.0, sigma=5.0)], p=0.3),
-            v2.RandomApply([v2.RandomResizedCrop(size, scale=(low, 1.0), ratio=(1.0, 1.0), antialias=True)], p=0.25),
-        ]
-    return steps
+    side = round(size * 256 / 224)
+    return [v2.Resize((side, side), antialias=True), v2.CenterCrop(size)]  # the study: a square, then the crop
 
 
 @PRESETS.register("bit-hyperrule")
 def _bit(train: bool, size: int) -> list[v2.Transform]:
-    if train:
-        side = bit_resize(size)
-        return [v2.Resize((side, side), antialias=True), v2.RandomCrop(size), v2.RandomHorizontalFlip()]
+    if train:  # the shorter side to 512, a random 480 crop, a flip
+        return [v2.Resize(bit_resize(size), antialias=True), v2.RandomCrop(size), v2.RandomHorizontalFlip()]
     return [v2.Resize((size, size), antialias=True)]
+
+
+class CenterSquare(v2.Transform):
+    """Centre crop to a square of the shorter side."""
+
+    def make_params(self, flat_inputs: list) -> dict:
+        h, w = v2.functional.get_size(flat_inputs[0])
+        return {"side": min(h, w)}
+
+    def transform(self, inpt, params: dict):
+        return v2.functional.center_crop(inpt, [params["side"], params["side"]])
 
 
 @PRESETS.register("supervised-pretrain")
 def _pretrain(train: bool, size: int) -> list[v2.Transform]:
+    """The second study's chest pre-training: centre square, resize, then random shift 0.25, scale 0.1,
+    rotation 45 deg and a horizontal flip (train)."""
+    steps: list[v2.Transform] = [CenterSquare(), v2.Resize((size, size), antialias=True)]
     if train:
-        return [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()]
-    return [v2.Resize(resize_side("supervised-pretrain", size), antialias=True), v2.CenterCrop(size)]
+        steps += [v2.RandomAffine(degrees=45, translate=(0.25, 0.25), scale=(0.9, 1.1)), v2.RandomHorizontalFlip()]
+    return steps
 
 
 @PRESETS.register("plain")
 def _plain(train: bool, size: int) -> list[v2.Transform]:
     return [v2.Resize((size, size), antialias=True)]
+
+
+# "systematic-seg" is built by albumentations (SegPipeline); its steps depend on the dataset's SegInputs.
+PRESETS.add("systematic-seg", lambda train, size: [])
+
+
+def _segmentation(train: bool, size: int, mean: Sequence[float], std: Sequence[float],
+                  dataset: str | None) -> SegPipeline:
+    from benchxfer.data.catalog import SegInputs, get_dataset
+
+    inputs = get_dataset(dataset).seg_inputs if dataset else SegInputs()
+    interp = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR}[inputs.interpolation]
+    steps: list[A.BasicTransform] = [A.Resize(size, size, interpolation=interp, mask_interpolation=cv2.INTER_NEAREST)]
+    if (inputs.augment_train and train) or (inputs.augment_val and not train):
+        steps += seg_augmentation(size)
+    if inputs.normalization is not None:
+        mean, std = NORMALISATIONS.get(inputs.normalization)
+    return SegPipeline(A.Compose(steps), mean, std)
 
 
 def build(
@@ -156,17 +227,24 @@ def build(
     std: Sequence[float] = IMAGENET_STD,
     task: str = "multilabel",
     tencrop: bool = False,
-) -> Pipeline:
-    """The pipeline of ``preset`` for training or evaluation at ``size`` px."""
+    dataset: str | None = None,
+) -> Pipeline | SegPipeline:
+    """The pipeline of ``preset`` for training or evaluation at ``size`` px.
+
+    ``dataset``: with "systematic-seg", the dataset's :class:`SegInputs` (catalog) decide the online
+    augmentation (of train, and of val where the study augmented it), the normalisation and the resize.
+    """
     steps = PRESETS.get(preset)(train, int(size))
     if size < 1:
         raise BenchxferError(f"transform size {size!r} must be a positive number of pixels")
     if tencrop and (train or task == "segmentation"):
         raise BenchxferError("tencrop is for evaluating classifiers only (train=False, a classification task)")
-    if tencrop:
-        steps = [s for s in steps if not isinstance(s, v2.CenterCrop)]
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
         raise BenchxferError(f"mean {tuple(mean)} and std {tuple(std)} must hold 3 values each, std > 0")
+    if preset == "systematic-seg":
+        return _segmentation(train, int(size), mean, std, dataset)
+    if tencrop:
+        steps = [s for s in steps if not isinstance(s, v2.CenterCrop)]
     return Pipeline(v2.Compose(steps), tuple(map(float, mean)), tuple(map(float, std)), int(size) if tencrop else None)
 
 

@@ -46,7 +46,7 @@ class TrainConfig:
     patience: int = 10
     loss: str = "auto"
     augment: str = "systematic-cls"
-    normalization: str = "init"  # "init" (the init's own), "imagenet" or "cxr"
+    normalization: str = "init"  # "init" (the init's own) or a name in data.transforms.NORMALISATIONS
     tencrop: bool = False
     mixup: float = 0.0
     agc: float = 0.0  # >0: adaptive gradient clipping (BiT medical configs: 0.01)

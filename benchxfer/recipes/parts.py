@@ -30,6 +30,12 @@ def sgd(params: Iterable, lr: float, momentum: float, weight_decay: float) -> to
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
+@OPTIMIZERS.register("sgd-nesterov")
+def sgd_nesterov(params: Iterable, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum (the second study's fine-tuning and chest pre-training)."""
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=True)
+
+
 # --- losses ----------------------------------------------------------------------------------------
 # A loss takes (logits, target, label_mask) and returns one loss per sample (shape [B]), so that the
 # training step can average it and evaluation can gather it per sample across workers.
@@ -68,7 +74,20 @@ def masked_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | 
 @LOSSES.register("dice")
 def soft_dice(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
               smooth: float = 1.0) -> torch.Tensor:
-    """1 - soft Dice with smoothing 1, per image."""
+    """1 - soft Dice over the whole flattened batch, smoothing 1 (the first study's segmentation loss).
+
+    One value for the batch, repeated per sample so that the step's ``.mean()`` returns it unchanged.
+    """
+    prob = torch.sigmoid(logits.float()).reshape(-1)
+    tgt = target.float().reshape(-1)
+    loss = 1.0 - (2.0 * (prob * tgt).sum() + smooth) / (prob.sum() + tgt.sum() + smooth)
+    return loss.expand(logits.shape[0])
+
+
+@LOSSES.register("dice-per-image")
+def soft_dice_per_image(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
+                        smooth: float = 1.0) -> torch.Tensor:
+    """1 - soft Dice with smoothing 1, per image (not the study's loss; an explicit option)."""
     prob = torch.sigmoid(logits.float()).reshape(logits.shape[0], -1)
     tgt = target.float().reshape(logits.shape[0], -1)
     inter = (prob * tgt).sum(dim=1)
@@ -91,7 +110,8 @@ def loss_for(name: str, task: str) -> LossFn:
 
 @dataclass
 class EarlyStopping:
-    """Stop once the monitored value (lower is better) has not improved for ``patience`` epochs."""
+    """Stop once the monitored value (lower is better) has gone MORE than ``patience`` epochs without
+    improving (the first study: ``patience`` 10 stops at the 11th epoch without improvement)."""
 
     patience: int
     best: float = float("inf")
@@ -107,7 +127,7 @@ class EarlyStopping:
 
     @property
     def should_stop(self) -> bool:
-        return self.bad_epochs >= self.patience
+        return self.bad_epochs > self.patience
 
     def state_dict(self) -> dict:
         return {"best": self.best, "bad_epochs": self.bad_epochs, "patience": self.patience}

@@ -97,6 +97,24 @@ def bit_lr_factor(step: int, boundaries: list[int]) -> float:
     return 0.1 ** sum(1 for b in boundaries[1:] if b < step)
 
 
+PRETRAIN_MILESTONES = (30, 60, 80)  # the second study's chest pre-training: lr / 10 at these epochs
+
+
+def warmup_step_factor(step: int, warmup_steps: int, steps_per_epoch: int,
+                       milestones: tuple[int, ...] = PRETRAIN_MILESTONES) -> float:
+    """Linear warm-up over ``warmup_steps``, then lr / 10 at each milestone epoch passed."""
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    epoch = step // max(1, steps_per_epoch)
+    return 0.1 ** sum(1 for m in milestones if epoch >= m)
+
+
+@SCHEDULES.register("warmup-step")
+def warmup_step(opt: Optimizer, s: ScheduleInput) -> Schedule:
+    warm = s.warmup_epochs * s.steps_per_epoch
+    return Schedule(LambdaLR(opt, lambda step: warmup_step_factor(step, warm, s.steps_per_epoch)), per_step=True)
+
+
 @SCHEDULES.register("bit-hyperrule")
 def bit_hyperrule(opt: Optimizer, s: ScheduleInput) -> Schedule:
     bounds = bit_boundaries(s.n_train)
@@ -112,4 +130,4 @@ def current_lr(opt: Optimizer) -> float:
 
 
 __all__ = ["SCHEDULES", "Schedule", "ScheduleInput", "bit_boundaries", "bit_lr_factor", "bit_mixup",
-           "build_schedule", "cosine_epoch_factor", "current_lr", "warmup_cosine_factor"]
+           "build_schedule", "cosine_epoch_factor", "current_lr", "warmup_cosine_factor", "warmup_step_factor"]

@@ -15,7 +15,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 UNIT_MEAN = (0.0, 0.0, 0.0)  # SimCLR's TensorFlow models take [0, 1] inputs without normalisation
 UNIT_STD = (1.0, 1.0, 1.0)
-BIT_MEAN = (0.5, 0.5, 0.5)  # BiT takes inputs in [-1, 1]
+BIT_MEAN = (0.5, 0.5, 0.5)  # the second study's chest X-ray BiT models take inputs in [-1, 1]
 BIT_STD = (0.5, 0.5, 0.5)
 
 
@@ -93,19 +93,23 @@ _r50("imagenet-chexpert", "indomain", "ImageNet -> CheXpert (domain-adapted)", f
 
 # Second study: BiT models released as <source>_<model>/model.pth.tar (scripts/download_model.sh).
 _BIT_URL = "https://fz-juelich.sciebo.de/s/9kqbf6yBDyJnQfd/download?path=%2F{folder}&files=model.pth.tar"
+# source key -> (folder, what, normalisation): the study fine-tuned the ImageNet-1k/21k models with ImageNet
+# mean/std and its chest X-ray models with 0.5/0.5.
+_NATURAL = (IMAGENET_MEAN, IMAGENET_STD)
+_CHEST = (BIT_MEAN, BIT_STD)
 _BIT_SOURCES = {
-    "s": ("imagenet1k", "ImageNet-1k (BiT-S)"),
-    "m": ("imagenet21k", "ImageNet-21k (BiT-M)"),
-    "chexpert": ("chexpert", "CheXpert"),
-    "chexpert-mimic": ("chexpert_mimic", "CheXpert + MIMIC-CXR"),
-    "chexpert-mimic-nih": ("chexpert_mimic_nih", "CheXpert + MIMIC-CXR + NIH ChestX-ray14"),
-    "cxr": ("chexpert_mimic_nih_padchest", "CheXpert + MIMIC-CXR + NIH ChestX-ray14 + PadChest"),
+    "s": ("imagenet1k", "ImageNet-1k (BiT-S)", _NATURAL),
+    "m": ("imagenet21k", "ImageNet-21k (BiT-M)", _NATURAL),
+    "chexpert": ("chexpert", "CheXpert", _CHEST),
+    "chexpert-mimic": ("chexpert_mimic", "CheXpert + MIMIC-CXR", _CHEST),
+    "chexpert-mimic-nih": ("chexpert_mimic_nih", "CheXpert + MIMIC-CXR + NIH ChestX-ray14", _CHEST),
+    "cxr": ("chexpert_mimic_nih_padchest", "CheXpert + MIMIC-CXR + NIH ChestX-ray14 + PadChest", _CHEST),
 }
-for _key, (_folder, _what) in _BIT_SOURCES.items():
+for _key, (_folder, _what, (_mean, _std)) in _BIT_SOURCES.items():
     for _size, _arch, _model in (("r50x1", "bit-r50x1", "bit50x1"), ("r152x4", "bit-r152x4", "bit152x4")):
         _name = f"bit-{_key}-{_size}"
         register_init(InitCfg(
-            _name, _arch, "bit", canonical_filename(_name), mean=BIT_MEAN, std=BIT_STD,
+            _name, _arch, "bit", canonical_filename(_name), mean=_mean, std=_std,
             description=f"BiT ResNet-{_size[1:]} pre-trained on {_what}",
             source=_BIT_URL.format(folder=f"{_folder}_{_model}"),
         ))

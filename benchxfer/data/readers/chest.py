@@ -42,6 +42,7 @@ def parse_cells(row: dict[str, str], classes: tuple[str, ...], origin: str, ctx:
     metrics=("auroc",),
     required=("train.csv", "valid.csv"),
     options=("frontal_only", "val_fraction"),
+    uncertain="lsr-ones",  # the first study's default: uniform(0.55, 0.85), drawn anew at each read
     description="CheXpert v1.0: 224k chest X-rays, 14 observations with uncertain labels; scored on 5.",
     split_rule="test = valid.csv (the official validation set); val = seeded 10% of train.csv patients (seed 0)",
 )
@@ -85,8 +86,10 @@ def chexpert(root: Path, split: str, ctx: IndexCtx) -> Index:
     metrics=("auroc",),
     required=("mimic-cxr-2.0.0-split.csv|mimic-cxr-2.0.0-split.csv.gz",
               "mimic-cxr-2.0.0-chexpert.csv|mimic-cxr-2.0.0-chexpert.csv.gz", "files"),
+    options=("frontal_only",),
     description="MIMIC-CXR-JPG 2.0.0: JPEGs below files/, CheXpert-labeller labels per study.",
-    split_rule="mimic-cxr-2.0.0-split.csv (train / validate / test)",
+    split_rule="mimic-cxr-2.0.0-split.csv (train / validate / test); frontal_only keeps ViewPosition PA and AP "
+               "(mimic-cxr-2.0.0-metadata.csv)",
 )
 def mimic_cxr(root: Path, split: str, ctx: IndexCtx) -> Index:
     labels_csv = root / "mimic-cxr-2.0.0-chexpert.csv"
@@ -95,12 +98,17 @@ def mimic_cxr(root: Path, split: str, ctx: IndexCtx) -> Index:
         vec = parse_cells(row, CHEXPERT_CLASSES, where(labels_csv, lineno), ctx)
         if vec is not None:
             labels[row["study_id"]] = vec
+    frontal: set[str] | None = None
+    if ctx.options.get("frontal_only", False):
+        meta = root / "mimic-cxr-2.0.0-metadata.csv"
+        frontal = {row["dicom_id"] for _, row in csv_rows(meta, ("dicom_id", "ViewPosition"))
+                   if row["ViewPosition"].strip() in FRONTAL_VIEWS}
     split_csv = root / "mimic-cxr-2.0.0-split.csv"
     want = {"train": "train", "val": "validate", "test": "test"}[split]
     files = FolderFiles()
     recs = []
     for lineno, row in csv_rows(split_csv, ("dicom_id", "study_id", "subject_id", "split")):
-        if row["split"] != want:
+        if row["split"] != want or (frontal is not None and row["dicom_id"] not in frontal):
             continue
         origin = where(split_csv, lineno)
         subject, study = row["subject_id"], row["study_id"]
@@ -118,15 +126,24 @@ def mimic_cxr(root: Path, split: str, ctx: IndexCtx) -> Index:
 
 
 PADCHEST_CSV = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"
-# benchxfer class name -> PadChest finding term
-PADCHEST_TERMS = {
-    "No Finding": "normal", "Atelectasis": "atelectasis", "Cardiomegaly": "cardiomegaly",
-    "Consolidation": "consolidation", "Edema": "pulmonary edema", "Pleural Effusion": "pleural effusion",
-    "Emphysema": "emphysema", "Fibrosis": "pulmonary fibrosis", "Hernia": "hiatal hernia",
-    "Infiltration": "infiltrates", "Mass": "mass", "Nodule": "nodule", "Pleural_Thickening": "pleural thickening",
-    "Pneumonia": "pneumonia", "Pneumothorax": "pneumothorax", "Fracture": "fracture",
-}
-PADCHEST_CLASSES = tuple(PADCHEST_TERMS)
+PADCHEST_CLASSES = (
+    "No Finding", "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion", "Emphysema",
+    "Fibrosis", "Hernia", "Infiltration", "Mass", "Nodule", "Pleural_Thickening", "Pneumonia", "Pneumothorax",
+    "Fracture",
+)
+# the second study: a class is present when its name, or one of its synonyms, is a substring of a label
+PADCHEST_SYNONYMS = {"No Finding": ("normal",), "Infiltration": ("infiltrate",), "Pleural Effusion": ("effusion",)}
+FRONTAL_VIEWS = ("PA", "AP")
+
+
+def padchest_terms(name: str) -> tuple[str, ...]:
+    return (name.replace("_", " ").lower(), *PADCHEST_SYNONYMS.get(name, ()))
+
+
+def padchest_vector(labels: set[str]) -> np.ndarray:
+    """1 for each class whose name or synonym occurs in one of the row's labels, else 0."""
+    return np.asarray([1.0 if any(t in label for t in padchest_terms(c) for label in labels) else 0.0
+                       for c in PADCHEST_CLASSES], np.float32)
 
 
 @register_dataset(
@@ -136,16 +153,20 @@ PADCHEST_CLASSES = tuple(PADCHEST_TERMS)
     metric="auroc",
     metrics=("auroc",),
     required=(f"{PADCHEST_CSV}|{PADCHEST_CSV}.gz",),
-    description="PadChest: 160k chest X-rays (16-bit PNG) with report-mined findings; 16 mapped to common names.",
-    split_rule="seeded 80/10/10 split by PatientID (seed 0)",
+    options=("frontal_only",),
+    description="PadChest: 160k chest X-rays (16-bit PNG) with report-mined findings; 16 classes by name match.",
+    split_rule="seeded 80/10/10 split by PatientID (seed 0); frontal_only keeps Projection PA and AP",
 )
 def padchest(root: Path, split: str, ctx: IndexCtx) -> Index:
     csv_path = root / PADCHEST_CSV
-    terms = list(PADCHEST_TERMS.values())
+    frontal_only = bool(ctx.options.get("frontal_only", False))
     files = FolderFiles()
     recs = []
-    for lineno, row in csv_rows(csv_path, ("ImageID", "ImageDir", "PatientID", "Labels")):
+    for lineno, row in csv_rows(csv_path, ("ImageID", "ImageDir", "PatientID", "Labels")
+                                + (("Projection",) if frontal_only else ())):
         origin = where(csv_path, lineno)
+        if frontal_only and row["Projection"].strip() not in FRONTAL_VIEWS:
+            continue
         try:
             found = ast.literal_eval(row["Labels"]) if row["Labels"] else []
             found = {str(t).strip().lower() for t in found}
@@ -158,8 +179,7 @@ def padchest(root: Path, split: str, ctx: IndexCtx) -> Index:
             ctx.report(str(err))
             continue
         if require_file(files, path, origin, ctx.report):
-            vec = np.asarray([1.0 if t in found else 0.0 for t in terms], np.float32)
-            recs.append(Record(str(path), vec, patient=row["PatientID"], origin=origin))
+            recs.append(Record(str(path), padchest_vector(found), patient=row["PatientID"], origin=origin))
     assign = seeded_split([r.patient for r in recs], (0.8, 0.1, 0.1))
     return Index([r for r in recs if assign[r.patient] == split])
 

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
-from benchxfer.data.catalog import Index, IndexCtx, Record, register_dataset, seeded_split, where
+from benchxfer.data.catalog import (
+    STUDY_CXR_SEG,
+    STUDY_DRIVE,
+    Index,
+    IndexCtx,
+    Record,
+    register_dataset,
+    seeded_split,
+    where,
+)
 from benchxfer.data.imageio import rle_decode
 from benchxfer.data.readers._common import FolderFiles, csv_rows
 
@@ -22,6 +31,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".dc
     metrics=("dice", "iou", "auroc"),
     required=("training/images", "training/1st_manual", "test/images"),
     grayscale=False,
+    seg_inputs=STUDY_DRIVE,
     description="DRIVE retinal vessels: 40 RGB TIFF fundus images with GIF vessel masks (1st_manual).",
     split_rule="test = test/; val = seeded 20% of training/ (seed 0), train the rest",
 )
@@ -57,6 +67,7 @@ def _siim_mask(rec: Record, hw: tuple[int, int]) -> np.ndarray:
     metrics=("dice", "iou"),
     required=("train-rle.csv",),
     load_mask=_siim_mask,
+    seg_inputs=STUDY_CXR_SEG,
     description="SIIM-ACR pneumothorax: DICOM chest X-rays with run-length masks in train-rle.csv.",
     split_rule="seeded 80/10/10 split of the ImageIds in train-rle.csv (seed 0)",
 )

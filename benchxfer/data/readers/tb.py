@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from benchxfer.data.catalog import Index, IndexCtx, Record, register_dataset, seeded_split, val_fraction_of, where
+import numpy as np
+
+from benchxfer.data.catalog import STUDY_CXR_SEG, Index, IndexCtx, Record, register_dataset, seeded_split, val_fraction_of, where
 from benchxfer.data.imageio import read_lines, safe_join
 from benchxfer.data.readers._common import FolderFiles, require_file, shipped_split
 from benchxfer.errors import BenchxferError
@@ -97,6 +99,7 @@ def montgomery(root: Path, split: str, ctx: IndexCtx) -> Index:
     metric="dice",
     metrics=("dice", "iou"),
     required=("CXR_png", "ManualMask/leftMask", "ManualMask/rightMask"),
+    seg_inputs=STUDY_CXR_SEG,
     description="Montgomery lung segmentation: the union of ManualMask/leftMask and rightMask.",
     split_rule="the same seeded 70/10/20 split as montgomery",
 )
@@ -114,6 +117,18 @@ def montgomery_lungs(root: Path, split: str, ctx: IndexCtx) -> Index:
     return Index(out)
 
 
+TB_SEED, TB_TRAIN = 42, 0.85  # the second study's split of each source folder
+
+
+def study_split(folder: Path) -> tuple[list[Path], list[Path]]:
+    """The second study's split of one folder: its sorted PNG paths shuffled with
+    ``numpy.random.RandomState(42)``; the first ``int(0.85 * n)`` are train, the rest test."""
+    paths = sorted(str(p) for p in folder.glob("*.png"))
+    np.random.RandomState(TB_SEED).shuffle(paths)
+    n_train = int(TB_TRAIN * len(paths))
+    return [Path(p) for p in paths[:n_train]], [Path(p) for p in paths[n_train:]]
+
+
 @register_dataset(
     "tuberculosis",
     task="binary",
@@ -122,16 +137,34 @@ def montgomery_lungs(root: Path, split: str, ctx: IndexCtx) -> Index:
     metrics=("accuracy", "auroc"),
     required=("*/CXR_png|CXR_png",),
     options=("val_fraction",),
+    splits=("train", "test"),
     description="Shenzhen + Montgomery together (second study): every <set>/CXR_png below the root.",
-    split_rule="seeded shuffle (seed 0): 15% test; val = val_fraction (default 0.1) of the rest; train the remainder",
+    split_rule="second study: each CXR_png folder on its own, sorted PNG paths shuffled with RandomState(42), "
+               "first int(0.85 n) train, rest test; trains and tests concatenated; no val unless val_fraction "
+               "> 0 (then a seeded share, seed 0, of the train part)",
 )
 def tuberculosis(root: Path, split: str, ctx: IndexCtx) -> Index:
-    recs = []
-    for folder in sorted(root.glob("*/CXR_png")) + ([root / "CXR_png"] if (root / "CXR_png").is_dir() else []):
-        recs += _folder_records(folder, ctx)
-    val_fraction = val_fraction_of(ctx)
-    assign = seeded_split([r.image for r in recs], (0.85 * (1 - val_fraction), 0.85 * val_fraction, 0.15))
-    return Index([r for r in recs if assign[r.image] == split])
+    folders = sorted(root.glob("*/CXR_png")) + ([root / "CXR_png"] if (root / "CXR_png").is_dir() else [])
+    parts: dict[str, list[Path]] = {"train": [], "test": []}
+    for folder in folders:
+        train, test = study_split(folder)
+        parts["train"] += train
+        parts["test"] += test
+    val_fraction = val_fraction_of(ctx, default=0.0)
+    chosen = parts["test"] if split == "test" else parts["train"]
+    if split != "test":
+        assign = seeded_split([str(p) for p in chosen], (1 - val_fraction, val_fraction, 0.0)) \
+            if val_fraction > 0 else {str(p): "train" for p in chosen}
+        chosen = [p for p in chosen if assign[str(p)] == split]
+    out = []
+    for path in chosen:
+        try:
+            label = label_from_name(path.name, str(path))
+        except BenchxferError as err:
+            ctx.report(str(err))
+            continue
+        out.append(Record(str(path), label, patient=path.stem.rsplit("_", 1)[0], origin=str(path)))
+    return Index(out)
 
 
 @register_dataset(
