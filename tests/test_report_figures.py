@@ -91,7 +91,7 @@ def test_no_shot_figures_without_few_shot_runs(tmp_path):
     df = fewshot_runs()
     full = df[df["shot"].isna()]
     files = save_figures(summarise(full), tmp_path)
-    assert [f.kind for f in files] == ["bars", "bars"]
+    assert [f.kind for f in files] == ["bars", "bars", "heatmap"]
     ax = files[0].figure.axes[0]
     assert len(ax.patches) == 3 and [t.get_text() for t in ax.get_xticklabels()] == ORDER
 
@@ -100,12 +100,12 @@ def test_report_html_embeds_tables_and_figures(tmp_path):
     df = fewshot_runs()
     report = write_report(RunSet(df, "test", {"fs/chexpert-b-1-0": "OOM"}), tmp_path, title="few-shot")
     html = (tmp_path / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == len(report.figures) == 4
+    assert html.count("data:image/png;base64,") == len(report.figures) == 5
     assert "chexpert-b-1-0" in html and "OOM" in html  # the failed trial is listed with its error
     assert "<b>" in html and "few-shot" in html
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == sorted(["runs.parquet", "runs.csv", "summary.csv", "table.md", "report.html",
-                            "bars_a.png", "bars_b.png", "shots_a.png", "shots_b.png"])
+                            "bars_a.png", "bars_b.png", "shots_a.png", "shots_b.png", "heatmap_vs_baseline.png"])
     summary_csv = pd.read_csv(tmp_path / "summary.csv")
     assert len(summary_csv) == 3 * 2 * 3  # inits x datasets x shots
     Image.open(io.BytesIO(report.figures[0].png)).verify()

@@ -120,7 +120,7 @@ def test_markdown_is_laid_out_like_the_papers():
     p_chex = p_by_hand(chex, np.array(VALUES[("imagenet", "nih")]) * 100, False)
     assert f"**{chex.mean():.2f} ± {chex.std(ddof=1):.2f}** {stars_by_hand(p_chex)}" in md
     assert "(n=4, 1 failed, 1 unfinished)" in md  # scratch/nih averaged over 4 seeds, not 5
-    assert "mean ± std over n=5 seeds" in lines[0] and "Welch" in lines[0]
+    assert "mean ± sample std (ddof=1) over n=5 seeds" in lines[0] and "Welch" in lines[0]
     assert "| imagenet | baseline | baseline |" in md
     assert "29 finished trials averaged; not averaged: 1 failed, 1 unfinished" in md
     assert len(rows) >= 3
