@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING
 import matplotlib
 
 matplotlib.use("Agg")
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.colors import TwoSlopeNorm  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib.colors import TwoSlopeNorm
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 if TYPE_CHECKING:
     from benchxfer.report import Summary
@@ -77,11 +77,11 @@ def bars(summary: Summary) -> list[tuple[str, Figure]]:
         group = {c: g for g, c in enumerate(cols["column"])}
         slot = {init: k for k, init in enumerate(inits)}
 
-        def xpos(columns: pd.Series, init_names: pd.Series) -> np.ndarray:
+        def xpos(columns: pd.Series, init_names: pd.Series, slot=slot, group=group, width=width) -> np.ndarray:
             k = init_names.map(slot).to_numpy(dtype=float)
-            if not grouped:
+            if len(group) == 1:
                 return k
-            return columns.map(group).to_numpy(dtype=float) + (k - (len(inits) - 1) / 2) * width
+            return columns.map(group).to_numpy(dtype=float) + (k - (len(slot) - 1) / 2) * width
 
         x = xpos(part["column"], part["init"])
         mean, std = part["mean"].to_numpy(dtype=float), part["std"].fillna(0).to_numpy(dtype=float)

@@ -18,9 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from benchxfer.errors import BenchxferError
 
@@ -95,7 +96,9 @@ def summary_table(summary: Any):
 
 
 def _upload(client: Any, uri: str, run_id: str, report: Any) -> Published:
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+    from mlflow.store.artifact.artifact_repository_registry import (
+        get_artifact_repository,
+    )
 
     repo = get_artifact_repository(client.get_run(run_id).info.artifact_uri, tracking_uri=uri)
     present = {f.path for f in client.list_artifacts(run_id)}
@@ -183,23 +186,45 @@ def log_dataset_input(client_or_run_id: Any, facts: DatasetFacts, *, run_id: str
 
 def link_checkpoint(client_or_run_id: Any, path: str | Path, *, run_id: str | None = None,
                     tracking_uri: str | None = None, best_epoch: int | None = None, upload: bool = True) -> str:
-    """Link the trial's best weights to its run: log the file under ``checkpoint/`` (``upload=False``: only
-    the tag, for large files on shared storage) and tag ``benchxfer.best_checkpoint`` with where it is.
-    Returns the tag's value (the artifact URI, or the local path)."""
+    """Link the trial's best weights to its run and return where they are (the artifact URI, or a local path).
+
+    ``path``: a weights file, or the trial's ``checkpoints/`` folder, whose newest epoch file's best weights
+    are written to ``best_model.pt`` (weights only, no optimiser) first. The file is logged under
+    ``checkpoint/`` (``upload=False``: not logged, for large files on shared storage) and the run is tagged
+    ``benchxfer.best_checkpoint`` (and ``benchxfer.best_checkpoint_epoch``).
+    """
     client, rid = _client_and_run(client_or_run_id, run_id, tracking_uri)
     path = Path(path)
-    if not path.is_file():
-        raise BenchxferError(f"checkpoint {path} does not exist")
-    where = str(path.resolve())
-    if upload:
-        client.log_artifact(rid, str(path), artifact_path=CHECKPOINT_DIR)
-        where = f"{client.get_run(rid).info.artifact_uri.rstrip('/')}/{CHECKPOINT_DIR}/{path.name}"
+    with tempfile.TemporaryDirectory(prefix="benchxfer-best-") as tmp:
+        if path.is_dir():
+            path, best_epoch = best_weights(path, Path(tmp) / "best_model.pt")
+        if not path.is_file():
+            raise BenchxferError(f"checkpoint {path} does not exist")
+        where = str(path.resolve())
+        if upload:
+            client.log_artifact(rid, str(path), artifact_path=CHECKPOINT_DIR)
+            where = f"{client.get_run(rid).info.artifact_uri.rstrip('/')}/{CHECKPOINT_DIR}/{path.name}"
     tags = {CHECKPOINT_TAG: where}
     if best_epoch is not None:
         tags["benchxfer.best_checkpoint_epoch"] = str(best_epoch)
     for k, v in tags.items():
         client.set_tag(rid, k, v)
     return where
+
+
+def best_weights(checkpoints: Path, out: Path) -> tuple[Path, int | None]:
+    """Write the best weights held in the newest readable epoch file of ``checkpoints`` to ``out``."""
+    import torch
+
+    from benchxfer.train.checkpoint import CheckpointStore
+
+    state, _ = CheckpointStore(checkpoints).load_latest()
+    if state is None:
+        raise BenchxferError(f"no readable epoch checkpoint in {checkpoints}")
+    weights = state.get("best_model") or state["model"]
+    best = state.get("best_epoch")
+    torch.save(weights, out)
+    return out, int(best) if best is not None and best >= 0 else None
 
 
 def _client_and_run(client_or_run_id: Any, run_id: str | None, tracking_uri: str | None) -> tuple[Any, str]:

@@ -116,8 +116,9 @@ def history_of(df: pd.DataFrame, epochs: dict[int, int]) -> pd.DataFrame:
     rows = []
     for r in df.itertuples():
         for e in range(epochs[r.seed]):
-            rows.append(dict(sweep=r.sweep, trial_key=r.trial_key, epoch=e, train_loss=1.0 / (e + 1) + r.seed,
-                             val_loss=2.0 / (e + 1), lr=1e-3, val_accuracy=r.value - 0.1 / (e + 1)))
+            rows.append({"sweep": r.sweep, "trial_key": r.trial_key, "epoch": e,
+                         "train_loss": 1.0 / (e + 1) + r.seed, "val_loss": 2.0 / (e + 1), "lr": 1e-3,
+                         "val_accuracy": r.value - 0.1 / (e + 1)})
     return pd.DataFrame(rows)
 
 
@@ -167,7 +168,7 @@ def test_no_text_is_cut_off(every_figure):
 
 
 def test_bars_show_every_seed(every_figure):
-    summary, df, files = every_figure
+    _, df, files = every_figure
     ax = next(f for f in files if f.path.name == "bars_a.png").figure.axes[0]
     (points,) = ax.collections[-1:]  # the scatter of seeds (the error bars come first)
     ys = sorted(points.get_offsets()[:, 1])
@@ -177,7 +178,7 @@ def test_bars_show_every_seed(every_figure):
 
 
 def test_heatmap_is_the_difference_from_the_baseline(every_figure):
-    summary, df, files = every_figure
+    _, df, files = every_figure
     ax = next(f for f in files if f.kind == "heatmap").figure.axes[0]
     img = ax.get_images()[0].get_array()
     assert [t.get_text() for t in ax.get_yticklabels()] == ["chexpert", "scratch"]
@@ -196,7 +197,7 @@ def test_heatmap_is_the_difference_from_the_baseline(every_figure):
 
 
 def test_learning_curves_are_mean_and_std_over_seeds(every_figure):
-    _, df, files = every_figure
+    files = every_figure[2]
     fig = next(f for f in files if f.path.name == "curves_a-full-accuracy.png").figure
     train, val_loss, val_metric = fig.axes
     assert [train.get_ylabel(), val_loss.get_ylabel(), val_metric.get_ylabel()] == [

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,8 +18,15 @@ from scipy import stats
 
 from benchxfer.cli import main
 from benchxfer.data import synthetic
-from benchxfer.report_mlflow import (CHECKPOINT_TAG, TABLE_FILE, describe_dataset, link_checkpoint,
-                                     list_artifact_names, log_dataset_input, publish)
+from benchxfer.report_mlflow import (
+    CHECKPOINT_TAG,
+    TABLE_FILE,
+    describe_dataset,
+    link_checkpoint,
+    list_artifact_names,
+    log_dataset_input,
+    publish,
+)
 from benchxfer.results import read_runs
 
 SWEEP = "publish-demo"
@@ -86,7 +94,7 @@ def test_publish_puts_the_table_and_the_report_on_the_parent_run(sweep, mlflow_u
     assert pd.isna(im["p_value"])
     runs = read_runs(client.download_artifacts(parent, "report/runs.parquet", str(tmp_path / "b")))
     assert sorted(runs["value"]) == pytest.approx(sorted(VALUES["imagenet"] + VALUES["scratch"]))
-    html = open(client.download_artifacts(parent, "report/report.html", str(tmp_path / "c"))).read()
+    html = Path(client.download_artifacts(parent, "report/report.html", str(tmp_path / "c"))).read_text()
     assert "curves_chestxray14-auroc.png" in html
     assert client.get_run(parent).data.tags["benchxfer.report"] == "report/report.html"
     # publishing again replaces the table (log_table alone appends) and the report
@@ -98,7 +106,7 @@ def test_publish_puts_the_table_and_the_report_on_the_parent_run(sweep, mlflow_u
 
 
 def test_report_command_publishes_and_names_its_std(sweep, mlflow_uri, home):
-    client, parent = sweep
+    _, parent = sweep
     res = CliRunner().invoke(main, ["report", SWEEP, "--tracking-uri", mlflow_uri, "--ddof", "0"])
     assert res.exit_code == 0, res.output
     assert "population std (ddof=0)" in res.output
@@ -121,6 +129,7 @@ def test_dataset_input_and_checkpoint_link(mlflow_uri, tmp_path):
     rid = client.create_run(client.create_experiment("publish-trial")).info.run_id
     facts = describe_dataset("chestxray14", root)
     log_dataset_input(rid, facts, tracking_uri=mlflow_uri)
+    log_dataset_input(client, facts, run_id=rid)  # a resumed trial logs it again: still one input
     # the split lists as the owner distributes them: their lines are the split sizes
     lists = sorted(p.name for p in root.glob("Xray14_*_official.txt"))
     h = hashlib.sha256()
@@ -149,3 +158,21 @@ def test_dataset_input_and_checkpoint_link(mlflow_uri, tmp_path):
     back = torch.load(client.download_artifacts(rid, "checkpoint/best_model.pt", str(tmp_path / "dl")),
                       weights_only=True)
     assert torch.equal(back["w"], torch.arange(4.0))
+
+
+def test_checkpoint_folder_links_its_best_weights(mlflow_uri, tmp_path):
+    """From the trial's checkpoints/ folder: the best weights of the newest epoch file, weights only."""
+    from benchxfer.train.checkpoint import CheckpointStore
+
+    store = CheckpointStore(tmp_path / "checkpoints")
+    for epoch, best in ((0, 0), (1, 0)):  # epoch 1 was worse: the best weights stay epoch 0's
+        store.save(epoch, {"model": {"w": torch.full((2,), float(epoch))}, "best_model": {"w": torch.zeros(2)},
+                           "best_epoch": best, "optimizer": {"state": {}}})
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    rid = client.create_run(client.create_experiment("publish-ckpt")).info.run_id
+    link_checkpoint(rid, tmp_path / "checkpoints", tracking_uri=mlflow_uri)
+    assert list(list_artifact_names(client, rid)) == ["checkpoint/best_model.pt"]
+    assert client.get_run(rid).data.tags["benchxfer.best_checkpoint_epoch"] == "0"
+    back = torch.load(client.download_artifacts(rid, "checkpoint/best_model.pt", str(tmp_path / "dl")),
+                      weights_only=True)
+    assert list(back) == ["w"] and torch.equal(back["w"], torch.zeros(2))
