@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -37,12 +39,29 @@ def _baseline(runs: RunSet, asked: str | None) -> str | None:
     return _DEFAULT_BASELINE if (runs.frame["init"] == _DEFAULT_BASELINE).any() else None
 
 
-def _run(runs: RunSet, out: Path, baseline: str | None, test: str, title: str, ddof: str,
-         tracking_uri: str | None):
+@contextlib.contextmanager
+def _artifacts_uri(runs: RunSet, tracking_uri: str | None) -> Iterator[str | None]:
+    """A URI that serves the runs' artifacts (learning curves; publishing), or None when the runs did not come
+    from MLflow. The embedded SQLite store is read without a server, but its artifacts are served by one: it
+    is started for the block."""
+    if "MLflow " not in runs.source:
+        yield None
+        return
+    uri = tracking_uri or default_tracking_uri()
+    if uri and not uri.startswith("sqlite:"):
+        yield uri
+        return
+    from benchxfer.tracking import tracking_uri as serve
+
+    with serve(None, echo=click.echo) as served:
+        yield served
+
+
+def _run(runs: RunSet, out: Path, baseline: str | None, test: str, title: str, ddof: str, uri: str | None):
     from benchxfer.report import write_report  # matplotlib and scipy load only here
     from benchxfer.results import load_curves
 
-    history = load_curves(runs, tracking_uri) if runs.source.startswith("MLflow") else None
+    history = load_curves(runs, uri) if uri else None
     report = write_report(runs, out, baseline=_baseline(runs, baseline), test=test, title=title, ddof=int(ddof),
                           history=history)
     click.echo(f"# {title}\n\nSource: {runs.source}\n\n{report.summary.markdown()}\n")
@@ -52,12 +71,11 @@ def _run(runs: RunSet, out: Path, baseline: str | None, test: str, title: str, d
     return report
 
 
-def _publish(sweep: str, tracking_uri: str | None, report) -> None:
+def _publish(sweep: str, uri: str, report) -> None:
     """Put the report on the sweep's MLflow parent run; a failure is one line, never an error exit."""
     from benchxfer.report_mlflow import publish
     from benchxfer.results import _mlflow_errors
 
-    uri = tracking_uri or default_tracking_uri()
     try:
         pub = publish(sweep, uri, report=report)
     except (BenchxferError, *_mlflow_errors()) as err:
@@ -77,10 +95,10 @@ def report(sweep: str, baseline: str | None, test: str, out: Path | None, tracki
            publish: bool) -> None:
     """Tables, t-tests and figures for SWEEP: runs.parquet/csv, summary.csv, table.md, PNGs, report.html."""
     runs = collect(sweep, tracking_uri)
-    rep = _run(runs, out or Path("reports") / sweep, baseline, test, f"benchxfer report: {sweep}", ddof,
-               tracking_uri)
-    if publish and runs.source.startswith("MLflow"):
-        _publish(sweep, tracking_uri, rep)
+    with _artifacts_uri(runs, tracking_uri) as uri:
+        rep = _run(runs, out or Path("reports") / sweep, baseline, test, f"benchxfer report: {sweep}", ddof, uri)
+        if publish and uri:
+            _publish(sweep, uri, rep)
 
 
 @click.command("compare")
@@ -92,5 +110,6 @@ def compare(sweeps: tuple[str, ...], baseline: str | None, test: str, out: Path 
     if len(set(sweeps)) != len(sweeps):
         raise click.BadParameter(f"a sweep is named twice in {' '.join(sweeps)}", param_hint="SWEEPS")
     runs = collect_many(list(sweeps), tracking_uri)
-    _run(runs, out or Path("reports") / ("compare-" + "-".join(sweeps)), baseline, test,
-         f"benchxfer compare: {', '.join(sweeps)}", ddof, tracking_uri)
+    with _artifacts_uri(runs, tracking_uri) as uri:
+        _run(runs, out or Path("reports") / ("compare-" + "-".join(sweeps)), baseline, test,
+             f"benchxfer compare: {', '.join(sweeps)}", ddof, uri)
