@@ -28,8 +28,9 @@ from benchxfer.errors import BenchxferError
 TABLE_FILE = "summary_table.json"
 REPORT_DIR = "report"
 CHECKPOINT_DIR = "checkpoint"
-TABLE_COLUMNS = ("column", "dataset", "metric", "recipe", "shot", "lr", "init", "n", "mean", "std", "ddof",
-                 "ci95_low", "ci95_high", "baseline", "test", "p_value", "stars", "n_failed", "n_unfinished")
+# the numbers first: the UI shows the leftmost columns of a table
+TABLE_COLUMNS = ("init", "column", "mean", "std", "n", "ci95_low", "ci95_high", "p_value", "stars", "ddof",
+                 "baseline", "test", "dataset", "metric", "recipe", "shot", "lr", "n_failed", "n_unfinished")
 DIGEST_CHARS = 16  # MLflow keeps at most 36 characters of a dataset digest; the profile holds the whole sha256
 CHECKPOINT_TAG = "benchxfer.best_checkpoint"
 
