@@ -92,6 +92,8 @@ def parent_run_id(client: Any, sweep: str) -> str:
 def summary_table(summary: Any):
     """The rows logged as the MLflow table: one per init and column (see TABLE_COLUMNS)."""
     t = summary.table.loc[:, list(TABLE_COLUMNS)].copy()
+    for col in ("mean", "std", "ci95_low", "ci95_high"):  # in the printed scale: 4 decimals are plenty
+        t[col] = t[col].round(4)
     t["shot"] = t["shot"].astype("object").where(t["shot"].notna(), None)
     return t
 
