@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 
-from benchxfer.errors import BenchxferError
 from benchxfer.results import RunSet, collect, collect_many, default_tracking_uri
 
 _DEFAULT_BASELINE = "imagenet"
@@ -71,20 +70,6 @@ def _run(runs: RunSet, out: Path, baseline: str | None, test: str, title: str, d
     return report
 
 
-def _publish(sweep: str, uri: str, report) -> None:
-    """Put the report on the sweep's MLflow parent run; a failure is one line, never an error exit."""
-    from benchxfer.report_mlflow import publish
-    from benchxfer.results import _mlflow_errors
-
-    try:
-        pub = publish(sweep, uri, report=report)
-    except (BenchxferError, *_mlflow_errors()) as err:
-        click.echo(f"MLflow: not published ({' '.join(str(err).split())[:200]})")
-        return
-    click.echo(f"MLflow: published to the sweep run {pub.run_id} at {uri}: {pub.table_file} and "
-               f"{len(pub.artifacts) - 1} files under report/")
-
-
 @click.command("report")
 @click.argument("sweep")
 @_options
@@ -98,7 +83,9 @@ def report(sweep: str, baseline: str | None, test: str, out: Path | None, tracki
     with _artifacts_uri(runs, tracking_uri) as uri:
         rep = _run(runs, out or Path("reports") / sweep, baseline, test, f"benchxfer report: {sweep}", ddof, uri)
         if publish and uri:
-            _publish(sweep, uri, rep)
+            from benchxfer.report_mlflow import publish as publish_report
+
+            publish_report(sweep, uri, report=rep, echo=click.echo)
 
 
 @click.command("compare")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,13 +47,32 @@ class Published:
 # ------------------------------------------------------------------ sweep level
 
 def publish(sweep_name: str, tracking_uri: str | None = None, *, report: Any = None, baseline: str | None = "auto",
-            test: str = "welch", ddof: int = 1) -> Published:
+            test: str = "welch", ddof: int = 1, echo: Callable[[str], None] | None = None) -> Published | None:
     """Put the sweep's summary table, figures, report.html and runs.parquet on its MLflow parent run.
 
     ``report``: a :class:`benchxfer.report.Report` already written (``benchxfer report`` passes its own);
     without it the runs are read from MLflow, with their learning curves, and a report is written to a
     temporary folder first. ``baseline="auto"``: ``imagenet`` when the sweep has it, else no tests.
+    ``echo``: say what was published in one line, and turn a failure (MLflow away, no sweep run) into one
+    line and ``None`` instead of an exception (the end of a sweep must not fail on its report).
     """
+    if echo is None:
+        return _publish(sweep_name, tracking_uri, report, baseline, test, ddof)
+    from benchxfer.results import _mlflow_errors
+
+    try:
+        pub = _publish(sweep_name, tracking_uri, report, baseline, test, ddof)
+    except (BenchxferError, *_mlflow_errors()) as err:
+        echo(f"MLflow: report not published ({' '.join(str(err).split())[:200]})")
+        return None
+    n_png = sum(a.endswith(".png") for a in pub.artifacts)
+    echo(f"MLflow: the summary table ({pub.table_file}), report.html, {n_png} figures and runs.parquet are on "
+         f"the sweep run {pub.run_id}")
+    return pub
+
+
+def _publish(sweep_name: str, tracking_uri: str | None, report: Any, baseline: str | None, test: str,
+             ddof: int) -> Published:
     from benchxfer.results import default_tracking_uri
 
     uri = tracking_uri or default_tracking_uri()

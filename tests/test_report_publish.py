@@ -110,7 +110,8 @@ def test_report_command_publishes_and_names_its_std(sweep, mlflow_uri, home):
     res = CliRunner().invoke(main, ["report", SWEEP, "--tracking-uri", mlflow_uri, "--ddof", "0"])
     assert res.exit_code == 0, res.output
     assert "population std (ddof=0)" in res.output
-    assert f"MLflow: published to the sweep run {parent}" in res.output
+    assert (f"MLflow: the summary table (summary_table.json), report.html, 3 figures and runs.parquet are on "
+            f"the sweep run {parent}") in res.output
     assert (home.parent / "reports" / SWEEP / "curves_chestxray14-auroc.png").is_file()
     res = CliRunner().invoke(main, ["report", SWEEP, "--tracking-uri", mlflow_uri, "--no-publish"])
     assert res.exit_code == 0 and "MLflow:" not in res.output
@@ -121,6 +122,10 @@ def test_publish_without_a_sweep_run_is_one_line(mlflow_uri, home):
 
     with pytest.raises(BenchxferError, match="no MLflow experiment"):
         publish("never-ran", mlflow_uri)
+    said = []  # as the sweep runner calls it: a failure is one line, never an exception
+    assert publish("never-ran", mlflow_uri, echo=said.append) is None
+    assert said == [(f"MLflow: report not published (sweep 'never-ran': no MLflow experiment of that name at "
+                     f"{mlflow_uri})")]
 
 
 def test_dataset_input_and_checkpoint_link(mlflow_uri, tmp_path):
