@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.benchxfer-installed
 
-.PHONY: demo test install clean-demo
+.PHONY: demo test install clean-demo screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m ruff check benchxfer tests benchmarks
 	$(BIN)/python -m pytest
+
+# the PNGs of docs/report.md: the MLflow UI and report.html of the demo (after `make demo`); needs chromium
+screenshots: $(STAMP)
+	$(BIN)/python benchmarks/screenshots.py --sweep demo --out docs/img
 
 clean-demo:
 	rm -rf $${BENCHXFER_HOME:-$$HOME/.benchxfer}/runs/demo

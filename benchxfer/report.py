@@ -13,7 +13,6 @@ import base64
 import html
 import io
 import math
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +23,13 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from benchxfer import figures  # noqa: E402
 from benchxfer.errors import BenchxferError  # noqa: E402
+from benchxfer.figures import FIG_DPI, PERCENT_METRICS  # noqa: E402,F401  (re-exported)
 from benchxfer.results import RunSet, write_runs  # noqa: E402
 
-# metrics the papers print in percent
-PERCENT_METRICS = frozenset({"auroc", "accuracy", "dice", "dice_per_image", "iou"})
 # test name -> equal_var of scipy.stats.ttest_ind
 TESTS: dict[str, bool] = {"welch": False, "student": True}
 TEST_TITLES = {"welch": "Welch's t-test", "student": "Student's t-test"}
@@ -39,8 +37,10 @@ TEST_TITLES = {"welch": "Welch's t-test", "student": "Student's t-test"}
 STAR_LEVELS: tuple[tuple[float, str], ...] = ((1e-4, "****"), (1e-3, "***"), (1e-2, "**"), (5e-2, "*"))
 COLUMN_FIELDS = ("sweep", "dataset", "recipe", "shot", "lr", "metric")
 SUMMARY_COLUMNS = ("sweep", "dataset", "recipe", "shot", "lr", "metric", "column", "init", "n", "mean",
-                   "std", "scale", "baseline", "test", "p_value", "stars", "best", "n_failed", "n_unfinished")
-FIG_DPI = 100
+                   "std", "ddof", "ci95_low", "ci95_high", "scale", "baseline", "test", "p_value", "stars", "best",
+                   "n_failed", "n_unfinished")
+# ddof -> how the tables name the std they print (the first study printed the population std, ddof 0)
+STD_NAMES: dict[int, str] = {1: "sample std (ddof=1)", 0: "population std (ddof=0)"}
 
 
 def stars(p: float) -> str:
@@ -79,6 +79,7 @@ class Summary:
     not_averaged: pd.DataFrame  # failed / unfinished trials: sweep, trial_key, init, dataset, shot, status, error
     finished: pd.DataFrame = field(repr=False)  # the averaged runs
     n_shared: int = 0  # trials that share init, dataset, recipe, shot, lr and seed with another trial
+    ddof: int = 1  # of the printed std; the 95 % CI always uses the sample std
 
     def cells(self, what: str = "value", markup: str = "md") -> pd.DataFrame:
         """Paper layout: inits x column labels. ``what`` is "value" (mean ± std) or "p" (p-value, stars)."""
@@ -99,7 +100,8 @@ class Summary:
         base = (f"; {TEST_TITLES[self.test]} against {self.baseline!r}: "
                 "* p<0.05, ** p<0.01, *** p<0.001, **** p<0.0001, ns not significant") if self.baseline else \
             "; no baseline, no significance tests"
-        return (f"Test metric{scale}, mean ± std over n={self.n_seeds} seeds (n shown where it differs); "
+        return (f"Test metric{scale}, mean ± {STD_NAMES[self.ddof]} over n={self.n_seeds} seeds "
+                "(n shown where it differs); "
                 f"best per column in bold{base}.")
 
     def markdown(self) -> str:
@@ -127,9 +129,15 @@ class Summary:
 
 
 def summarise(df: pd.DataFrame, baseline: str | None = "imagenet", test: str = "welch",
-              errors: dict[str, str] | None = None) -> Summary:
-    """Aggregate a run table (results.RUN_COLUMNS) into the paper table; ``baseline=None``: no tests."""
+              errors: dict[str, str] | None = None, ddof: int = 1) -> Summary:
+    """Aggregate a run table (results.RUN_COLUMNS) into the paper table; ``baseline=None``: no tests.
+
+    ``ddof`` is that of the printed std: 1, the sample std (default), or 0, the population std that the
+    first study printed. The 95 % confidence interval of the mean is Student's t with the sample std.
+    """
     _equal_var(test)
+    if ddof not in STD_NAMES:
+        raise BenchxferError(f"ddof={ddof!r}; allowed: {', '.join(map(str, STD_NAMES))}")
     if df.empty:
         raise BenchxferError("no runs to summarise")
     inits_all = sorted(df["init"].dropna().unique())
@@ -155,10 +163,12 @@ def summarise(df: pd.DataFrame, baseline: str | None = "imagenet", test: str = "
             p = math.nan
             if baseline and init != baseline and base_vals is not None:
                 p = ttest(vals, base_vals, test)
+            lo, hi = ci95(vals)
             rows.append({
                 **{f: getattr(col, f) for f in COLUMN_FIELDS}, "column": col.column, "init": init,
                 "n": len(vals), "mean": vals.mean() * scale if len(vals) else math.nan,
-                "std": vals.std(ddof=1) * scale if len(vals) > 1 else math.nan, "scale": scale,
+                "std": vals.std(ddof=ddof) * scale if len(vals) > 1 else math.nan, "ddof": ddof,
+                "ci95_low": lo * scale, "ci95_high": hi * scale, "scale": scale,
                 "baseline": baseline, "test": test, "p_value": p, "stars": stars(p),
                 "n_failed": n_failed.get((col.Index, init), 0), "n_unfinished": n_unf.get((col.Index, init), 0),
             })
@@ -170,8 +180,17 @@ def summarise(df: pd.DataFrame, baseline: str | None = "imagenet", test: str = "
     listed = bad.loc[:, ["sweep", "trial_key", "init", "dataset", "shot", "lr", "seed", "status"]].copy()
     listed["error"] = [errors.get(f"{s}/{k}", "") for s, k in zip(listed["sweep"], listed["trial_key"])]
     shared = int(fin.duplicated(["sweep", "init", "dataset", "recipe", "shot", "lr", "seed"], keep=False).sum())
+    fin = fin.assign(column=fin["_col"].map(cols["column"])).drop(columns=["_col"])
     return Summary(table, cols.reset_index(drop=True), inits, baseline, test,
-                   listed.reset_index(drop=True), fin.drop(columns=["_col"]), shared)
+                   listed.reset_index(drop=True), fin, shared, ddof)
+
+
+def ci95(vals: np.ndarray) -> tuple[float, float]:
+    """The 95 % confidence interval of the mean: mean ± t(0.975, n-1) * s / sqrt(n), s the sample std."""
+    if len(vals) < 2:
+        return math.nan, math.nan
+    half = stats.t.ppf(0.975, len(vals) - 1) * vals.std(ddof=1) / math.sqrt(len(vals))
+    return float(vals.mean() - half), float(vals.mean() + half)
 
 
 def _with_columns(df: pd.DataFrame) -> pd.DataFrame:
@@ -269,7 +288,7 @@ def _html_table(cells: pd.DataFrame) -> str:
 
 @dataclass
 class FigureFile:
-    """One saved figure: its path, its kind ("bars" or "shots"), and the matplotlib Figure."""
+    """One saved figure: its path, its kind (one of FIGURE_KINDS), and the matplotlib Figure."""
 
     path: Path
     kind: str
@@ -278,138 +297,23 @@ class FigureFile:
     png: bytes = field(repr=False, default=b"")
 
 
-def bar_figures(summary: Summary) -> list[tuple[str, Figure]]:
-    """Per dataset (and sweep) one bar chart: a bar per init with std error bars and stars.
-
-    When the dataset has several columns (shots, recipes, lrs) the bars are grouped by column,
-    one group per column, so that one figure still shows the whole dataset.
-    """
-    out = []
-    t = summary.table[summary.table["n"] > 0]
-    many_sweeps = summary.columns["sweep"].nunique() > 1
-    for (sweep, dataset), cols in summary.columns.groupby(["sweep", "dataset"], sort=False):
-        part = t[t["column"].isin(set(cols["column"]))]
-        inits = [i for i in summary.inits if i in set(part["init"])]
-        fig = Figure(figsize=(max(4.5, 1.0 + 0.45 * len(inits) * len(cols)), 3.8), dpi=FIG_DPI)
-        ax = fig.add_axes((0.12, 0.22, 0.84, 0.68))
-        width = 0.8 / len(inits) if len(cols) > 1 else 0.8
-        group = {c: g for g, c in enumerate(cols["column"])}
-        slot = {init: k for k, init in enumerate(inits)}
-        x = part["column"].map(group).to_numpy(dtype=float)
-        k = part["init"].map(slot).to_numpy(dtype=float)
-        x = x + (k - (len(inits) - 1) / 2) * width if len(cols) > 1 else k
-        mean, std = part["mean"].to_numpy(dtype=float), part["std"].fillna(0).to_numpy(dtype=float)
-        colors = [_color(summary, i) for i in part["init"]]
-        # one bar() call for all bars of the figure: per-init calls cost ~20 ms each
-        ax.bar(x, mean, width=width * 0.95, yerr=std, capsize=2, color=colors)
-        for xi, top, st in zip(x, mean + std, part["stars"]):
-            if st and st != "ns":
-                ax.text(xi, top, st, ha="center", va="bottom", fontsize=7)
-        if len(cols) > 1:
-            ax.set_xticks(range(len(cols)), [_short_label(c, cols) for c in cols.itertuples()], fontsize=8)
-            handles = [Patch(color=_color(summary, i), label=i) for i in inits]
-            ax.legend(handles=handles, fontsize=7, ncols=min(len(inits), 5), loc="lower center", bbox_to_anchor=(0.5, 1.0),
-                      frameon=False)
-        else:
-            ax.set_xticks(range(len(inits)), inits, rotation=30, ha="right", fontsize=8)
-            ax.set_title(cols["column"].iloc[0], fontsize=9)
-        metric = cols["metric"].iloc[0]
-        ax.set_ylabel(f"{dataset}: test {metric}" + (" (x100)" if metric in PERCENT_METRICS else ""))
-        if len(part):
-            lo = float((part["mean"] - part["std"].fillna(0)).min())
-            hi = float((part["mean"] + part["std"].fillna(0)).max())
-            pad = (hi - lo) * 0.25 or abs(hi) * 0.05 or 1.0
-            ax.set_ylim(max(0.0, lo - pad) if lo >= 0 else lo - pad, hi + pad)
-        name = f"{sweep}_{dataset}" if many_sweeps else str(dataset)
-        out.append((f"bars_{_slug(name)}", fig))
-    return out
+# kind -> how to draw it (benchxfer.figures); learning curves also need the trials' histories
+FIGURE_KINDS = ("bars", "shots", "curves", "heatmap")
 
 
-def _short_label(col, cols: pd.DataFrame) -> str:
-    """A column's label within its dataset: only the fields that vary there (recipe, shot, lr, metric)."""
-    parts = []
-    if cols["recipe"].nunique(dropna=False) > 1:
-        parts.append(str(col.recipe))
-    if cols["shot"].nunique(dropna=False) > 1:
-        parts.append("full" if pd.isna(col.shot) else f"k={int(col.shot)}")
-    if cols["lr"].nunique(dropna=False) > 1 and not pd.isna(col.lr):
-        parts.append(f"lr={col.lr:g}")
-    if cols["metric"].nunique(dropna=False) > 1:
-        parts.append(str(col.metric))
-    return " / ".join(parts) or str(col.dataset)
-
-
-def shot_figures(summary: Summary) -> list[tuple[str, Figure]]:
-    """For few-shot runs: per dataset the metric against k, one line per init with a ±std band."""
-    out = []
-    t = summary.table[summary.table["shot"].notna() & (summary.table["n"] > 0)]
-    if t.empty:
-        return out
-    for (sweep, dataset), part in t.groupby(["sweep", "dataset"], sort=False):
-        panels = list(part.groupby(["recipe", "lr", "metric"], dropna=False, sort=False))
-        panels = [(k, p) for k, p in panels if p["shot"].nunique() > 1]
-        if not panels:
-            continue
-        fig, axes = _panels(len(panels))
-        for ax, ((recipe, lr, metric), p) in zip(axes, panels):
-            for init in (i for i in summary.inits if i in set(p["init"])):
-                line = p[p["init"] == init].sort_values("shot")
-                x = line["shot"].to_numpy(dtype=float)
-                y, s = line["mean"].to_numpy(dtype=float), line["std"].fillna(0).to_numpy(dtype=float)
-                color = _color(summary, init)
-                ax.plot(x, y, marker="o", label=init, color=color)
-                ax.fill_between(x, y - s, y + s, alpha=0.2, color=color)
-            if p["shot"].max() / p["shot"].min() >= 10:
-                ax.set_xscale("log")
-            ks = sorted(int(k) for k in p["shot"].unique())
-            ax.set_xticks(ks, [str(k) for k in ks])
-            ax.minorticks_off()
-            ax.set_xlabel("k (examples per class)")
-            ax.set_ylabel(f"test {metric}" + (" (x100)" if metric in PERCENT_METRICS else ""))
-            extra = [str(recipe)] if summary.columns["recipe"].nunique() > 1 else []
-            extra += [f"lr={lr:g}"] if not pd.isna(lr) else []
-            ax.set_title(" / ".join([str(dataset), *extra]), fontsize=9)
-            ax.legend(fontsize=7)
-        name = f"{sweep}_{dataset}" if summary.columns["sweep"].nunique() > 1 else str(dataset)
-        out.append((f"shots_{_slug(name)}", fig))
-    return out
-
-
-def _color(summary: Summary, init: str) -> str:
-    """The same colour for an init in every figure; grey for the baseline."""
-    if init == summary.baseline:
-        return "0.5"
-    return f"C{summary.inits.index(init) % 10}"
-
-
-def _panels(n: int) -> tuple[Figure, list]:
-    ncols = min(n, 3)
-    nrows = math.ceil(n / ncols)
-    # a fixed grid: a layout engine (constrained/tight) measures every text and costs ~0.4 s per figure
-    fig = Figure(figsize=(4.2 * ncols, 3.6 * nrows), dpi=FIG_DPI)
-    axes = fig.subplots(nrows, ncols, squeeze=False,
-                        gridspec_kw={"left": 0.7 / (4.2 * ncols), "right": 1 - 0.15 / (4.2 * ncols),
-                                     "bottom": 0.75 / (3.6 * nrows), "top": 1 - 0.35 / (3.6 * nrows),
-                                     "wspace": 0.35, "hspace": 0.55}).ravel()
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    return fig, list(axes[:n])
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "figure"
-
-
-def save_figures(summary: Summary, out_dir: Path) -> list[FigureFile]:
-    """Draw and save every figure as PNG into ``out_dir``."""
+def save_figures(summary: Summary, out_dir: Path, history: pd.DataFrame | None = None) -> list[FigureFile]:
+    """Draw and save every figure as PNG into ``out_dir`` (learning curves only when ``history`` is given)."""
     files = []
-    for kind, figs in (("bars", bar_figures(summary)), ("shots", shot_figures(summary))):
-        for name, fig in figs:
+    drawn = {"bars": figures.bars(summary), "shots": figures.shots(summary),
+             "curves": figures.curves(summary, history) if history is not None else [],
+             "heatmap": figures.heatmap(summary)}
+    for kind in FIGURE_KINDS:
+        for name, fig in drawn[kind]:
             buf = io.BytesIO()
             fig.savefig(buf, format="png", dpi=FIG_DPI)
             path = out_dir / f"{name}.png"
             path.write_bytes(buf.getvalue())
-            title = fig.axes[0].get_title() if len(fig.axes) == 1 else name
+            title = fig.axes[0].get_title().split("\n")[0] if len(fig.axes) == 1 else name
             files.append(FigureFile(path, kind, title, fig, buf.getvalue()))
     return files
 
@@ -426,27 +330,30 @@ class Report:
 
 
 def write_report(runs: RunSet, out_dir: str | Path, baseline: str | None = "imagenet", test: str = "welch",
-                 title: str = "benchxfer report") -> Report:
-    """Write runs.parquet/csv, summary.csv, table.md, the PNG figures and report.html into ``out_dir``."""
+                 title: str = "benchxfer report", ddof: int = 1, history: pd.DataFrame | None = None) -> Report:
+    """Write runs.parquet/csv, summary.csv, table.md, the PNG figures and report.html into ``out_dir``.
+
+    ``history``: the trials' learning curves (results.load_curves), drawn when given.
+    """
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:  # a file in the way, no permission: the user's --out
         raise BenchxferError(f"cannot create the report folder {out}: {err.strerror or err}") from None
-    summary = summarise(runs.frame, baseline=baseline, test=test, errors=runs.errors)
+    summary = summarise(runs.frame, baseline=baseline, test=test, errors=runs.errors, ddof=ddof)
     files = write_runs(runs.frame, out)
     summary_csv = out / "summary.csv"
     summary.table.to_csv(summary_csv, index=False)
     table_md = out / "table.md"
     table_md.write_text(f"# {title}\n\n{summary.markdown()}\n")
-    figures = save_figures(summary, out)
+    drawn = save_figures(summary, out, history)
     page = out / "report.html"
-    page.write_text(_html_page(summary, figures, title, runs.source))
-    files += [summary_csv, table_md, *(f.path for f in figures), page]
-    return Report(summary, figures, files)
+    page.write_text(_html_page(summary, drawn, title, runs.source))
+    files += [summary_csv, table_md, *(f.path for f in drawn), page]
+    return Report(summary, drawn, files)
 
 
-def _html_page(summary: Summary, figures: list[FigureFile], title: str, source: str) -> str:
+def _html_page(summary: Summary, drawn: list[FigureFile], title: str, source: str) -> str:
     e = html.escape
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>", f"<title>{e(title)}</title>",
@@ -465,7 +372,7 @@ def _html_page(summary: Summary, figures: list[FigureFile], title: str, source: 
         na = summary.not_averaged.astype(object).where(summary.not_averaged.notna(), "")
         parts.append(na.to_html(index=False, escape=True, na_rep=""))
     parts.append("<h2>Figures</h2>")
-    for f in figures:
+    for f in drawn:
         data = base64.b64encode(f.png).decode("ascii")
         parts.append(f"<figure><img alt='{e(f.path.name)}' src='data:image/png;base64,{data}'>"
                      f"<figcaption>{e(f.path.name)}</figcaption></figure>")

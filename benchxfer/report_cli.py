@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
-from benchxfer.results import RunSet, collect, collect_many
+from benchxfer.results import RunSet, collect, collect_many, default_tracking_uri
 
 _DEFAULT_BASELINE = "imagenet"
 # the keys of benchxfer.report.TESTS, which validates them again; not imported here so that
@@ -15,6 +17,9 @@ _TEST_NAMES = ("welch", "student")
 
 
 def _options(f):
+    f = click.option("--ddof", type=click.Choice(["1", "0"]), default="1", show_default=True,
+                     help="The std printed after ±: 1, the sample std; 0, the population std (as the first "
+                          "study printed it). Every table says which.")(f)
     f = click.option("--tracking-uri", default=None, metavar="URI",
                      help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the local store).")(f)
     f = click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -33,33 +38,65 @@ def _baseline(runs: RunSet, asked: str | None) -> str | None:
     return _DEFAULT_BASELINE if (runs.frame["init"] == _DEFAULT_BASELINE).any() else None
 
 
-def _run(runs: RunSet, out: Path, baseline: str | None, test: str, title: str) -> None:
-    from benchxfer.report import write_report  # matplotlib and scipy load only here
+@contextlib.contextmanager
+def _artifacts_uri(runs: RunSet, tracking_uri: str | None) -> Iterator[str | None]:
+    """A URI that serves the runs' artifacts (learning curves; publishing), or None when the runs did not come
+    from MLflow. The embedded SQLite store is read without a server, but its artifacts are served by one: it
+    is started for the block."""
+    if "MLflow " not in runs.source:
+        yield None
+        return
+    uri = tracking_uri or default_tracking_uri()
+    if uri and not uri.startswith("sqlite:"):
+        yield uri
+        return
+    from benchxfer.tracking import tracking_uri as serve
 
-    report = write_report(runs, out, baseline=_baseline(runs, baseline), test=test, title=title)
+    with serve(None, echo=click.echo) as served:
+        yield served
+
+
+def _run(runs: RunSet, out: Path, baseline: str | None, test: str, title: str, ddof: str, uri: str | None):
+    from benchxfer.report import write_report  # matplotlib and scipy load only here
+    from benchxfer.results import load_curves
+
+    history = load_curves(runs, uri) if uri else None
+    report = write_report(runs, out, baseline=_baseline(runs, baseline), test=test, title=title, ddof=int(ddof),
+                          history=history)
     click.echo(f"# {title}\n\nSource: {runs.source}\n\n{report.summary.markdown()}\n")
     click.echo("Wrote:")
     for path in report.files:
         click.echo(f"  {path}")
+    return report
 
 
 @click.command("report")
 @click.argument("sweep")
 @_options
-def report(sweep: str, baseline: str | None, test: str, out: Path | None, tracking_uri: str | None) -> None:
+@click.option("--publish/--no-publish", default=True, show_default=True,
+              help="Also put the table, figures, report.html and runs.parquet on the sweep's MLflow run "
+                   "(when the runs came from MLflow).")
+def report(sweep: str, baseline: str | None, test: str, out: Path | None, tracking_uri: str | None, ddof: str,
+           publish: bool) -> None:
     """Tables, t-tests and figures for SWEEP: runs.parquet/csv, summary.csv, table.md, PNGs, report.html."""
     runs = collect(sweep, tracking_uri)
-    _run(runs, out or Path("reports") / sweep, baseline, test, f"benchxfer report: {sweep}")
+    with _artifacts_uri(runs, tracking_uri) as uri:
+        rep = _run(runs, out or Path("reports") / sweep, baseline, test, f"benchxfer report: {sweep}", ddof, uri)
+        if publish and uri:
+            from benchxfer.report_mlflow import publish as publish_report
+
+            publish_report(sweep, uri, report=rep, echo=click.echo)
 
 
 @click.command("compare")
 @click.argument("sweeps", nargs=-1, required=True)
 @_options
 def compare(sweeps: tuple[str, ...], baseline: str | None, test: str, out: Path | None,
-            tracking_uri: str | None) -> None:
+            tracking_uri: str | None, ddof: str) -> None:
     """The same summary across SWEEPS, one column group per sweep (default out ./reports/compare-A-B...)."""
     if len(set(sweeps)) != len(sweeps):
         raise click.BadParameter(f"a sweep is named twice in {' '.join(sweeps)}", param_hint="SWEEPS")
     runs = collect_many(list(sweeps), tracking_uri)
-    _run(runs, out or Path("reports") / ("compare-" + "-".join(sweeps)), baseline, test,
-         f"benchxfer compare: {', '.join(sweeps)}")
+    with _artifacts_uri(runs, tracking_uri) as uri:
+        _run(runs, out or Path("reports") / ("compare-" + "-".join(sweeps)), baseline, test,
+             f"benchxfer compare: {', '.join(sweeps)}", ddof, uri)

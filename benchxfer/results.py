@@ -334,3 +334,43 @@ def _opt_int(value: Any) -> int | None:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     return int(value)
+
+
+# ------------------------------------------------------------------ learning curves
+
+CURVES_FILE = "learning_curves.csv"  # what each trial run logs: epoch, train_loss, val_loss, lr, val_<metric>...
+
+
+def load_curves(runs: RunSet, tracking_uri: str | None = None, threads: int = 8) -> pd.DataFrame:
+    """The finished trials' learning curves, long: ``sweep, trial_key, epoch`` and the logged columns.
+
+    Read from each run's ``learning_curves.csv`` artifact in MLflow; runs without one (or no MLflow) give
+    no rows, so the report draws no curve for them.
+    """
+    uri = tracking_uri or default_tracking_uri()
+    f = runs.frame
+    todo = f[f["status"].eq("finished").fillna(False) & f["mlflow_run_id"].notna()]
+    if not uri or todo.empty or _unreachable(uri):
+        return pd.DataFrame(columns=["sweep", "trial_key", "epoch"])
+    import tempfile
+    from concurrent.futures import ThreadPoolExecutor
+
+    from benchxfer.tracking import client as tracking_client
+
+    client = tracking_client(uri)
+
+    def one(row) -> pd.DataFrame | None:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = client.download_artifacts(row.mlflow_run_id, CURVES_FILE, tmp)
+                curve = pd.read_csv(local)
+            except (*_mlflow_errors(), ValueError):  # no such artifact, or an empty file
+                return None
+        return curve.assign(sweep=row.sweep, trial_key=row.trial_key) if "epoch" in curve else None
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        parts = [p for p in pool.map(one, todo.itertuples(index=False)) if p is not None]
+    if not parts:
+        return pd.DataFrame(columns=["sweep", "trial_key", "epoch"])
+    out = pd.concat(parts, ignore_index=True)
+    return out.loc[:, ["sweep", "trial_key", *[c for c in out.columns if c not in ("sweep", "trial_key")]]]

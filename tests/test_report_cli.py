@@ -79,7 +79,8 @@ def test_compare_puts_sweeps_side_by_side(home, tmp_path):
     summary = pd.read_csv(out / "summary.csv")
     means = summary.set_index(["sweep", "init"])["mean"]
     assert means[("cls-b", "imagenet")] - means[("cls-a", "imagenet")] == pytest.approx(5.0)
-    assert sorted(p.name for p in out.glob("*.png")) == ["bars_cls-a_nih.png", "bars_cls-b_nih.png"]
+    assert sorted(p.name for p in out.glob("*.png")) == ["bars_cls-a_nih.png", "bars_cls-b_nih.png",
+                                                        "heatmap_vs_baseline.png"]
     assert set(pd.read_parquet(out / "runs.parquet")["sweep"]) == {"cls-a", "cls-b"}
 
 

@@ -120,7 +120,7 @@ def test_markdown_is_laid_out_like_the_papers():
     p_chex = p_by_hand(chex, np.array(VALUES[("imagenet", "nih")]) * 100, False)
     assert f"**{chex.mean():.2f} ± {chex.std(ddof=1):.2f}** {stars_by_hand(p_chex)}" in md
     assert "(n=4, 1 failed, 1 unfinished)" in md  # scratch/nih averaged over 4 seeds, not 5
-    assert "mean ± std over n=5 seeds" in lines[0] and "Welch" in lines[0]
+    assert "mean ± sample std (ddof=1) over n=5 seeds" in lines[0] and "Welch" in lines[0]
     assert "| imagenet | baseline | baseline |" in md
     assert "29 finished trials averaged; not averaged: 1 failed, 1 unfinished" in md
     assert len(rows) >= 3
@@ -162,3 +162,19 @@ def test_trials_that_differ_only_in_overrides_are_flagged():
     s = summarise(twice)
     assert s.n_shared == 2 * 29
     assert "Warning: 58 trials share init, dataset, recipe, shot, lr and seed" in s.markdown()
+
+
+def test_population_std_on_request_and_named_in_every_table():
+    """--ddof 0: the first study's ± (population std); the CI stays Student's with the sample std."""
+    s = summarise(known_runs(), baseline="imagenet", ddof=0)
+    t = s.table.set_index(["init", "dataset"])
+    v = np.array(VALUES[("chexpert", "nih")])
+    row = t.loc[("chexpert", "nih")]
+    assert row["std"] == pytest.approx(100 * np.sqrt(((v - v.mean()) ** 2).sum() / len(v)), rel=1e-12)
+    assert row["ddof"] == 0
+    half = 2.7764451051977987 * v.std(ddof=1) / np.sqrt(5)  # t(0.975, df=4)
+    assert (row["ci95_low"], row["ci95_high"]) == pytest.approx((100 * (v.mean() - half), 100 * (v.mean() + half)))
+    assert "mean ± population std (ddof=0)" in s.markdown().splitlines()[0]
+    assert "mean ± sample std (ddof=1)" in summarise(known_runs()).caption()
+    with pytest.raises(BenchxferError, match="ddof=2; allowed: 1, 0"):
+        summarise(known_runs(), ddof=2)

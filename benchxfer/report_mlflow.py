@@ -1,0 +1,279 @@
+"""The result inside MLflow, where users look.
+
+Sweep level, :func:`publish`: the sweep's parent run (tag ``benchxfer.role=sweep``) gets
+
+- ``summary_table.json``, the summary as an MLflow table (``MlflowClient.log_table``, so the UI's artifact view
+  renders it): per init and column mean, std (and its ddof), n, the 95 % CI and the p-value against the baseline;
+- ``report/``: report.html, the PNG figures, runs.parquet (and runs.csv, summary.csv, table.md).
+
+Publishing again replaces both (``log_table`` alone would append rows to the old table).
+
+Trial level, for the trial driver: :func:`log_dataset_input` records the trial's dataset as a run input
+(name, root, split sizes, a digest of the list files), which fills the UI's Dataset column and filter;
+:func:`link_checkpoint` logs the trial's best weights as an artifact and tags the run with where they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchxfer.errors import BenchxferError
+
+TABLE_FILE = "summary_table.json"
+REPORT_DIR = "report"
+CHECKPOINT_DIR = "checkpoint"
+# the numbers first: the UI shows the leftmost columns of a table
+TABLE_COLUMNS = ("init", "column", "mean", "std", "n", "ci95_low", "ci95_high", "p_value", "stars", "ddof",
+                 "baseline", "test", "dataset", "metric", "recipe", "shot", "lr", "n_failed", "n_unfinished")
+DIGEST_CHARS = 16  # MLflow keeps at most 36 characters of a dataset digest; the profile holds the whole sha256
+CHECKPOINT_TAG = "benchxfer.best_checkpoint"
+
+
+@dataclass
+class Published:
+    """What :func:`publish` put on the parent run."""
+
+    run_id: str
+    table_file: str
+    artifacts: list[str] = field(default_factory=list)  # run-relative paths
+
+
+# ------------------------------------------------------------------ sweep level
+
+def publish(sweep_name: str, tracking_uri: str | None = None, *, report: Any = None, baseline: str | None = "auto",
+            test: str = "welch", ddof: int = 1, echo: Callable[[str], None] | None = None) -> Published | None:
+    """Put the sweep's summary table, figures, report.html and runs.parquet on its MLflow parent run.
+
+    ``report``: a :class:`benchxfer.report.Report` already written (``benchxfer report`` passes its own);
+    without it the runs are read from MLflow, with their learning curves, and a report is written to a
+    temporary folder first. ``baseline="auto"``: ``imagenet`` when the sweep has it, else no tests.
+    ``echo``: say what was published in one line, and turn a failure (MLflow away, no sweep run) into one
+    line and ``None`` instead of an exception (the end of a sweep must not fail on its report).
+    """
+    if echo is None:
+        return _publish(sweep_name, tracking_uri, report, baseline, test, ddof)
+    from benchxfer.results import _mlflow_errors
+
+    try:
+        pub = _publish(sweep_name, tracking_uri, report, baseline, test, ddof)
+    except (BenchxferError, *_mlflow_errors()) as err:
+        echo(f"MLflow: report not published ({' '.join(str(err).split())[:200]})")
+        return None
+    n_png = sum(a.endswith(".png") for a in pub.artifacts)
+    echo(f"MLflow: the summary table ({pub.table_file}), report.html, {n_png} figures and runs.parquet are on "
+         f"the sweep run {pub.run_id}")
+    return pub
+
+
+def _publish(sweep_name: str, tracking_uri: str | None, report: Any, baseline: str | None, test: str,
+             ddof: int) -> Published:
+    from benchxfer.results import default_tracking_uri
+
+    uri = tracking_uri or default_tracking_uri()
+    if not uri:
+        raise BenchxferError(f"sweep {sweep_name!r}: no MLflow to publish to (no tracking URI, no embedded store)")
+    from benchxfer.tracking import client as tracking_client
+
+    client = tracking_client(uri)
+    parent = parent_run_id(client, sweep_name)
+    if report is not None:
+        return _upload(client, uri, parent, report)
+    from benchxfer.report import write_report
+    from benchxfer.results import collect, load_curves
+
+    runs = collect(sweep_name, uri)
+    if baseline == "auto":
+        baseline = "imagenet" if (runs.frame["init"] == "imagenet").any() else None
+    with tempfile.TemporaryDirectory(prefix="benchxfer-report-") as tmp:
+        rep = write_report(runs, tmp, baseline=baseline, test=test, ddof=ddof,
+                           title=f"benchxfer report: {sweep_name}", history=load_curves(runs, uri))
+        return _upload(client, uri, parent, rep)
+
+
+def parent_run_id(client: Any, sweep: str) -> str:
+    """The run tagged ``benchxfer.role=sweep`` in the experiment named ``sweep`` (the latest if several)."""
+    exp = client.get_experiment_by_name(sweep)
+    if exp is None:
+        raise BenchxferError(f"sweep {sweep!r}: no MLflow experiment of that name at {client.tracking_uri}")
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.`benchxfer.role` = 'sweep'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        raise BenchxferError(f"sweep {sweep!r}: its MLflow experiment has no sweep run (tag benchxfer.role=sweep)")
+    return runs[0].info.run_id
+
+
+def summary_table(summary: Any):
+    """The rows logged as the MLflow table: one per init and column (see TABLE_COLUMNS)."""
+    t = summary.table.loc[:, list(TABLE_COLUMNS)].copy()
+    for col in ("mean", "std", "ci95_low", "ci95_high"):  # in the printed scale: 4 decimals are plenty
+        t[col] = t[col].round(4)
+    t["shot"] = t["shot"].astype("object").where(t["shot"].notna(), None)
+    return t
+
+
+def _upload(client: Any, uri: str, run_id: str, report: Any) -> Published:
+    from mlflow.store.artifact.artifact_repository_registry import (
+        get_artifact_repository,
+    )
+
+    repo = get_artifact_repository(client.get_run(run_id).info.artifact_uri, tracking_uri=uri)
+    present = {f.path for f in client.list_artifacts(run_id)}
+    for old in (TABLE_FILE, REPORT_DIR):  # replace, never append to, an earlier publication
+        if old in present:
+            repo.delete_artifacts(old)
+    client.log_table(run_id, data=summary_table(report.summary), artifact_file=TABLE_FILE)
+    names = [TABLE_FILE]
+    for path in report.files:
+        client.log_artifact(run_id, str(path), artifact_path=REPORT_DIR)
+        names.append(f"{REPORT_DIR}/{Path(path).name}")
+    client.set_tag(run_id, "benchxfer.report", f"{REPORT_DIR}/report.html")
+    return Published(run_id, TABLE_FILE, names)
+
+
+# ------------------------------------------------------------------ trial level: the dataset
+
+@dataclass(frozen=True)
+class DatasetFacts:
+    """What the run records about its dataset."""
+
+    name: str
+    root: str
+    splits: dict[str, int]  # split -> examples the trial uses (the train split after shots / fraction)
+    list_files: tuple[str, ...]  # the files that define the splits, relative to root (empty for folder layouts)
+    sha256: str  # over the list files (path and bytes), else over the splits' image paths
+
+    @property
+    def digest(self) -> str:
+        return self.sha256[:DIGEST_CHARS]
+
+
+def dataset_facts(name: str, root: str | Path, splits: Mapping[str, Any]) -> DatasetFacts:
+    """Facts from opened splits (``benchxfer.data.ImageDataset`` objects: ``records``, ``len()``)."""
+    root = Path(root).expanduser().resolve()
+    lists: set[Path] = set()
+    images: list[str] = []
+    for split, ds in splits.items():
+        for rec in getattr(ds, "records", ()):
+            file, sep, line = rec.origin.rpartition(":")
+            if sep and line.isdigit():  # "list file:line"
+                lists.add(Path(file).resolve())
+            images.append(f"{split}\t{_rel(Path(rec.image), root)}")
+    h = hashlib.sha256()
+    rel_lists = sorted(_rel(p, root) for p in lists)
+    if rel_lists:
+        for rel in rel_lists:
+            h.update(rel.encode() + b"\0" + (root / rel).read_bytes() + b"\0")
+    else:
+        h.update("\n".join(sorted(images)).encode())
+    return DatasetFacts(name, str(root), {s: len(ds) for s, ds in splits.items()}, tuple(rel_lists), h.hexdigest())
+
+
+def describe_dataset(name: str, root: str | Path, *, shot: int | None = None, seed: int = 0,
+                     **options: Any) -> DatasetFacts:
+    """Open the train, val and test splits of ``name`` at ``root`` (lists only: no image is read) and
+    describe them. ``shot``, ``seed`` and ``options`` (e.g. ``fraction``) as the trial opens them."""
+    from benchxfer import data
+
+    opts = {k: v for k, v in options.items() if k not in ("size_hint", "cache_dir")}
+    frac = opts.pop("fraction", None)
+    splits = {"train": data.open_dataset(name, root, "train", shots=shot, fraction=frac, seed=seed, **opts)}
+    for split in ("val", "test"):
+        splits[split] = data.open_dataset(name, root, split, **opts)
+    return dataset_facts(name, root, splits)
+
+
+def log_dataset_input(client_or_run_id: Any, facts: DatasetFacts, *, run_id: str | None = None,
+                      tracking_uri: str | None = None, context: str = "train") -> None:
+    """Record ``facts`` as the run's dataset input (MlflowClient.log_inputs).
+
+    ``client_or_run_id``: a run id (with ``tracking_uri``), or an MlflowClient (with ``run_id``).
+    """
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    client, rid = _client_and_run(client_or_run_id, run_id, tracking_uri)
+    profile = {"splits": facts.splits, "list_files": list(facts.list_files), "sha256": facts.sha256}
+    ds = Dataset(name=facts.name, digest=facts.digest, source_type="local",
+                 source=json.dumps({"uri": facts.root}), profile=json.dumps(profile))
+    client.log_inputs(rid, datasets=[DatasetInput(ds, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])])
+
+
+# ------------------------------------------------------------------ trial level: the best checkpoint
+
+def link_checkpoint(client_or_run_id: Any, path: str | Path, *, run_id: str | None = None,
+                    tracking_uri: str | None = None, best_epoch: int | None = None, upload: bool = True) -> str:
+    """Link the trial's best weights to its run and return where they are (the artifact URI, or a local path).
+
+    ``path``: a weights file, or the trial's ``checkpoints/`` folder, whose newest epoch file's best weights
+    are written to ``best_model.pt`` (weights only, no optimiser) first. The file is logged under
+    ``checkpoint/`` (``upload=False``: not logged, for large files on shared storage) and the run is tagged
+    ``benchxfer.best_checkpoint`` (and ``benchxfer.best_checkpoint_epoch``).
+    """
+    client, rid = _client_and_run(client_or_run_id, run_id, tracking_uri)
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="benchxfer-best-") as tmp:
+        if path.is_dir():
+            path, best_epoch = best_weights(path, Path(tmp) / "best_model.pt")
+        if not path.is_file():
+            raise BenchxferError(f"checkpoint {path} does not exist")
+        where = str(path.resolve())
+        if upload:
+            client.log_artifact(rid, str(path), artifact_path=CHECKPOINT_DIR)
+            where = f"{client.get_run(rid).info.artifact_uri.rstrip('/')}/{CHECKPOINT_DIR}/{path.name}"
+    tags = {CHECKPOINT_TAG: where}
+    if best_epoch is not None:
+        tags["benchxfer.best_checkpoint_epoch"] = str(best_epoch)
+    for k, v in tags.items():
+        client.set_tag(rid, k, v)
+    return where
+
+
+def best_weights(checkpoints: Path, out: Path) -> tuple[Path, int | None]:
+    """Write the best weights held in the newest readable epoch file of ``checkpoints`` to ``out``."""
+    import torch
+
+    from benchxfer.train.checkpoint import CheckpointStore
+
+    state, _ = CheckpointStore(checkpoints).load_latest()
+    if state is None:
+        raise BenchxferError(f"no readable epoch checkpoint in {checkpoints}")
+    weights = state.get("best_model") or state["model"]
+    best = state.get("best_epoch")
+    torch.save(weights, out)
+    return out, int(best) if best is not None and best >= 0 else None
+
+
+def _client_and_run(client_or_run_id: Any, run_id: str | None, tracking_uri: str | None) -> tuple[Any, str]:
+    if isinstance(client_or_run_id, str):
+        from benchxfer.results import default_tracking_uri
+        from benchxfer.tracking import client as tracking_client
+
+        uri = tracking_uri or default_tracking_uri()
+        if not uri:
+            raise BenchxferError("no MLflow tracking URI to log to")
+        return tracking_client(uri), client_or_run_id
+    if not run_id:
+        raise BenchxferError("give run_id with an MlflowClient")
+    return client_or_run_id, run_id
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def list_artifact_names(client: Any, run_id: str, path: str | None = None) -> Iterable[str]:
+    """Every file path under ``path`` of the run's artifacts (recursive)."""
+    for f in client.list_artifacts(run_id, path):
+        if f.is_dir:
+            yield from list_artifact_names(client, run_id, f.path)
+        else:
+            yield f.path
