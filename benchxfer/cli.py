@@ -49,7 +49,26 @@ class BenchxferGroup(click.Group):
         module, attr = target.split(":")
         return getattr(importlib.import_module(module), attr)
 
+    def _command_words(self, ctx: click.Context) -> list[str]:
+        """The command and sub-command names the user typed (``data verify``), for the one line."""
+        args = [*getattr(ctx, "_protected_args", []), *ctx.args]
+        words: list[str] = []
+        group: click.Command | None = self
+        for arg in args:
+            if not isinstance(group, click.Group):
+                break
+            try:
+                sub = group.get_command(ctx, arg)
+            except Exception:  # a command module that fails to import: the error comes later, in invoke
+                sub = None
+            if sub is None:
+                break
+            words.append(arg)
+            group = sub
+        return words
+
     def invoke(self, ctx: click.Context):
+        words = self._command_words(ctx)
         try:
             return super().invoke(ctx)
         except BenchxferError as err:
@@ -62,7 +81,7 @@ class BenchxferGroup(click.Group):
         except Exception as err:  # a bug: one line naming the command and the log holding the traceback
             if ctx.meta.get("benchxfer.debug"):
                 raise
-            command = " ".join(filter(None, ["benchxfer", ctx.invoked_subcommand])) or "benchxfer"
+            command = " ".join(["benchxfer", *words])
             log = write_log(command, err)
             first = " ".join(f"{type(err).__name__}: {err}".split())[:300]
             raise click.ClickException(

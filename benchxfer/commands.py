@@ -12,13 +12,14 @@ import click
 
 from benchxfer import paths
 from benchxfer.errors import BenchxferError
+from benchxfer.schema import check_address, check_port_free
 
 tracking_option = click.option(
     "--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, metavar="URI",
     help="MLflow tracking server (default: $MLFLOW_TRACKING_URI, else a local server that benchxfer starts "
          "on 127.0.0.1 with the SQLite store in $BENCHXFER_HOME).")
 address_option = click.option(
-    "--address", default=None, metavar="ADDR",
+    "--address", default=None, metavar="ADDR", callback=check_address,
     help="Ray cluster to join: 'auto' or 'ray://HOST:10001' (default: a local Ray session).")
 zoo_option = click.option("--zoo", "zoo_dir", default=None, type=click.Path(file_okay=False), metavar="DIR",
                           help="Init zoo folder (default: $BENCHXFER_ZOO, else $BENCHXFER_HOME/zoo).")
@@ -223,13 +224,15 @@ def pretrain(file, tracking_uri, address, zoo_dir):
 
 
 @click.command()
-@click.option("--port", default=5000, show_default=True, help="Port of the UI on 127.0.0.1.")
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535),
+              help="Port of the UI on 127.0.0.1.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to bind. Anything but 127.0.0.1 exposes your runs to the network.")
 def ui(port, host):
     """Open the MLflow UI on the local store ($BENCHXFER_HOME/mlflow.db). Ctrl-C stops it."""
     from benchxfer.tracking import LocalServer, client, ui_url
 
+    check_port_free(host, port)
     server = LocalServer(port=port, host=host)
     uri = server.start()
     try:

@@ -41,6 +41,8 @@ def pin() -> None:
         if path is not None:
             os.environ[var] = str(path)
     check_folder(home(), "$BENCHXFER_HOME" if "BENCHXFER_HOME" in os.environ else "the home folder")
+    if "BENCHXFER_ZOO" in os.environ:
+        check_folder(zoo_dir(), "$BENCHXFER_ZOO")
 
 
 def check_folder(path: Path, what: str) -> None:

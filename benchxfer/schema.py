@@ -7,6 +7,7 @@ values. Each check raises one line naming where the value came from and what is 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -104,6 +105,32 @@ SYNTHETIC_RULES: dict[str, Rule] = {
     "seed": Range(0, 2**32 - 1, integer=True),
     "family": OneOf(("cxr", "cxr-source")),
 }
+
+
+ADDRESS_RE = re.compile(r"^(?:auto|local|(?:ray://)?(?P<host>[A-Za-z0-9_.\-\[\]:]+?):(?P<port>\d{1,5}))$")
+
+
+def check_address(ctx: Any, param: Any, value: str | None) -> str | None:
+    """A click callback for ``--address``: 'auto', 'local', HOST:PORT or ray://HOST:PORT, port 1-65535."""
+    if value is None:
+        return None
+    m = ADDRESS_RE.match(value.strip())
+    if m is None or (m.group("port") is not None and not 0 < int(m.group("port")) < 65536):
+        raise BenchxferError(f"--address {value!r}: use 'auto', HOST:PORT (a head node's GCS, e.g. 10.0.0.5:6379) "
+                             "or ray://HOST:PORT (Ray Client, e.g. ray://10.0.0.5:10001), with a port in 1-65535")
+    return value.strip()
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port that another program already listens on (the server would die with a log line)."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            raise BenchxferError(f"--port {port}: cannot listen on {host}:{port} ({err.strerror or err}); "
+                                 "it is in use, pick another port with --port") from None
 
 
 def _check(where: str, key: str, value: Any, rule: Rule) -> None:

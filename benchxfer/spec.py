@@ -37,6 +37,7 @@ MODES = ("grid", "tune-then-repeat")
 MAX_YAML_BYTES = 1_000_000
 MAX_YAML_DEPTH = 32
 MAX_YAML_ALIASES = 100
+MAX_YAML_NODES = 100_000
 MAX_TRIALS = 10_000
 TRAINERS = ("auto", "torch", "direct")
 
@@ -166,20 +167,35 @@ def _text(path: str, p: Path) -> str:
 
 def _check_shape(path: str, text: str) -> None:
     """Bound nesting depth and aliases from the event stream, before anything is built."""
-    depth = aliases = 0
+    depth = aliases = nodes = 0
+    sizes: dict[str, int] = {}  # anchor -> nodes under it, aliases expanded
+    open_: list[tuple[str | None, int]] = []  # the collections being read: (anchor, nodes before them)
     for event in yaml.parse(text, Loader=_Loader):
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             depth += 1
             if depth > MAX_YAML_DEPTH:
                 raise BenchxferError(f"{path}: line {event.start_mark.line + 1}: nested more than "
                                      f"{MAX_YAML_DEPTH} levels deep")
+            open_.append((event.anchor, nodes))
+            nodes += 1
         elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
             depth -= 1
+            anchor, before = open_.pop()
+            if anchor is not None:
+                sizes[anchor] = nodes - before
+        elif isinstance(event, yaml.ScalarEvent):
+            nodes += 1
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
         elif isinstance(event, yaml.AliasEvent):
             aliases += 1
+            nodes += sizes.get(event.anchor, 1)
             if aliases > MAX_YAML_ALIASES:
                 raise BenchxferError(f"{path}: line {event.start_mark.line + 1}: more than {MAX_YAML_ALIASES} "
                                      "YAML aliases (*name); write the values out")
+        if nodes > MAX_YAML_NODES:
+            raise BenchxferError(f"{path}: line {event.start_mark.line + 1}: the document expands to more than "
+                                 f"{MAX_YAML_NODES} values (YAML aliases repeat what they name)")
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
