@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -380,6 +381,8 @@ def load_spec(path: str | Path) -> SweepSpec:
             raise _fail(path, f"datasets[{i}].root", "is required: the dataset folder, or 'synthetic'")
         if root != "synthetic":
             root = str((Path(path).parent / Path(root).expanduser()).resolve())
+            if Path(root).is_dir() and not os.access(root, os.R_OK | os.X_OK):
+                raise _fail(path, f"datasets[{i}].root", f"cannot read the folder {root} (permission denied)")
         datasets.append(DatasetEntry(
             name=item["name"], root=root,
             options=check_option_values(_mapping(path, f"datasets[{i}].options", item.get("options")),

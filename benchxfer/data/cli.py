@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
 from benchxfer.errors import BenchxferError
+
+
+def _readable(root: Path) -> Path:
+    """A dataset root that exists must be readable (reading it later would fail deep inside a reader)."""
+    if root.is_dir() and not os.access(root, os.R_OK | os.X_OK):
+        raise BenchxferError(f"--root {root}: cannot read the folder (permission denied)")
+    return root
 
 
 def _lists(values: tuple[str, ...]) -> dict[str, str] | None:
@@ -50,7 +58,7 @@ def verify_cmd(name: str, root: Path, lists: tuple[str, ...], no_decode: bool) -
     """Counts per split and class; unreadable images, missing files, images without masks, shared patients."""
     from benchxfer.data.verify import verify
 
-    report = verify(name, root, lists=_lists(lists), decode=not no_decode)
+    report = verify(name, _readable(root), lists=_lists(lists), decode=not no_decode)
     for line in report.lines():
         click.echo(line)
     if not report.ok:  # the report above lists every problem; stderr gets the one line
@@ -73,7 +81,7 @@ def cache_cmd(name: str, root: Path, size: int, splits: tuple[str, ...], workers
 
     check_folder((cache_dir or home() / "cache").expanduser().resolve(), "cache folder")
 
-    for folder in write_cache(name, root, size, splits or ("train", "val", "test"), cache_dir=cache_dir, workers=workers):
+    for folder in write_cache(name, _readable(root), size, splits or ("train", "val", "test"), cache_dir=cache_dir, workers=workers):
         click.echo(f"wrote {folder}")
 
 
