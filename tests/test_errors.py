@@ -511,7 +511,7 @@ CASES = [
     Case("too-many-seeds", "sweep file", "`seeds: 10000000` (answers at once)",
          good_dry(old="seeds: 1", new="seeds: 10000000"),
          (S + "seeds: 10000000 seeds is more than a sweep may run (10000 trials)",)),
-    Case("too-many-trials", "sweep file", "`seeds: 5000` with two lr values (10000 trials)",
+    Case("too-many-trials", "sweep file", "`seeds: 5001` with two lr values (10002 trials)",
          good_dry(old="seeds: 1", new="seeds: 5001"),
          (S + "the sweep expands to 10002 trials (1 init x dataset cells, 10002 trials each); the limit is 10000",)),
     Case("alias-bomb", "sweep file", "a YAML alias bomb (10^8 values from 8 lines)", alias_bomb,
@@ -630,3 +630,78 @@ def test_the_table_in_docs_lists_every_case():
     doc = (Path(__file__).parents[1] / "docs" / "errors.md").read_text()
     for case in CASES:
         assert f"test_bad_input_is_one_line[{case.id}]" in doc, case.id
+
+
+# --- the one-line rule is structural: any other exception is one line and a log -----------------------------
+
+def _with_boom(monkeypatch) -> None:
+    """A command whose code has a bug (it divides by zero), registered like every other command."""
+    import benchxfer.cli
+
+    monkeypatch.setitem(benchxfer.cli.COMMANDS, "boom", "test_errors:boom")
+
+
+def _boom_command():
+    import click
+
+    @click.command()
+    def boom_cmd() -> None:
+        """Fails with a bug."""
+        print(1 / 0)
+
+    return boom_cmd
+
+
+boom = _boom_command()
+
+
+def test_unexpected_error_is_one_line_naming_the_command_and_a_log(monkeypatch, tmp_path):
+    _with_boom(monkeypatch)
+    home = tmp_path / "home"
+    code, out, err = warm_run(["boom"], {"BENCHXFER_HOME": str(home), "PATH": os.environ["PATH"]}, tmp_path)
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    line = lines[0]
+    assert line.startswith("Error: `benchxfer boom` failed unexpectedly (ZeroDivisionError: division by zero); "
+                           f"the traceback is in {home / 'logs'}/"), line
+    assert "rerun with `benchxfer --debug` to see it here" in line
+    log = Path(re.search(r"the traceback is in (\S+\.log)", line).group(1))
+    text = log.read_text()
+    assert text.startswith("benchxfer boom\nTraceback") and "1 / 0" in text and "ZeroDivisionError" in text
+
+
+def test_debug_shows_the_traceback(monkeypatch, tmp_path):
+    _with_boom(monkeypatch)
+    code, out, err = warm_run(["--debug", "boom"], {"BENCHXFER_HOME": str(tmp_path), "PATH": os.environ["PATH"]},
+                              tmp_path)
+    assert code == 1 and "Traceback" in err and "ZeroDivisionError: division by zero" in err
+    assert not (tmp_path / "logs").exists()
+
+
+def test_usage_errors_keep_clicks_line(tmp_path):
+    code, out, err = warm_run(["status"], {"BENCHXFER_HOME": str(tmp_path)}, tmp_path)
+    assert code == 2 and err.strip() == "Error: Missing argument 'NAME'. (see `benchxfer status --help`)"
+
+
+def test_a_relative_home_is_made_absolute_once(tmp_path):
+    """`BENCHXFER_HOME=relhome` means the folder relhome in the current folder, for every process after."""
+    code, out, err = warm_run(["status", "ghost"], {"BENCHXFER_HOME": "relhome"}, tmp_path)
+    assert code == 1 and err.strip().startswith(f"Error: no sweep named 'ghost' in {tmp_path / 'relhome' / 'runs'} "), err
+
+
+@pytest.mark.e2e
+def test_a_relative_home_keeps_the_results_of_a_real_sweep(tmp_path):
+    """One tiny trial with ``BENCHXFER_HOME=relhome``, in a process of its own (it starts Ray: run it under
+    the Ray lock). Before the home was made absolute at start-up, the trial's result landed in Ray's working
+    folder and the sweep said "0 of 1 trials finished"."""
+    (tmp_path / "tiny.yaml").write_text(GOOD.replace("name: done", "name: rel").replace("[0.001, 0.0001]", "[0.001]")
+                                        .replace("epochs: 1}", "epochs: 1, loader_workers: 0, batch_size: 2}"))
+    env = {k: v for k, v in os.environ.items() if k not in ("BENCHXFER_ZOO", "MLFLOW_TRACKING_URI")}
+    env.update(BENCHXFER_HOME="relhome", PYTHONPATH=os.pathsep.join(sys.path))
+    res = subprocess.run([sys.executable, "-m", "benchxfer.cli", "sweep", "tiny.yaml"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stderr[-3000:]
+    results = list((tmp_path / "relhome" / "runs" / "rel" / "trials").glob("*/result.json"))
+    assert len(results) == 1, res.stdout[-3000:]
+    assert json.loads(results[0].read_text())["trial_key"] == results[0].parent.name
