@@ -12,7 +12,7 @@ import click
 
 from benchxfer import paths
 from benchxfer.errors import BenchxferError
-from benchxfer.schema import check_address, check_port_free
+from benchxfer.schema import check_address, check_knob_values, check_port_free
 
 tracking_option = click.option(
     "--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, metavar="URI",
@@ -71,7 +71,8 @@ def _run(plan, tracking_uri, address):
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--dry-run", is_flag=True, help="Validate, list every trial and the total, and start nothing.")
-@click.option("--limit", default=50, show_default=True, help="Trials listed by --dry-run (0: all).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=0),
+              help="Trials listed by --dry-run (0: all).")
 @tracking_option
 @address_option
 @zoo_option
@@ -193,7 +194,7 @@ def train(file, index, sets, zoo_dir):
             raise BenchxferError(f"--set {item!r}: expected KEY=VALUE")
         k, v = item.split("=", 1)
         extra[k] = yaml.safe_load(v)
-    config.update(check_knobs(extra, "--set"))
+    config.update(check_knob_values(check_knobs(extra, "--set"), "--set"))
     tdir = paths.sweep_dir(plan.spec.name) / "local" / trial.key
     click.echo(f"Training {trial.key} in-process; folder {tdir}")
     result = train_run({**config, "_runtime": {"session": "local", "trial_dir": str(tdir)}})

@@ -559,6 +559,15 @@ CASES = [
     Case("address-port-out-of-range", "CLI", "`sweep --address ray://head:99999`",
          lambda f: ["sweep", f.good(), "--address", "ray://head:99999"],
          ("Error: --address 'ray://head:99999':", "with a port in 1-65535")),
+    Case("negative-limit", "CLI", "`sweep --dry-run --limit -1`",
+         lambda f: ["sweep", f.good(), "--dry-run", "--limit", "-1"],
+         ("Error: Invalid value for '--limit': -1 is not in the range x>=0.",)),
+    Case("train-set-out-of-range", "CLI", "`train --set epochs=0`",
+         lambda f: ["train", f.good(), "--set", "epochs=0"], ("Error: --set: epochs must be an integer >= 1, got 0",)),
+    Case("train-set-bad-augment", "CLI", "`train --set augment=banana`",
+         lambda f: ["train", f.good(), "--set", "augment=banana"],
+         ("Error: --set: augment must be one of bit-hyperrule, plain, supervised-pretrain, systematic-cls, "
+          "systematic-seg, got 'banana'",)),
 ]
 
 
@@ -705,3 +714,44 @@ def test_a_relative_home_keeps_the_results_of_a_real_sweep(tmp_path):
     results = list((tmp_path / "relhome" / "runs" / "rel" / "trials").glob("*/result.json"))
     assert len(results) == 1, res.stdout[-3000:]
     assert json.loads(results[0].read_text())["trial_key"] == results[0].parent.name
+
+
+# --- what used to be refused and is fine: 1e-3, a byte-order mark ---------------------------------------------
+
+def test_lr_written_1e_3_is_a_number(tmp_path):
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string; sweep files read it as the number 0.001, everywhere."""
+    from benchxfer.spec import load_spec
+
+    f = Files(tmp_path)
+    assert load_spec(f.good("[0.001, 0.0001]", "[1e-3, 1E-4]")).lr == (0.001, 0.0001)
+    spec = load_spec(f.good("[0.001, 0.0001]", "{search: loguniform, low: 1e-4, high: 1e-1, trials: 2}",
+                            add="mode: tune-then-repeat\n"))
+    assert (spec.lr.low, spec.lr.high) == (1e-4, 1e-1)
+    spec = load_spec(f.good("epochs: 1", "epochs: 1, weight_decay: 5e-4"))
+    assert spec.overrides["weight_decay"] == 5e-4
+    code, out, err = warm_run(["sweep", f.good("[0.001, 0.0001]", "[1e-3]"), "--dry-run"],
+                              {"BENCHXFER_HOME": str(tmp_path / "home")}, tmp_path)
+    assert code == 0 and "lr0.001" in out, err
+
+
+def test_a_byte_order_mark_is_dropped(tmp_path):
+    """A sweep file, a list file and a CSV saved with a BOM (as Windows editors do) read like the plain ones."""
+    f = Files(tmp_path)
+    env = {"BENCHXFER_HOME": str(tmp_path / "home")}
+    sweep = tmp_path / "bom.yaml"
+    sweep.write_text("\ufeff" + GOOD, encoding="utf-8")
+    code, out, err = warm_run(["sweep", str(sweep), "--dry-run"], env, tmp_path)
+    assert code == 0, err
+    root = f.nih()
+    listing = tmp_path / "bom.txt"
+    listing.write_text("\ufeff" + (root / "Xray14_train_official.txt").read_text(), encoding="utf-8")
+    code, out, err = warm_run(["data", "verify", "chestxray14", "--root", str(root), "--lists", f"train={listing}",
+                               "--no-decode"], env, tmp_path)
+    assert code == 0, err
+    chex = synthetic.write("chexpert", tmp_path / "chex", **SMALL)
+    csvs = sorted(chex.rglob("*.csv"))
+    assert csvs
+    for path in csvs:
+        path.write_text("\ufeff" + path.read_text(), encoding="utf-8")
+    code, out, err = warm_run(["data", "verify", "chexpert", "--root", str(chex), "--no-decode"], env, tmp_path)
+    assert code == 0, err
