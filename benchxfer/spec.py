@@ -362,6 +362,12 @@ def load_spec(path: str | Path) -> SweepSpec:
             if not isinstance(item.get("name"), str):
                 raise _fail(path, f"inits[{i}].name", "is required")
             pre = item.get("pretrain")
+            if pre:
+                from benchxfer.zoo.inits import INITS
+
+                if item["name"] in INITS:
+                    raise _fail(path, f"inits[{i}].name", f"{item['name']!r} is a built-in init; what {pre} "
+                                "pre-trains needs a name of its own (change it here and in the pre-training file)")
             inits.append(InitEntry(item["name"], str((Path(path).parent / pre)) if pre else None))
         else:
             raise _fail(path, f"inits[{i}]", f"must be a name or a mapping, got {item!r}")

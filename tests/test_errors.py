@@ -532,6 +532,9 @@ CASES = [
     Case("pretrain-direct-with-workers", "pretrain file", "a pre-training file with `resources: {trainer: direct, workers: 2}`",
          lambda f: ["pretrain", f.write("p.yaml", PRETRAIN + "resources: {trainer: direct, workers: 2}\n")],
          ("<tmp>/p.yaml: resources: trainer 'direct' runs one process, but workers is 2",)),
+    Case("pretrain-named-like-builtin", "pretrain file", "`inits: [{name: imagenet, pretrain: p.yaml}]` (a built-in name)",
+         good_dry(old="inits: [scratch]", new="inits: [{name: imagenet, pretrain: p.yaml}]"),
+         (S + "inits[0].name: 'imagenet' is a built-in init; what p.yaml pre-trains needs a name of its own",)),
     # CLI options and files handed over
     Case("lists-empty-name", "dataset", "`--lists train=` (no file name)",
          lambda f: ["data", "verify", "chestxray14", "--root", str(f.tmp), "--lists", "train="],
