@@ -9,6 +9,7 @@ traceback; ``benchxfer --debug COMMAND`` shows the traceback instead.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import importlib
 import os
@@ -59,7 +60,7 @@ class BenchxferGroup(click.Group):
                 break
             try:
                 sub = group.get_command(ctx, arg)
-            except Exception:  # a command module that fails to import: the error comes later, in invoke
+            except Exception:  # noqa: BLE001 - a command module that fails to import: reported by invoke
                 sub = None
             if sub is None:
                 break
@@ -94,12 +95,10 @@ def write_log(command: str, err: BaseException) -> Path:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     text = f"{command}\n{''.join(traceback.format_exception(err))}"
     folders = []
-    try:
+    with contextlib.suppress(Exception):  # the home itself may be the problem
         from benchxfer.paths import logs_dir
 
         folders.append(logs_dir())
-    except Exception:  # the home itself is the problem
-        pass
     folders.append(Path(tempfile.gettempdir()) / "benchxfer-logs")
     for folder in folders:
         try:

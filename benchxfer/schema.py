@@ -39,9 +39,7 @@ class Range:
             return False
         if self.low is not None and value < self.low:
             return False
-        if self.high is not None and (value >= self.high if self.open_high else value > self.high):
-            return False
-        return True
+        return self.high is None or (value < self.high if self.open_high else value <= self.high)
 
 
 @dataclass(frozen=True)

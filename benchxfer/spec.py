@@ -15,7 +15,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -124,7 +124,7 @@ class _Loader(yaml.SafeLoader):
     """YAML 1.1's safe loader, with two mends: a repeated key is an error (not the last one winning), and
     ``1e-3`` is a number (YAML 1.1 reads a float without a dot as a string)."""
 
-    yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    yaml_implicit_resolvers: ClassVar[dict] = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 
     def construct_mapping(self, node, deep=False):
         seen: dict[Any, int] = {}
@@ -208,7 +208,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     text = _text(str(path), p)
     try:
         _check_shape(str(path), text)
-        doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        doc = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
