@@ -12,13 +12,14 @@ import click
 
 from benchxfer import paths
 from benchxfer.errors import BenchxferError
+from benchxfer.schema import check_address, check_knob_values, check_port_free
 
 tracking_option = click.option(
     "--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, metavar="URI",
     help="MLflow tracking server (default: $MLFLOW_TRACKING_URI, else a local server that benchxfer starts "
          "on 127.0.0.1 with the SQLite store in $BENCHXFER_HOME).")
 address_option = click.option(
-    "--address", default=None, metavar="ADDR",
+    "--address", default=None, metavar="ADDR", callback=check_address,
     help="Ray cluster to join: 'auto' or 'ray://HOST:10001' (default: a local Ray session).")
 zoo_option = click.option("--zoo", "zoo_dir", default=None, type=click.Path(file_okay=False), metavar="DIR",
                           help="Init zoo folder (default: $BENCHXFER_ZOO, else $BENCHXFER_HOME/zoo).")
@@ -70,7 +71,8 @@ def _run(plan, tracking_uri, address):
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--dry-run", is_flag=True, help="Validate, list every trial and the total, and start nothing.")
-@click.option("--limit", default=50, show_default=True, help="Trials listed by --dry-run (0: all).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=0),
+              help="Trials listed by --dry-run (0: all).")
 @tracking_option
 @address_option
 @zoo_option
@@ -188,7 +190,7 @@ def train(file, index, sets, zoo_dir):
             raise BenchxferError(f"--set {item!r}: expected KEY=VALUE")
         k, v = item.split("=", 1)
         extra[k] = yaml.safe_load(v)
-    config.update(check_knobs(extra, "--set"))
+    config.update(check_knob_values(check_knobs(extra, "--set"), "--set"))
     tdir = paths.sweep_dir(plan.spec.name) / "local" / trial.key
     click.echo(f"Training {trial.key} in-process; folder {tdir}")
     result = train_run(TrainConfig.from_dict(config), Runtime(trial_dir=str(tdir), session="local")).to_dict()
@@ -219,13 +221,15 @@ def pretrain(file, tracking_uri, address, zoo_dir):
 
 
 @click.command()
-@click.option("--port", default=5000, show_default=True, help="Port of the UI on 127.0.0.1.")
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535),
+              help="Port of the UI on 127.0.0.1.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to bind. Anything but 127.0.0.1 exposes your runs to the network.")
 def ui(port, host):
     """Open the MLflow UI on the local store ($BENCHXFER_HOME/mlflow.db). Ctrl-C stops it."""
     from benchxfer.tracking import LocalServer, client, ui_url
 
+    check_port_free(host, port)
     server = LocalServer(port=port, host=host)
     uri = server.start()
     try:
