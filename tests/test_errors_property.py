@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import random
 import time
-from pathlib import Path
 
 import yaml
 from test_errors import GOOD, warm_run
