@@ -59,13 +59,19 @@ def _summary(sweep: str, uri: str) -> None:
 def _run(plan, tracking_uri, address):
     from benchxfer.runner import execute
     from benchxfer.tracking import tracking_uri as tracking
+    from benchxfer.trialdir import SweepDir
 
     started = time.time()
     with tracking(tracking_uri, echo=click.echo) as uri:
-        execute(plan, uri, address=address, echo=click.echo)
+        results = execute(plan, uri, address=address, echo=click.echo)
         _summary(plan.spec.name, uri)
     click.echo(f"\nDone in {time.time() - started:.0f} s. Tables and figures: benchxfer report {plan.spec.name}")
     click.echo("Browse and compare the runs: benchxfer ui" + (f" --tracking-uri {tracking_uri}" if tracking_uri else ""))
+    expected = len(SweepDir(plan.spec.name).trials() or [])
+    if len(results) < expected:  # a sweep with unfinished trials is not a success, whatever it printed
+        name = plan.spec.name
+        raise BenchxferError(f"sweep {name!r}: {expected - len(results)} of {expected} trials did not finish; "
+                             f"see `benchxfer status {name}`, then `benchxfer resume {name}`")
 
 
 @click.command()
@@ -113,8 +119,25 @@ def resume(name, tracking_uri, address, zoo_dir):
         known = sorted(p.name for p in paths.runs_dir().iterdir()) if paths.runs_dir().exists() else []
         raise BenchxferError(f"no sweep named {name!r} in {paths.runs_dir()}; known: {', '.join(known) or 'none'}")
     source = sdir.source()
-    spec_path = source if source and Path(source).exists() else sdir.spec_copy
-    _run(make_plan(spec_path, zoo_dir, write_synthetic=True), tracking_uri, address)
+    plan = make_plan(sdir.spec_copy, zoo_dir, write_synthetic=True)  # the sweep as it was started
+    if source and Path(source).exists() and Path(source).resolve() != sdir.spec_copy.resolve():
+        _refuse_changed(name, plan, make_plan(source, zoo_dir, write_synthetic=True), source)
+    _run(plan, tracking_uri, address)
+
+
+def _refuse_changed(name: str, started, now, source: str) -> None:
+    """``resume NAME`` resumes the sweep that was started. A sweep file since renamed or given other trials
+    would make a different sweep: refuse, and show the difference."""
+    if now.spec.name != name:
+        raise BenchxferError(f"resume {name}: {source} now names the sweep {now.spec.name!r}; run it with "
+                             f"`benchxfer sweep {source}`, or restore the name to resume")
+    before, after = {t.key for t in started.trials}, {t.key for t in now.trials}
+    if before != after:
+        added, removed = sorted(after - before), sorted(before - after)
+        diff = "; ".join(f"{label} {len(keys)} ({', '.join(keys[:2])}{', ...' if len(keys) > 2 else ''})"
+                         for label, keys in (("added", added), ("removed", removed)) if keys)
+        raise BenchxferError(f"resume {name}: {source} has changed its trials since the sweep started: {diff}; "
+                             f"run it as a new sweep under another name, or restore the file")
 
 
 def trial_states(name: str) -> list[dict]:

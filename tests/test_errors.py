@@ -262,6 +262,17 @@ def binary_sweep(f: Files) -> list[str]:
     return ["sweep", str(f.tmp / "s.yaml"), "--dry-run"]
 
 
+def started_sweep(f: Files, source_text: str) -> list[str]:
+    """A sweep ``moved`` started from <tmp>/s.yaml (its copy and source.json in the home), then the file edited."""
+    sdir = f.tmp.parent / "home" / "runs" / "moved"
+    sdir.mkdir(parents=True)
+    (sdir / "sweep.yaml").write_text(GOOD.replace("name: done", "name: moved"))
+    source = f.sweep(source_text)
+    (sdir / "source.json").write_text(json.dumps({"path": source}))
+    f.keep(sdir)
+    return ["resume", "moved"]
+
+
 def good_dry(**edit) -> Callable[[Files], list[str]]:
     """``benchxfer sweep s.yaml --dry-run`` of the valid sweep with one edit."""
     return lambda f: ["sweep", f.good(**edit), "--dry-run"]
@@ -400,6 +411,16 @@ CASES = [
     # CLI options
     Case("status-unknown-sweep", "CLI", "`status` of a sweep that never ran",
          lambda f: ["status", "ghost"], ("no sweep named 'ghost' in <home>/runs",)),
+    Case("resume-changed-trials", "CLI", "`resume NAME` after its sweep file gained a seed",
+         lambda f: started_sweep(f, GOOD.replace("name: done", "name: moved").replace("seeds: 1", "seeds: 2")),
+         ("Error: resume moved: <tmp>/s.yaml has changed its trials since the sweep started: added 2 (",
+          "run it as a new sweep under another name, or restore the file")),
+    Case("resume-renamed", "CLI", "`resume NAME` after its sweep file was given another `name:`",
+         lambda f: started_sweep(f, GOOD.replace("name: done", "name: other")),
+         ("Error: resume moved: <tmp>/s.yaml now names the sweep 'other'",)),
+    Case("pretrain-output-builtin", "pretrain file", "`benchxfer pretrain p.yaml` whose `name: imagenet` is built in",
+         lambda f: ["pretrain", f.write("p.yaml", PRETRAIN.replace("name: mine", "name: imagenet"))],
+         ("Error: <tmp>/p.yaml: name: 'imagenet' is a built-in init; give the pre-trained backbone a new name",)),
     Case("resume-unknown-sweep", "CLI", "`resume` of a sweep that never ran",
          lambda f: ["resume", "ghost"], ("no sweep named 'ghost' in <home>/runs; known: done",)),
     Case("report-unknown-sweep", "CLI", "`report` of a sweep that never ran, with a dead `--tracking-uri`",
