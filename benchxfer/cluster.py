@@ -39,8 +39,8 @@ log = logging.getLogger("benchxfer")
 
 # Ray Train's controller polls its workers every 2 s by default; a short trial waits for the poll that sees it end
 HEALTH_CHECK_INTERVAL_S = "0.2"
-WARN_S = 45.0
 PLACEMENT_LIMIT_S = float(os.environ.get("BENCHXFER_PLACEMENT_TIMEOUT_S", "600"))
+WARN_S = min(45.0, PLACEMENT_LIMIT_S / 2)
 POLL_S = 5.0
 BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")  # where `ray up` leaves the autoscaler's config on the head
 
@@ -76,6 +76,7 @@ def start(address: str | None = None) -> None:
 
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", HEALTH_CHECK_INTERVAL_S)
     if address:
+        os.environ.pop("RAY_API_SERVER_ADDRESS", None)  # the cluster's own dashboard, found through its GCS
         if address not in ("auto",) and "://" not in address:
             os.environ["RAY_ADDRESS"] = address
         try:
@@ -238,7 +239,7 @@ class PlacementWatch(threading.Thread):
         waited = {pid: now - t for pid, t in self.since.items()}
         late = [pid for pid, w in waited.items() if w >= self.warn_s and pid not in self.warned]
         over = [pid for pid, w in waited.items() if w >= self.limit_s]
-        if not (late or over) or shapes()[1]:  # an autoscaler may still add the node it needs
+        if not (late or over) or self.can_grow():  # an autoscaler may still add the node it needs
             return
         import ray
 
@@ -259,6 +260,11 @@ class PlacementWatch(threading.Thread):
             self.warned.add(pid)
             log.warning("benchxfer: %s (the sweep stops after %.0f s)", msg, self.limit_s)
             print(f"benchxfer: {msg} (the sweep stops after {self.limit_s:.0f} s)", flush=True)
+
+
+    @staticmethod
+    def can_grow() -> bool:
+        return shapes()[1]
 
 
 def raise_if_stuck() -> None:

@@ -60,6 +60,16 @@ def concurrency(launch: Launch, n_trials: int) -> int:
     return cluster.max_trials(launch, n_trials)
 
 
+NODE_TAG = "benchxfer.node_id"
+
+
+def tag_node(client: Any, run_id: str) -> None:
+    """Record on a trial's MLflow run the Ray node its driver runs on (the node that trains a 1-worker trial)."""
+    import ray
+
+    client.set_tag(run_id, NODE_TAG, ray.get_runtime_context().get_node_id())
+
+
 # --- the trial driver (runs inside a Ray Tune trial) -----------------------------------------------
 
 def payload_of(trial: Trial) -> dict[str, Any]:
