@@ -121,6 +121,43 @@ def test_request_no_node_can_hold_is_refused_before_trials_start(cluster, tmp_pa
     assert not (paths.sweep_dir("toobig") / "trials").exists()  # no trial started
 
 
+def test_trial_that_cannot_be_placed_is_reported_then_stops_the_sweep(cluster, tmp_path, mlflow_uri):
+    """Both worker CPUs are held by someone else; the cluster cannot grow. The sweep says so (the trial, its
+    request, what is free) within the warning time and ends after $BENCHXFER_PLACEMENT_TIMEOUT_S."""
+    import ray
+
+    c, nodes = cluster
+    ray.shutdown()
+    ray.init(address=c.address)
+
+    @ray.remote(num_cpus=1)
+    class Hog:
+        def ready(self):
+            return True
+
+    hogs = [Hog.options(resources={f"w{i}": 1}).remote() for i in range(2)]
+    ray.get([h.ready.remote() for h in hogs])
+    path = write_sweep(tmp_path, "stuck", epochs=1)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "BENCHXFER_PLACEMENT_TIMEOUT_S": "20"}
+    env.pop("RAY_ADDRESS", None)
+    started = time.monotonic()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "benchxfer.cli", "sweep", str(path), "--address", c.address,
+                               "--tracking-uri", mlflow_uri], env=env, capture_output=True, text=True, timeout=180)
+    finally:
+        for h in hogs:
+            ray.kill(h)
+        ray.shutdown()
+    took = time.monotonic() - started
+    out = proc.stdout + proc.stderr
+    warned = [x for x in out.splitlines() if "has waited" in x and "cannot grow" in x and "stops after" in x]
+    stopped = [x for x in out.splitlines() if "Stopped after 20 s" in x]
+    assert warned and stopped, out[-3000:]
+    assert "{CPU: 1}" in warned[0] and "free" in warned[0] and "scratch_chestxray14_" in warned[0], warned[0]  # request, trial
+    assert proc.returncode != 0 or "0 of 1 trials finished" in out, out[-3000:]
+    assert took < 120, took
+
+
 def _descendants(root: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
