@@ -233,6 +233,8 @@ class PlacementWatch(threading.Thread):
     def check(self) -> None:
         from ray.util import placement_group_table
 
+        if PlacementWatch.sweep is None:  # this process runs no trials (yet)
+            return
         now = time.monotonic()
         pending = {pid: pg for pid, pg in placement_group_table().items() if pg["state"] in ("PENDING", "RESCHEDULING")}
         self.since = {pid: self.since.get(pid, now) for pid in pending}
@@ -252,15 +254,12 @@ class PlacementWatch(threading.Thread):
                 type(self).error = (f"{msg}. Stopped after {self.limit_s:.0f} s "
                                     "($BENCHXFER_PLACEMENT_TIMEOUT_S); free the resources or lower `resources:`, "
                                     "then `benchxfer resume`")
-                log.error("benchxfer: %s", type(self).error)
                 print(f"benchxfer: {type(self).error}", flush=True)
                 self.stop_event.set()
                 _thread.interrupt_main()
                 return
             self.warned.add(pid)
-            log.warning("benchxfer: %s (the sweep stops after %.0f s)", msg, self.limit_s)
             print(f"benchxfer: {msg} (the sweep stops after {self.limit_s:.0f} s)", flush=True)
-
 
     @staticmethod
     def can_grow() -> bool:
