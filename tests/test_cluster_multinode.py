@@ -151,6 +151,8 @@ def test_trial_that_cannot_be_placed_is_reported_then_stops_the_sweep(cluster, t
         ray.shutdown()
     took = time.monotonic() - started
     out = proc.stdout + proc.stderr
+    print(f"exit {proc.returncode} after {took:.0f} s;",
+          *[x for x in out.splitlines() if x.startswith("benchxfer:") or "trials finished" in x], sep="\n")
     warned = [x for x in out.splitlines() if "has waited" in x and "cannot grow" in x and "stops after" in x]
     stopped = [x for x in out.splitlines() if "Stopped after 20 s" in x]
     assert warned and stopped, out[-3000:]
