@@ -42,6 +42,7 @@ HEALTH_CHECK_INTERVAL_S = "0.2"
 PLACEMENT_LIMIT_S = float(os.environ.get("BENCHXFER_PLACEMENT_TIMEOUT_S", "600"))
 WARN_S = min(45.0, PLACEMENT_LIMIT_S / 2)
 POLL_S = 5.0
+RAY_TOKEN = Path("~/.ray/auth_token")  # Ray's token for clusters with token authentication
 BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")  # where `ray up` leaves the autoscaler's config on the head
 
 
@@ -77,6 +78,9 @@ def start(address: str | None = None) -> None:
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", HEALTH_CHECK_INTERVAL_S)
     if address:
         os.environ.pop("RAY_API_SERVER_ADDRESS", None)  # the cluster's own dashboard, found through its GCS
+        if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or RAY_TOKEN.expanduser().exists()):
+            # `ray start --head` turns token authentication on when a token exists; a client must say so itself
+            os.environ["RAY_AUTH_MODE"] = "token"
         if address not in ("auto",) and "://" not in address:
             os.environ["RAY_ADDRESS"] = address
         try:
