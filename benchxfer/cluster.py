@@ -78,9 +78,7 @@ def start(address: str | None = None) -> None:
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", HEALTH_CHECK_INTERVAL_S)
     if address:
         os.environ.pop("RAY_API_SERVER_ADDRESS", None)  # the cluster's own dashboard, found through its GCS
-        if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or RAY_TOKEN.expanduser().exists()):
-            # `ray start --head` turns token authentication on when a token exists; a client must say so itself
-            os.environ["RAY_AUTH_MODE"] = "token"
+        _token_auth_if_token()
         if address not in ("auto",) and "://" not in address:
             os.environ["RAY_ADDRESS"] = address
         try:
@@ -99,6 +97,20 @@ def start(address: str | None = None) -> None:
                  logging_level=logging.WARNING)
     os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address  # for the driver's children
     PlacementWatch.ensure_running()
+
+
+def _token_auth_if_token() -> None:
+    """`ray start --head` turns token authentication on when a Ray token exists on the machine; a process that
+    joins must turn it on for itself (its environment and Ray's cached config), or the cluster refuses it."""
+    if "RAY_AUTH_MODE" in os.environ or not (os.environ.get("RAY_AUTH_TOKEN") or RAY_TOKEN.expanduser().exists()):
+        return
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # a Ray without token authentication
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 # --- what the cluster can hold -------------------------------------------------------------------
