@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _record import record  # noqa: E402
+from _record import record
 
 DATASETS = ("chestxray14", "shenzhen", "montgomery", "covidx", "montgomery-lungs", "drive")
 SWEEP = """
@@ -118,18 +118,18 @@ def main() -> None:
     frac = agree / len(DATASETS)
     met = saved >= GOAL_SAVED and frac >= GOAL_AGREE
     body = "\n".join([
-        f"{len(DATASETS)} cells (scratch x {', '.join(DATASETS)}), {args.trials} lrs each from 1e-4 to 1, "
+        (f"{len(DATASETS)} cells (scratch x {', '.join(DATASETS)}), {args.trials} lrs each from 1e-4 to 1, "
         f"{args.epochs} epochs per full trial, {args.n_train} training images at 32 px; ASHA min 1 epoch, eta 3; "
-        f"same Optuna seed in both arms.", "",
-        "| arm | search trials | stopped early | epochs trained (stage 1) | stage-1 wall | study epochs "
-        f"(stage 1 + {args.seeds - 1} more seeds) |", "|---|---|---|---|---|---|",
+        f"same Optuna seed in both arms."), "",
+        ("| arm | search trials | stopped early | epochs trained (stage 1) | stage-1 wall | study epochs "
+        f"(stage 1 + {args.seeds - 1} more seeds) |"), "|---|---|---|---|---|---|",
         f"| full | {full['trials']} | {full['stopped']} | {full['epochs']} | {full['wall']:.0f} s | {full['study']} |",
         f"| asha | {half['trials']} | {half['stopped']} | {half['epochs']} | {half['wall']:.0f} s | {half['study']} |",
         "", *rows, "",
-        f"Compute saved on the whole study: {saved:.0%} (stage 1 alone: {1 - half['epochs'] / full['epochs']:.0%}, "
+        (f"Compute saved on the whole study: {saved:.0%} (stage 1 alone: {1 - half['epochs'] / full['epochs']:.0%}, "
         f"wall {1 - half['wall'] / full['wall']:.0%}). Same lr, or a test score within {POINTS} points (or better), "
         f"in {agree}/{len(DATASETS)} cells. Goal (>= {GOAL_SAVED:.0%} less, >= {GOAL_AGREE:.0%} of cells): "
-        f"{'met' if met else 'not met'}.",
+        f"{'met' if met else 'not met'}."),
     ])
     print(json.dumps({"full": full, "asha": half}, indent=1, default=str))
     if args.no_record:

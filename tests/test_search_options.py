@@ -9,7 +9,13 @@ import pytest
 
 from benchxfer import paths
 from benchxfer.errors import BenchxferError
-from benchxfer.search import EVENTS, SearchOptions, _scheduler_class, parse_search_options, read_stopped
+from benchxfer.search import (
+    EVENTS,
+    SearchOptions,
+    _scheduler_class,
+    parse_search_options,
+    read_stopped,
+)
 
 
 def test_defaults_and_a_valid_block():
