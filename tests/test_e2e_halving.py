@@ -111,3 +111,83 @@ def test_halving_search_stops_by_the_rule_and_stage2_uses_the_pick(tmp_path, ray
     # a rerun of stage 1 searches nothing: best_lr.json holds every cell
     assert run_stage1(plan, launch, recorder, echo=lines.append, options=opts) == best
     assert json.loads((paths.sweep_dir("halving") / "best_lr.json").read_text()) == best
+
+
+DRIVER = """
+import sys
+from benchxfer.planning import make_plan
+from benchxfer.runner import launch_of
+from benchxfer.search import parse_search_options, run_stage1
+from benchxfer.sweep import ensure_ray
+from benchxfer.tracking import SweepRecorder
+path, uri, address = sys.argv[1:4]
+plan = make_plan(path, write_synthetic=True)
+ensure_ray(address)
+opts = parse_search_options({"scheduler": "asha", "min_epochs": 1, "eta": 3}, "lr")
+run_stage1(plan, launch_of(plan, uri), SweepRecorder(uri, plan.spec.name), echo=print, options=opts)
+"""
+
+
+def test_a_killed_halving_search_resumes_exactly(tmp_path, ray_session, mlflow_uri):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from e2e_support import epoch_log, runs_by_key, wait_for
+
+    from benchxfer.planning import make_plan
+    from benchxfer.runner import launch_of
+    from benchxfer.search import parse_search_options, read_stopped, run_stage1
+    from benchxfer.sweep import read_result
+    from benchxfer.tracking import SweepRecorder
+
+    text = textwrap.dedent(SWEEP).replace("name: halving", "name: halving-kill")
+    text = text.replace("  - name: shenzhen\n    root: synthetic\n    synthetic: {n_train: 32, n_val: 32, n_test: 32, "
+                        "size: 32, seed: 4}\n", "")
+    path = tmp_path / "halving-kill.yaml"
+    path.write_text(text)
+    tdirs = paths.sweep_dir("halving-kill") / "trials"
+    address = ray_session.get_runtime_context().gcs_address
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(path), mlflow_uri, address],
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def third_started():  # mid-search: two trials done (finished or stopped), the third training
+        return tdirs.exists() and len([t for t in tdirs.iterdir() if epoch_log(t)]) >= 3
+
+    wait_for(third_started, "the third trial", proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {t.name: len(epoch_log(t)) for t in tdirs.iterdir()}
+    done_before = {t.name for t in tdirs.iterdir() if read_result(t) or read_stopped(t)}
+    wait_for(lambda: not any(os.path.exists(f"/proc/{epoch_log(t)[-1]['pid']}") for t in tdirs.iterdir()
+                             if epoch_log(t) and not read_result(t) and not read_stopped(t)), "the trial's end",
+             timeout=60)
+
+    plan = make_plan(str(path), write_synthetic=True)
+    opts = parse_search_options({"scheduler": "asha", "min_epochs": 1, "eta": 3}, "lr")
+    best = run_stage1(plan, launch_of(plan, mlflow_uri), SweepRecorder(mlflow_uri, "halving-kill"),
+                      echo=lambda _: None, options=opts)
+
+    runs = runs_by_key(mlflow_uri, "halving-kill")
+    assert len(runs) == 5 and all(len(v) == 1 for v in runs.values())  # one run per trial, none new
+    client = MlflowClient(mlflow_uri)
+    mine = sorted((v[0] for v in runs.values()), key=lambda r: r.info.start_time)
+    curves = [[m.value for m in sorted(client.get_metric_history(r.info.run_id, "val_loss"), key=lambda m: m.step)]
+              for r in mine]
+    want = expected_stops(curves)  # the rule, on the curves as trained across the kill
+    for i, r in enumerate(mine):
+        key = r.data.tags["benchxfer.trial_key"]
+        tdir = tdirs / key
+        assert (read_stopped(tdir) or {}).get("rung") == want.get(i)
+        assert (read_result(tdir) is None) == (i in want)
+        if key in done_before:  # finished or stopped before the kill: not trained again
+            assert len(epoch_log(tdir)) == before[key]
+        assert len(epoch_log(tdir)) <= len(curves[i]) + 1  # the interrupted one redoes at most 1 epoch
+    finished = [read_result(tdirs / r.data.tags["benchxfer.trial_key"]) for i, r in enumerate(mine) if i not in want]
+    assert best["scratch|chestxray14"] == min((f["best_val_loss"], f["lr"]) for f in finished)[1]
+    assert want, "the fixed seed gives at least one stop"
+    reference = paths.sweep_dir("halving") / "best_lr.json"  # the same cell, searched without a kill above
+    if reference.exists():
+        assert best["scratch|chestxray14"] == json.loads(reference.read_text())["scratch|chestxray14"]
