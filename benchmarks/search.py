@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import record
 
-DATASETS = ("chestxray14", "shenzhen", "montgomery", "covidx", "montgomery-lungs", "drive")
+DATASETS = ("chestxray14", "shenzhen", "montgomery", "covidx", "montgomery-lungs", "siim-pneumothorax")
 SWEEP = """
 name: {name}
 mode: tune-then-repeat
