@@ -38,7 +38,7 @@ def test_two_sweeps_at_once_both_finish_with_one_mlflow_server(tmp_path):
             if proc.poll() is None:
                 os.killpg(proc.pid, 9)
     out = {n: p.read_text() for n, p in logs.items()}
-    for name, text in out.items():
+    for text in out.values():
         assert "2 of 2 trials finished." in text, text[-3000:]
         assert "multiple active Ray instances" not in text
     started = [n for n, t in out.items() if "Starting the local MLflow server" in t]
