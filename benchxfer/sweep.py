@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from benchxfer import paths
+from benchxfer import cluster, paths
 from benchxfer.errors import BenchxferError
 from benchxfer.spec import Trial
 from benchxfer.train.session import FinishHook, Runtime
@@ -59,8 +59,6 @@ def ensure_ray(address: str | None = None) -> None:
 def concurrency(launch: Launch, n_trials: int) -> int:
     """How many trials may run at once: ``max_concurrent`` when set, else what the cluster holds at its largest
     (an autoscaler's node types included). Refuses a request that no node can hold."""
-    from benchxfer import cluster
-
     return cluster.max_trials(launch, n_trials)
 
 
@@ -142,6 +140,7 @@ def run_trial(config: dict[str, Any]) -> None:
         rec = SweepRecorder(launch.tracking_uri, launch.sweep)
         run_id = rec.trial_run(trial.key, trial.params(), {TASK: trial.task, METRIC: trial.metric})
         rec.client.set_tag(run_id, STATUS, "running")
+        tag_node(rec.client, run_id)
     except BenchxferError as err:  # training goes on; the result record stays on disk
         log.warning("%s: MLflow unavailable at start (%s); logging to the trial folder only", trial.key, err)
     runtime = Runtime(trial_dir=str(tdir.path), tracking_uri=launch.tracking_uri if run_id else None,
@@ -184,7 +183,7 @@ def _fit_with_torch_trainer(trial: Trial, runtime: Runtime, launch: Launch) -> N
             storage_path=str(paths.sweep_dir(launch.sweep) / "train"),
             failure_config=FailureConfig(max_failures=launch.max_retries),
             callbacks=[TuneReportCallback()],
-            worker_runtime_env={"env_vars": runtime.env},
+            worker_runtime_env={"env_vars": {**runtime.env, **cluster.train_worker_env(launch)}},
         ),
     )
     trainer.fit()

@@ -208,9 +208,9 @@ def tracking_uri(uri: str | None = None, echo=None) -> Iterator[str]:
         yield uri
         return
     server = LocalServer()
+    server.start()  # or joins the one already serving this home
     if echo:
-        echo(f"Starting the local MLflow server on {server.uri} (store {server.home / 'mlflow.db'}) ...")
-    server.start()
+        echo(f"MLflow: the local server on {server.uri} (store {server.home / 'mlflow.db'})")
     try:
         yield server.uri
     finally:
