@@ -28,12 +28,6 @@ overrides: {arch: resnet18, size: 32, epochs: 2}
 """
 
 
-@pytest.fixture()
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("BENCHXFER_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
 def plan_of(tmp_path, text=SWEEP):
     f = tmp_path / "plan.yaml"
     f.write_text(textwrap.dedent(text))
