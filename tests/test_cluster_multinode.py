@@ -40,6 +40,10 @@ def cluster(bx_home):
     ray.shutdown()
     for k in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):  # the ended session's; the nodes must not inherit them
         os.environ.pop(k, None)
+    # ray.cluster_utils starts its nodes without token authentication (`ray start --head` turns it on when a token
+    # exists); the joining driver must not turn it on either, or the nodes never start its actors
+    auth = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "dashboard_host": "127.0.0.1"})
     nodes = [c.add_node(num_cpus=1, resources={f"w{i}": 1}) for i in range(2)]
     c.wait_for_nodes()
@@ -48,6 +52,10 @@ def cluster(bx_home):
     c.shutdown()
     for k in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
         os.environ.pop(k, None)
+    if auth is None:
+        os.environ.pop("RAY_AUTH_MODE", None)
+    else:
+        os.environ["RAY_AUTH_MODE"] = auth
     if was_up:
         from benchxfer.sweep import ensure_ray
 
@@ -75,7 +83,9 @@ def test_trials_run_on_both_nodes_once_each_with_one_node_scores(cluster, tmp_pa
     import torch
 
     from benchxfer.planning import make_plan
+    from benchxfer.recipes import TrainConfig
     from benchxfer.train.loop import train_run
+    from benchxfer.train.session import Runtime
 
     c, nodes = cluster
     path = write_sweep(tmp_path, "multinode", lr="[0.001, 0.003]", seeds=2, epochs=2, n_train=64)
@@ -97,16 +107,16 @@ def test_trials_run_on_both_nodes_once_each_with_one_node_scores(cluster, tmp_pa
     for key, (run,) in runs.items():
         assert run.info.status == "FINISHED" and done[key]["mlflow_run_id"] == run.info.run_id
         tag = run.data.tags.get("benchxfer.node_id")
-        assert tag in (None, used[key])  # once run_trial records it (sweep.tag_node), it names the same node
+        assert tag == used[key]  # the driver records the node it ran on (sweep.tag_node)
 
     # the same trials on one node (this process, one thread as a 1-CPU trial has): the same scores
     ray.shutdown()
     torch.set_num_threads(1)
     plan = make_plan(str(path), write_synthetic=True)
     for t in plan.trials[:2]:
-        alone = train_run({**t.config, "_runtime": {"trial_dir": str(tmp_path / "alone" / t.key)}})
-        assert alone["test"] == pytest.approx(done[t.key]["test"], abs=1e-6), t.key
-        assert alone["best_epoch"] == done[t.key]["best_epoch"]
+        alone = train_run(TrainConfig.from_dict(t.config), Runtime(trial_dir=str(tmp_path / "alone" / t.key)))
+        assert alone.test == pytest.approx(done[t.key]["test"], abs=1e-6), t.key
+        assert alone.best_epoch == done[t.key]["best_epoch"]
 
 
 def test_request_no_node_can_hold_is_refused_before_trials_start(cluster, tmp_path, mlflow_uri):
