@@ -12,13 +12,14 @@ import click
 
 from benchxfer import paths
 from benchxfer.errors import BenchxferError
+from benchxfer.schema import check_address, check_knob_values, check_port_free
 
 tracking_option = click.option(
     "--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, metavar="URI",
     help="MLflow tracking server (default: $MLFLOW_TRACKING_URI, else a local server that benchxfer starts "
          "on 127.0.0.1 with the SQLite store in $BENCHXFER_HOME).")
 address_option = click.option(
-    "--address", default=None, metavar="ADDR",
+    "--address", default=None, metavar="ADDR", callback=check_address,
     help="Ray cluster to join: 'auto' or 'ray://HOST:10001' (default: a local Ray session).")
 zoo_option = click.option("--zoo", "zoo_dir", default=None, type=click.Path(file_okay=False), metavar="DIR",
                           help="Init zoo folder (default: $BENCHXFER_ZOO, else $BENCHXFER_HOME/zoo).")
@@ -58,19 +59,26 @@ def _summary(sweep: str, uri: str) -> None:
 def _run(plan, tracking_uri, address):
     from benchxfer.runner import execute
     from benchxfer.tracking import tracking_uri as tracking
+    from benchxfer.trialdir import SweepDir
 
     started = time.time()
     with tracking(tracking_uri, echo=click.echo) as uri:
-        execute(plan, uri, address=address, echo=click.echo)
+        results = execute(plan, uri, address=address, echo=click.echo)
         _summary(plan.spec.name, uri)
     click.echo(f"\nDone in {time.time() - started:.0f} s. Tables and figures: benchxfer report {plan.spec.name}")
     click.echo("Browse and compare the runs: benchxfer ui" + (f" --tracking-uri {tracking_uri}" if tracking_uri else ""))
+    expected = len(SweepDir(plan.spec.name).trials() or [])
+    if len(results) < expected:  # a sweep with unfinished trials is not a success, whatever it printed
+        name = plan.spec.name
+        raise BenchxferError(f"sweep {name!r}: {expected - len(results)} of {expected} trials did not finish; "
+                             f"see `benchxfer status {name}`, then `benchxfer resume {name}`")
 
 
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--dry-run", is_flag=True, help="Validate, list every trial and the total, and start nothing.")
-@click.option("--limit", default=50, show_default=True, help="Trials listed by --dry-run (0: all).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=0),
+              help="Trials listed by --dry-run (0: all).")
 @tracking_option
 @address_option
 @zoo_option
@@ -111,8 +119,25 @@ def resume(name, tracking_uri, address, zoo_dir):
         known = sorted(p.name for p in paths.runs_dir().iterdir()) if paths.runs_dir().exists() else []
         raise BenchxferError(f"no sweep named {name!r} in {paths.runs_dir()}; known: {', '.join(known) or 'none'}")
     source = sdir.source()
-    spec_path = source if source and Path(source).exists() else sdir.spec_copy
-    _run(make_plan(spec_path, zoo_dir, write_synthetic=True), tracking_uri, address)
+    plan = make_plan(sdir.spec_copy, zoo_dir, write_synthetic=True)  # the sweep as it was started
+    if source and Path(source).exists() and Path(source).resolve() != sdir.spec_copy.resolve():
+        _refuse_changed(name, plan, make_plan(source, zoo_dir, write_synthetic=True), source)
+    _run(plan, tracking_uri, address)
+
+
+def _refuse_changed(name: str, started, now, source: str) -> None:
+    """``resume NAME`` resumes the sweep that was started. A sweep file since renamed or given other trials
+    would make a different sweep: refuse, and show the difference."""
+    if now.spec.name != name:
+        raise BenchxferError(f"resume {name}: {source} now names the sweep {now.spec.name!r}; run it with "
+                             f"`benchxfer sweep {source}`, or restore the name to resume")
+    before, after = {t.key for t in started.trials}, {t.key for t in now.trials}
+    if before != after:
+        added, removed = sorted(after - before), sorted(before - after)
+        diff = "; ".join(f"{label} {len(keys)} ({', '.join(keys[:2])}{', ...' if len(keys) > 2 else ''})"
+                         for label, keys in (("added", added), ("removed", removed)) if keys)
+        raise BenchxferError(f"resume {name}: {source} has changed its trials since the sweep started: {diff}; "
+                             f"run it as a new sweep under another name, or restore the file")
 
 
 def trial_states(name: str) -> list[dict]:
@@ -188,7 +213,7 @@ def train(file, index, sets, zoo_dir):
             raise BenchxferError(f"--set {item!r}: expected KEY=VALUE")
         k, v = item.split("=", 1)
         extra[k] = yaml.safe_load(v)
-    config.update(check_knobs(extra, "--set"))
+    config.update(check_knob_values(check_knobs(extra, "--set"), "--set"))
     tdir = paths.sweep_dir(plan.spec.name) / "local" / trial.key
     click.echo(f"Training {trial.key} in-process; folder {tdir}")
     result = train_run(TrainConfig.from_dict(config), Runtime(trial_dir=str(tdir), session="local")).to_dict()
@@ -219,13 +244,15 @@ def pretrain(file, tracking_uri, address, zoo_dir):
 
 
 @click.command()
-@click.option("--port", default=5000, show_default=True, help="Port of the UI on 127.0.0.1.")
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535),
+              help="Port of the UI on 127.0.0.1.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to bind. Anything but 127.0.0.1 exposes your runs to the network.")
 def ui(port, host):
     """Open the MLflow UI on the local store ($BENCHXFER_HOME/mlflow.db). Ctrl-C stops it."""
     from benchxfer.tracking import LocalServer, client, ui_url
 
+    check_port_free(host, port)
     server = LocalServer(port=port, host=host)
     uri = server.start()
     try:

@@ -8,6 +8,11 @@ Everything lives under one home folder: ``$BENCHXFER_HOME``, or ``~/.benchxfer``
                               and trials/<trial key>/ with epoch checkpoints and result.json
     <home>/zoo/               the init zoo (``$BENCHXFER_ZOO`` or ``--zoo`` override it)
     <home>/data/synthetic/    synthetic datasets written on first use
+    <home>/logs/              the traceback of any unexpected error (the CLI names the file)
+
+The command line calls :func:`pin` once at start-up: a relative ``$BENCHXFER_HOME`` (or ``$BENCHXFER_ZOO``) is
+resolved against the current folder and written back as an absolute path, so every path handed to Ray (whose
+workers run in folders of their own) is absolute.
 """
 
 from __future__ import annotations
@@ -15,9 +20,44 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from benchxfer.errors import BenchxferError
+
+PINNED = ("BENCHXFER_HOME", "BENCHXFER_ZOO")
+
+
+def _env_path(var: str) -> Path | None:
+    value = os.environ.get(var)
+    if value is None:
+        return None
+    if not value.strip():
+        raise BenchxferError(f"${var} is set but empty; unset it or give a folder")
+    return Path(value).expanduser().resolve()
+
+
+def pin() -> None:
+    """Resolve the home (and zoo) folder once, to absolute paths, for this process and every child of it."""
+    for var in PINNED:
+        path = _env_path(var)
+        if path is not None:
+            os.environ[var] = str(path)
+    check_folder(home(), "$BENCHXFER_HOME" if "BENCHXFER_HOME" in os.environ else "the home folder")
+    if "BENCHXFER_ZOO" in os.environ:
+        check_folder(zoo_dir(), "$BENCHXFER_ZOO")
+
+
+def check_folder(path: Path, what: str) -> None:
+    """A folder benchxfer writes into must be a folder (or not exist yet, under a folder) and writable."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise BenchxferError(f"{what} {path}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise BenchxferError(f"{what} {path}: {probe} is not writable")
+
 
 def home() -> Path:
-    return Path(os.environ.get("BENCHXFER_HOME", Path.home() / ".benchxfer")).expanduser().resolve()
+    return _env_path("BENCHXFER_HOME") or (Path.home() / ".benchxfer").resolve()
 
 
 def runs_dir() -> Path:
@@ -32,11 +72,14 @@ def trial_dir(sweep: str, key: str) -> Path:
     return sweep_dir(sweep) / "trials" / key
 
 
+def logs_dir() -> Path:
+    return home() / "logs"
+
+
 def zoo_dir(override: str | os.PathLike | None = None) -> Path:
     if override:
         return Path(override).expanduser().resolve()
-    env = os.environ.get("BENCHXFER_ZOO")
-    return Path(env).expanduser().resolve() if env else home() / "zoo"
+    return _env_path("BENCHXFER_ZOO") or home() / "zoo"
 
 
 def synthetic_dir() -> Path:

@@ -17,7 +17,6 @@ from typing import Any
 from benchxfer import data, zoo
 from benchxfer.errors import BenchxferError
 from benchxfer.recipes import TrainConfig, get_recipe
-from benchxfer.recipes.config import check_knobs
 from benchxfer.spec import (
     NAME_RE,
     Trial,
@@ -25,6 +24,7 @@ from benchxfer.spec import (
     _fail,
     _mapping,
     _recipe,
+    check_overrides,
     parse_failure,
     parse_resources,
     read_yaml,
@@ -61,6 +61,8 @@ def load_pretrain_spec(path: str | Path) -> PretrainSpec:
     name = doc.get("name")
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise _fail(path, "name", f"the new init's name is required (letters, digits, '.', '_', '-'), got {name!r}")
+    if name in zoo.INITS:  # refused now, not after the whole pre-training has run
+        raise _fail(path, "name", f"{name!r} is a built-in init; give the pre-trained backbone a new name")
     raw = doc.get("sources")
     if not isinstance(raw, list) or not raw:
         raise _fail(path, "sources", "must be a non-empty list of {dataset, root} entries")
@@ -87,7 +89,7 @@ def load_pretrain_spec(path: str | Path) -> PretrainSpec:
     return PretrainSpec(
         path=path, name=name, sources=tuple(sources), arch=arch, start=str(doc.get("start", "scratch")),
         recipe=recipe, lr=float(lr) if lr is not None else None, seed=int(doc.get("seed", 0)),
-        overrides=check_knobs(_mapping(path, "overrides", doc.get("overrides")), f"{path}: overrides"),
+        overrides=check_overrides(path, "overrides", doc.get("overrides")),
         resources=resources, max_retries=parse_failure(path, doc.get("failure"))["max_retries"],
     )
 

@@ -347,6 +347,8 @@ def load_curves(runs: RunSet, tracking_uri: str | None = None, threads: int = 8)
     Read from each run's ``learning_curves.csv`` artifact in MLflow; runs without one (or no MLflow) give
     no rows, so the report draws no curve for them.
     """
+    import pandas as pd
+
     uri = tracking_uri or default_tracking_uri()
     f = runs.frame
     todo = f[f["status"].eq("finished").fillna(False) & f["mlflow_run_id"].notna()]

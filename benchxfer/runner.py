@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+from benchxfer import cluster
 from benchxfer.errors import BenchxferError
 from benchxfer.planning import Plan, expand
 from benchxfer.spec import LrSearch, Trial
@@ -60,6 +61,7 @@ def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: 
     recorder = SweepRecorder(tracking_uri, spec.name)  # an unreachable server fails here, in seconds, before Ray
     save_plan(plan)  # from here on `benchxfer resume NAME` finds the sweep
     ensure_ray(address)
+    cluster.preflight(launch_of(plan, tracking_uri))  # a request no node can ever hold: refused before any work
     for pspec in plan.to_pretrain:
         run_pretrain(pspec, tracking_uri, echo=echo)
     launch = launch_of(plan, tracking_uri)
@@ -79,6 +81,7 @@ def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: 
          + f"{len(todo)} to run.")
     if todo:
         run_trials(todo, launch, echo=echo)
+        cluster.raise_if_stuck()  # the placement watcher stopped the experiment: say why, exit non-zero
     results = [r.to_dict() for t in trials if (r := TrialDir.of(spec.name, t.key).result())]
     failed = len(trials) - len(results)
     recorder.finish("FINISHED" if not failed else "FAILED")

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
 from benchxfer.errors import BenchxferError
 from benchxfer.recipes import RECIPES
 from benchxfer.recipes.config import check_knobs
+from benchxfer.schema import check_knob_values, check_option_values, check_synthetic
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 TOP_KEYS = {"name", "description", "recipe", "inits", "datasets", "lr", "seeds", "shots", "overrides", "mode",
@@ -30,6 +32,12 @@ RESOURCE_KEYS = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0, "max_
 FAILURE_KEYS = {"max_retries": 2}
 SEARCH_KEYS = {"search", "low", "high", "trials"}
 MODES = ("grid", "tune-then-repeat")
+# what a YAML file may be before it is parsed fully, and what a sweep may expand to
+MAX_YAML_BYTES = 1_000_000
+MAX_YAML_DEPTH = 32
+MAX_YAML_ALIASES = 100
+MAX_YAML_NODES = 100_000
+MAX_TRIALS = 10_000
 TRAINERS = ("auto", "torch", "direct")
 
 
@@ -110,17 +118,102 @@ def _fail(path: str, key: str, msg: str) -> BenchxferError:
     return BenchxferError(f"{path}: {key}: {msg}")
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1's safe loader, with two mends: a repeated key is an error (not the last one winning), and
+    ``1e-3`` is a number (YAML 1.1 reads a float without a dot as a string)."""
+
+    yaml_implicit_resolvers: ClassVar[dict] = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # the base loader reports unhashable keys
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def _text(path: str, p: Path) -> str:
+    """The file as text, bounded in size, without a BOM; binary files are refused."""
+    try:
+        size = p.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise BenchxferError(f"{path}: {size} bytes; a sweep or pre-training file may have at most "
+                                 f"{MAX_YAML_BYTES} bytes")
+        raw = p.read_bytes()
+    except PermissionError:
+        raise BenchxferError(f"{path}: cannot read it (permission denied)") from None
+    except IsADirectoryError:
+        raise BenchxferError(f"{path}: is a folder, not a YAML file") from None
+    if b"\x00" in raw:
+        raise BenchxferError(f"{path}: not a text file (it holds NUL bytes); expected YAML")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise BenchxferError(f"{path}: not a UTF-8 text file (byte {err.start}); expected YAML") from None
+
+
+def _check_shape(path: str, text: str) -> None:
+    """Bound nesting depth and aliases from the event stream, before anything is built."""
+    depth = aliases = nodes = 0
+    sizes: dict[str, int] = {}  # anchor -> nodes under it, aliases expanded
+    open_: list[tuple[str | None, int]] = []  # the collections being read: (anchor, nodes before them)
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise BenchxferError(f"{path}: line {event.start_mark.line + 1}: nested more than "
+                                     f"{MAX_YAML_DEPTH} levels deep")
+            open_.append((event.anchor, nodes))
+            nodes += 1
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+            anchor, before = open_.pop()
+            if anchor is not None:
+                sizes[anchor] = nodes - before
+        elif isinstance(event, yaml.ScalarEvent):
+            nodes += 1
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
+        elif isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            nodes += sizes.get(event.anchor, 1)
+            if aliases > MAX_YAML_ALIASES:
+                raise BenchxferError(f"{path}: line {event.start_mark.line + 1}: more than {MAX_YAML_ALIASES} "
+                                     "YAML aliases (*name); write the values out")
+        if nodes > MAX_YAML_NODES:
+            raise BenchxferError(f"{path}: line {event.start_mark.line + 1}: the document expands to more than "
+                                 f"{MAX_YAML_NODES} values (YAML aliases repeat what they name)")
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
+    if p.is_dir():
+        raise BenchxferError(f"{path}: is a folder, not a YAML file")
     if not p.is_file():
         raise BenchxferError(f"{path}: no such file")
+    text = _text(str(path), p)
     try:
-        doc = yaml.safe_load(p.read_text())
+        _check_shape(str(path), text)
+        doc = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise BenchxferError(f"{path}: YAML syntax error at {where}{problem}") from None
+    except RecursionError:
+        raise BenchxferError(f"{path}: nested too deeply") from None
     if not isinstance(doc, dict):
         raise BenchxferError(f"{path}: expected a mapping of keys at the top level, got {type(doc).__name__}")
     return doc
@@ -169,6 +262,8 @@ def _parse_lr(path: str, value: Any) -> tuple[float, ...] | LrSearch | None:
 
 
 def _parse_seeds(path: str, value: Any) -> tuple[int, ...]:
+    if isinstance(value, int) and not isinstance(value, bool) and value > MAX_TRIALS:
+        raise _fail(path, "seeds", f"{value} seeds is more than a sweep may run ({MAX_TRIALS} trials)")
     if isinstance(value, list):
         if not value:
             raise _fail(path, "seeds", "must not be empty")
@@ -185,7 +280,15 @@ def _parse_shots(path: str, value: Any) -> tuple[int | None, ...]:
     values = value if isinstance(value, list) else [value]
     out: list[int | None] = []
     for i, v in enumerate(values):
-        out.append(None if v in ("full", None) else _int(path, f"shots[{i}]", v, 1))
+        if v in ("full", None) and not isinstance(v, bool):
+            out.append(None)
+        elif isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise _fail(path, f"shots[{i}]" if isinstance(value, list) else "shots",
+                        f"must be an integer >= 1 (images per class) or 'full', got {v!r}")
+        else:
+            out.append(v)
+    if not out:
+        raise _fail(path, "shots", "must not be empty; use 'full' for the whole training set")
     return tuple(out)
 
 
@@ -216,6 +319,9 @@ def parse_resources(path: str, raw: Any) -> dict[str, Any]:
             raise _fail(path, f"resources.{key}", f"must be a number >= 0, got {v!r}")
     if resources["trainer"] not in TRAINERS:
         raise _fail(path, "resources.trainer", f"must be one of {', '.join(TRAINERS)}, got {resources['trainer']!r}")
+    if resources["trainer"] == "direct" and resources["workers"] != 1:
+        raise _fail(path, "resources", f"trainer 'direct' runs one process, but workers is {resources['workers']}; "
+                    "use trainer 'torch' or 'auto' for more workers")
     return resources
 
 
@@ -232,9 +338,15 @@ def load_spec(path: str | Path) -> SweepSpec:
     path = str(path)
     doc = read_yaml(path)
     _check_keys(path, "", doc, TOP_KEYS)
-    name = doc.get("name") or Path(path).stem
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise _fail(path, "name", f"must be lower-case letters, digits, '.', '_' or '-', got {name!r}")
+    if "name" in doc:
+        name = doc["name"]
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise _fail(path, "name", f"must be lower-case letters, digits, '.', '_' or '-', got {name!r}")
+    else:
+        name = Path(path).stem
+        if not NAME_RE.match(name):
+            raise _fail(path, "name", f"not set, and the file name gives {name!r}, which is not lower-case letters, "
+                        "digits, '.', '_' or '-'; add a name: key")
 
     raw_inits = doc.get("inits")
     if not isinstance(raw_inits, list) or not raw_inits:
@@ -248,6 +360,12 @@ def load_spec(path: str | Path) -> SweepSpec:
             if not isinstance(item.get("name"), str):
                 raise _fail(path, f"inits[{i}].name", "is required")
             pre = item.get("pretrain")
+            if pre:
+                from benchxfer.zoo.inits import INITS
+
+                if item["name"] in INITS:
+                    raise _fail(path, f"inits[{i}].name", f"{item['name']!r} is a built-in init; what {pre} "
+                                "pre-trains needs a name of its own (change it here and in the pre-training file)")
             inits.append(InitEntry(item["name"], str((Path(path).parent / pre)) if pre else None))
         else:
             raise _fail(path, f"inits[{i}]", f"must be a name or a mapping, got {item!r}")
@@ -267,13 +385,16 @@ def load_spec(path: str | Path) -> SweepSpec:
             raise _fail(path, f"datasets[{i}].root", "is required: the dataset folder, or 'synthetic'")
         if root != "synthetic":
             root = str((Path(path).parent / Path(root).expanduser()).resolve())
+            if Path(root).is_dir() and not os.access(root, os.R_OK | os.X_OK):
+                raise _fail(path, f"datasets[{i}].root", f"cannot read the folder {root} (permission denied)")
         datasets.append(DatasetEntry(
             name=item["name"], root=root,
-            options=_mapping(path, f"datasets[{i}].options", item.get("options")),
+            options=check_option_values(_mapping(path, f"datasets[{i}].options", item.get("options")),
+                                        f"{path}: datasets[{i}].options"),
             recipe=_recipe(path, f"datasets[{i}].recipe", item.get("recipe")),
-            overrides=check_knobs(_mapping(path, f"datasets[{i}].overrides", item.get("overrides")),
-                                  f"{path}: datasets[{i}].overrides"),
-            synthetic=_mapping(path, f"datasets[{i}].synthetic", item.get("synthetic")),
+            overrides=check_overrides(path, f"datasets[{i}].overrides", item.get("overrides")),
+            synthetic=check_synthetic(_mapping(path, f"datasets[{i}].synthetic", item.get("synthetic")),
+                                      f"{path}: datasets[{i}].synthetic"),
         ))
 
     mode = doc.get("mode", "grid")
@@ -282,17 +403,51 @@ def load_spec(path: str | Path) -> SweepSpec:
     lr = _parse_lr(path, doc.get("lr"))
     if mode == "tune-then-repeat" and not isinstance(lr, LrSearch):
         raise _fail(path, "lr", "mode tune-then-repeat needs an lr search: {search: loguniform, low, high, trials}")
+    if isinstance(lr, LrSearch) and mode != "tune-then-repeat":
+        raise _fail(path, "lr", f"an lr search needs mode: tune-then-repeat (mode is {mode!r}); "
+                    "or give a list of lr values")
 
     resources = parse_resources(path, doc.get("resources"))
     failure = parse_failure(path, doc.get("failure"))
 
+    seeds = _parse_seeds(path, doc.get("seeds", 1))
+    shots = _parse_shots(path, doc.get("shots"))
+    _check_shots_task(path, datasets, shots)
+    _check_count(path, len(inits) * len(datasets), lr, len(seeds), len(shots))
+
     return SweepSpec(
         path=path, name=name, description=str(doc.get("description", "")),
         recipe=str(_recipe(path, "recipe", doc.get("recipe", "auto"))), inits=tuple(inits), datasets=tuple(datasets), lr=lr,
-        seeds=_parse_seeds(path, doc.get("seeds", 1)), shots=_parse_shots(path, doc.get("shots")),
-        overrides=check_knobs(_mapping(path, "overrides", doc.get("overrides")), f"{path}: overrides"),
+        seeds=seeds, shots=shots, overrides=check_overrides(path, "overrides", doc.get("overrides")),
         mode=mode, resources=resources, failure=failure,
     )
+
+
+def _check_count(path: str, n_cells: int, lr: Any, n_seeds: int, n_shots: int) -> None:
+    """Count the trials before expanding them (a search adds its lr trials to the repeats)."""
+    per_cell = lr.trials + n_seeds * n_shots if isinstance(lr, LrSearch) else len(lr or (None,)) * n_seeds * n_shots
+    count = n_cells * per_cell
+    if count > MAX_TRIALS:
+        raise BenchxferError(f"{path}: the sweep expands to {count} trials ({n_cells} init x dataset cells, "
+                             f"{per_cell} trials each); the limit is {MAX_TRIALS}")
+
+
+def check_overrides(path: str, key: str, raw: Any) -> dict[str, Any]:
+    """Knob overrides of a sweep or pre-training file: known names, right types, values in range."""
+    where = f"{path}: {key}"
+    return check_knob_values(check_knobs(_mapping(path, key, raw), where), where)
+
+
+def _check_shots_task(path: str, datasets: list[DatasetEntry], shots: tuple[int | None, ...]) -> None:
+    """Shots (images per class) apply to classification only."""
+    if all(s is None for s in shots):
+        return
+    from benchxfer.data import DATASETS
+
+    for i, ds in enumerate(datasets):
+        if ds.name in DATASETS and DATASETS.get(ds.name).task == "segmentation":
+            raise _fail(path, "shots", f"dataset {ds.name!r} (datasets[{i}]) is a segmentation task; shots apply "
+                        "to classification datasets only (use 'full' or drop shots)")
 
 
 # --- trial identity --------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from benchxfer import paths
+from benchxfer import cluster, paths
 from benchxfer.errors import BenchxferError
 from benchxfer.spec import Trial
 from benchxfer.train.session import FinishHook, Runtime
@@ -49,33 +49,27 @@ class Launch:
 # --- Ray session -----------------------------------------------------------------------------------
 
 def ensure_ray(address: str | None = None) -> None:
-    """Connect to ``address`` (``auto`` or ``ray://...``) or start a local session bound to 127.0.0.1."""
-    import ray
+    """Join the Ray cluster at ``address``, or start a local session of this sweep's own (never a cluster Ray
+    recorded on the machine before); see :mod:`benchxfer.cluster`."""
+    from benchxfer import cluster
 
-    if ray.is_initialized():
-        return
-    env = {"env_vars": {k: os.environ[k] for k in ("BENCHXFER_HOME", "BENCHXFER_ZOO") if k in os.environ}}
-    if address:
-        ray.init(address=address, runtime_env=env, log_to_driver=True)
-    else:
-        # The dashboard process also serves the State API that Ray Train uses to clean up after a run.
-        ray.init(dashboard_host="127.0.0.1", runtime_env=env, configure_logging=True,
-                 logging_level=logging.WARNING)
+    cluster.start(address)
 
 
 def concurrency(launch: Launch, n_trials: int) -> int:
-    """How many trials fit at once in the cluster's resources (capped by ``max_concurrent`` when set)."""
+    """How many trials may run at once: ``max_concurrent`` when set, else what the cluster holds at its largest
+    (an autoscaler's node types included). Refuses a request that no node can hold."""
+    return cluster.max_trials(launch, n_trials)
+
+
+NODE_TAG = "benchxfer.node_id"
+
+
+def tag_node(client: Any, run_id: str) -> None:
+    """Record on a trial's MLflow run the Ray node its driver runs on (the node that trains a 1-worker trial)."""
     import ray
 
-    if launch.max_concurrent:  # the user knows the cluster (an autoscaled one may have no GPU node yet)
-        return max(1, min(launch.max_concurrent, n_trials))
-    res = ray.cluster_resources()
-    fits = [n_trials]
-    if launch.cpus_per_worker:
-        fits.append(int(res.get("CPU", 1) // (launch.workers * launch.cpus_per_worker)))
-    if launch.gpus_per_worker:
-        fits.append(int(res.get("GPU", 0) // (launch.workers * launch.gpus_per_worker)))
-    return max(1, min(fits))
+    client.set_tag(run_id, NODE_TAG, ray.get_runtime_context().get_node_id())
 
 
 # --- what reaches the driver ----------------------------------------------------------------------
@@ -146,6 +140,7 @@ def run_trial(config: dict[str, Any]) -> None:
         rec = SweepRecorder(launch.tracking_uri, launch.sweep)
         run_id = rec.trial_run(trial.key, trial.params(), {TASK: trial.task, METRIC: trial.metric})
         rec.client.set_tag(run_id, STATUS, "running")
+        tag_node(rec.client, run_id)
     except BenchxferError as err:  # training goes on; the result record stays on disk
         log.warning("%s: MLflow unavailable at start (%s); logging to the trial folder only", trial.key, err)
     runtime = Runtime(trial_dir=str(tdir.path), tracking_uri=launch.tracking_uri if run_id else None,
@@ -188,7 +183,7 @@ def _fit_with_torch_trainer(trial: Trial, runtime: Runtime, launch: Launch) -> N
             storage_path=str(paths.sweep_dir(launch.sweep) / "train"),
             failure_config=FailureConfig(max_failures=launch.max_retries),
             callbacks=[TuneReportCallback()],
-            worker_runtime_env={"env_vars": runtime.env},
+            worker_runtime_env={"env_vars": {**runtime.env, **cluster.train_worker_env(launch)}},
         ),
     )
     trainer.fit()

@@ -63,18 +63,66 @@ def healthy(uri: str, timeout: float = 2.0) -> bool:
 
 
 class LocalServer:
-    """``mlflow server`` on the SQLite store in the benchxfer home, bound to 127.0.0.1."""
+    """``mlflow server`` on the SQLite store in the benchxfer home, bound to 127.0.0.1.
+
+    One home has one server. Without an explicit port, :meth:`start` first looks for the home's server in
+    ``mlflow-server.json`` (pid, port) and uses it when it answers, instead of starting a second server on the
+    same SQLite file. Every process that uses it is listed under ``mlflow-server.users/``; :meth:`stop`
+    removes this one, and the last user stops the server (whoever started it). An explicit ``port`` (``benchxfer
+    ui --port``, tests) gives a server of its own, as before."""
+
+    STATE, USERS, LOCK = "mlflow-server.json", "mlflow-server.users", "mlflow-server.lock"
 
     def __init__(self, home: Path | None = None, port: int | None = None, host: str = "127.0.0.1"):
         self.home = Path(home or paths.home())
         self.host = host
+        self.shared = port is None and host == "127.0.0.1"
         self.port = port or free_port()
         self.uri = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{self.port}"
         self.proc: subprocess.Popen | None = None
+        self.pid: int | None = None  # the server's pid, started here or found running
         self.log_path = self.home / "mlflow-server.log"
+        self._user = self.home / self.USERS / f"{os.getpid()}-{id(self)}"
 
     def start(self, timeout: float = 90.0) -> str:
         self.home.mkdir(parents=True, exist_ok=True)
+        if not self.shared:
+            return self._launch(timeout)
+        with self._locked():
+            found = self.running()
+            if found:
+                self.pid, self.port = found["pid"], found["port"]
+                self.uri = f"http://127.0.0.1:{self.port}"
+            else:
+                self._launch(timeout)
+                (self.home / self.STATE).write_text(json.dumps({"pid": self.pid, "port": self.port, "uri": self.uri}))
+            self._user.parent.mkdir(exist_ok=True)
+            self._user.touch()
+        return self.uri
+
+    def running(self) -> dict | None:
+        """The home's server from its state file, when its process lives and it answers; else None."""
+        try:
+            state = json.loads((self.home / self.STATE).read_text())
+            pid, port = int(state["pid"]), int(state["port"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if _alive(pid) and healthy(f"http://127.0.0.1:{port}"):
+            return {"pid": pid, "port": port}
+        return None
+
+    def users(self) -> list[Path]:
+        """The processes that use the home's server and still live."""
+        folder = self.home / self.USERS
+        found = []
+        for p in folder.iterdir() if folder.exists() else []:
+            if _alive(int(p.name.split("-")[0])):
+                found.append(p)
+            else:
+                p.unlink(missing_ok=True)  # a user that died without stopping
+        return found
+
+    def _launch(self, timeout: float) -> str:
         cmd = [sys.executable, "-m", "mlflow", "server",
                "--backend-store-uri", f"sqlite:///{self.home / 'mlflow.db'}",
                "--artifacts-destination", str(self.home / "mlartifacts"),
@@ -83,6 +131,7 @@ class LocalServer:
         # MLflow 3's job runner (GenAI scorers; six more processes of ~250 MB) has no use here
         env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
         self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        self.pid = self.proc.pid
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -90,21 +139,64 @@ class LocalServer:
             if healthy(self.uri, timeout=1.0):
                 return self.uri
             time.sleep(0.3)
-        self.stop()
+        self._kill()
         raise BenchxferError(f"the MLflow server did not answer within {timeout:.0f} s; see {self.log_path}")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            import signal
+        if not self.shared:
+            self._kill()
+            return
+        if self.pid is None:
+            return
+        with self._locked():
+            self._user.unlink(missing_ok=True)
+            if not self.users():
+                self._kill()
+                (self.home / self.STATE).unlink(missing_ok=True)
+        self.pid = None
 
+    def _kill(self) -> None:
+        import signal
+
+        pid = self.proc.pid if self.proc else self.pid
+        if pid is None or (self.proc is not None and self.proc.poll() is not None):
+            self.proc = self.pid = None
+            return
+        for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
+                os.killpg(pid, sig)
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                if self.proc is not None and self.proc.poll() is not None or self.proc is None and not _alive(pid):
+                    self.proc = self.pid = None
+                    return
+                time.sleep(0.1)
+        self.proc = self.pid = None
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        import fcntl
+
+        with open(self.home / self.LOCK, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
             try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc = None
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 @contextlib.contextmanager
@@ -116,9 +208,9 @@ def tracking_uri(uri: str | None = None, echo=None) -> Iterator[str]:
         yield uri
         return
     server = LocalServer()
+    server.start()  # or joins the one already serving this home
     if echo:
-        echo(f"Starting the local MLflow server on {server.uri} (store {server.home / 'mlflow.db'}) ...")
-    server.start()
+        echo(f"MLflow: the local server on {server.uri} (store {server.home / 'mlflow.db'})")
     try:
         yield server.uri
     finally:

@@ -18,6 +18,15 @@ def bx_home(tmp_path_factory) -> Path:
     return home
 
 
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """A BENCHXFER_HOME of the test's own (for tests without Ray), no tracking URI, the test folder as cwd."""
+    monkeypatch.setenv("BENCHXFER_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "home"
+
+
 @pytest.fixture(scope="session")
 def mlflow_uri(tmp_path_factory) -> str:
     """The http://127.0.0.1:PORT URI of a real MLflow server on a temporary SQLite store."""

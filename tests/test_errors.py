@@ -21,7 +21,7 @@ import sys
 import textwrap
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -35,7 +35,7 @@ TIMEOUT_S = 120
 COLD = os.environ.get("BENCHXFER_ERRORS_COLD") == "1"
 # one per area, also run in a process of their own
 COLD_CASES = ["yaml-syntax", "unknown-init", "list-path-escapes-root", "code-running-checkpoint",
-              "status-unknown-sweep"]
+              "status-unknown-sweep", "empty-home", "synthetic-over-own-files"]
 
 RAY_LOG_LINE = re.compile(r"^(\x1b\[\d+m)?\(\w+ pid=\d+")
 
@@ -99,6 +99,8 @@ arch: resnet18
 @dataclass
 class Files:
     tmp: Path
+    kept: dict[str, dict[str, tuple[bytes, int]]] = field(default_factory=dict)  # folders that must stay intact
+    kept_socket: object = None
 
     def write(self, name: str, text: str) -> str:
         path = self.tmp / name
@@ -119,6 +121,11 @@ class Files:
 
     def list_file(self, name: str, lines: list[str]) -> str:
         return self.write(name, "\n".join(lines) + "\n")
+
+    def keep(self, folder: Path) -> Path:
+        """Remember every file of ``folder``; the case fails unless they are all intact afterwards."""
+        self.kept[str(folder)] = snapshot(folder)
+        return folder
 
     def resnet18(self, name: str = "r18.pth") -> str:
         torch.manual_seed(0)
@@ -190,6 +197,87 @@ def pretrain_init(f: Files) -> list[str]:
     return ["sweep", f.good("inits: [scratch]", "inits: [{name: other, pretrain: p.yaml}]")]
 
 
+def zoo_import_over(f: Files) -> list[str]:
+    """``mine`` is already in the zoo; importing another file under the same name must not replace it."""
+    from benchxfer.zoo.store import import_init
+
+    zoo = f.tmp / "zoo"
+    import_init("mine", f.resnet18("first.pth"), fmt="torchvision", zoo=zoo)
+    f.keep(zoo)
+    return ["zoo", "import", "mine", f.resnet18("second.pth"), "--format", "torchvision", "--zoo", str(zoo)]
+
+
+def synthetic_over_other(f: Files) -> list[str]:
+    """A folder benchxfer wrote for chestxray14 is not replaced by a synthetic chexpert."""
+    root = f.keep(f.nih())
+    return ["data", "synthetic", "chexpert", "--root", str(root), "--n-train", "2", "--n-val", "1", "--n-test", "1",
+            "--size", "16"]
+
+
+def synthetic_over_mine(f: Files) -> list[str]:
+    """A folder of the user's own files is never deleted."""
+    root = f.tmp / "mydata"
+    (root / "images").mkdir(parents=True)
+    (root / "notes.txt").write_text("my notes\n")
+    (root / "images" / "scan.png").write_bytes(b"not really a png")
+    f.keep(root)
+    return ["data", "synthetic", "chestxray14", "--root", str(root), "--size", "16"]
+
+
+def not_a_checkpoint_png(f: Files) -> list[str]:
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(f.tmp / "scan.png")
+    return ["zoo", "import", "mine", str(f.tmp / "scan.png")]
+
+
+def not_a_checkpoint_bytes(f: Files) -> list[str]:
+    import random
+
+    (f.tmp / "noise.pth").write_bytes(bytes([0x42]) + random.Random(0).randbytes(999))
+    return ["zoo", "import", "mine", str(f.tmp / "noise.pth")]
+
+
+def port_in_use(f: Files) -> list[str]:
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    f.kept_socket = sock  # held open until the case ends
+    return ["ui", "--port", str(sock.getsockname()[1])]
+
+
+def alias_bomb(f: Files) -> list[str]:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 8)]
+    return ["sweep", f.sweep("\n".join(lines) + "\ndescription: *a7\n"), "--dry-run"]
+
+
+def binary_sweep(f: Files) -> list[str]:
+    import random
+
+    (f.tmp / "s.yaml").write_bytes(random.Random(0).randbytes(400))
+    return ["sweep", str(f.tmp / "s.yaml"), "--dry-run"]
+
+
+def started_sweep(f: Files, source_text: str) -> list[str]:
+    """A sweep ``moved`` started from <tmp>/s.yaml (its copy and source.json in the home), then the file edited."""
+    sdir = f.tmp.parent / "home" / "runs" / "moved"
+    sdir.mkdir(parents=True)
+    (sdir / "sweep.yaml").write_text(GOOD.replace("name: done", "name: moved"))
+    source = f.sweep(source_text)
+    (sdir / "source.json").write_text(json.dumps({"path": source}))
+    f.keep(sdir)
+    return ["resume", "moved"]
+
+
+def good_dry(**edit) -> Callable[[Files], list[str]]:
+    """``benchxfer sweep s.yaml --dry-run`` of the valid sweep with one edit."""
+    return lambda f: ["sweep", f.good(**edit), "--dry-run"]
+
+
 # --- the cases ------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -199,7 +287,10 @@ class Case:
     what: str  # what the user did (for docs/errors.md)
     args: Callable[[Files], list[str]]
     expect: tuple[str, ...]  # substrings of the one stderr line; "<tmp>" stands for the test's folder
+    env: Callable[[Path, Path], dict[str, str | None]] | None = None  # (work, home) -> variables to set or unset
 
+
+S = "<tmp>/s.yaml: "  # the start of a line about the sweep file
 
 CASES = [
     # sweep files: `benchxfer sweep FILE`
@@ -320,6 +411,16 @@ CASES = [
     # CLI options
     Case("status-unknown-sweep", "CLI", "`status` of a sweep that never ran",
          lambda f: ["status", "ghost"], ("no sweep named 'ghost' in <home>/runs",)),
+    Case("resume-changed-trials", "CLI", "`resume NAME` after its sweep file gained a seed",
+         lambda f: started_sweep(f, GOOD.replace("name: done", "name: moved").replace("seeds: 1", "seeds: 2")),
+         ("Error: resume moved: <tmp>/s.yaml has changed its trials since the sweep started: added 2 (",
+          "run it as a new sweep under another name, or restore the file")),
+    Case("resume-renamed", "CLI", "`resume NAME` after its sweep file was given another `name:`",
+         lambda f: started_sweep(f, GOOD.replace("name: done", "name: other")),
+         ("Error: resume moved: <tmp>/s.yaml now names the sweep 'other'",)),
+    Case("pretrain-output-builtin", "pretrain file", "`benchxfer pretrain p.yaml` whose `name: imagenet` is built in",
+         lambda f: ["pretrain", f.write("p.yaml", PRETRAIN.replace("name: mine", "name: imagenet"))],
+         ("Error: <tmp>/p.yaml: name: 'imagenet' is a built-in init; give the pre-trained backbone a new name",)),
     Case("resume-unknown-sweep", "CLI", "`resume` of a sweep that never ran",
          lambda f: ["resume", "ghost"], ("no sweep named 'ghost' in <home>/runs; known: done",)),
     Case("report-unknown-sweep", "CLI", "`report` of a sweep that never ran, with a dead `--tracking-uri`",
@@ -345,6 +446,152 @@ CASES = [
          ("Error: Invalid value for '--trial': 'abc' is not a valid integer. (see `benchxfer train --help`)",)),
     Case("unknown-command", "CLI", "`benchxfer sweeep` (a typo)",
          lambda f: ["sweeep", f.good()], ("Error: No such command 'sweeep'. (see `benchxfer --help`)",)),
+
+    # data that must survive a mistake (each asserts the files are intact afterwards)
+    Case("zoo-import-over-existing", "data loss", "`zoo import mine FILE` when `mine` is already in the zoo",
+         zoo_import_over, ("Error: init 'mine' is already in the zoo (sha256 ", "imported 20", "from <tmp>/first.pth",
+                           "pass --force to replace it")),
+    Case("synthetic-over-another-dataset", "data loss", "`data synthetic chexpert --root DIR`, DIR holding a synthetic chestxray14",
+         synthetic_over_other, ("Error: synthetic chexpert: <tmp>/nih holds benchxfer's synthetic 'chestxray14', not "
+                                "'chexpert'; refusing to overwrite it",)),
+    Case("synthetic-over-own-files", "data loss", "`data synthetic chestxray14 --root DIR`, DIR holding the user's files",
+         synthetic_over_mine, ("Error: synthetic chestxray14: <tmp>/mydata is not empty and was not written by "
+                               "benchxfer; refusing to overwrite it",)),
+    Case("empty-home", "home", "`BENCHXFER_HOME=` (set but empty)",
+         lambda f: ["status", "done"], ("Error: $BENCHXFER_HOME is set but empty; unset it or give a folder",),
+         env=lambda work, home: {"BENCHXFER_HOME": ""}),
+    Case("home-is-a-file", "home", "`BENCHXFER_HOME` naming a file",
+         lambda f: ["status", "done"], ("Error: $BENCHXFER_HOME <tmp>/notes.txt: <tmp>/notes.txt is a file, not a folder",),
+         env=lambda work, home: {"BENCHXFER_HOME": str(work / "notes.txt")} if (work / "notes.txt").write_text("x") else {}),
+    Case("zoo-is-a-file", "home", "`BENCHXFER_ZOO` naming a file",
+         lambda f: ["zoo", "list"], ("Error: $BENCHXFER_ZOO <tmp>/zoo.txt: <tmp>/zoo.txt is a file, not a folder",),
+         env=lambda work, home: {"BENCHXFER_ZOO": str(work / "zoo.txt")} if (work / "zoo.txt").write_text("x") else {}),
+    Case("cache-dir-is-a-file", "home", "`data cache --cache-dir FILE`",
+         lambda f: ["data", "cache", "chestxray14", "--root", str(f.nih()), "--size", "16",
+                    "--cache-dir", f.write("c.txt", "x")],
+         ("Error: cache folder <tmp>/c.txt: <tmp>/c.txt is a file, not a folder",)),
+    # wrong accepts, refused in the dry run (one schema for values, with ranges)
+    Case("zero-epochs", "sweep file", "`overrides: {epochs: 0}`", good_dry(old="epochs: 1", new="epochs: 0"),
+         (S + "overrides: epochs must be an integer >= 1, got 0",)),
+    Case("negative-epochs", "sweep file", "`overrides: {epochs: -3}`", good_dry(old="epochs: 1", new="epochs: -3"),
+         (S + "overrides: epochs must be an integer >= 1, got -3",)),
+    Case("zero-batch-size", "sweep file", "`overrides: {batch_size: 0}`",
+         good_dry(old="epochs: 1", new="epochs: 1, batch_size: 0"), (S + "overrides: batch_size must be an integer >= 1, got 0",)),
+    Case("zero-size", "sweep file", "`overrides: {size: 0}`", good_dry(old="size: 32", new="size: 0"),
+         (S + "overrides: size must be an integer in [8, 4096], got 0",)),
+    Case("unknown-augment", "sweep file", "`overrides: {augment: banana}`",
+         good_dry(old="epochs: 1", new="epochs: 1, augment: banana"),
+         (S + "overrides: augment must be one of bit-hyperrule, plain, supervised-pretrain, systematic-cls, "
+          "systematic-seg, got 'banana'",)),
+    Case("negative-loader-workers", "sweep file", "`overrides: {loader_workers: -1}`",
+         good_dry(old="epochs: 1", new="epochs: 1, loader_workers: -1"),
+         (S + "overrides: loader_workers must be an integer in [0, 256], got -1",)),
+    Case("negative-momentum", "sweep file", "`overrides: {momentum: -5}`",
+         good_dry(old="epochs: 1", new="epochs: 1, momentum: -5"), (S + "overrides: momentum must be a number in [0, 1], got -5",)),
+    Case("dataset-override-range", "sweep file", "a dataset's `overrides: {patience: -1}`",
+         good_dry(old="root: synthetic", new="root: synthetic\n    overrides: {patience: -1}"),
+         (S + "datasets[0].overrides: patience must be an integer >= 0, got -1",)),
+    Case("empty-synthetic-set", "sweep file", "`synthetic: {n_train: 0, n_val: 0, n_test: 0}`",
+         good_dry(old="n_train: 4, n_val: 2, n_test: 2", new="n_train: 0, n_val: 0, n_test: 0"),
+         (S + "datasets[0].synthetic: an empty set (n_train 0, n_val 0, n_test 0); n_train must be >= 1",)),
+    Case("synthetic-misspelt-key", "sweep file", "`synthetic: {n_trian: 4}` (misspelt)",
+         good_dry(old="n_train: 4", new="n_trian: 4"),
+         (S + "datasets[0].synthetic.n_trian: unknown key; allowed: n_train, n_val, n_test, size, seed, family",)),
+    Case("synthetic-wrong-type", "sweep file", "`synthetic: {n_train: four}`",
+         good_dry(old="n_train: 4", new="n_train: four"),
+         (S + "datasets[0].synthetic: n_train must be an integer in [0, 100000], got 'four'",)),
+    Case("synthetic-zero-size", "sweep file", "`synthetic: {size: 0}`", good_dry(old="size: 24", new="size: 0"),
+         (S + "datasets[0].synthetic: size must be an integer in [8, 4096], got 0",)),
+    Case("synthetic-not-a-mapping", "sweep file", "`synthetic: 4`", good_dry(old="{n_train: 4, n_val: 2, n_test: 2, size: 24}", new="4"),
+         (S + "datasets[0].synthetic: must be a mapping, got int",)),
+    Case("search-without-tune", "sweep file", "an lr search block without `mode: tune-then-repeat`",
+         good_dry(old="[0.001, 0.0001]", new="{search: loguniform, low: 0.0001, high: 0.1, trials: 2}"),
+         (S + "lr: an lr search needs mode: tune-then-repeat (mode is 'grid'); or give a list of lr values",)),
+    Case("direct-with-workers", "sweep file", "`resources: {trainer: direct, workers: 2}`",
+         good_dry(add="resources: {trainer: direct, workers: 2}\n"),
+         (S + "resources: trainer 'direct' runs one process, but workers is 2; use trainer 'torch' or 'auto'",)),
+    Case("numeric-name", "sweep file", "`name: 0`", good_dry(old="name: done", new="name: 0"),
+         (S + "name: must be lower-case letters, digits, '.', '_' or '-', got 0",)),
+    Case("name-from-file-name", "sweep file", "no `name:`, in a file called `My Sweep.yaml`",
+         lambda f: ["sweep", f.sweep(GOOD.replace("name: done\n", ""), name="My Sweep.yaml"), "--dry-run"],
+         ("<tmp>/My Sweep.yaml: name: not set, and the file name gives 'My Sweep'", "add a name: key")),
+    Case("shots-on-segmentation", "sweep file", "`shots: [5]` with a segmentation dataset (montgomery-lungs)",
+         good_dry(old="chestxray14", new="montgomery-lungs", add="shots: [5]\n"),
+         (S + "shots: dataset 'montgomery-lungs' (datasets[0]) is a segmentation task; shots apply to classification "
+          "datasets only",)),
+    Case("shots-zero", "sweep file", "`shots: [0, full]`", good_dry(add="shots: [0, full]\n"),
+         (S + "shots[0]: must be an integer >= 1 (images per class) or 'full', got 0",)),
+    Case("reader-option-value", "sweep file", "a dataset `options: {official: banana}`",
+         good_dry(old="root: synthetic", new="root: synthetic\n    options: {official: banana}"),
+         (S + "datasets[0].options: official must be one of first-study, nih, got 'banana'",)),
+    Case("reader-option-range", "sweep file", "a dataset `options: {val_fraction: 5}`",
+         good_dry(old="root: synthetic", new="root: synthetic\n    options: {val_fraction: 5}"),
+         (S + "datasets[0].options: val_fraction must be a number in [0, 1), got 5",)),
+    Case("duplicate-key", "sweep file", "`seeds:` written twice", good_dry(add="seeds: 2\n"),
+         (S + "YAML syntax error at line 10, column 1: duplicate key 'seeds' (first on line 8)",)),
+    Case("too-many-seeds", "sweep file", "`seeds: 10000000` (answers at once)",
+         good_dry(old="seeds: 1", new="seeds: 10000000"),
+         (S + "seeds: 10000000 seeds is more than a sweep may run (10000 trials)",)),
+    Case("too-many-trials", "sweep file", "`seeds: 5001` with two lr values (10002 trials)",
+         good_dry(old="seeds: 1", new="seeds: 5001"),
+         (S + "the sweep expands to 10002 trials (1 init x dataset cells, 10002 trials each); the limit is 10000",)),
+    Case("alias-bomb", "sweep file", "a YAML alias bomb (10^8 values from 8 lines)", alias_bomb,
+         (S + "line 5: the document expands to more than 100000 values (YAML aliases repeat what they name)",)),
+    Case("deep-nesting", "sweep file", "a value nested 5000 levels deep",
+         lambda f: ["sweep", f.sweep("name: t\ndescription: " + "[" * 5000 + "]" * 5000 + "\n"), "--dry-run"],
+         (S + "line 2: nested more than 32 levels deep",)),
+    Case("huge-file", "sweep file", "a 2 MB sweep file",
+         lambda f: ["sweep", f.sweep("name: t\ndescription: " + "x" * 2_000_000 + "\n"), "--dry-run"],
+         (S + "2000022 bytes; a sweep or pre-training file may have at most 1000000 bytes",)),
+    Case("binary-sweep-file", "sweep file", "a sweep file of random bytes", binary_sweep,
+         (S + "not a text file (it holds NUL bytes); expected YAML",)),
+    Case("sweep-file-is-a-folder", "sweep file", "`benchxfer sweep .` (a folder)",
+         lambda f: ["sweep", str(f.tmp), "--dry-run"], ("Error: Invalid value for 'FILE': File '<tmp>' is a directory. (see `benchxfer sweep --help`)",)),
+    Case("pretrain-duplicate-key", "pretrain file", "a pre-training file with `arch:` twice",
+         lambda f: ["pretrain", f.write("p.yaml", PRETRAIN + "arch: resnet50\n")],
+         ("<tmp>/p.yaml: YAML syntax error at line 5, column 1: duplicate key 'arch' (first on line 4)",)),
+    Case("pretrain-direct-with-workers", "pretrain file", "a pre-training file with `resources: {trainer: direct, workers: 2}`",
+         lambda f: ["pretrain", f.write("p.yaml", PRETRAIN + "resources: {trainer: direct, workers: 2}\n")],
+         ("<tmp>/p.yaml: resources: trainer 'direct' runs one process, but workers is 2",)),
+    Case("pretrain-named-like-builtin", "pretrain file", "`inits: [{name: imagenet, pretrain: p.yaml}]` (a built-in name)",
+         good_dry(old="inits: [scratch]", new="inits: [{name: imagenet, pretrain: p.yaml}]"),
+         (S + "inits[0].name: 'imagenet' is a built-in init; what p.yaml pre-trains needs a name of its own",)),
+    # CLI options and files handed over
+    Case("lists-empty-name", "dataset", "`--lists train=` (no file name)",
+         lambda f: ["data", "verify", "chestxray14", "--root", str(f.tmp), "--lists", "train="],
+         ("Error: --lists 'train=': the file name is empty; use SPLIT=FILE",)),
+    Case("lists-folder", "dataset", "`--lists train=DIR` (a folder)",
+         lambda f: ["data", "verify", "chestxray14", "--root", str(f.tmp), "--lists", f"train={f.tmp}"],
+         ("Error: --lists 'train=<tmp>': <tmp> is a folder; give a list file",)),
+    Case("cache-zero-workers", "CLI", "`data cache --workers 0`",
+         lambda f: ["data", "cache", "chestxray14", "--root", str(f.tmp), "--size", "16", "--workers", "0"],
+         ("Error: Invalid value for '--workers': 0 is not in the range 1<=x<=256.",)),
+    Case("synthetic-zero-size-cli", "CLI", "`data synthetic chestxray14 --size 0`",
+         lambda f: ["data", "synthetic", "chestxray14", "--root", str(f.tmp / "new"), "--size", "0"],
+         ("Error: Invalid value for '--size': 0 is not in the range 8<=x<=4096.",)),
+    Case("not-a-checkpoint-png", "checkpoint", "`zoo import mine scan.png` (an image)", not_a_checkpoint_png,
+         ("Error: <tmp>/scan.png is not a checkpoint: a PNG image (first bytes 89 50 4e 47); expected a PyTorch file",)),
+    Case("not-a-checkpoint-bytes", "checkpoint", "`zoo import mine noise.pth` (random bytes)", not_a_checkpoint_bytes,
+         ("Error: <tmp>/noise.pth is not a checkpoint: unknown content (first bytes 42",)),
+    Case("ui-port-out-of-range", "CLI", "`ui --port 99999`", lambda f: ["ui", "--port", "99999"],
+         ("Error: Invalid value for '--port': 99999 is not in the range 1<=x<=65535.",)),
+    Case("ui-port-in-use", "CLI", "`ui --port N` where N is taken", port_in_use,
+         ("Error: --port ", ": cannot listen on 127.0.0.1:", "it is in use, pick another port with --port")),
+    Case("bad-address", "CLI", "`sweep --address 'not an address'`",
+         lambda f: ["sweep", f.good(), "--address", "not an address"],
+         ("Error: --address 'not an address': use 'auto', HOST:PORT", "or ray://HOST:PORT")),
+    Case("address-port-out-of-range", "CLI", "`sweep --address ray://head:99999`",
+         lambda f: ["sweep", f.good(), "--address", "ray://head:99999"],
+         ("Error: --address 'ray://head:99999':", "with a port in 1-65535")),
+    Case("negative-limit", "CLI", "`sweep --dry-run --limit -1`",
+         lambda f: ["sweep", f.good(), "--dry-run", "--limit", "-1"],
+         ("Error: Invalid value for '--limit': -1 is not in the range x>=0.",)),
+    Case("train-set-out-of-range", "CLI", "`train --set epochs=0`",
+         lambda f: ["train", f.good(), "--set", "epochs=0"], ("Error: --set: epochs must be an integer >= 1, got 0",)),
+    Case("train-set-bad-augment", "CLI", "`train --set augment=banana`",
+         lambda f: ["train", f.good(), "--set", "augment=banana"],
+         ("Error: --set: augment must be one of bit-hyperrule, plain, supervised-pretrain, systematic-cls, "
+          "systematic-seg, got 'banana'",)),
 ]
 
 
@@ -378,8 +625,14 @@ def check_case(case: Case, run, tmp_path: Path) -> None:
     env = {**os.environ, "BENCHXFER_HOME": str(home)}
     for var in ("MLFLOW_TRACKING_URI", "BENCHXFER_ZOO"):
         env.pop(var, None)
+    for var, value in (case.env(work, home) if case.env else {}).items():
+        if value is None:
+            env.pop(var, None)
+        else:
+            env[var] = value
 
-    code, out, err = run(case.args(Files(work)), env, work)
+    files = Files(work)
+    code, out, err = run(case.args(files), env, work)
 
     assert code != 0 and code != "timeout", (code, out, err)
     lines = err.strip().splitlines()
@@ -390,6 +643,8 @@ def check_case(case: Case, run, tmp_path: Path) -> None:
         want = want.replace("<tmp>", str(work)).replace("<home>", str(home))
         assert want in line, f"{want!r} not in {line!r}"
     assert snapshot(done) == before, "the finished trial of sweep 'done' was changed"
+    for folder, files_before in files.kept.items():
+        assert snapshot(Path(folder)) == files_before, f"{folder} was changed"
     assert not (work / "pwned").exists(), "a checkpoint ran code while it was read"
 
 
@@ -408,3 +663,119 @@ def test_the_table_in_docs_lists_every_case():
     doc = (Path(__file__).parents[1] / "docs" / "errors.md").read_text()
     for case in CASES:
         assert f"test_bad_input_is_one_line[{case.id}]" in doc, case.id
+
+
+# --- the one-line rule is structural: any other exception is one line and a log -----------------------------
+
+def _with_boom(monkeypatch) -> None:
+    """A command whose code has a bug (it divides by zero), registered like every other command."""
+    import benchxfer.cli
+
+    monkeypatch.setitem(benchxfer.cli.COMMANDS, "boom", "test_errors:boom")
+
+
+def _boom_command():
+    import click
+
+    @click.command()
+    def boom_cmd() -> None:
+        """Fails with a bug."""
+        print(1 / 0)
+
+    return boom_cmd
+
+
+boom = _boom_command()
+
+
+def test_unexpected_error_is_one_line_naming_the_command_and_a_log(monkeypatch, tmp_path):
+    _with_boom(monkeypatch)
+    home = tmp_path / "home"
+    code, out, err = warm_run(["boom"], {"BENCHXFER_HOME": str(home), "PATH": os.environ["PATH"]}, tmp_path)
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    line = lines[0]
+    assert line.startswith("Error: `benchxfer boom` failed unexpectedly (ZeroDivisionError: division by zero); "
+                           f"the traceback is in {home / 'logs'}/"), line
+    assert "rerun with `benchxfer --debug` to see it here" in line
+    log = Path(re.search(r"the traceback is in (\S+\.log)", line).group(1))
+    text = log.read_text()
+    assert text.startswith("benchxfer boom\nTraceback") and "1 / 0" in text and "ZeroDivisionError" in text
+
+
+def test_debug_shows_the_traceback(monkeypatch, tmp_path):
+    _with_boom(monkeypatch)
+    code, out, err = warm_run(["--debug", "boom"], {"BENCHXFER_HOME": str(tmp_path), "PATH": os.environ["PATH"]},
+                              tmp_path)
+    assert code == 1 and "Traceback" in err and "ZeroDivisionError: division by zero" in err
+    assert not (tmp_path / "logs").exists()
+
+
+def test_usage_errors_keep_clicks_line(tmp_path):
+    code, out, err = warm_run(["status"], {"BENCHXFER_HOME": str(tmp_path)}, tmp_path)
+    assert code == 2 and err.strip() == "Error: Missing argument 'NAME'. (see `benchxfer status --help`)"
+
+
+def test_a_relative_home_is_made_absolute_once(tmp_path):
+    """`BENCHXFER_HOME=relhome` means the folder relhome in the current folder, for every process after."""
+    code, out, err = warm_run(["status", "ghost"], {"BENCHXFER_HOME": "relhome"}, tmp_path)
+    assert code == 1 and err.strip().startswith(f"Error: no sweep named 'ghost' in {tmp_path / 'relhome' / 'runs'} "), err
+
+
+@pytest.mark.e2e
+def test_a_relative_home_keeps_the_results_of_a_real_sweep(tmp_path):
+    """One tiny trial with ``BENCHXFER_HOME=relhome``, in a process of its own (it starts Ray: run it under
+    the Ray lock). Before the home was made absolute at start-up, the trial's result landed in Ray's working
+    folder and the sweep said "0 of 1 trials finished"."""
+    (tmp_path / "tiny.yaml").write_text(GOOD.replace("name: done", "name: rel").replace("[0.001, 0.0001]", "[0.001]")
+                                        .replace("epochs: 1}", "epochs: 1, loader_workers: 0, batch_size: 2}"))
+    env = {k: v for k, v in os.environ.items() if k not in ("BENCHXFER_ZOO", "MLFLOW_TRACKING_URI")}
+    env.update(BENCHXFER_HOME="relhome", PYTHONPATH=os.pathsep.join(sys.path))
+    res = subprocess.run([sys.executable, "-m", "benchxfer.cli", "sweep", "tiny.yaml"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stderr[-3000:]
+    results = list((tmp_path / "relhome" / "runs" / "rel" / "trials").glob("*/result.json"))
+    assert len(results) == 1, res.stdout[-3000:]
+    assert json.loads(results[0].read_text())["trial_key"] == results[0].parent.name
+
+
+# --- what used to be refused and is fine: 1e-3, a byte-order mark ---------------------------------------------
+
+def test_lr_written_1e_3_is_a_number(tmp_path):
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string; sweep files read it as the number 0.001, everywhere."""
+    from benchxfer.spec import load_spec
+
+    f = Files(tmp_path)
+    assert load_spec(f.good("[0.001, 0.0001]", "[1e-3, 1E-4]")).lr == (0.001, 0.0001)
+    spec = load_spec(f.good("[0.001, 0.0001]", "{search: loguniform, low: 1e-4, high: 1e-1, trials: 2}",
+                            add="mode: tune-then-repeat\n"))
+    assert (spec.lr.low, spec.lr.high) == (1e-4, 1e-1)
+    spec = load_spec(f.good("epochs: 1", "epochs: 1, weight_decay: 5e-4"))
+    assert spec.overrides["weight_decay"] == 5e-4
+    code, out, err = warm_run(["sweep", f.good("[0.001, 0.0001]", "[1e-3]"), "--dry-run"],
+                              {"BENCHXFER_HOME": str(tmp_path / "home")}, tmp_path)
+    assert code == 0 and "lr0.001" in out, err
+
+
+def test_a_byte_order_mark_is_dropped(tmp_path):
+    """A sweep file, a list file and a CSV saved with a BOM (as Windows editors do) read like the plain ones."""
+    f = Files(tmp_path)
+    env = {"BENCHXFER_HOME": str(tmp_path / "home")}
+    sweep = tmp_path / "bom.yaml"
+    sweep.write_text("\ufeff" + GOOD, encoding="utf-8")
+    code, out, err = warm_run(["sweep", str(sweep), "--dry-run"], env, tmp_path)
+    assert code == 0, err
+    root = f.nih()
+    listing = tmp_path / "bom.txt"
+    listing.write_text("\ufeff" + (root / "Xray14_train_official.txt").read_text(), encoding="utf-8")
+    code, out, err = warm_run(["data", "verify", "chestxray14", "--root", str(root), "--lists", f"train={listing}",
+                               "--no-decode"], env, tmp_path)
+    assert code == 0, err
+    chex = synthetic.write("chexpert", tmp_path / "chex", **SMALL)
+    csvs = sorted(chex.rglob("*.csv"))
+    assert csvs
+    for path in csvs:
+        path.write_text("\ufeff" + path.read_text(), encoding="utf-8")
+    code, out, err = warm_run(["data", "verify", "chexpert", "--root", str(chex), "--no-decode"], env, tmp_path)
+    assert code == 0, err

@@ -24,15 +24,8 @@ datasets:
     root: synthetic
 recipe: auto
 seeds: [0, 7]
-shots: [5, null]
 overrides: {arch: resnet18, size: 32, epochs: 2}
 """
-
-
-@pytest.fixture()
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("BENCHXFER_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
 
 
 def plan_of(tmp_path, text=SWEEP):
@@ -43,8 +36,8 @@ def plan_of(tmp_path, text=SWEEP):
 
 def test_the_grid_is_every_cell_seed_and_shot_at_the_recipes_default_lr(tmp_path, home):
     plan = plan_of(tmp_path)
-    want = {(d, s, k) for d, s, k in itertools.product(("chestxray14", "montgomery-lungs"), (0, 7), (5, None))}
-    assert {(t.dataset, t.seed, t.shot) for t in plan.trials} == want and len(plan.trials) == 8
+    want = {(d, s, None) for d, s in itertools.product(("chestxray14", "montgomery-lungs"), (0, 7))}
+    assert {(t.dataset, t.seed, t.shot) for t in plan.trials} == want and len(plan.trials) == 4
     by_dataset = {t.dataset: t for t in plan.trials}
     assert by_dataset["chestxray14"].recipe == "systematic-cls" and by_dataset["chestxray14"].task == "multilabel"
     assert by_dataset["montgomery-lungs"].recipe == "systematic-seg"
@@ -52,9 +45,17 @@ def test_the_grid_is_every_cell_seed_and_shot_at_the_recipes_default_lr(tmp_path
         assert t.lr == get_recipe(t.recipe).default_lr  # no lr in the file: the recipe's own
         assert t.config["root"] == str(paths.synthetic_dir() / t.dataset)
         assert t.key.startswith(f"scratch_{t.dataset}_lr{t.lr:g}_s{t.seed}" + ("" if t.shot is None else f"_k{t.shot}"))
-    assert len({t.key for t in plan.trials}) == 8
+    assert len({t.key for t in plan.trials}) == 4
     assert not paths.synthetic_dir().exists()  # planning wrote nothing
     assert [t.key for t in plan_of(tmp_path).trials] == [t.key for t in plan.trials]  # stable
+
+
+def test_shots_multiply_the_classification_grid(tmp_path, home):
+    text = SWEEP.replace("montgomery-lungs", "shenzhen").replace("seeds: [0, 7]", "seeds: [0, 7]\nshots: [5, null]")
+    plan = plan_of(tmp_path, text)
+    want = set(itertools.product(("chestxray14", "shenzhen"), (0, 7), (5, None)))
+    assert {(t.dataset, t.seed, t.shot) for t in plan.trials} == want and len({t.key for t in plan.trials}) == 8
+    assert all(t.key.endswith("_k5_" + t.key.rsplit("_", 1)[1]) for t in plan.trials if t.shot == 5)
 
 
 def test_stage_two_fixes_one_lr_per_cell(tmp_path, home):
@@ -62,7 +63,7 @@ def test_stage_two_fixes_one_lr_per_cell(tmp_path, home):
     lrs = {("scratch", "chestxray14"): 0.05, ("scratch", "montgomery-lungs"): 0.002}
     trials = expand(plan.spec, plan.cells, plan.roots, lrs=lrs)
     assert sorted({(t.dataset, t.lr) for t in trials}) == [("chestxray14", 0.05), ("montgomery-lungs", 0.002)]
-    assert len(trials) == 8 and {t.key for t in trials}.isdisjoint(t.key for t in plan.trials)
+    assert len(trials) == 4 and {t.key for t in trials}.isdisjoint(t.key for t in plan.trials)
 
 
 def test_a_repeated_axis_value_is_one_line(tmp_path, home):
@@ -81,7 +82,7 @@ def write_state(sweep, key, result=None, failed=None):
 
 
 def test_pending_launches_all_but_the_finished_and_the_final_failures(tmp_path, home):
-    trials = plan_of(tmp_path).trials
+    trials = plan_of(tmp_path, SWEEP.replace("seeds: [0, 7]", "seeds: [0, 1, 2, 7]")).trials
     t = {i: tr.key for i, tr in enumerate(trials)}
     finished = {"status": "finished", "sweep": "plan", "trial_key": t[0], "recipe": "r", "init": "scratch",
                 "dataset": "d", "task": "multilabel", "shot": None, "lr": 0.1, "seed": 0, "metric": "auroc",

@@ -16,14 +16,6 @@ from benchxfer.cli import main
 from benchxfer.results import RUN_COLUMNS
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("BENCHXFER_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path / "home"
-
-
 def invoke(*args: str):
     return CliRunner().invoke(main, list(args))
 

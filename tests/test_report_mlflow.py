@@ -58,14 +58,6 @@ def populated(mlflow_uri):
     return mlflow_uri, ids
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("BENCHXFER_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path / "home"
-
-
 def test_load_runs_reads_the_trial_runs(populated, home):
     uri, ids = populated
     # result files with other values exist too: MLflow, being reachable, must win

@@ -62,14 +62,6 @@ def sweep(mlflow_uri):
     return client, parent
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("BENCHXFER_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path / "home"
-
-
 def _table(client, run_id, tmp_path) -> pd.DataFrame:
     local = client.download_artifacts(run_id, TABLE_FILE, str(tmp_path))
     return pd.read_json(local, orient="split").set_index("init")

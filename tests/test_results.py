@@ -56,13 +56,6 @@ def demo_records(sweep: str = "demo") -> tuple[list[dict], list[dict]]:
     return recs, unfinished
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("BENCHXFER_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return tmp_path / "home"
-
-
 def test_result_files_make_the_typed_table(home):
     recs, unfinished = demo_records()
     write_sweep("demo", recs, unfinished)

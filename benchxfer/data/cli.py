@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
 from benchxfer.errors import BenchxferError
+
+
+def _readable(root: Path) -> Path:
+    """A dataset root that exists must be readable (reading it later would fail deep inside a reader)."""
+    if root.is_dir() and not os.access(root, os.R_OK | os.X_OK):
+        raise BenchxferError(f"--root {root}: cannot read the folder (permission denied)")
+    return root
 
 
 def _lists(values: tuple[str, ...]) -> dict[str, str] | None:
@@ -15,6 +23,12 @@ def _lists(values: tuple[str, ...]) -> dict[str, str] | None:
         split, sep, path = value.partition("=")
         if not sep or split not in ("train", "val", "test"):
             raise BenchxferError(f"--lists {value!r}: use SPLIT=FILE with SPLIT one of train, val, test")
+        if not path.strip():
+            raise BenchxferError(f"--lists {value!r}: the file name is empty; use SPLIT=FILE")
+        if Path(path).is_dir():
+            raise BenchxferError(f"--lists {value!r}: {path} is a folder; give a list file")
+        if split in out:
+            raise BenchxferError(f"--lists {value!r}: split {split!r} is given twice")
         out[split] = path
     return out or None
 
@@ -44,7 +58,7 @@ def verify_cmd(name: str, root: Path, lists: tuple[str, ...], no_decode: bool) -
     """Counts per split and class; unreadable images, missing files, images without masks, shared patients."""
     from benchxfer.data.verify import verify
 
-    report = verify(name, root, lists=_lists(lists), decode=not no_decode)
+    report = verify(name, _readable(root), lists=_lists(lists), decode=not no_decode)
     for line in report.lines():
         click.echo(line)
     if not report.ok:  # the report above lists every problem; stderr gets the one line
@@ -57,24 +71,28 @@ def verify_cmd(name: str, root: Path, lists: tuple[str, ...], no_decode: bool) -
 @click.option("--root", required=True, type=click.Path(path_type=Path), help="The dataset folder as distributed.")
 @click.option("--size", required=True, type=int, help="Shorter side in px (e.g. 256 for systematic-cls at 224).")
 @click.option("--split", "splits", multiple=True, type=click.Choice(["train", "val", "test"]), help="Default: all.")
-@click.option("--workers", default=1, show_default=True, help="Processes decoding in parallel.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="Processes decoding in parallel.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Default: $BENCHXFER_HOME/cache.")
 def cache_cmd(name: str, root: Path, size: int, splits: tuple[str, ...], workers: int, cache_dir: Path | None) -> None:
     """Write the preprocessed cache (images resized once, read back without decoding)."""
     from benchxfer.data.cache import write_cache
+    from benchxfer.paths import check_folder, home
 
-    for folder in write_cache(name, root, size, splits or ("train", "val", "test"), cache_dir=cache_dir, workers=workers):
+    check_folder((cache_dir or home() / "cache").expanduser().resolve(), "cache folder")
+
+    for folder in write_cache(name, _readable(root), size, splits or ("train", "val", "test"), cache_dir=cache_dir, workers=workers):
         click.echo(f"wrote {folder}")
 
 
 @data.command("synthetic")
 @click.argument("name")
 @click.option("--root", required=True, type=click.Path(path_type=Path))
-@click.option("--n-train", default=300, show_default=True)
-@click.option("--n-val", default=100, show_default=True)
-@click.option("--n-test", default=100, show_default=True)
-@click.option("--size", default=96, show_default=True, help="Stored image size in px.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--n-train", default=300, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--n-val", default=100, show_default=True, type=click.IntRange(0, 100_000))
+@click.option("--n-test", default=100, show_default=True, type=click.IntRange(0, 100_000))
+@click.option("--size", default=96, show_default=True, type=click.IntRange(8, 4096), help="Stored image size in px.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1))
 @click.option("--family", default="cxr", show_default=True, type=click.Choice(["cxr", "cxr-source"]))
 def synthetic_cmd(name: str, root: Path, n_train: int, n_val: int, n_test: int, size: int, seed: int, family: str) -> None:
     """Write a synthetic dataset NAME in its real on-disk layout."""

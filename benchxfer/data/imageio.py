@@ -178,11 +178,15 @@ def rle_encode(mask: np.ndarray) -> str:
 
 
 def read_lines(path: Path) -> list[tuple[int, str]]:
-    """Non-blank, non-comment lines with their 1-based numbers."""
+    """Non-blank, non-comment lines with their 1-based numbers (a byte-order mark at the start is dropped)."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise BenchxferError(f"{path}: list file is missing") from None
+    except IsADirectoryError:
+        raise BenchxferError(f"{path}: is a folder, not a list file") from None
+    except PermissionError:
+        raise BenchxferError(f"{path}: cannot read the list file (permission denied)") from None
     except UnicodeDecodeError:
         raise BenchxferError(f"{path}: list file is not text") from None
     return [(i, ln.strip()) for i, ln in enumerate(text.splitlines(), 1) if ln.strip() and not ln.startswith("#")]

@@ -496,8 +496,7 @@ def write(
         raise BenchxferError(f"synthetic {name}: n_train/n_val/n_test must be >= 0 and not all 0")
     root = Path(root).expanduser().resolve()
     if root.exists():
-        if not (root / MARKER).exists() and any(root.iterdir()):
-            raise BenchxferError(f"synthetic {name}: {root} is not empty and was not written by benchxfer; refusing to overwrite")
+        _check_replaceable(name, root)
         shutil.rmtree(root)
     tmp = root.with_name(f"{root.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -509,6 +508,26 @@ def write(
     except OSError:  # another process finished the same dataset first
         shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+def _check_replaceable(name: str, root: Path) -> None:
+    """``root`` may be deleted only when it is empty or benchxfer wrote it for this same dataset ``name``."""
+    if not root.is_dir():
+        raise BenchxferError(f"synthetic {name}: {root} is a file, not a folder; refusing to replace it")
+    try:
+        empty = not any(root.iterdir())
+    except PermissionError:
+        raise BenchxferError(f"synthetic {name}: cannot read {root} (permission denied)") from None
+    if empty:
+        return
+    marker = root / MARKER
+    written_for = marker.read_text().split(" ", 1)[0] if marker.is_file() else None
+    if written_for is None:
+        raise BenchxferError(f"synthetic {name}: {root} is not empty and was not written by benchxfer; "
+                             "refusing to overwrite it (give an empty or new folder)")
+    if written_for != name:
+        raise BenchxferError(f"synthetic {name}: {root} holds benchxfer's synthetic {written_for!r}, not {name!r}; "
+                             "refusing to overwrite it (give an empty or new folder)")
 
 
 def _marker(name: str, n_train: int, n_val: int, n_test: int, size: int, seed: int, family: str) -> str:

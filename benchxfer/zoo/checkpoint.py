@@ -62,6 +62,26 @@ def is_safetensors_file(path: Path) -> bool:
     return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 1 << 30
 
 
+# the first bytes of files that users hand over by mistake
+NOT_CHECKPOINTS = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image",
+                   b"%PDF": "a PDF document", b"\x1f\x8b": "a gzip archive", b"DICM": "a DICOM file"}
+
+
+def _check_looks_like_checkpoint(path: Path) -> None:
+    """A torch.save file is a zip (PK..) or, in the legacy format, a pickle (protocol 2+ starts with 0x80);
+    anything else is not a checkpoint, whatever torch.load would say about its bytes."""
+    with open(path, "rb") as f:
+        head = f.read(132)
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
+        return
+    what = next((name for magic, name in NOT_CHECKPOINTS.items() if head.startswith(magic)), None)
+    if what is None and head[128:132] == b"DICM":
+        what = "a DICOM file"
+    raise BenchxferError(
+        f"{path} is not a checkpoint: {what or 'unknown content'} (first bytes {head[:4].hex(' ')}); expected a "
+        "PyTorch file (torch.save: a zip or a pickle) or a .safetensors file")
+
+
 def read_checkpoint(path: str | Path) -> RawCheckpoint:
     """Read ``path`` safely: safetensors, or ``torch.load(weights_only=True)`` on CPU."""
     path = Path(path)
@@ -79,6 +99,7 @@ def read_checkpoint(path: str | Path) -> RawCheckpoint:
                 f"cannot read {path}: damaged or truncated safetensors file ({_first_line(err)})"
             ) from None
         return RawCheckpoint(path, tensors, metadata)
+    _check_looks_like_checkpoint(path)
     try:
         with torch.serialization.safe_globals(SAFE_EXTRA_GLOBALS), warnings.catch_warnings():
             # torch warns on stderr about any pickle protocol but 2; the refusal below is the one line

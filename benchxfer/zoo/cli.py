@@ -67,8 +67,10 @@ def formats_cmd() -> None:
                    "A pickle can run any program while it loads; use this only on the file published by "
                    "the original authors. Every other format is read with weights_only=True and never "
                    "runs code.")
+@click.option("--force", is_flag=True, default=False,
+              help="Replace an init that is already in the zoo under NAME (without it, that is refused).")
 @zoo_option
-def import_cmd(name: str, file: Path, fmt: str | None, trust: bool, zoo: Path | None) -> None:
+def import_cmd(name: str, file: Path, fmt: str | None, trust: bool, force: bool, zoo: Path | None) -> None:
     """Convert FILE once into the zoo's canonical backbone file for init NAME and record its SHA-256.
 
     NAME is a built-in init (see `benchxfer zoo list`) or a new local name; for a new name the
@@ -76,7 +78,7 @@ def import_cmd(name: str, file: Path, fmt: str | None, trust: bool, zoo: Path | 
     """
     from benchxfer.zoo.store import import_init
 
-    cfg, path, backbone = import_init(name, file, fmt=fmt, trust=trust, zoo=zoo)
+    cfg, path, backbone = import_init(name, file, fmt=fmt, trust=trust, zoo=zoo, force=force)
     click.echo(
         f"imported {cfg.name}: {backbone.arch} backbone, {len(backbone.state)} tensors from {file} "
         f"(format {backbone.fmt}) -> {path} sha256 {cfg.sha256}"

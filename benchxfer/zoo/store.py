@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import fcntl
 import hashlib
 import json
@@ -173,14 +174,32 @@ def save_local_init(
     return path
 
 
+def _already_there(name: str, zoo: ZooArg) -> str | None:
+    """What the zoo holds under ``name`` (checksum, date, source), or None when it holds nothing."""
+    rec = read_index(zoo).get(name)
+    if not rec or not rec.get("filename"):
+        return None
+    path = zoo_dir(zoo) / rec["filename"]
+    if not path.exists():  # a record without its file: nothing to lose
+        return None
+    date = rec.get("imported_at")
+    if not date:
+        date = datetime.datetime.fromtimestamp(path.stat().st_mtime, datetime.timezone.utc).isoformat(timespec="seconds")
+    source = rec.get("source_file") or rec.get("source") or "unknown"
+    return f"sha256 {str(rec.get('sha256', '?'))[:16]}…, imported {date or 'at an unknown date'}, from {source}"
+
+
 def import_init(name: str, file: str | Path, fmt: str | None = None, trust: bool = False,
-                zoo: ZooArg = None) -> tuple[InitCfg, Path, Backbone]:
+                zoo: ZooArg = None, force: bool = False) -> tuple[InitCfg, Path, Backbone]:
     """Convert a published checkpoint once into the zoo's canonical file for ``name``; record its SHA-256.
 
     For a built-in init the format defaults to the init's own and the architecture must be the init's.
-    Any other name becomes a local init whose architecture is read from the file.
+    Any other name becomes a local init whose architecture is read from the file. An init already in the
+    zoo is replaced only with ``force``.
     """
     file = Path(file)
+    if not force and (there := _already_there(name, zoo)) is not None:
+        raise BenchxferError(f"init {name!r} is already in the zoo ({there}); pass --force to replace it")
     builtin = INITS.get(name) if name in INITS else None
     if builtin is not None and builtin.fmt is None:
         raise BenchxferError(f"init {name!r} is a random initialisation; it has no file to import")
@@ -193,6 +212,7 @@ def import_init(name: str, file: str | Path, fmt: str | None = None, trust: bool
     record: dict[str, Any] = {
         "arch": backbone.arch, "fmt": backbone.fmt, "filename": path.name, "sha256": digest,
         "source_file": str(file.resolve()), "source_sha256": sha256_file(file),
+        "imported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     if builtin is None:
         old = read_index(zoo).get(name, {})

@@ -42,13 +42,19 @@ def shipped_split(name: str) -> Path:
 
 
 def csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
-    """Rows of a CSV with their line numbers; column names are stripped; missing columns are an error."""
+    """Rows of a CSV with their line numbers; column names are stripped (a BOM too); missing columns are an
+    error."""
     try:
         if not path.exists() and Path(f"{path}.gz").exists():
             path = Path(f"{path}.gz")
-        handle = gzip.open(path, "rt", newline="") if path.suffix == ".gz" else path.open(newline="")
+        handle = (gzip.open(path, "rt", newline="", encoding="utf-8-sig") if path.suffix == ".gz"
+                  else path.open(newline="", encoding="utf-8-sig"))
     except FileNotFoundError:
         raise BenchxferError(f"{path}: CSV file is missing") from None
+    except IsADirectoryError:
+        raise BenchxferError(f"{path}: is a folder, not a CSV file") from None
+    except PermissionError:
+        raise BenchxferError(f"{path}: cannot read the CSV file (permission denied)") from None
     with handle:
         reader = csv.reader(handle)
         try:

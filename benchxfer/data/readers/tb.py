@@ -25,8 +25,13 @@ def label_from_name(name: str, origin: str) -> int:
 
 
 def _folder_records(folder: Path, ctx: IndexCtx) -> list[Record]:
+    return _records(sorted(folder.glob("*.png")), ctx)
+
+
+def _records(images: list[Path], ctx: IndexCtx) -> list[Record]:
+    """One record per PNG, its label from the ``_0``/``_1`` suffix; a name without one is reported."""
     out = []
-    for path in sorted(folder.glob("*.png")):
+    for path in images:
         try:
             label = label_from_name(path.name, str(path))
         except BenchxferError as err:
@@ -156,15 +161,7 @@ def tuberculosis(root: Path, split: str, ctx: IndexCtx) -> Index:
         assign = seeded_split([str(p) for p in chosen], (1 - val_fraction, val_fraction, 0.0)) \
             if val_fraction > 0 else {str(p): "train" for p in chosen}
         chosen = [p for p in chosen if assign[str(p)] == split]
-    out = []
-    for path in chosen:
-        try:
-            label = label_from_name(path.name, str(path))
-        except BenchxferError as err:
-            ctx.report(str(err))
-            continue
-        out.append(Record(str(path), label, patient=path.stem.rsplit("_", 1)[0], origin=str(path)))
-    return Index(out)
+    return Index(_records(chosen, ctx))
 
 
 @register_dataset(

@@ -1,0 +1,312 @@
+"""The Ray cluster as a sweep sees it: which session to use, what one trial asks for, what the nodes (and the
+node types an autoscaler may add) can hold, how many trials may run at once, and a watcher that speaks up when
+a trial cannot be placed.
+
+- Without ``--address`` a sweep starts a local Ray session of its own (``address="local"``), never the cluster
+  Ray last recorded on the machine. Its dashboard port is chosen here and named in ``RAY_API_SERVER_ADDRESS``
+  for every process of the session, and ``RAY_ADDRESS`` names the session for the driver's children, so that
+  Ray Train's clean-up (which asks the State API for "the" Ray instance) never confuses two sessions on one
+  machine (``shared/reference/ENGINES.md``).
+- A request that no node, present or addable, can ever hold is refused before trials start (:func:`preflight`).
+- Trials are not capped by the resources present at start: the cap is what the cluster can hold at its
+  largest (its nodes plus what the autoscaler may add), so pending trials stay pending and make it grow.
+- On a cluster that cannot grow, a placement that waits is reported after ``WARN_S`` (naming the request,
+  the trials not started and what is free) and the sweep is stopped after ``PLACEMENT_LIMIT_S``
+  (``$BENCHXFER_PLACEMENT_TIMEOUT_S``, default 600 s).
+"""
+
+from __future__ import annotations
+
+import _thread
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from benchxfer import paths
+from benchxfer.errors import BenchxferError
+
+if TYPE_CHECKING:
+    from benchxfer.sweep import Launch
+
+log = logging.getLogger("benchxfer")
+
+# Ray Train's controller polls its workers every 2 s by default; a short trial waits for the poll that sees it end
+HEALTH_CHECK_INTERVAL_S = "0.2"
+PLACEMENT_LIMIT_S = float(os.environ.get("BENCHXFER_PLACEMENT_TIMEOUT_S", "600"))
+WARN_S = min(45.0, PLACEMENT_LIMIT_S / 2)
+POLL_S = 5.0
+RAY_TOKEN = Path("~/.ray/auth_token")  # Ray's token for clusters with token authentication
+BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")  # where `ray up` leaves the autoscaler's config on the head
+
+
+# --- the session ----------------------------------------------------------------------------------
+
+def session_env() -> dict[str, str]:
+    """What every process of the sweep's Ray job needs in its environment."""
+    env = {k: os.environ[k] for k in ("BENCHXFER_HOME", "BENCHXFER_ZOO") if k in os.environ}
+    env["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",
+                                                             HEALTH_CHECK_INTERVAL_S)
+    for k in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
+        if os.environ.get(k):
+            env[k] = os.environ[k]
+    return env
+
+
+def train_worker_env(launch: Launch) -> dict[str, str]:
+    """Environment of a TorchTrainer's workers (``RunConfig(worker_runtime_env={"env_vars": ...})``): one
+    OpenMP/MKL thread pool the size of the worker's CPUs, instead of one thread per core of the node."""
+    threads = str(max(1, int(launch.cpus_per_worker)))
+    return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+
+
+def start(address: str | None = None) -> None:
+    """Join the cluster at ``address`` (``auto``, ``HOST:PORT`` or ``ray://...``), or start a local session of
+    this sweep's own, bound to 127.0.0.1. Idempotent."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    from benchxfer.tracking import free_port
+
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", HEALTH_CHECK_INTERVAL_S)
+    if address:
+        os.environ.pop("RAY_API_SERVER_ADDRESS", None)  # the cluster's own dashboard, found through its GCS
+        _token_auth_if_token()
+        if address not in ("auto",) and "://" not in address:
+            os.environ["RAY_ADDRESS"] = address
+        try:
+            ray.init(address=address, runtime_env={"env_vars": session_env()}, log_to_driver=True)
+        except (ConnectionError, ValueError, RuntimeError) as err:
+            raise BenchxferError(f"--address {address}: cannot join a Ray cluster there "
+                                 f"({str(err).strip().splitlines()[0][:200]})") from None
+    else:
+        # Our own session: its State API (the dashboard) is named to every process of the session before they
+        # start, as Ray Train's clean-up actor would otherwise look for "the" local instance and may find two.
+        port = free_port()
+        os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+        os.environ.pop("RAY_ADDRESS", None)
+        ray.init(address="local", dashboard_host="127.0.0.1", dashboard_port=port,
+                 runtime_env={"env_vars": session_env()}, configure_logging=True,
+                 logging_level=logging.WARNING)
+    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address  # for the driver's children
+    PlacementWatch.ensure_running()
+
+
+def _token_auth_if_token() -> None:
+    """`ray start --head` turns token authentication on when a Ray token exists on the machine; a process that
+    joins must turn it on for itself (its environment and Ray's cached config), or the cluster refuses it."""
+    if "RAY_AUTH_MODE" in os.environ or not (os.environ.get("RAY_AUTH_TOKEN") or RAY_TOKEN.expanduser().exists()):
+        return
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # a Ray without token authentication
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+# --- what the cluster can hold -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Shape:
+    """A kind of node: its resources and how many of it the cluster may have at most."""
+
+    name: str
+    resources: dict[str, float]
+    count: int
+
+
+def worker_bundle(launch: Launch) -> dict[str, float]:
+    b = {"CPU": float(launch.cpus_per_worker), "GPU": float(launch.gpus_per_worker)}
+    return {k: v for k, v in b.items() if v}
+
+
+def fits(bundle: dict[str, float], resources: dict[str, float]) -> int:
+    """How many ``bundle`` fit in ``resources``."""
+    return min((int(resources.get(k, 0) // v) for k, v in bundle.items() if v), default=1 << 30)
+
+
+def autoscaler_config() -> dict[str, Any] | None:
+    """The autoscaler's cluster config, when this machine runs the autoscaler (the head node): the file that
+    `ray up` leaves, else the one named on the command line of the autoscaler's monitor process."""
+    candidates = [BOOTSTRAP_CONFIG.expanduser()]
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(b"monitor.py" in a for a in args):
+            candidates += [Path(a.decode().split("=", 1)[1]) for a in args if a.startswith(b"--autoscaling-config=")]
+    for path in candidates[::-1]:
+        try:
+            doc = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("available_node_types"), dict):
+            return doc
+    return None
+
+
+def shapes() -> tuple[list[Shape], bool]:
+    """The alive nodes, and the node types the autoscaler may add; and whether the cluster can grow."""
+    import ray
+
+    alive = [Shape(n["NodeID"][:8], {k: float(v) for k, v in n["Resources"].items()}, 1)
+             for n in ray.nodes() if n.get("Alive")]
+    config = autoscaler_config()
+    if config is None:
+        return alive, False
+    head = config.get("head_node_type")
+    added = [Shape(name, {k: float(v) for k, v in (t.get("resources") or {}).items()}, int(t.get("max_workers", 0)))
+             for name, t in config["available_node_types"].items() if name != head]
+    return alive + [s for s in added if s.count > 0], True
+
+
+def describe(resources: dict[str, float]) -> str:
+    keep = {k: v for k, v in resources.items() if k in ("CPU", "GPU") or not (
+        k.startswith(("node:", "accelerator_type")) or k in ("memory", "object_store_memory"))}
+    return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(keep.items())) + "}"
+
+
+def preflight(launch: Launch, found: list[Shape] | None = None) -> None:
+    """Refuse a trial that no node, present or addable, can hold: one worker's bundle must fit one node, and
+    a trial's workers must fit in the cluster at its largest."""
+    found = shapes()[0] if found is None else found
+    bundle = worker_bundle(launch)
+    unknown = [s for s in found if not s.resources]  # a node type whose resources the autoscaler detects later
+    if unknown or not bundle:
+        return
+    slots = sum(fits(bundle, s.resources) * s.count for s in found)
+    if slots >= launch.workers:
+        return
+    per_worker = " per worker" if launch.workers > 1 else ""
+    nodes = "; ".join(f"{s.name}{f' (up to {s.count})' if s.count > 1 else ''}: {describe(s.resources)}"
+                      for s in found)
+    raise BenchxferError(f"resources: a trial asks for {launch.workers} x {describe(bundle)}{per_worker}, "
+                         f"which no node of the cluster can hold; nodes: {nodes}")
+
+
+def max_trials(launch: Launch, n_trials: int) -> int:
+    """How many trials may run at once: ``max_concurrent`` when set, else as many as the cluster holds at its
+    largest (present nodes and what the autoscaler may add), never more than ``n_trials``. Trials beyond what
+    is free now stay pending (and make an autoscaler add nodes)."""
+    found, _ = shapes()
+    preflight(launch, found)
+    PlacementWatch.sweep = launch.sweep
+    if launch.max_concurrent:
+        return max(1, min(launch.max_concurrent, n_trials))
+    bundle = worker_bundle(launch)
+    if any(not s.resources for s in found) or not bundle:
+        return max(1, n_trials)
+    slots = sum(fits(bundle, s.resources) * s.count for s in found)
+    return max(1, min(n_trials, slots // launch.workers))
+
+
+# --- the watcher --------------------------------------------------------------------------------
+
+class PlacementWatch(threading.Thread):
+    """Watches the session's pending placement groups (Tune trials and Ray Train worker groups). On a cluster
+    that cannot grow, one that waits ``WARN_S`` is reported, and one that waits ``PLACEMENT_LIMIT_S`` stops the
+    sweep (``SIGINT`` to the driver, which Tune answers by ending the experiment) with :attr:`error` set."""
+
+    current: PlacementWatch | None = None
+    error: str | None = None
+    sweep: str | None = None  # the sweep whose trials are named in the messages
+
+    def __init__(self, warn_s: float = WARN_S, limit_s: float = PLACEMENT_LIMIT_S, poll_s: float = POLL_S):
+        super().__init__(name="benchxfer-placement-watch", daemon=True)
+        self.warn_s, self.limit_s, self.poll_s = warn_s, limit_s, poll_s
+        self.since: dict[str, float] = {}
+        self.warned: set[str] = set()
+        self.stop_event = threading.Event()
+
+    @classmethod
+    def ensure_running(cls) -> None:
+        if cls.current is None or not cls.current.is_alive():
+            cls.error = None
+            cls.current = cls()
+            cls.current.start()
+
+    def run(self) -> None:
+        import ray
+
+        while not self.stop_event.wait(self.poll_s):
+            if not ray.is_initialized():
+                return
+            try:
+                self.check()
+            except Exception as err:  # noqa: BLE001 - a watcher must never take the sweep down by itself
+                log.debug("placement watch: %s", err)
+
+    def check(self) -> None:
+        from ray.util import placement_group_table
+
+        if PlacementWatch.sweep is None:  # this process runs no trials (yet)
+            return
+        now = time.monotonic()
+        pending = {pid: pg for pid, pg in placement_group_table().items() if pg["state"] in ("PENDING", "RESCHEDULING")}
+        self.since = {pid: self.since.get(pid, now) for pid in pending}
+        waited = {pid: now - t for pid, t in self.since.items()}
+        late = [pid for pid, w in waited.items() if w >= self.warn_s and pid not in self.warned]
+        over = [pid for pid, w in waited.items() if w >= self.limit_s]
+        if not (late or over) or self.can_grow():  # an autoscaler may still add the node it needs
+            return
+        import ray
+
+        free = describe(ray.available_resources())
+        for pid in late + over[:1]:
+            request = describe(_sum_bundles(pending[pid]["bundles"].values()))
+            msg = (f"a trial has waited {waited[pid]:.0f} s to be placed: it asks for {request}, the cluster has "
+                   f"{free} free and cannot grow; waiting: {_waiting_trials()}")
+            if pid in over:
+                type(self).error = (f"{msg}. Stopped after {self.limit_s:.0f} s "
+                                    "($BENCHXFER_PLACEMENT_TIMEOUT_S); free the resources or lower `resources:`, "
+                                    "then `benchxfer resume`")
+                print(f"benchxfer: {type(self).error}", flush=True)
+                self.stop_event.set()
+                _thread.interrupt_main()
+                return
+            self.warned.add(pid)
+            print(f"benchxfer: {msg} (the sweep stops after {self.limit_s:.0f} s)", flush=True)
+
+    @staticmethod
+    def can_grow() -> bool:
+        return shapes()[1]
+
+
+def raise_if_stuck() -> None:
+    """After the experiment: the one-line error of a sweep that the watcher stopped."""
+    if PlacementWatch.error:
+        raise BenchxferError(PlacementWatch.error)
+
+
+def _sum_bundles(bundles) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for b in bundles:
+        for k, v in b.items():
+            out[k] = out.get(k, 0) + float(v)
+    return out
+
+
+def _waiting_trials(limit: int = 3) -> str:
+    """Trials of the running sweep that have not started an epoch yet (no ``epochs.jsonl``) and have no result."""
+    keys: list[str] = []
+    sweep = PlacementWatch.sweep
+    for plan in [paths.sweep_dir(sweep) / "trials.json"] if sweep else []:
+        try:
+            listed = [t["trial_key"] for t in json.loads(plan.read_text())]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        tdir = plan.parent / "trials"
+        keys += [k for k in listed if not (tdir / k / "epochs.jsonl").exists() and not (tdir / k / "result.json").exists()]
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return (", ".join(keys[:limit]) + more) if keys else "(none listed yet)"
+

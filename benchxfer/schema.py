@@ -1,0 +1,167 @@
+"""The value ranges of everything a user hands over: knobs (sweep and pre-training overrides, ``--set``),
+reader options and the ``synthetic:`` block. Names and types of knobs live with the knobs
+(``recipes/config.py``); this module adds what a type alone does not say: the range, or the allowed
+values. Each check raises one line naming where the value came from and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from benchxfer.errors import BenchxferError
+
+
+@dataclass(frozen=True)
+class Range:
+    """A number in [low, high] (``None``: unbounded); ``open_high`` excludes ``high``."""
+
+    low: float | None = None
+    high: float | None = None
+    integer: bool = False
+    open_high: bool = False
+
+    def describe(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        if self.low is not None and self.high is not None:
+            return f"{kind} in [{self.low:g}, {self.high:g}{')' if self.open_high else ']'}"
+        if self.low is not None:
+            return f"{kind} >= {self.low:g}"
+        return f"{kind} <= {self.high:g}" if self.high is not None else kind
+
+    def ok(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        if self.integer and not float(value).is_integer():
+            return False
+        if self.low is not None and value < self.low:
+            return False
+        return self.high is None or (value < self.high if self.open_high else value <= self.high)
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """One of a fixed set of values, or of a registry's names (read when checked)."""
+
+    values: tuple[Any, ...] | Callable[[], list[str]]
+
+    def allowed(self) -> list[Any]:
+        return list(self.values() if callable(self.values) else self.values)
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(str(v) for v in self.allowed())
+
+    def ok(self, value: Any) -> bool:
+        return any(value == v and type(value) is type(v) for v in self.allowed())
+
+
+def _augment_presets() -> list[str]:
+    from benchxfer.data.transforms import PRESETS
+
+    return PRESETS.names()
+
+
+Rule = Range | OneOf
+
+# knob -> its range (the names and types are checked by recipes.config.check_knobs first)
+KNOB_RULES: dict[str, Rule] = {
+    "size": Range(8, 4096, integer=True),
+    "batch_size": Range(1, None, integer=True),
+    "epochs": Range(1, None, integer=True),
+    "momentum": Range(0, 1),
+    "weight_decay": Range(0, None),
+    "plateau_factor": Range(0, 1, open_high=True),
+    "plateau_patience": Range(0, None, integer=True),
+    "plateau_threshold": Range(0, None),
+    "warmup_epochs": Range(0, None, integer=True),
+    "base_batch": Range(0, None, integer=True),
+    "max_steps": Range(0, None, integer=True),
+    "patience": Range(0, None, integer=True),
+    "augment": OneOf(_augment_presets),
+    "mixup": Range(-1, None),
+    "agc": Range(0, None),
+    "loader_workers": Range(0, 256, integer=True),
+    "max_train_batches": Range(0, None, integer=True),
+}
+
+# reader option -> its rule (which datasets take which option is the dataset's own list)
+OPTION_RULES: dict[str, Rule] = {
+    "val_fraction": Range(0, 1, open_high=True),
+    "official": OneOf(("first-study", "nih")),
+    "frontal_only": OneOf((True, False)),
+}
+
+# the synthetic: block -> rule (data.synthetic.ensure's parameters)
+SYNTHETIC_RULES: dict[str, Rule] = {
+    "n_train": Range(0, 100_000, integer=True),
+    "n_val": Range(0, 100_000, integer=True),
+    "n_test": Range(0, 100_000, integer=True),
+    "size": Range(8, 4096, integer=True),
+    "seed": Range(0, 2**32 - 1, integer=True),
+    "family": OneOf(("cxr", "cxr-source")),
+}
+
+
+ADDRESS_RE = re.compile(r"^(?:auto|local|(?:ray://)?(?P<host>[A-Za-z0-9_.\-\[\]:]+?):(?P<port>\d{1,5}))$")
+
+
+def check_address(ctx: Any, param: Any, value: str | None) -> str | None:
+    """A click callback for ``--address``: 'auto', 'local', HOST:PORT or ray://HOST:PORT, port 1-65535."""
+    if value is None:
+        return None
+    m = ADDRESS_RE.match(value.strip())
+    if m is None or (m.group("port") is not None and not 0 < int(m.group("port")) < 65536):
+        raise BenchxferError(f"--address {value!r}: use 'auto', HOST:PORT (a head node's GCS, e.g. 10.0.0.5:6379) "
+                             "or ray://HOST:PORT (Ray Client, e.g. ray://10.0.0.5:10001), with a port in 1-65535")
+    return value.strip()
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port that another program already listens on (the server would die with a log line)."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            raise BenchxferError(f"--port {port}: cannot listen on {host}:{port} ({err.strerror or err}); "
+                                 "it is in use, pick another port with --port") from None
+
+
+def _check(where: str, key: str, value: Any, rule: Rule) -> None:
+    if not rule.ok(value):
+        raise BenchxferError(f"{where}: {key} must be {rule.describe()}, got {value!r}")
+
+
+def check_knob_values(knobs: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Every knob with a range must lie in it (call after the names and types are checked)."""
+    for key, value in knobs.items():
+        if key in KNOB_RULES:
+            _check(where, key, value, KNOB_RULES[key])
+    return dict(knobs)
+
+
+def check_option_values(options: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Reader options: a known name with a value in its range (unknown names: the dataset's own check)."""
+    for key, value in options.items():
+        if key in OPTION_RULES:
+            _check(where, key, value, OPTION_RULES[key])
+    return dict(options)
+
+
+def check_synthetic(block: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The ``synthetic:`` block: known keys, each in range, and not an empty set."""
+    unknown = sorted(set(block) - set(SYNTHETIC_RULES))
+    if unknown:
+        raise BenchxferError(f"{where}.{unknown[0]}: unknown key; allowed: {', '.join(SYNTHETIC_RULES)}")
+    for key, value in block.items():
+        _check(where, key, value, SYNTHETIC_RULES[key])
+    counts = [block.get(k, 1) for k in ("n_train", "n_val", "n_test")]
+    if block.get("n_train", 1) == 0 or sum(counts) == 0:
+        raise BenchxferError(f"{where}: an empty set (n_train {block.get('n_train', 'default')}, n_val "
+                             f"{block.get('n_val', 'default')}, n_test {block.get('n_test', 'default')}); "
+                             "n_train must be >= 1")
+    return dict(block)

@@ -1,0 +1,386 @@
+"""Stage 1 of ``mode: tune-then-repeat``: the lr search of every (init, dataset) cell, in ONE Tune experiment.
+
+Each cell keeps its own Optuna study (``OptunaSearch``, seeded with the sweep's first seed, minimising
+``best_val_loss``); :class:`CellSearcher` routes Tune's suggest/complete calls to the study of the trial's cell,
+so all cells' trials run at once, limited only by the cluster's slots.
+
+With ``scheduler: asha`` (or ``hyperband``) each cell also has its own Ray Tune ``AsyncHyperBandScheduler``
+(successive halving over epochs; ``hyperband`` runs several brackets): :class:`CellScheduler` routes each epoch's
+result to the scheduler of its cell, so that lrs are only ever compared with lrs of the same cell. A trial the
+scheduler stops keeps its MLflow run (tagged ``benchxfer.status=stopped``, ``benchxfer.rung``) and gets a
+``stopped.json`` marker in its folder; it is final, like a finished trial.
+
+Resume is exact. (1) An Optuna study seeded alike suggests the same lrs: its first ``n_startup_trials`` (10)
+suggestions are random draws that do not depend on results. (2) Every result a cell's scheduler saw is appended,
+in order, to ``search_events.jsonl`` in the sweep folder; a resumed search replays them into fresh schedulers, so
+the rungs hold what they held, under the trial keys. (3) Finished trials report their ``result.json`` and stopped
+ones their marker, without training; interrupted ones continue from their epoch checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchxfer import paths
+from benchxfer.errors import BenchxferError
+
+BEST_LR, STOPPED, EVENTS = "best_lr.json", "stopped.json", "search_events.jsonl"
+SCHEDULERS = ("none", "asha", "hyperband")
+OPTION_KEYS = ("scheduler", "min_epochs", "eta", "metric", "mode")
+log = logging.getLogger("benchxfer")
+SEARCH_METRIC = "best_val_loss"  # what each cell's study minimises, and what picks its lr
+
+
+# --- the sweep file's options ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How the trials of one cell's lr search are run: to the end (``none``), or halved at rungs of epochs."""
+
+    scheduler: str = "none"
+    min_epochs: int = 1  # the first rung, and the least any trial trains (ASHA's grace period)
+    eta: int = 3  # the reduction factor: 1/eta of a rung's trials go on to the next rung
+    metric: str = "val_loss"  # compared at each rung: a per-epoch value the recipe reports
+    mode: str = "min"
+
+
+def parse_search_options(raw: dict[str, Any], where: str) -> SearchOptions:
+    """The scheduler keys of an lr search block (other keys are the caller's); ``where`` prefixes messages."""
+    got = {k: raw[k] for k in OPTION_KEYS if k in raw and raw[k] is not None}
+    scheduler = got.get("scheduler", SearchOptions.scheduler)
+    if scheduler not in SCHEDULERS:
+        raise BenchxferError(f"{where}.scheduler: must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
+    for key, least in (("min_epochs", 1), ("eta", 2)):
+        v = got.get(key, getattr(SearchOptions, key))
+        if isinstance(v, bool) or not isinstance(v, int) or v < least:
+            raise BenchxferError(f"{where}.{key}: must be an integer >= {least}, got {v!r}")
+    metric = got.get("metric", SearchOptions.metric)
+    if not isinstance(metric, str) or not (metric == "val_loss" or metric.startswith("val_") or metric == SEARCH_METRIC):
+        raise BenchxferError(f"{where}.metric: must be val_loss, best_val_loss or val_<metric> (a value "
+                             f"reported each epoch), got {metric!r}")
+    mode = got.get("mode", "min" if metric.endswith("loss") else "max")
+    if mode not in ("min", "max"):
+        raise BenchxferError(f"{where}.mode: must be min or max, got {mode!r}")
+    if scheduler == "none" and set(got) - {"scheduler"}:
+        extra = min(set(got) - {"scheduler"})
+        raise BenchxferError(f"{where}.{extra}: only used with scheduler asha or hyperband")
+    return SearchOptions(scheduler, got.get("min_epochs", 1), got.get("eta", 3), metric, mode)
+
+
+def cell_id(cell) -> str:
+    return f"{cell.init}|{cell.dataset.name}"
+
+
+# --- the stopped marker (to move into the TrialDir module) ----------------------------------------------
+
+def write_stopped(trial_dir: Path, rung: int, result: dict[str, Any]) -> dict[str, Any]:
+    """Mark a trial as stopped by the search at ``rung`` (epochs trained), keeping its last reported metrics."""
+    from benchxfer.train.loop import write_json
+
+    metrics = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+               and (k in ("epoch", SEARCH_METRIC, "train_loss", "lr") or k.startswith("val_"))}
+    marker = {"status": "stopped", "rung": int(rung), "epoch": int(result["epoch"]), "metrics": metrics}
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    write_json(trial_dir / STOPPED, marker)
+    return marker
+
+
+def read_stopped(trial_dir: Path) -> dict[str, Any] | None:
+    try:
+        out = json.loads((trial_dir / STOPPED).read_text())
+    except (OSError, ValueError):
+        return None
+    return out if out.get("status") == "stopped" else None
+
+
+def settle_stopped(sweep: str, key: str, marker: dict[str, Any], tracking_uri: str | None) -> None:
+    """Make a stopped trial's state agree with its marker: no ``failed.json`` (Tune ends a stopped function
+    trainable with SystemExit, which the trial driver records as a failure), and its MLflow run tagged stopped
+    with its rung, ended KILLED. Idempotent; run by the driver once the trial's actor is gone."""
+    from benchxfer.train.loop import FAILED
+
+    tdir = paths.trial_dir(sweep, key)
+    (tdir / FAILED).unlink(missing_ok=True)
+    if not tracking_uri:
+        return
+    from benchxfer.tracking import client
+
+    c = client(tracking_uri)
+    exp = c.get_experiment_by_name(sweep)
+    if exp is None:
+        return
+    for run in c.search_runs([exp.experiment_id], filter_string=f"tags.`benchxfer.trial_key` = '{key}'",
+                             max_results=5):
+        c.set_tag(run.info.run_id, "benchxfer.status", "stopped")
+        c.set_tag(run.info.run_id, "benchxfer.rung", str(marker["rung"]))
+        if "benchxfer.error" in run.data.tags:
+            c.delete_tag(run.info.run_id, "benchxfer.error")
+        if run.info.status != "KILLED":
+            c.set_terminated(run.info.run_id, "KILLED")
+
+
+# --- the trainable ------------------------------------------------------------------------------------
+
+def search_trial(config: dict[str, Any]) -> None:
+    """One search trial: a stopped trial reports its marker and does not train; any other runs as usual."""
+    from ray import tune
+
+    from benchxfer.sweep import run_trial
+
+    # A stopped trial's thread records its SystemExit before it ends; give it time before its actor is reused.
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "30")
+    ctx = config["ctx"]
+    key = config["cell"].trial(ctx["sweep"], float(config["lr"]), int(config["seed"]), config["shot"],
+                               config["root"]).key
+    marker = read_stopped(paths.trial_dir(ctx["sweep"], key))
+    if marker:
+        tune.report({**marker["metrics"], "done": True, "replayed": True})
+        return
+    run_trial(config)
+
+
+# --- routing by cell ----------------------------------------------------------------------------------
+
+def _searcher_class():
+    from ray.tune.search import Searcher
+
+    class CellSearcher(Searcher):
+        """One OptunaSearch per cell; trials are handed out round-robin over the cells with trials left."""
+
+        def __init__(self, cells: dict[str, dict[str, Any]], low: float, high: float, n_trials: int, seed: int):
+            from ray import tune
+            from ray.tune.search.optuna import OptunaSearch
+
+            super().__init__(metric=SEARCH_METRIC, mode="min")
+            self.fixed = cells  # cell id -> the config every trial of the cell shares (cell, seed, shot, root)
+            self.studies = {c: OptunaSearch(space={"lr": tune.loguniform(low, high)}, metric=SEARCH_METRIC,
+                                            mode="min", seed=seed) for c in cells}
+            self.left = {c: n_trials for c in cells}
+            self.cell_of: dict[str, str] = {}
+            self.turn = 0
+
+        def suggest(self, trial_id: str):
+            order = list(self.fixed)
+            for i in range(len(order)):
+                c = order[(self.turn + i) % len(order)]
+                if self.left[c] > 0:
+                    self.turn = (self.turn + i + 1) % len(order)
+                    self.left[c] -= 1
+                    self.cell_of[trial_id] = c
+                    return {**self.fixed[c], **self.studies[c].suggest(trial_id)}
+            return Searcher.FINISHED
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            if trial_id in self.cell_of:
+                self.studies[self.cell_of[trial_id]].on_trial_result(trial_id, result)
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            c = self.cell_of.pop(trial_id, None)
+            if c is not None:
+                if result is not None and result.get(SEARCH_METRIC) is None:
+                    result, error = None, True  # a trial with no finite loss tells the study nothing
+                self.studies[c].on_trial_complete(trial_id, result=result, error=error)
+
+    return CellSearcher
+
+
+class _Key:
+    """What a cell's scheduler sees of a trial: its key, stable across launches (Tune's trial ids are not)."""
+
+    def __init__(self, key: str):
+        self.trial_id = key
+
+
+def _scheduler_class():
+    from ray.tune.schedulers import (
+        AsyncHyperBandScheduler,
+        FIFOScheduler,
+        TrialScheduler,
+    )
+
+    class CellScheduler(FIFOScheduler):
+        """One AsyncHyperBandScheduler per cell, fed ``epochs`` (epochs trained) as its time; every result it is
+        fed is logged, so that a resumed search rebuilds its rungs by replay. On STOP it writes the marker."""
+
+        def __init__(self, sweep: str, opts: SearchOptions, max_epochs: dict[str, int], tracking_uri: str | None):
+            super().__init__()
+            self._supports_buffered_results = False  # one decision per epoch
+            self.sweep, self.opts, self.uri = sweep, opts, tracking_uri
+            self.inner = {}
+            for c, max_t in max_epochs.items():
+                grace = min(opts.min_epochs, max_t)
+                rungs = int(math.log(max_t / grace) / math.log(opts.eta)) + 1
+                self.inner[c] = AsyncHyperBandScheduler(
+                    time_attr="epochs", metric=opts.metric, mode=opts.mode, max_t=max_t, grace_period=grace,
+                    reduction_factor=opts.eta, brackets=rungs if opts.scheduler == "hyperband" else 1,
+                    stop_last_trials=False)  # a trial at its last epoch ends by itself: that is finishing
+            self.added: set[str] = set()
+            self.stopped: dict[str, dict] = {}
+            self.log = paths.sweep_dir(sweep) / EVENTS
+            self._replay()
+
+        def _add(self, c: str, key: str) -> None:
+            if key in self.added:
+                return
+            import numpy as np
+
+            state = np.random.get_state()  # hyperband's bracket draw, made the same for a key on every launch
+            np.random.seed(zlib.crc32(key.encode()))
+            try:
+                self.inner[c].on_trial_add(None, _Key(key))
+            finally:
+                np.random.set_state(state)
+            self.added.add(key)
+
+        def _replay(self) -> None:
+            if not self.log.exists():
+                return
+            for line in self.log.read_text().splitlines():
+                try:
+                    ev = json.loads(line)
+                except ValueError:
+                    continue  # a line cut by a kill
+                if ev["cell"] not in self.inner:
+                    continue  # a cell whose lr is known
+                self._add(ev["cell"], ev["key"])
+                action = self.inner[ev["cell"]].on_trial_result(None, _Key(ev["key"]), ev["result"])
+                tdir = paths.trial_dir(self.sweep, ev["key"])
+                if action == TrialScheduler.STOP and read_stopped(tdir) is None:
+                    write_stopped(tdir, ev["result"]["epochs"], ev["result"])  # killed between log and marker
+
+        @staticmethod
+        def _ids(trial) -> tuple[str, str]:
+            cfg = trial.config
+            cell = cfg["cell"]
+            key = cell.trial(cfg["ctx"]["sweep"], float(cfg["lr"]), int(cfg["seed"]), cfg["shot"], cfg["root"]).key
+            return cell_id(cell), key
+
+        def on_trial_add(self, tune_controller, trial) -> None:
+            c, key = self._ids(trial)
+            self._add(c, key)
+
+        def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+            if result.get("done") or "epoch" not in result or self.opts.metric not in result:
+                return TrialScheduler.CONTINUE  # a final or replayed report: nothing to decide
+            c, key = self._ids(trial)
+            if int(result["epoch"]) + 1 >= self.inner[c]._max_t:
+                return TrialScheduler.CONTINUE  # the last epoch is no rung: the trial ends by itself, tested
+            fed = {"epochs": int(result["epoch"]) + 1, self.opts.metric: result[self.opts.metric],
+                   **{k: result[k] for k in ("epoch", SEARCH_METRIC, "train_loss", "val_loss", "lr") if k in result}}
+            with self.log.open("a") as fh:
+                fh.write(json.dumps({"cell": c, "key": key, "result": fed}) + "\n")
+            action = self.inner[c].on_trial_result(tune_controller, _Key(key), fed)
+            if action == TrialScheduler.STOP:
+                self.stopped[key] = write_stopped(paths.trial_dir(self.sweep, key), fed["epochs"], fed)
+                try:
+                    settle_stopped(self.sweep, key, self.stopped[key], self.uri)
+                except Exception as err:  # noqa: BLE001 - MLflow down: settled again after the experiment
+                    log.warning("%s: stopped, MLflow not yet told (%s)", key, err)
+            return action
+
+        def on_trial_complete(self, tune_controller, trial, result) -> None:
+            pass  # every epoch was already fed; the final report adds nothing to a rung
+
+        def on_trial_remove(self, tune_controller, trial) -> None:
+            pass
+
+        def debug_string(self) -> str:
+            return f"Successive halving per cell ({self.opts.scheduler}, eta {self.opts.eta})"
+
+    return CellScheduler
+
+
+# --- stage 1 ------------------------------------------------------------------------------------------
+
+def run_stage1(plan, launch, recorder, echo: Callable[[str], None] = print,
+               options: SearchOptions | None = None) -> dict[str, float]:
+    """Search the lr of every cell whose best lr is not yet in ``best_lr.json``, all in one Tune experiment;
+    return ``{cell id: best lr}`` for all cells. The best lr of a cell is the lr of its finished search trial
+    with the least ``best_val_loss`` (ties: the lower lr); it is written to ``best_lr.json`` and logged on the
+    sweep's MLflow run as ``best_lr.<init>.<dataset>``. The winning trial has the key of stage 2's first-seed
+    trial at that lr, so stage 2 does not run it again."""
+
+    from benchxfer.sweep import read_result
+    from benchxfer.train.loop import write_json
+
+    spec = plan.spec
+    opts = options or SearchOptions()
+    search = spec.lr
+    best_path = paths.sweep_dir(spec.name) / BEST_LR
+    best: dict[str, float] = json.loads(best_path.read_text()) if best_path.exists() else {}
+    seed0, shot0 = spec.seeds[0], spec.shots[0]
+    todo = [c for c in plan.cells if cell_id(c) not in best]
+    if todo:
+        names = ", ".join(f"{c.init} on {c.dataset.name}" for c in todo)
+        how = "" if opts.scheduler == "none" else f", {opts.scheduler} from {opts.min_epochs} epoch(s), eta {opts.eta}"
+        echo(f"Stage 1: lr search for {names} ({search.trials} trials each{how})")
+        fixed = {cell_id(c): {"cell": c, "seed": seed0, "shot": shot0, "root": plan.roots[c.dataset.name]}
+                 for c in todo}
+        searcher = _searcher_class()(fixed, search.low, search.high, search.trials, seed0)
+        scheduler = None
+        if opts.scheduler != "none":
+            scheduler = _scheduler_class()(spec.name, opts, {cell_id(c): int(c.knobs["epochs"]) for c in todo},
+                                           launch.tracking_uri)
+        n = search.trials * len(todo)
+        grid = _fit(searcher, scheduler, n, launch)
+        keys: dict[str, list[tuple[str, float]]] = {}
+        for r in grid:
+            c = r.config["cell"]
+            keys.setdefault(cell_id(c), []).append(
+                (c.trial(spec.name, float(r.config["lr"]), seed0, shot0, r.config["root"]).key, float(r.config["lr"])))
+        for c in todo:
+            cid, scored, stopped = cell_id(c), [], 0
+            for key, lr in keys.get(cell_id(c), []):
+                tdir = paths.trial_dir(spec.name, key)
+                marker = read_stopped(tdir)
+                if marker:
+                    stopped += 1
+                    settle_stopped(spec.name, key, marker, launch.tracking_uri)
+                    continue
+                res = read_result(tdir)
+                if res and res.get(SEARCH_METRIC) is not None:
+                    scored.append((res[SEARCH_METRIC], lr))
+            if not scored:
+                raise BenchxferError(f"lr search for {cid} produced no finished trial; see `benchxfer status {spec.name}`")
+            best[cid] = float(min(scored)[1])
+            write_json(best_path, best)
+            echo(f"  best lr for {c.init} on {c.dataset.name}: {best[cid]:g}"
+                 + (f" ({stopped} of {len(keys.get(cid, []))} trials stopped by the search)" if stopped else ""))
+    recorder.log_params({f"best_lr.{c.init}.{c.dataset.name}": best[cell_id(c)] for c in plan.cells})
+    return {cell_id(c): best[cell_id(c)] for c in plan.cells}
+
+
+def _fit(searcher, scheduler, n: int, launch):
+    """One Tune experiment of ``n`` search trials, built as :func:`benchxfer.sweep.run_trials` builds its own."""
+    from ray import tune
+
+    from benchxfer.sweep import DRIVER_MEMORY, concurrency, tune_name
+
+    env = {k: os.environ[k] for k in ("BENCHXFER_HOME", "BENCHXFER_ZOO") if k in os.environ}
+    env.setdefault("BENCHXFER_HOME", str(paths.home()))
+    ctx = {"sweep": launch.sweep, "launch": launch.__dict__, "env": env}
+    if launch.use_torch_trainer():
+        resources = {"cpu": 0, "memory": DRIVER_MEMORY}
+    else:
+        resources = {"cpu": launch.cpus_per_worker, "gpu": launch.gpus_per_worker}
+    tuner = tune.Tuner(
+        tune.with_resources(search_trial, resources),
+        param_space={"ctx": ctx},
+        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency(launch, n), search_alg=searcher,
+                                    scheduler=scheduler, num_samples=n,
+                                    reuse_actors=not launch.use_torch_trainer()),
+        run_config=tune.RunConfig(
+            name=tune_name(launch.sweep), storage_path=str(paths.sweep_dir(launch.sweep) / "tune"),
+            failure_config=tune.FailureConfig(max_failures=0 if launch.use_torch_trainer() else launch.max_retries),
+            verbose=1,
+        ),
+    )
+    return tuner.fit()

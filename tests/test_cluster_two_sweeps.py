@@ -1,0 +1,57 @@
+"""Two `benchxfer sweep` processes at once on one machine, with the same BENCHXFER_HOME and no `--address`, each with
+TorchTrainer trials: each starts a local Ray session of its own, Ray Train's clean-up in each finds its own
+session, and both finish; the second uses the home's MLflow server that the first started (one server, one SQLite
+file), and the server is gone once both have ended. Run it under the Ray lock."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from e2e_support import runs_by_key, write_sweep
+
+from benchxfer.tracking import LocalServer
+
+pytestmark = pytest.mark.e2e
+
+
+def test_two_sweeps_at_once_both_finish_with_one_mlflow_server(tmp_path):
+    home = tmp_path / "home"
+    env = {**os.environ, "BENCHXFER_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    for k in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "MLFLOW_TRACKING_URI", "BENCHXFER_ZOO"):
+        env.pop(k, None)
+    procs, logs = {}, {}
+    for name in ("first", "second"):
+        path = write_sweep(tmp_path, name, seeds=2, epochs=1, n_train=32, trainer="torch")
+        logs[name] = tmp_path / f"{name}.log"
+        procs[name] = subprocess.Popen([sys.executable, "-m", "benchxfer.cli", "sweep", str(path)], env=env,
+                                       stdout=logs[name].open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+        time.sleep(3)  # the second starts while the first starts Ray and MLflow
+    try:
+        for name, proc in procs.items():
+            assert proc.wait(timeout=400) == 0, logs[name].read_text()[-3000:]
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
+    out = {n: p.read_text() for n, p in logs.items()}
+    for text in out.values():
+        assert "2 of 2 trials finished." in text, text[-3000:]
+        assert "multiple active Ray instances" not in text
+    named = {t.split("MLflow: the local server on ")[1].split()[0] for t in out.values()}
+    uris = {n: t.split("MLflow runs: ")[1].split("/#/")[0] for n, t in out.items()}
+    assert uris["first"] == uris["second"]  # one server for the home
+    assert LocalServer(home=home).running() is None  # stopped by the last of its users
+    # both sweeps' runs are in the one store: one run per trial
+    server = LocalServer(home=home)
+    uri = server.start()
+    try:
+        for name in ("first", "second"):
+            runs = runs_by_key(uri, name)
+            assert len(runs) == 2 and all(len(r) == 1 and r[0].info.status == "FINISHED" for r in runs.values())
+    finally:
+        server.stop()
+    assert named == {uris["first"]}  # each said which local server it used: the same one
