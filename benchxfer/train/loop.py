@@ -123,6 +123,20 @@ def evaluate(model: nn.Module, loader, rd: RunData, loss_fn, sess: Session, auto
     return out
 
 
+# --- adaptive gradient clipping ------------------------------------------------------------------
+
+def clipped_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """What AGC clips: every parameter except the new classification head (the second study's rule)."""
+    return [p for name, p in _unwrap(model).named_parameters() if not name.startswith(HEAD_PREFIXES)]
+
+
+def clip_gradients(params: list[nn.Parameter], clip: float) -> None:
+    """timm's adaptive gradient clipping (unit-wise, eps 1e-3) at ratio ``clip``."""
+    from timm.utils.agc import adaptive_clip_grad
+
+    adaptive_clip_grad(params, clip_factor=clip, eps=1e-3)
+
+
 # --- the run, in steps -------------------------------------------------------------------------------
 
 @dataclass
@@ -185,7 +199,7 @@ def set_up(cfg: TrainConfig, runtime: Runtime) -> Run:
     if cfg.init != "scratch":
         _, path = zoo.resolve_init(cfg.init)
         zoo.apply_backbone(model, zoo.load_backbone(path, arch=cfg.arch))
-    clipped = [p for name, p in model.named_parameters() if not name.startswith(HEAD_PREFIXES)]
+    clipped = clipped_parameters(model)
     use_cl = cuda and cfg.channels_last
     model = models.channels_last(model.to(sess.device), use_cl)
     if sess.world > 1:
@@ -261,10 +275,8 @@ def train_one_epoch(run: Run, loader, sampler, epoch: int) -> float:
         run.opt.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
         if cfg.agc > 0:
-            from timm.utils.agc import adaptive_clip_grad
-
             run.scaler.unscale_(run.opt)
-            adaptive_clip_grad(run.clipped, clip_factor=cfg.agc)  # eps 1e-3 (timm's default); not the head
+            clip_gradients(run.clipped, cfg.agc)
         run.scaler.step(run.opt)
         run.scaler.update()
         if run.sched.per_step:
