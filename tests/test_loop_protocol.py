@@ -201,3 +201,12 @@ def test_covidx_full_data_is_class_balanced():
         s.set_epoch(epoch)
         drawn += [labels[i] for i in s]
     assert np.mean(drawn) == pytest.approx(0.5, abs=0.03)  # positives a quarter of the data, half the draws
+
+
+def test_named_normalisations_are_mapped_not_the_inits():
+    from benchxfer.train.data_setup import normalisation
+
+    half = TrainConfig(init="imagenet", normalization="half")  # the chest pre-training's 0.5 / 0.5
+    assert tuple(map(tuple, normalisation(half))) == ((0.5,) * 3, (0.5,) * 3)
+    unit = TrainConfig(init="imagenet", normalization="unit")
+    assert tuple(map(tuple, normalisation(unit))) == ((0.0,) * 3, (1.0,) * 3)
