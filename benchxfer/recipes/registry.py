@@ -95,11 +95,9 @@ register_recipe(Recipe(
 def check_names(knobs: dict[str, Any], where: str) -> None:
     """Every knob that names a registered part must name a known one."""
     from benchxfer.data.transforms import NORMALISATIONS
-    from benchxfer.models import ARCHS
+    from benchxfer.models import ARCHS, HEAD_INITS
     from benchxfer.recipes.parts import LOSSES, OPTIMIZERS, STOPPING
     from benchxfer.recipes.schedules import SCHEDULES
-
-    from benchxfer.models import HEAD_INITS
     from benchxfer.train.sampling import BALANCE, SELECT
 
     for key, reg, extra in (("arch", ARCHS, ()), ("optimizer", OPTIMIZERS, ()), ("schedule", SCHEDULES, ()),

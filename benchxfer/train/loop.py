@@ -39,8 +39,8 @@ from benchxfer.train import metrics as M
 from benchxfer.train.checkpoint import CheckpointStore, rng_state, set_rng_state
 from benchxfer.train.data_setup import RunData, build_data, eval_loader, steps_per_epoch, train_loader
 from benchxfer.train.session import SESSIONS, Runtime, Session
-from benchxfer.zoo.backbone import HEAD_PREFIXES
 from benchxfer.trialdir import Failure, Progress, TrialDir, TrialFailed, TrialResult
+from benchxfer.zoo.backbone import HEAD_PREFIXES
 
 log = logging.getLogger("benchxfer")
 
