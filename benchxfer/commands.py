@@ -216,7 +216,9 @@ def train(file, index, sets, zoo_dir):
     config.update(check_knob_values(check_knobs(extra, "--set"), "--set"))
     tdir = paths.sweep_dir(plan.spec.name) / "local" / trial.key
     click.echo(f"Training {trial.key} in-process; folder {tdir}")
-    result = train_run(TrainConfig.from_dict(config), Runtime(trial_dir=str(tdir), session="local")).to_dict()
+    threads = max(1, int(plan.spec.resources["cpus_per_worker"]))  # as a sweep's worker: same numbers
+    result = train_run(TrainConfig.from_dict(config),
+                       Runtime(trial_dir=str(tdir), session="local", threads=threads)).to_dict()
     click.echo(json.dumps({k: result[k] for k in ("trial_key", "metric", "value", "test", "best_epoch",
                                                   "epochs_run", "wall_seconds")}, indent=1))
 

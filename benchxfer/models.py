@@ -1,7 +1,8 @@
 """Build the network for an (arch, task): a classifier with a new head, or a U-Net.
 
 Architectures are registered by name. A classifier head is a fresh ``Linear`` (ResNet) or 1x1 conv
-(BiT) with N(0, 0.01) weights and a zero bias, drawn from the torch RNG, so the trial's seed sets it.
+(BiT), initialised as the recipe's ``head_init`` says (:data:`HEAD_INITS`: N(0, 0.01) weights and a zero bias
+for the first study, PyTorch's default for the second), drawn from the torch RNG, so the trial's seed sets it.
 The init (pretrained weights) is put in afterwards by :func:`benchxfer.zoo.apply_backbone`.
 """
 
@@ -18,11 +19,27 @@ if TYPE_CHECKING:  # torch loads when a model is built, not when the names are c
     from torch import nn
 
 
+def _normal_head(head: nn.Module) -> None:
+    from torch import nn
+
+    nn.init.normal_(head.weight, 0.0, 0.01)
+    nn.init.zeros_(head.bias)
+
+
+def _default_head(head: nn.Module) -> None:
+    head.reset_parameters()  # PyTorch's own init of a fresh Linear / Conv2d (kaiming-uniform, a = sqrt(5))
+
+
+HEAD_INITS: Registry[Callable[[nn.Module], None]] = Registry("head init")
+HEAD_INITS.add("normal", _normal_head)  # the first study: N(0, 0.01), zero bias
+HEAD_INITS.add("default", _default_head)  # the second study: a fresh 1x1 conv as PyTorch makes it
+
+
 @dataclass(frozen=True)
 class ArchCfg:
     name: str
     family: str  # "resnet" (torchvision names) or "bit" (timm ResNetV2 names)
-    build_classifier: Callable[[int], nn.Module]
+    build_classifier: Callable[[int, str], nn.Module]
     unet_encoder: str | None  # segmentation_models_pytorch encoder name, None if no U-Net
 
 
@@ -30,28 +47,24 @@ ARCHS: Registry[ArchCfg] = Registry("architecture")
 
 
 def _torchvision(name: str) -> Callable[[int], nn.Module]:
-    def build(num_classes: int) -> nn.Module:
+    def build(num_classes: int, head_init: str = "normal") -> nn.Module:
         import torchvision
         from torch import nn
 
         model = getattr(torchvision.models, name)(weights=None)
         model.fc = nn.Linear(model.fc.in_features, num_classes)
-        nn.init.normal_(model.fc.weight, 0.0, 0.01)
-        nn.init.zeros_(model.fc.bias)
+        HEAD_INITS.get(head_init)(model.fc)
         return model
 
     return build
 
 
 def _timm(name: str) -> Callable[[int], nn.Module]:
-    def build(num_classes: int) -> nn.Module:
+    def build(num_classes: int, head_init: str = "normal") -> nn.Module:
         import timm
-        from torch import nn
 
         model = timm.create_model(name, pretrained=False, num_classes=num_classes)
-        head = model.get_classifier()
-        nn.init.normal_(head.weight, 0.0, 0.01)
-        nn.init.zeros_(head.bias)
+        HEAD_INITS.get(head_init)(model.get_classifier())  # timm zero-inits it; the recipe says how instead
         return model
 
     return build
@@ -70,8 +83,8 @@ for _name, _timm_name in {
     ARCHS.add(_name, ArchCfg(_name, "bit", _timm(_timm_name), None))
 
 
-def build_classifier(arch: str, num_classes: int) -> nn.Module:
-    return ARCHS.get(arch).build_classifier(num_classes)
+def build_classifier(arch: str, num_classes: int, head_init: str = "normal") -> nn.Module:
+    return ARCHS.get(arch).build_classifier(num_classes, head_init)
 
 
 def build_unet(arch: str, classes: int = 1) -> nn.Module:
@@ -92,12 +105,12 @@ def build_unet(arch: str, classes: int = 1) -> nn.Module:
     )
 
 
-def build_model(arch: str, task: str, num_classes: int) -> nn.Module:
+def build_model(arch: str, task: str, num_classes: int, head_init: str = "normal") -> nn.Module:
     """A classifier, or a U-Net for a dense task; the task (``benchxfer.tasks``) says how many outputs."""
     t = get_task(task)
     if t.dense:
         return build_unet(arch, classes=t.outputs(num_classes))
-    return build_classifier(arch, t.outputs(num_classes))
+    return build_classifier(arch, t.outputs(num_classes), head_init)
 
 
 def backbone_of(model: nn.Module) -> nn.Module:

@@ -61,6 +61,8 @@ def cells(spec: SweepSpec, init_arch: dict[str, str | None], tasks: dict[str, tu
         overrides = {**spec.overrides, **ds.overrides}
         knobs = recipe.resolve(overrides, where)
         check_names(knobs, where)
+        if spec.mode == "tune-then-repeat":
+            _check_search_has_val(knobs, ds, rname, where)
         arch = init_arch.get(init.name)
         if "arch" not in overrides and arch:
             knobs["arch"] = arch  # the init decides the architecture unless the sweep says otherwise
@@ -169,3 +171,17 @@ def make_plan(spec_or_path: SweepSpec | str | Path, zoo_override: str | None = N
         init_arch[entry.name] = cfg.arch
     cell_list = cells(spec, init_arch, tasks)
     return Plan(spec, cell_list, expand(spec, cell_list, roots), roots, to_pretrain)
+
+
+def _check_search_has_val(knobs: dict, ds, recipe: str, where: str) -> None:
+    """The lr search minimises the validation loss: refuse a cell that has no validation set."""
+    from benchxfer.data import get_dataset
+    from benchxfer.recipes.config import KNOBS
+    from benchxfer.train.sampling import validation_set
+
+    select = knobs.get("select", KNOBS["select"])
+    if not validation_set(select, get_dataset(ds.name).splits, ds.options):
+        raise BenchxferError(
+            f"{where}: the lr search (mode tune-then-repeat) minimises the validation loss, but recipe "
+            f"{recipe!r} on {ds.name} has no validation set; give the dataset option val_fraction > 0, "
+            f"or use mode grid")

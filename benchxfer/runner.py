@@ -84,6 +84,9 @@ def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: 
         cluster.raise_if_stuck()  # the placement watcher stopped the experiment: say why, exit non-zero
     results = [r.to_dict() for t in trials if (r := TrialDir.of(spec.name, t.key).result())]
     failed = len(trials) - len(results)
+    from benchxfer.report_mlflow import publish
+
+    publish(spec.name, tracking_uri, echo=echo)  # one line, never raises
     recorder.finish("FINISHED" if not failed else "FAILED")
     echo(f"\n{len(results)} of {len(trials)} trials finished" + (f", {failed} failed or unfinished "
          f"(see `benchxfer status {spec.name}`)." if failed else "."))

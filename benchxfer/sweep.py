@@ -146,6 +146,8 @@ def run_trial(config: dict[str, Any]) -> None:
     runtime = Runtime(trial_dir=str(tdir.path), tracking_uri=launch.tracking_uri if run_id else None,
                       run_id=run_id, threads=max(1, int(launch.cpus_per_worker)),
                       record_shards=launch.record_shards, env=ctx.env, finish=ctx.finish)
+    if run_id:
+        _log_dataset(trial, run_id, launch.tracking_uri)
     try:
         if launch.use_torch_trainer():
             _fit_with_torch_trainer(trial, runtime.with_session("train"), launch)
@@ -160,6 +162,27 @@ def run_trial(config: dict[str, Any]) -> None:
         raise
     if tdir.result() is None:
         raise TrialFailed(f"trial {trial.key} ended without a result")
+    if run_id:
+        try:
+            from benchxfer.report_mlflow import link_checkpoint
+
+            link_checkpoint(run_id, tdir.path / "checkpoints", tracking_uri=launch.tracking_uri)
+        except Exception as err:  # noqa: BLE001 -- logging the weights never fails a finished trial
+            log.warning("%s: checkpoint not linked in MLflow (%s)", trial.key, err)
+
+
+def _log_dataset(trial: Trial, run_id: str, tracking_uri: str) -> None:
+    """The trial's dataset (lists, sizes, digests) as its MLflow run's input; a failure only warns."""
+    c = trial.config
+    if not c.get("dataset"):
+        return
+    try:
+        from benchxfer.report_mlflow import describe_dataset, log_dataset_input
+
+        log_dataset_input(run_id, describe_dataset(c["dataset"], c["root"], shot=c["shot"], seed=c["seed"],
+                                                   **c["dataset_options"]), tracking_uri=tracking_uri)
+    except Exception as err:  # noqa: BLE001
+        log.warning("%s: dataset not logged in MLflow (%s)", trial.key, err)
 
 
 def _fit_with_torch_trainer(trial: Trial, runtime: Runtime, launch: Launch) -> None:

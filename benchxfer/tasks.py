@@ -12,9 +12,9 @@ from typing import Any, Callable
 
 from benchxfer.registry import Registry
 
-# The binary task's head: 1 logit with BCE (today), or 2 outputs with cross-entropy (the study's rule).
+# The binary task's head: 2 outputs with cross-entropy (the second study's rule), or 1 logit with BCE.
 # This one number decides it; every other binary fact below follows from it.
-BINARY_OUTPUTS = 1
+BINARY_OUTPUTS = 2
 
 
 def _sigmoid(logits: Any) -> Any:
@@ -59,6 +59,7 @@ TASKS.add("binary", Task("binary", lambda n: BINARY_OUTPUTS, "bce" if BINARY_OUT
                          _sigmoid if BINARY_OUTPUTS == 1 else _softmax, _logit if BINARY_OUTPUTS == 1 else _log,
                          score_column=BINARY_OUTPUTS - 1))
 TASKS.add("segmentation", Task("segmentation", lambda n: 1, "dice", "dice", "mask", _sigmoid, _logit, dense=True))
+CLASSIFICATION = tuple(n for n, t in TASKS.items() if not t.dense)  # the tasks a classifier head trains
 # Pre-training merges sources on their common labels: one multi-label head.
 PRETRAIN_TASK = TASKS.get("multilabel")
 

@@ -123,6 +123,9 @@ class TrialResult:
     status: str = "finished"
     error: str | None = None
     zoo_path: str | None = None  # pre-training: where the backbone went
+    selected: str = "best-val"  # the weights tested: "best-val" (epoch best_epoch) or "last" (step last_step)
+    last_step: int | None = None  # the optimiser step whose weights were tested, when selected is "last"
+    environment: dict[str, Any] = dataclasses.field(default_factory=dict)  # threads, CPU, torch version
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

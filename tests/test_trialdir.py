@@ -15,6 +15,7 @@ RESULT = {
     "task": "multilabel", "shot": None, "lr": 0.001, "seed": 0, "metric": "auroc", "value": 0.7,
     "test": {"auroc": 0.7}, "best_epoch": 1, "epochs_run": 2, "epochs_started": 3, "status": "finished",
     "error": None, "wall_seconds": 1.5, "accelerator_hours": 0.0, "mlflow_run_id": None, "best_val_loss": 0.4,
+    "selected": "best-val", "last_step": None, "environment": {"threads": 1, "torch": "2"},
 }
 
 

@@ -100,9 +100,12 @@ def bce_dice(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | No
 
 
 def loss_for(name: str, task: str) -> LossFn:
-    """``auto`` picks BCE for multi-label and binary tasks, cross-entropy for multi-class, Dice for masks."""
+    """``auto`` is the task's own loss (``benchxfer.tasks``: BCE multi-label, cross-entropy multi-class and
+    binary, Dice for masks)."""
     if name == "auto":
-        name = {"multilabel": "bce", "binary": "bce", "multiclass": "ce", "segmentation": "dice"}[task]
+        from benchxfer.tasks import get_task
+
+        name = get_task(task).loss
     return LOSSES.get(name)
 
 

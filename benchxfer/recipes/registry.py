@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchxfer.errors import BenchxferError
-from benchxfer.recipes.config import check_knobs
+from benchxfer.recipes.config import KNOBS, check_knobs
 from benchxfer.registry import Registry
+from benchxfer.tasks import CLASSIFICATION, PRETRAIN_TASK, TASKS, get_task
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,7 @@ def list_recipes() -> list[Recipe]:
 
 def recipe_for_task(task: str) -> str:
     """The default recipe for a task, used when a sweep says ``recipe: auto``."""
-    return "systematic-seg" if task == "segmentation" else "systematic-cls"
-
-
-CLASSIFICATION = ("multilabel", "binary", "multiclass")
+    return "systematic-seg" if get_task(task).dense else "systematic-cls"
 
 register_recipe(Recipe(
     name="systematic-cls",
@@ -60,7 +58,7 @@ register_recipe(Recipe(
     name="systematic-seg",
     description="First study, segmentation: U-Net with the init in its encoder, Adam, cosine lr per epoch, "
                 "early stopping 20, loss 1 - soft Dice (override loss: bce for vessels).",
-    tasks=("segmentation",),
+    tasks=tuple(n for n, t in TASKS.items() if t.dense),
     default_lr=1e-3,
     defaults=dict(arch="resnet50", size=224, batch_size=32, epochs=200, optimizer="adam", schedule="cosine-epoch",
                   stopping="early", patience=20, loss="dice", augment="systematic-seg", normalization="init"),
@@ -68,14 +66,17 @@ register_recipe(Recipe(
 
 register_recipe(Recipe(
     name="bit-hyperrule",
-    description="Second study, fine-tuning BiT: SGD momentum 0.9, base lr 0.001 with adaptive gradient "
-                "clipping 0.01 (every config of the study), step schedule by training-set size with linear "
-                "warm-up, MixUp 0.1 from 20k examples, batch 128, no weight decay.",
+    description="Second study, fine-tuning BiT: SGD momentum 0.9 with Nesterov, base lr 0.001 with adaptive "
+                "gradient clipping 0.01 on all but the new head (every config of the study), step schedule by "
+                "training-set size with linear warm-up, MixUp 0.1 from 20k examples, batch 128 (drawn with "
+                "replacement from smaller sets), no weight decay, head with PyTorch's default init, the last "
+                "step tested (no validation split), class-balanced sampling for COVIDx full data.",
     tasks=CLASSIFICATION,
     default_lr=0.001,
-    defaults=dict(arch="bit-r50x1", size=480, batch_size=128, epochs=100000, optimizer="sgd", momentum=0.9,
-                  weight_decay=0.0, schedule="bit-hyperrule", stopping="steps", loss="auto",
-                  augment="bit-hyperrule", normalization="init", mixup=-1.0, agc=0.01),
+    defaults=dict(arch="bit-r50x1", size=480, batch_size=128, epochs=100000, optimizer="sgd-nesterov",
+                  momentum=0.9, weight_decay=0.0, schedule="bit-hyperrule", stopping="steps", loss="auto",
+                  augment="bit-hyperrule", normalization="init", mixup=-1.0, agc=0.01, select="last",
+                  head_init="default", full_batches=True, balance="auto"),
 ))
 
 register_recipe(Recipe(
@@ -83,7 +84,7 @@ register_recipe(Recipe(
     description="Supervised multi-label pre-training on merged chest X-ray sources (the second study's chest "
                 "recipe): SGD Nesterov + AGC, lr 0.01 x batch/256, wd 1e-4, 15 warm-up epochs, lr / 10 at "
                 "epochs 30, 60, 80; 90 epochs; 0.5/0.5 inputs; missing and uncertain labels masked.",
-    tasks=("multilabel",),
+    tasks=(PRETRAIN_TASK.name,),
     default_lr=0.01,
     defaults=dict(arch="resnet50", size=224, batch_size=256, epochs=90, optimizer="sgd-nesterov", momentum=0.9,
                   weight_decay=1e-4, schedule="warmup-step", warmup_epochs=15, base_batch=256, agc=0.01,
@@ -94,14 +95,16 @@ register_recipe(Recipe(
 def check_names(knobs: dict[str, Any], where: str) -> None:
     """Every knob that names a registered part must name a known one."""
     from benchxfer.data.transforms import NORMALISATIONS
-    from benchxfer.models import ARCHS
+    from benchxfer.models import ARCHS, HEAD_INITS
     from benchxfer.recipes.parts import LOSSES, OPTIMIZERS, STOPPING
     from benchxfer.recipes.schedules import SCHEDULES
+    from benchxfer.train.sampling import BALANCE, SELECT
 
     for key, reg, extra in (("arch", ARCHS, ()), ("optimizer", OPTIMIZERS, ()), ("schedule", SCHEDULES, ()),
-                            ("loss", LOSSES, ("auto",)), ("stopping", STOPPING, ()),
+                            ("loss", LOSSES, ("auto",)), ("stopping", STOPPING, ()), ("head_init", HEAD_INITS, ()),
+                            ("select", None, SELECT), ("balance", None, BALANCE),
                             ("normalization", None, ("init", *NORMALISATIONS.names()))):
-        value = knobs[key]
+        value = knobs.get(key, KNOBS[key])
         known = [*extra, *(reg.names() if reg is not None else [])]
         if value not in known:
             raise BenchxferError(f"{where}: unknown {key} {value!r}; known: {', '.join(known)}")

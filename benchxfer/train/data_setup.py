@@ -13,9 +13,8 @@ from benchxfer import data, zoo
 from benchxfer.recipes import TrainConfig
 from benchxfer.recipes.schedules import bit_mixup
 from benchxfer.tasks import PRETRAIN_TASK
+from benchxfer.train.sampling import DrawnSampler, balanced, class_weights, validation_set
 from benchxfer.zoo.inits import IMAGENET_MEAN, IMAGENET_STD
-
-CXR_MEAN, CXR_STD = (0.5056,) * 3, (0.252,) * 3
 
 
 class Indexed(Dataset):
@@ -33,10 +32,9 @@ class Indexed(Dataset):
 
 
 def normalisation(cfg: TrainConfig) -> tuple[Sequence[float], Sequence[float]]:
-    if cfg.normalization == "imagenet":
-        return IMAGENET_MEAN, IMAGENET_STD
-    if cfg.normalization == "cxr":
-        return CXR_MEAN, CXR_STD
+    """A name in ``data.transforms.NORMALISATIONS``, or ``init``: the init's own mean/std (ImageNet for scratch)."""
+    if cfg.normalization != "init":
+        return data.transforms.NORMALISATIONS.get(cfg.normalization)
     if cfg.init == "scratch":
         return IMAGENET_MEAN, IMAGENET_STD
     init = zoo.get_init(cfg.init)
@@ -46,7 +44,7 @@ def normalisation(cfg: TrainConfig) -> tuple[Sequence[float], Sequence[float]]:
 @dataclass
 class RunData:
     train: Dataset
-    val: Dataset
+    val: Dataset | None  # None: no validation set (the last step is tested, the train loss is monitored)
     test: Dataset | None
     task: str  # a name in benchxfer.tasks.TASKS
     num_classes: int  # classes of the dataset; the task turns them into head outputs
@@ -54,6 +52,9 @@ class RunData:
     metrics: tuple[str, ...]
     auroc_columns: list[int] | None  # CheXpert: AUROC over the 5 competition classes only
     mixup: float
+    balance: bool = False  # class-balanced oversampling of the training set
+
+
 
 
 def build_data(cfg: TrainConfig) -> RunData:
@@ -75,12 +76,15 @@ def build_data(cfg: TrainConfig) -> RunData:
 
     def tf(train: bool, tencrop: bool = False):
         return data.transforms.build(cfg.augment, train=train, size=cfg.size, mean=mean, std=std, task=task,
-                                     tencrop=tencrop)
+                                     tencrop=tencrop, dataset=cfg.dataset)
 
+    use_val = validation_set(cfg.select, dcfg.splits, cfg.dataset_options)
+    if not use_val and "val_fraction" in dcfg.options and "val_fraction" not in common:
+        common["val_fraction"] = 0.0  # no validation set: carve none from the training data
     train = data.open_dataset(cfg.dataset, cfg.root, "train", transform=tf(True), shots=cfg.shot,
                               seed=cfg.seed, **common)
     common.pop("fraction", None)  # a label fraction applies to the training list only
-    val = data.open_dataset(cfg.dataset, cfg.root, "val", transform=tf(False), **common)
+    val = data.open_dataset(cfg.dataset, cfg.root, "val", transform=tf(False), **common) if use_val else None
     test = data.open_dataset(cfg.dataset, cfg.root, "test", transform=tf(False, cfg.tencrop), **common)
     classes = list(getattr(train, "classes", None) or dcfg.classes)
     num_classes = len(classes)
@@ -88,17 +92,30 @@ def build_data(cfg: TrainConfig) -> RunData:
     if dcfg.eval_classes:
         columns = [classes.index(c) for c in dcfg.eval_classes]
     mix = cfg.mixup if cfg.mixup >= 0 else bit_mixup(len(train))  # -1: BiT-HyperRule's rule
-    return RunData(train, val, test, task, num_classes, dcfg.metric, tuple(dcfg.metrics), columns, mix)
+    return RunData(train, val, test, task, num_classes, dcfg.metric, tuple(dcfg.metrics), columns, mix,
+                   balanced(cfg.balance, cfg.dataset, cfg.shot))
 
 
 def per_worker_batch(global_batch: int, world: int) -> int:
     return max(1, global_batch // world)
 
 
-def train_loader(ds: Dataset, cfg: TrainConfig, rank: int, world: int, pin: bool) -> tuple[DataLoader, DistributedSampler]:
-    """A loader over this worker's shard. The shard and its order come from (seed, epoch) only, so a
-    resumed run sees exactly the batches an uninterrupted one would."""
-    sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=False)
+def train_sampler(ds: Dataset, cfg: TrainConfig, rank: int, world: int, balance: bool = False):
+    """This worker's sampler: class-balanced draws (weights n / count(class), n per epoch), a full batch drawn
+    with replacement when the set is smaller than the batch (``full_batches``), or the shuffled shard.
+    Each comes from (seed, epoch) only, so a resumed run sees exactly the batches an uninterrupted one would."""
+    n = len(ds)  # type: ignore[arg-type]
+    if balance:
+        return DrawnSampler(n, n, rank, world, cfg.seed, weights=class_weights(list(ds.targets)))  # type: ignore[attr-defined]
+    if cfg.full_batches and n < cfg.batch_size:
+        return DrawnSampler(n, cfg.batch_size, rank, world, cfg.seed)
+    return DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=False)
+
+
+def train_loader(ds: Dataset, cfg: TrainConfig, rank: int, world: int, pin: bool,
+                 balance: bool = False) -> tuple[DataLoader, Any]:
+    """A loader over this worker's shard (see :func:`train_sampler`)."""
+    sampler = train_sampler(ds, cfg, rank, world, balance)
     bs = per_worker_batch(cfg.batch_size, world)
     gen = torch.Generator()
     gen.manual_seed(cfg.seed)
@@ -116,6 +133,8 @@ def eval_loader(ds: Dataset, cfg: TrainConfig, rank: int, world: int, pin: bool)
 
 
 def steps_per_epoch(n: int, cfg: TrainConfig, world: int) -> int:
+    """Steps of one epoch: full per-worker batches over the shard, or one step when the set is smaller than
+    a batch (then, with ``full_batches``, that step draws a full batch with replacement)."""
     bs = per_worker_batch(cfg.batch_size, world)
     per_worker = math.ceil(n / world)
     steps = per_worker // bs if per_worker > bs else 1

@@ -3,8 +3,10 @@
 ``train_run(cfg, runtime)`` runs one trial: :func:`set_up` (data, model, optimiser, schedule, stopping),
 :func:`restore` (the last epoch checkpoint, if any), then per epoch :func:`train_one_epoch`,
 :func:`evaluate` (the whole validation set, gathered over workers) and :func:`end_of_epoch` (schedule,
-stopping, checkpoint, MLflow, progress), and at the end :func:`finish` (the best epoch's weights on the
-test set, the finish hook, ``result.json``). Ray Train's TorchTrainer calls it through
+stopping, checkpoint, MLflow, progress), and at the end :func:`finish` (the weights the recipe's ``select``
+names -- the best validation epoch's, or the last step's -- on the test set, the finish hook,
+``result.json``). Without a validation set the epoch's train loss is what the schedule and stopping rule
+watch, and the last step is tested. Ray Train's TorchTrainer calls it through
 :func:`train_loop_per_worker` on each worker (DDP); a 1-worker trial may run it inside its Tune trial;
 ``benchxfer train`` runs it in-process. Every file of the trial's folder goes through
 :class:`benchxfer.trialdir.TrialDir`.
@@ -16,6 +18,7 @@ import contextlib
 import json
 import logging
 import math
+import platform
 import random
 import time
 from dataclasses import dataclass, field
@@ -37,6 +40,7 @@ from benchxfer.train.checkpoint import CheckpointStore, rng_state, set_rng_state
 from benchxfer.train.data_setup import RunData, build_data, eval_loader, steps_per_epoch, train_loader
 from benchxfer.train.session import SESSIONS, Runtime, Session
 from benchxfer.trialdir import Failure, Progress, TrialDir, TrialFailed, TrialResult
+from benchxfer.zoo.backbone import HEAD_PREFIXES
 
 log = logging.getLogger("benchxfer")
 
@@ -119,6 +123,20 @@ def evaluate(model: nn.Module, loader, rd: RunData, loss_fn, sess: Session, auto
     return out
 
 
+# --- adaptive gradient clipping ------------------------------------------------------------------
+
+def clipped_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """What AGC clips: every parameter except the new classification head (the second study's rule)."""
+    return [p for name, p in _unwrap(model).named_parameters() if not name.startswith(HEAD_PREFIXES)]
+
+
+def clip_gradients(params: list[nn.Parameter], clip: float) -> None:
+    """timm's adaptive gradient clipping (unit-wise, eps 1e-3) at ratio ``clip``."""
+    from timm.utils.agc import adaptive_clip_grad
+
+    adaptive_clip_grad(params, clip_factor=clip, eps=1e-3)
+
+
 # --- the run, in steps -------------------------------------------------------------------------------
 
 @dataclass
@@ -135,6 +153,7 @@ class Run:
     model: nn.Module
     loss_fn: Callable
     opt: torch.optim.Optimizer
+    clipped: list[nn.Parameter]  # what AGC clips: every parameter but the new head
     sched: Any
     stopper: Any
     scaler: torch.amp.GradScaler
@@ -176,10 +195,11 @@ def set_up(cfg: TrainConfig, runtime: Runtime) -> Run:
     seed_everything(cfg.seed)
     rd = build_data(cfg)
     task = get_task(rd.task)
-    model = models.build_model(cfg.arch, rd.task, rd.num_classes)  # head init from the trial's seed
+    model = models.build_model(cfg.arch, rd.task, rd.num_classes, cfg.head_init)  # head from the trial's seed
     if cfg.init != "scratch":
         _, path = zoo.resolve_init(cfg.init)
         zoo.apply_backbone(model, zoo.load_backbone(path, arch=cfg.arch))
+    clipped = clipped_parameters(model)
     use_cl = cuda and cfg.channels_last
     model = models.channels_last(model.to(sess.device), use_cl)
     if sess.world > 1:
@@ -208,7 +228,7 @@ def set_up(cfg: TrainConfig, runtime: Runtime) -> Run:
     failure = folder.failure()
     if failure is not None and failure.final:
         raise TrialFailed(failure.reason)
-    return Run(cfg, runtime, sess, folder, tlog, rd, task, model, loss_fn, opt, sched, stopper, scaler, autocast,
+    return Run(cfg, runtime, sess, folder, tlog, rd, task, model, loss_fn, opt, clipped, sched, stopper, scaler, autocast,
                names, epochs, max_steps, spe, use_cl, CheckpointStore(folder.checkpoints), started)
 
 
@@ -255,10 +275,8 @@ def train_one_epoch(run: Run, loader, sampler, epoch: int) -> float:
         run.opt.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
         if cfg.agc > 0:
-            from timm.utils.agc import adaptive_clip_grad
-
             run.scaler.unscale_(run.opt)
-            adaptive_clip_grad(run.model.parameters(), clip_factor=cfg.agc)
+            clip_gradients(run.clipped, cfg.agc)
         run.scaler.step(run.opt)
         run.scaler.update()
         if run.sched.per_step:
@@ -285,13 +303,15 @@ def end_of_epoch(run: Run, epoch: int, train_loss: float, val: dict[str, float])
     """Step the schedule and the stopping rule, keep the best weights, and on rank 0 save the checkpoint, log
     the epoch to MLflow and write the progress; report to Ray."""
     lr_now = current_lr(run.opt)
+    watched = val["loss"] if val else train_loss  # no validation set: the train loss
     if not run.sched.per_step:
-        run.sched.scheduler.step(val["loss"]) if run.sched.on_metric else run.sched.scheduler.step()
-    if run.stopper.update(val["loss"]):
+        run.sched.scheduler.step(watched) if run.sched.on_metric else run.sched.scheduler.step()
+    if run.stopper.update(watched):
         run.best_epoch = epoch
-        run.best_state = {k: v.detach().cpu().clone() for k, v in _unwrap(run.model).state_dict().items()}
-    row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val["loss"], "lr": lr_now,
-           **{f"val_{k}": v for k, v in val.items() if k != "loss"}}
+        if run.cfg.select == "best-val" and val:
+            run.best_state = {k: v.detach().cpu().clone() for k, v in _unwrap(run.model).state_dict().items()}
+    row = {"epoch": epoch, "train_loss": train_loss, "lr": lr_now,
+           **{f"val_{k}": v for k, v in val.items()}}
     run.history.append(row)
     if run.sess.is_main:
         run.store.save(epoch, {
@@ -304,12 +324,14 @@ def end_of_epoch(run: Run, epoch: int, train_loss: float, val: dict[str, float])
         run.tlog.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
         best = run.history[run.best_epoch] if run.best_epoch >= 0 else None
         run.folder.write_progress(Progress(epoch, run.best_epoch, run.epochs, best))
-    run.sess.report(row | {"best_val_loss": run.stopper.best, "done": False})
+    run.sess.report(row | _best_val(run) | {"done": False})
 
 
 def finish(run: Run) -> TrialResult:
-    """Test the best epoch's weights, run the finish hook, and on rank 0 log the end and write ``result.json``."""
+    """Test the selected weights (the best validation epoch's, or the last step's), run the finish hook, and on
+    rank 0 log the end and write ``result.json``."""
     cfg, sess, rd = run.cfg, run.sess, run.rd
+    selected = "best-val" if run.best_state is not None else "last"
     if run.best_state is not None:
         _unwrap(run.model).load_state_dict(run.best_state)
     test: dict[str, float] = {}
@@ -326,7 +348,8 @@ def finish(run: Run) -> TrialResult:
         best_epoch=run.best_epoch, epochs_run=len(run.history),
         epochs_started=len(run.folder.epochs_started()) if sess.is_main else None,
         wall_seconds=wall, accelerator_hours=accel, mlflow_run_id=run.runtime.run_id,
-        best_val_loss=run.stopper.best if math.isfinite(run.stopper.best) else None,
+        best_val_loss=run.stopper.best if rd.val is not None and math.isfinite(run.stopper.best) else None,
+        selected=selected, last_step=run.step if selected == "last" else None, environment=environment(sess),
     )
     if sess.is_main:
         if run.runtime.finish is not None:
@@ -336,11 +359,10 @@ def finish(run: Run) -> TrialResult:
             "accelerator_hours": accel}, step=max(run.epoch, 0))
         run.tlog.log_text(_curves_csv(run.history), "learning_curves.csv")
         run.tlog.log_text(json.dumps(cfg.to_dict(), indent=1, default=str), "trial_config.json")
-        run.tlog.set_tags({STATUS: "finished"})
+        run.tlog.set_tags({STATUS: "finished", **{f"env.{k}": str(v) for k, v in result.environment.items()}})
         run.folder.write_result(result)
         run.tlog.close("FINISHED")
-    sess.report({f"test_{k}": v for k, v in test.items()} | {"done": True, "epoch": run.epoch,
-                                                              "best_val_loss": run.stopper.best})
+    sess.report({f"test_{k}": v for k, v in test.items()} | {"done": True, "epoch": run.epoch} | _best_val(run))
     return result
 
 
@@ -348,15 +370,15 @@ def train_run(cfg: TrainConfig, runtime: Runtime) -> TrialResult:
     """Train, validate and test one trial (or continue it from its last checkpoint); returns its result."""
     run = set_up(cfg, runtime)
     restore(run)
-    train_dl, sampler = train_loader(run.rd.train, cfg, run.sess.rank, run.sess.world, run.cuda)
-    val_dl = eval_loader(run.rd.val, cfg, run.sess.rank, run.sess.world, run.cuda)
+    train_dl, sampler = train_loader(run.rd.train, cfg, run.sess.rank, run.sess.world, run.cuda, run.rd.balance)
+    val_dl = eval_loader(run.rd.val, cfg, run.sess.rank, run.sess.world, run.cuda) if run.rd.val is not None else None
     run.epoch = run.next_epoch - 1
     for epoch in range(run.next_epoch, run.epochs):
         run.epoch = epoch
         if run.done():
             break
         train_loss = train_one_epoch(run, train_dl, sampler, epoch)
-        val = evaluate(run.model, val_dl, run.rd, run.loss_fn, run.sess, run.autocast, run.names)
+        val = evaluate(run.model, val_dl, run.rd, run.loss_fn, run.sess, run.autocast, run.names) if val_dl else {}
         end_of_epoch(run, epoch, train_loss, val)
     return finish(run)
 
@@ -364,6 +386,24 @@ def train_run(cfg: TrainConfig, runtime: Runtime) -> TrialResult:
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train's entry point (one dict): the typed :func:`train_run` behind it."""
     train_run(TrainConfig.from_dict(config["cfg"]), config["runtime"])
+
+
+def _best_val(run: Run) -> dict[str, float]:
+    """The lr search's objective, where a validation set exists."""
+    return {"best_val_loss": run.stopper.best} if run.rd.val is not None else {}
+
+
+def environment(sess: Session) -> dict[str, Any]:
+    """What makes runs on different machines differ: torch threads and version, the CPU and its kernels."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    env = {"threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+           "cpu_model": cpu, "torch": torch.__version__}
+    if sess.device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(sess.device)
+    return env
 
 
 def _curves_csv(history: list[dict]) -> str:

@@ -1,0 +1,73 @@
+"""Which training samples a step sees: the shuffled shard, full batches drawn with replacement, or
+class-balanced oversampling; and which weights a run tests. torch loads only when a sampler is made.
+
+Every draw comes from a generator seeded with (seed, epoch), and each worker takes its slice of the one
+global draw, so a resumed run sees exactly the samples an uninterrupted one would, and the workers of a DDP
+run together see one full batch per step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+SELECT = ("best-val", "last")  # the weights tested: the best validation loss's, or the last step's
+BALANCE = ("none", "class", "auto")  # "auto": the dataset's own rule, AUTO_BALANCED
+# The second study oversampled COVIDx to balanced classes in its full-data runs (never in few-shot runs).
+AUTO_BALANCED = frozenset({"covidx"})
+
+
+def validation_set(select: str, splits: Sequence[str], options: dict[str, Any]) -> bool:
+    """Does a run have a validation set? Only where best-val selection wants one or ``val_fraction`` asks for
+    one, and the dataset's protocol has a val split or ``val_fraction`` > 0 carves one."""
+    carve = float(options.get("val_fraction", 0) or 0) > 0
+    return (select == "best-val" or carve) and ("val" in splits or carve)
+
+
+def class_weights(labels: Sequence[int]) -> list[float]:
+    """The study's weighted random sampler: sample i weighs n / count(class of i)."""
+    counts: dict[int, int] = {}
+    for y in labels:
+        counts[int(y)] = counts.get(int(y), 0) + 1
+    n = len(labels)
+    return [n / counts[int(y)] for y in labels]
+
+
+def balanced(balance: str, dataset: str, shot: int | None) -> bool:
+    """Class-balanced oversampling for this run? Full-data runs only; ``auto`` follows the dataset."""
+    if shot:
+        return False
+    return balance == "class" or (balance == "auto" and dataset in AUTO_BALANCED)
+
+
+class DrawnSampler:
+    """``num_samples`` indices per epoch drawn WITH replacement, uniformly (torch's ``RandomSampler``) or by
+    ``weights`` (torch's ``WeightedRandomSampler``), from a generator seeded with (seed, epoch); this worker
+    yields its slice ``rank::world`` of the global draw."""
+
+    def __init__(self, n: int, num_samples: int, rank: int, world: int, seed: int,
+                 weights: Sequence[float] | None = None):
+        self.n, self.num_samples, self.rank, self.world, self.seed = n, num_samples, rank, world, seed
+        self.weights = weights
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def draw(self) -> list[int]:
+        """The global draw of this epoch (all workers)."""
+        import torch
+        from torch.utils.data import RandomSampler, WeightedRandomSampler
+
+        gen = torch.Generator()
+        gen.manual_seed(self.seed * 1_000_003 + self.epoch)
+        if self.weights is not None:
+            sampler: Any = WeightedRandomSampler(self.weights, self.num_samples, replacement=True, generator=gen)
+        else:
+            sampler = RandomSampler(range(self.n), replacement=True, num_samples=self.num_samples, generator=gen)
+        return list(sampler)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.draw()[self.rank::self.world])
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.num_samples, self.world))
