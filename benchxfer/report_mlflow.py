@@ -183,8 +183,10 @@ def describe_dataset(name: str, root: str | Path, *, shot: int | None = None, se
     opts = {k: v for k, v in options.items() if k not in ("size_hint", "cache_dir")}
     frac = opts.pop("fraction", None)
     splits = {"train": data.open_dataset(name, root, "train", shots=shot, fraction=frac, seed=seed, **opts)}
+    carved = float(opts.get("val_fraction") or 0) > 0  # a val split carved from training where the set has none
     for split in ("val", "test"):
-        splits[split] = data.open_dataset(name, root, split, **opts)
+        if split in data.get_dataset(name).splits or (split == "val" and carved):
+            splits[split] = data.open_dataset(name, root, split, **opts)
     return dataset_facts(name, root, splits)
 
 

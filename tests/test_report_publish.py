@@ -173,3 +173,14 @@ def test_checkpoint_folder_links_its_best_weights(mlflow_uri, tmp_path):
     back = torch.load(client.download_artifacts(rid, "checkpoint/best_model.pt", str(tmp_path / "dl")),
                       weights_only=True)
     assert list(back) == ["w"] and torch.equal(back["w"], torch.zeros(2))
+
+
+def test_dataset_input_of_a_set_without_val_describes_its_own_splits(tmp_path):
+    """Tuberculosis (second study) has train and test only; the per-folder split is RandomState(42), 85 % train."""
+    root = synthetic.write("tuberculosis", tmp_path / "tb", n_train=20, n_val=0, n_test=0, size=32, seed=0)
+    pngs = sorted(root.glob("*/CXR_png/*.png"))
+    facts = describe_dataset("tuberculosis", root)
+    folders = {p.parent for p in pngs}
+    want_train = sum(int(0.85 * len([p for p in pngs if p.parent == f])) for f in folders)
+    assert facts.splits == {"train": want_train, "test": len(pngs) - want_train}
+    assert set(describe_dataset("tuberculosis", root, val_fraction=0.25).splits) == {"train", "val", "test"}
