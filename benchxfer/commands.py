@@ -50,8 +50,7 @@ def _summary(sweep: str, uri: str) -> None:
 
     try:
         df = results.load_runs(sweep, uri)
-        baseline = results.DEFAULT_BASELINE if results.DEFAULT_BASELINE in set(df["init"]) else None
-        click.echo("\n" + report.summarise(df, baseline=baseline).markdown())
+        click.echo("\n" + report.summarise(df, baseline=results.default_baseline(df)).markdown())
     except BenchxferError as err:
         click.echo(f"(no summary: {err})")
 

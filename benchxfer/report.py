@@ -28,7 +28,7 @@ from scipy import stats  # noqa: E402
 from benchxfer import figures  # noqa: E402
 from benchxfer.errors import BenchxferError  # noqa: E402
 from benchxfer.figures import FIG_DPI, PERCENT_METRICS  # noqa: E402,F401  (re-exported)
-from benchxfer.results import RunSet, write_runs  # noqa: E402
+from benchxfer.results import DEFAULT_BASELINE, RunSet, write_runs  # noqa: E402
 
 # test name -> equal_var of scipy.stats.ttest_ind
 TESTS: dict[str, bool] = {"welch": False, "student": True}
@@ -128,7 +128,7 @@ class Summary:
                 f"{n_unf} unfinished.")
 
 
-def summarise(df: pd.DataFrame, baseline: str | None = "imagenet", test: str = "welch",
+def summarise(df: pd.DataFrame, baseline: str | None = DEFAULT_BASELINE, test: str = "welch",
               errors: dict[str, str] | None = None, ddof: int = 1) -> Summary:
     """Aggregate a run table (results.RUN_COLUMNS) into the paper table; ``baseline=None``: no tests.
 
@@ -329,7 +329,7 @@ class Report:
     files: list[Path]
 
 
-def write_report(runs: RunSet, out_dir: str | Path, baseline: str | None = "imagenet", test: str = "welch",
+def write_report(runs: RunSet, out_dir: str | Path, baseline: str | None = DEFAULT_BASELINE, test: str = "welch",
                  title: str = "benchxfer report", ddof: int = 1, history: pd.DataFrame | None = None) -> Report:
     """Write runs.parquet/csv, summary.csv, table.md, the PNG figures and report.html into ``out_dir``.
 

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import click
 
-from benchxfer.results import RunSet, collect, collect_many, default_tracking_uri
+from benchxfer.results import DEFAULT_BASELINE, RunSet, collect, collect_many, default_baseline, default_tracking_uri
 
-_DEFAULT_BASELINE = "imagenet"
 # the keys of benchxfer.report.TESTS, which validates them again; not imported here so that
 # ``benchxfer --help`` does not load matplotlib and scipy
 _TEST_NAMES = ("welch", "student")
@@ -27,7 +26,7 @@ def _options(f):
     f = click.option("--test", type=click.Choice(_TEST_NAMES), default="welch", show_default=True,
                      help="t-test against the baseline: Welch's (unequal variances) or Student's.")(f)
     f = click.option("--baseline", default=None, metavar="INIT",
-                     help=f"Init to test against (default: {_DEFAULT_BASELINE!r} when present, else no tests).")(f)
+                     help=f"Init to test against (default: {DEFAULT_BASELINE!r} when present, else no tests).")(f)
     return f
 
 
@@ -35,7 +34,7 @@ def _baseline(runs: RunSet, asked: str | None) -> str | None:
     """An explicit --baseline must exist (summarise checks it); the default applies only when present."""
     if asked is not None:
         return asked
-    return _DEFAULT_BASELINE if (runs.frame["init"] == _DEFAULT_BASELINE).any() else None
+    return default_baseline(runs.frame)
 
 
 @contextlib.contextmanager

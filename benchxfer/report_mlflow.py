@@ -85,11 +85,11 @@ def _publish(sweep_name: str, tracking_uri: str | None, report: Any, baseline: s
     if report is not None:
         return _upload(client, uri, parent, report)
     from benchxfer.report import write_report
-    from benchxfer.results import collect, load_curves
+    from benchxfer.results import collect, default_baseline, load_curves
 
     runs = collect(sweep_name, uri)
     if baseline == "auto":
-        baseline = "imagenet" if (runs.frame["init"] == "imagenet").any() else None
+        baseline = default_baseline(runs.frame)
     with tempfile.TemporaryDirectory(prefix="benchxfer-report-") as tmp:
         rep = write_report(runs, tmp, baseline=baseline, test=test, ddof=ddof,
                            title=f"benchxfer report: {sweep_name}", history=load_curves(runs, uri))

@@ -44,6 +44,11 @@ RUN_DTYPES: dict[str, str] = {
 }
 # the init other inits are compared with when the report is not told otherwise
 DEFAULT_BASELINE = "imagenet"
+
+
+def default_baseline(frame) -> str | None:
+    """The baseline a report uses when not told: :data:`DEFAULT_BASELINE` where the runs have it, else none."""
+    return DEFAULT_BASELINE if (frame["init"] == DEFAULT_BASELINE).any() else None
 # statuses a row can carry; "unfinished" = listed in trials.json, no record yet
 STATUSES: tuple[str, ...] = ("finished", "failed", "running", "pending", "unfinished")
 # MLflow run status -> ours, used when the benchxfer.status tag is missing
