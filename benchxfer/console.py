@@ -1,0 +1,354 @@
+"""What a running sweep prints: benchxfer's own compact view of a Tune experiment, and Ray's noise in a file.
+
+:func:`tune_settings` gives a Tune experiment its ``TuneConfig`` / ``RunConfig`` arguments: trials named and
+foldered by their trial key, Tune's own progress tables off (``verbose=0``), and a :class:`ConsoleView`
+callback that shows counts (done / running / pending / failed), an ETA, and per running trial its key,
+epoch and current validation score. On a terminal the view is a rich ``Live`` panel; elsewhere (CI, pipes,
+``CliRunner``) it prints one line per trial start, finish or failure and a summary at most every
+``SUMMARY_EVERY_S`` seconds, never a line per epoch.
+
+While the experiment runs, the Python loggers of Ray, MLflow and their helpers, and the worker output and
+error messages Ray forwards to the driver, go to ``runs/<sweep>/logs/<experiment>.log``, named in the first
+line. ``--verbose`` (``verbose=True``) leaves all of that on the console, with Tune's own progress tables.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ray.tune import Callback
+
+from benchxfer import paths
+
+SUMMARY_EVERY_S = 60.0  # plain output: at most one summary line per this many seconds
+NOISY_LOGGERS = ("ray", "mlflow", "alembic", "urllib3", "filelock", "py.warnings")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]")
+MAX_DIRNAME = 200
+
+
+# --- names -----------------------------------------------------------------------------------------
+
+def trial_of(config: dict[str, Any]):
+    """The benchxfer :class:`~benchxfer.spec.Trial` a Tune config stands for (see :func:`benchxfer.sweep.point`)."""
+    return config["trial"]["at"].make(float(config["trial"]["lr"]))
+
+
+def trial_name(trial: Any) -> str:
+    """Tune's name for a trial: its benchxfer trial key."""
+    return trial_of(trial.config).key
+
+
+def trial_dirname(trial: Any) -> str:
+    """Tune's folder for a trial: its key, made filesystem-safe. A searched trial (whose lr the searcher may
+    pick twice) gets Tune's trial number too, so that two folders never coincide."""
+    from benchxfer.sweep import Planned
+
+    safe = _UNSAFE.sub("_", trial_name(trial))[:MAX_DIRNAME]
+    if isinstance(trial.config["trial"]["at"], Planned):
+        return safe
+    return f"{safe}-{str(trial.trial_id).rsplit('_', 1)[-1]}"
+
+
+# --- the state, without Ray ------------------------------------------------------------------------
+
+@dataclass
+class Running:
+    key: str
+    started: float
+    epochs: int | None = None
+    epoch: int | None = None  # last finished epoch, 1-based
+    score: tuple[str, float] | None = None  # (name, value) of the latest validation score
+
+
+@dataclass
+class Board:
+    """Counts, ETA and running trials of one experiment. Pure: every method takes ``now``."""
+
+    total: int
+    started: float
+    done: int = 0
+    failed: int = 0
+    running: dict[str, Running] = field(default_factory=dict)
+    durations: list[float] = field(default_factory=list)
+    slots: int = 1  # the most trials seen running at once
+
+    @property
+    def pending(self) -> int:
+        return max(0, self.total - self.done - self.failed - len(self.running))
+
+    def start(self, tid: str, key: str, now: float, epochs: int | None = None) -> None:
+        self.running[tid] = Running(key, now, epochs)
+        self.slots = max(self.slots, len(self.running))
+
+    def result(self, tid: str, epoch: int | None, score: tuple[str, float] | None) -> None:
+        if (r := self.running.get(tid)) is not None:
+            r.epoch = epoch if epoch is not None else r.epoch
+            r.score = score or r.score
+
+    def end(self, tid: str, now: float, ok: bool) -> Running | None:
+        r = self.running.pop(tid, None)
+        if ok:
+            self.done += 1
+            if r is not None:
+                self.durations.append(now - r.started)
+        else:
+            self.failed += 1
+        return r
+
+    def eta(self, now: float) -> float | None:
+        """Seconds left: the mean duration of the finished trials for each pending one, less the age of each
+        running one, spread over the slots seen in use. None until a trial has finished."""
+        if not self.durations:
+            return None
+        mean = sum(self.durations) / len(self.durations)
+        work = self.pending * mean + sum(max(0.0, mean - (now - r.started)) for r in self.running.values())
+        return work / self.slots
+
+    def counts(self, now: float) -> str:
+        eta = self.eta(now)
+        return (f"{self.done}/{self.total} done, {len(self.running)} running, {self.pending} pending, "
+                f"{self.failed} failed; elapsed {duration(now - self.started)}, "
+                f"ETA {'?' if eta is None else duration(eta)}")
+
+
+def duration(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``2h07m``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def running_line(r: Running) -> str:
+    epoch = "epoch -" if r.epoch is None else f"epoch {r.epoch}" + (f"/{r.epochs}" if r.epochs else "")
+    score = f"  {r.score[0]} {r.score[1]:.4f}" if r.score else ""
+    return f"{r.key}  {epoch}{score}"
+
+
+def val_score(result: dict[str, Any], metric: str | None) -> tuple[str, float] | None:
+    """The validation score a trial reported: ``val_<metric>``, else its validation loss."""
+    for name in ([f"val_{metric}"] if metric else []) + ["val_loss"]:
+        v = result.get(name)
+        if isinstance(v, (int, float)):
+            return name, float(v)
+    return None
+
+
+# --- where the noise goes --------------------------------------------------------------------------
+
+class NoiseToFile:
+    """Send the noisy loggers, and the worker output and errors Ray prints on the driver, to ``path``; undo on
+    :meth:`close`. Ray's printing is reached through ``ray._private.worker`` (no public API routes it): if
+    that module changes, the output stays on the console and nothing breaks."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.file = path.open("a", encoding="utf-8", buffering=1)
+        self.handler = logging.StreamHandler(self.file)
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.saved: list[tuple[logging.Logger, list[logging.Handler], bool]] = []
+        self._ray_print: Any = None
+
+    def open(self) -> None:
+        names = set(NOISY_LOGGERS) | {n for n in logging.root.manager.loggerDict
+                                      if n.split(".")[0] in NOISY_LOGGERS}
+        for name in sorted(names):
+            lg = logging.getLogger(name)
+            if name in NOISY_LOGGERS or lg.handlers:
+                self.saved.append((lg, lg.handlers[:], lg.propagate))
+                lg.handlers, lg.propagate = [self.handler], False
+        logging.captureWarnings(True)
+        self._route_ray_prints()
+
+    def _route_ray_prints(self) -> None:
+        try:
+            from ray._private import worker
+        except ImportError:
+            return
+        original = getattr(worker, "print_to_stdstream", None)
+        dispatcher = getattr(worker, "global_worker_stdstream_dispatcher", None)
+        if original is None or not hasattr(worker, "print_worker_logs"):
+            return
+
+        def to_file(data, ignore_prefix=False):
+            worker.print_worker_logs(data, self.file, ignore_prefix)
+
+        self._ray_print = (worker, original)
+        worker.print_to_stdstream = to_file  # error messages (actor deaths, ...) are printed through this
+        if dispatcher is not None and "ray_print_logs" in getattr(dispatcher, "handlers", {}):
+            dispatcher.remove_handler("ray_print_logs")
+            dispatcher.add_handler("ray_print_logs", to_file)
+            self._ray_print = (worker, original, dispatcher)
+
+    def close(self) -> None:
+        import functools
+
+        for lg, handlers, propagate in self.saved:
+            lg.handlers, lg.propagate = handlers, propagate
+        self.saved = []
+        logging.captureWarnings(False)
+        if self._ray_print is not None:
+            worker, original, *rest = self._ray_print
+            worker.print_to_stdstream = original
+            if rest:
+                rest[0].remove_handler("ray_print_logs")
+                ignore = worker._should_ignore_worker_log_prefix(worker.global_worker) \
+                    if hasattr(worker, "_should_ignore_worker_log_prefix") else False
+                rest[0].add_handler("ray_print_logs", functools.partial(original, ignore_prefix=ignore))
+            self._ray_print = None
+        self.file.flush()
+
+
+# --- the Tune callback -----------------------------------------------------------------------------
+
+class ConsoleView(Callback):
+    """benchxfer's view of one Tune experiment (see the module docstring)."""
+
+    def __init__(self, sweep: str, experiment: str, echo: Callable[[str], None] = print, *,
+                 live: bool | None = None, quiet: bool = True, every: float = SUMMARY_EVERY_S):
+        self.sweep, self.experiment, self.echo = sweep, experiment, echo
+        self.live = sys.stdout.isatty() if live is None else live
+        self.quiet, self.every = quiet, every
+        self.log_path = paths.sweep_dir(sweep) / "logs" / f"{experiment}.log"
+        self.board: Board | None = None
+        self.noise: NoiseToFile | None = None
+        self._live: Any = None
+        self._last_summary = 0.0
+        self._metric: dict[str, str | None] = {}
+
+    # Tune hooks ---------------------------------------------------------------------------------
+    def setup(self, stop=None, num_samples=None, total_num_samples=None, **info) -> None:
+        now = time.time()
+        self.board = Board(total=int(total_num_samples or num_samples or 0), started=now)
+        self._last_summary = now
+        if self.quiet:
+            self.noise = NoiseToFile(self.log_path)
+            self.noise.open()
+            self._log_session_folder()
+            self.echo(f"Tune experiment {self.experiment}: {self.board.total} trials; Ray and MLflow output "
+                      f"in {self.log_path}")
+        if self.live:
+            from rich.console import Console
+            from rich.live import Live
+
+            self._live = Live(self._render(), console=Console(), refresh_per_second=1, transient=False,
+                              get_renderable=self._render)
+            self._live.start()
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        t = trial_of(trial.config)
+        self._metric[trial.trial_id] = getattr(t, "metric", None)
+        self.board.start(trial.trial_id, t.key, time.time(), _epochs(t))
+        self._say(f"start   {t.key}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        epoch = result.get("epoch")
+        self.board.result(trial.trial_id, None if epoch is None or result.get("done") else int(epoch) + 1,
+                          val_score(result, self._metric.get(trial.trial_id)))
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        now = time.time()
+        r = self.board.end(trial.trial_id, now, ok=True)
+        last = trial.last_result or {}
+        metric = self._metric.get(trial.trial_id)
+        key = r.key if r else trial_name(trial)
+        if last.get("skipped"):
+            self._say(f"skip    {key} (finished before)")
+            return
+        test = last.get(f"test_{metric}")
+        score = f"  test_{metric} {test:.4f}" if isinstance(test, (int, float)) else ""
+        self._say(f"done    {key}{score}" + (f"  ({duration(now - r.started)})" if r else ""))
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        r = self.board.end(trial.trial_id, time.time(), ok=False)
+        key = r.key if r else trial_name(trial)
+        self._say(f"FAILED  {key}: {_reason(self.sweep, key)}")
+
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        now = time.time()
+        if not self.live and self.board and now - self._last_summary >= self.every:
+            self._last_summary = now
+            self.echo(f"        {self.board.counts(now)}")
+
+    def on_experiment_end(self, trials, **info) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+        if self.noise is not None:
+            self.noise.close()
+            self.noise = None
+        if self.board is not None:
+            self.echo(f"Tune experiment {self.experiment}: {self.board.counts(time.time())}")
+            self.board = None
+
+    def _say(self, line: str) -> None:
+        if self._live is not None:
+            self._live.console.print(line, markup=False, highlight=False)
+        else:
+            self.echo(line)
+
+    def _render(self):
+        from rich.table import Table
+
+        table = Table.grid(padding=(0, 2))
+        if self.board is None:
+            return table
+        table.add_row(self.board.counts(time.time()))
+        for r in self.board.running.values():
+            table.add_row("  " + running_line(r))
+        return table
+
+    def _log_session_folder(self) -> None:
+        try:
+            import ray
+
+            folder = ray._private.worker._global_node.get_session_dir_path()  # None when joined via ray://
+        except Exception:  # noqa: BLE001 - a client session or a Ray without this attribute
+            folder = None
+        logging.getLogger("ray").warning(
+            "benchxfer: workers' own stdout/stderr files are in %s", f"{folder}/logs" if folder else
+            "the Ray session folder of the head node (/tmp/ray/session_latest/logs)")
+
+
+def _epochs(trial: Any) -> int | None:
+    v = getattr(trial, "config", {}).get("epochs") if isinstance(getattr(trial, "config", None), dict) else None
+    return int(v) if isinstance(v, (int, float)) else None
+
+
+def _reason(sweep: str, key: str) -> str:
+    from benchxfer.trialdir import TrialDir
+
+    try:
+        failure = TrialDir.of(sweep, key).failure()
+    except Exception:  # noqa: BLE001 - an unreadable record must not stop the view
+        failure = None
+    return failure.reason if failure else "see `benchxfer status " + sweep + "`"
+
+
+# --- the one entry point for Tune experiments ------------------------------------------------------
+
+def tune_settings(sweep: str, verbose: bool = False, echo: Callable[[str], None] = print,
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(TuneConfig kwargs, RunConfig kwargs)`` for one Tune experiment of ``sweep``: trial names and folders
+    by trial key, the experiment's name (``<sweep>-NN``), and the console: benchxfer's view with Ray's noise in
+    a log file, or with ``verbose`` Ray's own full output."""
+    from benchxfer.sweep import tune_name
+
+    name = tune_name(sweep)
+    tune_kw = {"trial_name_creator": trial_name, "trial_dirname_creator": trial_dirname}
+    if verbose:
+        return tune_kw, {"name": name, "verbose": 1}  # Tune's tables, as before this view
+    return tune_kw, {"name": name, "verbose": 0, "callbacks": [ConsoleView(sweep, name, echo)]}
