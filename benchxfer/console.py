@@ -159,6 +159,8 @@ class NoiseToFile:
         self._ray_print: Any = None
 
     def open(self) -> None:
+        if self.saved:  # already open
+            return
         names = set(NOISY_LOGGERS) | {n for n in logging.root.manager.loggerDict
                                       if n.split(".")[0] in NOISY_LOGGERS}
         for name in sorted(names):
@@ -174,36 +176,32 @@ class NoiseToFile:
             from ray._private import worker
         except ImportError:
             return
-        original = getattr(worker, "print_to_stdstream", None)
-        dispatcher = getattr(worker, "global_worker_stdstream_dispatcher", None)
-        if original is None or not hasattr(worker, "print_worker_logs"):
+        if not (hasattr(worker, "print_to_stdstream") and hasattr(worker, "print_worker_logs")):
             return
 
         def to_file(data, ignore_prefix=False):
             worker.print_worker_logs(data, self.file, ignore_prefix)
 
-        self._ray_print = (worker, original)
-        worker.print_to_stdstream = to_file  # error messages (actor deaths, ...) are printed through this
-        if dispatcher is not None and "ray_print_logs" in getattr(dispatcher, "handlers", {}):
+        dispatcher = getattr(worker, "global_worker_stdstream_dispatcher", None)
+        forwarded = [h for h in getattr(dispatcher, "handlers", []) if h[0] == "ray_print_logs"]
+        self._ray_print = (worker, worker.print_to_stdstream, dispatcher, forwarded)
+        worker.print_to_stdstream = to_file  # the driver's error messages (actor deaths, ...) go through this
+        if forwarded:  # the workers' stdout/stderr, when Ray forwards them to the driver (log_to_driver)
             dispatcher.remove_handler("ray_print_logs")
             dispatcher.add_handler("ray_print_logs", to_file)
-            self._ray_print = (worker, original, dispatcher)
 
     def close(self) -> None:
-        import functools
-
         for lg, handlers, propagate in self.saved:
             lg.handlers, lg.propagate = handlers, propagate
         self.saved = []
         logging.captureWarnings(False)
         if self._ray_print is not None:
-            worker, original, *rest = self._ray_print
+            worker, original, dispatcher, forwarded = self._ray_print
             worker.print_to_stdstream = original
-            if rest:
-                rest[0].remove_handler("ray_print_logs")
-                ignore = worker._should_ignore_worker_log_prefix(worker.global_worker) \
-                    if hasattr(worker, "_should_ignore_worker_log_prefix") else False
-                rest[0].add_handler("ray_print_logs", functools.partial(original, ignore_prefix=ignore))
+            if forwarded:
+                dispatcher.remove_handler("ray_print_logs")
+                for name, handler in forwarded:
+                    dispatcher.add_handler(name, handler)
             self._ray_print = None
         self.file.flush()
 

@@ -56,14 +56,22 @@ def test_noise_goes_to_the_file_and_comes_back(tmp_path, capsys):
     noise = console.NoiseToFile(tmp_path / "logs" / "x.log")
     ray_log = logging.getLogger("ray.tune.test_console")
     before = logging.getLogger("ray").handlers[:]
+    from ray._private import worker
+
+    original = worker.print_to_stdstream
     noise.open()
     ray_log.warning("token authentication is disabled")
     logging.getLogger("mlflow").warning("mlflow says hello")
+    # what Ray's driver prints of an actor's death goes through this function (listen_error_messages)
+    worker.print_to_stdstream({"lines": ["actor died: preemption watcher"], "pid": "raylet", "is_err": False},
+                              ignore_prefix=False)
     noise.close()
     text = (tmp_path / "logs" / "x.log").read_text()
     assert "token authentication is disabled" in text and "mlflow says hello" in text
-    assert "token authentication" not in capsys.readouterr().err
-    assert logging.getLogger("ray").handlers == before
+    assert "actor died: preemption watcher" in text
+    out = capsys.readouterr()
+    assert "token authentication" not in out.err and "actor died" not in out.out + out.err
+    assert logging.getLogger("ray").handlers == before and worker.print_to_stdstream is original
 
 
 # -- a real sweep through the CLI ---------------------------------------------------------------
