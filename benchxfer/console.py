@@ -238,7 +238,7 @@ class ConsoleView(Callback):
             from rich.console import Console
             from rich.live import Live
 
-            self._live = Live(self._render(), console=Console(), refresh_per_second=1, transient=False,
+            self._live = Live(self._render(), console=Console(), refresh_per_second=1, transient=True,
                               get_renderable=self._render)
             self._live.start()
 
@@ -313,12 +313,12 @@ class ConsoleView(Callback):
         try:
             import ray
 
-            folder = ray._private.worker._global_node.get_session_dir_path()  # None when joined via ray://
+            folder = ray._private.worker._global_node.get_logs_dir_path()  # no node when joined via ray://
         except Exception:  # noqa: BLE001 - a client session or a Ray without this attribute
             folder = None
-        logging.getLogger("ray").warning(
-            "benchxfer: workers' own stdout/stderr files are in %s", f"{folder}/logs" if folder else
-            "the Ray session folder of the head node (/tmp/ray/session_latest/logs)")
+        where = folder or "the head node's Ray session folder (/tmp/ray/session_latest/logs)"
+        self.noise.file.write(f"benchxfer: Tune experiment {self.experiment}; the workers' own stdout/stderr "
+                              f"files are in {where}\n")
 
 
 def _epochs(trial: Any) -> int | None:
