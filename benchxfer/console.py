@@ -91,11 +91,12 @@ class Board:
             r.epoch = epoch if epoch is not None else r.epoch
             r.score = score or r.score
 
-    def end(self, tid: str, now: float, ok: bool) -> Running | None:
+    def end(self, tid: str, now: float, ok: bool, timed: bool = True) -> Running | None:
+        """A trial ended; ``timed``: its duration counts for the ETA (not so for one skipped as finished before)."""
         r = self.running.pop(tid, None)
         if ok:
             self.done += 1
-            if r is not None:
+            if r is not None and timed:
                 self.durations.append(now - r.started)
         else:
             self.failed += 1
@@ -255,8 +256,8 @@ class ConsoleView(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         now = time.time()
-        r = self.board.end(trial.trial_id, now, ok=True)
         last = trial.last_result or {}
+        r = self.board.end(trial.trial_id, now, ok=True, timed=not last.get("skipped"))
         metric = self._metric.get(trial.trial_id)
         key = r.key if r else trial_name(trial)
         if last.get("skipped"):

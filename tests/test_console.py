@@ -42,6 +42,10 @@ def test_eta_is_unknown_until_a_trial_finishes_then_mean_duration_over_slots():
     # a failed trial adds no duration and is not pending
     b.end("c", 61.0, ok=False)
     assert b.pending == 3 and b.durations == [40.0]
+    # a trial skipped as finished before counts as done, but its few seconds say nothing of the ETA
+    b.start("d", "d", 61.0)
+    b.end("d", 62.0, ok=True, timed=False)
+    assert b.done == 2 and b.durations == [40.0]
 
 
 def test_durations_and_scores_read_as_people_write_them():
