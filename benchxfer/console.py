@@ -14,7 +14,9 @@ line. ``--verbose`` (``verbose=True``) leaves all of that on the console, with T
 
 from __future__ import annotations
 
+import copy
 import logging
+import os
 import re
 import sys
 import time
@@ -34,25 +36,46 @@ MAX_DIRNAME = 200
 
 # --- names -----------------------------------------------------------------------------------------
 
-def trial_of(config: dict[str, Any]):
-    """The benchxfer :class:`~benchxfer.spec.Trial` a Tune config stands for (see :func:`benchxfer.sweep.point`)."""
-    return config["trial"]["at"].make(float(config["trial"]["lr"]))
+class Names:
+    """Tune's trial names and folders: the trial keys.
 
+    Tune calls the creators when it makes a trial, before it puts back the objects of its config: every
+    non-primitive value (our ``Planned`` / ``Searched``) is still a placeholder tuple then
+    (``ray.tune.impl.placeholder``). The placeholders' ids follow from their place in the param space, so
+    injecting them into a copy of the ``trial`` part of the same param space gives the resolvers that map
+    them back."""
 
-def trial_name(trial: Any) -> str:
-    """Tune's name for a trial: its benchxfer trial key."""
-    return trial_of(trial.config).key
+    def __init__(self, param_space: dict[str, Any]):
+        from ray.tune.impl.placeholder import create_resolvers_map, inject_placeholders
 
+        self.resolvers = create_resolvers_map()
+        inject_placeholders({"trial": copy.deepcopy(param_space["trial"])}, self.resolvers)
 
-def trial_dirname(trial: Any) -> str:
-    """Tune's folder for a trial: its key, made filesystem-safe. A searched trial (whose lr the searcher may
-    pick twice) gets Tune's trial number too, so that two folders never coincide."""
-    from benchxfer.sweep import Planned
+    def source(self, config: dict[str, Any]) -> Any:
+        """The trial's ``Planned`` / ``Searched`` source, put back from Tune's placeholder if need be."""
+        at = config["trial"]["at"]
+        if isinstance(at, tuple):
+            from ray.tune.impl.placeholder import resolve_placeholders
 
-    safe = _UNSAFE.sub("_", trial_name(trial))[:MAX_DIRNAME]
-    if isinstance(trial.config["trial"]["at"], Planned):
-        return safe
-    return f"{safe}-{str(trial.trial_id).rsplit('_', 1)[-1]}"
+            resolved = {"trial": copy.deepcopy(config["trial"])}
+            resolve_placeholders(resolved, self.resolvers)
+            at = resolved["trial"]["at"]
+        return at
+
+    def trial(self, config: dict[str, Any]):
+        return self.source(config).make(float(config["trial"]["lr"]))
+
+    def name(self, trial: Any) -> str:
+        return self.trial(trial.config).key
+
+    def dirname(self, trial: Any) -> str:
+        """The key, made filesystem-safe. A searched trial (whose lr the searcher may pick twice) gets Tune's
+        trial number too, so that two folders never coincide."""
+        from benchxfer.sweep import Planned
+
+        at = self.source(trial.config)
+        safe = _UNSAFE.sub("_", at.make(float(trial.config["trial"]["lr"])).key)[:MAX_DIRNAME]
+        return safe if isinstance(at, Planned) else f"{safe}-{str(trial.trial_id).rsplit('_', 1)[-1]}"
 
 
 # --- the state, without Ray ------------------------------------------------------------------------
@@ -212,9 +235,11 @@ class NoiseToFile:
 class ConsoleView(Callback):
     """benchxfer's view of one Tune experiment (see the module docstring)."""
 
-    def __init__(self, sweep: str, experiment: str, echo: Callable[[str], None] = print, *,
-                 live: bool | None = None, quiet: bool = True, every: float = SUMMARY_EVERY_S):
-        self.sweep, self.experiment, self.echo = sweep, experiment, echo
+    def __init__(self, sweep: str, experiment: str, names: Names, echo: Callable[[str], None] = print, *,
+                 live: bool | None = None, quiet: bool = True, every: float = SUMMARY_EVERY_S,
+                 air_output: str | None = None):
+        self.air_output = air_output  # RAY_AIR_NEW_OUTPUT before tune_settings set it
+        self.sweep, self.experiment, self.names, self.echo = sweep, experiment, names, echo
         self.live = sys.stdout.isatty() if live is None else live
         self.quiet, self.every = quiet, every
         self.log_path = paths.sweep_dir(sweep) / "logs" / f"{experiment}.log"
@@ -244,7 +269,7 @@ class ConsoleView(Callback):
             self._live.start()
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        t = trial_of(trial.config)
+        t = self.names.trial(trial.config)
         self._metric[trial.trial_id] = getattr(t, "metric", None)
         self.board.start(trial.trial_id, t.key, time.time(), _epochs(t))
         self._say(f"start   {t.key}")
@@ -259,7 +284,7 @@ class ConsoleView(Callback):
         last = trial.last_result or {}
         r = self.board.end(trial.trial_id, now, ok=True, timed=not last.get("skipped"))
         metric = self._metric.get(trial.trial_id)
-        key = r.key if r else trial_name(trial)
+        key = r.key if r else self.names.name(trial)
         if last.get("skipped"):
             self._say(f"skip    {key} (finished before)")
             return
@@ -269,7 +294,7 @@ class ConsoleView(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         r = self.board.end(trial.trial_id, time.time(), ok=False)
-        key = r.key if r else trial_name(trial)
+        key = r.key if r else self.names.name(trial)
         self._say(f"FAILED  {key}: {_reason(self.sweep, key)}")
 
     def on_step_begin(self, iteration, trials, **info) -> None:
@@ -283,6 +308,11 @@ class ConsoleView(Callback):
 
     # ------------------------------------------------------------------------------------------
     def close(self) -> None:
+        if os.environ.get("RAY_AIR_NEW_OUTPUT") == "0" and self.quiet:
+            if self.air_output is None:
+                os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+            else:
+                os.environ["RAY_AIR_NEW_OUTPUT"] = self.air_output
         if self._live is not None:
             self._live.stop()
             self._live = None
@@ -339,15 +369,20 @@ def _reason(sweep: str, key: str) -> str:
 
 # --- the one entry point for Tune experiments ------------------------------------------------------
 
-def tune_settings(sweep: str, verbose: bool = False, echo: Callable[[str], None] = print,
-                  ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(TuneConfig kwargs, RunConfig kwargs)`` for one Tune experiment of ``sweep``: trial names and folders
-    by trial key, the experiment's name (``<sweep>-NN``), and the console: benchxfer's view with Ray's noise in
-    a log file, or with ``verbose`` Ray's own full output."""
+def tune_settings(sweep: str, param_space: dict[str, Any], *, verbose: bool = False,
+                  echo: Callable[[str], None] = print) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(TuneConfig kwargs, RunConfig kwargs)`` for the Tune experiment of ``sweep`` over ``param_space``
+    (``{"trial": ..., "ctx": ...}``, see :func:`benchxfer.sweep.point`): trial names and folders by trial key,
+    the experiment's name (``<sweep>-NN``), and the console: benchxfer's view with Ray's noise in a log file,
+    or with ``verbose`` Ray's own full output."""
     from benchxfer.sweep import tune_name
 
-    name = tune_name(sweep)
-    tune_kw = {"trial_name_creator": trial_name, "trial_dirname_creator": trial_dirname}
+    name, names = tune_name(sweep), Names(param_space)
+    tune_kw = {"trial_name_creator": names.name, "trial_dirname_creator": names.dirname}
     if verbose:
         return tune_kw, {"name": name, "verbose": 1}  # Tune's tables, as before this view
-    return tune_kw, {"name": name, "verbose": 0, "callbacks": [ConsoleView(sweep, name, echo)]}
+    # Tune's newer output engine prints its experiment header even at verbose=0; its older one prints nothing
+    # there. The view puts the variable back when the experiment ends.
+    view = ConsoleView(sweep, name, names, echo, air_output=os.environ.get("RAY_AIR_NEW_OUTPUT"))
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    return tune_kw, {"name": name, "verbose": 0, "callbacks": [view]}

@@ -240,10 +240,11 @@ def run_trials(trials: list[Trial], launch: Launch, *, finish: FinishHook | None
         n, space = num_samples, point(search, lr_space)
     else:
         n, space = len(trials), tune.grid_search([point(Planned(t), t.lr) for t in trials])
-    tune_kw, run_kw = console.tune_settings(launch.sweep, verbose, echo)
+    param_space = {"trial": space, "ctx": ctx}
+    tune_kw, run_kw = console.tune_settings(launch.sweep, param_space, verbose=verbose, echo=echo)
     tuner = tune.Tuner(
         tune.with_resources(run_trial, resources),
-        param_space={"trial": space, "ctx": ctx},
+        param_space=param_space,
         # 1-worker trials reuse their Tune actor, so torch is imported once per slot, not once per trial (each
         # trial seeds everything itself). A TorchTrainer's driver is not reused: Ray Train hangs in a reused actor.
         tune_config=tune.TuneConfig(max_concurrent_trials=concurrency(launch, n), search_alg=searcher,

@@ -128,3 +128,38 @@ def test_sweep_console_names_every_trial_within_its_line_budget(tmp_path, ray_se
     # Tune's trial folders are the trial keys
     tune_dirs = {p.name for p in (paths.sweep_dir("console") / "tune").glob("*/*") if p.is_dir()}
     assert set(keys) <= tune_dirs, tune_dirs
+
+
+def _tune_trials(param_space):
+    """Tune's own trials for ``param_space``, made as ``tune.run`` makes them (placeholders injected first),
+    with the creators of :func:`console.tune_settings`; no Ray session is needed to make them."""
+    import copy
+
+    from ray.tune.experiment import Experiment
+    from ray.tune.impl.placeholder import create_resolvers_map, inject_placeholders
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    names = console.Names(param_space)
+    config = inject_placeholders(copy.deepcopy(param_space), create_resolvers_map())
+    exp = Experiment("names", lambda c: None, config=config, trial_name_creator=names.name,
+                     trial_dirname_creator=names.dirname)
+    gen = BasicVariantGenerator()
+    gen.add_configurations([exp])
+    return [t for t in iter(gen.next_trial, None)]
+
+
+def test_tune_names_and_folders_are_the_trial_keys(tmp_path):
+    from ray import tune
+
+    from benchxfer.spec import Trial
+    from benchxfer.sweep import Planned, point
+
+    def trial(key, lr):
+        return Trial(key=key, init="scratch", dataset="chestxray14", recipe="systematic-cls", lr=lr, seed=0,
+                     shot=None, task="multilabel", metric="auroc", overrides={}, config={"epochs": 2})
+
+    planned = [trial("scratch_chestxray14_lr0.001_s0", 0.001), trial("a/b c_lr0.01", 0.01)]
+    space = {"trial": tune.grid_search([point(Planned(t), t.lr) for t in planned]), "ctx": object()}
+    made = _tune_trials(space)
+    assert [t.custom_trial_name for t in made] == [t.key for t in planned]
+    assert [t.custom_dirname for t in made] == ["scratch_chestxray14_lr0.001_s0", "a_b_c_lr0.01"]
