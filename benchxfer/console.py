@@ -49,7 +49,8 @@ class Names:
         from ray.tune.impl.placeholder import create_resolvers_map, inject_placeholders
 
         self.resolvers = create_resolvers_map()
-        inject_placeholders({"trial": copy.deepcopy(param_space["trial"])}, self.resolvers)
+        if "trial" in param_space:  # else the searcher puts the whole ``trial`` entry in each config itself
+            inject_placeholders({"trial": copy.deepcopy(param_space["trial"])}, self.resolvers)
 
     def source(self, config: dict[str, Any]) -> Any:
         """The trial's ``Planned`` / ``Searched`` source, put back from Tune's placeholder if need be."""
