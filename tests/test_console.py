@@ -5,6 +5,7 @@ names every trial key, stays within its documented line budget (docs/sweep-file.
 prints"), and that Ray's and MLflow's output went to the log file it names."""
 
 import logging
+import os
 import re
 import textwrap
 
@@ -163,3 +164,21 @@ def test_tune_names_and_folders_are_the_trial_keys(tmp_path):
     made = _tune_trials(space)
     assert [t.custom_trial_name for t in made] == [t.key for t in planned]
     assert [t.custom_dirname for t in made] == ["scratch_chestxray14_lr0.001_s0", "a_b_c_lr0.01"]
+
+
+def test_tune_settings_quiet_by_default_and_ray_full_output_when_verbose(monkeypatch, tmp_path):
+    from ray import tune
+
+    monkeypatch.setenv("BENCHXFER_HOME", str(tmp_path))
+    monkeypatch.delenv("RAY_AIR_NEW_OUTPUT", raising=False)
+    space = {"trial": tune.grid_search([]), "ctx": None}
+    tune_kw, run_kw = console.tune_settings("s", space, verbose=True)
+    assert set(tune_kw) == {"trial_name_creator", "trial_dirname_creator"}
+    assert run_kw == {"name": "s-01", "verbose": 1}
+    tune_kw, run_kw = console.tune_settings("s", space, verbose=False, echo=lambda line: None)
+    (view,) = run_kw.pop("callbacks")
+    assert run_kw == {"name": "s-01", "verbose": 0} and isinstance(view, console.ConsoleView)
+    # Tune's newer output engine prints a header even at verbose=0: off for the experiment, back after it
+    assert os.environ["RAY_AIR_NEW_OUTPUT"] == "0"
+    view.close()
+    assert "RAY_AIR_NEW_OUTPUT" not in os.environ
