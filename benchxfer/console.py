@@ -205,7 +205,7 @@ class NoiseToFile:
             return
 
         def to_file(data, ignore_prefix=False):
-            worker.print_worker_logs(data, self.file, ignore_prefix)
+            worker.print_worker_logs(data, _NoColour(self.file), ignore_prefix)
 
         dispatcher = getattr(worker, "global_worker_stdstream_dispatcher", None)
         forwarded = [h for h in getattr(dispatcher, "handlers", []) if h[0] == "ray_print_logs"]
@@ -228,6 +228,21 @@ class NoiseToFile:
                 for name, handler in forwarded:
                     dispatcher.add_handler(name, handler)
             self._ray_print = None
+        self.file.flush()
+
+
+class _NoColour:
+    """A text file that drops the terminal colour codes Ray puts around its prefixes."""
+
+    CODE = re.compile(r"\x1b\[[0-9;]*m")
+
+    def __init__(self, file):
+        self.file = file
+
+    def write(self, text: str) -> int:
+        return self.file.write(self.CODE.sub("", text))
+
+    def flush(self) -> None:
         self.file.flush()
 
 

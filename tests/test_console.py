@@ -74,7 +74,7 @@ def test_noise_goes_to_the_file_and_comes_back(tmp_path, capsys):
     noise.close()
     text = (tmp_path / "logs" / "x.log").read_text()
     assert "token authentication is disabled" in text and "mlflow says hello" in text
-    assert "actor died: preemption watcher" in text
+    assert "actor died: preemption watcher" in text and "\x1b[" not in text  # no terminal colours in a file
     out = capsys.readouterr()
     assert "token authentication" not in out.err and "actor died" not in out.out + out.err
     assert logging.getLogger("ray").handlers == before and worker.print_to_stdstream is original
