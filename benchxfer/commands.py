@@ -55,14 +55,19 @@ def _summary(sweep: str, uri: str) -> None:
         click.echo(f"(no summary: {err})")
 
 
-def _run(plan, tracking_uri, address):
+verbose_option = click.option("--verbose", is_flag=True,
+                              help="Show Ray's and MLflow's full output (Tune's tables, worker logs) instead of "
+                                   "benchxfer's compact view and its log file.")
+
+
+def _run(plan, tracking_uri, address, verbose=False):
     from benchxfer.runner import execute
     from benchxfer.tracking import tracking_uri as tracking
     from benchxfer.trialdir import SweepDir
 
     started = time.time()
     with tracking(tracking_uri, echo=click.echo) as uri:
-        results = execute(plan, uri, address=address, echo=click.echo)
+        results = execute(plan, uri, address=address, echo=click.echo, verbose=verbose)
         _summary(plan.spec.name, uri)
     click.echo(f"\nDone in {time.time() - started:.0f} s. Tables and figures: benchxfer report {plan.spec.name}")
     click.echo("Browse and compare the runs: benchxfer ui" + (f" --tracking-uri {tracking_uri}" if tracking_uri else ""))
@@ -81,7 +86,8 @@ def _run(plan, tracking_uri, address):
 @tracking_option
 @address_option
 @zoo_option
-def sweep(file, dry_run, limit, tracking_uri, address, zoo_dir):
+@verbose_option
+def sweep(file, dry_run, limit, tracking_uri, address, zoo_dir, verbose):
     """Validate a sweep FILE, then run all its trials as one Ray Tune experiment.
 
     Everything is checked before Ray starts: keys, values, inits (and their files in the zoo), dataset
@@ -95,7 +101,7 @@ def sweep(file, dry_run, limit, tracking_uri, address, zoo_dir):
     if dry_run:
         _print_plan(plan, None if limit == 0 else limit)
         return
-    _run(plan, tracking_uri, address)
+    _run(plan, tracking_uri, address, verbose)
 
 
 @click.command()
@@ -103,7 +109,8 @@ def sweep(file, dry_run, limit, tracking_uri, address, zoo_dir):
 @tracking_option
 @address_option
 @zoo_option
-def resume(name, tracking_uri, address, zoo_dir):
+@verbose_option
+def resume(name, tracking_uri, address, zoo_dir, verbose):
     """Continue the interrupted or partly failed sweep NAME.
 
     Finished trials are not run again; interrupted and failed ones continue from their last epoch
@@ -121,7 +128,7 @@ def resume(name, tracking_uri, address, zoo_dir):
     plan = make_plan(sdir.spec_copy, zoo_dir, write_synthetic=True)  # the sweep as it was started
     if source and Path(source).exists() and Path(source).resolve() != sdir.spec_copy.resolve():
         _refuse_changed(name, plan, make_plan(source, zoo_dir, write_synthetic=True), source)
-    _run(plan, tracking_uri, address)
+    _run(plan, tracking_uri, address, verbose)
 
 
 def _refuse_changed(name: str, started, now, source: str) -> None:

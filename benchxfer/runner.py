@@ -52,8 +52,9 @@ def pending(trials: list[Trial]) -> tuple[list[Trial], int]:
 
 
 def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: Callable[[str], None] = print,
-            record_shards: bool = False) -> list[dict[str, Any]]:
-    """Run the sweep to its end and return the result records of its trials."""
+            record_shards: bool = False, verbose: bool = False) -> list[dict[str, Any]]:
+    """Run the sweep to its end and return the result records of its trials (``verbose``: Ray's own
+    console output instead of benchxfer's view)."""
     from benchxfer.pretraining import run_pretrain
     from benchxfer.tracking import SweepRecorder
 
@@ -80,7 +81,7 @@ def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: 
          + (f"{final} failed for a reason a retry cannot fix (not run again), " if final else "")
          + f"{len(todo)} to run.")
     if todo:
-        run_trials(todo, launch, echo=echo)
+        run_trials(todo, launch, echo=echo, verbose=verbose)
         cluster.raise_if_stuck()  # the placement watcher stopped the experiment: say why, exit non-zero
     results = [r.to_dict() for t in trials if (r := TrialDir.of(spec.name, t.key).result())]
     failed = len(trials) - len(results)

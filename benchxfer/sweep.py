@@ -242,10 +242,13 @@ def tune_name(sweep: str) -> str:
 
 def run_trials(trials: list[Trial], launch: Launch, *, finish: FinishHook | None = None, searcher: Any = None,
                num_samples: int = 1, search: TrialSource | None = None, lr_space: Any = None,
-               echo: Callable[[str], None] = print):
+               echo: Callable[[str], None] = print, verbose: bool = False):
     """Run ``trials`` as one Tune experiment, or, when ``searcher`` is given, ``num_samples`` trials of the
-    ``search`` source with the lr drawn from ``lr_space``; return the ResultGrid."""
+    ``search`` source with the lr drawn from ``lr_space``; return the ResultGrid. The console shows
+    benchxfer's view of it, or with ``verbose`` Ray's own output (:mod:`benchxfer.console`)."""
     from ray import tune
+
+    from benchxfer import console
 
     env = {k: os.environ[k] for k in ("BENCHXFER_HOME", "BENCHXFER_ZOO") if k in os.environ}
     env.setdefault("BENCHXFER_HOME", str(paths.home()))
@@ -260,17 +263,20 @@ def run_trials(trials: list[Trial], launch: Launch, *, finish: FinishHook | None
         n, space = num_samples, point(search, lr_space)
     else:
         n, space = len(trials), tune.grid_search([point(Planned(t), t.lr) for t in trials])
+    param_space = {"trial": space, "ctx": ctx}
+    tune_kw, run_kw = console.tune_settings(launch.sweep, param_space, verbose=verbose, echo=echo)
     tuner = tune.Tuner(
         tune.with_resources(run_trial, resources),
-        param_space={"trial": space, "ctx": ctx},
+        param_space=param_space,
         # 1-worker trials reuse their Tune actor, so torch is imported once per slot, not once per trial (each
         # trial seeds everything itself). A TorchTrainer's driver is not reused: Ray Train hangs in a reused actor.
         tune_config=tune.TuneConfig(max_concurrent_trials=concurrency(launch, n), search_alg=searcher,
-                                    num_samples=num_samples, reuse_actors=not launch.use_torch_trainer()),
+                                    num_samples=num_samples, reuse_actors=not launch.use_torch_trainer(),
+                                    **tune_kw),
         run_config=tune.RunConfig(
-            name=tune_name(launch.sweep), storage_path=str(paths.sweep_dir(launch.sweep) / "tune"),
+            storage_path=str(paths.sweep_dir(launch.sweep) / "tune"),
             failure_config=tune.FailureConfig(max_failures=0 if launch.use_torch_trainer() else launch.max_retries),
-            verbose=1,
+            **run_kw,
         ),
     )
     return tuner.fit()

@@ -1,0 +1,404 @@
+"""What a running sweep prints: benchxfer's own compact view of a Tune experiment, and Ray's noise in a file.
+
+:func:`tune_settings` gives a Tune experiment its ``TuneConfig`` / ``RunConfig`` arguments: trials named and
+foldered by their trial key, Tune's own progress tables off (``verbose=0``), and a :class:`ConsoleView`
+callback that shows counts (done / running / pending / failed), an ETA, and per running trial its key,
+epoch and current validation score. On a terminal the view is a rich ``Live`` panel; elsewhere (CI, pipes,
+``CliRunner``) it prints one line per trial start, finish or failure and a summary at most every
+``SUMMARY_EVERY_S`` seconds, never a line per epoch.
+
+While the experiment runs, the Python loggers of Ray, MLflow and their helpers, and the worker output and
+error messages Ray forwards to the driver, go to ``runs/<sweep>/logs/<experiment>.log``, named in the first
+line. ``--verbose`` (``verbose=True``) leaves all of that on the console, with Tune's own progress tables.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ray.tune import Callback
+
+from benchxfer import paths
+
+SUMMARY_EVERY_S = 60.0  # plain output: at most one summary line per this many seconds
+NOISY_LOGGERS = ("ray", "mlflow", "alembic", "urllib3", "filelock", "py.warnings")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]")
+MAX_DIRNAME = 200
+
+
+# --- names -----------------------------------------------------------------------------------------
+
+class Names:
+    """Tune's trial names and folders: the trial keys.
+
+    Tune calls the creators when it makes a trial, before it puts back the objects of its config: every
+    non-primitive value (our ``Planned`` / ``Searched``) is still a placeholder tuple then
+    (``ray.tune.impl.placeholder``). The placeholders' ids follow from their place in the param space, so
+    injecting them into a copy of the ``trial`` part of the same param space gives the resolvers that map
+    them back."""
+
+    def __init__(self, param_space: dict[str, Any]):
+        from ray.tune.impl.placeholder import create_resolvers_map, inject_placeholders
+
+        self.resolvers = create_resolvers_map()
+        if "trial" in param_space:  # else the searcher puts the whole ``trial`` entry in each config itself
+            inject_placeholders({"trial": copy.deepcopy(param_space["trial"])}, self.resolvers)
+
+    def source(self, config: dict[str, Any]) -> Any:
+        """The trial's ``Planned`` / ``Searched`` source, put back from Tune's placeholder if need be."""
+        at = config["trial"]["at"]
+        if isinstance(at, tuple):
+            from ray.tune.impl.placeholder import resolve_placeholders
+
+            resolved = {"trial": copy.deepcopy(config["trial"])}
+            resolve_placeholders(resolved, self.resolvers)
+            at = resolved["trial"]["at"]
+        return at
+
+    def trial(self, config: dict[str, Any]):
+        return self.source(config).make(float(config["trial"]["lr"]))
+
+    def name(self, trial: Any) -> str:
+        return self.trial(trial.config).key
+
+    def dirname(self, trial: Any) -> str:
+        """The key, made filesystem-safe. A searched trial (whose lr the searcher may pick twice) gets Tune's
+        trial number too, so that two folders never coincide."""
+        from benchxfer.sweep import Planned
+
+        at = self.source(trial.config)
+        safe = _UNSAFE.sub("_", at.make(float(trial.config["trial"]["lr"])).key)[:MAX_DIRNAME]
+        return safe if isinstance(at, Planned) else f"{safe}-{str(trial.trial_id).rsplit('_', 1)[-1]}"
+
+
+# --- the state, without Ray ------------------------------------------------------------------------
+
+@dataclass
+class Running:
+    key: str
+    started: float
+    epochs: int | None = None
+    epoch: int | None = None  # last finished epoch, 1-based
+    score: tuple[str, float] | None = None  # (name, value) of the latest validation score
+
+
+@dataclass
+class Board:
+    """Counts, ETA and running trials of one experiment. Pure: every method takes ``now``."""
+
+    total: int
+    started: float
+    done: int = 0
+    failed: int = 0
+    running: dict[str, Running] = field(default_factory=dict)
+    durations: list[float] = field(default_factory=list)
+    slots: int = 1  # the most trials seen running at once
+
+    @property
+    def pending(self) -> int:
+        return max(0, self.total - self.done - self.failed - len(self.running))
+
+    def start(self, tid: str, key: str, now: float, epochs: int | None = None) -> None:
+        self.running[tid] = Running(key, now, epochs)
+        self.slots = max(self.slots, len(self.running))
+
+    def result(self, tid: str, epoch: int | None, score: tuple[str, float] | None) -> None:
+        if (r := self.running.get(tid)) is not None:
+            r.epoch = epoch if epoch is not None else r.epoch
+            r.score = score or r.score
+
+    def end(self, tid: str, now: float, ok: bool, timed: bool = True) -> Running | None:
+        """A trial ended; ``timed``: its duration counts for the ETA (not so for one skipped as finished before)."""
+        r = self.running.pop(tid, None)
+        if ok:
+            self.done += 1
+            if r is not None and timed:
+                self.durations.append(now - r.started)
+        else:
+            self.failed += 1
+        return r
+
+    def eta(self, now: float) -> float | None:
+        """Seconds left: the mean duration of the finished trials for each pending one, less the age of each
+        running one, spread over the slots seen in use. None until a trial has finished."""
+        if not self.durations:
+            return None
+        mean = sum(self.durations) / len(self.durations)
+        work = self.pending * mean + sum(max(0.0, mean - (now - r.started)) for r in self.running.values())
+        return work / self.slots
+
+    def counts(self, now: float) -> str:
+        eta = self.eta(now)
+        return (f"{self.done}/{self.total} done, {len(self.running)} running, {self.pending} pending, "
+                f"{self.failed} failed; elapsed {duration(now - self.started)}, "
+                f"ETA {'?' if eta is None else duration(eta)}")
+
+
+def duration(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``2h07m``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def running_line(r: Running) -> str:
+    epoch = "epoch -" if r.epoch is None else f"epoch {r.epoch}" + (f"/{r.epochs}" if r.epochs else "")
+    score = f"  {r.score[0]} {r.score[1]:.4f}" if r.score else ""
+    return f"{r.key}  {epoch}{score}"
+
+
+def val_score(result: dict[str, Any], metric: str | None) -> tuple[str, float] | None:
+    """The validation score a trial reported: ``val_<metric>``, else its validation loss."""
+    for name in ([f"val_{metric}"] if metric else []) + ["val_loss"]:
+        v = result.get(name)
+        if isinstance(v, (int, float)):
+            return name, float(v)
+    return None
+
+
+# --- where the noise goes --------------------------------------------------------------------------
+
+class NoiseToFile:
+    """Send the noisy loggers, and the worker output and errors Ray prints on the driver, to ``path``; undo on
+    :meth:`close`. Ray's printing is reached through ``ray._private.worker`` (no public API routes it): if
+    that module changes, the output stays on the console and nothing breaks."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.file = path.open("a", encoding="utf-8", buffering=1)
+        self.handler = logging.StreamHandler(self.file)
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.saved: list[tuple[logging.Logger, list[logging.Handler], bool]] = []
+        self._ray_print: Any = None
+
+    def open(self) -> None:
+        if self.saved:  # already open
+            return
+        names = set(NOISY_LOGGERS) | {n for n in logging.root.manager.loggerDict
+                                      if n.split(".")[0] in NOISY_LOGGERS}
+        for name in sorted(names):
+            lg = logging.getLogger(name)
+            if name in NOISY_LOGGERS or lg.handlers:
+                self.saved.append((lg, lg.handlers[:], lg.propagate))
+                lg.handlers, lg.propagate = [self.handler], False
+        logging.captureWarnings(True)
+        self._route_ray_prints()
+
+    def _route_ray_prints(self) -> None:
+        try:
+            from ray._private import worker
+        except ImportError:
+            return
+        if not (hasattr(worker, "print_to_stdstream") and hasattr(worker, "print_worker_logs")):
+            return
+
+        def to_file(data, ignore_prefix=False):
+            worker.print_worker_logs(data, _NoColour(self.file), ignore_prefix)
+
+        dispatcher = getattr(worker, "global_worker_stdstream_dispatcher", None)
+        forwarded = [h for h in getattr(dispatcher, "handlers", []) if h[0] == "ray_print_logs"]
+        self._ray_print = (worker, worker.print_to_stdstream, dispatcher, forwarded)
+        worker.print_to_stdstream = to_file  # the driver's error messages (actor deaths, ...) go through this
+        if forwarded:  # the workers' stdout/stderr, when Ray forwards them to the driver (log_to_driver)
+            dispatcher.remove_handler("ray_print_logs")
+            dispatcher.add_handler("ray_print_logs", to_file)
+
+    def close(self) -> None:
+        for lg, handlers, propagate in self.saved:
+            lg.handlers, lg.propagate = handlers, propagate
+        self.saved = []
+        logging.captureWarnings(False)
+        if self._ray_print is not None:
+            worker, original, dispatcher, forwarded = self._ray_print
+            worker.print_to_stdstream = original
+            if forwarded:
+                dispatcher.remove_handler("ray_print_logs")
+                for name, handler in forwarded:
+                    dispatcher.add_handler(name, handler)
+            self._ray_print = None
+        self.file.flush()
+
+
+class _NoColour:
+    """A text file that drops the terminal colour codes Ray puts around its prefixes."""
+
+    CODE = re.compile(r"\x1b\[[0-9;]*m")
+
+    def __init__(self, file):
+        self.file = file
+
+    def write(self, text: str) -> int:
+        return self.file.write(self.CODE.sub("", text))
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+# --- the Tune callback -----------------------------------------------------------------------------
+
+class ConsoleView(Callback):
+    """benchxfer's view of one Tune experiment (see the module docstring)."""
+
+    def __init__(self, sweep: str, experiment: str, names: Names, echo: Callable[[str], None] = print, *,
+                 live: bool | None = None, quiet: bool = True, every: float = SUMMARY_EVERY_S,
+                 air_output: str | None = None):
+        self.air_output = air_output  # RAY_AIR_NEW_OUTPUT before tune_settings set it
+        self.sweep, self.experiment, self.names, self.echo = sweep, experiment, names, echo
+        self.live = sys.stdout.isatty() if live is None else live
+        self.quiet, self.every = quiet, every
+        self.log_path = paths.sweep_dir(sweep) / "logs" / f"{experiment}.log"
+        self.board: Board | None = None
+        self.noise: NoiseToFile | None = None
+        self._live: Any = None
+        self._last_summary = 0.0
+        self._metric: dict[str, str | None] = {}
+
+    # Tune hooks ---------------------------------------------------------------------------------
+    def setup(self, stop=None, num_samples=None, total_num_samples=None, **info) -> None:
+        now = time.time()
+        self.board = Board(total=int(total_num_samples or num_samples or 0), started=now)
+        self._last_summary = now
+        if self.quiet:
+            self.noise = NoiseToFile(self.log_path)
+            self.noise.open()
+            self._log_session_folder()
+            self.echo(f"Tune experiment {self.experiment}: {self.board.total} trials; Ray and MLflow output "
+                      f"in {self.log_path}")
+        if self.live:
+            from rich.console import Console
+            from rich.live import Live
+
+            self._live = Live(self._render(), console=Console(), refresh_per_second=1, transient=True,
+                              get_renderable=self._render)
+            self._live.start()
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        t = self.names.trial(trial.config)
+        self._metric[trial.trial_id] = getattr(t, "metric", None)
+        self.board.start(trial.trial_id, t.key, time.time(), _epochs(t))
+        self._say(f"start   {t.key}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        epoch = result.get("epoch")
+        self.board.result(trial.trial_id, None if epoch is None or result.get("done") else int(epoch) + 1,
+                          val_score(result, self._metric.get(trial.trial_id)))
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        now = time.time()
+        last = trial.last_result or {}
+        r = self.board.end(trial.trial_id, now, ok=True, timed=not last.get("skipped"))
+        metric = self._metric.get(trial.trial_id)
+        key = r.key if r else self.names.name(trial)
+        if last.get("skipped"):
+            self._say(f"skip    {key} (finished before)")
+            return
+        test = last.get(f"test_{metric}")
+        score = f"  test_{metric} {test:.4f}" if isinstance(test, (int, float)) else ""
+        self._say(f"done    {key}{score}" + (f"  ({duration(now - r.started)})" if r else ""))
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        r = self.board.end(trial.trial_id, time.time(), ok=False)
+        key = r.key if r else self.names.name(trial)
+        self._say(f"FAILED  {key}: {_reason(self.sweep, key)}")
+
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        now = time.time()
+        if not self.live and self.board and now - self._last_summary >= self.every:
+            self._last_summary = now
+            self.echo(f"        {self.board.counts(now)}")
+
+    def on_experiment_end(self, trials, **info) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        if os.environ.get("RAY_AIR_NEW_OUTPUT") == "0" and self.quiet:
+            if self.air_output is None:
+                os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+            else:
+                os.environ["RAY_AIR_NEW_OUTPUT"] = self.air_output
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+        if self.noise is not None:
+            self.noise.close()
+            self.noise = None
+        if self.board is not None:
+            self.echo(f"Tune experiment {self.experiment}: {self.board.counts(time.time())}")
+            self.board = None
+
+    def _say(self, line: str) -> None:
+        if self._live is not None:
+            self._live.console.print(line, markup=False, highlight=False)
+        else:
+            self.echo(line)
+
+    def _render(self):
+        from rich.table import Table
+
+        table = Table.grid(padding=(0, 2))
+        if self.board is None:
+            return table
+        table.add_row(self.board.counts(time.time()))
+        for r in self.board.running.values():
+            table.add_row("  " + running_line(r))
+        return table
+
+    def _log_session_folder(self) -> None:
+        try:
+            import ray
+
+            folder = ray._private.worker._global_node.get_logs_dir_path()  # no node when joined via ray://
+        except Exception:  # noqa: BLE001 - a client session or a Ray without this attribute
+            folder = None
+        where = folder or "the head node's Ray session folder (/tmp/ray/session_latest/logs)"
+        self.noise.file.write(f"benchxfer: Tune experiment {self.experiment}; the workers' own stdout/stderr "
+                              f"files are in {where}\n")
+
+
+def _epochs(trial: Any) -> int | None:
+    v = getattr(trial, "config", {}).get("epochs") if isinstance(getattr(trial, "config", None), dict) else None
+    return int(v) if isinstance(v, (int, float)) else None
+
+
+def _reason(sweep: str, key: str) -> str:
+    from benchxfer.trialdir import TrialDir
+
+    try:
+        failure = TrialDir.of(sweep, key).failure()
+    except Exception:  # noqa: BLE001 - an unreadable record must not stop the view
+        failure = None
+    return failure.reason if failure else "see `benchxfer status " + sweep + "`"
+
+
+# --- the one entry point for Tune experiments ------------------------------------------------------
+
+def tune_settings(sweep: str, param_space: dict[str, Any], *, verbose: bool = False,
+                  echo: Callable[[str], None] = print) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(TuneConfig kwargs, RunConfig kwargs)`` for the Tune experiment of ``sweep`` over ``param_space``
+    (``{"trial": ..., "ctx": ...}``, see :func:`benchxfer.sweep.point`): trial names and folders by trial key,
+    the experiment's name (``<sweep>-NN``), and the console: benchxfer's view with Ray's noise in a log file,
+    or with ``verbose`` Ray's own full output."""
+    from benchxfer.sweep import tune_name
+
+    name, names = tune_name(sweep), Names(param_space)
+    tune_kw = {"trial_name_creator": names.name, "trial_dirname_creator": names.dirname}
+    if verbose:
+        return tune_kw, {"name": name, "verbose": 1}  # Tune's tables, as before this view
+    # Tune's newer output engine prints its experiment header even at verbose=0; its older one prints nothing
+    # there. The view puts the variable back when the experiment ends.
+    view = ConsoleView(sweep, name, names, echo, air_output=os.environ.get("RAY_AIR_NEW_OUTPUT"))
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    return tune_kw, {"name": name, "verbose": 0, "callbacks": [view]}

@@ -1,0 +1,191 @@
+"""The console of a sweep: benchxfer's compact view (counts, ETA, running trials) instead of Ray's output.
+
+The view's arithmetic is tested without Ray; one small real sweep through the CLI checks that the console
+names every trial key, stays within its documented line budget (docs/sweep-file.md, "What a sweep
+prints"), and that Ray's and MLflow's output went to the log file it names."""
+
+import logging
+import os
+import re
+import textwrap
+import time
+
+import pytest
+
+from benchxfer import console
+from benchxfer.console import Board, Running, duration, running_line, val_score
+
+# -- the view, without Ray -----------------------------------------------------------------------
+
+
+def test_counts_follow_starts_results_and_ends():
+    b = Board(total=5, started=0.0)
+    b.start("a", "k_a", 0.0, epochs=3)
+    b.start("b", "k_b", 0.0)
+    assert (b.done, len(b.running), b.pending, b.failed) == (0, 2, 3, 0)
+    b.result("a", 2, ("val_auroc", 0.8125))
+    assert running_line(b.running["a"]) == "k_a  epoch 2/3  val_auroc 0.8125"
+    assert running_line(b.running["b"]) == "k_b  epoch -"
+    b.end("a", 100.0, ok=True)
+    b.end("b", 50.0, ok=False)
+    assert (b.done, len(b.running), b.pending, b.failed) == (1, 0, 3, 1)
+    assert b.counts(100.0) == "1/5 done, 0 running, 3 pending, 1 failed; elapsed 1m40s, ETA 2m30s"
+
+
+def test_eta_is_unknown_until_a_trial_finishes_then_mean_duration_over_slots():
+    b = Board(total=6, started=0.0)
+    b.start("a", "a", 0.0)
+    b.start("b", "b", 0.0)
+    assert b.eta(10.0) is None and b.counts(10.0).endswith("ETA ?")
+    b.end("a", 40.0, ok=True)  # one trial took 40 s; 2 slots seen in use
+    b.start("c", "c", 40.0)
+    # pending 3 x 40 s, b is 60 s old (nothing left of the mean), c is 20 s old (20 s left): 140 s over 2 slots
+    assert b.eta(60.0) == pytest.approx((3 * 40 + 0 + 20) / 2)
+    # a failed trial adds no duration and is not pending
+    b.end("c", 61.0, ok=False)
+    assert b.pending == 3 and b.durations == [40.0]
+    # a trial skipped as finished before counts as done, but its few seconds say nothing of the ETA
+    b.start("d", "d", 61.0)
+    b.end("d", 62.0, ok=True, timed=False)
+    assert b.done == 2 and b.durations == [40.0]
+
+
+def test_durations_and_scores_read_as_people_write_them():
+    assert [duration(s) for s in (0, 42, 185, 7620)] == ["0s", "42s", "3m05s", "2h07m"]
+    assert val_score({"val_loss": 0.5, "val_auroc": 0.75}, "auroc") == ("val_auroc", 0.75)
+    assert val_score({"val_loss": 0.5}, "dice") == ("val_loss", 0.5)
+    assert val_score({"done": True}, "auroc") is None
+    assert running_line(Running("k", 0.0, None, 4, None)) == "k  epoch 4"
+
+
+def test_noise_goes_to_the_file_and_comes_back(tmp_path, capsys):
+    noise = console.NoiseToFile(tmp_path / "logs" / "x.log")
+    ray_log = logging.getLogger("ray.tune.test_console")
+    before = logging.getLogger("ray").handlers[:]
+    from ray._private import worker
+
+    original = worker.print_to_stdstream
+    noise.open()
+    ray_log.warning("token authentication is disabled")
+    logging.getLogger("mlflow").warning("mlflow says hello")
+    # what Ray's driver prints of an actor's death goes through this function (listen_error_messages)
+    worker.print_to_stdstream({"lines": ["actor died: preemption watcher"], "pid": "raylet", "is_err": False},
+                              ignore_prefix=False)
+    noise.close()
+    text = (tmp_path / "logs" / "x.log").read_text()
+    assert "token authentication is disabled" in text and "mlflow says hello" in text
+    assert "actor died: preemption watcher" in text and "\x1b[" not in text  # no terminal colours in a file
+    out = capsys.readouterr()
+    assert "token authentication" not in out.err and "actor died" not in out.out + out.err
+    assert logging.getLogger("ray").handlers == before and worker.print_to_stdstream is original
+
+
+# -- a real sweep through the CLI ---------------------------------------------------------------
+
+SWEEP = """
+name: {name}
+inits: [scratch]
+datasets:
+  - name: chestxray14
+    root: synthetic
+    synthetic: {{n_train: 32, n_val: 16, n_test: 16, size: 32, seed: 3}}
+lr: [0.001, 0.01]
+seeds: 2
+overrides: {{arch: resnet18, size: 32, batch_size: 16, epochs: 2, loader_workers: 0}}
+resources: {{workers: 1, cpus_per_worker: 1}}
+failure: {{max_retries: 0}}
+"""
+
+
+def line_budget(trials: int, experiments: int, seconds: float) -> int:
+    """docs/sweep-file.md, "What a sweep prints": 2 lines per trial, 2 per Tune experiment plus one per minute
+    it runs, and 15 more (header, closing table, hints)."""
+    return 2 * trials + 2 * experiments + int(seconds // 60) + 15
+
+
+@pytest.mark.e2e
+def test_sweep_console_names_every_trial_within_its_line_budget(tmp_path, ray_session, mlflow_uri):
+    from click.testing import CliRunner
+
+    from benchxfer import paths
+    from benchxfer.cli import main
+    from benchxfer.planning import make_plan
+
+    path = tmp_path / "console.yaml"
+    path.write_text(textwrap.dedent(SWEEP.format(name="console")))
+    keys = [t.key for t in make_plan(str(path), None, write_synthetic=True).trials]
+    assert len(keys) == 4
+    started = time.time()
+    res = CliRunner().invoke(main, ["sweep", str(path), "--tracking-uri", mlflow_uri], catch_exceptions=False)
+    out = res.output
+    assert res.exit_code == 0, out
+    # 25 lines for 4 trials in under a minute: a line per epoch per trial (8 more) would break it
+    assert len(out.splitlines()) <= line_budget(4, 1, time.time() - started), out
+    for key in keys:
+        assert re.search(rf"^start +{re.escape(key)}$", out, re.M), (key, out)
+        assert re.search(rf"^done +{re.escape(key)}  test_auroc [0-9.]+", out, re.M), (key, out)
+    assert "4/4 done, 0 running, 0 pending, 0 failed" in out
+    for noise in ("run_trial_", "Trial status", "+-----", "(pid=", "token"):
+        assert noise not in out, (noise, out)
+
+    # the log file named at the start holds Ray's side, and names the session folder of the workers' output
+    log = re.search(r"Ray and MLflow output in (\S+\.log)", out)
+    assert log, out
+    text = open(log.group(1)).read()
+    assert "workers' own stdout/stderr files are in" in text
+    # Tune's trial folders are the trial keys
+    tune_dirs = {p.name for p in (paths.sweep_dir("console") / "tune").glob("*/*") if p.is_dir()}
+    assert set(keys) <= tune_dirs, tune_dirs
+
+
+def _tune_trials(param_space):
+    """Tune's own trials for ``param_space``, made as ``tune.run`` makes them (placeholders injected first),
+    with the creators of :func:`console.tune_settings`; no Ray session is needed to make them."""
+    import copy
+
+    from ray.tune.experiment import Experiment
+    from ray.tune.impl.placeholder import create_resolvers_map, inject_placeholders
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    names = console.Names(param_space)
+    config = inject_placeholders(copy.deepcopy(param_space), create_resolvers_map())
+    exp = Experiment("names", lambda c: None, config=config, trial_name_creator=names.name,
+                     trial_dirname_creator=names.dirname)
+    gen = BasicVariantGenerator()
+    gen.add_configurations([exp])
+    return [t for t in iter(gen.next_trial, None)]
+
+
+def test_tune_names_and_folders_are_the_trial_keys(tmp_path):
+    from ray import tune
+
+    from benchxfer.spec import Trial
+    from benchxfer.sweep import Planned, point
+
+    def trial(key, lr):
+        return Trial(key=key, init="scratch", dataset="chestxray14", recipe="systematic-cls", lr=lr, seed=0,
+                     shot=None, task="multilabel", metric="auroc", overrides={}, config={"epochs": 2})
+
+    planned = [trial("scratch_chestxray14_lr0.001_s0", 0.001), trial("a/b c_lr0.01", 0.01)]
+    space = {"trial": tune.grid_search([point(Planned(t), t.lr) for t in planned]), "ctx": object()}
+    made = _tune_trials(space)
+    assert [t.custom_trial_name for t in made] == [t.key for t in planned]
+    assert [t.custom_dirname for t in made] == ["scratch_chestxray14_lr0.001_s0", "a_b_c_lr0.01"]
+
+
+def test_tune_settings_quiet_by_default_and_ray_full_output_when_verbose(monkeypatch, tmp_path):
+    from ray import tune
+
+    monkeypatch.setenv("BENCHXFER_HOME", str(tmp_path))
+    monkeypatch.delenv("RAY_AIR_NEW_OUTPUT", raising=False)
+    space = {"trial": tune.grid_search([]), "ctx": None}
+    tune_kw, run_kw = console.tune_settings("s", space, verbose=True)
+    assert set(tune_kw) == {"trial_name_creator", "trial_dirname_creator"}
+    assert run_kw == {"name": "s-01", "verbose": 1}
+    tune_kw, run_kw = console.tune_settings("s", space, verbose=False, echo=lambda line: None)
+    (view,) = run_kw.pop("callbacks")
+    assert run_kw == {"name": "s-01", "verbose": 0} and isinstance(view, console.ConsoleView)
+    # Tune's newer output engine prints a header even at verbose=0: off for the experiment, back after it
+    assert os.environ["RAY_AIR_NEW_OUTPUT"] == "0"
+    view.close()
+    assert "RAY_AIR_NEW_OUTPUT" not in os.environ
