@@ -142,7 +142,7 @@ class ExportBackbone:
 
 
 def run_pretrain(spec: PretrainSpec, tracking_uri: str, echo=print, zoo_override: str | None = None,
-                 address: str | None = None) -> dict[str, Any]:
+                 address: str | None = None, verbose: bool = False) -> dict[str, Any]:
     """Run (or continue) the pre-training on Ray and register its backbone in the zoo."""
     from benchxfer.sweep import Launch, ensure_ray, run_trials
 
@@ -160,7 +160,7 @@ def run_pretrain(spec: PretrainSpec, tracking_uri: str, echo=print, zoo_override
         from benchxfer.tracking import SweepRecorder
 
         SweepRecorder(tracking_uri, EXPERIMENT)  # the experiment and its parent run, made once on the driver
-        run_trials([trial], launch, finish=ExportBackbone(spec.name, zoo_override), echo=echo)
+        run_trials([trial], launch, finish=ExportBackbone(spec.name, zoo_override), echo=echo, verbose=verbose)
         done = tdir.result()
         if done is None:
             failure = tdir.failure()

@@ -64,7 +64,7 @@ def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: 
     ensure_ray(address)
     cluster.preflight(launch_of(plan, tracking_uri))  # a request no node can ever hold: refused before any work
     for pspec in plan.to_pretrain:
-        run_pretrain(pspec, tracking_uri, echo=echo)
+        run_pretrain(pspec, tracking_uri, echo=echo, verbose=verbose)
     launch = launch_of(plan, tracking_uri)
     if record_shards:
         launch = Launch(**{**launch.__dict__, "record_shards": True})
