@@ -43,7 +43,8 @@ OUTAGES = "benchxfer.mlflow_outages"
 # Fail fast instead of MLflow's default minutes of retries; RunLogger does the retrying. The links to runs are
 # benchxfer's to print (once, at the end), not one pair per run from every worker.
 CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-              "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+              "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+              "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}  # no bar per learning-curve file in the console
 
 
 # --- the embedded server ---------------------------------------------------------------------------
