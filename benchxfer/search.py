@@ -28,7 +28,6 @@ import os
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from benchxfer import paths
