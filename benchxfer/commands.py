@@ -40,9 +40,21 @@ def _print_plan(plan, limit: int | None) -> None:
     if len(shown) < len(trials):
         click.echo(f"  ... {len(trials) - len(shown)} more (use --limit 0 to list all)")
     click.echo(f"Total: {d['trials']} trials = {d['inits']} inits x {d['datasets']} datasets x lr [{d['lr']}] "
-               f"x {d['seeds']} seeds" + (f" x {d['shots']} shots" if d["shots"] > 1 else ""))
+               f"x {d['seeds']} seeds" + (f" x {d['shots']} shots" if d["shots"] > 1 else "") + _search_budget(plan))
     for pspec in plan.to_pretrain:
         click.echo(f"Before the trials: pre-train init {pspec.name!r} from {pspec.path}")
+
+
+def _search_budget(plan) -> str:
+    """The lr search's stage 1, for the plan's summary line: its trials and how they run ('' for no search)."""
+    from benchxfer.search import describe
+    from benchxfer.spec import LrSearch
+
+    lr = plan.spec.lr
+    if not isinstance(lr, LrSearch):
+        return ""
+    n = len(plan.cells)
+    return f"; stage 1 before them: {n} cells x {lr.trials} search trials = {n * lr.trials}, {describe(lr.options)}"
 
 
 def _summary(sweep: str, uri: str) -> None:
@@ -146,45 +158,72 @@ def _refuse_changed(name: str, started, now, source: str) -> None:
                              f"run it as a new sweep under another name, or restore the file")
 
 
+STATES = ("finished", "stopped", "failed", "interrupted", "pending")
+
+
 def trial_states(name: str) -> list[dict]:
-    """One row per expected trial: its state (finished, failed, interrupted, pending), epoch, best, error."""
-    from benchxfer.trialdir import SweepDir, TrialState
+    """One row per trial: its state (finished, stopped by the search, failed, interrupted, pending), epoch, best,
+    error, and ``planned``: whether it is in ``trials.json``. The expected trials come first; then the other
+    trial folders of the sweep (stage-1 search trials that lost or were stopped), each with ``planned`` False."""
+    from benchxfer.trialdir import SweepDir
 
     sdir = SweepDir(name)
     trials = sdir.trials()
     if trials is None:
         raise BenchxferError(f"no sweep named {name!r} in {paths.runs_dir()} (run `benchxfer sweep FILE` first)")
-    rows = []
-    for t in trials:
-        tdir = sdir.trial(t["trial_key"])
-        row = {"trial_key": t["trial_key"], "state": "pending", "epoch": "", "best": "", "error": ""}
-        prog = tdir.progress()
-        if prog:
-            row.update(state="interrupted", epoch=prog.epoch)
-            if prog.best:
-                metric = next((k for k in prog.best if k.startswith("val_") and k != "val_loss"), "val_loss")
-                row["best"] = f"{metric}={prog.best[metric]:.4f}@{prog.best_epoch}"
-        state = tdir.state()
-        if state is TrialState.FINISHED:
-            res = tdir.result()
-            row.update(state="finished", epoch=res.epochs_run - 1,
-                       best=f"test_{res.metric}={res.value:.4f}@{res.best_epoch}")
-        elif state in (TrialState.FAILED, TrialState.RETRYABLE):
-            row.update(state="failed", error=str(tdir.failure().reason)[:120])
-        rows.append(row)
-    return rows
+    planned = [t["trial_key"] for t in trials]
+    known = set(planned)
+    folders = sdir.path / "trials"
+    others = sorted(p.name for p in folders.iterdir() if p.is_dir() and p.name not in known) if folders.is_dir() else []
+    return [_trial_row(sdir.trial(k), True) for k in planned] + [_trial_row(sdir.trial(k), False) for k in others]
+
+
+def _trial_row(tdir, planned: bool) -> dict:
+    from benchxfer.trialdir import TrialState
+
+    row = {"trial_key": tdir.key, "state": "pending", "epoch": "", "best": "", "error": "", "planned": planned}
+    prog = tdir.progress()
+    if prog:
+        row.update(state="interrupted", epoch=prog.epoch)
+        if prog.best:
+            metric = next((k for k in prog.best if k.startswith("val_") and k != "val_loss"), "val_loss")
+            row["best"] = f"{metric}={prog.best[metric]:.4f}@{prog.best_epoch}"
+    state = tdir.state()
+    if state is TrialState.FINISHED:
+        res = tdir.result()
+        row.update(state="finished", epoch=res.epochs_run - 1,
+                   best=f"test_{res.metric}={res.value:.4f}@{res.best_epoch}")
+    elif state is TrialState.STOPPED:
+        stop = tdir.stopped()
+        row.update(state="stopped", epoch=stop.epoch, error=f"stopped by the search at rung {stop.rung}")
+    elif state in (TrialState.FAILED, TrialState.RETRYABLE):
+        row.update(state="failed", error=str(tdir.failure().reason)[:120])
+    return row
 
 
 @click.command()
 @click.argument("name")
 def status(name):
-    """Print every trial of sweep NAME with its state, epoch, best score and error line."""
+    """Print every trial of sweep NAME with its state, epoch, best score and error line; then the lr search's
+    other trials (those that lost, or that the search stopped), if any."""
     rows = trial_states(name)
-    click.echo(f"{'trial key':<60} {'state':<12} {'epoch':>5}  {'best':<28} error")
-    for r in rows:
+    header = f"{'trial key':<60} {'state':<12} {'epoch':>5}  {'best':<28} error"
+    click.echo(header)
+    planned = [r for r in rows if r["planned"]]
+    others = [r for r in rows if not r["planned"]]
+    for r in planned:
         click.echo(f"{r['trial_key']:<60} {r['state']:<12} {r['epoch']!s:>5}  {r['best']:<28} {r['error']}")
-    counts = {s: sum(r["state"] == s for r in rows) for s in ("finished", "failed", "interrupted", "pending")}
-    click.echo(", ".join(f"{v} {k}" for k, v in counts.items()) + f" ({len(rows)} trials)")
+    if others:
+        click.echo(f"\nlr search trials not in the sweep's trials ({len(others)}):")
+        click.echo(header)
+        for r in others:
+            click.echo(f"{r['trial_key']:<60} {r['state']:<12} {r['epoch']!s:>5}  {r['best']:<28} {r['error']}")
+    counts = {s: sum(r["state"] == s for r in planned) for s in STATES}
+    line = ", ".join(f"{v} {k}" for k, v in counts.items() if k != "stopped") + f" ({len(planned)} trials)"
+    if others:
+        n_stopped = sum(r["state"] == "stopped" for r in rows)
+        line += f"; lr search: {len(others)} other trials, {n_stopped} stopped by the search"
+    click.echo(line)
 
 
 @click.command()

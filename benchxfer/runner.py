@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from benchxfer import cluster
-from benchxfer.errors import BenchxferError
 from benchxfer.planning import Plan, expand
 from benchxfer.spec import LrSearch, Trial
-from benchxfer.sweep import Launch, Searched, ensure_ray, run_trials
+from benchxfer.sweep import Launch, ensure_ray, run_trials
 from benchxfer.trialdir import SweepDir, TrialDir, TrialState
 
 
@@ -35,12 +34,13 @@ def launch_of(plan: Plan, tracking_uri: str) -> Launch:
 
 def pending(trials: list[Trial]) -> tuple[list[Trial], int]:
     """The trials to launch, and how many are left out because they failed for good. A retryable failure
-    is forgotten: the trial runs again from its last checkpoint."""
+    is forgotten: the trial runs again from its last checkpoint. A trial the lr search stopped is final too,
+    and not counted as failed (a stage-2 trial never is one: its lr won the search, so it was not stopped)."""
     out, final = [], 0
     for t in trials:
         tdir = TrialDir.of(t.config["sweep"], t.key)
         state = tdir.state()
-        if state is TrialState.FINISHED:
+        if state in (TrialState.FINISHED, TrialState.STOPPED):
             continue
         if state is TrialState.FAILED:
             final += 1
@@ -96,34 +96,12 @@ def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: 
 
 
 def _tune_then_repeat(plan: Plan, launch: Launch, recorder, echo) -> list[Trial]:
-    """Stage 1: an Optuna lr search per (init, dataset) on the first seed, minimising the best validation
-    loss. Stage 2: every seed at each cell's best lr. The best lr of each cell is kept in ``best_lr.json``
-    (reused on resume) and logged on the sweep's MLflow run as the param ``best_lr.<init>.<dataset>``.
-    A search trial is a stage-2 trial too when its lr wins: same key, so it is not run again."""
-    from ray import tune
-    from ray.tune.search.optuna import OptunaSearch
+    """Stage 1: every cell's lr search (:func:`benchxfer.search.run_stage1`: one Tune experiment, the best lrs in
+    ``best_lr.json`` and the MLflow params ``best_lr.<init>.<dataset>``). Stage 2: every seed at each cell's best
+    lr; the search trial that won is stage 2's first seed (same key), so it is not run again."""
+    from benchxfer.search import run_stage1
 
-    spec = plan.spec
-    assert isinstance(spec.lr, LrSearch)
-    sdir = SweepDir(spec.name)
-    best = sdir.best_lr()
-    seed0 = spec.seeds[0]
-    for cell in plan.cells:
-        cell_id = f"{cell.init}|{cell.dataset.name}"
-        if cell_id in best:
-            continue
-        echo(f"Stage 1: lr search for {cell.init} on {cell.dataset.name} ({spec.lr.trials} trials)")
-        searcher = OptunaSearch(metric="best_val_loss", mode="min", seed=seed0)
-        source = Searched(cell, spec.name, seed0, spec.shots[0], plan.roots[cell.dataset.name])
-        grid = run_trials([], launch, searcher=searcher, num_samples=spec.lr.trials, search=source,
-                          lr_space=tune.loguniform(spec.lr.low, spec.lr.high), echo=echo)
-        scored = [(r.metrics.get("best_val_loss"), r.config["trial"]["lr"]) for r in grid
-                  if r.metrics and r.metrics.get("best_val_loss") is not None]
-        if not scored:
-            raise BenchxferError(f"lr search for {cell_id} produced no finished trial; see `benchxfer status {spec.name}`")
-        best[cell_id] = float(min(scored)[1])
-        sdir.write_best_lr(best)
-        echo(f"  best lr for {cell.init} on {cell.dataset.name}: {best[cell_id]:g}")
+    assert isinstance(plan.spec.lr, LrSearch)
+    best = run_stage1(plan, launch, recorder, echo=echo)
     lrs = {(c.init, c.dataset.name): best[f"{c.init}|{c.dataset.name}"] for c in plan.cells}
-    recorder.log_params({f"best_lr.{i}.{d}": lr for (i, d), lr in lrs.items()})  # the same values on resume
-    return expand(spec, plan.cells, plan.roots, lrs=lrs)
+    return expand(plan.spec, plan.cells, plan.roots, lrs=lrs)

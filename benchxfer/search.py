@@ -14,7 +14,9 @@ Resume is exact. (1) An Optuna study seeded alike suggests the same lrs: its fir
 suggestions are random draws that do not depend on results. (2) Every result a cell's scheduler saw is appended,
 in order, to ``search_events.jsonl`` in the sweep folder; a resumed search replays them into fresh schedulers, so
 the rungs hold what they held, under the trial keys. (3) Finished trials report their ``result.json`` and stopped
-ones their marker, without training; interrupted ones continue from their epoch checkpoint.
+ones their ``stopped.json`` (:class:`benchxfer.trialdir.Stopped`), without training; interrupted ones continue
+from their epoch checkpoint. Every trial reaches :func:`benchxfer.sweep.run_trial` in the sweep's one shape,
+``point(Searched(cell, ...), lr)``; its files are read and written only through :class:`TrialDir`.
 """
 
 from __future__ import annotations
@@ -26,13 +28,13 @@ import os
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from benchxfer import paths
 from benchxfer.errors import BenchxferError
+from benchxfer.trialdir import Stopped, SweepDir, TrialDir
 
-BEST_LR, STOPPED, EVENTS = "best_lr.json", "stopped.json", "search_events.jsonl"
+EVENTS = "search_events.jsonl"
 SCHEDULERS = ("none", "asha", "hyperband")
 OPTION_KEYS = ("scheduler", "min_epochs", "eta", "metric", "mode")
 log = logging.getLogger("benchxfer")
@@ -79,36 +81,20 @@ def cell_id(cell) -> str:
     return f"{cell.init}|{cell.dataset.name}"
 
 
-# --- the stopped marker (to move into the TrialDir module) ----------------------------------------------
+# --- a trial the search stopped -----------------------------------------------------------------------
 
-def write_stopped(trial_dir: Path, rung: int, result: dict[str, Any]) -> dict[str, Any]:
+def write_stopped(tdir: TrialDir, rung: int, result: dict[str, Any]) -> Stopped:
     """Mark a trial as stopped by the search at ``rung`` (epochs trained), keeping its last reported metrics."""
-    from benchxfer.train.loop import write_json
-
     metrics = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
                and (k in ("epoch", SEARCH_METRIC, "train_loss", "lr") or k.startswith("val_"))}
-    marker = {"status": "stopped", "rung": int(rung), "epoch": int(result["epoch"]), "metrics": metrics}
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    write_json(trial_dir / STOPPED, marker)
+    marker = Stopped(rung=int(rung), epoch=int(result["epoch"]), metrics=metrics)
+    tdir.write_stopped(marker)
     return marker
 
 
-def read_stopped(trial_dir: Path) -> dict[str, Any] | None:
-    try:
-        out = json.loads((trial_dir / STOPPED).read_text())
-    except (OSError, ValueError):
-        return None
-    return out if out.get("status") == "stopped" else None
-
-
-def settle_stopped(sweep: str, key: str, marker: dict[str, Any], tracking_uri: str | None) -> None:
-    """Make a stopped trial's state agree with its marker: no ``failed.json`` (Tune ends a stopped function
-    trainable with SystemExit, which the trial driver records as a failure), and its MLflow run tagged stopped
-    with its rung, ended KILLED. Idempotent; run by the driver once the trial's actor is gone."""
-    from benchxfer.train.loop import FAILED
-
-    tdir = paths.trial_dir(sweep, key)
-    (tdir / FAILED).unlink(missing_ok=True)
+def settle_stopped(sweep: str, key: str, marker: Stopped, tracking_uri: str | None) -> None:
+    """Tag a stopped trial's MLflow run stopped, with its rung, and end it KILLED. Idempotent: run when the
+    scheduler stops the trial and again after the experiment (MLflow may have been down the first time)."""
     if not tracking_uri:
         return
     from benchxfer.tracking import client
@@ -120,7 +106,7 @@ def settle_stopped(sweep: str, key: str, marker: dict[str, Any], tracking_uri: s
     for run in c.search_runs([exp.experiment_id], filter_string=f"tags.`benchxfer.trial_key` = '{key}'",
                              max_results=5):
         c.set_tag(run.info.run_id, "benchxfer.status", "stopped")
-        c.set_tag(run.info.run_id, "benchxfer.rung", str(marker["rung"]))
+        c.set_tag(run.info.run_id, "benchxfer.rung", str(marker.rung))
         if "benchxfer.error" in run.data.tags:
             c.delete_tag(run.info.run_id, "benchxfer.error")
         if run.info.status != "KILLED":
@@ -135,16 +121,18 @@ def search_trial(config: dict[str, Any]) -> None:
 
     from benchxfer.sweep import run_trial
 
-    # A stopped trial's thread records its SystemExit before it ends; give it time before its actor is reused.
+    # A stopped trial's thread ends with Tune's SystemExit; give it time before its actor is reused.
     os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "30")
-    ctx = config["ctx"]
-    key = config["cell"].trial(ctx["sweep"], float(config["lr"]), int(config["seed"]), config["shot"],
-                               config["root"]).key
-    marker = read_stopped(paths.trial_dir(ctx["sweep"], key))
+    os.environ.update(config["ctx"].env)
+    marker = TrialDir.of(config["ctx"].launch.sweep, _key(config)).stopped()
     if marker:
-        tune.report({**marker["metrics"], "done": True, "replayed": True})
+        tune.report({**marker.metrics, "done": True, "replayed": True})
         return
     run_trial(config)
+
+
+def _key(config: dict[str, Any]) -> str:
+    return config["trial"]["at"].make(float(config["trial"]["lr"])).key
 
 
 # --- routing by cell ----------------------------------------------------------------------------------
@@ -155,12 +143,12 @@ def _searcher_class():
     class CellSearcher(Searcher):
         """One OptunaSearch per cell; trials are handed out round-robin over the cells with trials left."""
 
-        def __init__(self, cells: dict[str, dict[str, Any]], low: float, high: float, n_trials: int, seed: int):
+        def __init__(self, cells: dict[str, Any], low: float, high: float, n_trials: int, seed: int):
             from ray import tune
             from ray.tune.search.optuna import OptunaSearch
 
             super().__init__(metric=SEARCH_METRIC, mode="min")
-            self.fixed = cells  # cell id -> the config every trial of the cell shares (cell, seed, shot, root)
+            self.fixed = cells  # cell id -> the Searched source every trial of the cell shares
             self.studies = {c: OptunaSearch(space={"lr": tune.loguniform(low, high)}, metric=SEARCH_METRIC,
                                             mode="min", seed=seed) for c in cells}
             self.left = {c: n_trials for c in cells}
@@ -175,7 +163,10 @@ def _searcher_class():
                     self.turn = (self.turn + i + 1) % len(order)
                     self.left[c] -= 1
                     self.cell_of[trial_id] = c
-                    return {**self.fixed[c], **self.studies[c].suggest(trial_id)}
+                    from benchxfer.sweep import point
+
+                    lr = self.studies[c].suggest(trial_id)["lr"]
+                    return {"trial": point(self.fixed[c], lr)}
             return Searcher.FINISHED
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -223,7 +214,7 @@ def _scheduler_class():
                     reduction_factor=opts.eta, brackets=rungs if opts.scheduler == "hyperband" else 1,
                     stop_last_trials=False)  # a trial at its last epoch ends by itself: that is finishing
             self.added: set[str] = set()
-            self.stopped: dict[str, dict] = {}
+            self.stopped: dict[str, Stopped] = {}
             self.log = paths.sweep_dir(sweep) / EVENTS
             self._replay()
 
@@ -252,16 +243,13 @@ def _scheduler_class():
                     continue  # a cell whose lr is known
                 self._add(ev["cell"], ev["key"])
                 action = self.inner[ev["cell"]].on_trial_result(None, _Key(ev["key"]), ev["result"])
-                tdir = paths.trial_dir(self.sweep, ev["key"])
-                if action == TrialScheduler.STOP and read_stopped(tdir) is None:
+                tdir = TrialDir.of(self.sweep, ev["key"])
+                if action == TrialScheduler.STOP and tdir.stopped() is None:
                     write_stopped(tdir, ev["result"]["epochs"], ev["result"])  # killed between log and marker
 
         @staticmethod
         def _ids(trial) -> tuple[str, str]:
-            cfg = trial.config
-            cell = cfg["cell"]
-            key = cell.trial(cfg["ctx"]["sweep"], float(cfg["lr"]), int(cfg["seed"]), cfg["shot"], cfg["root"]).key
-            return cell_id(cell), key
+            return cell_id(trial.config["trial"]["at"].cell), _key(trial.config)
 
         def on_trial_add(self, tune_controller, trial) -> None:
             c, key = self._ids(trial)
@@ -279,7 +267,7 @@ def _scheduler_class():
                 fh.write(json.dumps({"cell": c, "key": key, "result": fed}) + "\n")
             action = self.inner[c].on_trial_result(tune_controller, _Key(key), fed)
             if action == TrialScheduler.STOP:
-                self.stopped[key] = write_stopped(paths.trial_dir(self.sweep, key), fed["epochs"], fed)
+                self.stopped[key] = write_stopped(TrialDir.of(self.sweep, key), fed["epochs"], fed)
                 try:
                     settle_stopped(self.sweep, key, self.stopped[key], self.uri)
                 except Exception as err:  # noqa: BLE001 - MLflow down: settled again after the experiment
@@ -300,80 +288,82 @@ def _scheduler_class():
 
 # --- stage 1 ------------------------------------------------------------------------------------------
 
+def describe(opts: SearchOptions) -> str:
+    """The search's scheduler in words, for the plan and the stage-1 line."""
+    if opts.scheduler == "none":
+        return "every trial to its end"
+    return f"{opts.scheduler} on {opts.metric} from {opts.min_epochs} epoch(s), eta {opts.eta}"
+
+
 def run_stage1(plan, launch, recorder, echo: Callable[[str], None] = print,
                options: SearchOptions | None = None) -> dict[str, float]:
     """Search the lr of every cell whose best lr is not yet in ``best_lr.json``, all in one Tune experiment;
     return ``{cell id: best lr}`` for all cells. The best lr of a cell is the lr of its finished search trial
     with the least ``best_val_loss`` (ties: the lower lr); it is written to ``best_lr.json`` and logged on the
     sweep's MLflow run as ``best_lr.<init>.<dataset>``. The winning trial has the key of stage 2's first-seed
-    trial at that lr, so stage 2 does not run it again."""
-
-    from benchxfer.sweep import read_result
-    from benchxfer.train.loop import write_json
+    trial at that lr, so stage 2 does not run it again. ``options`` defaults to the sweep file's."""
+    from benchxfer.sweep import Searched
 
     spec = plan.spec
-    opts = options or SearchOptions()
     search = spec.lr
-    best_path = paths.sweep_dir(spec.name) / BEST_LR
-    best: dict[str, float] = json.loads(best_path.read_text()) if best_path.exists() else {}
+    opts = options or search.options
+    sdir = SweepDir(spec.name)
+    best = sdir.best_lr()
     seed0, shot0 = spec.seeds[0], spec.shots[0]
     todo = [c for c in plan.cells if cell_id(c) not in best]
     if todo:
         names = ", ".join(f"{c.init} on {c.dataset.name}" for c in todo)
-        how = "" if opts.scheduler == "none" else f", {opts.scheduler} from {opts.min_epochs} epoch(s), eta {opts.eta}"
-        echo(f"Stage 1: lr search for {names} ({search.trials} trials each{how})")
-        fixed = {cell_id(c): {"cell": c, "seed": seed0, "shot": shot0, "root": plan.roots[c.dataset.name]}
-                 for c in todo}
-        searcher = _searcher_class()(fixed, search.low, search.high, search.trials, seed0)
+        echo(f"Stage 1: lr search for {names} ({search.trials} trials each, {describe(opts)})")
+        sources = {cell_id(c): Searched(c, spec.name, seed0, shot0, plan.roots[c.dataset.name]) for c in todo}
+        searcher = _searcher_class()(sources, search.low, search.high, search.trials, seed0)
         scheduler = None
         if opts.scheduler != "none":
             scheduler = _scheduler_class()(spec.name, opts, {cell_id(c): int(c.knobs["epochs"]) for c in todo},
                                            launch.tracking_uri)
-        n = search.trials * len(todo)
-        grid = _fit(searcher, scheduler, n, launch)
-        keys: dict[str, list[tuple[str, float]]] = {}
+        grid = _fit(searcher, scheduler, search.trials * len(todo), launch)
+        keys: dict[str, dict[str, float]] = {}  # cell id -> {trial key: lr}, as Tune ran them
         for r in grid:
-            c = r.config["cell"]
-            keys.setdefault(cell_id(c), []).append(
-                (c.trial(spec.name, float(r.config["lr"]), seed0, shot0, r.config["root"]).key, float(r.config["lr"])))
+            at, lr = r.config["trial"]["at"], float(r.config["trial"]["lr"])
+            keys.setdefault(cell_id(at.cell), {})[at.make(lr).key] = lr
         for c in todo:
             cid, scored, stopped = cell_id(c), [], 0
-            for key, lr in keys.get(cell_id(c), []):
-                tdir = paths.trial_dir(spec.name, key)
-                marker = read_stopped(tdir)
+            for key, lr in keys.get(cid, {}).items():
+                tdir = sdir.trial(key)
+                marker = tdir.stopped()
                 if marker:
                     stopped += 1
                     settle_stopped(spec.name, key, marker, launch.tracking_uri)
                     continue
-                res = read_result(tdir)
-                if res and res.get(SEARCH_METRIC) is not None:
-                    scored.append((res[SEARCH_METRIC], lr))
+                res = tdir.result()
+                if res and res.best_val_loss is not None:
+                    scored.append((res.best_val_loss, lr))
             if not scored:
-                raise BenchxferError(f"lr search for {cid} produced no finished trial; see `benchxfer status {spec.name}`")
+                raise BenchxferError(f"lr search for {cid} produced no finished trial; "
+                                     f"see `benchxfer status {spec.name}`")
             best[cid] = float(min(scored)[1])
-            write_json(best_path, best)
+            sdir.write_best_lr(best)
             echo(f"  best lr for {c.init} on {c.dataset.name}: {best[cid]:g}"
-                 + (f" ({stopped} of {len(keys.get(cid, []))} trials stopped by the search)" if stopped else ""))
+                 + (f" ({stopped} of {len(keys[cid])} trials stopped by the search)" if stopped else ""))
     recorder.log_params({f"best_lr.{c.init}.{c.dataset.name}": best[cell_id(c)] for c in plan.cells})
     return {cell_id(c): best[cell_id(c)] for c in plan.cells}
 
 
 def _fit(searcher, scheduler, n: int, launch):
-    """One Tune experiment of ``n`` search trials, built as :func:`benchxfer.sweep.run_trials` builds its own."""
+    """One Tune experiment of ``n`` search trials, built as :func:`benchxfer.sweep.run_trials` builds its own
+    (the trainable is :func:`search_trial`, and the scheduler is the cells')."""
     from ray import tune
 
-    from benchxfer.sweep import DRIVER_MEMORY, concurrency, tune_name
+    from benchxfer.sweep import DRIVER_MEMORY, Ctx, concurrency, tune_name
 
     env = {k: os.environ[k] for k in ("BENCHXFER_HOME", "BENCHXFER_ZOO") if k in os.environ}
     env.setdefault("BENCHXFER_HOME", str(paths.home()))
-    ctx = {"sweep": launch.sweep, "launch": launch.__dict__, "env": env}
     if launch.use_torch_trainer():
         resources = {"cpu": 0, "memory": DRIVER_MEMORY}
     else:
         resources = {"cpu": launch.cpus_per_worker, "gpu": launch.gpus_per_worker}
     tuner = tune.Tuner(
         tune.with_resources(search_trial, resources),
-        param_space={"ctx": ctx},
+        param_space={"ctx": Ctx(launch, env)},
         tune_config=tune.TuneConfig(max_concurrent_trials=concurrency(launch, n), search_alg=searcher,
                                     scheduler=scheduler, num_samples=n,
                                     reuse_actors=not launch.use_torch_trainer()),

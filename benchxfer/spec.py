@@ -22,6 +22,7 @@ from benchxfer.errors import BenchxferError
 from benchxfer.recipes import RECIPES
 from benchxfer.recipes.config import check_knobs
 from benchxfer.schema import check_knob_values, check_option_values, check_synthetic
+from benchxfer.search import OPTION_KEYS, SearchOptions, parse_search_options
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 TOP_KEYS = {"name", "description", "recipe", "inits", "datasets", "lr", "seeds", "shots", "overrides", "mode",
@@ -30,7 +31,7 @@ DATASET_KEYS = {"name", "root", "options", "recipe", "overrides", "synthetic"}
 INIT_KEYS = {"name", "pretrain"}
 RESOURCE_KEYS = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0, "max_concurrent": 0, "trainer": "auto"}
 FAILURE_KEYS = {"max_retries": 2}
-SEARCH_KEYS = {"search", "low", "high", "trials"}
+SEARCH_KEYS = {"search", "low", "high", "trials", *OPTION_KEYS}
 MODES = ("grid", "tune-then-repeat")
 # what a YAML file may be before it is parsed fully, and what a sweep may expand to
 MAX_YAML_BYTES = 1_000_000
@@ -47,6 +48,7 @@ class LrSearch:
     high: float
     trials: int
     kind: str = "loguniform"
+    options: SearchOptions = SearchOptions()  # how each cell's trials run: to the end, or halved at rungs
 
 
 @dataclass(frozen=True)
@@ -253,7 +255,8 @@ def _parse_lr(path: str, value: Any) -> tuple[float, ...] | LrSearch | None:
         low, high = _positive_float(path, "lr.low", value.get("low")), _positive_float(path, "lr.high", value.get("high"))
         if low >= high:
             raise _fail(path, "lr", f"low ({low:g}) must be below high ({high:g})")
-        return LrSearch(low, high, _int(path, "lr.trials", value.get("trials", 8), 1))
+        options = parse_search_options(value, f"{path}: lr")
+        return LrSearch(low, high, _int(path, "lr.trials", value.get("trials", 8), 1), options=options)
     values = value if isinstance(value, list) else [value]
     if not values:
         raise _fail(path, "lr", "must not be empty")

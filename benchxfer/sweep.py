@@ -157,7 +157,7 @@ def run_trial(config: dict[str, Any]) -> None:
 
             train_run(TrainConfig.from_dict(trial.config), runtime.with_session("tune"))
     except BaseException as err:
-        if tdir.result() is None:
+        if tdir.result() is None and tdir.stopped() is None:  # a trial the search stopped has not failed
             _record_failure(tdir, launch, run_id, err)
         raise
     if tdir.result() is None:

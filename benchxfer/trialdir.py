@@ -4,13 +4,15 @@ A trial's folder is ``<home>/runs/<sweep>/trials/<trial key>/``:
 
     result.json      the :class:`TrialResult`, written last by rank 0: the trial is finished and final
     failed.json      the :class:`Failure`: why it failed and whether a retry can fix it (a NaN loss cannot)
+    stopped.json     the :class:`Stopped` record: the lr search's scheduler stopped it at a rung: final
     progress.json    the :class:`Progress` after each epoch (for ``benchxfer status``)
     epochs.jsonl     one :class:`EpochStart` per epoch started, counting those started again after a failure
     checkpoints/     the epoch checkpoints (``benchxfer.train.checkpoint.CheckpointStore`` writes them)
     shards/          the sample indices each worker saw per epoch (only when asked, for tests)
 
 :meth:`TrialDir.state` decides what a trial is: ``finished`` (a valid result), ``failed`` (final: a failure
-that a retry cannot fix), ``retryable`` (failed, will run again from its checkpoint) or ``pending``.
+that a retry cannot fix), ``stopped`` (stopped by the lr search at a rung: final, never resumed as if it had
+failed), ``retryable`` (failed, will run again from its checkpoint) or ``pending``.
 
 Damage policy. A damaged state file (not JSON, not an object, a key missing) is a :class:`BenchxferError`
 of one line naming the file and what is wrong, with one exception: a damaged ``result.json`` makes the
@@ -38,6 +40,7 @@ from benchxfer import paths
 from benchxfer.errors import BenchxferError
 
 RESULT, FAILED, PROGRESS, EPOCH_LOG = "result.json", "failed.json", "progress.json", "epochs.jsonl"
+STOPPED = "stopped.json"
 CHECKPOINTS, SHARDS = "checkpoints", "shards"
 SPEC_COPY, SOURCE, TRIALS, BEST_LR = "sweep.yaml", "source.json", "trials.json", "best_lr.json"
 
@@ -95,6 +98,7 @@ class TrialState(str, Enum):
     FINISHED = "finished"
     RETRYABLE = "retryable"  # failed; runs again from its last checkpoint
     FAILED = "failed"  # failed for a reason a retry cannot fix: final
+    STOPPED = "stopped"  # stopped by the search at a rung: final, like finished
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,17 @@ class Failure:
     @property
     def final(self) -> bool:
         return not self.retryable
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """``stopped.json``: the lr search's scheduler stopped the trial after ``rung`` epochs (its last epoch index
+    is ``epoch``), with the metrics it had reported then."""
+
+    rung: int
+    epoch: int
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    status: str = "stopped"
 
 
 @dataclass(frozen=True)
@@ -234,9 +249,21 @@ class TrialDir:
         if f is not None and f.retryable:
             (self.path / FAILED).unlink(missing_ok=True)
 
+    # stopped.json
+    def stopped(self) -> Stopped | None:
+        path = self.path / STOPPED
+        if not path.is_file():
+            return None
+        return _record(Stopped, path, read_json(path, "the trial's stop record"), "the trial's stop record")
+
+    def write_stopped(self, stopped: Stopped) -> None:
+        write_json(self.path / STOPPED, dataclasses.asdict(stopped))
+
     def state(self) -> TrialState:
         if self.result() is not None:
             return TrialState.FINISHED
+        if self.stopped() is not None:
+            return TrialState.STOPPED
         f = self.failure()
         if f is None:
             return TrialState.PENDING

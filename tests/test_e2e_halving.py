@@ -11,6 +11,17 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from benchxfer import paths
+from benchxfer.trialdir import TrialDir
+
+
+def read_stopped(tdir):
+    stop = TrialDir(tdir).stopped()
+    return None if stop is None else {"rung": stop.rung, "epoch": stop.epoch}
+
+
+def read_result(tdir):
+    res = TrialDir(tdir).result()
+    return None if res is None else res.to_dict()
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +36,7 @@ datasets:
   - name: shenzhen
     root: synthetic
     synthetic: {n_train: 32, n_val: 32, n_test: 32, size: 32, seed: 4}
-lr: {search: loguniform, low: 1.0e-4, high: 1.0, trials: 5}
+lr: {search: loguniform, low: 1.0e-4, high: 1.0, trials: 5, scheduler: asha, min_epochs: 1, eta: 3}
 seeds: 2
 overrides: {arch: resnet18, size: 32, batch_size: 16, epochs: 3, patience: 10, loader_workers: 0}
 resources: {workers: 1, cpus_per_worker: 1, max_concurrent: 1}
@@ -52,11 +63,10 @@ def expected_stops(curves: list[list[float]]) -> dict[int, int]:
 
 
 def test_halving_search_stops_by_the_rule_and_stage2_uses_the_pick(tmp_path, ray_session, mlflow_uri):
-    from benchxfer.planning import make_plan
+    from benchxfer.planning import expand, make_plan
     from benchxfer.runner import launch_of, pending
-    from benchxfer.search import parse_search_options, read_stopped, run_stage1
-    from benchxfer.spec import expand
-    from benchxfer.sweep import read_result, run_trials
+    from benchxfer.search import parse_search_options, run_stage1
+    from benchxfer.sweep import run_trials
     from benchxfer.tracking import SweepRecorder
 
     path = tmp_path / "halving.yaml"
@@ -65,6 +75,7 @@ def test_halving_search_stops_by_the_rule_and_stage2_uses_the_pick(tmp_path, ray
     launch = launch_of(plan, mlflow_uri)
     recorder = SweepRecorder(mlflow_uri, "halving")
     opts = parse_search_options({"scheduler": "asha", "min_epochs": 1, "eta": ETA}, "lr")
+    assert plan.spec.lr.options == opts  # the sweep file's keys, parsed by spec.py
     lines: list[str] = []
     best = run_stage1(plan, launch, recorder, echo=lines.append, options=opts)
     assert set(best) == {"scratch|chestxray14", "scratch|shenzhen"}
@@ -138,8 +149,7 @@ def test_a_killed_halving_search_resumes_exactly(tmp_path, ray_session, mlflow_u
 
     from benchxfer.planning import make_plan
     from benchxfer.runner import launch_of
-    from benchxfer.search import parse_search_options, read_stopped, run_stage1
-    from benchxfer.sweep import read_result
+    from benchxfer.search import parse_search_options, run_stage1
     from benchxfer.tracking import SweepRecorder
 
     text = textwrap.dedent(SWEEP).replace("name: halving", "name: halving-kill")

@@ -1,5 +1,5 @@
 """``mode: tune-then-repeat`` end to end on a real local Ray session and a real MLflow server: each
-(init, dataset) cell gets its own Optuna lr search on the first seed, its best lr is recorded (file and
+(init, dataset) cell gets its own Optuna lr search on the first seed (all cells in one Tune experiment), its best lr is recorded (file and
 MLflow), and stage 2 runs every seed at that lr. A rerun searches nothing and runs nothing again."""
 
 import json
@@ -39,7 +39,8 @@ def test_lr_search_per_cell_then_seeds_at_the_best_lr(tmp_path, ray_session, mlf
     path.write_text(textwrap.dedent(SWEEP))
     res = CliRunner().invoke(main, ["sweep", str(path), "--tracking-uri", mlflow_uri], catch_exceptions=False)
     assert res.exit_code == 0, res.output
-    assert res.output.count("Stage 1: lr search") == 2
+    assert res.output.count("Stage 1: lr search") == 1  # one Tune experiment searches both cells
+    assert "Stage 1: lr search for scratch on chestxray14, scratch on shenzhen (3 trials each" in res.output
 
     sdir = paths.sweep_dir("search")
     best = json.loads((sdir / "best_lr.json").read_text())

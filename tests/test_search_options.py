@@ -14,8 +14,9 @@ from benchxfer.search import (
     SearchOptions,
     _scheduler_class,
     parse_search_options,
-    read_stopped,
 )
+from benchxfer.sweep import Searched, point
+from benchxfer.trialdir import TrialDir
 
 
 def test_defaults_and_a_valid_block():
@@ -64,8 +65,8 @@ def test_rungs_follow_the_rule_per_cell_and_replay_exactly(tmp_path, monkeypatch
     first = cls("unit", opts, {"scratch|chestxray14": 9, "scratch|shenzhen": 9}, None)
 
     def trial(cell, lr):
-        return SimpleNamespace(config={"cell": cell, "lr": lr, "seed": 0, "shot": None,
-                                       "root": plan.roots[cell.dataset.name], "ctx": {"sweep": "unit"}})
+        source = Searched(cell, "unit", 0, None, plan.roots[cell.dataset.name])
+        return SimpleNamespace(config={"trial": point(source, lr), "ctx": None})
 
     t1, t2, t3, u1 = trial(a_cell, 0.1), trial(a_cell, 0.01), trial(a_cell, 0.001), trial(b_cell, 0.5)
     for t in (t1, t2, t3, u1):
@@ -80,9 +81,8 @@ def test_rungs_follow_the_rule_per_cell_and_replay_exactly(tmp_path, monkeypatch
     assert feed(first, t3, 0, 0.5) == "CONTINUE"
     assert feed(first, t1, 1, 0.9) == "CONTINUE"  # epoch 2: no rung
     assert feed(first, t1, 8, 0.1) == "CONTINUE"  # the last epoch is no rung: the trial ends by itself
-    stopped = read_stopped(paths.trial_dir("unit", t2.config["cell"].trial("unit", 0.01, 0, None,
-                                                                           plan.roots["chestxray14"]).key))
-    assert stopped["rung"] == 1 and stopped["epoch"] == 0 and stopped["metrics"]["val_loss"] == 2.0
+    stopped = TrialDir.of("unit", a_cell.trial("unit", 0.01, 0, None, plan.roots["chestxray14"]).key).stopped()
+    assert stopped.rung == 1 and stopped.epoch == 0 and stopped.metrics["val_loss"] == 2.0
     log = [json.loads(x) for x in (paths.sweep_dir("unit") / EVENTS).read_text().splitlines()]
     assert [e["result"]["epochs"] for e in log] == [1, 1, 1, 1, 2]
 
