@@ -296,13 +296,13 @@ def describe(opts: SearchOptions) -> str:
 
 
 def run_stage1(plan, launch, recorder, echo: Callable[[str], None] = print,
-               options: SearchOptions | None = None) -> dict[str, float]:
+               options: SearchOptions | None = None, verbose: bool = False) -> dict[str, float]:
     """Search the lr of every cell whose best lr is not yet in ``best_lr.json``, all in one Tune experiment;
     return ``{cell id: best lr}`` for all cells. The best lr of a cell is the lr of its finished search trial
     with the least ``best_val_loss`` (ties: the lower lr); it is written to ``best_lr.json`` and logged on the
     sweep's MLflow run as ``best_lr.<init>.<dataset>``. The winning trial has the key of stage 2's first-seed
     trial at that lr, so stage 2 does not run it again. ``options`` defaults to the sweep file's."""
-    from benchxfer.sweep import Searched
+    from benchxfer.sweep import Searched, run_trials
 
     spec = plan.spec
     search = spec.lr
@@ -320,7 +320,8 @@ def run_stage1(plan, launch, recorder, echo: Callable[[str], None] = print,
         if opts.scheduler != "none":
             scheduler = _scheduler_class()(spec.name, opts, {cell_id(c): int(c.knobs["epochs"]) for c in todo},
                                            launch.tracking_uri)
-        grid = _fit(searcher, scheduler, search.trials * len(todo), launch)
+        grid = run_trials([], launch, searcher=searcher, scheduler=scheduler, num_samples=search.trials * len(todo),
+                          trainable=search_trial, echo=echo, verbose=verbose)
         keys: dict[str, dict[str, float]] = {}  # cell id -> {trial key: lr}, as Tune ran them
         for r in grid:
             at, lr = r.config["trial"]["at"], float(r.config["trial"]["lr"])
@@ -346,31 +347,3 @@ def run_stage1(plan, launch, recorder, echo: Callable[[str], None] = print,
                  + (f" ({stopped} of {len(keys[cid])} trials stopped by the search)" if stopped else ""))
     recorder.log_params({f"best_lr.{c.init}.{c.dataset.name}": best[cell_id(c)] for c in plan.cells})
     return {cell_id(c): best[cell_id(c)] for c in plan.cells}
-
-
-def _fit(searcher, scheduler, n: int, launch):
-    """One Tune experiment of ``n`` search trials, built as :func:`benchxfer.sweep.run_trials` builds its own
-    (the trainable is :func:`search_trial`, and the scheduler is the cells')."""
-    from ray import tune
-
-    from benchxfer.sweep import DRIVER_MEMORY, Ctx, concurrency, tune_name
-
-    env = {k: os.environ[k] for k in ("BENCHXFER_HOME", "BENCHXFER_ZOO") if k in os.environ}
-    env.setdefault("BENCHXFER_HOME", str(paths.home()))
-    if launch.use_torch_trainer():
-        resources = {"cpu": 0, "memory": DRIVER_MEMORY}
-    else:
-        resources = {"cpu": launch.cpus_per_worker, "gpu": launch.gpus_per_worker}
-    tuner = tune.Tuner(
-        tune.with_resources(search_trial, resources),
-        param_space={"ctx": Ctx(launch, env)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency(launch, n), search_alg=searcher,
-                                    scheduler=scheduler, num_samples=n,
-                                    reuse_actors=not launch.use_torch_trainer()),
-        run_config=tune.RunConfig(
-            name=tune_name(launch.sweep), storage_path=str(paths.sweep_dir(launch.sweep) / "tune"),
-            failure_config=tune.FailureConfig(max_failures=0 if launch.use_torch_trainer() else launch.max_retries),
-            verbose=1,
-        ),
-    )
-    return tuner.fit()

@@ -241,11 +241,12 @@ def tune_name(sweep: str) -> str:
 
 
 def run_trials(trials: list[Trial], launch: Launch, *, finish: FinishHook | None = None, searcher: Any = None,
-               num_samples: int = 1, search: TrialSource | None = None, lr_space: Any = None,
+               scheduler: Any = None, num_samples: int = 1, trainable: Callable[[dict], None] | None = None,
                echo: Callable[[str], None] = print, verbose: bool = False):
-    """Run ``trials`` as one Tune experiment, or, when ``searcher`` is given, ``num_samples`` trials of the
-    ``search`` source with the lr drawn from ``lr_space``; return the ResultGrid. The console shows
-    benchxfer's view of it, or with ``verbose`` Ray's own output (:mod:`benchxfer.console`)."""
+    """Run ``trials`` as one Tune experiment, or, when ``searcher`` is given, the ``num_samples`` trials it
+    suggests (it fills each config's ``"trial"``; ``scheduler`` may stop them early); return the ResultGrid.
+    ``trainable`` defaults to :func:`run_trial`. The console shows benchxfer's view of the experiment, or with
+    ``verbose`` Ray's own output (:mod:`benchxfer.console`)."""
     from ray import tune
 
     from benchxfer import console
@@ -260,19 +261,19 @@ def run_trials(trials: list[Trial], launch: Launch, *, finish: FinishHook | None
     else:
         resources = {"cpu": launch.cpus_per_worker, "gpu": launch.gpus_per_worker}
     if searcher is not None:
-        n, space = num_samples, point(search, lr_space)
+        n, param_space = num_samples, {"ctx": ctx}
     else:
-        n, space = len(trials), tune.grid_search([point(Planned(t), t.lr) for t in trials])
-    param_space = {"trial": space, "ctx": ctx}
+        n = len(trials)
+        param_space = {"trial": tune.grid_search([point(Planned(t), t.lr) for t in trials]), "ctx": ctx}
     tune_kw, run_kw = console.tune_settings(launch.sweep, param_space, verbose=verbose, echo=echo)
     tuner = tune.Tuner(
-        tune.with_resources(run_trial, resources),
+        tune.with_resources(trainable or run_trial, resources),
         param_space=param_space,
         # 1-worker trials reuse their Tune actor, so torch is imported once per slot, not once per trial (each
         # trial seeds everything itself). A TorchTrainer's driver is not reused: Ray Train hangs in a reused actor.
         tune_config=tune.TuneConfig(max_concurrent_trials=concurrency(launch, n), search_alg=searcher,
-                                    num_samples=num_samples, reuse_actors=not launch.use_torch_trainer(),
-                                    **tune_kw),
+                                    scheduler=scheduler, num_samples=num_samples,
+                                    reuse_actors=not launch.use_torch_trainer(), **tune_kw),
         run_config=tune.RunConfig(
             storage_path=str(paths.sweep_dir(launch.sweep) / "tune"),
             failure_config=tune.FailureConfig(max_failures=0 if launch.use_torch_trainer() else launch.max_retries),
