@@ -36,14 +36,17 @@ def cluster(bx_home):
     import ray
     from ray.cluster_utils import Cluster
 
+    from benchxfer.sweep import ensure_ray
+
     was_up = ray.is_initialized()
+    if not was_up:
+        # A local session first, as when the module runs after others: it writes Ray's token and turns token
+        # authentication on in this process, so the nodes started below and the driver that joins them agree
+        # (run alone without it, the nodes start without authentication, the driver with it, and no actor starts)
+        ensure_ray()
     ray.shutdown()
     for k in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):  # the ended session's; the nodes must not inherit them
         os.environ.pop(k, None)
-    # ray.cluster_utils starts its nodes without token authentication (`ray start --head` turns it on when a token
-    # exists); the joining driver must not turn it on either, or the nodes never start its actors
-    auth = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "disabled"
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "dashboard_host": "127.0.0.1"})
     nodes = [c.add_node(num_cpus=1, resources={f"w{i}": 1}) for i in range(2)]
     c.wait_for_nodes()
@@ -52,13 +55,7 @@ def cluster(bx_home):
     c.shutdown()
     for k in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
         os.environ.pop(k, None)
-    if auth is None:
-        os.environ.pop("RAY_AUTH_MODE", None)
-    else:
-        os.environ["RAY_AUTH_MODE"] = auth
     if was_up:
-        from benchxfer.sweep import ensure_ray
-
         ensure_ray()
 
 
