@@ -109,4 +109,4 @@ def test_pending_stops_at_a_damaged_failure_record_with_one_line(tmp_path, home)
 
 
 def test_state_names_are_what_status_prints():
-    assert [s.value for s in TrialState] == ["pending", "finished", "retryable", "failed"]
+    assert [s.value for s in TrialState] == ["pending", "finished", "retryable", "failed", "stopped"]
