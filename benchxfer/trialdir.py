@@ -221,15 +221,19 @@ class TrialDir:
             return None
         return out if out is not None and out.status == "finished" else None
 
+    def _read(self, name: str, cls: type, what: str):
+        """The record in file ``name``, or None when there is none; a damaged file is one line naming it."""
+        path = self.path / name
+        if not path.is_file():
+            return None
+        return _record(cls, path, read_json(path, what), what)
+
     def write_result(self, result: TrialResult) -> None:
         write_json(self.path / RESULT, result.to_dict())
 
     # failed.json
     def failure(self) -> Failure | None:
-        path = self.path / FAILED
-        if not path.is_file():
-            return None
-        return _record(Failure, path, read_json(path, "the trial's failure"), "the trial's failure")
+        return self._read(FAILED, Failure, "the trial's failure")
 
     def write_failure(self, failure: Failure) -> None:
         write_json(self.path / FAILED, dataclasses.asdict(failure))
@@ -251,10 +255,7 @@ class TrialDir:
 
     # stopped.json
     def stopped(self) -> Stopped | None:
-        path = self.path / STOPPED
-        if not path.is_file():
-            return None
-        return _record(Stopped, path, read_json(path, "the trial's stop record"), "the trial's stop record")
+        return self._read(STOPPED, Stopped, "the trial's stop record")
 
     def write_stopped(self, stopped: Stopped) -> None:
         write_json(self.path / STOPPED, dataclasses.asdict(stopped))
@@ -271,10 +272,7 @@ class TrialDir:
 
     # progress.json
     def progress(self) -> Progress | None:
-        path = self.path / PROGRESS
-        if not path.is_file():
-            return None
-        return _record(Progress, path, read_json(path, "the trial's progress"), "the trial's progress")
+        return self._read(PROGRESS, Progress, "the trial's progress")
 
     def write_progress(self, progress: Progress) -> None:
         write_json(self.path / PROGRESS, dataclasses.asdict(progress))
