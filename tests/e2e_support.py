@@ -28,16 +28,19 @@ datasets:
 lr: {lr}
 seeds: {seeds}
 overrides: {{arch: resnet18, size: 32, batch_size: 16, epochs: {epochs}, patience: 10, loader_workers: 0}}
-resources: {{workers: {workers}, cpus_per_worker: 1, max_concurrent: 1, trainer: {trainer}}}
+resources: {{workers: {workers}, cpus_per_worker: 1{limit}, trainer: {trainer}}}
 failure: {{max_retries: {retries}}}
 """
 
 
 def write_sweep(folder: Path, name: str, *, lr: str = "[0.001]", seeds: int = 1, epochs: int = 3, n_train: int = 64,
-                workers: int = 1, trainer: str = "auto", retries: int = 0) -> Path:
+                workers: int = 1, trainer: str = "auto", retries: int = 0, max_concurrent: int | None = 1) -> Path:
+    """A sweep of ``seeds`` scratch trials per lr on a synthetic ChestX-ray14 set; ``max_concurrent=None`` lets the
+    cluster's slots decide how many run at once."""
     path = folder / f"{name}.yaml"
+    limit = "" if max_concurrent is None else f", max_concurrent: {max_concurrent}"
     path.write_text(textwrap.dedent(SWEEP.format(name=name, lr=lr, seeds=seeds, epochs=epochs, n_train=n_train,
-                                                 workers=workers, trainer=trainer, retries=retries)))
+                                                 workers=workers, trainer=trainer, retries=retries, limit=limit)))
     return path
 
 

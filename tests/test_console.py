@@ -7,7 +7,6 @@ prints"), and that Ray's and MLflow's output went to the log file it names."""
 import logging
 import os
 import re
-import textwrap
 import time
 
 import pytest
@@ -82,21 +81,6 @@ def test_noise_goes_to_the_file_and_comes_back(tmp_path, capsys):
 
 # -- a real sweep through the CLI ---------------------------------------------------------------
 
-SWEEP = """
-name: {name}
-inits: [scratch]
-datasets:
-  - name: chestxray14
-    root: synthetic
-    synthetic: {{n_train: 32, n_val: 16, n_test: 16, size: 32, seed: 3}}
-lr: [0.001, 0.01]
-seeds: 2
-overrides: {{arch: resnet18, size: 32, batch_size: 16, epochs: 2, loader_workers: 0}}
-resources: {{workers: 1, cpus_per_worker: 1}}
-failure: {{max_retries: 0}}
-"""
-
-
 def line_budget(trials: int, experiments: int, seconds: float) -> int:
     """docs/sweep-file.md, "What a sweep prints": 2 lines per trial, 2 per Tune experiment plus one per minute
     it runs, and 16 more (header, what went to MLflow, closing table, hints)."""
@@ -106,13 +90,13 @@ def line_budget(trials: int, experiments: int, seconds: float) -> int:
 @pytest.mark.e2e
 def test_sweep_console_names_every_trial_within_its_line_budget(tmp_path, ray_session, mlflow_uri):
     from click.testing import CliRunner
+    from e2e_support import write_sweep
 
     from benchxfer import paths
     from benchxfer.cli import main
     from benchxfer.planning import make_plan
 
-    path = tmp_path / "console.yaml"
-    path.write_text(textwrap.dedent(SWEEP.format(name="console")))
+    path = write_sweep(tmp_path, "console", lr="[0.001, 0.01]", seeds=2, epochs=2, n_train=32, max_concurrent=None)
     keys = [t.key for t in make_plan(str(path), None, write_synthetic=True).trials]
     assert len(keys) == 4
     started = time.time()
