@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 from benchxfer.data.catalog import Problems, where
+from benchxfer.data.imageio import safe_join
 from benchxfer.errors import BenchxferError
 
 
@@ -28,12 +29,18 @@ class FolderFiles:
                 self._seen[folder] = set()
         return path.name in self._seen[folder]
 
-
-def require_file(files: FolderFiles, path: Path, origin: str, report: Problems) -> bool:
-    if files.exists(path):
-        return True
-    report(f"{origin}: image {path} is missing")
-    return False
+    def locate(self, folder: Path, rel: str, origin: str, report: Problems) -> Path | None:
+        """The image that a list or CSV row (at ``origin``) names as ``rel`` below ``folder``; None, reported,
+        when the name leaves the dataset root (absolute, ``~``, ``..``) or the file is missing."""
+        try:
+            path = safe_join(folder, rel, origin)
+        except BenchxferError as err:
+            report(str(err))
+            return None
+        if self.exists(path):
+            return path
+        report(f"{origin}: image {path} is missing")
+        return None
 
 
 def shipped_split(name: str) -> Path:

@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from benchxfer.data.catalog import Index, IndexCtx, Record, register_dataset, seeded_split, val_fraction_of, where
-from benchxfer.data.imageio import decode_image, safe_join
-from benchxfer.data.readers._common import FolderFiles, csv_rows, require_file
-from benchxfer.errors import BenchxferError
+from benchxfer.data.imageio import decode_image
+from benchxfer.data.readers._common import FolderFiles, csv_rows
 
 CHEXPERT_CLASSES = (
     "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
@@ -62,12 +61,8 @@ def chexpert(root: Path, split: str, ctx: IndexCtx) -> Index:
         if len(parts) < 2:
             ctx.report(f"{origin}: Path {row['Path']!r} must start with the CheXpert-v1.0 folder")
             continue
-        try:
-            path = safe_join(root, str(Path(*parts[1:])), origin)
-        except BenchxferError as err:
-            ctx.report(str(err))
-            continue
-        if require_file(files, path, origin, ctx.report):
+        path = files.locate(root, str(Path(*parts[1:])), origin, ctx.report)
+        if path is not None:
             patient = next((p for p in parts if p.startswith("patient")), parts[-3] if len(parts) > 3 else row["Path"])
             recs.append(Record(str(path), label, patient=patient, origin=origin))
     if split != "test":
@@ -115,12 +110,8 @@ def mimic_cxr(root: Path, split: str, ctx: IndexCtx) -> Index:
         if study not in labels:
             ctx.report(f"{origin}: study {study} has no row in {labels_csv}")
             continue
-        try:
-            path = safe_join(root, f"files/p{subject[:2]}/p{subject}/s{study}/{row['dicom_id']}.jpg", origin)
-        except BenchxferError as err:
-            ctx.report(str(err))
-            continue
-        if require_file(files, path, origin, ctx.report):
+        path = files.locate(root, f"files/p{subject[:2]}/p{subject}/s{study}/{row['dicom_id']}.jpg", origin, ctx.report)
+        if path is not None:
             recs.append(Record(str(path), labels[study], patient=subject, origin=origin))
     return Index(recs)
 
@@ -173,12 +164,8 @@ def padchest(root: Path, split: str, ctx: IndexCtx) -> Index:
         except (ValueError, SyntaxError):
             ctx.report(f"{origin}: Labels {row['Labels'][:40]!r} is not a list like ['normal']")
             continue
-        try:
-            path = safe_join(root, f"{row['ImageDir']}/{row['ImageID']}", origin)
-        except BenchxferError as err:
-            ctx.report(str(err))
-            continue
-        if require_file(files, path, origin, ctx.report):
+        path = files.locate(root, f"{row['ImageDir']}/{row['ImageID']}", origin, ctx.report)
+        if path is not None:
             recs.append(Record(str(path), padchest_vector(found), patient=row["PatientID"], origin=origin))
     assign = seeded_split([r.patient for r in recs], (0.8, 0.1, 0.1))
     return Index([r for r in recs if assign[r.patient] == split])
@@ -212,12 +199,8 @@ def rsna_pe(root: Path, split: str, ctx: IndexCtx) -> Index:
         if row["pe_present_on_image"] not in ("0", "1"):
             ctx.report(f"{origin}: pe_present_on_image must be 0 or 1, got {row['pe_present_on_image']!r}")
             continue
-        try:
-            path = safe_join(root, f"train/{row[cols[0]]}/{row[cols[1]]}/{row[cols[2]]}.dcm", origin)
-        except BenchxferError as err:
-            ctx.report(str(err))
-            continue
-        if require_file(files, path, origin, ctx.report):
+        path = files.locate(root, f"train/{row[cols[0]]}/{row[cols[1]]}/{row[cols[2]]}.dcm", origin, ctx.report)
+        if path is not None:
             recs.append(Record(str(path), int(row["pe_present_on_image"]), patient=row[cols[0]], origin=origin))
     assign = seeded_split([r.patient for r in recs], (0.8, 0.1, 0.1))
     return Index([r for r in recs if assign[r.patient] == split])

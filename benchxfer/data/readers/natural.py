@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from benchxfer.data.catalog import Index, IndexCtx, Record, register_dataset, seeded_split, where
-from benchxfer.data.imageio import read_lines, safe_join
-from benchxfer.data.readers._common import FolderFiles, require_file
+from benchxfer.data.imageio import read_lines
+from benchxfer.data.readers._common import FolderFiles
 from benchxfer.data.readers.seg import IMAGE_SUFFIXES
 from benchxfer.errors import BenchxferError
 
@@ -116,12 +116,8 @@ def pets(root: Path, split: str, ctx: IndexCtx) -> Index:
     classes = tuple(names.get(i, str(i + 1)) for i in range(max(names, default=-1) + 1))
     recs = []
     for name, label, origin in rows:
-        try:
-            path = safe_join(root / "images", name + ".jpg", origin)
-        except BenchxferError as err:
-            ctx.report(str(err))
-            continue
-        if require_file(files, path, origin, ctx.report):
+        path = files.locate(root / "images", name + ".jpg", origin, ctx.report)
+        if path is not None:
             recs.append(Record(str(path), label, patient=name, origin=origin))
     if split != "test":
         assign = seeded_split([r.patient for r in recs], (0.9, 0.1, 0.0))

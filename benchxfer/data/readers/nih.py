@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from benchxfer.data.catalog import Index, IndexCtx, Record, register_dataset, seeded_split, val_fraction_of, where
-from benchxfer.data.imageio import read_lines, safe_join
-from benchxfer.data.readers._common import FolderFiles, csv_rows, require_file, shipped_split
+from benchxfer.data.imageio import read_lines
+from benchxfer.data.readers._common import FolderFiles, csv_rows, shipped_split
 from benchxfer.errors import BenchxferError
 
 NIH_CLASSES = (
@@ -37,12 +37,8 @@ def parse_first_study_list(root: Path, list_file: Path, ctx: IndexCtx, folder: s
         if any(p not in ("0", "1") for p in parts[1:]):
             ctx.report(f"{origin}: labels must be 0 or 1, got {' '.join(parts[1:])}")
             continue
-        try:
-            path = safe_join(root / folder, parts[0], origin)
-        except BenchxferError as err:
-            ctx.report(str(err))
-            continue
-        if not require_file(files, path, origin, ctx.report):
+        path = files.locate(root / folder, parts[0], origin, ctx.report)
+        if path is None:
             continue
         label = np.asarray([float(p) for p in parts[1:]], np.float32)
         out.append(Record(str(path), label, patient=Path(parts[0]).name.split("_")[0], origin=origin))
@@ -81,12 +77,8 @@ def _nih_official(root: Path, split: str, ctx: IndexCtx) -> list[Record]:
         if name not in labels:
             ctx.report(f"{origin}: image {name!r} has no row in {entry}")
             continue
-        try:
-            path = safe_join(root / "images", name, origin)
-        except BenchxferError as err:
-            ctx.report(str(err))
-            continue
-        if require_file(files, path, origin, ctx.report):
+        path = files.locate(root / "images", name, origin, ctx.report)
+        if path is not None:
             vec, patient = labels[name]
             out.append(Record(str(path), vec, patient=patient, origin=origin))
     return out

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from benchxfer.data.catalog import STUDY_CXR_SEG, Index, IndexCtx, Record, register_dataset, seeded_split, val_fraction_of, where
-from benchxfer.data.imageio import read_lines, safe_join
-from benchxfer.data.readers._common import FolderFiles, require_file, shipped_split
+from benchxfer.data.imageio import read_lines
+from benchxfer.data.readers._common import FolderFiles, shipped_split
 from benchxfer.errors import BenchxferError
 
 TB_CLASSES = ("normal", "tuberculosis")
@@ -66,12 +66,8 @@ def shenzhen(root: Path, split: str, ctx: IndexCtx) -> Index:
         if len(parts) != 2 or parts[1] not in ("0", "1"):
             ctx.report(f"{origin}: expected 'CHNCXR_0001_0.png,0' (a file name and a label 0 or 1), got {line!r}")
             continue
-        try:
-            path = safe_join(root / "CXR_png", parts[0], origin)
-        except BenchxferError as err:
-            ctx.report(str(err))
-            continue
-        if require_file(files, path, origin, ctx.report):
+        path = files.locate(root / "CXR_png", parts[0], origin, ctx.report)
+        if path is not None:
             out.append(Record(str(path), int(parts[1]), patient=Path(parts[0]).stem.rsplit("_", 1)[0], origin=origin))
     return Index(out)
 
@@ -187,12 +183,8 @@ def covidx(root: Path, split: str, ctx: IndexCtx) -> Index:
         if len(parts) != 4 or parts[2] not in ("positive", "negative"):
             ctx.report(f"{origin}: expected '<patient id> <file name> <positive|negative> <source>', got {line!r}")
             continue
-        try:
-            path = safe_join(root / src, parts[1], origin)
-        except BenchxferError as err:
-            ctx.report(str(err))
-            continue
-        if require_file(files, path, origin, ctx.report):
+        path = files.locate(root / src, parts[1], origin, ctx.report)
+        if path is not None:
             recs.append(Record(str(path), int(parts[2] == "positive"), patient=parts[0], origin=origin))
     if src == "train" and not have_val:
         val_fraction = val_fraction_of(ctx)
