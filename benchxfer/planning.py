@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchxfer import data, paths, zoo
-from benchxfer.data.dataset import check_options
+from benchxfer.data.indexing import check_options
 from benchxfer.errors import BenchxferError
 from benchxfer.recipes import TrainConfig, get_recipe, recipe_for_task
 from benchxfer.recipes.registry import check_names, check_task

@@ -3,7 +3,7 @@
     from benchxfer import data
     ds = data.open_dataset("chestxray14", root, "train", transform=data.transforms.build(...))
 
-The registry (catalog and readers) loads at once; the parts that need torch (datasets, transforms, the
+The registry (catalog and readers) loads at once; the rest (split indexing, datasets, transforms, the
 cache, synthetic data) load on first use, so that ``benchxfer --help`` and name checks stay fast.
 """
 
@@ -16,7 +16,7 @@ from benchxfer.data import readers as _readers  # noqa: F401  (registers every d
 from benchxfer.data.catalog import DATASETS, DatasetCfg, get_dataset, list_datasets, num_classes, register_dataset
 
 _LAZY = {  # name -> the module that holds it (loaded on first access)
-    "ImageDataset": "benchxfer.data.dataset", "check_root": "benchxfer.data.dataset",
+    "ImageDataset": "benchxfer.data.dataset", "check_root": "benchxfer.data.indexing",
     "open_dataset": "benchxfer.data.dataset", "MergedDataset": "benchxfer.data.merged",
     "open_merged": "benchxfer.data.merged",
 }

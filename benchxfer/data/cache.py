@@ -30,7 +30,8 @@ import numpy as np
 from PIL import Image
 
 from benchxfer.data.catalog import SPLITS, DatasetCfg, Problems, Record, get_dataset
-from benchxfer.data.imageio import decode_image
+from benchxfer.data.indexing import build_index, open_root
+from benchxfer.data.pixels import record_image, record_mask
 from benchxfer.errors import BenchxferError
 from benchxfer.paths import home
 
@@ -79,13 +80,10 @@ def resize_short(arr: np.ndarray, size: int, nearest: bool = False) -> np.ndarra
 
 def _prepare(args: tuple[DatasetCfg, Record, int]) -> tuple[np.ndarray, np.ndarray | None]:
     cfg, rec, size = args
-    img = cfg.load_image(rec) if cfg.load_image else decode_image(rec.image)
+    img = record_image(cfg, rec)
     mask = None
     if cfg.task == "segmentation":
-        from benchxfer.data.dataset import ImageDataset
-
-        ds = ImageDataset(cfg, Path("/"), "train", [rec], (), None, np.arange(1))
-        mask = resize_short(ds.raw_mask(0, img.shape[:2]), size, nearest=True)
+        mask = resize_short(record_mask(cfg, rec, img.shape[:2]), size, nearest=True)
     return resize_short(img, size), mask
 
 
@@ -150,14 +148,9 @@ def write_cache(name: str, root: str | Path, size: int, splits: Iterable[str] = 
                 lists: Mapping[str, str | Path] | None = None, cache_dir: str | Path | None = None,
                 workers: int = 1, **reader_options: Any) -> list[Path]:
     """Write the cache of ``splits`` of dataset ``name`` at ``size`` px (shorter side); returns the folders."""
-    from benchxfer.data.dataset import build_index, check_options, check_root
-
     if int(size) < 1:
         raise BenchxferError(f"cache size {size!r} must be a positive number of pixels")
-    cfg = get_dataset(name)
-    check_options(cfg, reader_options)
-    root = Path(root).expanduser().resolve()
-    check_root(name, root)
+    cfg, root = open_root(name, root, reader_options)
     out = []
     for split in splits:
         index = build_index(cfg, root, split, lists, reader_options, Problems())
@@ -220,8 +213,6 @@ def open_cache(cfg: DatasetCfg, root: Path, split: str, size: int, records: list
 
 def cache_status(name: str, root: str | Path, size: int, split: str, cache_dir: str | Path | None = None) -> str:
     """'fresh', 'stale' or 'missing' (for verify and the CLI)."""
-    from benchxfer.data.dataset import build_index
-
     cfg = get_dataset(name)
     root = Path(root).expanduser().resolve()
     folder = cache_path(name, root, split, size, cache_dir)

@@ -113,10 +113,13 @@ class DatasetCfg:
         if self.classes_from_root:
             if root is None:
                 raise BenchxferError(f"dataset {self.name!r} takes its classes from the root; give a root")
-            from benchxfer.data.dataset import root_classes
-
-            return len(root_classes(self, root))
+            return len(self.root_classes(root))
         return len(self.classes) if self.task != "binary" else 2
+
+    def root_classes(self, root: str | Path) -> tuple[str, ...]:
+        """Classes of a folder dataset, from its train split."""
+        idx = self.reader(Path(root).expanduser(), "train", IndexCtx())
+        return idx.classes or self.classes
 
 
 DATASETS: Registry[DatasetCfg] = Registry("dataset")

@@ -1,8 +1,8 @@
-"""``open_dataset``: a registered dataset's split as a torch ``Dataset``, read as distributed or from the cache."""
+"""``open_dataset``: a registered dataset's split as a torch ``Dataset``, read as distributed or from the cache
+(the split's records: indexing.py; their pixels: pixels.py)."""
 
 from __future__ import annotations
 
-import glob
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -10,113 +10,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from benchxfer.data.catalog import (
-    SPLITS,
-    DatasetCfg,
-    Index,
-    IndexCtx,
-    Problems,
-    Record,
-    get_dataset,
-    require_split,
-    where,
-)
-from benchxfer.data.imageio import decode_image, decode_mask, read_lines
-from benchxfer.data.labels import (
-    apply_uncertain,
-    fraction_subset,
-    redraw_range,
-    shots_subset,
-)
+from benchxfer.data.cache import open_cache
+from benchxfer.data.catalog import DatasetCfg, Problems, Record, get_dataset, require_split
+from benchxfer.data.indexing import build_index, check_options, make_targets, open_root
+from benchxfer.data.labels import fraction_subset, redraw_range, shots_subset
+from benchxfer.data.pixels import record_image, record_mask
 from benchxfer.errors import BenchxferError
 
 Transform = Callable[[Any, Any], tuple[Any, Any]]
-
-
-def check_root(name: str, root: str | Path) -> None:
-    """Fast layout check (no decoding): the root and the layout's key files or folders exist."""
-    cfg = get_dataset(name)
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise BenchxferError(f"dataset {name!r}: root {root} does not exist or is not a folder")
-    for need in cfg.required:
-        alternatives = need.split("|")
-        if not any(glob.glob(str(root / alt)) if "*" in alt else (root / alt).exists() for alt in alternatives):
-            raise BenchxferError(
-                f"dataset {name!r}: {root / alternatives[0]} is missing; the {name} layout needs "
-                f"{' or '.join(alternatives)} below its root"
-            )
-
-
-def allowed_options(cfg: DatasetCfg) -> tuple[str, ...]:
-    """The reader's own options, plus ``uncertain`` (multi-label sets) and ``cache_size`` (every set)."""
-    return (*cfg.options, *(("uncertain",) if cfg.task == "multilabel" else ()), "cache_size")
-
-
-def check_options(cfg: DatasetCfg, options: Mapping[str, Any]) -> None:
-    """Reader options must be ones the dataset takes: a typo is an error, not silently ignored."""
-    takes = allowed_options(cfg)
-    unknown = sorted(set(options) - set(takes))
-    if unknown:
-        allowed = ", ".join(takes) or "none"
-        raise BenchxferError(f"dataset {cfg.name!r}: unknown option(s) {', '.join(unknown)}; it takes: {allowed}")
-
-
-def build_index(
-    cfg: DatasetCfg,
-    root: Path,
-    split: str,
-    lists: Mapping[str, str | Path] | None,
-    options: dict[str, Any],
-    report: Problems,
-) -> Index:
-    """Records of one split; ``lists`` replaces the default split (see :func:`select_by_list`)."""
-    ctx = IndexCtx(lists=lists, report=report, options=dict(options))
-    if lists and split in lists and not cfg.native_lists:
-        every: list[Record] = []
-        classes = None
-        for s in SPLITS:
-            idx = cfg.reader(root, s, IndexCtx(lists=None, report=report, options=dict(options)))
-            every += idx.records
-            classes = classes or idx.classes
-        return Index(select_by_list(every, root, Path(lists[split]), report), classes)
-    return cfg.reader(root, split, ctx)
-
-
-def select_by_list(records: list[Record], root: Path, list_file: Path, report: Problems) -> list[Record]:
-    """Generic ``lists`` rule: each line names one image (path relative to root, or its file name)."""
-    by_key: dict[str, Record] = {}
-    for rec in records:
-        by_key.setdefault(str(Path(rec.image).relative_to(root)) if rec.image.startswith(str(root)) else rec.image, rec)
-        by_key.setdefault(Path(rec.image).name, rec)
-    out = []
-    for lineno, line in read_lines(list_file):
-        name = line.replace(",", " ").split()[0]
-        if ".." in Path(name).parts:
-            report(f"{where(list_file, lineno)}: path {name!r} escapes the dataset root {root}")
-            continue
-        rec = by_key.get(name)
-        if rec is None:
-            report(f"{where(list_file, lineno)}: image {name!r} is not in the dataset at {root}")
-            continue
-        out.append(rec)
-    return out
-
-
-def make_targets(cfg: DatasetCfg, records: list[Record], uncertain: str, seed: int) -> np.ndarray | None:
-    if cfg.task == "segmentation":
-        return None
-    if cfg.task == "multilabel":
-        n = len(cfg.classes)
-        raw = np.stack([np.asarray(r.label, np.float32) for r in records]) if records else np.zeros((0, n), np.float32)
-        return apply_uncertain(raw, uncertain, seed)
-    return np.asarray([int(r.label) for r in records], dtype=np.int64)
-
-
-def root_classes(cfg: DatasetCfg, root: str | Path) -> tuple[str, ...]:
-    """Classes of a folder dataset, from its train split."""
-    idx = cfg.reader(Path(root).expanduser(), "train", IndexCtx())
-    return idx.classes or cfg.classes
 
 
 class ImageDataset(Dataset):
@@ -172,31 +73,12 @@ class ImageDataset(Dataset):
     def raw_image(self, i: int) -> np.ndarray:
         """uint8 H x W x C (C in {1, 3}) of item ``i``; from the cache when one is open."""
         pos = int(self.indices[i])
-        if self.cache is not None:
-            return self.cache.image(pos)
-        rec = self.records[pos]
-        return self.cfg.load_image(rec) if self.cfg.load_image else decode_image(rec.image)
+        return self.cache.image(pos) if self.cache is not None else record_image(self.cfg, self.records[pos])
 
     def raw_mask(self, i: int, hw: tuple[int, int]) -> np.ndarray:
-        """uint8 {0,1} H x W of item ``i``; a mask whose size differs from its image is an error."""
+        """uint8 {0,1} H x W of item ``i`` (see :func:`pixels.record_mask`)."""
         pos = int(self.indices[i])
-        if self.cache is not None:
-            return self.cache.mask(pos)
-        rec = self.records[pos]
-        if self.cfg.load_mask is not None:
-            mask = self.cfg.load_mask(rec, hw)
-        else:
-            mask = None
-            for path in rec.masks:
-                part = decode_mask(path)
-                if part.shape != hw:
-                    raise BenchxferError(
-                        f"{path}: mask is {part.shape[0]}x{part.shape[1]} but its image {rec.image} is {hw[0]}x{hw[1]}"
-                    )
-                mask = part if mask is None else np.maximum(mask, part)
-            if mask is None:
-                raise BenchxferError(f"{rec.image}: image has no mask ({rec.origin})")
-        return mask
+        return self.cache.mask(pos) if self.cache is not None else record_mask(self.cfg, self.records[pos], hw)
 
     def __getitem__(self, i: int):
         if i < 0:
@@ -273,8 +155,7 @@ def open_dataset(
     if split not in cfg.splits and not reader_options.get("val_fraction"):
         raise BenchxferError(f"dataset {name!r} has no {split} split in its protocol (splits: "
                              f"{', '.join(cfg.splits)}); give the option val_fraction > 0 to carve one")
-    root = Path(root).expanduser().resolve()
-    check_root(name, root)
+    cfg, root = open_root(name, root, reader_options)
     index = build_index(cfg, root, split, lists, reader_options, Problems())
     if not index.records:
         raise BenchxferError(f"dataset {name!r}: split {split!r} at {root} is empty; check the root and the split lists")
@@ -291,8 +172,6 @@ def open_dataset(
         indices = shots_subset(targets, cfg.task, int(shots), seed)
     cache = None
     if size_hint:
-        from benchxfer.data.cache import open_cache
-
         cache = open_cache(cfg, root, split, int(size_hint), index.records, lists=lists, options=reader_options,
                            cache_dir=cache_dir)
     return ImageDataset(cfg, root, split, index.records, classes, targets, indices, transform, cache,

@@ -19,6 +19,7 @@ from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from benchxfer.data.catalog import SegInputs, get_dataset
 from benchxfer.errors import BenchxferError
 from benchxfer.registry import Registry
 
@@ -206,8 +207,6 @@ PRESETS.add("systematic-seg", lambda train, size: [])
 
 def _segmentation(train: bool, size: int, mean: Sequence[float], std: Sequence[float],
                   dataset: str | None) -> SegPipeline:
-    from benchxfer.data.catalog import SegInputs, get_dataset
-
     inputs = get_dataset(dataset).seg_inputs if dataset else SegInputs()
     interp = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR}[inputs.interpolation]
     steps: list[A.BasicTransform] = [A.Resize(size, size, interpolation=interp, mask_interpolation=cv2.INTER_NEAREST)]

@@ -9,8 +9,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from benchxfer.data.catalog import SPLITS, Problems, get_dataset
-from benchxfer.data.dataset import ImageDataset, build_index, check_options, check_root, make_targets
+from benchxfer.data.catalog import SPLITS, Problems
+from benchxfer.data.indexing import build_index, make_targets, open_root
+from benchxfer.data.pixels import record_image, record_mask
 from benchxfer.errors import BenchxferError
 
 
@@ -41,11 +42,8 @@ class Report:
 def verify(name: str, root: str | Path, *, lists: Mapping[str, str | Path] | None = None, decode: bool = True,
            **reader_options: Any) -> Report:
     """Index every split, decode every image (and mask) unless ``decode=False``, and check patients."""
-    cfg = get_dataset(name)
-    root = Path(root).expanduser().resolve()
+    cfg, root = open_root(name, root, reader_options)
     report = Report(name, root)
-    check_options(cfg, reader_options)
-    check_root(name, root)
     problems = Problems(collect=True)
     patients: dict[str, set[str]] = defaultdict(set)
     for split in SPLITS:
@@ -71,14 +69,13 @@ def verify(name: str, root: str | Path, *, lists: Mapping[str, str | Path] | Non
             names = classes if len(classes) else tuple(str(v) for v in values)
             report.class_counts[split] = {names[int(v)] if int(v) < len(names) else str(v): float(c) for v, c in zip(values, counts)}
         if decode:
-            ds = ImageDataset(cfg, root, split, records, classes, targets, np.arange(len(records)))
-            for i in range(len(records)):
+            for rec in records:
                 try:
-                    img = ds.raw_image(i)
+                    img = record_image(cfg, rec)
                     if cfg.task == "segmentation":
-                        ds.raw_mask(i, img.shape[:2])
+                        record_mask(cfg, rec, img.shape[:2])
                 except BenchxferError as err:
-                    problems(f"{err} (named at {records[i].origin})" if records[i].origin not in str(err) else str(err))
+                    problems(f"{err} (named at {rec.origin})" if rec.origin not in str(err) else str(err))
     for patient, splits in sorted(patients.items()):
         if len(splits) > 1:
             problems(f"patient {patient} appears in more than one split: {', '.join(s for s in SPLITS if s in splits)}")

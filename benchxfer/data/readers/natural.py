@@ -109,7 +109,7 @@ def pets(root: Path, split: str, ctx: IndexCtx) -> Index:
         rows.append((parts[0], int(parts[1]) - 1, origin))
     # class names: the breed part of the image names, ordered by class id (from trainval.txt)
     names: dict[int, str] = {}
-    for lineno, line in read_lines(root / "annotations" / "trainval.txt"):
+    for _lineno, line in read_lines(root / "annotations" / "trainval.txt"):
         parts = line.split()
         if len(parts) == 4 and parts[1].isdigit():
             names.setdefault(int(parts[1]) - 1, _pets_breed(parts[0]))

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
-from benchxfer.data.catalog import STUDY_CXR_SEG, Index, IndexCtx, Record, register_dataset, seeded_split, val_fraction_of, where
+from benchxfer.data.catalog import (
+    STUDY_CXR_SEG,
+    Index,
+    IndexCtx,
+    Record,
+    register_dataset,
+    seeded_split,
+    val_fraction_of,
+    where,
+)
 from benchxfer.data.imageio import read_lines
 from benchxfer.data.readers._common import FolderFiles, shipped_split
 from benchxfer.errors import BenchxferError
