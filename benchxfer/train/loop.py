@@ -7,7 +7,7 @@ stopping, checkpoint, MLflow, progress), and at the end :func:`finish` (the weig
 names -- the best validation epoch's, or the last step's -- on the test set, the finish hook,
 ``result.json``). Without a validation set the epoch's train loss is what the schedule and stopping rule
 watch, and the last step is tested. Ray Train's TorchTrainer calls it through
-:func:`train_loop_per_worker` on each worker (DDP); a 1-worker trial may run it inside its Tune trial;
+:func:`benchxfer.train.session.train_loop_per_worker` on each worker (DDP); a 1-worker trial may run it inside its Tune trial;
 ``benchxfer train`` runs it in-process. Every file of the trial's folder goes through
 :class:`benchxfer.trialdir.TrialDir`.
 """
@@ -381,11 +381,6 @@ def train_run(cfg: TrainConfig, runtime: Runtime) -> TrialResult:
         val = evaluate(run.model, val_dl, run.rd, run.loss_fn, run.sess, run.autocast, run.names) if val_dl else {}
         end_of_epoch(run, epoch, train_loss, val)
     return finish(run)
-
-
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train's entry point (one dict): the typed :func:`train_run` behind it."""
-    train_run(TrainConfig.from_dict(config["cfg"]), config["runtime"])
 
 
 def _best_val(run: Run) -> dict[str, float]:
