@@ -6,7 +6,9 @@ nodes with 1 CPU and their own resource each, every node its own raylet), and sw
   trials trained in one process;
 - a request that no node can hold is refused before trials start, with one line;
 - a worker node is lost (its raylet and its workers killed with SIGKILL) mid-trial: the sweep finishes on the
-  other node, the interrupted trial continues from its checkpoint (at most one epoch redone) in the same run.
+  other node, the interrupted trial continues from its checkpoint (at most one epoch redone) in the same run;
+- the same for a 2-worker TorchTrainer (DDP) trial whose workers sit on two nodes: Ray Train restarts the worker
+  group on the nodes left, and the trial continues from its checkpoint.
 
 This module owns Ray while it runs: it ends the shared local session (``ray_session``) first and starts a fresh
 local one at the end for the modules that follow. Run it under the Ray lock."""
@@ -184,6 +186,54 @@ def _descendants(root: int) -> list[int]:
     return out
 
 
+def raylet_pid(node) -> int:
+    return node.all_processes["raylet"][0].process.pid
+
+
+def node_running(nodes, pid: int):
+    """The cluster_utils node whose raylet started process ``pid``."""
+    return next(n for n in nodes if pid in _descendants(raylet_pid(n)))
+
+
+def kill_node(node) -> None:
+    """Lose a node as a machine is lost: its raylet and every process under it, with SIGKILL."""
+    for p in _descendants(raylet_pid(node)):
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def train_workers(node) -> list[int]:
+    """The Ray Train worker processes under ``node``'s raylet."""
+    out = []
+    for pid in _descendants(raylet_pid(node)):
+        try:
+            if b"RayTrainWorker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                out.append(pid)
+        except OSError:
+            pass
+    return out
+
+
+def start_sweep(path: Path, address: str, uri: str, log) -> subprocess.Popen:
+    """``benchxfer sweep PATH --address ADDRESS`` in its own process (as a user runs it), output to ``log``."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.Popen([sys.executable, "-m", "benchxfer.cli", "sweep", str(path), "--address", address,
+                             "--tracking-uri", uri], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def assert_continued(log: list[dict], epochs: int) -> None:
+    """Every epoch ran; at most one was redone; a second process continued the trial where it was cut, not from 0."""
+    starts = [e["epoch"] for e in log]
+    assert len({e["pid"] for e in log}) == 2, log  # a second process continued it
+    assert len(starts) - len(set(starts)) <= 1 and sorted(set(starts)) == list(range(epochs)), starts
+    assert starts[0] == 0 and starts.index(max(starts)) == len(starts) - 1, starts  # continued, not restarted
+    assert starts.count(0) == 1, starts
+
+
 def test_lost_node_mid_trial_sweep_finishes_on_the_other(cluster, tmp_path, mlflow_uri):
     """Two trials, one per worker node; the node of the first is killed (raylet and workers, SIGKILL) after its
     second epoch began. The sweep finishes on the other node; the interrupted trial continues from its last
@@ -195,12 +245,8 @@ def test_lost_node_mid_trial_sweep_finishes_on_the_other(cluster, tmp_path, mlfl
     epochs = 4
     path = write_sweep(tmp_path, "nodeloss", seeds=2, epochs=epochs, n_train=256, retries=2)
     path.write_text(path.read_text().replace("max_concurrent: 1, ", ""))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("RAY_ADDRESS", None)
     log = (tmp_path / "driver.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "benchxfer.cli", "sweep", str(path), "--address", c.address,
-                             "--tracking-uri", mlflow_uri], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = start_sweep(path, c.address, mlflow_uri, log)
     try:
         tdir = paths.sweep_dir("nodeloss") / "trials"
         def both_started():
@@ -210,13 +256,7 @@ def test_lost_node_mid_trial_sweep_finishes_on_the_other(cluster, tmp_path, mlfl
         started = wait_for(both_started, "both trials to start", proc)
         victim = started[0]
         wait_for(lambda: progress_epoch(victim) >= 0 and len(epoch_log(victim)) >= 2, "its second epoch", proc)
-        pid = epoch_log(victim)[-1]["pid"]
-        node = next(n for n in nodes if pid in _descendants(n.all_processes["raylet"][0].process.pid))
-        for p in _descendants(node.all_processes["raylet"][0].process.pid):
-            try:
-                os.kill(p, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_node(node_running(nodes, epoch_log(victim)[-1]["pid"]))
         killed_at = time.monotonic()
         assert proc.wait(timeout=240) == 0, (tmp_path / "driver.log").read_text()[-3000:]
         print(f"sweep finished {time.monotonic() - killed_at:.0f} s after the node was lost")
@@ -235,9 +275,48 @@ def test_lost_node_mid_trial_sweep_finishes_on_the_other(cluster, tmp_path, mlfl
     for key in done:
         assert metric_steps(mlflow_uri, runs[key][0].info.run_id, "val_loss") == list(range(epochs))
         assert done[key]["epochs_run"] == epochs
-    log_v = epoch_log(victim)
-    starts = [e["epoch"] for e in log_v]
-    assert len({e["pid"] for e in log_v}) == 2  # a second process continued it
-    assert len(starts) - len(set(starts)) <= 1 and sorted(set(starts)) == list(range(epochs)), starts
-    assert starts[0] == 0 and starts.index(max(starts)) == len(starts) - 1  # continued, not restarted from 0
-    assert starts.count(0) == 1
+    assert_continued(epoch_log(victim), epochs)
+
+
+def test_lost_node_mid_ddp_trial_worker_group_restarts_on_the_others(cluster, tmp_path, mlflow_uri):
+    """A 2-worker TorchTrainer trial on 1-CPU nodes has its DDP workers on two nodes. The node of rank 0 (the
+    worker that writes the checkpoints) is lost after the trial's second epoch began; Ray Train restarts the
+    worker group on the two nodes left (``failure.max_retries``), and the trial continues from its checkpoint, in
+    its one MLflow run."""
+    import ray
+
+    ray.shutdown()
+    c, nodes = cluster
+    # room for the restarted group (add_node waits for each; the cluster still lists the node lost before)
+    extra = [c.add_node(num_cpus=1, resources={f"x{i}": 1}) for i in range(2)]
+    alive = [n for n in nodes + extra if n.all_processes["raylet"][0].process.poll() is None]
+    epochs = 4
+    path = write_sweep(tmp_path, "ddploss", epochs=epochs, n_train=256, workers=2, trainer="torch", retries=2)
+    log = (tmp_path / "driver.log").open("w")
+    proc = start_sweep(path, c.address, mlflow_uri, log)
+    try:
+        trial = wait_for(lambda: next(iter((paths.sweep_dir("ddploss") / "trials").glob("*")), None),
+                         "the trial folder", proc)
+        wait_for(lambda: progress_epoch(trial) >= 0 and len(epoch_log(trial)) >= 2, "its second epoch", proc)
+        victim = node_running(alive, epoch_log(trial)[-1]["pid"])
+        holding = [n for n in alive if train_workers(n)]
+        assert len(holding) == 2 and victim in holding, "the two DDP workers are not on two nodes"
+        kill_node(victim)
+        killed_at = time.monotonic()
+        assert proc.wait(timeout=240) == 0, (tmp_path / "driver.log").read_text()[-3000:]
+        print(f"sweep finished {time.monotonic() - killed_at:.0f} s after the node was lost")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+    out = (tmp_path / "driver.log").read_text()
+    assert "1 of 1 trials finished." in out, out[-3000:]
+    (key, result), = results("ddploss").items()
+    assert result["epochs_run"] == epochs, result
+    (run,), = runs_by_key(mlflow_uri, "ddploss").values()
+    from e2e_support import metric_steps
+
+    assert run.info.status == "FINISHED" and result["mlflow_run_id"] == run.info.run_id
+    assert metric_steps(mlflow_uri, run.info.run_id, "val_loss") == list(range(epochs))
+    assert_continued(epoch_log(trial), epochs)
