@@ -290,7 +290,7 @@ def test_lost_node_mid_ddp_trial_worker_group_restarts_on_the_others(cluster, tm
     # room for the restarted group (add_node waits for each; the cluster still lists the node lost before)
     extra = [c.add_node(num_cpus=1, resources={f"x{i}": 1}) for i in range(2)]
     alive = [n for n in nodes + extra if n.all_processes["raylet"][0].process.poll() is None]
-    epochs = 4
+    epochs = 3
     path = write_sweep(tmp_path, "ddploss", epochs=epochs, n_train=256, workers=2, trainer="torch", retries=2)
     log = (tmp_path / "driver.log").open("w")
     proc = start_sweep(path, c.address, mlflow_uri, log)
