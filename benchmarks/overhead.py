@@ -58,10 +58,12 @@ def main() -> None:
     import torch
 
     from benchxfer.planning import make_plan
+    from benchxfer.recipes import TrainConfig
     from benchxfer.runner import execute
     from benchxfer.sweep import ensure_ray
     from benchxfer.tracking import LocalServer
     from benchxfer.train.loop import train_run
+    from benchxfer.train.session import Runtime
 
     def sweep_file(name: str, trainer: str, trials: int) -> Path:
         workers = 2 if trainer == "ddp" else 1
@@ -85,10 +87,10 @@ def main() -> None:
         plan = make_plan(sweep_file("plain", "direct", args.trials), write_synthetic=True)
         torch.set_num_threads(1)
         t0 = time.perf_counter()
-        results = [train_run({**t.config, "_runtime": {"trial_dir": str(Path(tmp.name) / "plain" / t.key)}})
+        results = [train_run(TrainConfig.from_dict(t.config), Runtime(trial_dir=str(Path(tmp.name) / "plain" / t.key)))
                    for t in plan.trials]
         walls["plain"] = time.perf_counter() - t0
-        train_s["plain"] = sum(r["wall_seconds"] for r in results)
+        train_s["plain"] = sum(r.wall_seconds for r in results)
 
         for mode in ("direct", "torch", "ddp"):
             for n in (1, args.trials):
