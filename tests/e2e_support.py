@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -44,12 +45,28 @@ def write_sweep(folder: Path, name: str, *, lr: str = "[0.001]", seeds: int = 1,
     return path
 
 
+def spawn(argv: list[str]) -> subprocess.Popen:
+    """``python ARGV`` in a new process group (to be killed with SIGKILL), its output kept in a temporary file that
+    ``wait_for`` shows if the process ends early."""
+    log = tempfile.NamedTemporaryFile("w+", prefix="driver-", suffix=".log", delete=False)
+    proc = subprocess.Popen([sys.executable, *argv], env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc.log_path = log.name
+    log.close()
+    return proc
+
+
 def start_driver(args: list[str], ray_session) -> subprocess.Popen:
-    """``benchxfer ARGS --address <the session's Ray>`` in a new process group, to be killed with SIGKILL."""
+    """``benchxfer ARGS --address <the session's Ray>``, started by ``spawn``."""
     address = ray_session.get_runtime_context().gcs_address
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "benchxfer.cli", *args, "--address", address], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return spawn(["-m", "benchxfer.cli", *args, "--address", address])
+
+
+def output_tail(proc: subprocess.Popen, lines: int = 30) -> str:
+    path = getattr(proc, "log_path", None)
+    if path is None or not os.path.exists(path):
+        return ""
+    return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
 
 
 def wait_for(condition, what: str, proc: subprocess.Popen | None = None, timeout: float = 240.0):
@@ -60,7 +77,8 @@ def wait_for(condition, what: str, proc: subprocess.Popen | None = None, timeout
         if value:
             return value
         if proc is not None and proc.poll() is not None:
-            pytest.fail(f"the driver ended (exit {proc.returncode}) before {what}")
+            pytest.fail(f"the driver ended (exit {proc.returncode}) before {what}; its output ends:\n"
+                        f"{output_tail(proc)}")
         time.sleep(0.2)
     pytest.fail(f"timed out waiting for {what}")
 

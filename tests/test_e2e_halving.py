@@ -142,10 +142,8 @@ run_stage1(plan, launch_of(plan, uri), SweepRecorder(uri, plan.spec.name), echo=
 def test_a_killed_halving_search_resumes_exactly(tmp_path, ray_session, mlflow_uri):
     import os
     import signal
-    import subprocess
-    import sys
 
-    from e2e_support import epoch_log, runs_by_key, wait_for
+    from e2e_support import epoch_log, runs_by_key, spawn, wait_for
 
     from benchxfer.planning import make_plan
     from benchxfer.runner import launch_of
@@ -159,9 +157,7 @@ def test_a_killed_halving_search_resumes_exactly(tmp_path, ray_session, mlflow_u
     path.write_text(text)
     tdirs = paths.sweep_dir("halving-kill") / "trials"
     address = ray_session.get_runtime_context().gcs_address
-    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(path), mlflow_uri, address],
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = spawn(["-c", DRIVER, str(path), mlflow_uri, address])
 
     def third_started():  # mid-search: two trials done (finished or stopped), the third training
         return tdirs.exists() and len([t for t in tdirs.iterdir() if epoch_log(t)]) >= 3
