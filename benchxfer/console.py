@@ -265,6 +265,15 @@ class ConsoleView(Callback):
         self._last_summary = 0.0
         self._metric: dict[str, str | None] = {}
 
+    # Tune saves its callbacks with the experiment (tuner.pkl). What only this process can use stays out of the
+    # copy: ``echo`` may be ``print``, which Ray's tqdm support replaces in the driver once a worker's output
+    # arrives, after which pickle refuses the original ("not the same object as builtins.print").
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__ | {"echo": None, "noise": None, "_live": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state | {"echo": print})
+
     # Tune hooks ---------------------------------------------------------------------------------
     def setup(self, stop=None, num_samples=None, total_num_samples=None, **info) -> None:
         now = time.time()

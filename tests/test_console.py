@@ -173,3 +173,21 @@ def test_tune_settings_quiet_by_default_and_ray_full_output_when_verbose(monkeyp
     assert os.environ["RAY_AIR_NEW_OUTPUT"] == "0"
     view.close()
     assert "RAY_AIR_NEW_OUTPUT" not in os.environ
+
+
+def test_the_view_pickles_after_ray_replaced_print(monkeypatch, tmp_path):
+    """Tune pickles its callbacks with the experiment; Ray's tqdm support swaps ``builtins.print`` in the driver
+    once a worker's output arrives (ray.experimental.tqdm_ray), and pickle then refuses the original ``print``.
+    A killed halving search once failed to start again on exactly this."""
+    import builtins
+
+    from ray import cloudpickle, tune
+
+    monkeypatch.setenv("BENCHXFER_HOME", str(tmp_path))
+    _, run_kw = console.tune_settings("s", {"trial": tune.grid_search([]), "ctx": None}, echo=print)
+    (view,) = run_kw["callbacks"]
+    original = builtins.print
+    monkeypatch.setattr(builtins, "print", lambda *a, **k: original(*a, **k))  # what tqdm_ray.instance() does
+    copy = cloudpickle.loads(cloudpickle.dumps(view))
+    assert copy.echo is builtins.print and copy.experiment == "s-01" and view.echo is original
+    view.close()
