@@ -133,6 +133,11 @@ def run_trial(config: dict[str, Any]) -> None:
         tune.report({f"test_{k}": v for k, v in done.test.items()} | {
             "done": True, "skipped": True, "best_val_loss": done.best_val_loss})
         return
+    given_up = tdir.failure()
+    if launch.use_torch_trainer() and given_up is not None:
+        # A failure recorded in this launch means Ray Train already spent the trial's retries on its workers. Tune
+        # restarts a TorchTrainer trial only to survive the loss of this driver (its node), not to retry again.
+        raise TrialFailed(given_up.reason)
     from benchxfer.tracking import METRIC, STATUS, TASK, SweepRecorder
 
     run_id = None
@@ -276,7 +281,8 @@ def run_trials(trials: list[Trial], launch: Launch, *, finish: FinishHook | None
                                     reuse_actors=not launch.use_torch_trainer(), **tune_kw),
         run_config=tune.RunConfig(
             storage_path=str(paths.sweep_dir(launch.sweep) / "tune"),
-            failure_config=tune.FailureConfig(max_failures=0 if launch.use_torch_trainer() else launch.max_retries),
+            # also for TorchTrainer trials: a lost driver node restarts the trial elsewhere (see run_trial)
+            failure_config=tune.FailureConfig(max_failures=launch.max_retries),
             **run_kw,
         ),
     )
