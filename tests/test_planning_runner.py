@@ -110,3 +110,19 @@ def test_pending_stops_at_a_damaged_failure_record_with_one_line(tmp_path, home)
 
 def test_state_names_are_what_status_prints():
     assert [s.value for s in TrialState] == ["pending", "finished", "retryable", "failed", "stopped"]
+
+
+def test_a_torch_trainer_trial_restarted_by_tune_after_its_failure_does_not_train_again(tmp_path, home):
+    """Tune restarts a TorchTrainer trial only so that the loss of its driver's node is survived. A failure already
+    recorded in this launch means Ray Train spent the trial's retries: the restarted driver ends at once, with that
+    reason, before it opens an MLflow run or builds a trainer (the tracking URI here has no server behind it)."""
+    from benchxfer.sweep import Ctx, Launch, Planned, point, run_trial
+    from benchxfer.trialdir import Failure, TrialDir, TrialFailed
+
+    trial = plan_of(tmp_path).trials[0]
+    TrialDir.of("plan", trial.key).record_failure(Failure("worker group failed 3 times", retryable=True))
+    launch = Launch(sweep="plan", tracking_uri="http://127.0.0.1:9", trainer="torch")
+    config = {"trial": point(Planned(trial), trial.lr), "ctx": Ctx(launch)}
+    with pytest.raises(TrialFailed, match="worker group failed 3 times"):
+        run_trial(config)
+    assert sorted(p.name for p in TrialDir.of("plan", trial.key).path.iterdir()) == ["failed.json"]
