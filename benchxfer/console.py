@@ -215,12 +215,14 @@ class NoiseToFile:
             dispatcher.remove_handler("ray_print_logs")
             dispatcher.add_handler("ray_print_logs", to_file)
 
-    def close(self) -> None:
+    def close(self, keep_ray_output: bool = False) -> None:
+        """Put the loggers back; with ``keep_ray_output`` what Ray prints on the driver still goes to the file (a
+        later :meth:`open`, of this or another file, routes it again)."""
         for lg, handlers, propagate in self.saved:
             lg.handlers, lg.propagate = handlers, propagate
         self.saved = []
         logging.captureWarnings(False)
-        if self._ray_print is not None:
+        if self._ray_print is not None and not keep_ray_output:
             worker, original, dispatcher, forwarded = self._ray_print
             worker.print_to_stdstream = original
             if forwarded:
@@ -342,7 +344,9 @@ class ConsoleView(Callback):
             self._live.stop()
             self._live = None
         if self.noise is not None:
-            self.noise.close()
+            # Tune stops the trials' reused actors after this last hook; what they print as they die (a SIGTERM
+            # traceback) reaches the driver later, and belongs in the log file, not under the closing table
+            self.noise.close(keep_ray_output=True)
             self.noise = None
         if self.board is not None:
             self.echo(f"Tune experiment {self.experiment}: {self.board.counts(time.time())}")

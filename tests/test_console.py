@@ -78,6 +78,18 @@ def test_noise_goes_to_the_file_and_comes_back(tmp_path, capsys):
     assert "token authentication" not in out.err and "actor died" not in out.out + out.err
     assert logging.getLogger("ray").handlers == before and worker.print_to_stdstream is original
 
+    # the view closes with Ray's output still routed: Tune stops the trials' actors after the view's last hook,
+    # and their dying words (a SIGTERM traceback) arrive then
+    late = console.NoiseToFile(tmp_path / "logs" / "late.log")
+    late.open()
+    late.close(keep_ray_output=True)
+    assert logging.getLogger("ray").handlers == before
+    worker.print_to_stdstream({"lines": ["SystemExit: 1"], "pid": 27702, "is_err": True}, ignore_prefix=False)
+    late.close()
+    assert "SystemExit: 1" in (tmp_path / "logs" / "late.log").read_text()
+    out = capsys.readouterr()
+    assert "SystemExit" not in out.out + out.err and worker.print_to_stdstream is original
+
 
 # -- a real sweep through the CLI ---------------------------------------------------------------
 
