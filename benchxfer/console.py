@@ -399,14 +399,15 @@ def _reason(sweep: str, key: str) -> str:
 # --- the one entry point for Tune experiments ------------------------------------------------------
 
 def tune_settings(sweep: str, param_space: dict[str, Any], *, verbose: bool = False,
-                  echo: Callable[[str], None] = print) -> tuple[dict[str, Any], dict[str, Any]]:
+                  echo: Callable[[str], None] = print,
+                  name: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(TuneConfig kwargs, RunConfig kwargs)`` for the Tune experiment of ``sweep`` over ``param_space``
     (``{"trial": ..., "ctx": ...}``, see :func:`benchxfer.sweep.point`): trial names and folders by trial key,
-    the experiment's name (``<sweep>-NN``), and the console: benchxfer's view with Ray's noise in a log file,
+    the experiment's name (``name``, by default the next ``<sweep>-NN``), and the console: benchxfer's view with Ray's noise in a log file,
     or with ``verbose`` Ray's own full output."""
     from benchxfer.sweep import tune_name
 
-    name, names = tune_name(sweep), Names(param_space)
+    name, names = name or tune_name(sweep), Names(param_space)
     tune_kw = {"trial_name_creator": names.name, "trial_dirname_creator": names.dirname}
     if verbose:
         return tune_kw, {"name": name, "verbose": 1}  # Tune's tables, as before this view

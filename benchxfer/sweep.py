@@ -110,6 +110,7 @@ class Ctx:
     launch: Launch
     env: dict[str, str] = field(default_factory=dict)
     finish: FinishHook | None = None
+    experiment: str = ""  # the Tune experiment of this launch (console.tune_settings names it)
 
 
 def point(source: TrialSource, lr: Any) -> dict[str, Any]:
@@ -134,9 +135,9 @@ def run_trial(config: dict[str, Any]) -> None:
             "done": True, "skipped": True, "best_val_loss": done.best_val_loss})
         return
     given_up = tdir.failure()
-    if launch.use_torch_trainer() and given_up is not None:
-        # A failure recorded in this launch means Ray Train already spent the trial's retries on its workers. Tune
-        # restarts a TorchTrainer trial only to survive the loss of this driver (its node), not to retry again.
+    if launch.use_torch_trainer() and given_up is not None and given_up.experiment == ctx.experiment:
+        # A failure recorded by this launch's driver means Ray Train already spent the trial's retries on its
+        # workers. Tune restarts a TorchTrainer trial only to survive the loss of this driver (its node).
         raise TrialFailed(given_up.reason)
     from benchxfer.tracking import METRIC, STATUS, TASK, SweepRecorder
 
@@ -163,7 +164,7 @@ def run_trial(config: dict[str, Any]) -> None:
             train_run(TrainConfig.from_dict(trial.config), runtime.with_session("tune"))
     except BaseException as err:
         if tdir.result() is None and tdir.stopped() is None:  # a trial the search stopped has not failed
-            _record_failure(tdir, launch, run_id, err)
+            _record_failure(tdir, ctx, run_id, err)
         raise
     if tdir.result() is None:
         raise TrialFailed(f"trial {trial.key} ended without a result")
@@ -217,8 +218,10 @@ def _fit_with_torch_trainer(trial: Trial, runtime: Runtime, launch: Launch) -> N
     trainer.fit()
 
 
-def _record_failure(tdir: TrialDir, launch: Launch, run_id: str | None, err: BaseException) -> None:
-    failure = tdir.record_failure(Failure(_one_line(err), retryable=not isinstance(err, TrialFailed)))
+def _record_failure(tdir: TrialDir, ctx: Ctx, run_id: str | None, err: BaseException) -> None:
+    failure = tdir.record_failure(Failure(_one_line(err), retryable=not isinstance(err, TrialFailed),
+                                          experiment=ctx.experiment))
+    launch = ctx.launch
     if run_id:
         from benchxfer.tracking import ERROR, STATUS, RunLogger
 
@@ -258,7 +261,8 @@ def run_trials(trials: list[Trial], launch: Launch, *, finish: FinishHook | None
 
     env = {k: os.environ[k] for k in ("BENCHXFER_HOME", "BENCHXFER_ZOO") if k in os.environ}
     env.setdefault("BENCHXFER_HOME", str(paths.home()))
-    ctx = Ctx(launch, env, finish)
+    experiment = tune_name(launch.sweep)
+    ctx = Ctx(launch, env, finish, experiment)
     if launch.use_torch_trainer():
         # The driver only waits on its TorchTrainer, whose workers hold the CPUs and GPUs. Ray refuses an empty
         # request, so the driver reserves the memory it really uses and no CPU.
@@ -270,7 +274,8 @@ def run_trials(trials: list[Trial], launch: Launch, *, finish: FinishHook | None
     else:
         n = len(trials)
         param_space = {"trial": tune.grid_search([point(Planned(t), t.lr) for t in trials]), "ctx": ctx}
-    tune_kw, run_kw = console.tune_settings(launch.sweep, param_space, verbose=verbose, echo=echo)
+    tune_kw, run_kw = console.tune_settings(launch.sweep, param_space, verbose=verbose, echo=echo,
+                                           name=experiment)
     tuner = tune.Tuner(
         tune.with_resources(trainable or run_trial, resources),
         param_space=param_space,

@@ -145,6 +145,7 @@ class Failure:
     reason: str
     retryable: bool = True
     epoch: int | None = None
+    experiment: str | None = None  # the Tune experiment (one per launch: <sweep>-NN) whose driver recorded it
 
     @property
     def final(self) -> bool:
@@ -240,10 +241,12 @@ class TrialDir:
 
     def record_failure(self, failure: Failure) -> Failure:
         """Record a failure seen by the driver. An earlier record wins: its reason is kept, and a final
-        failure stays final (a NaN loss recorded by the worker is not made retryable by the crash it causes)."""
+        failure stays final (a NaN loss recorded by the worker is not made retryable by the crash it causes);
+        the experiment is the one recording now."""
         previous = self.failure()
         if previous is not None:
-            failure = Failure(previous.reason, previous.retryable and failure.retryable, previous.epoch)
+            failure = Failure(previous.reason, previous.retryable and failure.retryable, previous.epoch,
+                              failure.experiment)
         self.write_failure(failure)
         return failure
 

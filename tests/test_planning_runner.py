@@ -113,16 +113,24 @@ def test_state_names_are_what_status_prints():
 
 
 def test_a_torch_trainer_trial_restarted_by_tune_after_its_failure_does_not_train_again(tmp_path, home):
-    """Tune restarts a TorchTrainer trial only so that the loss of its driver's node is survived. A failure already
-    recorded in this launch means Ray Train spent the trial's retries: the restarted driver ends at once, with that
-    reason, before it opens an MLflow run or builds a trainer (the tracking URI here has no server behind it)."""
+    """Tune restarts a TorchTrainer trial only so that the loss of its driver's node is survived. A failure recorded
+    by this launch's driver (its Tune experiment) means Ray Train spent the trial's retries: the restarted driver
+    ends at once, with that reason, before it opens an MLflow run or builds a trainer (the tracking URI here has no
+    server behind it). A failure left by an earlier launch does not stop it: the trial goes on to train, which
+    here, outside a Tune session, ends in Ray Train's own complaint."""
     from benchxfer.sweep import Ctx, Launch, Planned, point, run_trial
     from benchxfer.trialdir import Failure, TrialDir, TrialFailed
 
     trial = plan_of(tmp_path).trials[0]
-    TrialDir.of("plan", trial.key).record_failure(Failure("worker group failed 3 times", retryable=True))
+    tdir = TrialDir.of("plan", trial.key)
+    tdir.record_failure(Failure("worker group failed 3 times", retryable=True, experiment="plan-02"))
     launch = Launch(sweep="plan", tracking_uri="http://127.0.0.1:9", trainer="torch")
-    config = {"trial": point(Planned(trial), trial.lr), "ctx": Ctx(launch)}
+    config = {"trial": point(Planned(trial), trial.lr), "ctx": Ctx(launch, experiment="plan-02")}
     with pytest.raises(TrialFailed, match="worker group failed 3 times"):
         run_trial(config)
-    assert sorted(p.name for p in TrialDir.of("plan", trial.key).path.iterdir()) == ["failed.json"]
+    assert sorted(p.name for p in tdir.path.iterdir()) == ["failed.json"]
+
+    config["ctx"] = Ctx(launch, experiment="plan-03")  # the next launch (a resume)
+    with pytest.raises(RuntimeError, match="Tune session"):
+        run_trial(config)
+    assert tdir.failure().experiment == "plan-03"  # recorded again, by this launch
