@@ -27,54 +27,21 @@ import math
 import os
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from benchxfer import paths
 from benchxfer.errors import BenchxferError
+from benchxfer.schema import (  # noqa: F401  (the sweep file's options, re-exported)
+    OPTION_KEYS,
+    SCHEDULERS,
+    SEARCH_METRIC,
+    SearchOptions,
+    parse_search_options,
+)
 from benchxfer.trialdir import Stopped, SweepDir, TrialDir
 
 EVENTS = "search_events.jsonl"
-SCHEDULERS = ("none", "asha", "hyperband")
-OPTION_KEYS = ("scheduler", "min_epochs", "eta", "metric", "mode")
 log = logging.getLogger("benchxfer")
-SEARCH_METRIC = "best_val_loss"  # what each cell's study minimises, and what picks its lr
-
-
-# --- the sweep file's options ------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class SearchOptions:
-    """How the trials of one cell's lr search are run: to the end (``none``), or halved at rungs of epochs."""
-
-    scheduler: str = "none"
-    min_epochs: int = 1  # the first rung, and the least any trial trains (ASHA's grace period)
-    eta: int = 3  # the reduction factor: 1/eta of a rung's trials go on to the next rung
-    metric: str = "val_loss"  # compared at each rung: a per-epoch value the recipe reports
-    mode: str = "min"
-
-
-def parse_search_options(raw: dict[str, Any], where: str) -> SearchOptions:
-    """The scheduler keys of an lr search block (other keys are the caller's); ``where`` prefixes messages."""
-    got = {k: raw[k] for k in OPTION_KEYS if k in raw and raw[k] is not None}
-    scheduler = got.get("scheduler", SearchOptions.scheduler)
-    if scheduler not in SCHEDULERS:
-        raise BenchxferError(f"{where}.scheduler: must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
-    for key, least in (("min_epochs", 1), ("eta", 2)):
-        v = got.get(key, getattr(SearchOptions, key))
-        if isinstance(v, bool) or not isinstance(v, int) or v < least:
-            raise BenchxferError(f"{where}.{key}: must be an integer >= {least}, got {v!r}")
-    metric = got.get("metric", SearchOptions.metric)
-    if not isinstance(metric, str) or not (metric == "val_loss" or metric.startswith("val_") or metric == SEARCH_METRIC):
-        raise BenchxferError(f"{where}.metric: must be val_loss, best_val_loss or val_<metric> (a value "
-                             f"reported each epoch), got {metric!r}")
-    mode = got.get("mode", "min" if metric.endswith("loss") else "max")
-    if mode not in ("min", "max"):
-        raise BenchxferError(f"{where}.mode: must be min or max, got {mode!r}")
-    if scheduler == "none" and set(got) - {"scheduler"}:
-        extra = min(set(got) - {"scheduler"})
-        raise BenchxferError(f"{where}.{extra}: only used with scheduler asha or hyperband")
-    return SearchOptions(scheduler, got.get("min_epochs", 1), got.get("eta", 3), metric, mode)
 
 
 def cell_id(cell) -> str:

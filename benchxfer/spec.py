@@ -21,8 +21,14 @@ import yaml
 from benchxfer.errors import BenchxferError
 from benchxfer.recipes import RECIPES
 from benchxfer.recipes.config import check_knobs
-from benchxfer.schema import check_knob_values, check_option_values, check_synthetic
-from benchxfer.search import OPTION_KEYS, SearchOptions, parse_search_options
+from benchxfer.schema import (
+    OPTION_KEYS,
+    SearchOptions,
+    check_knob_values,
+    check_option_values,
+    check_synthetic,
+    parse_search_options,
+)
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 TOP_KEYS = {"name", "description", "recipe", "inits", "datasets", "lr", "seeds", "shots", "overrides", "mode",
