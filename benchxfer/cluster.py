@@ -25,15 +25,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from benchxfer import paths
 from benchxfer.errors import BenchxferError
-
-if TYPE_CHECKING:
-    from benchxfer.sweep import Launch
 
 log = logging.getLogger("benchxfer")
 
@@ -44,6 +41,26 @@ WARN_S = min(45.0, PLACEMENT_LIMIT_S / 2)
 POLL_S = 5.0
 RAY_TOKEN = Path("~/.ray/auth_token")  # Ray's token for clusters with token authentication
 BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")  # where `ray up` leaves the autoscaler's config on the head
+
+
+# --- what a launch asks for ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Launch:
+    """How to run a batch of trials: the sweep, where to track, and the resources of one trial."""
+
+    sweep: str
+    tracking_uri: str
+    workers: int = 1
+    cpus_per_worker: float = 1
+    gpus_per_worker: float = 0
+    max_concurrent: int = 0
+    trainer: str = "auto"  # auto: TorchTrainer for DDP, 1-worker trials inside the Tune trial; or torch/direct
+    max_retries: int = 2
+    record_shards: bool = False
+
+    def use_torch_trainer(self) -> bool:
+        return self.trainer == "torch" or self.workers > 1
 
 
 # --- the session ----------------------------------------------------------------------------------

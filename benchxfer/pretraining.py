@@ -144,7 +144,8 @@ class ExportBackbone:
 def run_pretrain(spec: PretrainSpec, tracking_uri: str, echo=print, zoo_override: str | None = None,
                  address: str | None = None, verbose: bool = False) -> dict[str, Any]:
     """Run (or continue) the pre-training on Ray and register its backbone in the zoo."""
-    from benchxfer.sweep import Launch, ensure_ray, run_trials
+    from benchxfer.cluster import Launch
+    from benchxfer.sweep import ensure_ray, run_trials
 
     trial = plan_pretrain(spec)
     tdir = TrialDir.of(EXPERIMENT, trial.key)

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from benchxfer import cluster
+from benchxfer.cluster import Launch
 from benchxfer.planning import Plan, expand
 from benchxfer.spec import LrSearch, Trial
-from benchxfer.sweep import Launch, ensure_ray, run_trials
+from benchxfer.sweep import ensure_ray, run_trials
 from benchxfer.trialdir import SweepDir, TrialDir, TrialState
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from benchxfer import cluster, paths
+from benchxfer.cluster import Launch  # noqa: F401  (re-exported: how a batch of trials runs)
 from benchxfer.errors import BenchxferError
 from benchxfer.spec import Trial
 from benchxfer.train.session import FinishHook, Runtime
@@ -26,24 +27,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("benchxfer")
 DRIVER_MEMORY = 256 * 1024**2
-
-
-@dataclass(frozen=True)
-class Launch:
-    """How to run a batch of trials: the sweep, where to track, and the resources of one trial."""
-
-    sweep: str
-    tracking_uri: str
-    workers: int = 1
-    cpus_per_worker: float = 1
-    gpus_per_worker: float = 0
-    max_concurrent: int = 0
-    trainer: str = "auto"  # auto: TorchTrainer for DDP, 1-worker trials inside the Tune trial; or torch/direct
-    max_retries: int = 2
-    record_shards: bool = False
-
-    def use_torch_trainer(self) -> bool:
-        return self.trainer == "torch" or self.workers > 1
 
 
 # --- Ray session -----------------------------------------------------------------------------------
