@@ -27,7 +27,8 @@ import math
 import os
 import zlib
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from benchxfer import paths
 from benchxfer.errors import BenchxferError
@@ -40,8 +41,27 @@ from benchxfer.schema import (  # noqa: F401  (the sweep file's options, re-expo
 )
 from benchxfer.trialdir import Stopped, SweepDir, TrialDir
 
+if TYPE_CHECKING:
+    from benchxfer.planning import Cell
+    from benchxfer.spec import Trial
+
 EVENTS = "search_events.jsonl"
 log = logging.getLogger("benchxfer")
+
+
+@dataclass(frozen=True)
+class Searched:
+    """A cell of an lr search: the trial exists once the searcher has picked its lr."""
+
+    cell: Cell
+    sweep: str
+    seed: int
+    shot: int | None
+    root: str
+
+    def make(self, lr: float) -> Trial:
+        return self.cell.trial(self.sweep, lr, self.seed, self.shot, self.root)
+
 
 
 def cell_id(cell) -> str:
@@ -269,7 +289,7 @@ def run_stage1(plan, launch, recorder, echo: Callable[[str], None] = print,
     with the least ``best_val_loss`` (ties: the lower lr); it is written to ``best_lr.json`` and logged on the
     sweep's MLflow run as ``best_lr.<init>.<dataset>``. The winning trial has the key of stage 2's first-seed
     trial at that lr, so stage 2 does not run it again. ``options`` defaults to the sweep file's."""
-    from benchxfer.sweep import Searched, run_trials
+    from benchxfer.sweep import run_trials
 
     spec = plan.spec
     search = spec.lr

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from benchxfer import cluster, paths
 from benchxfer.cluster import Launch  # noqa: F401  (re-exported: how a batch of trials runs)
@@ -21,9 +21,6 @@ from benchxfer.errors import BenchxferError
 from benchxfer.spec import Trial
 from benchxfer.train.session import FinishHook, Runtime
 from benchxfer.trialdir import Failure, TrialDir, TrialFailed
-
-if TYPE_CHECKING:
-    from benchxfer.planning import Cell
 
 log = logging.getLogger("benchxfer")
 DRIVER_MEMORY = 256 * 1024**2
@@ -70,20 +67,6 @@ class Planned:
     def make(self, lr: float) -> Trial:
         assert lr == self.trial.lr, (lr, self.trial.lr)
         return self.trial
-
-
-@dataclass(frozen=True)
-class Searched:
-    """A cell of an lr search: the trial exists once the searcher has picked its lr."""
-
-    cell: Cell
-    sweep: str
-    seed: int
-    shot: int | None
-    root: str
-
-    def make(self, lr: float) -> Trial:
-        return self.cell.trial(self.sweep, lr, self.seed, self.shot, self.root)
 
 
 @dataclass(frozen=True)

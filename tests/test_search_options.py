@@ -11,11 +11,12 @@ from benchxfer import paths
 from benchxfer.errors import BenchxferError
 from benchxfer.search import (
     EVENTS,
+    Searched,
     SearchOptions,
     _scheduler_class,
     parse_search_options,
 )
-from benchxfer.sweep import Searched, point
+from benchxfer.sweep import point
 from benchxfer.trialdir import TrialDir
 
 
