@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchxfer import data, paths, zoo
+from benchxfer import data, zoo
 from benchxfer.data.indexing import check_options
+from benchxfer.data.roots import resolve_root
 from benchxfer.errors import BenchxferError
 from benchxfer.recipes import TrainConfig, get_recipe, recipe_for_task
 from benchxfer.recipes.registry import check_names, check_task
@@ -110,20 +111,6 @@ class Plan:
               and not isinstance(s.lr, tuple) else ", ".join(f"{v:g}" for v in (s.lr or ())) or "recipe default")
         return {"inits": len(s.inits), "datasets": len(s.datasets), "lr": lr, "seeds": len(s.seeds),
                 "shots": len(s.shots), "trials": len(self.trials)}
-
-
-def resolve_root(dataset: str, root: str, synthetic: dict[str, Any], where: str, write_synthetic: bool,
-                 folder: str | None = None) -> str:
-    """A dataset's root: a folder that must exist and hold the dataset, or for ``root: synthetic`` the set that
-    benchxfer writes under ``<home>/data/synthetic/<folder>`` (only when ``write_synthetic``: a dry run leaves
-    the disk alone). ``where`` names the file and key in the one-line error."""
-    if root == "synthetic":
-        target = paths.synthetic_dir() / (folder or dataset)
-        return str(data.synthetic.ensure(dataset, target, **synthetic)) if write_synthetic else str(target)
-    if not Path(root).exists():
-        raise BenchxferError(f"{where}: folder {root} does not exist (dataset {dataset!r})")
-    data.check_root(dataset, root)
-    return str(root)
 
 
 def make_plan(spec_or_path: SweepSpec | str | Path, zoo_override: str | None = None,

@@ -96,7 +96,7 @@ def load_pretrain_spec(path: str | Path) -> PretrainSpec:
 
 def plan_pretrain(spec: PretrainSpec, write_synthetic: bool = True) -> Trial:
     """Validate sources and the start init, and build the run as a Trial."""
-    from benchxfer.planning import resolve_root
+    from benchxfer.data.roots import resolve_root
 
     sources = [{"dataset": src["dataset"],
                 "root": resolve_root(src["dataset"], src["root"], src["synthetic"], f"{spec.path}: sources[{i}].root",

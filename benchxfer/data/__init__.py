@@ -18,7 +18,7 @@ from benchxfer.data.catalog import DATASETS, DatasetCfg, get_dataset, list_datas
 _LAZY = {  # name -> the module that holds it (loaded on first access)
     "ImageDataset": "benchxfer.data.dataset", "check_root": "benchxfer.data.indexing",
     "open_dataset": "benchxfer.data.dataset", "MergedDataset": "benchxfer.data.merged",
-    "open_merged": "benchxfer.data.merged",
+    "open_merged": "benchxfer.data.merged", "resolve_root": "benchxfer.data.roots",
 }
 _SUBMODULES = ("cache", "synthetic", "transforms")
 
@@ -33,5 +33,5 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "DATASETS", "DatasetCfg", "ImageDataset", "MergedDataset", "cache", "check_root", "get_dataset",
-    "list_datasets", "num_classes", "open_dataset", "open_merged", "register_dataset", "synthetic", "transforms",
+    "list_datasets", "num_classes", "open_dataset", "open_merged", "register_dataset", "resolve_root", "synthetic", "transforms",
 ]
