@@ -162,7 +162,7 @@ def _fit_with_torch_trainer(trial: Trial, runtime: Runtime, launch: Launch) -> N
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from benchxfer.train.session import train_loop_per_worker
+    from benchxfer.train.entry import train_loop_per_worker
 
     use_gpu = launch.gpus_per_worker > 0
     per_worker = {"CPU": launch.cpus_per_worker}

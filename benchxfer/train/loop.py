@@ -7,7 +7,7 @@ stopping, checkpoint, MLflow, progress), and at the end :func:`finish` (the weig
 names -- the best validation epoch's, or the last step's -- on the test set, the finish hook,
 ``result.json``). Without a validation set the epoch's train loss is what the schedule and stopping rule
 watch, and the last step is tested. Ray Train's TorchTrainer calls it through
-:func:`benchxfer.train.session.train_loop_per_worker` on each worker (DDP); a 1-worker trial may run it inside its Tune trial;
+:func:`benchxfer.train.entry.train_loop_per_worker` on each worker (DDP); a 1-worker trial may run it inside its Tune trial;
 ``benchxfer train`` runs it in-process. Every file of the trial's folder goes through
 :class:`benchxfer.trialdir.TrialDir`.
 """

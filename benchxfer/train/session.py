@@ -84,13 +84,3 @@ SESSIONS: dict[str, Callable[[], Session]] = {
     "tune": ray_tune_session,
     "local": local_session,
 }
-
-
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train's entry point (one dict): the typed :func:`benchxfer.train.loop.train_run` behind it. It lives
-    here, away from the loop, so that the trial's driver, which only builds the TorchTrainer, does not import
-    torchvision, albumentations and the models; each worker imports them when it starts training."""
-    from benchxfer.recipes import TrainConfig
-    from benchxfer.train.loop import train_run
-
-    train_run(TrainConfig.from_dict(config["cfg"]), config["runtime"])
