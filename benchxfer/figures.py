@@ -1,4 +1,4 @@
-"""The papers' figures from a :class:`benchxfer.report.Summary`, drawn with matplotlib (Agg).
+"""The papers' figures from a :class:`benchxfer.summary.Summary`, drawn with matplotlib (Agg).
 
 - ``bars``: per dataset a bar per init (mean, std error bar), every seed as a point, stars against the baseline;
 - ``shots``: few-shot sweeps, the metric against k (log axis), one line per init with its ±std band;
@@ -26,7 +26,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 if TYPE_CHECKING:
-    from benchxfer.report import Summary
+    from benchxfer.summary import Summary
 
 FIG_DPI = 100
 # metrics the papers print in percent
@@ -127,7 +127,7 @@ def bars(summary: Summary) -> list[tuple[str, Figure]]:
 
 
 def _caption_line(summary: Summary, cols: pd.DataFrame) -> str:
-    from benchxfer.report import STD_NAMES
+    from benchxfer.summary import STD_NAMES
 
     title = cols["column"].iloc[0] if len(cols) == 1 else f"{cols['dataset'].iloc[0]} ({cols['metric'].iloc[0]})"
     base = f"; stars: vs {summary.baseline}" if summary.baseline else ""

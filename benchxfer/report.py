@@ -29,18 +29,15 @@ from benchxfer import figures  # noqa: E402
 from benchxfer.errors import BenchxferError  # noqa: E402
 from benchxfer.figures import FIG_DPI, PERCENT_METRICS  # noqa: E402,F401  (re-exported)
 from benchxfer.results import DEFAULT_BASELINE, RunSet, write_runs  # noqa: E402
-
-# test name -> equal_var of scipy.stats.ttest_ind
-TESTS: dict[str, bool] = {"welch": False, "student": True}
-TEST_TITLES = {"welch": "Welch's t-test", "student": "Student's t-test"}
-# (threshold, stars), strictest first
-STAR_LEVELS: tuple[tuple[float, str], ...] = ((1e-4, "****"), (1e-3, "***"), (1e-2, "**"), (5e-2, "*"))
-COLUMN_FIELDS = ("sweep", "dataset", "recipe", "shot", "lr", "metric")
-SUMMARY_COLUMNS = ("sweep", "dataset", "recipe", "shot", "lr", "metric", "column", "init", "n", "mean",
-                   "std", "ddof", "ci95_low", "ci95_high", "scale", "baseline", "test", "p_value", "stars", "best",
-                   "n_failed", "n_unfinished")
-# ddof -> how the tables name the std they print (the first study printed the population std, ddof 0)
-STD_NAMES: dict[int, str] = {1: "sample std (ddof=1)", 0: "population std (ddof=0)"}
+from benchxfer.summary import (  # noqa: E402,F401  (re-exported)
+    COLUMN_FIELDS,
+    STAR_LEVELS,
+    STD_NAMES,
+    SUMMARY_COLUMNS,
+    TEST_TITLES,
+    TESTS,
+    Summary,
+)
 
 
 def stars(p: float) -> str:
@@ -65,67 +62,6 @@ def _equal_var(test: str) -> bool:
         return TESTS[test]
     except KeyError:
         raise BenchxferError(f"unknown test {test!r}; allowed: {', '.join(TESTS)}") from None
-
-
-@dataclass
-class Summary:
-    """The aggregated table (tidy: one row per init x column) plus what was not averaged."""
-
-    table: pd.DataFrame  # SUMMARY_COLUMNS
-    columns: pd.DataFrame  # one row per column: COLUMN_FIELDS + label, in display order
-    inits: list[str]
-    baseline: str | None
-    test: str
-    not_averaged: pd.DataFrame  # failed / unfinished trials: sweep, trial_key, init, dataset, shot, status, error
-    finished: pd.DataFrame = field(repr=False)  # the averaged runs
-    n_shared: int = 0  # trials that share init, dataset, recipe, shot, lr and seed with another trial
-    ddof: int = 1  # of the printed std; the 95 % CI always uses the sample std
-
-    def cells(self, what: str = "value", markup: str = "md") -> pd.DataFrame:
-        """Paper layout: inits x column labels. ``what`` is "value" (mean ± std) or "p" (p-value, stars)."""
-        n_mode = self.n_seeds
-        fmt = _value_cell if what == "value" else _p_cell
-        text = [fmt(r, self.baseline, n_mode, markup) for r in self.table.itertuples(index=False)]
-        out = self.table.assign(_cell=text).pivot(index="init", columns="column", values="_cell")
-        return out.reindex(index=self.inits, columns=list(self.columns["column"])).fillna("").astype(object)
-
-    @property
-    def n_seeds(self) -> int:
-        """The most common number of averaged seeds per cell."""
-        n = self.table.loc[self.table["n"] > 0, "n"]
-        return int(n.mode().max()) if len(n) else 0
-
-    def caption(self) -> str:
-        scale = " (x100)" if (self.table["scale"] == 100).any() else ""
-        base = (f"; {TEST_TITLES[self.test]} against {self.baseline!r}: "
-                "* p<0.05, ** p<0.01, *** p<0.001, **** p<0.0001, ns not significant") if self.baseline else \
-            "; no baseline, no significance tests"
-        return (f"Test metric{scale}, mean ± {STD_NAMES[self.ddof]} over n={self.n_seeds} seeds "
-                "(n shown where it differs); "
-                f"best per column in bold{base}.")
-
-    def markdown(self) -> str:
-        """The value table, the p-value table and the list of trials that were not averaged."""
-        parts = [self.caption(), "", _md_table(self.cells("value", "md"))]
-        if self.baseline:
-            parts += ["", f"p-values against {self.baseline!r} ({TEST_TITLES[self.test]}):", "",
-                      _md_table(self.cells("p", "md"))]
-        parts += ["", self.not_averaged_line()]
-        if self.n_shared:
-            parts.append(self.shared_line())
-        return "\n".join(parts)
-
-    def shared_line(self) -> str:
-        return (f"Warning: {self.n_shared} trials share init, dataset, recipe, shot, lr and seed with another "
-                "trial (they differ in overrides, which the run table does not hold) and are averaged together.")
-
-    def not_averaged_line(self) -> str:
-        counts = self.not_averaged["status"].value_counts()
-        n_failed = int(counts.get("failed", 0))
-        n_unf = int(len(self.not_averaged) - n_failed)
-        n_fin = int(self.table["n"].sum())
-        return (f"{n_fin} finished trials averaged; not averaged: {n_failed} failed, "
-                f"{n_unf} unfinished.")
 
 
 def summarise(df: pd.DataFrame, baseline: str | None = DEFAULT_BASELINE, test: str = "welch",
@@ -230,50 +166,6 @@ def _label(col, varies: dict[str, bool]) -> str:
     if varies["lr"] and not pd.isna(col.lr):
         parts.append(f"lr={col.lr:g}")
     return " / ".join(parts) + f" ({col.metric})"
-
-
-def _fmt(x: float, scale: int) -> str:
-    if not np.isfinite(x):
-        return "–"
-    return f"{x:.2f}" if scale == 100 else f"{x:.4f}"
-
-
-def _value_cell(r, baseline: str | None, n_mode: int, markup: str) -> str:
-    if r.n == 0:
-        text = "–"
-    else:
-        text = _fmt(r.mean, r.scale) + (f" ± {_fmt(r.std, r.scale)}" if r.n > 1 else "")
-        if r.best:
-            text = f"**{text}**" if markup == "md" else f"<b>{html.escape(text)}</b>"
-        elif markup == "html":
-            text = html.escape(text)
-        if r.stars and r.stars != "ns":
-            text += f" {r.stars}"
-    notes = []
-    if r.n != n_mode:
-        notes.append(f"n={r.n}")
-    if r.n_failed:
-        notes.append(f"{r.n_failed} failed")
-    if r.n_unfinished:
-        notes.append(f"{r.n_unfinished} unfinished")
-    return text + (f" ({', '.join(notes)})" if notes else "")
-
-
-def _p_cell(r, baseline: str | None, n_mode: int, markup: str) -> str:
-    if r.init == baseline:
-        return "baseline"
-    if not np.isfinite(r.p_value):
-        return "–"
-    p = f"{r.p_value:.1e}" if r.p_value < 1e-3 else f"{r.p_value:.3f}"
-    return f"{p} {r.stars}"
-
-
-def _md_table(cells: pd.DataFrame) -> str:
-    header = ["init", *cells.columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + [":---:"] * len(cells.columns)) + "|"]
-    for init, row in cells.iterrows():
-        lines.append("| " + " | ".join([str(init), *(str(v).replace("|", "\\|") for v in row)]) + " |")
-    return "\n".join(lines)
 
 
 def _html_table(cells: pd.DataFrame) -> str:
