@@ -85,8 +85,7 @@ def write(folder: Path, name: str, trials: int, epochs: int, seeds: int, n_train
 def arm(folder: Path, name: str, scheduler: str, args, uri: str) -> dict:
     from benchxfer import paths
     from benchxfer.planning import make_plan
-    from benchxfer.pretraining import run_pretrain
-    from benchxfer.runner import launch_of
+    from benchxfer.runner import launch_of, run_pretrain
     from benchxfer.search import parse_search_options, run_stage1
     from benchxfer.tracking import SweepRecorder
     from benchxfer.trialdir import TrialDir

@@ -279,7 +279,8 @@ def pretrain(file, tracking_uri, address, zoo_dir):
     Sources are merged on their common labels (missing and uncertain labels are masked out of the loss).
     Run the same command again after a kill: it continues from the last epoch checkpoint.
     """
-    from benchxfer.pretraining import load_pretrain_spec, run_pretrain
+    from benchxfer.pretraining import load_pretrain_spec
+    from benchxfer.runner import run_pretrain
     from benchxfer.tracking import tracking_uri as tracking
 
     _use_zoo(zoo_dir)

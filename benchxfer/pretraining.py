@@ -1,4 +1,5 @@
-"""Pre-training and domain adaptation: making a new init on Ray Train, and putting it in the zoo.
+"""Pre-training and domain adaptation: the pre-training file, the run it plans, and the hook that puts the new
+init in the zoo (the run itself, on Ray: :func:`benchxfer.runner.run_pretrain`).
 
 A pre-training file names the sources (merged on their common labels, missing and uncertain labels
 masked out of the loss), the architecture, the starting init, the recipe and the resources. The run is a
@@ -15,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from benchxfer import data, zoo
-from benchxfer.errors import BenchxferError
 from benchxfer.recipes import TrainConfig, get_recipe
 from benchxfer.spec import (
     NAME_RE,
@@ -31,7 +31,7 @@ from benchxfer.spec import (
     trial_key,
 )
 from benchxfer.tasks import PRETRAIN_TASK
-from benchxfer.trialdir import TrialDir, TrialResult
+from benchxfer.trialdir import TrialResult
 
 KEYS = {"name", "description", "sources", "arch", "start", "recipe", "lr", "seed", "overrides", "resources",
         "failure"}
@@ -139,32 +139,3 @@ class ExportBackbone:
         path = zoo.save_local_init(self.name, backbone, cfg.arch, provenance, zoo=self.zoo,
                                    mean=tuple(mean), std=tuple(std))
         return dataclasses.replace(result, zoo_path=str(path))
-
-
-def run_pretrain(spec: PretrainSpec, tracking_uri: str, echo=print, zoo_override: str | None = None,
-                 address: str | None = None, verbose: bool = False) -> dict[str, Any]:
-    """Run (or continue) the pre-training on Ray and register its backbone in the zoo."""
-    from benchxfer.cluster import Launch
-    from benchxfer.sweep import ensure_ray, run_trials
-
-    trial = plan_pretrain(spec)
-    tdir = TrialDir.of(EXPERIMENT, trial.key)
-    done = tdir.result()
-    if done is None:
-        r = spec.resources
-        launch = Launch(sweep=EXPERIMENT, tracking_uri=tracking_uri, workers=r["workers"],
-                        cpus_per_worker=r["cpus_per_worker"], gpus_per_worker=r["gpus_per_worker"],
-                        trainer="torch", max_retries=spec.max_retries)
-        ensure_ray(address)
-        echo(f"Pre-training {spec.name!r} ({spec.arch}, from {spec.start}) on "
-             f"{' + '.join(s['dataset'] for s in trial.config['sources'])}: run {trial.key}")
-        from benchxfer.tracking import SweepRecorder
-
-        SweepRecorder(tracking_uri, EXPERIMENT)  # the experiment and its parent run, made once on the driver
-        run_trials([trial], launch, finish=ExportBackbone(spec.name, zoo_override), echo=echo, verbose=verbose)
-        done = tdir.result()
-        if done is None:
-            failure = tdir.failure()
-            reason = failure.reason if failure else "no result was written"
-            raise BenchxferError(f"pre-training {spec.name!r} failed: {reason.strip()[:300]}")
-    return done.to_dict()

@@ -1,4 +1,5 @@
-"""One sweep from plan to summary: pre-train missing inits, run the trials on Ray, summarise.
+"""One sweep from plan to summary: pre-train missing inits, run the trials on Ray, summarise; and one
+pre-training run (``benchxfer pretrain``).
 
 ``benchxfer sweep`` and ``benchxfer resume`` both come here. Trials that finished before (their
 ``result.json`` exists) are not launched again; interrupted ones continue from their last epoch
@@ -13,7 +14,9 @@ from typing import Any, Callable
 
 from benchxfer import cluster
 from benchxfer.cluster import Launch
+from benchxfer.errors import BenchxferError
 from benchxfer.planning import Plan, expand
+from benchxfer.pretraining import EXPERIMENT, ExportBackbone, PretrainSpec, plan_pretrain
 from benchxfer.spec import LrSearch, Trial
 from benchxfer.sweep import ensure_ray, run_trials
 from benchxfer.trialdir import SweepDir, TrialDir, TrialState
@@ -56,7 +59,6 @@ def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: 
             record_shards: bool = False, verbose: bool = False) -> list[dict[str, Any]]:
     """Run the sweep to its end and return the result records of its trials (``verbose``: Ray's own
     console output instead of benchxfer's view)."""
-    from benchxfer.pretraining import run_pretrain
     from benchxfer.tracking import SweepRecorder
 
     spec = plan.spec
@@ -106,3 +108,29 @@ def _tune_then_repeat(plan: Plan, launch: Launch, recorder, echo, verbose: bool 
     best = run_stage1(plan, launch, recorder, echo=echo, verbose=verbose)
     lrs = {(c.init, c.dataset.name): best[f"{c.init}|{c.dataset.name}"] for c in plan.cells}
     return expand(plan.spec, plan.cells, plan.roots, lrs=lrs)
+
+
+def run_pretrain(spec: PretrainSpec, tracking_uri: str, echo=print, zoo_override: str | None = None,
+                 address: str | None = None, verbose: bool = False) -> dict[str, Any]:
+    """Run (or continue) the pre-training on Ray and register its backbone in the zoo."""
+    trial = plan_pretrain(spec)
+    tdir = TrialDir.of(EXPERIMENT, trial.key)
+    done = tdir.result()
+    if done is None:
+        r = spec.resources
+        launch = Launch(sweep=EXPERIMENT, tracking_uri=tracking_uri, workers=r["workers"],
+                        cpus_per_worker=r["cpus_per_worker"], gpus_per_worker=r["gpus_per_worker"],
+                        trainer="torch", max_retries=spec.max_retries)
+        ensure_ray(address)
+        echo(f"Pre-training {spec.name!r} ({spec.arch}, from {spec.start}) on "
+             f"{' + '.join(s['dataset'] for s in trial.config['sources'])}: run {trial.key}")
+        from benchxfer.tracking import SweepRecorder
+
+        SweepRecorder(tracking_uri, EXPERIMENT)  # the experiment and its parent run, made once on the driver
+        run_trials([trial], launch, finish=ExportBackbone(spec.name, zoo_override), echo=echo, verbose=verbose)
+        done = tdir.result()
+        if done is None:
+            failure = tdir.failure()
+            reason = failure.reason if failure else "no result was written"
+            raise BenchxferError(f"pre-training {spec.name!r} failed: {reason.strip()[:300]}")
+    return done.to_dict()
