@@ -141,22 +141,16 @@ def register_dataset(name: str, **kwargs: Any) -> Callable[[Reader], Reader]:
 
 
 def get_dataset(name: str) -> DatasetCfg:
-    _load_readers()
     return DATASETS.get(name)
 
 
 def list_datasets() -> list[str]:
-    _load_readers()
     return DATASETS.names()
 
 
 def num_classes(cfg: DatasetCfg | str, root: str | Path | None = None) -> int:
     cfg = get_dataset(cfg) if isinstance(cfg, str) else cfg
     return cfg.num_classes(root)
-
-
-def _load_readers() -> None:
-    import benchxfer.data.readers  # noqa: F401  (registers every reader)
 
 
 def val_fraction_of(ctx: IndexCtx, default: float = 0.1) -> float:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchxfer.errors import BenchxferError
-from benchxfer.recipes.config import KNOBS, check_knobs
+from benchxfer.recipes.config import BALANCE, KNOBS, SELECT, check_knobs
 from benchxfer.registry import Registry
 from benchxfer.tasks import CLASSIFICATION, PRETRAIN_TASK, TASKS, get_task
 
@@ -98,7 +98,6 @@ def check_names(knobs: dict[str, Any], where: str) -> None:
     from benchxfer.models import ARCHS, HEAD_INITS
     from benchxfer.recipes.parts import LOSSES, OPTIMIZERS, STOPPING
     from benchxfer.recipes.schedules import SCHEDULES
-    from benchxfer.train.sampling import BALANCE, SELECT
 
     for key, reg, extra in (("arch", ARCHS, ()), ("optimizer", OPTIMIZERS, ()), ("schedule", SCHEDULES, ()),
                             ("loss", LOSSES, ("auto",)), ("stopping", STOPPING, ()), ("head_init", HEAD_INITS, ()),

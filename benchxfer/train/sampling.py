@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Sequence
 
-SELECT = ("best-val", "last")  # the weights tested: the best validation loss's, or the last step's
-BALANCE = ("none", "class", "auto")  # "auto": the dataset's own rule, AUTO_BALANCED
+from benchxfer.recipes.config import BALANCE, SELECT  # noqa: F401  (the knobs' values, named with the knobs)
+
 # The second study oversampled COVIDx to balanced classes in its full-data runs (never in few-shot runs).
 AUTO_BALANCED = frozenset({"covidx"})
 
