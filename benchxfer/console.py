@@ -263,15 +263,15 @@ class ConsoleView(Callback):
         self.log_path = paths.sweep_dir(sweep) / "logs" / f"{experiment}.log"
         self.board: Board | None = None
         self.noise: NoiseToFile | None = None
-        self._live: Any = None
-        self._last_summary = 0.0
-        self._metric: dict[str, str | None] = {}
+        self.panel: Any = None
+        self.last_summary = 0.0
+        self.metric_of: dict[str, str | None] = {}
 
     # Tune saves its callbacks with the experiment (tuner.pkl). What only this process can use stays out of the
     # copy: ``echo`` may be ``print``, which Ray's tqdm support replaces in the driver once a worker's output
     # arrives, after which pickle refuses the original ("not the same object as builtins.print").
     def __getstate__(self) -> dict[str, Any]:
-        return self.__dict__ | {"echo": None, "noise": None, "_live": None}
+        return self.__dict__ | {"echo": None, "noise": None, "panel": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state | {"echo": print})
@@ -280,54 +280,54 @@ class ConsoleView(Callback):
     def setup(self, stop=None, num_samples=None, total_num_samples=None, **info) -> None:
         now = time.time()
         self.board = Board(total=int(total_num_samples or num_samples or 0), started=now)
-        self._last_summary = now
+        self.last_summary = now
         if self.quiet:
             self.noise = NoiseToFile(self.log_path)
             self.noise.open()
-            self._log_session_folder()
+            self.log_session_folder()
             self.echo(f"Tune experiment {self.experiment}: {self.board.total} trials; Ray and MLflow output "
                       f"in {self.log_path}")
         if self.live:
             from rich.console import Console
             from rich.live import Live
 
-            self._live = Live(self._render(), console=Console(), refresh_per_second=1, transient=True,
-                              get_renderable=self._render)
-            self._live.start()
+            self.panel = Live(self.render(), console=Console(), refresh_per_second=1, transient=True,
+                              get_renderable=self.render)
+            self.panel.start()
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         t = self.names.trial(trial.config)
-        self._metric[trial.trial_id] = getattr(t, "metric", None)
+        self.metric_of[trial.trial_id] = getattr(t, "metric", None)
         self.board.start(trial.trial_id, t.key, time.time(), _epochs(t))
-        self._say(f"start   {t.key}")
+        self.say(f"start   {t.key}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         epoch = result.get("epoch")
         self.board.result(trial.trial_id, None if epoch is None or result.get("done") else int(epoch) + 1,
-                          val_score(result, self._metric.get(trial.trial_id)))
+                          val_score(result, self.metric_of.get(trial.trial_id)))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         now = time.time()
         last = trial.last_result or {}
         r = self.board.end(trial.trial_id, now, ok=True, timed=not last.get("skipped"))
-        metric = self._metric.get(trial.trial_id)
+        metric = self.metric_of.get(trial.trial_id)
         key = r.key if r else self.names.name(trial)
         if last.get("skipped"):
-            self._say(f"skip    {key} (finished before)")
+            self.say(f"skip    {key} (finished before)")
             return
         test = last.get(f"test_{metric}")
         score = f"  test_{metric} {test:.4f}" if isinstance(test, (int, float)) else ""
-        self._say(f"done    {key}{score}" + (f"  ({duration(now - r.started)})" if r else ""))
+        self.say(f"done    {key}{score}" + (f"  ({duration(now - r.started)})" if r else ""))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         r = self.board.end(trial.trial_id, time.time(), ok=False)
         key = r.key if r else self.names.name(trial)
-        self._say(f"FAILED  {key}: {_reason(self.sweep, key)}")
+        self.say(f"FAILED  {key}: {_reason(self.sweep, key)}")
 
     def on_step_begin(self, iteration, trials, **info) -> None:
         now = time.time()
-        if not self.live and self.board and now - self._last_summary >= self.every:
-            self._last_summary = now
+        if not self.live and self.board and now - self.last_summary >= self.every:
+            self.last_summary = now
             self.echo(f"        {self.board.counts(now)}")
 
     def on_experiment_end(self, trials, **info) -> None:
@@ -340,9 +340,9 @@ class ConsoleView(Callback):
                 os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
             else:
                 os.environ["RAY_AIR_NEW_OUTPUT"] = self.air_output
-        if self._live is not None:
-            self._live.stop()
-            self._live = None
+        if self.panel is not None:
+            self.panel.stop()
+            self.panel = None
         if self.noise is not None:
             # Tune stops the trials' reused actors after this last hook; what they print as they die (a SIGTERM
             # traceback) reaches the driver later, and belongs in the log file, not under the closing table
@@ -352,13 +352,13 @@ class ConsoleView(Callback):
             self.echo(f"Tune experiment {self.experiment}: {self.board.counts(time.time())}")
             self.board = None
 
-    def _say(self, line: str) -> None:
-        if self._live is not None:
-            self._live.console.print(line, markup=False, highlight=False)
+    def say(self, line: str) -> None:
+        if self.panel is not None:
+            self.panel.console.print(line, markup=False, highlight=False)
         else:
             self.echo(line)
 
-    def _render(self):
+    def render(self):
         from rich.table import Table
 
         table = Table.grid(padding=(0, 2))
@@ -369,7 +369,7 @@ class ConsoleView(Callback):
             table.add_row("  " + running_line(r))
         return table
 
-    def _log_session_folder(self) -> None:
+    def log_session_folder(self) -> None:
         try:
             import ray
 

@@ -190,8 +190,8 @@ def _scheduler_class():
 
         def __init__(self, sweep: str, opts: SearchOptions, max_epochs: dict[str, int], tracking_uri: str | None):
             super().__init__()
-            self._supports_buffered_results = False  # one decision per epoch
             self.sweep, self.opts, self.uri = sweep, opts, tracking_uri
+            self.max_t = dict(max_epochs)  # a cell's budget in epochs: the knob its trials train to
             self.inner = {}
             for c, max_t in max_epochs.items():
                 grace = min(opts.min_epochs, max_t)
@@ -203,9 +203,9 @@ def _scheduler_class():
             self.added: set[str] = set()
             self.stopped: dict[str, Stopped] = {}
             self.log = paths.sweep_dir(sweep) / EVENTS
-            self._replay()
+            self.replay()
 
-        def _add(self, c: str, key: str) -> None:
+        def add_key(self, c: str, key: str) -> None:
             if key in self.added:
                 return
             import numpy as np
@@ -218,7 +218,7 @@ def _scheduler_class():
                 np.random.set_state(state)
             self.added.add(key)
 
-        def _replay(self) -> None:
+        def replay(self) -> None:
             if not self.log.exists():
                 return
             for line in self.log.read_text().splitlines():
@@ -228,25 +228,29 @@ def _scheduler_class():
                     continue  # a line cut by a kill
                 if ev["cell"] not in self.inner:
                     continue  # a cell whose lr is known
-                self._add(ev["cell"], ev["key"])
+                self.add_key(ev["cell"], ev["key"])
                 action = self.inner[ev["cell"]].on_trial_result(None, _Key(ev["key"]), ev["result"])
                 tdir = TrialDir.of(self.sweep, ev["key"])
                 if action == TrialScheduler.STOP and tdir.stopped() is None:
                     write_stopped(tdir, ev["result"]["epochs"], ev["result"])  # killed between log and marker
 
+        @property
+        def supports_buffered_results(self) -> bool:
+            return False  # one decision per epoch
+
         @staticmethod
-        def _ids(trial) -> tuple[str, str]:
+        def ids(trial) -> tuple[str, str]:
             return cell_id(trial.config["trial"]["at"].cell), _key(trial.config)
 
         def on_trial_add(self, tune_controller, trial) -> None:
-            c, key = self._ids(trial)
-            self._add(c, key)
+            c, key = self.ids(trial)
+            self.add_key(c, key)
 
         def on_trial_result(self, tune_controller, trial, result: dict) -> str:
             if result.get("done") or "epoch" not in result or self.opts.metric not in result:
                 return TrialScheduler.CONTINUE  # a final or replayed report: nothing to decide
-            c, key = self._ids(trial)
-            if int(result["epoch"]) + 1 >= self.inner[c]._max_t:
+            c, key = self.ids(trial)
+            if int(result["epoch"]) + 1 >= self.max_t[c]:
                 return TrialScheduler.CONTINUE  # the last epoch is no rung: the trial ends by itself, tested
             fed = {"epochs": int(result["epoch"]) + 1, self.opts.metric: result[self.opts.metric],
                    **{k: result[k] for k in ("epoch", SEARCH_METRIC, "train_loss", "val_loss", "lr") if k in result}}
