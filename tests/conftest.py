@@ -1,4 +1,7 @@
-"""Shared fixtures: one benchxfer home, one real MLflow server and one real Ray session per test run."""
+"""Shared fixtures: one benchxfer home, one real MLflow server and one real Ray session per test run.
+
+The two tiers: a test marked ``fast`` (``make test-fast``) needs none of ``ray_session``/``mlflow_uri`` and starts no
+Ray, MLflow server or subprocess sweep; ``tier_guard`` fails one that does. Every test without the mark is slow."""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+pytest_plugins = ["pytester", "tier_guard"]
 
 
 @pytest.fixture(scope="session")

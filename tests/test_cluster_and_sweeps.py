@@ -20,6 +20,8 @@ from click.testing import CliRunner
 from benchxfer import data
 from benchxfer.cli import main
 
+pytestmark = pytest.mark.fast
+
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = REPO / "sweeps"
 

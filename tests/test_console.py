@@ -17,6 +17,7 @@ from benchxfer.console import Board, Running, duration, running_line, val_score
 # -- the view, without Ray -----------------------------------------------------------------------
 
 
+@pytest.mark.fast
 def test_counts_follow_starts_results_and_ends():
     b = Board(total=5, started=0.0)
     b.start("a", "k_a", 0.0, epochs=3)
@@ -31,6 +32,7 @@ def test_counts_follow_starts_results_and_ends():
     assert b.counts(100.0) == "1/5 done, 0 running, 3 pending, 1 failed; elapsed 1m40s, ETA 2m30s"
 
 
+@pytest.mark.fast
 def test_eta_is_unknown_until_a_trial_finishes_then_mean_duration_over_slots():
     b = Board(total=6, started=0.0)
     b.start("a", "a", 0.0)
@@ -49,6 +51,7 @@ def test_eta_is_unknown_until_a_trial_finishes_then_mean_duration_over_slots():
     assert b.done == 2 and b.durations == [40.0]
 
 
+@pytest.mark.fast
 def test_durations_and_scores_read_as_people_write_them():
     assert [duration(s) for s in (0, 42, 185, 7620)] == ["0s", "42s", "3m05s", "2h07m"]
     assert val_score({"val_loss": 0.5, "val_auroc": 0.75}, "auroc") == ("val_auroc", 0.75)
@@ -57,6 +60,7 @@ def test_durations_and_scores_read_as_people_write_them():
     assert running_line(Running("k", 0.0, None, 4, None)) == "k  epoch 4"
 
 
+@pytest.mark.fast
 def test_noise_goes_to_the_file_and_comes_back(tmp_path, capsys):
     noise = console.NoiseToFile(tmp_path / "logs" / "x.log")
     ray_log = logging.getLogger("ray.tune.test_console")
@@ -152,6 +156,7 @@ def _tune_trials(param_space):
     return [t for t in iter(gen.next_trial, None)]
 
 
+@pytest.mark.fast
 def test_tune_names_and_folders_are_the_trial_keys(tmp_path):
     from ray import tune
 
@@ -169,6 +174,7 @@ def test_tune_names_and_folders_are_the_trial_keys(tmp_path):
     assert [t.custom_dirname for t in made] == ["scratch_chestxray14_lr0.001_s0", "a_b_c_lr0.01"]
 
 
+@pytest.mark.fast
 def test_tune_settings_quiet_by_default_and_ray_full_output_when_verbose(monkeypatch, tmp_path):
     from ray import tune
 
@@ -187,6 +193,7 @@ def test_tune_settings_quiet_by_default_and_ray_full_output_when_verbose(monkeyp
     assert "RAY_AIR_NEW_OUTPUT" not in os.environ
 
 
+@pytest.mark.fast
 def test_the_view_pickles_after_ray_replaced_print(monkeypatch, tmp_path):
     """Tune pickles its callbacks with the experiment; Ray's tqdm support swaps ``builtins.print`` in the driver
     once a worker's output arrives (ray.experimental.tqdm_ray), and pickle then refuses the original ``print``.

@@ -16,6 +16,8 @@ from benchxfer.data import synthetic
 from benchxfer.data.verify import verify
 from benchxfer.errors import BenchxferError
 
+pytestmark = pytest.mark.fast
+
 SMALL = dict(n_train=4, n_val=2, n_test=2, size=24)
 
 

@@ -14,6 +14,8 @@ from benchxfer.data import synthetic
 from benchxfer.data.cache import cache_status, resize_short, write_cache
 from benchxfer.data.imageio import decode_image, decode_mask
 
+pytestmark = pytest.mark.fast
+
 
 @pytest.fixture
 def lungs(tmp_path):

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     ExplicitVRLittleEndian,
@@ -11,6 +12,8 @@ from pydicom.uid import (
 )
 
 from benchxfer.data.imageio import decode_image
+
+pytestmark = pytest.mark.fast
 
 
 def _write(path: Path, arr: np.ndarray, bits_stored: int, **tags) -> Path:

@@ -13,6 +13,8 @@ from benchxfer.data.readers.chest import (
     padchest_vector,
 )
 
+pytestmark = pytest.mark.fast
+
 NF, EFF, EDEMA = (CHEXPERT_CLASSES.index(c) for c in ("No Finding", "Pleural Effusion", "Edema"))
 
 

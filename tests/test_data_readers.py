@@ -13,6 +13,8 @@ from benchxfer import data
 from benchxfer.data import synthetic
 from benchxfer.data.imageio import decode_image, rle_decode, rle_encode
 
+pytestmark = pytest.mark.fast
+
 SMALL = dict(n_train=6, n_val=3, n_test=3, size=32)
 
 

@@ -12,6 +12,8 @@ from torchvision import tv_tensors
 from benchxfer import data
 from benchxfer.data import transforms
 
+pytestmark = pytest.mark.fast
+
 
 def _steps(pipe):
     return list(pipe.compose.transforms)

@@ -9,6 +9,8 @@ from benchxfer import data
 from benchxfer.data import synthetic
 from benchxfer.errors import BenchxferError
 
+pytestmark = pytest.mark.fast
+
 
 def test_ensure_writes_once_under_home(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCHXFER_HOME", str(tmp_path / "home"))

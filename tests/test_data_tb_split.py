@@ -11,6 +11,8 @@ from PIL import Image
 from benchxfer import data
 from benchxfer.errors import BenchxferError
 
+pytestmark = pytest.mark.fast
+
 
 def _write_set(folder: Path, prefix: str, n: int) -> None:
     folder.mkdir(parents=True)

@@ -9,6 +9,8 @@ from torchvision import tv_tensors
 from benchxfer.data import transforms
 from benchxfer.errors import BenchxferError
 
+pytestmark = pytest.mark.fast
+
 
 def _image(h: int = 80, w: int = 100, value: int | None = None) -> tv_tensors.Image:
     if value is not None:

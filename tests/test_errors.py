@@ -649,15 +649,18 @@ def check_case(case: Case, run, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@pytest.mark.fast
 def test_bad_input_is_one_line(case: Case, tmp_path):
     check_case(case, cold_run if COLD else warm_run, tmp_path)
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.id in COLD_CASES], ids=COLD_CASES)
+@pytest.mark.fast
 def test_bad_input_is_one_line_in_a_real_process(case: Case, tmp_path):
     check_case(case, cold_run, tmp_path)
 
 
+@pytest.mark.fast
 def test_the_table_in_docs_lists_every_case():
     """docs/errors.md has one row per case, naming its test id."""
     doc = (Path(__file__).parents[1] / "docs" / "errors.md").read_text()
@@ -688,6 +691,7 @@ def _boom_command():
 boom = _boom_command()
 
 
+@pytest.mark.fast
 def test_unexpected_error_is_one_line_naming_the_command_and_a_log(monkeypatch, tmp_path):
     _with_boom(monkeypatch)
     home = tmp_path / "home"
@@ -704,6 +708,7 @@ def test_unexpected_error_is_one_line_naming_the_command_and_a_log(monkeypatch, 
     assert text.startswith("benchxfer boom\nTraceback") and "1 / 0" in text and "ZeroDivisionError" in text
 
 
+@pytest.mark.fast
 def test_debug_shows_the_traceback(monkeypatch, tmp_path):
     _with_boom(monkeypatch)
     code, out, err = warm_run(["--debug", "boom"], {"BENCHXFER_HOME": str(tmp_path), "PATH": os.environ["PATH"]},
@@ -712,11 +717,13 @@ def test_debug_shows_the_traceback(monkeypatch, tmp_path):
     assert not (tmp_path / "logs").exists()
 
 
+@pytest.mark.fast
 def test_usage_errors_keep_clicks_line(tmp_path):
     code, out, err = warm_run(["status"], {"BENCHXFER_HOME": str(tmp_path)}, tmp_path)
     assert code == 2 and err.strip() == "Error: Missing argument 'NAME'. (see `benchxfer status --help`)"
 
 
+@pytest.mark.fast
 def test_a_relative_home_is_made_absolute_once(tmp_path):
     """`BENCHXFER_HOME=relhome` means the folder relhome in the current folder, for every process after."""
     code, out, err = warm_run(["status", "ghost"], {"BENCHXFER_HOME": "relhome"}, tmp_path)
@@ -742,6 +749,7 @@ def test_a_relative_home_keeps_the_results_of_a_real_sweep(tmp_path):
 
 # --- what used to be refused and is fine: 1e-3, a byte-order mark ---------------------------------------------
 
+@pytest.mark.fast
 def test_lr_written_1e_3_is_a_number(tmp_path):
     """YAML 1.1 reads ``1e-3`` (no dot) as a string; sweep files read it as the number 0.001, everywhere."""
     from benchxfer.spec import load_spec
@@ -758,6 +766,7 @@ def test_lr_written_1e_3_is_a_number(tmp_path):
     assert code == 0 and "lr0.001" in out, err
 
 
+@pytest.mark.fast
 def test_a_byte_order_mark_is_dropped(tmp_path):
     """A sweep file, a list file and a CSV saved with a BOM (as Windows editors do) read like the plain ones."""
     f = Files(tmp_path)

@@ -13,8 +13,11 @@ import copy
 import random
 import time
 
+import pytest
 import yaml
 from test_errors import GOOD, warm_run
+
+pytestmark = pytest.mark.fast
 
 SECONDS = 5
 REQUIRED = {("inits",), ("datasets",), ("datasets", 0, "name"), ("datasets", 0, "root")}

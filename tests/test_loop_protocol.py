@@ -23,6 +23,8 @@ from benchxfer.train.loop import clip_gradients, clipped_parameters, train_run
 from benchxfer.train.sampling import DrawnSampler, balanced, class_weights
 from benchxfer.train.session import Runtime
 
+pytestmark = pytest.mark.fast
+
 
 def bit_config(root, **extra):
     knobs = get_recipe("bit-hyperrule").resolve(

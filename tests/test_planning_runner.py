@@ -14,6 +14,8 @@ from benchxfer.recipes import get_recipe
 from benchxfer.runner import pending
 from benchxfer.trialdir import TrialState
 
+pytestmark = pytest.mark.fast
+
 SWEEP = """
 name: plan
 inits: [scratch]

@@ -20,6 +20,8 @@ from benchxfer.recipes.schedules import (
 )
 from benchxfer.train.metrics import dice_from_counts, mean_auroc
 
+pytestmark = pytest.mark.fast
+
 
 def test_four_recipes_are_registered():
     assert [r.name for r in list_recipes()] == ["bit-hyperrule", "supervised-pretrain", "systematic-cls",

@@ -15,6 +15,8 @@ from benchxfer import paths
 from benchxfer.cli import main
 from benchxfer.results import RUN_COLUMNS
 
+pytestmark = pytest.mark.fast
+
 
 def invoke(*args: str):
     return CliRunner().invoke(main, list(args))

@@ -12,6 +12,8 @@ from PIL import Image
 from benchxfer.report import FIG_DPI, save_figures, summarise, write_report
 from benchxfer.results import RunSet, frame_from_records
 
+pytestmark = pytest.mark.fast
+
 INITS = ["imagenet", "scratch", "chexpert"]
 ORDER = ["imagenet", "chexpert", "scratch"]  # the baseline first, then by name
 

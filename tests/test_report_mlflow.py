@@ -94,6 +94,7 @@ def test_unknown_experiment_falls_back_then_fails_with_the_places(populated, hom
     assert f"MLflow experiment 'not-there' at {uri}" in res.output
 
 
+@pytest.mark.fast
 def test_embedded_store_is_the_default(home):
     """With no URI and no $MLFLOW_TRACKING_URI, the runs come from <home>/mlflow.db (the embedded store)."""
     home.mkdir(parents=True)

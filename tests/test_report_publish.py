@@ -175,6 +175,7 @@ def test_checkpoint_folder_links_its_best_weights(mlflow_uri, tmp_path):
     assert list(back) == ["w"] and torch.equal(back["w"], torch.zeros(2))
 
 
+@pytest.mark.fast
 def test_dataset_input_of_a_set_without_val_describes_its_own_splits(tmp_path):
     """Tuberculosis (second study) has train and test only; the per-folder split is RandomState(42), 85 % train."""
     root = synthetic.write("tuberculosis", tmp_path / "tb", n_train=20, n_val=0, n_test=0, size=32, seed=0)

@@ -11,6 +11,8 @@ from benchxfer.errors import BenchxferError
 from benchxfer.report import stars, summarise, ttest
 from benchxfer.results import frame_from_records
 
+pytestmark = pytest.mark.fast
+
 # R's sleep data (Student 1908), and R's published output of t.test(extra ~ group, data = sleep):
 # Welch: t = -1.8608, df = 17.776, p-value = 0.07939; var.equal = TRUE: df = 18, p-value = 0.07919.
 SLEEP_1 = np.array([0.7, -1.6, -0.2, -1.2, -0.1, 3.4, 3.7, 0.8, 0.0, 2.0])

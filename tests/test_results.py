@@ -21,6 +21,8 @@ from benchxfer.results import (
     write_runs,
 )
 
+pytestmark = pytest.mark.fast
+
 
 def result_record(sweep: str, key: str, init: str, dataset: str, seed: int, value: float | None,
                   metric: str = "auroc", task: str = "binary", shot: int | None = None, lr: float = 1e-3,

@@ -1,6 +1,7 @@
 """Kill and restart: a run interrupted after epoch k continues at k+1 with the same optimiser state and ends
 with exactly the weights of an uninterrupted run with the same seed (CPU, deterministic)."""
 
+import pytest
 import torch
 
 from benchxfer import data
@@ -8,6 +9,8 @@ from benchxfer.recipes import TrainConfig, get_recipe
 from benchxfer.train.checkpoint import CheckpointStore
 from benchxfer.train.loop import train_run
 from benchxfer.train.session import Runtime
+
+pytestmark = pytest.mark.fast
 
 
 def config(root, epochs):

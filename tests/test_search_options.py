@@ -19,6 +19,8 @@ from benchxfer.search import (
 from benchxfer.sweep import point
 from benchxfer.trialdir import TrialDir
 
+pytestmark = pytest.mark.fast
+
 
 def test_defaults_and_a_valid_block():
     assert parse_search_options({}, "lr") == SearchOptions("none", 1, 3, "val_loss", "min")

@@ -9,6 +9,8 @@ from benchxfer.cli import main
 from benchxfer.errors import BenchxferError
 from benchxfer.trialdir import Failure, Stopped, SweepDir, TrialDir, TrialState
 
+pytestmark = pytest.mark.fast
+
 
 def test_stopped_is_final_and_wins_over_a_failure(tmp_path):
     tdir = TrialDir(tmp_path / "t")

@@ -14,6 +14,7 @@ from benchxfer.train.checkpoint import CheckpointStore
 PACKAGE = Path(__file__).resolve().parents[1] / "benchxfer"
 
 
+@pytest.mark.fast
 def test_every_torch_load_in_the_package_is_weights_only():
     calls = []
     for path in PACKAGE.rglob("*.py"):
@@ -37,6 +38,7 @@ class RunsCode:
         return (open, (self.path, "w"))
 
 
+@pytest.mark.fast
 def test_a_trial_checkpoint_that_runs_code_is_refused_and_skipped(tmp_path):
     store = CheckpointStore(tmp_path / "checkpoints")
     store.save(0, {"epoch": 0, "model": {"w": torch.ones(2)}})

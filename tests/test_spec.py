@@ -11,6 +11,8 @@ from benchxfer.cli import main
 from benchxfer.errors import BenchxferError
 from benchxfer.spec import load_spec, trial_key
 
+pytestmark = pytest.mark.fast
+
 GOOD = """
 name: t
 inits: [scratch]

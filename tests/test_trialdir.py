@@ -10,6 +10,8 @@ import pytest
 from benchxfer.errors import BenchxferError
 from benchxfer.trialdir import Failure, Progress, SweepDir, TrialDir, TrialResult, TrialState
 
+pytestmark = pytest.mark.fast
+
 RESULT = {
     "sweep": "s", "trial_key": "k", "recipe": "systematic-cls", "init": "scratch", "dataset": "chestxray14",
     "task": "multilabel", "shot": None, "lr": 0.001, "seed": 0, "metric": "auroc", "value": 0.7,

@@ -10,6 +10,8 @@ from benchxfer import zoo
 from benchxfer.errors import BenchxferError
 from benchxfer.models import build_model
 
+pytestmark = pytest.mark.fast
+
 
 @pytest.fixture(scope="module")
 def r50_backbone() -> dict[str, torch.Tensor]:

@@ -22,6 +22,8 @@ import torchvision
 from benchxfer import zoo
 from benchxfer.errors import BenchxferError
 
+pytestmark = pytest.mark.fast
+
 
 @pytest.fixture(scope="module")
 def r50() -> dict[str, torch.Tensor]:

@@ -7,6 +7,8 @@ from benchxfer import zoo
 from benchxfer.recipes import TrainConfig
 from benchxfer.train.data_setup import normalisation
 
+pytestmark = pytest.mark.fast
+
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 EXPECTED = {

@@ -13,6 +13,8 @@ from benchxfer import zoo
 from benchxfer.cli import main
 from benchxfer.errors import BenchxferError
 
+pytestmark = pytest.mark.fast
+
 STUDY_INITS = [
     "scratch", "imagenet", "inat2021", "inat2021-mini", "barlowtwins", "swav", "deepcluster-v2", "sela-v2",
     "insdis", "moco-v1", "moco-v2", "pcl-v1", "pcl-v2", "simclr-v1", "simclr-v2", "infomin", "pirl", "byol",

@@ -1,0 +1,137 @@
+"""The guard of the fast tier (a pytest plugin, loaded by conftest.py).
+
+A test marked ``fast`` runs in ``make test-fast``: it needs no Ray session, no cluster, no MLflow server and no
+subprocess sweep. This plugin fails a ``fast`` test that breaks that promise, with a message to move it to the slow
+tier (the slow tier is every test without the mark, so a test that forgets its mark is slow, never fast):
+
+- it asks for a fixture that starts Ray or an MLflow server (``ray_session``, ``mlflow_uri``, or any fixture built
+  on them): it fails at set-up, before the fixture starts anything;
+- it is also marked ``e2e`` (the two marks contradict each other);
+- it leaves ``ray.is_initialized()`` true where it was false before;
+- it, or a process it started (a ``benchxfer sweep`` in a subprocess), starts a Ray node's processes or an MLflow
+  server: a watcher polls this process's descendants while the test runs.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+import psutil
+import pytest
+
+FAST = "fast"
+SLOW_FIXTURES = {"ray_session": "a Ray session", "mlflow_uri": "an MLflow server"}
+POLL_S = 0.5
+MOVE = "move it to the slow tier: remove its `fast` mark (every test without the mark runs in the slow tier)"
+
+guard_key = pytest.StashKey["Watch"]()
+
+
+def what_it_is(cmdline: list[str]) -> str | None:
+    """What a process is, by its command line, when it is one the fast tier must not start."""
+    text = " ".join(cmdline)
+    if "mlflow" in text and ("server" in text.split() or "mlflow.server" in text):
+        return "an MLflow server"
+    names = ("raylet", "gcs_server", "ray::", "default_worker.py", "dashboard/agent.py", "ray/dashboard")
+    if any(n in text for n in names):
+        return "a Ray session"
+    return None
+
+
+class Watch:
+    """Polls this process's descendants for Ray and MLflow server processes that appear while a test runs.
+
+    Descendants that lived before the test (and their own children: a slow-tier Ray session of the same pytest run
+    starting a worker) are not the test's doing."""
+
+    def __init__(self) -> None:
+        self.me = psutil.Process()
+        self.before = {p.pid for p in self._descendants()}
+        self.ray_before = _ray_initialized()
+        self.seen: dict[int, tuple[str, str]] = {}
+        self.reported: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fast-tier-guard", daemon=True)
+        self._thread.start()
+
+    def _descendants(self) -> list[psutil.Process]:
+        try:
+            return self.me.children(recursive=True)
+        except psutil.Error:
+            return []
+
+    def _run(self) -> None:
+        while not self._stop.wait(POLL_S):
+            self.poll()
+
+    def poll(self) -> None:
+        for p in self._descendants():
+            if p.pid in self.before or p.pid in self.seen:
+                continue
+            try:
+                if any(a.pid in self.before for a in p.parents()):
+                    continue
+                kind = what_it_is(p.cmdline())
+            except psutil.Error:
+                continue
+            if kind:
+                self.seen[p.pid] = (kind, " ".join(p.cmdline())[:160])
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.poll()
+
+    def problems(self) -> list[str]:
+        found = sorted({f"started {kind} (pid {pid}: {cmd})" for pid, (kind, cmd) in self.seen.items()})
+        if _ray_initialized() and not self.ray_before:
+            found.insert(0, "left ray.is_initialized() true")
+        return found
+
+
+def _ray_initialized() -> bool:
+    ray = sys.modules.get("ray")
+    return bool(ray is not None and hasattr(ray, "is_initialized") and ray.is_initialized())
+
+
+def _fail(item: pytest.Item, why: str) -> None:
+    pytest.fail(f"{item.nodeid} is marked `fast` but {why}; {MOVE}", pytrace=False)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker(FAST) is None:
+        return
+    if item.get_closest_marker("e2e") is not None:
+        _fail(item, "also marked `e2e`")
+    used = [f"{name} ({what})" for name, what in SLOW_FIXTURES.items() if name in item.fixturenames]
+    if used:
+        _fail(item, f"uses the fixture {', '.join(used)}")
+    item.stash[guard_key] = Watch()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    result = yield
+    watch = item.stash.get(guard_key, None)
+    if watch is not None:
+        watch.poll()
+        watch.reported = watch.problems()
+        if watch.reported:
+            _fail(item, " and ".join(watch.reported))
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem):
+    result = yield
+    watch = item.stash.get(guard_key, None)
+    if watch is not None:
+        del item.stash[guard_key]
+        watch.stop()
+        late = [p for p in watch.problems() if p not in watch.reported]
+        if late:
+            _fail(item, " and ".join(late))
+    return result
+
