@@ -70,6 +70,7 @@ Rule = Range | OneOf
 KNOB_RULES: dict[str, Rule] = {
     "size": Range(8, 4096, integer=True),
     "batch_size": Range(1, None, integer=True),
+    "micro_batch": Range(0, None, integer=True),
     "epochs": Range(1, None, integer=True),
     "momentum": Range(0, 1),
     "weight_decay": Range(0, None),

@@ -31,6 +31,7 @@ class TrainConfig:
     arch: str = "resnet50"
     size: int = 224
     batch_size: int = 32  # global batch, split over workers
+    micro_batch: int = 0  # >0: each worker's batch runs in micro-batches of this many images, one optimiser step
     epochs: int = 1000  # at most; a stopping rule may end earlier
     optimizer: str = "adam"
     momentum: float = 0.9

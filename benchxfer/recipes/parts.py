@@ -99,14 +99,36 @@ def bce_dice(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | No
     return bce(logits, target) + soft_dice(logits, target)
 
 
-def loss_for(name: str, task: str) -> LossFn:
-    """``auto`` is the task's own loss (``benchxfer.tasks``: BCE multi-label, cross-entropy multi-class and
-    binary, Dice for masks)."""
+# Losses that are one value over the whole batch, not a mean of per-sample terms: the gradient of a batch cannot
+# be accumulated from micro-batches of it (a ratio of sums is not a sum of ratios), so `micro_batch` refuses them.
+WHOLE_BATCH_LOSSES = frozenset({"dice", "bce-dice"})
+
+
+def loss_name(name: str, task: str) -> str:
+    """The loss a knob value means: ``auto`` is the task's own."""
     if name == "auto":
         from benchxfer.tasks import get_task
 
-        name = get_task(task).loss
-    return LOSSES.get(name)
+        return get_task(task).loss
+    return name
+
+
+def check_micro_batch(knobs: dict, task: str, where: str) -> None:
+    """Refuse micro-batches where the accumulated gradient could not equal the batch's: a whole-batch loss."""
+    from benchxfer.errors import BenchxferError
+
+    name = loss_name(knobs.get("loss", "auto"), task)
+    if knobs.get("micro_batch", 0) and name in WHOLE_BATCH_LOSSES:
+        raise BenchxferError(
+            f"{where}: micro_batch {knobs['micro_batch']} with loss {name!r}: that loss is one value over the whole "
+            "batch (a Dice of the flattened batch), so micro-batches cannot give its gradient; use micro_batch 0, "
+            f"or a per-sample loss ({', '.join(n for n in LOSSES.names() if n not in WHOLE_BATCH_LOSSES)})")
+
+
+def loss_for(name: str, task: str) -> LossFn:
+    """``auto`` is the task's own loss (``benchxfer.tasks``: BCE multi-label, cross-entropy multi-class and
+    binary, Dice for masks)."""
+    return LOSSES.get(loss_name(name, task))
 
 
 # --- stopping rules --------------------------------------------------------------------------------
@@ -157,4 +179,4 @@ def mixup(images: torch.Tensor, target: torch.Tensor, alpha: float, num_classes:
     return lam * images + (1 - lam) * images.flip(0), lam * target + (1 - lam) * target.flip(0)
 
 
-__all__ = ["LOSSES", "OPTIMIZERS", "STOPPING", "EarlyStopping", "loss_for", "mixup"]
+__all__ = ["LOSSES", "OPTIMIZERS", "STOPPING", "WHOLE_BATCH_LOSSES", "EarlyStopping", "check_micro_batch", "loss_for", "loss_name", "mixup"]

@@ -31,7 +31,7 @@ from torch import nn
 
 from benchxfer import models, zoo
 from benchxfer.recipes import TrainConfig
-from benchxfer.recipes.parts import OPTIMIZERS, STOPPING, loss_for, mixup
+from benchxfer.recipes.parts import OPTIMIZERS, STOPPING, check_micro_batch, loss_for, mixup
 from benchxfer.recipes.schedules import ScheduleInput, bit_boundaries, build_schedule, current_lr
 from benchxfer.tasks import Task, get_task
 from benchxfer.tracking import CHECKPOINT_NOTE, ERROR, STATUS, RunLogger
@@ -207,6 +207,7 @@ def set_up(cfg: TrainConfig, runtime: Runtime) -> Run:
         model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
     loss_fn = loss_for(task.loss if cfg.loss == "auto" else cfg.loss, rd.task)
+    check_micro_batch(cfg.to_dict(), rd.task, f"trial {cfg.trial_key}")
     lr = cfg.lr * (cfg.batch_size / cfg.base_batch if cfg.base_batch > 0 else 1.0)
     opt = OPTIMIZERS.get(cfg.optimizer)(model.parameters(), lr=lr, momentum=cfg.momentum,
                                         weight_decay=cfg.weight_decay)
@@ -250,6 +251,30 @@ def restore(run: Run) -> None:
     log.info("%s: continuing at epoch %d from its checkpoint", run.cfg.trial_key, run.next_epoch)
 
 
+def accumulate_gradients(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Tensor,
+                         mask: torch.Tensor | None, micro_batch: int, autocast: Callable[[], Any] = contextlib.nullcontext,
+                         scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
+    """Forward and backward of one worker's batch, in micro-batches of ``micro_batch`` images (0: the whole batch
+    at once); returns the batch's mean loss. Each micro-batch's mean loss is weighted by its share of the batch,
+    so the accumulated gradient is that of the batch's mean loss (per-sample losses; whole-batch losses are
+    refused by ``recipes.parts.check_micro_batch``). Under DDP the gradients are averaged over workers once, in
+    the last micro-batch's backward (``no_sync`` before it). BatchNorm layers see micro-batch statistics."""
+    n = len(x)
+    size = micro_batch if 0 < micro_batch < n else n
+    parts = [(x[a:a + size], y[a:a + size], None if mask is None else mask[a:a + size]) for a in range(0, n, size)]
+    total = torch.zeros((), device=x.device)
+    for k, (xm, ym, mm) in enumerate(parts):
+        last = k == len(parts) - 1
+        with contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
+            with autocast():
+                loss = loss_fn(model(xm).float(), ym, mm).mean()
+            if len(parts) > 1:
+                loss = loss * (len(xm) / n)
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+        total += loss.detach()
+    return total
+
+
 def train_one_epoch(run: Run, loader, sampler, epoch: int) -> float:
     """One pass over this worker's shard; returns the mean training loss over all workers. A loss that is not
     finite fails the trial for good (``failed.json`` with ``retryable: false``)."""
@@ -269,11 +294,9 @@ def train_one_epoch(run: Run, loader, sampler, epoch: int) -> float:
         if run.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if rd.mixup > 0 and not run.task.dense:
-            x, y = mixup(x, y, rd.mixup, run.task.outputs(rd.num_classes))
-        with run.autocast():
-            loss = run.loss_fn(run.model(x).float(), y, mask).mean()
+            x, y = mixup(x, y, rd.mixup, run.task.outputs(rd.num_classes))  # pairs within the whole batch
         run.opt.zero_grad(set_to_none=True)
-        run.scaler.scale(loss).backward()
+        loss = accumulate_gradients(run.model, run.loss_fn, x, y, mask, cfg.micro_batch, run.autocast, run.scaler)
         if cfg.agc > 0:
             run.scaler.unscale_(run.opt)
             clip_gradients(run.clipped, cfg.agc)
