@@ -213,6 +213,46 @@ def preflight(launch: Launch, found: list[Shape] | None = None) -> None:
                          f"which no node of the cluster can hold; nodes: {nodes}")
 
 
+def gpu_types(shape: Shape) -> list[str]:
+    """The GPU types Ray says a node (type) has: its ``accelerator_type:NAME`` resources."""
+    return [k.split(":", 1)[1] for k in shape.resources if k.startswith("accelerator_type:")]
+
+
+def gpu_preflight(launch: Launch, configs: list[tuple[dict[str, Any], str]], found: list[Shape] | None = None) -> None:
+    """Refuse, before any work, a trial whose estimated GPU memory (:mod:`benchxfer.gpu_memory`, per worker
+    process) no GPU type of the cluster holds, and a packing of fractional GPUs (``gpus_per_worker`` < 1: that
+    many trials on one GPU) whose trials together exceed every GPU type. Judged only where Ray says the type
+    (``accelerator_type:NAME`` on the nodes or in the autoscaler's node types) of every GPU node; a node with
+    GPUs of an unknown type, or an arch with no measurement, is never refused."""
+    from benchxfer import gpu_memory as gm
+
+    if launch.gpus_per_worker <= 0:
+        return
+    found = shapes()[0] if found is None else found
+    gpu_shapes = [s for s in found if s.resources.get("GPU", 0) > 0]
+    sizes = {t: gm.gpu_memory(t) for s in gpu_shapes for t in gpu_types(s)}
+    if not gpu_shapes or any(not gpu_types(s) or None in (sizes[t] for t in gpu_types(s)) for s in gpu_shapes):
+        return
+    largest = max(sizes.values())
+    share = gm.sharing(launch.gpus_per_worker)
+    offered = ", ".join(f"{t} {v:g} GB" for t, v in sorted(sizes.items(), key=lambda kv: kv[1]))
+    for cfg, task in configs:  # (knobs, task) of each cell
+        images = gm.micro_batch_of(cfg, launch.workers)
+        est = gm.estimate_for(cfg, launch.workers, task)
+        if est is None or est.gb * share <= gm.USABLE * largest:
+            continue
+        what = (f"{cfg['arch']} at {cfg['size']} px, {images} images per micro-batch, needs an estimated "
+                f"{est.gb:.1f} GB per GPU ({est.basis})")
+        if share > 1:
+            raise BenchxferError(
+                f"resources: gpus_per_worker {launch.gpus_per_worker:g} packs {share} trials on one GPU; a trial "
+                f"of {what}, so {share} need {est.gb * share:.1f} GB, more than {gm.USABLE:.0%} of any GPU the "
+                f"cluster offers ({offered}); give each trial more of a GPU or set micro_batch lower")
+        raise BenchxferError(
+            f"resources: a trial of {what}, more than {gm.USABLE:.0%} of any GPU the cluster offers ({offered}); "
+            "set micro_batch lower (gradients are accumulated: the same step) or use larger GPUs")
+
+
 def max_trials(launch: Launch, n_trials: int) -> int:
     """How many trials may run at once: ``max_concurrent`` when set, else as many as the cluster holds at its
     largest (present nodes and what the autoscaler may add), never more than ``n_trials``. Trials beyond what

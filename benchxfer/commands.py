@@ -34,15 +34,29 @@ def _print_plan(plan, limit: int | None) -> None:
     d = plan.describe()
     trials = plan.trials
     shown = trials if limit is None else trials[:limit]
-    click.echo(f"{'#':>5}  {'trial key':<60} {'recipe':<15} {'arch':<10} {'task'}")
+    click.echo(f"{'#':>5}  {'trial key':<60} {'recipe':<15} {'arch':<10} {'task':<12} {'micro':>5} "
+               f"{'GPU memory':>12} {'per GPU':>7}")
     for i, t in enumerate(shown):
-        click.echo(f"{i:>5}  {t.key:<60} {t.recipe:<15} {t.config['arch']:<10} {t.task}")
+        g = _gpu_columns(plan, t)
+        click.echo(f"{i:>5}  {t.key:<60} {t.recipe:<15} {t.config['arch']:<10} {t.task:<12} {g['micro']:>5} "
+                   f"{g['gpu_memory']:>12} {g['per_gpu']:>7}")
     if len(shown) < len(trials):
         click.echo(f"  ... {len(trials) - len(shown)} more (use --limit 0 to list all)")
     click.echo(f"Total: {d['trials']} trials = {d['inits']} inits x {d['datasets']} datasets x lr [{d['lr']}] "
-               f"x {d['seeds']} seeds" + (f" x {d['shots']} shots" if d["shots"] > 1 else "") + _search_budget(plan))
+               f"x {d['seeds']} seeds" + (f" x {d['shots']} shots" if d["shots"] != 1 else "") + _search_budget(plan))
+    if any(_gpu_columns(plan, t)["gpu_memory"].endswith("*") for t in shown):
+        click.echo("GPU memory: * extrapolated from the measured peaks (benchxfer/gpu_memory.py)")
     for pspec in plan.to_pretrain:
         click.echo(f"Before the trials: pre-train init {pspec.name!r} from {pspec.path}")
+
+
+def _gpu_columns(plan, trial) -> dict[str, str]:
+    """Per trial: images per micro-batch on a worker, the estimated GPU memory of each worker (* extrapolated
+    from the measured table, benchxfer/gpu_memory.py) and how many trials share one GPU."""
+    from benchxfer.gpu_memory import plan_columns
+
+    r = plan.spec.resources
+    return plan_columns(trial.config, trial.task, r["workers"], r["gpus_per_worker"])
 
 
 def _search_budget(plan) -> str:

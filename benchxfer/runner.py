@@ -66,6 +66,7 @@ def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: 
     save_plan(plan)  # from here on `benchxfer resume NAME` finds the sweep
     ensure_ray(address)
     cluster.preflight(launch_of(plan, tracking_uri))  # a request no node can ever hold: refused before any work
+    cluster.gpu_preflight(launch_of(plan, tracking_uri), [(c.knobs, c.task) for c in plan.cells])  # GPU memory, likewise
     for pspec in plan.to_pretrain:
         run_pretrain(pspec, tracking_uri, echo=echo, verbose=verbose)
     launch = launch_of(plan, tracking_uri)
