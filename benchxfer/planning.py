@@ -16,6 +16,7 @@ from benchxfer.data.indexing import check_options
 from benchxfer.data.roots import resolve_root
 from benchxfer.errors import BenchxferError
 from benchxfer.recipes import TrainConfig, get_recipe, recipe_for_task
+from benchxfer.recipes.parts import check_micro_batch
 from benchxfer.recipes.registry import check_names, check_task
 from benchxfer.spec import DatasetEntry, SweepSpec, Trial, load_spec, trial_key
 
@@ -72,6 +73,7 @@ def cells(spec: SweepSpec, init_arch: dict[str, str | None], tasks: dict[str, tu
                 f"{spec.path}: inits: {init.name!r} is a {arch} backbone but the sweep sets arch "
                 f"{knobs['arch']!r}; remove the arch override or pick an init of that architecture"
             )
+        check_micro_batch(knobs, task, where)
         out.append(Cell(init.name, ds, rname, task, metric, knobs, overrides))
     return out
 
@@ -88,7 +90,7 @@ def expand(spec: SweepSpec, cell_list: list[Cell], roots: dict[str, str],
             lr_values = spec.lr
         else:
             lr_values = (get_recipe(cell.recipe).default_lr,)
-        for lr, seed, shot in itertools.product(lr_values, seeds or spec.seeds, spec.shots):
+        for lr, seed, shot in itertools.product(lr_values, seeds or spec.seeds, cell.dataset.shots or spec.shots):
             trials.append(cell.trial(spec.name, lr, seed, shot, roots[cell.dataset.name]))
     keys = [t.key for t in trials]
     if len(set(keys)) != len(keys):
@@ -109,8 +111,10 @@ class Plan:
         s = self.spec
         lr = (f"search loguniform [{s.lr.low:g}, {s.lr.high:g}] x {s.lr.trials}" if s.lr is not None
               and not isinstance(s.lr, tuple) else ", ".join(f"{v:g}" for v in (s.lr or ())) or "recipe default")
+        counts = sorted({len(d.shots or s.shots) for d in s.datasets})
+        shots: int | str = counts[0] if len(counts) == 1 else " or ".join(map(str, counts)) + " (per dataset)"
         return {"inits": len(s.inits), "datasets": len(s.datasets), "lr": lr, "seeds": len(s.seeds),
-                "shots": len(s.shots), "trials": len(self.trials)}
+                "shots": shots, "trials": len(self.trials)}
 
 
 def make_plan(spec_or_path: SweepSpec | str | Path, zoo_override: str | None = None,

@@ -33,7 +33,7 @@ from benchxfer.schema import (
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 TOP_KEYS = {"name", "description", "recipe", "inits", "datasets", "lr", "seeds", "shots", "overrides", "mode",
             "resources", "failure"}
-DATASET_KEYS = {"name", "root", "options", "recipe", "overrides", "synthetic"}
+DATASET_KEYS = {"name", "root", "options", "recipe", "overrides", "synthetic", "shots"}
 INIT_KEYS = {"name", "pretrain"}
 RESOURCE_KEYS = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0, "max_concurrent": 0, "trainer": "auto"}
 FAILURE_KEYS = {"max_retries": 2}
@@ -65,6 +65,7 @@ class DatasetEntry:
     recipe: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     synthetic: dict[str, Any] = field(default_factory=dict)
+    shots: tuple[int | None, ...] | None = None  # this dataset's shots, instead of the sweep's
 
 
 @dataclass(frozen=True)
@@ -283,7 +284,7 @@ def _parse_seeds(path: str, value: Any) -> tuple[int, ...]:
     return tuple(range(_int(path, "seeds", value, 1)))
 
 
-def _parse_shots(path: str, value: Any) -> tuple[int | None, ...]:
+def _parse_shots(path: str, value: Any, key: str = "shots") -> tuple[int | None, ...]:
     if value is None:
         return (None,)
     values = value if isinstance(value, list) else [value]
@@ -292,12 +293,12 @@ def _parse_shots(path: str, value: Any) -> tuple[int | None, ...]:
         if v in ("full", None) and not isinstance(v, bool):
             out.append(None)
         elif isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise _fail(path, f"shots[{i}]" if isinstance(value, list) else "shots",
+            raise _fail(path, f"{key}[{i}]" if isinstance(value, list) else key,
                         f"must be an integer >= 1 (images per class) or 'full', got {v!r}")
         else:
             out.append(v)
     if not out:
-        raise _fail(path, "shots", "must not be empty; use 'full' for the whole training set")
+        raise _fail(path, key, "must not be empty; use 'full' for the whole training set")
     return tuple(out)
 
 
@@ -326,6 +327,13 @@ def parse_resources(path: str, raw: Any) -> dict[str, Any]:
         v = resources[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
             raise _fail(path, f"resources.{key}", f"must be a number >= 0, got {v!r}")
+    gpus = resources["gpus_per_worker"]
+    if gpus > 1 and not float(gpus).is_integer():
+        raise _fail(path, "resources.gpus_per_worker", f"must be a fraction of one GPU (e.g. 0.25, 0.5) or a whole "
+                    f"number of GPUs, got {gpus!r}")
+    if 0 < gpus < 1 and resources["workers"] > 1:
+        raise _fail(path, "resources", f"gpus_per_worker {gpus!r} shares a GPU between processes, but workers is "
+                    f"{resources['workers']}: DDP needs one GPU per worker; use whole GPUs for DDP trials")
     if resources["trainer"] not in TRAINERS:
         raise _fail(path, "resources.trainer", f"must be one of {', '.join(TRAINERS)}, got {resources['trainer']!r}")
     if resources["trainer"] == "direct" and resources["workers"] != 1:
@@ -404,6 +412,7 @@ def load_spec(path: str | Path) -> SweepSpec:
             overrides=check_overrides(path, f"datasets[{i}].overrides", item.get("overrides")),
             synthetic=check_synthetic(_mapping(path, f"datasets[{i}].synthetic", item.get("synthetic")),
                                       f"{path}: datasets[{i}].synthetic"),
+            shots=_parse_shots(path, item["shots"], f"datasets[{i}].shots") if "shots" in item else None,
         ))
 
     mode = doc.get("mode", "grid")
@@ -422,7 +431,7 @@ def load_spec(path: str | Path) -> SweepSpec:
     seeds = _parse_seeds(path, doc.get("seeds", 1))
     shots = _parse_shots(path, doc.get("shots"))
     _check_shots_task(path, datasets, shots)
-    _check_count(path, len(inits) * len(datasets), lr, len(seeds), len(shots))
+    _check_count(path, len(inits) * len(datasets), lr, len(seeds), max(len(d.shots or shots) for d in datasets))
 
     return SweepSpec(
         path=path, name=name, description=str(doc.get("description", "")),
@@ -449,11 +458,11 @@ def check_overrides(path: str, key: str, raw: Any) -> dict[str, Any]:
 
 def _check_shots_task(path: str, datasets: list[DatasetEntry], shots: tuple[int | None, ...]) -> None:
     """Shots (images per class) apply to classification only."""
-    if all(s is None for s in shots):
-        return
     from benchxfer.data import DATASETS
 
     for i, ds in enumerate(datasets):
+        if all(s is None for s in ds.shots or shots):
+            continue
         if ds.name in DATASETS and DATASETS.get(ds.name).task == "segmentation":
             raise _fail(path, "shots", f"dataset {ds.name!r} (datasets[{i}]) is a segmentation task; shots apply "
                         "to classification datasets only (use 'full' or drop shots)")

@@ -9,11 +9,11 @@ ResNet-18 at 64 px learns in a few CPU epochs:
   the two ellipses; a pneumothorax is a dark crescent at the top of a lung.
 - ``family="cxr-source"``: the pre-training source. Same primitives (lungs, finding blobs), different
   images (its own seed stream), so that a backbone pre-trained on it transfers to the ``cxr`` targets.
-- natural family (imagefolder, flowers102, pets, cifar10): class ``k`` = a coloured shape; maskfolder:
+- natural family (imagefolder, flowers102, pets, cifar10, cifar100): class ``k`` = a coloured shape; maskfolder:
   a blob and its mask; DRIVE: dark curved vessels on an orange disc.
 
 ``n_train``/``n_val``/``n_test`` are the image counts per split for layouts whose split lists the
-generator writes (chestxray14, shenzhen, covidx, cifar10, imagefolder, maskfolder, drive); for layouts
+generator writes (chestxray14, shenzhen, covidx, cifar10, cifar100, imagefolder, maskfolder, drive); for layouts
 whose reader draws a seeded split (montgomery, siim, ...) the generator writes their sum.
 """
 
@@ -471,6 +471,26 @@ def _cifar10(g: Gen, root: Path, counts: tuple[int, int, int]) -> None:
         from benchxfer.data.readers.natural import CIFAR10_CLASSES
 
         pickle.dump({"label_names": list(CIFAR10_CLASSES), "num_cases_per_batch": per[0], "num_vis": 3072}, f, protocol=2)
+
+
+@WRITERS.register("cifar100")
+def _cifar100(g: Gen, root: Path, counts: tuple[int, int, int]) -> None:
+    base = root / "cifar-100-python"
+    base.mkdir(parents=True, exist_ok=True)
+    small = Gen(32, int(g.rng.integers(1 << 30)), g.family)
+
+    def batch(n: int, offset: int) -> dict:
+        fine = [(offset + i) % 100 for i in range(n)]
+        data = np.stack([small.colour_shape(k, 100).transpose(2, 0, 1).reshape(-1) for k in fine]) if n else np.zeros((0, 3072), np.uint8)
+        return {"batch_label": "synthetic", "fine_labels": fine, "coarse_labels": [k // 5 for k in fine], "data": data,
+                "filenames": [f"img{offset + i}.png" for i in range(n)]}
+
+    for name, n, offset in (("train", counts[0] + counts[1], 0), ("test", counts[2], counts[0] + counts[1])):
+        with (base / name).open("wb") as f:
+            pickle.dump(batch(n, offset), f, protocol=2)
+    with (base / "meta").open("wb") as f:
+        pickle.dump({"fine_label_names": [f"class{k:02d}" for k in range(100)],
+                     "coarse_label_names": [f"super{k:02d}" for k in range(20)]}, f, protocol=2)
 
 
 # --- entry points -----------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Natural-image sets: image folders (and Flowers-102 as one), Oxford-IIIT Pets, CIFAR-10 (python pickles)."""
+"""Natural-image sets: image folders (and Flowers-102 as one), Oxford-IIIT Pets, CIFAR-10 and CIFAR-100 (python
+pickles)."""
 
 from __future__ import annotations
 
@@ -150,11 +151,11 @@ def _cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
         with open(path, "rb") as handle:
             batch = _SafeUnpickler(handle, encoding="latin1").load()
         data = np.asarray(batch["data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-        labels = np.asarray(batch["labels"], np.int64)
+        labels = np.asarray(batch["labels"] if "labels" in batch else batch["fine_labels"], np.int64)  # CIFAR-100: fine
     except FileNotFoundError:
-        raise BenchxferError(f"{path}: CIFAR-10 batch file is missing") from None
+        raise BenchxferError(f"{path}: CIFAR batch file is missing") from None
     except Exception as err:  # noqa: BLE001 - a broken or hostile pickle
-        raise BenchxferError(f"{path}: not a CIFAR-10 python batch ({type(err).__name__}: {err})") from None
+        raise BenchxferError(f"{path}: not a CIFAR python batch ({type(err).__name__}: {err})") from None
     if len(data) != len(labels):
         raise BenchxferError(f"{path}: {len(data)} images but {len(labels)} labels")
     return np.ascontiguousarray(data), labels
@@ -189,6 +190,35 @@ def cifar10(root: Path, split: str, ctx: IndexCtx) -> Index:
         path = base / name
         _data, labels = _cifar_batch(str(path))
         recs += [Record(f"{path}#{i}", int(y), patient=f"{name}#{i}", origin=f"{path}#{i}") for i, y in enumerate(labels)]
+    if split != "test":
+        assign = seeded_split([r.patient for r in recs], (0.9, 0.1, 0.0))
+        recs = [r for r in recs if assign[r.patient] == split]
+    return Index(recs)
+
+
+CIFAR100_CLASSES = tuple(f"class{k:02d}" for k in range(100))  # fine labels 0-99 (names in the set's meta file)
+
+
+def _cifar100_root(root: Path) -> Path:
+    return root / "cifar-100-python" if (root / "cifar-100-python").is_dir() else root
+
+
+@register_dataset(
+    "cifar100",
+    task="multiclass",
+    classes=CIFAR100_CLASSES,
+    metric="accuracy",
+    metrics=("accuracy",),
+    required=("cifar-100-python/test|test",),
+    grayscale=False,
+    load_image=_cifar_image,
+    description="CIFAR-100 (fine labels) in the torchvision python-pickle layout (cifar-100-python).",
+    split_rule="test is test; val = seeded 10% of train (seed 0)",
+)
+def cifar100(root: Path, split: str, ctx: IndexCtx) -> Index:
+    path = _cifar100_root(root) / ("test" if split == "test" else "train")
+    _data, labels = _cifar_batch(str(path))
+    recs = [Record(f"{path}#{i}", int(y), patient=f"{path.name}#{i}", origin=f"{path}#{i}") for i, y in enumerate(labels)]
     if split != "test":
         assign = seeded_split([r.patient for r in recs], (0.9, 0.1, 0.0))
         recs = [r for r in recs if assign[r.patient] == split]
