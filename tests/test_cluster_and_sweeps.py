@@ -25,13 +25,14 @@ pytestmark = pytest.mark.fast
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = REPO / "sweeps"
 
-# file -> (inits, datasets, seeds, shots): the grid each published-table sweep must expand to
+# file -> (inits, datasets, seeds, shots per dataset): the grid each published-table sweep must expand to (the
+# second study's published results have 500-shot cells for COVIDx, CIFAR-10 and CIFAR-100 only)
 PUBLISHED = {
-    "systematic_cls.yaml": (22, 4, 10, 1),
-    "systematic_seg.yaml": (22, 3, 10, 1),
-    "domain_adapt.yaml": (6, 4, 10, 1),
-    "fewshot_bit.yaml": (12, 2, 5, 5),
-    "fewshot_bit_natural.yaml": (6, 3, 5, 5),
+    "systematic_cls.yaml": (22, 4, 10, (1,) * 4),
+    "systematic_seg.yaml": (22, 3, 10, (1,) * 3),
+    "domain_adapt.yaml": (6, 4, 10, (1,) * 4),
+    "fewshot_bit.yaml": (12, 2, 5, (5, 6)),
+    "fewshot_bit_natural.yaml": (6, 4, 5, (5, 5, 6, 6)),
 }
 PRETRAIN = ("pretrain_chest.yaml", "domain_adapt_pretrain.yaml")
 
@@ -221,7 +222,8 @@ def test_published_sweep_dry_runs_with_its_roots_and_zoo(fname, tmp_path, bx_hom
     zoo = make_zoo(tmp_path / "zoo", init_names(doc))
     result = dry_run(path, zoo, "--limit", "0")
     assert result.exit_code == 0, result.output
-    expected = n_inits * n_datasets * n_seeds * n_shots
+    expected = n_inits * n_seeds * sum(n_shots)
+    assert len(n_shots) == n_datasets
     assert total_of(result.output) == expected
     assert len(init_names(doc)) == n_inits and len(doc["datasets"]) == n_datasets
     rows = [line for line in result.output.splitlines() if re.match(r"^\s+\d+\s", line)]
@@ -270,10 +272,22 @@ def test_published_sweeps_follow_the_studies(tmp_path, bx_home):
         ("montgomery-lungs", "systematic-seg", 1e-3), ("siim-pneumothorax", "systematic-seg", 1e-3)}
     bit = plan("fewshot_bit.yaml")
     assert {t.lr for t in bit.trials} == {1e-3} and {t.config["agc"] for t in bit.trials} == {0.01}
-    assert {t.shot for t in bit.trials} == {1, 5, 10, 100, None} and {t.seed for t in bit.trials} == set(range(5))
+    assert {t.shot for t in bit.trials} == {1, 5, 10, 100, 500, None} and {t.seed for t in bit.trials} == set(range(5))
     assert {t.config["arch"] for t in bit.trials} == {"bit-r50x1", "bit-r152x4"}  # each init picks its arch
     nat = plan("fewshot_bit_natural.yaml")  # the study: base lr 0.001 with AGC in every fine-tuning config
     assert {t.lr for t in nat.trials} == {1e-3} and {t.config["agc"] for t in nat.trials} == {0.01}
+    # the study's results: 500-shot cells for COVIDx, CIFAR-10 and CIFAR-100 (results/finetuning_results_*.csv)
+    assert {t.dataset for t in bit.trials + nat.trials if t.shot == 500} == {"covidx", "cifar10", "cifar100"}
+    # micro-batches: images per micro-batch = the study's batch 128 / batch_split (32 at 480 px: 4; CIFAR's 2: 64,
+    # more than a worker's 128 / 4 = 32, so none); configs/finetune/*.yaml
+    split = {"covidx": 32, "tuberculosis": 32, "flowers102": 32, "pets": 32, "cifar10": 2, "cifar100": 2}
+    workers = bit.spec.resources["workers"]
+    assert nat.spec.resources["workers"] == workers
+    for t in bit.trials + nat.trials:
+        study = 128 // split[t.dataset]
+        assert t.config["micro_batch"] == (study if study < 128 // workers else 0), t.key
+    # several trials per GPU where a batch-32 ResNet-50 classifier gains (issue 25: 2 at once = 1.4x)
+    assert cls.spec.resources["gpus_per_worker"] == da.spec.resources["gpus_per_worker"] == 0.5
     for trials in (cls.trials, da.trials):  # CheXpert: LSR-Ones (RECIPES.md), stated in the files
         chex = [t for t in trials if t.dataset == "chexpert"]
         assert chex and {t.config["dataset_options"].get("uncertain") for t in chex} == {"lsr-ones"}
