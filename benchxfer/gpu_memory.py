@@ -1,7 +1,10 @@
 """Measured GPU memory peaks, the estimate of one trial's peak from them, and what each GPU type holds.
 
 The measurements (issue 22; one NVIDIA H200, SGD with Nesterov momentum, bf16 autocast, peak GPU memory over one
-optimiser step of one training process) are the only numbers here that were measured:
+optimiser step of one training process) are the only numbers here that were measured. "GB" here is GiB (2^30
+bytes): re-measured through benchxfer's own accumulation (``benchmarks/microbatch_memory.py``, H200, 2026-12-04),
+``torch.cuda.max_memory_allocated`` gave 27.02 / 42.52 / 132.04 x 1e9 bytes for R152x4 at 4 / 8 / 32 images and
+14.62 for R50x1 at 32, that is 25.2 / 39.6 / 123.0 and 13.6 GiB (the table's 126.4 for 32 images is 3 % above):
 
 | arch | size | images per micro-batch | peak GB |
 |---|---|---|---|
@@ -38,11 +41,12 @@ MEASURED: dict[tuple[str, int], dict[int, float]] = {
 PARAMETERS_M: dict[str, float] = {"bit-r152x4": 936.5, "bit-r50x1": 25.5, "resnet50": 25.6}
 BYTES_PER_PARAMETER = 12  # fp32 weights + gradients + SGD momentum
 
-# Ray's accelerator_type names (ray.util.accelerators) -> the GPU's memory in GB. "A100" is what Ray detects on
-# both A100 models: it counts as the 40 GB one (declare `accelerator_type:A100-80G` for the other).
+# Ray's accelerator_type names (ray.util.accelerators) -> the GPU's memory in GiB, as nvidia-smi reports it (MiB /
+# 1024; e.g. the H200: 143,771 MiB). "A100" is what Ray detects on both A100 models: it counts as the 40 GB one
+# (declare `accelerator_type:A100-80G` for the other). The smaller model where a name covers two (V100 16/32 GB).
 GPU_MEMORY_GB: dict[str, float] = {
-    "A10G": 24, "L4": 24, "T4": 16, "V100": 16, "P100": 16, "L40S": 48, "A100": 40, "A100-40G": 40,
-    "A100-80G": 80, "H100": 80, "H20": 96, "H200": 141, "B200": 180, "RTX-PRO-6000": 96,
+    "A10G": 22.5, "L4": 22.5, "T4": 15, "V100": 16, "P100": 16, "L40S": 45, "A100": 40, "A100-40G": 40,
+    "A100-80G": 80, "H100": 79.6, "H20": 95, "H200": 140.4, "B200": 179, "RTX-PRO-6000": 95,
 }
 # a GPU holds what fits in this share of its memory: the CUDA context and the caching allocator's fragmentation
 # take the rest
