@@ -175,7 +175,7 @@ def test_a_run_in_micro_batches_takes_the_same_steps_on_the_same_images(tmp_path
     torch.set_num_threads(2)
     whole, state0, shards0 = run(0)
     split, state2, shards2 = run(3)  # batches of 8 in pieces of 3, 3 and 2
-    assert (split.last_step, split.epochs_run) == (whole.last_step, whole.epochs_run) == (2, 1)
+    assert (split.last_step, split.epochs_run) == (whole.last_step, whole.epochs_run) and whole.last_step == 2
     assert shards2 == shards0 and shards0  # the same images, epoch by epoch
     assert state2["scheduler"] == state0["scheduler"]  # the lr schedule stepped alike
     for name, w in state0["model"].items():
