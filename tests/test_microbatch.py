@@ -180,3 +180,17 @@ def test_a_run_in_micro_batches_takes_the_same_steps_on_the_same_images(tmp_path
     assert state2["scheduler"] == state0["scheduler"]  # the lr schedule stepped alike
     for name, w in state0["model"].items():
         torch.testing.assert_close(state2["model"][name], w, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_a_sweep_with_micro_batches_and_the_dice_loss_is_refused_before_it_starts(tmp_path, home):
+    from click.testing import CliRunner
+
+    from benchxfer.cli import main
+
+    path = tmp_path / "seg.yaml"
+    path.write_text("name: seg\ninits: [scratch]\ndatasets: [{name: montgomery-lungs, root: synthetic}]\n"
+                    "overrides: {micro_batch: 4}\n")
+    out = CliRunner().invoke(main, ["sweep", str(path), "--dry-run"])
+    assert out.exit_code != 0 and "Traceback" not in out.output
+    assert len(out.output.strip().splitlines()) == 1
+    assert "micro_batch 4 with loss 'dice'" in out.output and "dice-per-image" in out.output
