@@ -63,3 +63,38 @@ def test_validation_split_is_an_explicit_option(tb_root):
     assert [r.image for r in te.records] == test  # the test part never moves
     assert sorted(r.image for r in tr.records + va.records) == sorted(train)
     assert len(va) == round(0.2 * len(train))
+
+
+def test_the_studys_archive_layout_two_levels_deep(tmp_path):
+    # finetune/tuberculosis_full.yaml: Tuberculosis_dataset/ChinaSet_AllFiles/ChinaSet_AllFiles/CXR_png and
+    # Tuberculosis_dataset/Montgomery/MontgomerySet/CXR_png
+    root = tmp_path / "Tuberculosis_dataset"
+    china = root / "ChinaSet_AllFiles" / "ChinaSet_AllFiles" / "CXR_png"
+    montgomery = root / "Montgomery" / "MontgomerySet" / "CXR_png"
+    _write_set(china, "CHNCXR", 23)
+    _write_set(montgomery, "MCUCXR", 11)
+    train, test = [], []
+    for folder in (china, montgomery):  # the study's Merge order: China first
+        files = sorted(glob(os.path.join(str(folder.resolve()), "*.png")))
+        np.random.RandomState(42).shuffle(files)
+        k = int(len(files) * 0.85)
+        train, test = train + files[:k], test + files[k:]
+    assert [r.image for r in data.open_dataset("tuberculosis", root, "train").records] == train
+    assert [r.image for r in data.open_dataset("tuberculosis", root, "test").records] == test
+
+
+@pytest.mark.parametrize("held, missing", [("ChinaSet_AllFiles", "Montgomery"), ("MontgomerySet", "Shenzhen")])
+def test_a_root_with_one_set_is_refused(tmp_path, held, missing):
+    _write_set(tmp_path / held / "CXR_png", "CHNCXR" if held.startswith("China") else "MCUCXR", 5)
+    with pytest.raises(BenchxferError) as err:
+        data.open_dataset("tuberculosis", tmp_path, "train")
+    line = str(err.value)
+    assert "\n" not in line and f"no {missing} CXR_png folder" in line and f"{held}/CXR_png" in line
+
+
+def test_a_set_found_twice_is_refused(tb_root, tmp_path):
+    _write_set(tmp_path / "a" / "CXR_png", "CHNCXR", 3)
+    _write_set(tmp_path / "b" / "MontgomerySet" / "CXR_png", "MCUCXR", 3)
+    _write_set(tmp_path / "c" / "CXR_png", "MCUCXR", 3)
+    with pytest.raises(BenchxferError, match="holds the Montgomery set more than once"):
+        data.open_dataset("tuberculosis", tmp_path, "train")

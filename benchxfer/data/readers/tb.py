@@ -128,6 +128,34 @@ def montgomery_lungs(root: Path, split: str, ctx: IndexCtx) -> Index:
 
 
 TB_SEED, TB_TRAIN = 42, 0.85  # the second study's split of each source folder
+# the two sets the second study trains on together, told apart by their file names' prefix
+TB_SETS = {"CHNCXR": "Shenzhen", "MCUCXR": "Montgomery"}
+# where a set's CXR_png lies below the root: the sets' own archives extracted side by side, the study's
+# layout (Tuberculosis_dataset/ChinaSet_AllFiles/ChinaSet_AllFiles/CXR_png, .../Montgomery/MontgomerySet/CXR_png)
+TB_LAYOUTS = ("*/CXR_png", "*/*/CXR_png")
+
+
+def tb_folders(root: Path) -> list[Path]:
+    """The Shenzhen and the Montgomery ``CXR_png`` folders below ``root``, in the study's order (Shenzhen
+    first). A root that does not hold each set exactly once is refused with one line."""
+    found: dict[str, list[Path]] = {name: [] for name in TB_SETS.values()}
+    for folder in sorted({f for layout in TB_LAYOUTS for f in root.glob(layout) if f.is_dir()}):
+        prefixes = {p.name.split("_", 1)[0].upper() for p in folder.glob("*.png")}
+        for prefix in sorted(prefixes & set(TB_SETS)):
+            found[TB_SETS[prefix]].append(folder)
+    have = {name: folders for name, folders in found.items() if folders}
+    twice = {name: folders for name, folders in have.items() if len(folders) > 1}
+    if twice:
+        name, folders = next(iter(twice.items()))
+        raise BenchxferError(f"tuberculosis: {root} holds the {name} set more than once ({', '.join(map(str, folders))}); "
+                             "keep one copy of each set below the root")
+    if len(have) < len(TB_SETS):
+        missing = " and ".join(n for n in TB_SETS.values() if n not in have)
+        held = "; it holds only the " + " and ".join(f"{n} set ({f[0]})" for n, f in have.items()) if have else ""
+        raise BenchxferError(f"tuberculosis: {root} has no {missing} CXR_png folder{held}; the second study trains "
+                             f"on Shenzhen and Montgomery together: put both sets' folders below the root "
+                             f"({' or '.join(f'<root>/{layout}' for layout in TB_LAYOUTS)})")
+    return [have[name][0] for name in TB_SETS.values()]
 
 
 def study_split(folder: Path) -> tuple[list[Path], list[Path]]:
@@ -145,18 +173,18 @@ def study_split(folder: Path) -> tuple[list[Path], list[Path]]:
     classes=TB_CLASSES,
     metric="accuracy",
     metrics=("accuracy", "auroc"),
-    required=("*/CXR_png|CXR_png",),
+    required=("|".join(TB_LAYOUTS),),
     options=("val_fraction",),
     splits=("train", "test"),
-    description="Shenzhen + Montgomery together (second study): every <set>/CXR_png below the root.",
-    split_rule="second study: each CXR_png folder on its own, sorted PNG paths shuffled with RandomState(42), "
+    description="Shenzhen + Montgomery together (second study): each set's CXR_png one or two levels below the "
+                "root (<set>/CXR_png, or the study's <archive>/<set>/CXR_png); a root without both sets is refused.",
+    split_rule="second study: each CXR_png folder on its own (Shenzhen first), sorted PNG paths shuffled with RandomState(42), "
                "first int(0.85 n) train, rest test; trains and tests concatenated; no val unless val_fraction "
                "> 0 (then a seeded share, seed 0, of the train part)",
 )
 def tuberculosis(root: Path, split: str, ctx: IndexCtx) -> Index:
-    folders = sorted(root.glob("*/CXR_png")) + ([root / "CXR_png"] if (root / "CXR_png").is_dir() else [])
     parts: dict[str, list[Path]] = {"train": [], "test": []}
-    for folder in folders:
+    for folder in tb_folders(root):
         train, test = study_split(folder)
         parts["train"] += train
         parts["test"] += test
