@@ -111,7 +111,8 @@ def plan_pretrain(spec: PretrainSpec, write_synthetic: bool = True) -> Trial:
     knobs = recipe.resolve({**spec.overrides, "arch": spec.arch}, spec.path)
     lr = spec.lr or recipe.default_lr
     key = trial_key(f"pretrain-{spec.name}", "+".join(s["dataset"] for s in sources), lr, spec.seed, None,
-                    spec.recipe, {**knobs, "start": spec.start}, {"sources": [s["dataset"] for s in sources]})
+                    spec.recipe, {**knobs, "start": spec.start},
+                    {"sources": [[s["dataset"], s["options"]] for s in sources]})  # a source's views change the run
     config = TrainConfig.from_dict({**knobs, "sweep": EXPERIMENT, "trial_key": key, "init": spec.start,
                                     "sources": sources, "recipe": spec.recipe, "lr": lr, "seed": spec.seed}).to_dict()
     overrides = {**spec.overrides, "arch": spec.arch, "start": spec.start, "output": spec.name}

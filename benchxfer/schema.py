@@ -64,7 +64,20 @@ def _augment_presets() -> list[str]:
     return PRESETS.names()
 
 
-Rule = Range | OneOf
+@dataclass(frozen=True)
+class Names:
+    """A non-empty list of non-empty strings (e.g. view names)."""
+
+    what: str
+
+    def describe(self) -> str:
+        return f"a non-empty list of {self.what}"
+
+    def ok(self, value: Any) -> bool:
+        return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, str) and v for v in value)
+
+
+Rule = Range | OneOf | Names
 
 # knob -> its range (the names and types are checked by recipes.config.check_knobs first)
 KNOB_RULES: dict[str, Rule] = {
@@ -92,7 +105,7 @@ KNOB_RULES: dict[str, Rule] = {
 OPTION_RULES: dict[str, Rule] = {
     "val_fraction": Range(0, 1, open_high=True),
     "official": OneOf(("first-study", "nih")),
-    "frontal_only": OneOf((True, False)),
+    "views": Names("view names (the second study's: PA, AP, AP Supine, L, COSTAL, ...)"),
 }
 
 # the synthetic: block -> rule (data.synthetic.ensure's parameters)

@@ -357,6 +357,8 @@ def test_pretrain_files_are_the_studies_setups():
 
     chest = load_pretrain_spec(SWEEPS / "pretrain_chest.yaml")
     assert [s["dataset"] for s in chest.sources] == ["chexpert", "mimic-cxr", "chestxray14", "padchest"]
+    # chexpert_mimic_nih_padchest_bit152x4.yaml: views: ["PA", "AP", "AP Supine", "L", "COSTAL"]
+    assert all(s["options"]["views"] == ["PA", "AP", "AP Supine", "L", "COSTAL"] for s in chest.sources)
     assert chest.arch == "bit-r152x4" and chest.start == "scratch" and chest.resources["workers"] >= 8
     # the study's chest pre-training recipe, reached without overrides of the protocol's settings
     from benchxfer.recipes import get_recipe

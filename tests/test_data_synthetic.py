@@ -90,7 +90,7 @@ def test_a_finding_has_one_place_in_every_chest_layout():
     for cls in ("Cardiomegaly", "Pleural Effusion", "Pneumothorax", "Edema"):
         nih_name = "Effusion" if cls == "Pleural Effusion" else cls
         for names in (NIH_CLASSES, CHEXPERT_CLASSES, PADCHEST_CLASSES):
-            wanted = nih_name if names is NIH_CLASSES else cls
+            wanted = cls if names is CHEXPERT_CLASSES else nih_name  # PadChest says "Effusion" as NIH
             labels = np.asarray([c == wanted for c in names], np.int64)
             assert labels.sum() == 1
             img = Gen(64, 0, "cxr").cxr(labels, None if names is NIH_CLASSES else names).astype(np.float32)

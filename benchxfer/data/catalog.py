@@ -107,6 +107,10 @@ class DatasetCfg:
     uncertain: str = "ones"  # multi-label: default policy for uncertain (-1) cells (labels.UNCERTAIN)
     seg_inputs: SegInputs = SegInputs()  # segmentation sets: the study's inputs for this set
     splits: tuple[str, ...] = SPLITS  # the splits its protocol has; "val" absent: only with val_fraction > 0
+    # as a source of the second study's chest pre-training (data.merged): the split it validated on, and the
+    # reader options that give the study's training set and views (a pre-training file's own options win)
+    pretrain_val: str = "val"
+    pretrain_options: Mapping[str, Any] = field(default_factory=dict)
 
     def num_classes(self, root: str | Path | None = None) -> int:
         """Number of outputs' classes; folder datasets need ``root``."""

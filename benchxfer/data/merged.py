@@ -3,8 +3,10 @@
 Label names are matched after normalisation (case, ``_``, and a few synonyms such as NIH "Effusion" =
 CheXpert "Pleural Effusion"). Items are ``(image, target, label_mask)``: ``label_mask`` is 1 where the
 source states the label (0 or 1) and 0 where it is blank or uncertain, so the loss leaves it out. As in the
-second study, a row whose "No Finding" is 1 states every pathology as 0, and sources that record the view
-keep frontal images (PA, AP) unless ``frontal_only=False``.
+second study (``transfer_learning/datasets/``): "No Finding" is never a class (CheXpert alone has 13), a row
+whose "No Finding" is 1 states every pathology as 0, and each source reads the study's training and
+validation sets and views (its catalog entry's ``pretrain_val`` and ``pretrain_options``: CheXpert all of
+train.csv / valid.csv, NIH train_val_list.txt / test_list.txt, PA and AP views unless the file names more).
 """
 
 from __future__ import annotations
@@ -30,10 +32,10 @@ def canonical(label: str) -> str:
 
 
 def common_classes(names: list[str]) -> tuple[str, ...]:
-    """Labels present in every dataset of ``names``, in the first one's order, under its names."""
+    """Labels present in every dataset of ``names`` but "No Finding", in the first one's order, under its names."""
     sets = [{canonical(c) for c in get_dataset(n).classes} for n in names]
     first = get_dataset(names[0]).classes
-    return tuple(c for c in first if all(canonical(c) in s for s in sets))
+    return tuple(c for c in first if canonical(c) != NO_FINDING and all(canonical(c) in s for s in sets))
 
 
 class MergedDataset(Dataset):
@@ -72,20 +74,28 @@ class MergedDataset(Dataset):
         return image, torch.from_numpy(self.targets[i]), torch.from_numpy(self.label_masks[i])
 
 
-def open_merged(sources: list[tuple[str, str | Path]], split: str, *, transform: Any = None, **opts: Any) -> MergedDataset:
-    """``sources`` = [(dataset name, root), ...], all multi-label chest X-ray sets."""
+Source = tuple[str, "str | Path"] | tuple[str, "str | Path", dict[str, Any]]
+
+
+def open_merged(sources: list[Source], split: str, *, transform: Any = None, **opts: Any) -> MergedDataset:
+    """``sources`` = [(dataset name, root[, reader options]), ...], all multi-label chest X-ray sets.
+
+    ``split`` "train" opens each source's training split, "val" the split the study validated on
+    (``pretrain_val``), "test" its test split; the reader options are the source's ``pretrain_options``, then
+    ``opts``, then the source's own."""
     if not sources:
         raise BenchxferError("open_merged: give at least one (dataset, root) source")
-    for name, _root in sources:
+    names = [src[0] for src in sources]
+    for name in names:
         if get_dataset(name).task != "multilabel":
             raise BenchxferError(f"open_merged: {name!r} is not a multi-label dataset; merge chest X-ray label sets only")
-    classes = common_classes([n for n, _ in sources])
+    classes = common_classes(names)
     if not classes:
-        raise BenchxferError(f"open_merged: {', '.join(n for n, _ in sources)} share no label")
+        raise BenchxferError(f"open_merged: {', '.join(names)} share no label")
     parts = []
-    for name, root in sources:
-        own = dict(opts)
-        if "frontal_only" in get_dataset(name).options:
-            own.setdefault("frontal_only", True)  # the study pre-trained on frontal views
-        parts.append(open_dataset(name, root, split, transform=transform, **own))
+    for name, root, *own in sources:
+        cfg = get_dataset(name)
+        options = {**cfg.pretrain_options, **opts, **(own[0] if own else {})}
+        part_split = cfg.pretrain_val if split == "val" else split
+        parts.append(open_dataset(name, root, part_split, transform=transform, **options))
     return MergedDataset(parts, classes)

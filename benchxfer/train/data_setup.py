@@ -63,7 +63,7 @@ def build_data(cfg: TrainConfig) -> RunData:
         def tf(train: bool):
             return data.transforms.build(cfg.augment, train=train, size=cfg.size, mean=mean, std=std,
                                          task=PRETRAIN_TASK.name)
-        srcs = [(s["dataset"], s["root"]) for s in cfg.sources]
+        srcs = [(s["dataset"], s["root"], dict(s.get("options") or {})) for s in cfg.sources]
         train = data.open_merged(srcs, "train", transform=tf(True), size_hint=cfg.size)
         val = data.open_merged(srcs, "val", transform=tf(False), size_hint=cfg.size)
         n = len(train.classes)

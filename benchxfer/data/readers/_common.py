@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterator
 
-from benchxfer.data.catalog import Problems, where
+from benchxfer.data.catalog import IndexCtx, Problems, where
 from benchxfer.data.imageio import safe_join
 from benchxfer.errors import BenchxferError
 
@@ -41,6 +41,17 @@ class FolderFiles:
             return path
         report(f"{origin}: image {path} is missing")
         return None
+
+
+# The second study's default views (``views: ["PA", "AP"]`` unless a config names more); its 4-source "cxr"
+# pre-training also kept "AP Supine", "L" (lateral) and "COSTAL".
+FRONTAL_VIEWS = ("PA", "AP")
+
+
+def view_filter(ctx: IndexCtx) -> frozenset[str] | None:
+    """The ``views`` reader option: the view names to keep (the second study's naming), or None: every view."""
+    views = ctx.options.get("views")
+    return None if views is None else frozenset(str(v) for v in views)
 
 
 def shipped_split(name: str) -> Path:

@@ -9,7 +9,7 @@ import numpy as np
 
 from benchxfer.data.catalog import Index, IndexCtx, Record, register_dataset, seeded_split, val_fraction_of, where
 from benchxfer.data.imageio import decode_image
-from benchxfer.data.readers._common import FolderFiles, csv_rows
+from benchxfer.data.readers._common import FRONTAL_VIEWS, FolderFiles, csv_rows, view_filter
 
 CHEXPERT_CLASSES = (
     "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
@@ -18,6 +18,12 @@ CHEXPERT_CLASSES = (
 )
 CHEXPERT_EVAL = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 _CELLS = {"1.0": 1.0, "1": 1.0, "0.0": 0.0, "0": 0.0, "-1.0": -1.0, "-1": -1.0, "": np.nan}
+
+
+def chexpert_view(row: dict[str, str]) -> str:
+    """The second study's view name of a CheXpert row: the AP/PA column for a frontal image, L for a lateral."""
+    kind = row["Frontal/Lateral"]
+    return row["AP/PA"] if kind == "Frontal" else "L" if kind == "Lateral" else kind
 
 
 def parse_cells(row: dict[str, str], classes: tuple[str, ...], origin: str, ctx: IndexCtx) -> np.ndarray | None:
@@ -40,19 +46,23 @@ def parse_cells(row: dict[str, str], classes: tuple[str, ...], origin: str, ctx:
     metric="auroc",
     metrics=("auroc",),
     required=("train.csv", "valid.csv"),
-    options=("frontal_only", "val_fraction"),
+    options=("views", "val_fraction"),
     uncertain="lsr-ones",  # the first study's default: uniform(0.55, 0.85), drawn anew at each read
     description="CheXpert v1.0: 224k chest X-rays, 14 observations with uncertain labels; scored on 5.",
-    split_rule="test = valid.csv (the official validation set); val = seeded 10% of train.csv patients (seed 0)",
+    split_rule="test = valid.csv (the official validation set); val = seeded 10% of train.csv patients (seed 0); "
+               "views: a frontal image's AP/PA column, L for a lateral one",
+    pretrain_val="test",  # the second study pre-trained on all of train.csv and validated on valid.csv
+    pretrain_options={"val_fraction": 0.0, "views": FRONTAL_VIEWS},
 )
 def chexpert(root: Path, split: str, ctx: IndexCtx) -> Index:
     csv_path = root / ("valid.csv" if split == "test" else "train.csv")
-    frontal_only = bool(ctx.options.get("frontal_only", False))
+    views = view_filter(ctx)
     files = FolderFiles()
     recs = []
-    for lineno, row in csv_rows(csv_path, ("Path", "Frontal/Lateral") + CHEXPERT_CLASSES):
+    for lineno, row in csv_rows(csv_path, ("Path", "Frontal/Lateral") + CHEXPERT_CLASSES
+                                + (("AP/PA",) if views is not None else ())):
         origin = where(csv_path, lineno)
-        if frontal_only and row["Frontal/Lateral"] != "Frontal":
+        if views is not None and chexpert_view(row) not in views:
             continue
         label = parse_cells(row, CHEXPERT_CLASSES, origin, ctx)
         if label is None:
@@ -81,10 +91,11 @@ def chexpert(root: Path, split: str, ctx: IndexCtx) -> Index:
     metrics=("auroc",),
     required=("mimic-cxr-2.0.0-split.csv|mimic-cxr-2.0.0-split.csv.gz",
               "mimic-cxr-2.0.0-chexpert.csv|mimic-cxr-2.0.0-chexpert.csv.gz", "files"),
-    options=("frontal_only",),
+    options=("views",),
     description="MIMIC-CXR-JPG 2.0.0: JPEGs below files/, CheXpert-labeller labels per study.",
-    split_rule="mimic-cxr-2.0.0-split.csv (train / validate / test); frontal_only keeps ViewPosition PA and AP "
+    split_rule="mimic-cxr-2.0.0-split.csv (train / validate / test); views: ViewPosition "
                "(mimic-cxr-2.0.0-metadata.csv)",
+    pretrain_options={"views": FRONTAL_VIEWS},
 )
 def mimic_cxr(root: Path, split: str, ctx: IndexCtx) -> Index:
     labels_csv = root / "mimic-cxr-2.0.0-chexpert.csv"
@@ -94,10 +105,11 @@ def mimic_cxr(root: Path, split: str, ctx: IndexCtx) -> Index:
         if vec is not None:
             labels[row["study_id"]] = vec
     frontal: set[str] | None = None
-    if ctx.options.get("frontal_only", False):
+    views = view_filter(ctx)
+    if views is not None:
         meta = root / "mimic-cxr-2.0.0-metadata.csv"
         frontal = {row["dicom_id"] for _, row in csv_rows(meta, ("dicom_id", "ViewPosition"))
-                   if row["ViewPosition"].strip() in FRONTAL_VIEWS}
+                   if row["ViewPosition"].strip() in views}
     split_csv = root / "mimic-cxr-2.0.0-split.csv"
     want = {"train": "train", "val": "validate", "test": "test"}[split]
     files = FolderFiles()
@@ -117,24 +129,53 @@ def mimic_cxr(root: Path, split: str, ctx: IndexCtx) -> Index:
 
 
 PADCHEST_CSV = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"
-PADCHEST_CLASSES = (
-    "No Finding", "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion", "Emphysema",
-    "Fibrosis", "Hernia", "Infiltration", "Mass", "Nodule", "Pleural_Thickening", "Pneumonia", "Pneumothorax",
-    "Fracture",
-)
-# the second study: a class is present when its name, or one of its synonyms, is a substring of a label
-PADCHEST_SYNONYMS = {"No Finding": ("normal",), "Infiltration": ("infiltrate",), "Pleural Effusion": ("effusion",)}
-FRONTAL_VIEWS = ("PA", "AP")
+# the second study's 27 PadChest classes (transfer_learning/datasets/padchest.py), sorted as it sorted them
+PADCHEST_CLASSES = tuple(sorted((
+    "Atelectasis", "Consolidation", "Infiltration", "Pneumothorax", "Edema", "Emphysema", "Fibrosis", "Effusion",
+    "Pneumonia", "Pleural_Thickening", "Cardiomegaly", "Nodule", "Mass", "Hernia", "Fracture", "Granuloma",
+    "Flattened Diaphragm", "Bronchiectasis", "Aortic Elongation", "Scoliosis", "Hilar Enlargement", "Support Devices",
+    "Tuberculosis", "Air Trapping", "Costophrenic Angle Blunting", "Aortic Atheromatosis", "Hemidiaphragm Elevation",
+)))
+# its synonym map: a class is present when its lower-cased name, or one of these, is a substring of the labels
+PADCHEST_SYNONYMS = {
+    "Infiltration": ("infiltrates", "interstitial pattern", "ground glass pattern", "reticular interstitial pattern",
+                     "reticulonodular interstitial pattern", "alveolar pattern", "consolidation", "air bronchogram"),
+    "Pleural_Thickening": ("pleural thickening",),
+    "Consolidation": ("air bronchogram",),
+    "Hilar Enlargement": ("adenopathy", "pulmonary artery enlargement"),
+    "Support Devices": ("device", "pacemaker"),
+}
+PADCHEST_VIEWS = {"AP_horizontal": "AP Supine"}  # its standardised Projection names
 
 
 def padchest_terms(name: str) -> tuple[str, ...]:
-    return (name.replace("_", " ").lower(), *PADCHEST_SYNONYMS.get(name, ()))
+    """The study's patterns: ``name.lower()`` (underscore kept, as its ``str.contains`` had it) and the synonyms."""
+    return (name.lower(), *PADCHEST_SYNONYMS.get(name, ()))
 
 
 def padchest_vector(labels: set[str]) -> np.ndarray:
-    """1 for each class whose name or synonym occurs in one of the row's labels, else 0."""
+    """1 for each class whose name or synonym occurs in one of the row's labels, else 0 (every cell stated)."""
     return np.asarray([1.0 if any(t in label for t in padchest_terms(c) for label in labels) else 0.0
                        for c in PADCHEST_CLASSES], np.float32)
+
+
+def _padchest_image(rec: Record) -> np.ndarray:
+    """The second study's PadChest pixels: the stored value / 65535 (whatever the bit depth), as uint8
+    (value * 255 / 65535, rounded); never a per-image min-max stretch. The first channel of a colour file."""
+    from PIL import Image
+
+    from benchxfer.errors import BenchxferError
+
+    try:
+        with Image.open(rec.image) as img:
+            arr = np.asarray(img)
+    except FileNotFoundError:
+        raise BenchxferError(f"{rec.image}: image file is missing") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise BenchxferError(f"{rec.image}: unreadable or truncated image ({err})") from None
+    if arr.ndim == 3:
+        arr = arr[:, :, 0]
+    return np.clip(np.rint(arr.astype(np.float64) * (255.0 / 65535.0)), 0, 255).astype(np.uint8)[:, :, None]
 
 
 @register_dataset(
@@ -144,19 +185,27 @@ def padchest_vector(labels: set[str]) -> np.ndarray:
     metric="auroc",
     metrics=("auroc",),
     required=(f"{PADCHEST_CSV}|{PADCHEST_CSV}.gz",),
-    options=("frontal_only",),
-    description="PadChest: 160k chest X-rays (16-bit PNG) with report-mined findings; 16 classes by name match.",
-    split_rule="seeded 80/10/10 split by PatientID (seed 0); frontal_only keeps Projection PA and AP",
+    options=("views",),
+    load_image=_padchest_image,
+    description="PadChest: 160k chest X-rays (16-bit PNG, read as value / 65535) with report-mined findings; "
+                "the second study's 27 classes by name or synonym match.",
+    split_rule="seeded 80/10/10 split by PatientID (seed 0); rows without Labels left out; views: Projection "
+               "(AP_horizontal named AP Supine)",
+    pretrain_options={"views": FRONTAL_VIEWS},
 )
 def padchest(root: Path, split: str, ctx: IndexCtx) -> Index:
     csv_path = root / PADCHEST_CSV
-    frontal_only = bool(ctx.options.get("frontal_only", False))
+    views = view_filter(ctx)
     files = FolderFiles()
     recs = []
     for lineno, row in csv_rows(csv_path, ("ImageID", "ImageDir", "PatientID", "Labels")
-                                + (("Projection",) if frontal_only else ())):
+                                + (("Projection",) if views is not None else ())):
         origin = where(csv_path, lineno)
-        if frontal_only and row["Projection"].strip() not in FRONTAL_VIEWS:
+        if views is not None:
+            projection = row["Projection"].strip()
+            if PADCHEST_VIEWS.get(projection, projection) not in views:
+                continue
+        if not row["Labels"]:  # the study left rows without labels out
             continue
         try:
             found = ast.literal_eval(row["Labels"]) if row["Labels"] else []

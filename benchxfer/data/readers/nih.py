@@ -8,7 +8,7 @@ import numpy as np
 
 from benchxfer.data.catalog import Index, IndexCtx, Record, register_dataset, seeded_split, val_fraction_of, where
 from benchxfer.data.imageio import read_lines
-from benchxfer.data.readers._common import FolderFiles, csv_rows, shipped_split
+from benchxfer.data.readers._common import FRONTAL_VIEWS, FolderFiles, csv_rows, shipped_split, view_filter
 from benchxfer.errors import BenchxferError
 
 NIH_CLASSES = (
@@ -49,10 +49,17 @@ def _nih_official(root: Path, split: str, ctx: IndexCtx) -> list[Record]:
     """NIH's ``train_val_list.txt`` / ``test_list.txt`` with labels from ``Data_Entry_2017.csv``.
 
     Validation: a patient-disjoint seeded 10 % of ``train_val_list.txt`` (``val_fraction``, seed 0).
+    ``views``: the images whose ``View Position`` is one of them.
     """
     entry = root / "Data_Entry_2017.csv"
+    views = view_filter(ctx)
     labels: dict[str, tuple[np.ndarray, str]] = {}
-    for lineno, row in csv_rows(entry, ("Image Index", "Finding Labels", "Patient ID")):
+    left_out: set[str] = set()  # images of another view
+    for lineno, row in csv_rows(entry, ("Image Index", "Finding Labels", "Patient ID")
+                                + (("View Position",) if views is not None else ())):
+        if views is not None and row["View Position"].strip() not in views:
+            left_out.add(row["Image Index"])
+            continue
         vec = np.zeros(len(NIH_CLASSES), np.float32)
         for finding in row["Finding Labels"].split("|"):
             finding = finding.strip()
@@ -64,7 +71,7 @@ def _nih_official(root: Path, split: str, ctx: IndexCtx) -> list[Record]:
             vec[NIH_CLASSES.index(finding)] = 1.0
         labels[row["Image Index"]] = (vec, row["Patient ID"])
     list_file = root / ("test_list.txt" if split == "test" else "train_val_list.txt")
-    names = read_lines(list_file)
+    names = [(ln, n) for ln, n in read_lines(list_file) if n not in left_out]
     if split != "test":
         val_fraction = val_fraction_of(ctx)
         patients = [labels.get(n, (None, n.split("_")[0]))[1] for _, n in names]
@@ -92,10 +99,14 @@ def _nih_official(root: Path, split: str, ctx: IndexCtx) -> list[Record]:
     metrics=("auroc",),
     required=("images",),
     native_lists=True,
-    options=("official", "val_fraction"),
+    options=("official", "val_fraction", "views"),
     description="NIH ChestX-ray14: 112,120 frontal chest X-rays, 14 findings (multi-label).",
     split_rule="first study's official lists (shipped; the root's own Xray14_<split>_official.txt win); "
-    "official='nih' uses NIH's train_val_list.txt/test_list.txt + Data_Entry_2017.csv, val = seeded 10% of patients",
+    "official='nih' uses NIH's train_val_list.txt/test_list.txt + Data_Entry_2017.csv, val = seeded 10% of patients; "
+    "views (with official='nih'): View Position",
+    # the second study pre-trained on all of train_val_list.txt and validated on test_list.txt
+    pretrain_val="test",
+    pretrain_options={"official": "nih", "val_fraction": 0.0, "views": FRONTAL_VIEWS},
 )
 def chestxray14(root: Path, split: str, ctx: IndexCtx) -> Index:
     if ctx.lists and split in ctx.lists:
@@ -105,4 +116,6 @@ def chestxray14(root: Path, split: str, ctx: IndexCtx) -> Index:
         raise BenchxferError(f"chestxray14: official={official!r}; use 'first-study' (default) or 'nih'")
     if official == "nih":
         return Index(_nih_official(root, split, ctx))
+    if "views" in ctx.options:
+        raise BenchxferError("chestxray14: the option views needs official='nih' (the view is in Data_Entry_2017.csv)")
     return Index(parse_first_study_list(root, default_list(root, split), ctx))
