@@ -176,24 +176,54 @@ def _bit(train: bool, size: int) -> list[v2.Transform]:
 
 
 class CenterSquare(v2.Transform):
-    """Centre crop to a square of the shorter side."""
+    """Centre crop to a square of the shorter side, placed as torchxrayvision's ``XRayCenterCrop`` (the second
+    study): top = h // 2 - side // 2, left = w // 2 - side // 2."""
 
     def make_params(self, flat_inputs: list) -> dict:
         h, w = v2.functional.get_size(flat_inputs[0])
-        return {"side": min(h, w)}
+        side = min(h, w)
+        return {"top": h // 2 - side // 2, "left": w // 2 - side // 2, "side": side}
 
     def transform(self, inpt, params: dict):
-        return v2.functional.center_crop(inpt, [params["side"], params["side"]])
+        return v2.functional.crop(inpt, params["top"], params["left"], params["side"], params["side"])
+
+
+class Albumentations(v2.Transform):
+    """An albumentations ``Compose`` as a step of a classification :class:`Pipeline` (PIL in, PIL out), its
+    generator reseeded from torch's at each call (as :class:`SegPipeline`), so runs repeat and workers differ."""
+
+    def __init__(self, compose: A.Compose):
+        super().__init__()
+        self.compose = compose
+
+    def make_params(self, flat_inputs: list) -> dict:
+        return {"seed": int(torch.randint(0, 2**31 - 1, (1,)))}
+
+    def transform(self, inpt, params: dict):
+        if not isinstance(inpt, Image.Image):
+            raise BenchxferError("the albumentations step takes PIL images (a classification pipeline)")
+        self.compose.set_random_seed(params["seed"])
+        return Image.fromarray(self.compose(image=np.asarray(inpt))["image"], inpt.mode)
+
+
+# The second study's chest pre-training (transfer_learning/datasets/builder.py and chexpert.py's cohen_aug):
+# torchxrayvision's centre square and cv2 INTER_AREA resize, then (train) albumentations
+# ShiftScaleRotate(shift_limit=0.25, scale_limit=0.1, rotate_limit=45, p=1) -- linear interpolation and
+# BORDER_REFLECT_101, its defaults then -- and HorizontalFlip(p=0.5). Here the same draws through Affine, which
+# ShiftScaleRotate became in albumentations 2.x (whose own default border is a zero fill).
+PRETRAIN_AFFINE = {"translate_percent": (-0.25, 0.25), "scale": (0.9, 1.1), "rotate": (-45.0, 45.0)}
 
 
 @PRESETS.register("supervised-pretrain")
 def _pretrain(train: bool, size: int) -> list[v2.Transform]:
-    """The second study's chest pre-training: centre square, resize, then random shift 0.25, scale 0.1,
-    rotation 45 deg and a horizontal flip (train)."""
-    steps: list[v2.Transform] = [CenterSquare(), v2.Resize((size, size), antialias=True)]
+    """The second study's chest pre-training: centre square, resize (area), then random shift 0.25, scale 0.1,
+    rotation 45 deg (linear, reflected borders) and a horizontal flip (train)."""
+    steps: list[A.BasicTransform] = [A.Resize(size, size, interpolation=cv2.INTER_AREA)]
     if train:
-        steps += [v2.RandomAffine(degrees=45, translate=(0.25, 0.25), scale=(0.9, 1.1)), v2.RandomHorizontalFlip()]
-    return steps
+        steps += [A.Affine(**PRETRAIN_AFFINE, shear=0.0, interpolation=cv2.INTER_LINEAR,
+                           border_mode=cv2.BORDER_REFLECT_101, p=1.0),
+                  A.HorizontalFlip(p=0.5)]
+    return [CenterSquare(), Albumentations(A.Compose(steps))]
 
 
 @PRESETS.register("plain")

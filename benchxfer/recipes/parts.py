@@ -63,12 +63,15 @@ def ce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = N
 
 @LOSSES.register("masked-bce")
 def masked_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """BCE over the known labels only: missing and uncertain labels (mask 0) do not count."""
+    """BCE averaged over the batch's known cells (the second study's pre-training loss,
+    ``binary_cross_entropy_with_logits(output[mask], target[mask])``): missing and uncertain labels (mask 0) do
+    not count. Per sample: its known cells' loss sum x batch size / the batch's known cells, so that the mean
+    over the batch is that average (a batch with no known cell: 0)."""
     loss = F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype), reduction="none")
     if mask is None:
         return loss.mean(dim=1)
     mask = mask.to(loss.dtype)
-    return (loss * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+    return (loss * mask).sum(dim=1) * (len(loss) / mask.sum().clamp_min(1.0))
 
 
 @LOSSES.register("dice")

@@ -82,13 +82,15 @@ register_recipe(Recipe(
 register_recipe(Recipe(
     name="supervised-pretrain",
     description="Supervised multi-label pre-training on merged chest X-ray sources (the second study's chest "
-                "recipe): SGD Nesterov + AGC, lr 0.01 x batch/256, wd 1e-4, 15 warm-up epochs, lr / 10 at "
-                "epochs 30, 60, 80; 90 epochs; 0.5/0.5 inputs; missing and uncertain labels masked.",
+                "recipe): SGD Nesterov + AGC, lr 0.01 x batch/256, wd 1e-4, 15 warm-up epochs from lr / workers, "
+                "lr / 10 at epochs 30, 60, 80; 90 epochs; 0.5/0.5 inputs; BCE over the known labels (missing and "
+                "uncertain ones masked); a head with PyTorch's default init.",
     tasks=(PRETRAIN_TASK.name,),
     default_lr=0.01,
     defaults=dict(arch="resnet50", size=224, batch_size=256, epochs=90, optimizer="sgd-nesterov", momentum=0.9,
                   weight_decay=1e-4, schedule="warmup-step", warmup_epochs=15, base_batch=256, agc=0.01,
-                  stopping="none", loss="masked-bce", augment="supervised-pretrain", normalization="half"),
+                  stopping="none", loss="masked-bce", augment="supervised-pretrain", normalization="half",
+                  head_init="default"),
 ))
 
 

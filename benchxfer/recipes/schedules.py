@@ -32,6 +32,7 @@ class ScheduleInput:
     plateau_factor: float
     plateau_patience: int
     plateau_threshold: float
+    workers: int = 1  # data-parallel workers (the chest pre-training's warm-up starts at lr / workers)
 
 
 SCHEDULES: Registry[Callable[[Optimizer, ScheduleInput], Schedule]] = Registry("schedule")
@@ -100,19 +101,26 @@ def bit_lr_factor(step: int, boundaries: list[int]) -> float:
 PRETRAIN_MILESTONES = (30, 60, 80)  # the second study's chest pre-training: lr / 10 at these epochs
 
 
-def warmup_step_factor(step: int, warmup_steps: int, steps_per_epoch: int,
+def warmup_step_factor(step: int, warmup_steps: int, steps_per_epoch: int, workers: int = 1,
                        milestones: tuple[int, ...] = PRETRAIN_MILESTONES) -> float:
-    """Linear warm-up over ``warmup_steps``, then lr / 10 at each milestone epoch passed."""
-    if warmup_steps and step < warmup_steps:
-        return (step + 1) / warmup_steps
+    """The second study's pre-training lr (Goyal et al.'s warm-up, as its ``adjust_learning_rate_step``): the
+    factor of the full lr at optimiser step ``step`` (from 0). During the warm-up, with e = (step + 1) /
+    steps_per_epoch epochs done after this step and K = ``workers``: (1 / K) (e (K - 1) / warmup_epochs + 1),
+    a line from lr / K (one worker's lr) to lr; one worker has no warm-up. Then lr / 10 at each milestone
+    epoch passed."""
     epoch = step // max(1, steps_per_epoch)
+    if warmup_steps and step < warmup_steps:
+        warmup_epochs = warmup_steps / max(1, steps_per_epoch)
+        done = (step + 1) / max(1, steps_per_epoch)
+        return (done * (workers - 1) / warmup_epochs + 1) / workers
     return 0.1 ** sum(1 for m in milestones if epoch >= m)
 
 
 @SCHEDULES.register("warmup-step")
 def warmup_step(opt: Optimizer, s: ScheduleInput) -> Schedule:
     warm = s.warmup_epochs * s.steps_per_epoch
-    return Schedule(LambdaLR(opt, lambda step: warmup_step_factor(step, warm, s.steps_per_epoch)), per_step=True)
+    return Schedule(LambdaLR(opt, lambda step: warmup_step_factor(step, warm, s.steps_per_epoch, s.workers)),
+                    per_step=True)
 
 
 @SCHEDULES.register("bit-hyperrule")

@@ -217,7 +217,7 @@ def set_up(cfg: TrainConfig, runtime: Runtime) -> Run:
     sched = build_schedule(cfg.schedule, opt, ScheduleInput(
         epochs=epochs, steps_per_epoch=spe, n_train=len(rd.train), warmup_epochs=cfg.warmup_epochs,
         plateau_factor=cfg.plateau_factor, plateau_patience=cfg.plateau_patience,
-        plateau_threshold=cfg.plateau_threshold))
+        plateau_threshold=cfg.plateau_threshold, workers=sess.world))
     stopper = STOPPING.get(cfg.stopping)(cfg.patience)
     amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda and cfg.amp else None
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
