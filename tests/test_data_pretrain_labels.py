@@ -144,11 +144,11 @@ def test_padchest_views_nulls_and_pixels(tmp_path):
     views = {"AP_horizontal": "AP Supine"}  # padchest.py standardises this one name
     for keep in (["PA", "AP"], CXR_VIEWS):
         want = sorted(f"img_{i}.png" for i, (p, labels, _) in enumerate(rows) if views.get(p, p) in keep and labels)
-        got = [r.image.rsplit("/", 1)[1] for s in ("train", "val", "test")
+        got = [r.image.rsplit("/", 1)[1] for s in ("train", "test")
                for r in data.open_dataset("padchest", root, s, views=keep).records]
         assert sorted(got) == want
     assert len(want) == 6  # EXCLUDE and the row without labels are left out
-    for rec in [r for s in ("train", "val", "test") for r in data.open_dataset("padchest", root, s).records]:
+    for rec in [r for s in ("train", "test") for r in data.open_dataset("padchest", root, s).records]:
         value = int(np.asarray(Image.open(rec.image))[0, 0])
         pixels = data.pixels.record_image(data.get_dataset("padchest"), rec)
         assert pixels.dtype == np.uint8 and pixels.shape == (6, 6, 1)
@@ -169,3 +169,26 @@ def test_nih_and_chexpert_train_and_val_sets_are_the_studys(tmp_path, chex_root)
         rows = [r for r in csv.DictReader((chex_root / listed).open()) if r["Frontal/Lateral"] == "Frontal"]
         assert [r.image.split("CheXpert-v1.0/")[-1] for r in merged.parts[0].records] == \
             [str(chex_root / r["Path"].split("/", 1)[1]).split("CheXpert-v1.0/")[-1] for r in rows]
+
+
+def test_padchest_split_is_the_studys(tmp_path):
+    """padchest.py: the kept rows' indices shuffled with RandomState(42), the first int(0.9 n) train, the rest its
+    validation set (benchxfer's test split, and the pre-training's val); its left-out images never count."""
+    rows = [("PA" if i % 3 else "AP", "['normal']" if i % 5 else "['pleural effusion']", i) for i in range(40)]
+    rows[7] = ("L", "['normal']", 7)  # another view
+    rows[11] = ("PA", "", 11)  # no labels
+    root = _padchest_root(tmp_path / "pc", rows)
+    excluded = "269300710246070740096540277379121868595_e7zsan.png"  # one of the study's left-out images
+    (root / "0" / "img_13.png").rename(root / "0" / excluded)
+    text = (root / PADCHEST_CSV).read_text().replace("img_13.png", excluded)
+    (root / PADCHEST_CSV).write_text(text)
+    kept = [f"img_{i}.png" for i, (p, labels, _) in enumerate(rows) if p in ("PA", "AP") and labels and i != 13]
+    inds = np.arange(len(kept))
+    np.random.RandomState(42).shuffle(inds)
+    k = int(len(kept) * 0.9)
+    want = {"train": [kept[i] for i in inds[:k]], "val": [kept[i] for i in inds[k:]]}
+    for split, names in want.items():
+        merged = data.open_merged([("padchest", root)], split)
+        assert [r.image.rsplit("/", 1)[1] for r in merged.parts[0].records] == names
+    assert [r.image.rsplit("/", 1)[1] for r in data.open_dataset("padchest", root, "test", views=["PA", "AP"]).records] \
+        == want["val"]

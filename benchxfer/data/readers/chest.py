@@ -146,6 +146,40 @@ PADCHEST_SYNONYMS = {
     "Support Devices": ("device", "pacemaker"),
 }
 PADCHEST_VIEWS = {"AP_horizontal": "AP Supine"}  # its standardised Projection names
+# the images the study left out (missing or unreadable in its copy) before it split the rest
+PADCHEST_EXCLUDED = frozenset((
+    "216840111366964012819207061112010307142602253_04-014-084.png",
+    "216840111366964012989926673512011074122523403_00-163-058.png",
+    "216840111366964012959786098432011033083840143_00-176-115.png",
+    "216840111366964012558082906712009327122220177_00-102-064.png",
+    "216840111366964012339356563862009072111404053_00-043-192.png",
+    "216840111366964013076187734852011291090445391_00-196-188.png",
+    "216840111366964012373310883942009117084022290_00-064-025.png",
+    "216840111366964012283393834152009033102258826_00-059-087.png",
+    "216840111366964012373310883942009170084120009_00-097-074.png",
+    "216840111366964012819207061112010315104455352_04-024-184.png",
+    "216840111366964013829543166512013353113303615_02-092-190.png",
+    "216840111366964012904401302362010337093236130_03-198-079.png",
+    "216840111366964012904401302362010336141343749_03-198-010.png",
+    "216840111366964012989926673512011151082430686_00-157-045.png",
+    "216840111366964012989926673512011083134050913_00-168-009.png",
+    "216840111366964012373310883942009077082646386_00-047-124.png",
+    "216840111366964013686042548532013208193054515_02-026-007.png",
+    "216840111366964013962490064942014134093945580_01-178-104.png",
+    "216840111366964012819207061112010281134410801_00-129-131.png",
+    "216840111366964013590140476722013043111952381_02-065-198.png",
+    "216840111366964012283393834152009027091819347_00-007-136.png",
+    "216840111366964012373310883942009152114636712_00-102-045.png",
+    "216840111366964012283393834152009033140208626_00-059-118.png",
+    "216840111366964013590140476722013058110301622_02-056-111.png",
+    "216840111366964012487858717522009280135853083_00-075-001.png",
+    "216840111366964013590140476722013049100117076_02-063-097.png",
+    "216840111366964013649110343042013092101343018_02-075-146.png",
+    "216840111366964012819207061112010306085429121_04-020-102.png",
+    "269300710246070740096540277379121868595_e7zsan.png",
+    "216840111366964012373310883942009180082307973_00-097-011.png",
+))
+PADCHEST_SEED, PADCHEST_TRAIN = 42, 0.9  # its split: rows shuffled with RandomState(42), the first 90 % train
 
 
 def padchest_terms(name: str) -> tuple[str, ...]:
@@ -185,19 +219,23 @@ def _padchest_image(rec: Record) -> np.ndarray:
     metric="auroc",
     metrics=("auroc",),
     required=(f"{PADCHEST_CSV}|{PADCHEST_CSV}.gz",),
-    options=("views",),
     load_image=_padchest_image,
     description="PadChest: 160k chest X-rays (16-bit PNG, read as value / 65535) with report-mined findings; "
                 "the second study's 27 classes by name or synonym match.",
-    split_rule="seeded 80/10/10 split by PatientID (seed 0); rows without Labels left out; views: Projection "
-               "(AP_horizontal named AP Supine)",
+    options=("views", "val_fraction"),
+    splits=("train", "test"),
+    split_rule="second study: the rows of the views with Labels (less its 30 left-out images), shuffled with "
+               "RandomState(42): the first int(0.9 n) train, the rest test (its validation set); views: Projection "
+               "(AP_horizontal named AP Supine); no val unless val_fraction > 0 (then a seeded share of the train "
+               "part's patients, seed 0)",
+    pretrain_val="test",
     pretrain_options={"views": FRONTAL_VIEWS},
 )
 def padchest(root: Path, split: str, ctx: IndexCtx) -> Index:
     csv_path = root / PADCHEST_CSV
     views = view_filter(ctx)
     files = FolderFiles()
-    recs = []
+    rows, recs = [], []
     for lineno, row in csv_rows(csv_path, ("ImageID", "ImageDir", "PatientID", "Labels")
                                 + (("Projection",) if views is not None else ())):
         origin = where(csv_path, lineno)
@@ -205,7 +243,7 @@ def padchest(root: Path, split: str, ctx: IndexCtx) -> Index:
             projection = row["Projection"].strip()
             if PADCHEST_VIEWS.get(projection, projection) not in views:
                 continue
-        if not row["Labels"]:  # the study left rows without labels out
+        if not row["Labels"] or row["ImageID"] in PADCHEST_EXCLUDED:  # as the study
             continue
         try:
             found = ast.literal_eval(row["Labels"]) if row["Labels"] else []
@@ -213,11 +251,22 @@ def padchest(root: Path, split: str, ctx: IndexCtx) -> Index:
         except (ValueError, SyntaxError):
             ctx.report(f"{origin}: Labels {row['Labels'][:40]!r} is not a list like ['normal']")
             continue
+        rows.append((row, origin, padchest_vector(found)))
+    order = np.arange(len(rows))
+    np.random.RandomState(PADCHEST_SEED).shuffle(order)
+    n_train = int(len(rows) * PADCHEST_TRAIN)
+    chosen = order[n_train:] if split == "test" else order[:n_train]
+    for i in chosen:
+        row, origin, label = rows[i]
         path = files.locate(root, f"{row['ImageDir']}/{row['ImageID']}", origin, ctx.report)
         if path is not None:
-            recs.append(Record(str(path), padchest_vector(found), patient=row["PatientID"], origin=origin))
-    assign = seeded_split([r.patient for r in recs], (0.8, 0.1, 0.1))
-    return Index([r for r in recs if assign[r.patient] == split])
+            recs.append(Record(str(path), label, patient=row["PatientID"], origin=origin))
+    if split != "test":
+        val_fraction = val_fraction_of(ctx, default=0.0)
+        if val_fraction > 0:
+            assign = seeded_split([r.patient for r in recs], (1 - val_fraction, val_fraction, 0.0))
+            recs = [r for r in recs if assign[r.patient] == split]
+    return Index(recs)
 
 
 PE_WINDOW = (100.0, 700.0)  # centre, width in HU: the usual pulmonary-angiography window
