@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from benchxfer import data, zoo
+from benchxfer.data.indexing import check_options
+from benchxfer.errors import BenchxferError
 from benchxfer.recipes import TrainConfig, get_recipe
+from benchxfer.schema import check_option_values
 from benchxfer.spec import (
     NAME_RE,
     Trial,
@@ -75,8 +78,14 @@ def load_pretrain_spec(path: str | Path) -> PretrainSpec:
             raise _fail(path, f"sources[{i}].dataset",
                         f"unknown dataset {src['dataset']!r}; known: {', '.join(data.DATASETS.names())}")
         root = src["root"] if src["root"] == "synthetic" else str((Path(path).parent / src["root"]).resolve())
-        sources.append({"dataset": src["dataset"], "root": root, "options": _mapping(path, f"sources[{i}].options",
-                        src.get("options")), "synthetic": _mapping(path, f"sources[{i}].synthetic", src.get("synthetic"))})
+        options = check_option_values(_mapping(path, f"sources[{i}].options", src.get("options")),
+                                      f"{path}: sources[{i}].options")
+        try:  # a reader option the dataset does not take is refused now, not on a worker
+            check_options(data.get_dataset(src["dataset"]), options)
+        except BenchxferError as err:
+            raise _fail(path, f"sources[{i}].options", str(err)) from None
+        sources.append({"dataset": src["dataset"], "root": root, "options": options,
+                        "synthetic": _mapping(path, f"sources[{i}].synthetic", src.get("synthetic"))})
     recipe = _recipe(path, "recipe", doc.get("recipe", "supervised-pretrain"), auto=False)
     from benchxfer.models import ARCHS
 

@@ -192,3 +192,16 @@ def test_padchest_split_is_the_studys(tmp_path):
         assert [r.image.rsplit("/", 1)[1] for r in merged.parts[0].records] == names
     assert [r.image.rsplit("/", 1)[1] for r in data.open_dataset("padchest", root, "test", views=["PA", "AP"]).records] \
         == want["val"]
+
+
+def test_a_sources_options_are_checked_when_the_file_is_read(tmp_path):
+    from benchxfer.errors import BenchxferError
+    from benchxfer.pretraining import load_pretrain_spec
+
+    path = tmp_path / "p.yaml"
+    path.write_text("name: x\nsources:\n  - {dataset: chexpert, root: ., options: {view: [PA]}}\n")
+    with pytest.raises(BenchxferError, match=r"p.yaml: sources\[0\].options: .*unknown option\(s\) view; it takes: views"):
+        load_pretrain_spec(path)
+    path.write_text("name: x\nsources:\n  - {dataset: padchest, root: ., options: {views: PA}}\n")
+    with pytest.raises(BenchxferError, match="views must be a non-empty list of view names"):
+        load_pretrain_spec(path)
