@@ -59,12 +59,22 @@ def _torchvision(name: str) -> Callable[[int], nn.Module]:
     return build
 
 
+def _pytorch_defaults(model: nn.Module) -> None:
+    """Every layer as PyTorch initialises it: the second study built BiT with its own ``bit.py`` (plain
+    ``nn.Conv2d`` / ``nn.GroupNorm`` defaults), not timm's scheme (kaiming-normal, each block's last conv zeroed),
+    which matters for a model trained from scratch (the chest pre-training)."""
+    for module in model.modules():
+        if module is not model and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+
+
 def _timm(name: str) -> Callable[[int], nn.Module]:
     def build(num_classes: int, head_init: str = "normal") -> nn.Module:
         import timm
 
         model = timm.create_model(name, pretrained=False, num_classes=num_classes)
-        HEAD_INITS.get(head_init)(model.get_classifier())  # timm zero-inits it; the recipe says how instead
+        _pytorch_defaults(model)
+        HEAD_INITS.get(head_init)(model.get_classifier())  # the recipe says how the head starts
         return model
 
     return build

@@ -350,3 +350,23 @@ def test_pretrain_augmentation_is_the_studys_shift_scale_rotate():
     assert shifts.max() <= 0.25 + 0.01 and shifts.max() > 0.23 and shifts.mean() == pytest.approx(0.125, rel=0.15)
     assert angles.max() <= 45 + 1 and angles.max() > 42 and angles.mean() == pytest.approx(22.5, rel=0.15)
     assert scales.min() >= 0.9 - 0.02 and scales.max() <= 1.1 + 0.02 and scales.max() > 1.08 and scales.min() < 0.92
+
+
+def test_bit_body_starts_as_the_studys_bit_py():
+    """models/bit.py builds ResNetV2 from plain ``nn.Conv2d`` (StdConv2d) and ``nn.GroupNorm`` with PyTorch's
+    defaults: every conv weight in U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (kaiming-uniform, a = sqrt(5)), none zeroed,
+    every GroupNorm weight 1 and bias 0 -- what a pre-training from scratch starts from."""
+    from benchxfer import models
+
+    torch.manual_seed(0)
+    model = models.build_classifier("bit-r50x1", 7, recipe_config("supervised-pretrain").head_init)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert len(convs) > 50 and len(norms) > 30
+    for conv in convs:
+        bound = 1 / math.sqrt(conv.weight[0].numel())
+        w = conv.weight.detach()
+        assert w.abs().max() <= bound + 1e-7
+        assert w.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.2)  # uniform, not zeroed
+    for norm in norms:
+        assert torch.equal(norm.weight, torch.ones_like(norm.weight)) and not norm.bias.any()
