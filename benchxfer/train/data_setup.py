@@ -64,8 +64,9 @@ def build_data(cfg: TrainConfig) -> RunData:
             return data.transforms.build(cfg.augment, train=train, size=cfg.size, mean=mean, std=std,
                                          task=PRETRAIN_TASK.name)
         srcs = [(s["dataset"], s["root"], dict(s.get("options") or {})) for s in cfg.sources]
-        train = data.open_merged(srcs, "train", transform=tf(True), size_hint=cfg.size)
-        val = data.open_merged(srcs, "val", transform=tf(False), size_hint=cfg.size)
+        side = data.transforms.resize_side(cfg.augment, cfg.size)  # the study's preset: the originals
+        train = data.open_merged(srcs, "train", transform=tf(True), size_hint=side)
+        val = data.open_merged(srcs, "val", transform=tf(False), size_hint=side)
         n = len(train.classes)
         return RunData(train, val, None, PRETRAIN_TASK.name, n, PRETRAIN_TASK.metric, (PRETRAIN_TASK.metric,),
                        None, 0.0)
