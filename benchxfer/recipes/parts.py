@@ -66,7 +66,8 @@ def masked_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | 
     """BCE averaged over the batch's known cells (the second study's pre-training loss,
     ``binary_cross_entropy_with_logits(output[mask], target[mask])``): missing and uncertain labels (mask 0) do
     not count. Per sample: its known cells' loss sum x batch size / the batch's known cells, so that the mean
-    over the batch is that average (a batch with no known cell: 0)."""
+    over the batch is that average (a batch with no known cell: 0). In micro-batches each piece averages its own
+    known cells, weighted by its share: the study's rule for sub-batches (``loss.div_(n_sub_batches)``)."""
     loss = F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype), reduction="none")
     if mask is None:
         return loss.mean(dim=1)
