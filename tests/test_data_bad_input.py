@@ -152,7 +152,7 @@ def test_cli_bad_root_is_one_line(tmp_path):
 
 def test_cli_list_and_cache(tmp_path):
     result = CliRunner().invoke(main, ["data", "list"])
-    assert result.exit_code == 0 and len(result.output.strip().splitlines()) == 17
+    assert result.exit_code == 0 and len(result.output.strip().splitlines()) == 18
     assert "montgomery-lungs   segmentation" in result.output
     root = synthetic.write("montgomery", tmp_path / "mc", **SMALL)
     result = CliRunner().invoke(main, ["data", "cache", "montgomery", "--root", str(root), "--size", "16",
@@ -176,7 +176,7 @@ def test_unsafe_cifar_pickle_is_refused(tmp_path):
     for name in ("test_batch", "data_batch_1"):
         with (base / name).open("wb") as f:
             pickle.dump({"data": Evil(), "labels": [0]}, f)
-    with pytest.raises(BenchxferError, match=r"test_batch: not a CIFAR-10 python batch .*refusing to load \w+\.open"):
+    with pytest.raises(BenchxferError, match=r"test_batch: not a CIFAR python batch .*refusing to load \w+\.open"):
         data.open_dataset("cifar10", tmp_path / "cifar", "test")
     assert not pwned.exists()
 
