@@ -98,6 +98,7 @@ KNOB_RULES: dict[str, Rule] = {
     "mixup": Range(-1, None),
     "agc": Range(0, None),
     "loader_workers": Range(0, 256, integer=True),
+    "checkpoint_every_s": Range(0, None),
     "max_train_batches": Range(0, None, integer=True),
 }
 

@@ -333,9 +333,11 @@ class RunLogger:
     def enabled(self) -> bool:
         return self._client is not None
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int, flush: bool = True) -> None:
+        """``flush=False``: keep them for the next call that sends (many epochs in one request)."""
         self.pending_metrics += [(k, float(v), step) for k, v in metrics.items() if v == v]  # drop NaN
-        self.flush()
+        if flush:
+            self.flush()
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self.pending_tags.update({k: str(v)[:5000] for k, v in tags.items()})

@@ -165,12 +165,14 @@ class Stopped:
 
 @dataclass(frozen=True)
 class Progress:
-    """``progress.json``: the last epoch done and the best so far (its validation row)."""
+    """``progress.json``: the last epoch done, the best so far (its validation row), and the last epoch whose
+    checkpoint is written (where a retry continues; -1: none yet)."""
 
     epoch: int
     best_epoch: int
     epochs_max: int
     best: dict[str, Any] | None = None
+    checkpoint: int = -1
 
 
 @dataclass(frozen=True)

@@ -28,20 +28,24 @@ datasets:
     synthetic: {{n_train: {n_train}, n_val: 32, n_test: 32, size: 32, seed: 5}}
 lr: {lr}
 seeds: {seeds}
-overrides: {{arch: resnet18, size: 32, batch_size: 16, epochs: {epochs}, patience: 10, loader_workers: 0}}
+overrides: {{arch: resnet18, size: 32, batch_size: 16, epochs: {epochs}, patience: 10, loader_workers: 0,
+            checkpoint_every_s: {checkpoint_every_s}}}
 resources: {{workers: {workers}, cpus_per_worker: 1{limit}, trainer: {trainer}}}
 failure: {{max_retries: {retries}}}
 """
 
 
 def write_sweep(folder: Path, name: str, *, lr: str = "[0.001]", seeds: int = 1, epochs: int = 3, n_train: int = 64,
-                workers: int = 1, trainer: str = "auto", retries: int = 0, max_concurrent: int | None = 1) -> Path:
+                workers: int = 1, trainer: str = "auto", retries: int = 0, max_concurrent: int | None = 1,
+                checkpoint_every_s: float = 0.0) -> Path:
     """A sweep of ``seeds`` scratch trials per lr on a synthetic ChestX-ray14 set; ``max_concurrent=None`` lets the
-    cluster's slots decide how many run at once."""
+    cluster's slots decide how many run at once. ``checkpoint_every_s`` 0: a checkpoint every epoch, so that a
+    fault test knows where a retry continues (the cadence by time: tests/test_resume_exact.py)."""
     path = folder / f"{name}.yaml"
     limit = "" if max_concurrent is None else f", max_concurrent: {max_concurrent}"
     path.write_text(textwrap.dedent(SWEEP.format(name=name, lr=lr, seeds=seeds, epochs=epochs, n_train=n_train,
-                                                 workers=workers, trainer=trainer, retries=retries, limit=limit)))
+                                                 workers=workers, trainer=trainer, retries=retries, limit=limit,
+                                                 checkpoint_every_s=checkpoint_every_s)))
     return path
 
 
@@ -86,7 +90,7 @@ def wait_for(condition, what: str, proc: subprocess.Popen | None = None, timeout
 def progress_epoch(trial: Path) -> int:
     """The last epoch whose checkpoint is written (-1 before the first)."""
     try:
-        return json.loads((trial / "progress.json").read_text())["epoch"]
+        return json.loads((trial / "progress.json").read_text())["checkpoint"]
     except (OSError, ValueError, KeyError):
         return -1
 

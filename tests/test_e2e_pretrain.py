@@ -34,7 +34,7 @@ start: scratch
 lr: 0.001
 overrides: {size: 48, batch_size: 32, epochs: EPOCHS, optimizer: adam, weight_decay: 0, warmup_epochs: 1,
             base_batch: 0, augment: plain, loader_workers: 0, schedule: warmup-cosine, agc: 0.0,
-            normalization: imagenet}
+            normalization: imagenet, checkpoint_every_s: 0}
 resources: {workers: 2, cpus_per_worker: 1}
 failure: {max_retries: 0}
 """

@@ -153,12 +153,13 @@ def test_small_training_set_gives_full_batches_drawn_with_replacement():
 
     ds = TensorDataset(torch.randn(n, 3), torch.arange(n))
     cfg = TrainConfig(batch_size=batch, full_batches=True, loader_workers=0)
-    loader, sampler = train_loader(ds, cfg, 0, 1, False)
-    sampler.set_epoch(0)
-    batches = list(loader)
+    stream = train_loader(ds, cfg, 0, 1, False)
+    stream.start(0, 1)
+    batches = list(stream.epoch(0))
     assert len(batches) == 1 and len(batches[0][0]) == batch  # the step averages 128 samples, not 5
-    loader, _ = train_loader(ds, TrainConfig(batch_size=batch, loader_workers=0), 0, 1, False)
-    assert [len(b[0]) for b in loader] == [n]  # without full_batches: the n images once (first study)
+    stream = train_loader(ds, TrainConfig(batch_size=batch, loader_workers=0), 0, 1, False)
+    stream.start(0, 1)
+    assert [len(b[0]) for b in stream.epoch(0)] == [n]  # without full_batches: the n images once (first study)
 
 
 # --- 7. binary tasks: two outputs, cross-entropy, PyTorch's default head ------------------------------

@@ -58,6 +58,7 @@ class TrainConfig:
     amp: bool = True  # used only on a GPU
     channels_last: bool = True  # used only on a GPU
     loader_workers: int = 2
+    checkpoint_every_s: float = 300.0  # save at most this often (and always at the run's end); 0: every epoch
     max_train_batches: int = 0  # >0: cap on batches per epoch (smoke tests)
 
     @classmethod

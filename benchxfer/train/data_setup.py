@@ -1,13 +1,21 @@
-"""The data side of one run: datasets, transforms and loaders, sharded over workers deterministically."""
+"""The data side of one run: datasets, transforms and loaders, sharded over workers deterministically.
+
+The training loader is one stream for the whole run (:class:`TrainStream`): its worker processes start once,
+and while a step trains, they already load the next batches, across epoch boundaries too. Each epoch's
+samples still come from the sampler seeded by (seed, epoch), and each sample's augmentation from its own
+seed (seed, epoch, rank, position), whichever process loads it: a run resumed at any epoch sees exactly
+the inputs an uninterrupted one would, and ``loader_workers`` does not change them.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset, get_worker_info
 
 from benchxfer import data, zoo
 from benchxfer.recipes import TrainConfig
@@ -18,7 +26,11 @@ from benchxfer.zoo.inits import IMAGENET_MEAN, IMAGENET_STD
 
 
 class Indexed(Dataset):
-    """Items become ``(index, *item)`` so that evaluation can put gathered predictions back in order."""
+    """Items become ``(index, *item)`` so that evaluation can put gathered predictions back in order.
+
+    Asked for ``(index, seed)`` (the training stream), the item's random transforms draw from torch's
+    generator seeded with ``seed``; in the main process (``loader_workers: 0``) the main generator's state is
+    put back afterwards, so loading never moves the training step's own random numbers (MixUp, dropout)."""
 
     def __init__(self, ds: Dataset):
         self.ds = ds
@@ -26,9 +38,22 @@ class Indexed(Dataset):
     def __len__(self) -> int:
         return len(self.ds)  # type: ignore[arg-type]
 
-    def __getitem__(self, i: int):
-        item = self.ds[i]
-        return (i, *item)
+    def __getitem__(self, key: int | tuple[int, int]):
+        if isinstance(key, int):
+            return (key, *self.ds[key])
+        i, seed = key
+        if get_worker_info() is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.random.default_generator.manual_seed(seed)
+                return (i, *self.ds[i])
+        torch.random.default_generator.manual_seed(seed)
+        return (i, *self.ds[i])
+
+
+def sample_seed(seed: int, epoch: int, rank: int, position: int) -> int:
+    """The augmentation seed of one training sample: the ``position``-th of this worker's draw in ``epoch``."""
+    digest = hashlib.blake2b(f"{seed}:{epoch}:{rank}:{position}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
 def normalisation(cfg: TrainConfig) -> tuple[Sequence[float], Sequence[float]]:
@@ -113,24 +138,86 @@ def train_sampler(ds: Dataset, cfg: TrainConfig, rank: int, world: int, balance:
     return DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=False)
 
 
+class EpochBatches(Sampler):
+    """The batches of epochs ``start`` ... ``stop - 1`` back to back, for one loader iterator: per epoch, the
+    sampler's draw for (seed, epoch) cut into ``per_epoch`` full batches (a draw no larger than one batch is one
+    batch), each index paired with its :func:`sample_seed`. The sampler is moved to the next epoch here, in
+    the main process, as the loader asks for that epoch's first batch."""
+
+    def __init__(self, sampler: Any, batch_size: int, steps: int, seed: int, rank: int):
+        self.sampler, self.batch_size, self.seed, self.rank = sampler, batch_size, seed, rank
+        n = len(sampler)
+        self.per_epoch = min(steps, n // batch_size if n > batch_size else 1)
+        self.start, self.stop = 0, 0
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        bs = self.batch_size
+        for epoch in range(self.start, self.stop):
+            self.sampler.set_epoch(epoch)
+            draw = list(self.sampler)
+            for b in range(self.per_epoch):
+                yield [(int(i), sample_seed(self.seed, epoch, self.rank, p))
+                       for p, i in enumerate(draw[b * bs:(b + 1) * bs], b * bs)]
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start) * self.per_epoch
+
+
+class TrainStream:
+    """One loader iterator over all the epochs a run has left (:class:`EpochBatches`); ``epoch(e)`` yields
+    that epoch's batches. The loader's processes live until :meth:`close` (or the end of the stream)."""
+
+    def __init__(self, loader: DataLoader, batches: EpochBatches):
+        self.loader, self.batches = loader, batches
+        self._it: Iterator | None = None
+        self._next = 0
+
+    @property
+    def per_epoch(self) -> int:
+        return self.batches.per_epoch
+
+    def start(self, first: int, stop: int) -> None:
+        """Begin the stream at epoch ``first`` (0, or the one after the restored checkpoint)."""
+        self.close()
+        self.batches.start, self.batches.stop = first, stop
+        self._next = first
+        self._it = iter(self.loader) if stop > first else None
+
+    def epoch(self, epoch: int) -> Iterator:
+        if epoch != self._next or self._it is None:
+            raise RuntimeError(f"the training stream is at epoch {self._next}, not {epoch}")
+        self._next = epoch + 1
+        for _ in range(self.per_epoch):
+            yield next(self._it)
+
+    def close(self) -> None:
+        self._it = None  # the iterator's worker processes shut down with it
+
+
 def train_loader(ds: Dataset, cfg: TrainConfig, rank: int, world: int, pin: bool,
-                 balance: bool = False) -> tuple[DataLoader, Any]:
-    """A loader over this worker's shard (see :func:`train_sampler`)."""
+                 balance: bool = False) -> TrainStream:
+    """The training stream over this worker's shard (see :func:`train_sampler`); pinned memory on a GPU."""
     sampler = train_sampler(ds, cfg, rank, world, balance)
-    bs = per_worker_batch(cfg.batch_size, world)
-    gen = torch.Generator()
-    gen.manual_seed(cfg.seed)
-    loader = DataLoader(Indexed(ds), batch_size=bs, sampler=sampler, num_workers=cfg.loader_workers,
-                        drop_last=len(sampler) > bs, pin_memory=pin, generator=gen,
-                        persistent_workers=False)
-    return loader, sampler
+    batches = EpochBatches(sampler, per_worker_batch(cfg.batch_size, world),
+                           steps_per_epoch(len(ds), cfg, world), cfg.seed, rank)  # type: ignore[arg-type]
+    workers = cfg.loader_workers
+    loader = DataLoader(Indexed(ds), batch_sampler=batches, num_workers=workers, pin_memory=pin,
+                        prefetch_factor=PREFETCH if workers else None)
+    return TrainStream(loader, batches)
 
 
-def eval_loader(ds: Dataset, cfg: TrainConfig, rank: int, world: int, pin: bool) -> DataLoader:
-    """This worker's share of an evaluation set: indices rank, rank + world, ... (no padding, no repeats)."""
+PREFETCH = 4  # batches each loader process keeps ready
+
+
+def eval_loader(ds: Dataset, cfg: TrainConfig, rank: int, world: int, pin: bool,
+                persistent: bool = False) -> DataLoader:
+    """This worker's share of an evaluation set: indices rank, rank + world, ... (no padding, no repeats).
+    ``persistent``: its loader processes stay up between passes (the validation set, every epoch)."""
     shard = Subset(Indexed(ds), list(range(rank, len(ds), world)))  # type: ignore[arg-type]
+    workers = cfg.loader_workers
     return DataLoader(shard, batch_size=per_worker_batch(cfg.batch_size, world), shuffle=False,
-                      num_workers=cfg.loader_workers, pin_memory=pin)
+                      num_workers=workers, pin_memory=pin, persistent_workers=persistent and workers > 0,
+                      prefetch_factor=PREFETCH if workers else None)
 
 
 def steps_per_epoch(n: int, cfg: TrainConfig, world: int) -> int:

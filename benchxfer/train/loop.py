@@ -37,7 +37,7 @@ from benchxfer.tasks import Task, get_task
 from benchxfer.tracking import CHECKPOINT_NOTE, ERROR, STATUS, RunLogger
 from benchxfer.train import metrics as M
 from benchxfer.train.checkpoint import CheckpointStore, rng_state, set_rng_state
-from benchxfer.train.data_setup import RunData, build_data, eval_loader, steps_per_epoch, train_loader
+from benchxfer.train.data_setup import RunData, TrainStream, build_data, eval_loader, steps_per_epoch, train_loader
 from benchxfer.train.session import SESSIONS, Runtime, Session
 from benchxfer.trialdir import Failure, Progress, TrialDir, TrialFailed, TrialResult
 from benchxfer.zoo.backbone import HEAD_PREFIXES
@@ -81,8 +81,8 @@ def evaluate(model: nn.Module, loader, rd: RunData, loss_fn, sess: Session, auto
     model.eval()
     idx, losses, scores, targets, known, inter, psum, tsum = [], [], [], [], [], [], [], []
     for batch in loader:
-        i, x, y = batch[0], batch[1].to(sess.device, non_blocking=True), batch[2].to(sess.device)
-        mask = batch[3].to(sess.device) if len(batch) > 3 else None  # known labels (merged sources)
+        i, x, y = batch[0], batch[1].to(sess.device, non_blocking=True), batch[2].to(sess.device, non_blocking=True)
+        mask = batch[3].to(sess.device, non_blocking=True) if len(batch) > 3 else None  # known labels (merged sources)
         crops = x.dim() == 5  # TenCrop: B x 10 x C x H x W, the ten predictions averaged
         if crops:
             b, n = x.shape[:2]
@@ -165,6 +165,9 @@ class Run:
     channels_last: bool
     store: CheckpointStore
     started: float
+    saved_at: float = field(default_factory=time.monotonic)  # when the last checkpoint was written (or the start)
+    logged_at: float = field(default_factory=time.monotonic)  # when MLflow last got the epochs' metrics
+    checkpoint_epoch: int = -1  # the last epoch whose checkpoint is written
     # restored from a checkpoint, advanced every epoch
     next_epoch: int = 0
     step: int = 0
@@ -246,6 +249,7 @@ def restore(run: Run) -> None:
     run.scaler.load_state_dict(state["scaler"])
     run.stopper.load_state_dict(state["stopping"])
     run.next_epoch, run.step, run.best_epoch = state["epoch"] + 1, state["step"], state["best_epoch"]
+    run.checkpoint_epoch = state["epoch"]
     run.best_state, run.history = state["best_model"], json.loads(state["history"])
     set_rng_state(state["rng"])
     log.info("%s: continuing at epoch %d from its checkpoint", run.cfg.trial_key, run.next_epoch)
@@ -275,22 +279,21 @@ def accumulate_gradients(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y
     return total
 
 
-def train_one_epoch(run: Run, loader, sampler, epoch: int) -> float:
-    """One pass over this worker's shard; returns the mean training loss over all workers. A loss that is not
-    finite fails the trial for good (``failed.json`` with ``retryable: false``)."""
+def train_one_epoch(run: Run, stream: TrainStream, epoch: int) -> float:
+    """One pass over this worker's shard (the epoch's batches of the run's one loader stream); returns the
+    mean training loss over all workers. A loss that is not finite fails the trial for good (``failed.json``
+    with ``retryable: false``)."""
     cfg, sess, rd = run.cfg, run.sess, run.rd
     if sess.is_main:
         run.folder.log_epoch_start(epoch)
     run.model.train()
-    sampler.set_epoch(epoch)
-    torch.manual_seed(cfg.seed * 100_003 + epoch * 1009 + sess.rank)  # augmentation RNG of this epoch
-    loader.generator.manual_seed(cfg.seed * 100_003 + epoch)
-    total, count, seen = 0.0, 0, []
-    for b, batch in enumerate(loader):
-        if b >= run.steps_per_epoch or (run.max_steps and run.step >= run.max_steps):
+    torch.manual_seed(cfg.seed * 100_003 + epoch * 1009 + sess.rank)  # the step's own RNG (MixUp) this epoch
+    total, count, seen = torch.zeros((), device=sess.device), 0, []  # the loss summed on the device: no sync
+    for batch in stream.epoch(epoch):
+        if run.max_steps and run.step >= run.max_steps:
             break
-        i, x, y = batch[0], batch[1].to(sess.device, non_blocking=True), batch[2].to(sess.device)
-        mask = batch[3].to(sess.device) if len(batch) > 3 else None
+        i, x, y = batch[0], batch[1].to(sess.device, non_blocking=True), batch[2].to(sess.device, non_blocking=True)
+        mask = batch[3].to(sess.device, non_blocking=True) if len(batch) > 3 else None
         if run.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if rd.mixup > 0 and not run.task.dense:
@@ -305,11 +308,11 @@ def train_one_epoch(run: Run, loader, sampler, epoch: int) -> float:
         if run.sched.per_step:
             run.sched.scheduler.step()
         run.step += 1
-        total += float(loss.detach()) * len(i)
+        total += loss.detach().float() * len(i)
         count += len(i)
         if run.runtime.record_shards:
             seen += i.tolist()
-    train_loss = _mean_over_workers(total, count, sess.world, sess.device)
+    train_loss = _mean_over_workers(float(total), count, sess.world, sess.device)
     if run.runtime.record_shards:
         run.folder.write_shard(epoch, sess.rank, seen)
     if not math.isfinite(train_loss):
@@ -323,8 +326,9 @@ def train_one_epoch(run: Run, loader, sampler, epoch: int) -> float:
 
 
 def end_of_epoch(run: Run, epoch: int, train_loss: float, val: dict[str, float]) -> None:
-    """Step the schedule and the stopping rule, keep the best weights, and on rank 0 save the checkpoint, log
-    the epoch to MLflow and write the progress; report to Ray."""
+    """Step the schedule and the stopping rule, keep the best weights, and on rank 0 save the checkpoint when
+    it is due (:func:`checkpoint_due`), send the epochs' metrics to MLflow (with each checkpoint, and at least
+    every ``METRICS_EVERY_S``) and write the progress; report to Ray."""
     lr_now = current_lr(run.opt)
     watched = val["loss"] if val else train_loss  # no validation set: the train loss
     if not run.sched.per_step:
@@ -336,7 +340,7 @@ def end_of_epoch(run: Run, epoch: int, train_loss: float, val: dict[str, float])
     row = {"epoch": epoch, "train_loss": train_loss, "lr": lr_now,
            **{f"val_{k}": v for k, v in val.items()}}
     run.history.append(row)
-    if run.sess.is_main:
+    if run.sess.is_main and checkpoint_due(run, epoch):
         run.store.save(epoch, {
             "model": _unwrap(run.model).state_dict(), "optimizer": run.opt.state_dict(),
             "scheduler": run.sched.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
@@ -344,10 +348,26 @@ def end_of_epoch(run: Run, epoch: int, train_loss: float, val: dict[str, float])
             "best_model": run.best_state, "history": json.dumps(run.history), "rng": rng_state(),
             "config": json.dumps(run.cfg.to_dict(), default=str),
         })
-        run.tlog.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+        run.saved_at, run.checkpoint_epoch = time.monotonic(), epoch
+    if run.sess.is_main:
+        send = run.checkpoint_epoch == epoch or time.monotonic() - run.logged_at >= METRICS_EVERY_S
+        run.tlog.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch, flush=send)
+        if send:
+            run.logged_at = time.monotonic()
         best = run.history[run.best_epoch] if run.best_epoch >= 0 else None
-        run.folder.write_progress(Progress(epoch, run.best_epoch, run.epochs, best))
+        run.folder.write_progress(Progress(epoch, run.best_epoch, run.epochs, best, run.checkpoint_epoch))
     run.sess.report(row | _best_val(run) | {"done": False})
+
+
+METRICS_EVERY_S = 30.0  # an epoch's metrics reach MLflow within this long (and with every checkpoint)
+
+
+def checkpoint_due(run: Run, epoch: int) -> bool:
+    """Save at the run's last epoch (the schedule's end, a stop, ``max_steps``) and whenever
+    ``checkpoint_every_s`` has passed since the last save (0: every epoch). A failure redoes at most the epochs
+    since the last save; a few-shot run of one-step epochs no longer writes a checkpoint per step."""
+    last = epoch >= run.epochs - 1 or run.done()
+    return last or time.monotonic() - run.saved_at >= run.cfg.checkpoint_every_s
 
 
 def finish(run: Run) -> TrialResult:
@@ -393,16 +413,23 @@ def train_run(cfg: TrainConfig, runtime: Runtime) -> TrialResult:
     """Train, validate and test one trial (or continue it from its last checkpoint); returns its result."""
     run = set_up(cfg, runtime)
     restore(run)
-    train_dl, sampler = train_loader(run.rd.train, cfg, run.sess.rank, run.sess.world, run.cuda, run.rd.balance)
-    val_dl = eval_loader(run.rd.val, cfg, run.sess.rank, run.sess.world, run.cuda) if run.rd.val is not None else None
+    sess = run.sess
+    stream = train_loader(run.rd.train, cfg, sess.rank, sess.world, run.cuda, run.rd.balance)
+    val_dl = eval_loader(run.rd.val, cfg, sess.rank, sess.world, run.cuda, persistent=True) if run.rd.val is not None else None
     run.epoch = run.next_epoch - 1
-    for epoch in range(run.next_epoch, run.epochs):
-        run.epoch = epoch
-        if run.done():
-            break
-        train_loss = train_one_epoch(run, train_dl, sampler, epoch)
-        val = evaluate(run.model, val_dl, run.rd, run.loss_fn, run.sess, run.autocast, run.names) if val_dl else {}
-        end_of_epoch(run, epoch, train_loss, val)
+    if not run.done():
+        stream.start(run.next_epoch, run.epochs)
+    try:
+        for epoch in range(run.next_epoch, run.epochs):
+            run.epoch = epoch
+            if run.done():
+                break
+            train_loss = train_one_epoch(run, stream, epoch)
+            val = evaluate(run.model, val_dl, run.rd, run.loss_fn, sess, run.autocast, run.names) if val_dl else {}
+            end_of_epoch(run, epoch, train_loss, val)
+    finally:
+        stream.close()
+        del val_dl
     return finish(run)
 
 

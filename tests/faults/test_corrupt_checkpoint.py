@@ -64,7 +64,8 @@ def test_no_good_checkpoint_restarts_from_epoch_0(tmp_path):
 
     root = data.synthetic.write("chestxray14", tmp_path / "cxr", n_train=32, n_val=16, n_test=16, size=32, seed=2)
     knobs = get_recipe("systematic-cls").resolve(
-        {"arch": "resnet18", "size": 32, "batch_size": 16, "epochs": 2, "loader_workers": 0}, "test")
+        {"arch": "resnet18", "size": 32, "batch_size": 16, "epochs": 2, "loader_workers": 0,
+         "checkpoint_every_s": 0.0}, "test")  # a checkpoint every epoch
     cfg = TrainConfig.from_dict({**knobs, "trial_key": "t", "dataset": "chestxray14", "root": str(root),
                                  "lr": 1e-3, "seed": 3}).to_dict()
     tdir = tmp_path / "trial"
