@@ -1,4 +1,12 @@
-"""The preprocessed cache: each image stored once, already resized, read back without decoding.
+"""The preprocessed cache: each image stored once, decoded (and resized, unless exact), read back without decoding.
+
+Two kinds, by ``size``:
+
+- ``original`` (:data:`ORIGINAL`), the exact cache: every image at its own size, the uint8 pixels the reader
+  decodes, bit for bit (and each mask as the reader makes it). Every protocol's inputs stay the same, and a
+  run reads it whenever a fresh one exists;
+- a number of pixels, a lossy cache: the shorter side resized to ``size``. It changes the inputs of the study
+  presets (docs/datasets.md), so runs read it only when asked (``cache_size``).
 
 Layout, one folder per (dataset, root, split, size)::
 
@@ -8,8 +16,8 @@ Layout, one folder per (dataset, root, split, size)::
         masks.u8, masks.idx.npy   the same for segmentation masks ({0, 1}, H x W)
         manifest.json  the fingerprint of the source, counts, size
 
-Images are resized so that their shorter side is ``size`` (masks with nearest neighbour), keeping the
-aspect ratio. Readers open the files as memory maps, so a worker touches only the bytes it reads.
+A lossy cache's images are resized so that their shorter side is ``size`` (masks with nearest
+neighbour), keeping the aspect ratio. Readers open the files as memory maps, so a worker touches only the bytes it reads.
 The fingerprint hashes every record (paths, labels, masks) and each source file's size and mtime:
 a changed, added or removed image makes the cache stale, and a stale cache is not used.
 ``cache_dir`` defaults to ``$BENCHXFER_HOME/cache``.
@@ -36,13 +44,25 @@ from benchxfer.errors import BenchxferError
 from benchxfer.paths import home
 
 FORMAT = 1
+ORIGINAL = "original"  # the size of the exact cache: each image at its own size
+
+
+def cache_size(size: int | str) -> int | str:
+    """``original`` or a positive number of pixels (the shorter side); anything else is one line."""
+    if size == ORIGINAL:
+        return ORIGINAL
+    if isinstance(size, str) and size.isdigit():
+        size = int(size)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise BenchxferError(f"cache size {size!r} must be {ORIGINAL!r} (exact) or a positive number of pixels")
+    return size
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("BENCHXFER_CACHE", home() / "cache")).expanduser()
 
 
-def cache_path(name: str, root: Path, split: str, size: int, cache_dir: str | Path | None = None) -> Path:
+def cache_path(name: str, root: Path, split: str, size: int | str, cache_dir: str | Path | None = None) -> Path:
     tag = hashlib.sha1(str(Path(root).expanduser().resolve()).encode()).hexdigest()[:12]
     return Path(cache_dir or default_cache_dir()) / f"{name}-{tag}" / f"{split}-{size}"
 
@@ -78,13 +98,13 @@ def resize_short(arr: np.ndarray, size: int, nearest: bool = False) -> np.ndarra
     return out[:, :, None] if squeeze else out
 
 
-def _prepare(args: tuple[DatasetCfg, Record, int]) -> tuple[np.ndarray, np.ndarray | None]:
+def _prepare(args: tuple[DatasetCfg, Record, int | str]) -> tuple[np.ndarray, np.ndarray | None]:
     cfg, rec, size = args
     img = record_image(cfg, rec)
-    mask = None
-    if cfg.task == "segmentation":
-        mask = resize_short(record_mask(cfg, rec, img.shape[:2]), size, nearest=True)
-    return resize_short(img, size), mask
+    mask = record_mask(cfg, rec, img.shape[:2]) if cfg.task == "segmentation" else None
+    if size == ORIGINAL:
+        return img, mask
+    return resize_short(img, size), None if mask is None else resize_short(mask, size, nearest=True)
 
 
 class _Packed:
@@ -96,6 +116,8 @@ class _Packed:
         self.folder, self.stem, self.offset = folder, stem, 0
 
     def add(self, arr: np.ndarray) -> None:
+        if arr.dtype != np.uint8 and not np.array_equal(arr, arr.astype(np.uint8)):
+            raise BenchxferError(f"cache: {arr.dtype} pixels do not fit uint8 unchanged")
         arr = np.ascontiguousarray(arr, dtype=np.uint8)
         h, w = arr.shape[:2]
         c = arr.shape[2] if arr.ndim == 3 else 1
@@ -108,7 +130,7 @@ class _Packed:
         np.save(self.folder / f"{self.stem}.idx.npy", np.asarray(self.rows, np.int64).reshape(-1, 4))
 
 
-def write_split(cfg: DatasetCfg, root: Path, split: str, size: int, records: list[Record],
+def write_split(cfg: DatasetCfg, root: Path, split: str, size: int | str, records: list[Record],
                 cache_dir: str | Path | None = None, workers: int = 1) -> Path:
     """Write the cache of one split (atomically: a half-written cache is never read)."""
     final = cache_path(cfg.name, root, split, size, cache_dir)
@@ -144,19 +166,19 @@ def write_split(cfg: DatasetCfg, root: Path, split: str, size: int, records: lis
     return final
 
 
-def write_cache(name: str, root: str | Path, size: int, splits: Iterable[str] = SPLITS, *,
+def write_cache(name: str, root: str | Path, size: int | str, splits: Iterable[str] = SPLITS, *,
                 lists: Mapping[str, str | Path] | None = None, cache_dir: str | Path | None = None,
                 workers: int = 1, **reader_options: Any) -> list[Path]:
-    """Write the cache of ``splits`` of dataset ``name`` at ``size`` px (shorter side); returns the folders."""
-    if int(size) < 1:
-        raise BenchxferError(f"cache size {size!r} must be a positive number of pixels")
+    """Write the cache of ``splits`` of dataset ``name``: exact (``original``) or at ``size`` px (shorter
+    side); returns the folders."""
+    size = cache_size(size)
     cfg, root = open_root(name, root, reader_options)
     out = []
     for split in splits:
         index = build_index(cfg, root, split, lists, reader_options, Problems())
         if not index.records:
             raise BenchxferError(f"dataset {name!r}: split {split!r} at {root} is empty; nothing to cache")
-        out.append(write_split(cfg, root, split, int(size), index.records, cache_dir, workers))
+        out.append(write_split(cfg, root, split, size, index.records, cache_dir, workers))
     return out
 
 
@@ -196,7 +218,7 @@ class CacheReader:
         return self._map("masks")[off : off + h * w].reshape(h, w)
 
 
-def open_cache(cfg: DatasetCfg, root: Path, split: str, size: int, records: list[Record], *,
+def open_cache(cfg: DatasetCfg, root: Path, split: str, size: int | str, records: list[Record], *,
                lists: Any = None, options: Any = None, cache_dir: str | Path | None = None) -> CacheReader | None:
     """The cache for (dataset, root, split, size) when it exists and matches the source; else None."""
     folder = cache_path(cfg.name, root, split, size, cache_dir)
@@ -211,7 +233,7 @@ def open_cache(cfg: DatasetCfg, root: Path, split: str, size: int, records: list
     return CacheReader(folder)
 
 
-def cache_status(name: str, root: str | Path, size: int, split: str, cache_dir: str | Path | None = None) -> str:
+def cache_status(name: str, root: str | Path, size: int | str, split: str, cache_dir: str | Path | None = None) -> str:
     """'fresh', 'stale' or 'missing' (for verify and the CLI)."""
     cfg = get_dataset(name)
     root = Path(root).expanduser().resolve()

@@ -69,12 +69,13 @@ def verify_cmd(name: str, root: Path, lists: tuple[str, ...], no_decode: bool) -
 @data.command("cache")
 @click.argument("name")
 @click.option("--root", required=True, type=click.Path(path_type=Path), help="The dataset folder as distributed.")
-@click.option("--size", required=True, type=int, help="Shorter side in px (e.g. 256 for systematic-cls at 224).")
+@click.option("--size", required=True, help="'original' (exact: every image at its own size, for any protocol) or "
+              "a shorter side in px (lossy, e.g. 256; docs/datasets.md).")
 @click.option("--split", "splits", multiple=True, type=click.Choice(["train", "val", "test"]), help="Default: all.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
               help="Processes decoding in parallel.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Default: $BENCHXFER_HOME/cache.")
-def cache_cmd(name: str, root: Path, size: int, splits: tuple[str, ...], workers: int, cache_dir: Path | None) -> None:
+def cache_cmd(name: str, root: Path, size: str, splits: tuple[str, ...], workers: int, cache_dir: Path | None) -> None:
     """Write the preprocessed cache (images resized once, read back without decoding)."""
     from benchxfer.data.cache import write_cache
     from benchxfer.paths import check_folder, home

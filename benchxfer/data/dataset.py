@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from benchxfer.data.cache import open_cache
+from benchxfer.data.cache import ORIGINAL, open_cache
+from benchxfer.data.cache import cache_size as check_cache_size
 from benchxfer.data.catalog import DatasetCfg, Problems, Record, get_dataset, require_split
 from benchxfer.data.indexing import build_index, check_options, make_targets, open_root
 from benchxfer.data.labels import fraction_subset, redraw_range, shots_subset
@@ -130,13 +131,14 @@ def open_dataset(
     shots: int | None = None,
     seed: int = 0,
     lists: Mapping[str, str | Path] | None = None,
-    size_hint: int | None = None,
+    size_hint: int | str | None = None,
     **reader_options: Any,
 ) -> ImageDataset:
     """Open ``split`` of dataset ``name`` at ``root`` (the folder as the owner's archive extracts it).
 
     ``fraction`` and ``shots`` subset the train split only (other splits are always whole), drawn with
-    ``seed``. ``size_hint``: read from the preprocessed cache for that size when a fresh one exists.
+    ``seed``. ``size_hint``: read from the preprocessed cache for that size when a fresh one exists; else from
+    the exact cache (``original``) when a fresh one exists; else the source images.
     ``reader_options`` go to the reader (e.g. ``val_fraction`` where a validation split is carved).
     ``uncertain``: the policy for uncertain multi-label cells; default the dataset's own (CheXpert:
     LSR-Ones, drawn anew at each read). ``cache_size`` (an option): read a preprocessed cache of that
@@ -147,9 +149,11 @@ def open_dataset(
     cache_dir = reader_options.pop("cache_dir", None)
     cache_size = reader_options.pop("cache_size", None)
     if cache_size is not None:
-        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 1:
-            raise BenchxferError(f"cache_size {cache_size!r} must be a positive number of pixels")
-        size_hint = cache_size
+        try:
+            size_hint = check_cache_size(cache_size)  # type: ignore[assignment]
+        except BenchxferError:
+            raise BenchxferError(f"cache_size {cache_size!r} must be {ORIGINAL!r} (exact) or a positive number "
+                                 "of pixels") from None
     uncertain = uncertain or cfg.uncertain
     check_options(cfg, reader_options)
     if split not in cfg.splits and not reader_options.get("val_fraction"):
@@ -172,7 +176,10 @@ def open_dataset(
         indices = shots_subset(targets, cfg.task, int(shots), seed)
     cache = None
     if size_hint:
-        cache = open_cache(cfg, root, split, int(size_hint), index.records, lists=lists, options=reader_options,
+        cache = open_cache(cfg, root, split, size_hint, index.records, lists=lists, options=reader_options,
+                           cache_dir=cache_dir)
+    if cache is None:  # the exact cache, when one is there, whatever the preset: the same pixels, not decoded
+        cache = open_cache(cfg, root, split, ORIGINAL, index.records, lists=lists, options=reader_options,
                            cache_dir=cache_dir)
     return ImageDataset(cfg, root, split, index.records, classes, targets, indices, transform, cache,
                         redraw=redraw_range(uncertain) if cfg.task == "multilabel" else None)
