@@ -20,7 +20,7 @@ import yaml
 
 from benchxfer.errors import BenchxferError
 from benchxfer.recipes import RECIPES
-from benchxfer.recipes.config import check_knobs
+from benchxfer.recipes.config import EXECUTION_ONLY, check_knobs
 from benchxfer.schema import (
     OPTION_KEYS,
     SearchOptions,
@@ -474,6 +474,7 @@ def trial_key(init: str, dataset: str, lr: float, seed: int, shot: int | None, r
               knobs: dict[str, Any], options: dict[str, Any]) -> str:
     """A stable, readable key from the axis values; the hash covers the recipe, every resolved knob and the
     dataset options, so that a change of protocol is a new trial and the same protocol the same trial."""
+    knobs = {k: v for k, v in knobs.items() if k not in EXECUTION_ONLY}
     blob = json.dumps({"recipe": recipe, "knobs": knobs, "options": options}, sort_keys=True, default=str)
     digest = hashlib.sha1(blob.encode()).hexdigest()[:8]
     shot_part = "" if shot is None else f"_k{shot}"

@@ -132,3 +132,15 @@ def test_killed_fewshot_run_redoes_only_the_steps_since_its_last_checkpoint(tmp_
     assert_same_weights(weights(tmp_path / "full", steps - 1), weights(part, steps - 1))
     assert resumed.test == full.test
     assert json.loads((part / "progress.json").read_text())["checkpoint"] == steps - 1
+
+
+def test_the_checkpoint_cadence_is_not_part_of_a_trials_identity():
+    """Changing ``checkpoint_every_s`` continues the same trials (same keys, same folders); a protocol knob does not."""
+    from benchxfer.spec import trial_key
+
+    def key(**over):
+        knobs = get_recipe("systematic-cls").resolve(over, "test")
+        return trial_key("scratch", "chestxray14", 0.001, 0, None, "systematic-cls", knobs, {})
+
+    assert key() == key(checkpoint_every_s=30.0) == key(checkpoint_every_s=0.0)
+    assert key() != key(epochs=3)

@@ -75,6 +75,9 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+# knobs that change how a run is carried out, never what it computes: left out of the trial key, so that
+# changing one continues the same trials
+EXECUTION_ONLY = frozenset({"checkpoint_every_s"})
 IDENTITY = (
     "sweep", "trial_key", "init", "dataset", "root", "dataset_options", "sources", "recipe", "lr", "seed", "shot",
 )
