@@ -2,7 +2,9 @@
 
 A sweep of short trials (ResNet-18 at 32 px, synthetic ChestX-ray14 layout, one trial at a time) is started
 as its own process (``benchxfer sweep``) and killed with SIGKILL at random moments; after each kill
-``benchxfer resume`` is started again, until a resume runs to the end. Every epoch a trial starts is
+``benchxfer resume`` is started again, until a resume runs to the end. The trials save a checkpoint every
+epoch (``checkpoint_every_s: 0``; by default a run saves every 300 s and at its end, and these trials are
+shorter than that). Every epoch a trial starts is
 logged in its folder (``epochs.jsonl``), so the count of epochs executed includes those cut short.
 
     .venv/bin/python benchmarks/resume.py               # 4 trials x 4 epochs, 3 kills; records into BENCHMARKS.md
@@ -57,7 +59,8 @@ def main() -> None:
     address = ray.get_runtime_context().gcs_address
     server = LocalServer()
     uri = server.start()
-    path = write_sweep(tmp.name, "resume-bench", trials=args.trials, epochs=args.epochs, n_train=args.n_train)
+    path = write_sweep(tmp.name, "resume-bench", trials=args.trials, epochs=args.epochs, n_train=args.n_train,
+                       checkpoint_every_s=0.0)
     trials_dir = paths.sweep_dir("resume-bench") / "trials"
     cli = [sys.executable, "-m", "benchxfer.cli"]
     needed = args.trials * args.epochs
