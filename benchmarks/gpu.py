@@ -98,21 +98,23 @@ def fewshot_row(s: Sizes, tmp: Path) -> dict:
 
 # --- row 2: the full-data epoch, and its two ceilings ------------------------------------------------------
 
-def cls_config(s: Sizes, root: Path, epochs: int) -> TrainConfig:
+def cls_config(s: Sizes, root: Path, epochs: int, cache_dir: Path | None = None) -> TrainConfig:
     knobs = get_recipe("systematic-cls").resolve(
         {"arch": s.cls_arch, "size": s.cls_size, "batch_size": s.cls_batch, "epochs": epochs,
          "loader_workers": s.cls_workers, "patience": 100}, "benchmark")
+    options = {"cache_dir": str(cache_dir)} if cache_dir else {}
     return TrainConfig.from_dict({**knobs, "trial_key": f"cls{epochs}", "dataset": "chestxray14",
-                                  "root": str(root), "lr": 1e-3, "seed": 0})
+                                  "root": str(root), "lr": 1e-3, "seed": 0, "dataset_options": options})
 
 
-def benchxfer_epoch(s: Sizes, root: Path) -> float:
-    """Seconds of one marginal epoch (training + validation): T(3 epochs) - T(1 epoch), halved, after a warm-up."""
+def benchxfer_epoch(s: Sizes, root: Path, cache_dir: Path | None = None) -> float:
+    """Seconds of one marginal epoch (training + validation): T(3 epochs) - T(1 epoch), halved, after a warm-up.
+    ``cache_dir``: where the exact cache is (the run reads it, as any run does when a fresh one exists)."""
     walls = {}
     with tempfile.TemporaryDirectory() as tmp:
         for epochs in (1, 1, 3):
             t0 = time.perf_counter()
-            train_run(cls_config(s, root, epochs), Runtime(trial_dir=f"{tmp}/e{epochs}-{len(walls)}"))
+            train_run(cls_config(s, root, epochs, cache_dir), Runtime(trial_dir=f"{tmp}/e{epochs}-{len(walls)}"))
             sync()
             walls[epochs] = time.perf_counter() - t0
     return (walls[3] - walls[1]) / 2
@@ -181,13 +183,15 @@ def epoch_row(s: Sizes, tmp: Path) -> tuple[dict, dict]:
     ours = (s.cls_train + s.cls_val) / epoch
     compute = compute_alone(s.cls_arch, s.cls_size, s.cls_batch, s.compute_seconds)
     png = loader_alone(s, root, None)
-    write_cache("chestxray14", root, ORIGINAL, ["train"], cache_dir=tmp / "cache", workers=max(1, s.cls_workers))
+    write_cache("chestxray14", root, ORIGINAL, cache_dir=tmp / "cache", workers=max(1, s.cls_workers))
     exact = loader_alone(s, root, tmp / "cache")
+    ours_exact = (s.cls_train + s.cls_val) / benchxfer_epoch(s, root, tmp / "cache")
     ceiling = min(compute, png)
     row = {"row": f"full-data epoch: systematic-cls, {s.cls_arch}, {s.cls_size} px, batch {s.cls_batch}, "
                   f"{s.cls_workers} loader processes, {s.cls_train} + {s.cls_val} images",
            "benchxfer_img_s": ours, "epoch_s": epoch, "compute_img_s": compute, "png_loader_img_s": png,
-           "exact_cache_loader_img_s": exact, "share": ours / ceiling, "goal": 0.85}
+           "exact_cache_loader_img_s": exact, "share": ours / ceiling, "goal": 0.85,
+           "benchxfer_exact_cache_img_s": ours_exact, "share_exact_cache": ours_exact / min(compute, exact)}
     return row, {"compute": compute}
 
 
@@ -269,6 +273,9 @@ def table(out: dict) -> str:
         lines.append(f"| {r['row']} | {r['benchxfer_img_s']:.0f} img/s ({r['epoch_s']:.2f} s/epoch) | compute "
                      f"{r['compute_img_s']:.0f} img/s; PNG loader {r['png_loader_img_s']:.0f} img/s (exact cache "
                      f"{r['exact_cache_loader_img_s']:.0f}) | {r['share']:.0%} of the slower | >= {r['goal']:.0%} |")
+        lines.append(f"| the same epoch from the exact cache (`original`) | {r['benchxfer_exact_cache_img_s']:.0f} img/s | "
+                     f"compute {r['compute_img_s']:.0f} img/s; exact-cache loader {r['exact_cache_loader_img_s']:.0f} "
+                     f"img/s | {r['share_exact_cache']:.0%} of the slower | - |")
     if "batch" in out:
         r = out["batch"]
         (b1, v1), (b2, v2) = r["img_s"].items()
