@@ -14,7 +14,6 @@ line. ``--verbose`` (``verbose=True``) leaves all of that on the console, with T
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import re
@@ -22,11 +21,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ray.tune import Callback
 
 from benchxfer import paths
+from benchxfer.tunespace import Shared, is_searched, tune_name
+
+if TYPE_CHECKING:
+    from benchxfer.spec import Trial
 
 SUMMARY_EVERY_S = 60.0  # plain output: at most one summary line per this many seconds
 NOISY_LOGGERS = ("ray", "mlflow", "alembic", "urllib3", "filelock", "py.warnings")
@@ -37,34 +40,14 @@ MAX_DIRNAME = 200
 # --- names -----------------------------------------------------------------------------------------
 
 class Names:
-    """Tune's trial names and folders: the trial keys.
+    """Tune's trial names and folders: the trial keys, read from each trial's plain config with
+    :func:`benchxfer.tunespace.trial_of` (the experiment's :class:`~benchxfer.tunespace.Shared` context)."""
 
-    Tune calls the creators when it makes a trial, before it puts back the objects of its config: every
-    non-primitive value (our ``Planned`` / ``Searched``) is still a placeholder tuple then
-    (``ray.tune.impl.placeholder``). The placeholders' ids follow from their place in the param space, so
-    injecting them into a copy of the ``trial`` part of the same param space gives the resolvers that map
-    them back."""
+    def __init__(self, shared: Shared):
+        self.shared = shared
 
-    def __init__(self, param_space: dict[str, Any]):
-        from ray.tune.impl.placeholder import create_resolvers_map, inject_placeholders
-
-        self.resolvers = create_resolvers_map()
-        if "trial" in param_space:  # else the searcher puts the whole ``trial`` entry in each config itself
-            inject_placeholders({"trial": copy.deepcopy(param_space["trial"])}, self.resolvers)
-
-    def source(self, config: dict[str, Any]) -> Any:
-        """The trial's ``Planned`` / ``Searched`` source, put back from Tune's placeholder if need be."""
-        at = config["trial"]["at"]
-        if isinstance(at, tuple):
-            from ray.tune.impl.placeholder import resolve_placeholders
-
-            resolved = {"trial": copy.deepcopy(config["trial"])}
-            resolve_placeholders(resolved, self.resolvers)
-            at = resolved["trial"]["at"]
-        return at
-
-    def trial(self, config: dict[str, Any]):
-        return self.source(config).make(float(config["trial"]["lr"]))
+    def trial(self, config: dict[str, Any]) -> Trial:
+        return self.shared.trial(config)
 
     def name(self, trial: Any) -> str:
         return self.trial(trial.config).key
@@ -72,11 +55,8 @@ class Names:
     def dirname(self, trial: Any) -> str:
         """The key, made filesystem-safe. A searched trial (whose lr the searcher may pick twice) gets Tune's
         trial number too, so that two folders never coincide."""
-        from benchxfer.sweep import Planned
-
-        at = self.source(trial.config)
-        safe = _UNSAFE.sub("_", at.make(float(trial.config["trial"]["lr"])).key)[:MAX_DIRNAME]
-        return safe if isinstance(at, Planned) else f"{safe}-{str(trial.trial_id).rsplit('_', 1)[-1]}"
+        safe = _UNSAFE.sub("_", self.name(trial))[:MAX_DIRNAME]
+        return f"{safe}-{str(trial.trial_id).rsplit('_', 1)[-1]}" if is_searched(trial.config) else safe
 
 
 # --- the state, without Ray ------------------------------------------------------------------------
@@ -382,7 +362,8 @@ class ConsoleView(Callback):
 
 
 def _epochs(trial: Any) -> int | None:
-    v = getattr(trial, "config", {}).get("epochs") if isinstance(getattr(trial, "config", None), dict) else None
+    cfg = getattr(trial, "config", None)
+    v = cfg.get("epochs") if isinstance(cfg, dict) else getattr(cfg, "epochs", None)
     return int(v) if isinstance(v, (int, float)) else None
 
 
@@ -398,16 +379,13 @@ def _reason(sweep: str, key: str) -> str:
 
 # --- the one entry point for Tune experiments ------------------------------------------------------
 
-def tune_settings(sweep: str, param_space: dict[str, Any], *, verbose: bool = False,
-                  echo: Callable[[str], None] = print,
+def tune_settings(sweep: str, shared: Shared, *, verbose: bool = False, echo: Callable[[str], None] = print,
                   name: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(TuneConfig kwargs, RunConfig kwargs)`` for the Tune experiment of ``sweep`` over ``param_space``
-    (``{"trial": ..., "ctx": ...}``, see :func:`benchxfer.sweep.point`): trial names and folders by trial key,
+    """``(TuneConfig kwargs, RunConfig kwargs)`` for the Tune experiment of ``sweep`` whose trials share
+    ``shared`` (:mod:`benchxfer.tunespace`): trial names and folders by trial key,
     the experiment's name (``name``, by default the next ``<sweep>-NN``), and the console: benchxfer's view with Ray's noise in a log file,
     or with ``verbose`` Ray's own full output."""
-    from benchxfer.sweep import tune_name
-
-    name, names = name or tune_name(sweep), Names(param_space)
+    name, names = name or tune_name(sweep), Names(shared)
     tune_kw = {"trial_name_creator": names.name, "trial_dirname_creator": names.dirname}
     if verbose:
         return tune_kw, {"name": name, "verbose": 1}  # Tune's tables, as before this view

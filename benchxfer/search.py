@@ -15,8 +15,10 @@ suggestions are random draws that do not depend on results. (2) Every result a c
 in order, to ``search_events.jsonl`` in the sweep folder; a resumed search replays them into fresh schedulers, so
 the rungs hold what they held, under the trial keys. (3) Finished trials report their ``result.json`` and stopped
 ones their ``stopped.json`` (:class:`benchxfer.trialdir.Stopped`), without training; interrupted ones continue
-from their epoch checkpoint. Every trial reaches :func:`benchxfer.sweep.run_trial` in the sweep's one shape,
-``point(Searched(cell, ...), lr)``; its files are read and written only through :class:`TrialDir`.
+from their epoch checkpoint. Every trial reaches :func:`benchxfer.sweep.run_trial` as plain data,
+``{"trial": {"cell": <cell id>, "lr": <lr>}}`` (:func:`benchxfer.tunespace.searched`), and becomes a trial again
+through :func:`benchxfer.tunespace.trial_of` with the cells' :class:`Searched` sources, which reach the trainable
+once through ``tune.with_parameters``; its files are read and written only through :class:`TrialDir`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import logging
 import math
 import os
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +42,7 @@ from benchxfer.schema import (  # noqa: F401  (the sweep file's options, re-expo
     parse_search_options,
 )
 from benchxfer.trialdir import Stopped, SweepDir, TrialDir
+from benchxfer.tunespace import Shared, TrialIndex, TrialSource, cell_of, searched, trial_of
 
 if TYPE_CHECKING:
     from benchxfer.planning import Cell
@@ -102,7 +105,7 @@ def settle_stopped(sweep: str, key: str, marker: Stopped, tracking_uri: str | No
 
 # --- the trainable ------------------------------------------------------------------------------------
 
-def search_trial(config: dict[str, Any]) -> None:
+def search_trial(config: dict[str, Any], shared: Shared) -> None:
     """One search trial: a stopped trial reports its marker and does not train; any other runs as usual."""
     from ray import tune
 
@@ -110,16 +113,12 @@ def search_trial(config: dict[str, Any]) -> None:
 
     # A stopped trial's thread ends with Tune's SystemExit; give it time before its actor is reused.
     os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "30")
-    os.environ.update(config["ctx"].env)
-    marker = TrialDir.of(config["ctx"].launch.sweep, _key(config)).stopped()
+    os.environ.update(shared.env)
+    marker = TrialDir.of(shared.launch.sweep, shared.trial(config).key).stopped()
     if marker:
         tune.report({**marker.metrics, "done": True, "replayed": True})
         return
-    run_trial(config)
-
-
-def _key(config: dict[str, Any]) -> str:
-    return config["trial"]["at"].make(float(config["trial"]["lr"])).key
+    run_trial(config, shared)
 
 
 # --- routing by cell ----------------------------------------------------------------------------------
@@ -130,12 +129,12 @@ def _searcher_class():
     class CellSearcher(Searcher):
         """One OptunaSearch per cell; trials are handed out round-robin over the cells with trials left."""
 
-        def __init__(self, cells: dict[str, Any], low: float, high: float, n_trials: int, seed: int):
+        def __init__(self, cells: list[str], low: float, high: float, n_trials: int, seed: int):
             from ray import tune
             from ray.tune.search.optuna import OptunaSearch
 
             super().__init__(metric=SEARCH_METRIC, mode="min")
-            self.fixed = cells  # cell id -> the Searched source every trial of the cell shares
+            self.fixed = list(cells)  # the cell ids, in turn
             self.studies = {c: OptunaSearch(space={"lr": tune.loguniform(low, high)}, metric=SEARCH_METRIC,
                                             mode="min", seed=seed) for c in cells}
             self.left = {c: n_trials for c in cells}
@@ -150,10 +149,7 @@ def _searcher_class():
                     self.turn = (self.turn + i + 1) % len(order)
                     self.left[c] -= 1
                     self.cell_of[trial_id] = c
-                    from benchxfer.sweep import point
-
-                    lr = self.studies[c].suggest(trial_id)["lr"]
-                    return {"trial": point(self.fixed[c], lr)}
+                    return {"trial": searched(c, self.studies[c].suggest(trial_id)["lr"])}
             return Searcher.FINISHED
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -188,8 +184,10 @@ def _scheduler_class():
         """One AsyncHyperBandScheduler per cell, fed ``epochs`` (epochs trained) as its time; every result it is
         fed is logged, so that a resumed search rebuilds its rungs by replay. On STOP it writes the marker."""
 
-        def __init__(self, sweep: str, opts: SearchOptions, max_epochs: dict[str, int], tracking_uri: str | None):
+        def __init__(self, sweep: str, opts: SearchOptions, max_epochs: dict[str, int], tracking_uri: str | None,
+                     cells: Mapping[str, TrialSource]):
             super().__init__()
+            self.index = TrialIndex(cells=dict(cells))  # a trial's key from its config
             self.sweep, self.opts, self.uri = sweep, opts, tracking_uri
             self.max_t = dict(max_epochs)  # a cell's budget in epochs: the knob its trials train to
             self.inner = {}
@@ -238,9 +236,8 @@ def _scheduler_class():
         def supports_buffered_results(self) -> bool:
             return False  # one decision per epoch
 
-        @staticmethod
-        def ids(trial) -> tuple[str, str]:
-            return cell_id(trial.config["trial"]["at"].cell), _key(trial.config)
+        def ids(self, trial) -> tuple[str, str]:
+            return cell_of(trial.config), trial_of(trial.config, self.index).key
 
         def on_trial_add(self, tune_controller, trial) -> None:
             c, key = self.ids(trial)
@@ -306,17 +303,18 @@ def run_stage1(plan, launch, recorder, echo: Callable[[str], None] = print,
         names = ", ".join(f"{c.init} on {c.dataset.name}" for c in todo)
         echo(f"Stage 1: lr search for {names} ({search.trials} trials each, {describe(opts)})")
         sources = {cell_id(c): Searched(c, spec.name, seed0, shot0, plan.roots[c.dataset.name]) for c in todo}
-        searcher = _searcher_class()(sources, search.low, search.high, search.trials, seed0)
+        searcher = _searcher_class()(list(sources), search.low, search.high, search.trials, seed0)
         scheduler = None
         if opts.scheduler != "none":
             scheduler = _scheduler_class()(spec.name, opts, {cell_id(c): int(c.knobs["epochs"]) for c in todo},
-                                           launch.tracking_uri)
-        grid = run_trials([], launch, searcher=searcher, scheduler=scheduler, num_samples=search.trials * len(todo),
-                          trainable=search_trial, echo=echo, verbose=verbose)
+                                           launch.tracking_uri, sources)
+        grid = run_trials([], launch, cells=sources, searcher=searcher, scheduler=scheduler,
+                          num_samples=search.trials * len(todo), trainable=search_trial, echo=echo, verbose=verbose)
+        index = TrialIndex(cells=sources)
         keys: dict[str, dict[str, float]] = {}  # cell id -> {trial key: lr}, as Tune ran them
         for r in grid:
-            at, lr = r.config["trial"]["at"], float(r.config["trial"]["lr"])
-            keys.setdefault(cell_id(at.cell), {})[at.make(lr).key] = lr
+            trial = trial_of(r.config, index)
+            keys.setdefault(cell_of(r.config), {})[trial.key] = trial.lr
         for c in todo:
             cid, scored, stopped = cell_id(c), [], 0
             for key, lr in keys.get(cid, {}).items():
