@@ -38,7 +38,7 @@ def _print_plan(plan, limit: int | None) -> None:
                f"{'GPU memory':>12} {'per GPU':>7}")
     for i, t in enumerate(shown):
         g = _gpu_columns(plan, t)
-        click.echo(f"{i:>5}  {t.key:<60} {t.recipe:<15} {t.config['arch']:<10} {t.task:<12} {g['micro']:>5} "
+        click.echo(f"{i:>5}  {t.key:<60} {t.recipe:<15} {t.config.arch:<10} {t.task:<12} {g['micro']:>5} "
                    f"{g['gpu_memory']:>12} {g['per_gpu']:>7}")
     if len(shown) < len(trials):
         click.echo(f"  ... {len(trials) - len(shown)} more (use --limit 0 to list all)")
@@ -56,7 +56,7 @@ def _gpu_columns(plan, trial) -> dict[str, str]:
     from benchxfer.gpu_memory import plan_columns
 
     r = plan.spec.resources
-    return plan_columns(trial.config, trial.task, r["workers"], r["gpus_per_worker"])
+    return plan_columns(trial.config.to_dict(), trial.task, r["workers"], r["gpus_per_worker"])
 
 
 def _search_budget(plan) -> str:

@@ -362,8 +362,7 @@ class ConsoleView(Callback):
 
 
 def _epochs(trial: Any) -> int | None:
-    cfg = getattr(trial, "config", None)
-    v = cfg.get("epochs") if isinstance(cfg, dict) else getattr(cfg, "epochs", None)
+    v = getattr(getattr(trial, "config", None), "epochs", None)
     return int(v) if isinstance(v, (int, float)) else None
 
 

@@ -42,7 +42,7 @@ def pending(trials: list[Trial]) -> tuple[list[Trial], int]:
     and not counted as failed (a stage-2 trial never is one: its lr won the search, so it was not stopped)."""
     out, final = [], 0
     for t in trials:
-        tdir = TrialDir.of(t.config["sweep"], t.key)
+        tdir = TrialDir.of(t.config.sweep, t.key)
         state = tdir.state()
         if state in (TrialState.FINISHED, TrialState.STOPPED):
             continue
@@ -124,7 +124,7 @@ def run_pretrain(spec: PretrainSpec, tracking_uri: str, echo=print, zoo_override
                         trainer="torch", max_retries=spec.max_retries)
         ensure_ray(address)
         echo(f"Pre-training {spec.name!r} ({spec.arch}, from {spec.start}) on "
-             f"{' + '.join(s['dataset'] for s in trial.config['sources'])}: run {trial.key}")
+             f"{' + '.join(s['dataset'] for s in trial.config.sources)}: run {trial.key}")
         from benchxfer.tracking import SweepRecorder
 
         SweepRecorder(tracking_uri, EXPERIMENT)  # the experiment and its parent run, made once on the driver

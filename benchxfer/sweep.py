@@ -101,10 +101,9 @@ def run_trial(config: dict[str, Any], shared: Shared) -> None:
         if launch.use_torch_trainer():
             _fit_with_torch_trainer(trial, runtime.with_session("train"), launch)
         else:
-            from benchxfer.recipes import TrainConfig
             from benchxfer.train.loop import train_run
 
-            train_run(TrainConfig.from_dict(trial.config), runtime.with_session("tune"))
+            train_run(trial.config, runtime.with_session("tune"))
     except BaseException as err:
         if tdir.result() is None and tdir.stopped() is None:  # a trial the search stopped has not failed
             _record_failure(tdir, shared, run_id, err)
@@ -123,13 +122,13 @@ def run_trial(config: dict[str, Any], shared: Shared) -> None:
 def _log_dataset(trial: Trial, run_id: str, tracking_uri: str) -> None:
     """The trial's dataset (lists, sizes, digests) as its MLflow run's input; a failure only warns."""
     c = trial.config
-    if not c.get("dataset"):
+    if not c.dataset:
         return
     try:
         from benchxfer.report_mlflow import describe_dataset, log_dataset_input
 
-        log_dataset_input(run_id, describe_dataset(c["dataset"], c["root"], shot=c["shot"], seed=c["seed"],
-                                                   **c["dataset_options"]), tracking_uri=tracking_uri)
+        log_dataset_input(run_id, describe_dataset(c.dataset, c.root, shot=c.shot, seed=c.seed, **c.dataset_options),
+                          tracking_uri=tracking_uri)
     except Exception as err:  # noqa: BLE001
         log.warning("%s: dataset not logged in MLflow (%s)", trial.key, err)
 
@@ -147,7 +146,7 @@ def _fit_with_torch_trainer(trial: Trial, runtime: Runtime, launch: Launch) -> N
         per_worker["GPU"] = launch.gpus_per_worker
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": trial.config, "runtime": runtime},
+        train_loop_config={"cfg": trial.config.to_dict(), "runtime": runtime},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=launch.workers, use_gpu=use_gpu, resources_per_worker=per_worker),
         run_config=RunConfig(

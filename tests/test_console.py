@@ -161,13 +161,14 @@ def _tune_trials(param_space, shared):
 def test_tune_names_and_folders_are_the_trial_keys(tmp_path):
     from ray import tune
 
+    from benchxfer.recipes import TrainConfig
     from benchxfer.spec import Trial
     from benchxfer.sweep import Launch
     from benchxfer.tunespace import Shared, TrialIndex, planned, searched
 
     def trial(key, lr):
         return Trial(key=key, init="scratch", dataset="chestxray14", recipe="systematic-cls", lr=lr, seed=0,
-                     shot=None, task="multilabel", metric="auroc", overrides={}, config={"epochs": 2})
+                     shot=None, task="multilabel", metric="auroc", overrides={}, config=TrainConfig(epochs=2))
 
     class Cell:  # an lr search's cell: the trial exists once its lr is picked
         def make(self, lr):

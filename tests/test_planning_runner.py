@@ -45,7 +45,7 @@ def test_the_grid_is_every_cell_seed_and_shot_at_the_recipes_default_lr(tmp_path
     assert by_dataset["montgomery-lungs"].recipe == "systematic-seg"
     for t in plan.trials:
         assert t.lr == get_recipe(t.recipe).default_lr  # no lr in the file: the recipe's own
-        assert t.config["root"] == str(paths.synthetic_dir() / t.dataset)
+        assert t.config.root == str(paths.synthetic_dir() / t.dataset)
         assert t.key.startswith(f"scratch_{t.dataset}_lr{t.lr:g}_s{t.seed}" + ("" if t.shot is None else f"_k{t.shot}"))
     assert len({t.key for t in plan.trials}) == 4
     assert not paths.synthetic_dir().exists()  # planning wrote nothing
