@@ -463,7 +463,7 @@ def _check_shots_task(path: str, datasets: list[DatasetEntry], shots: tuple[int 
     for i, ds in enumerate(datasets):
         if all(s is None for s in ds.shots or shots):
             continue
-        if ds.name in DATASETS and DATASETS.get(ds.name).task == "segmentation":
+        if ds.name in DATASETS and DATASETS.get(ds.name).kind.dense:
             raise _fail(path, "shots", f"dataset {ds.name!r} (datasets[{i}]) is a segmentation task; shots apply "
                         "to classification datasets only (use 'full' or drop shots)")
 

@@ -82,7 +82,7 @@ def _prepare(args: tuple[DatasetCfg, Record, int]) -> tuple[np.ndarray, np.ndarr
     cfg, rec, size = args
     img = record_image(cfg, rec)
     mask = None
-    if cfg.task == "segmentation":
+    if cfg.kind.dense:
         mask = resize_short(record_mask(cfg, rec, img.shape[:2]), size, nearest=True)
     return resize_short(img, size), mask
 
@@ -117,7 +117,7 @@ def write_split(cfg: DatasetCfg, root: Path, split: str, size: int, records: lis
     tmp.mkdir(parents=True)
     fp = fingerprint(records)
     images = _Packed(tmp, "images")
-    masks = _Packed(tmp, "masks") if cfg.task == "segmentation" else None
+    masks = _Packed(tmp, "masks") if cfg.kind.dense else None
     jobs = [(cfg, rec, size) for rec in records]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
