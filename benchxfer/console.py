@@ -350,15 +350,26 @@ class ConsoleView(Callback):
         return table
 
     def log_session_folder(self) -> None:
-        try:
-            import ray
-
-            folder = ray._private.worker._global_node.get_logs_dir_path()  # no node when joined via ray://
-        except Exception:  # noqa: BLE001 - a client session or a Ray without this attribute
-            folder = None
+        folder = _session_logs()
         where = folder or "the head node's Ray session folder (/tmp/ray/session_latest/logs)"
         self.noise.file.write(f"benchxfer: Tune experiment {self.experiment}; the workers' own stdout/stderr "
                               f"files are in {where}\n")
+
+
+def _session_logs() -> str | None:
+    """The ``logs`` folder of this node's Ray session: beside the ``sockets`` folder that ``ray.nodes()`` names
+    for the node's object store (None when joined through ``ray://``, or Ray says otherwise)."""
+    try:
+        import ray
+
+        me = ray.get_runtime_context().get_node_id()
+        for node in ray.nodes():
+            if node.get("NodeID") == me and node.get("ObjectStoreSocketName"):
+                logs = Path(node["ObjectStoreSocketName"]).parent.parent / "logs"
+                return str(logs) if logs.is_dir() else None
+    except Exception:  # noqa: BLE001 - a client session: no node of its own
+        return None
+    return None
 
 
 def _epochs(trial: Any) -> int | None:
