@@ -87,18 +87,14 @@ def settle_stopped(sweep: str, key: str, marker: Stopped, tracking_uri: str | No
     scheduler stops the trial and again after the experiment (MLflow may have been down the first time)."""
     if not tracking_uri:
         return
-    from benchxfer.tracking import client
+    from benchxfer.tracking import ERROR, RUNG, STATUS, client, trial_runs
 
     c = client(tracking_uri)
-    exp = c.get_experiment_by_name(sweep)
-    if exp is None:
-        return
-    for run in c.search_runs([exp.experiment_id], filter_string=f"tags.`benchxfer.trial_key` = '{key}'",
-                             max_results=5):
-        c.set_tag(run.info.run_id, "benchxfer.status", "stopped")
-        c.set_tag(run.info.run_id, "benchxfer.rung", str(marker.rung))
-        if "benchxfer.error" in run.data.tags:
-            c.delete_tag(run.info.run_id, "benchxfer.error")
+    for run in trial_runs(c, sweep, key):
+        c.set_tag(run.info.run_id, STATUS, "stopped")
+        c.set_tag(run.info.run_id, RUNG, str(marker.rung))
+        if ERROR in run.data.tags:
+            c.delete_tag(run.info.run_id, ERROR)
         if run.info.status != "KILLED":
             c.set_terminated(run.info.run_id, "KILLED")
 

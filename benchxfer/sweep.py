@@ -21,6 +21,7 @@ from benchxfer import cluster, paths
 from benchxfer.cluster import Launch  # noqa: F401  (re-exported: how a batch of trials runs)
 from benchxfer.errors import BenchxferError
 from benchxfer.spec import Trial
+from benchxfer.tracking import NODE
 from benchxfer.train.session import FinishHook, Runtime
 from benchxfer.trialdir import Failure, TrialDir, TrialFailed
 from benchxfer.tunespace import (  # noqa: F401  (tune_name re-exported)
@@ -51,7 +52,7 @@ def concurrency(launch: Launch, n_trials: int) -> int:
     return cluster.max_trials(launch, n_trials)
 
 
-NODE_TAG = "benchxfer.node_id"
+NODE_TAG = NODE
 
 
 def tag_node(client: Any, run_id: str) -> None:
