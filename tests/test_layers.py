@@ -30,7 +30,8 @@ LAYERS: tuple[str, ...] = (
     "benchxfer.pretraining", "benchxfer.planning",
     "benchxfer.results", "benchxfer.summary", "benchxfer.figures", "benchxfer.report", "benchxfer.report_mlflow",
     # the Ray side: the session and what a trial asks for, the seam, the console, the driver, the lr search
-    "benchxfer.cluster", "benchxfer.tunespace", "benchxfer.console", "benchxfer.sweep", "benchxfer.search",
+    "benchxfer.cluster", "benchxfer.tunespace", "benchxfer.console", "benchxfer.sweep", "benchxfer.cellsearch",
+    "benchxfer.search",
     "benchxfer.runner",
     # commands
     "benchxfer.commands", "benchxfer.report_cli", "benchxfer.data.cli", "benchxfer.zoo.cli", "benchxfer.cli",

@@ -8,14 +8,9 @@ from types import SimpleNamespace
 import pytest
 
 from benchxfer import paths
+from benchxfer.cellsearch import EVENTS, CellScheduler
 from benchxfer.errors import BenchxferError
-from benchxfer.search import (
-    EVENTS,
-    Searched,
-    SearchOptions,
-    _scheduler_class,
-    parse_search_options,
-)
+from benchxfer.search import Searched, SearchOptions, parse_search_options
 from benchxfer.trialdir import TrialDir
 from benchxfer.tunespace import searched
 
@@ -64,7 +59,7 @@ def test_rungs_follow_the_rule_per_cell_and_replay_exactly(tmp_path, monkeypatch
     a_cell, b_cell = plan.cells
     paths.sweep_dir("unit").mkdir(parents=True)
     opts = parse_search_options({"scheduler": "asha", "min_epochs": 1, "eta": 3}, "lr")
-    cls = _scheduler_class()
+    cls = CellScheduler
     cells = {f"scratch|{c.dataset.name}": Searched(c, "unit", 0, None, plan.roots[c.dataset.name]) for c in plan.cells}
     first = cls("unit", opts, {"scratch|chestxray14": 9, "scratch|shenzhen": 9}, None, cells)
 
