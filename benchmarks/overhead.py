@@ -96,7 +96,7 @@ def main() -> None:
                 name = f"{mode}-{n}"
                 plan = make_plan(sweep_file(name, mode, n), write_synthetic=True)
                 t0 = time.perf_counter()
-                results = execute(plan, uri, echo=quiet)
+                results = execute(plan, uri, echo=quiet).results
                 walls[name] = time.perf_counter() - t0
                 assert len(results) == n, f"{name}: only {len(results)} of {n} trials finished"
                 train_s[name] = sum(r["wall_seconds"] for r in results)

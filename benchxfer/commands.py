@@ -71,16 +71,6 @@ def _search_budget(plan) -> str:
     return f"; stage 1 before them: {n} cells x {lr.trials} search trials = {n * lr.trials}, {describe(lr.options)}"
 
 
-def _summary(sweep: str, uri: str) -> None:
-    from benchxfer import report, results
-
-    try:
-        df = results.load_runs(sweep, uri)
-        click.echo("\n" + report.summarise(df, baseline=results.default_baseline(df)).markdown())
-    except BenchxferError as err:
-        click.echo(f"(no summary: {err})")
-
-
 verbose_option = click.option("--verbose", is_flag=True,
                               help="Show Ray's and MLflow's full output (Tune's tables, worker logs) instead of "
                                    "benchxfer's compact view and its log file.")
@@ -93,8 +83,9 @@ def _run(plan, tracking_uri, address, verbose=False):
 
     started = time.time()
     with tracking(tracking_uri, echo=click.echo) as uri:
-        results = execute(plan, uri, address=address, echo=click.echo, verbose=verbose)
-        _summary(plan.spec.name, uri)
+        outcome = execute(plan, uri, address=address, echo=click.echo, verbose=verbose)
+        click.echo("\n" + outcome.summary.markdown() if outcome.summary else f"(no summary: {outcome.no_summary})")
+        results = outcome.results
     click.echo(f"\nDone in {time.time() - started:.0f} s. Tables and figures: benchxfer report {plan.spec.name}")
     click.echo("Browse and compare the runs: benchxfer ui" + (f" --tracking-uri {tracking_uri}" if tracking_uri else ""))
     expected = len(SweepDir(plan.spec.name).trials() or [])

@@ -92,7 +92,7 @@ def test_two_worker_ddp_trial_shards_and_whole_set_metric(tmp_path, ray_session,
     from benchxfer.train.session import local_session
 
     plan = make_plan(sweep_file(tmp_path, "ddp", seeds=1, workers=2, trainer="torch"), write_synthetic=True)
-    results = execute(plan, mlflow_uri, echo=print, record_shards=True)
+    results = execute(plan, mlflow_uri, echo=print, record_shards=True).results
     assert len(results) == 1
     res = results[0]
     tdir = paths.trial_dir("ddp", res["trial_key"])
