@@ -212,6 +212,7 @@ def run_trials(trials: list[Trial], launch: Launch, *, finish: FinishHook | None
     else:
         n, param_space = len(trials), {"trial": tune.grid_search([planned(t) for t in trials])}
     tune_kw, run_kw = console.tune_settings(launch.sweep, shared, verbose=verbose, echo=echo, name=experiment)
+    cluster.watch(launch.sweep)  # the placement watcher names this sweep's trials
     tuner = tune.Tuner(
         # the shared context goes into Ray's object store once, not into every trial's config
         tune.with_resources(tune.with_parameters(trainable or run_trial, shared=shared), resources),
