@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,8 @@ SUMMARY_EVERY_S = 60.0  # plain output: at most one summary line per this many s
 NOISY_LOGGERS = ("ray", "mlflow", "alembic", "urllib3", "filelock", "py.warnings")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]")
 MAX_DIRNAME = 200
+# the threads of Ray's driver that print the workers' forwarded stdout/stderr and the cluster's error messages
+RAY_PRINT_THREADS = frozenset({"ray_print_logs", "ray_listen_error_messages"})
 
 
 # --- names -----------------------------------------------------------------------------------------
@@ -151,8 +154,10 @@ def val_score(result: dict[str, Any], metric: str | None) -> tuple[str, float] |
 
 class NoiseToFile:
     """Send the noisy loggers, and the worker output and errors Ray prints on the driver, to ``path``; undo on
-    :meth:`close`. Ray's printing is reached through ``ray._private.worker`` (no public API routes it): if
-    that module changes, the output stays on the console and nothing breaks."""
+    :meth:`close`. Ray prints those from two threads of its driver (:data:`RAY_PRINT_THREADS`) to whatever
+    ``sys.stdout`` / ``sys.stderr`` are then: while the file is open they are :class:`_RayToFile`, which sends only
+    those threads' lines to the file. No Ray API is touched: if Ray renames its threads, their output stays on
+    the console and nothing breaks."""
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -177,23 +182,8 @@ class NoiseToFile:
         self._route_ray_prints()
 
     def _route_ray_prints(self) -> None:
-        try:
-            from ray._private import worker
-        except ImportError:
-            return
-        if not (hasattr(worker, "print_to_stdstream") and hasattr(worker, "print_worker_logs")):
-            return
-
-        def to_file(data, ignore_prefix=False):
-            worker.print_worker_logs(data, _NoColour(self.file), ignore_prefix)
-
-        dispatcher = getattr(worker, "global_worker_stdstream_dispatcher", None)
-        forwarded = [h for h in getattr(dispatcher, "handlers", []) if h[0] == "ray_print_logs"]
-        self._ray_print = (worker, worker.print_to_stdstream, dispatcher, forwarded)
-        worker.print_to_stdstream = to_file  # the driver's error messages (actor deaths, ...) go through this
-        if forwarded:  # the workers' stdout/stderr, when Ray forwards them to the driver (log_to_driver)
-            dispatcher.remove_handler("ray_print_logs")
-            dispatcher.add_handler("ray_print_logs", to_file)
+        self._ray_print = (sys.stdout, sys.stderr)
+        sys.stdout, sys.stderr = _RayToFile(sys.stdout, self.file), _RayToFile(sys.stderr, self.file)
 
     def close(self, keep_ray_output: bool = False) -> None:
         """Put the loggers back; with ``keep_ray_output`` what Ray prints on the driver still goes to the file (a
@@ -203,29 +193,35 @@ class NoiseToFile:
         self.saved = []
         logging.captureWarnings(False)
         if self._ray_print is not None and not keep_ray_output:
-            worker, original, dispatcher, forwarded = self._ray_print
-            worker.print_to_stdstream = original
-            if forwarded:
-                dispatcher.remove_handler("ray_print_logs")
-                for name, handler in forwarded:
-                    dispatcher.add_handler(name, handler)
+            out, err = self._ray_print
+            if isinstance(sys.stdout, _RayToFile) and sys.stdout.file is self.file:  # nobody swapped it since
+                sys.stdout = out
+            if isinstance(sys.stderr, _RayToFile) and sys.stderr.file is self.file:
+                sys.stderr = err
             self._ray_print = None
         self.file.flush()
 
 
-class _NoColour:
-    """A text file that drops the terminal colour codes Ray puts around its prefixes."""
+class _RayToFile:
+    """Stands in for ``sys.stdout`` / ``sys.stderr`` while an experiment runs: what Ray's driver threads print
+    (the workers' forwarded output, and error messages such as actor deaths; :data:`RAY_PRINT_THREADS`) goes to
+    ``file`` without the terminal colour codes Ray puts around its prefixes; everything else to ``stream``."""
 
     CODE = re.compile(r"\x1b\[[0-9;]*m")
 
-    def __init__(self, file):
-        self.file = file
+    def __init__(self, stream, file):
+        self.stream, self.file = stream, file
 
     def write(self, text: str) -> int:
-        return self.file.write(self.CODE.sub("", text))
+        if threading.current_thread().name in RAY_PRINT_THREADS:
+            return self.file.write(self.CODE.sub("", text))
+        return self.stream.write(text)
 
     def flush(self) -> None:
-        self.file.flush()
+        self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
 
 
 # --- the Tune callback -----------------------------------------------------------------------------

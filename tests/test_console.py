@@ -220,3 +220,29 @@ def test_the_view_pickles_after_ray_replaced_print(monkeypatch, tmp_path):
     copy = cloudpickle.loads(cloudpickle.dumps(view))
     assert copy.echo is builtins.print and copy.experiment == "s-01" and view.echo is original
     view.close()
+
+
+@pytest.mark.fast
+def test_ray_s_printing_threads_go_to_the_log_file_and_the_rest_stays(tmp_path, capsys):
+    """What Ray's driver threads print (the workers' forwarded output, actor deaths) lands in the log file, colour
+    codes dropped; the main thread's lines stay on the console; closing puts sys.stdout and sys.stderr back."""
+    import sys
+    import threading
+
+    noise = console.NoiseToFile(tmp_path / "x.log")
+    before = sys.stdout, sys.stderr
+    noise.open()
+    try:
+        print("ours")
+        for name in sorted(console.RAY_PRINT_THREADS):
+            t = threading.Thread(target=lambda n=name: print(f"\x1b[36m(pid=7)\x1b[0m from {n}", file=sys.stderr),
+                                 name=name)
+            t.start()
+            t.join()
+    finally:
+        noise.close()
+    assert (sys.stdout, sys.stderr) == before
+    out = capsys.readouterr()
+    assert out.out == "ours\n" and out.err == ""
+    assert (tmp_path / "x.log").read_text().splitlines() == [
+        f"(pid=7) from {n}" for n in sorted(console.RAY_PRINT_THREADS)]

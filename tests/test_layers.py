@@ -36,11 +36,9 @@ LAYERS: tuple[str, ...] = (
     # commands
     "benchxfer.commands", "benchxfer.report_cli", "benchxfer.data.cli", "benchxfer.zoo.cli", "benchxfer.cli",
 )
-# Ray private API still used, each behind an ImportError guard (without it the feature is skipped, nothing breaks),
+# Ray private API still used, behind an ImportError guard (without it the feature is skipped, nothing breaks),
 # for want of a public API: NOT zero yet. Listed by (file, module) so that no new use slips in; see ARCHITECTURE.md.
 KNOWN_PRIVATE = {
-    # console.NoiseToFile: the worker output Ray forwards to the driver goes to the experiment's log file
-    ("benchxfer/console.py", "from ray._private import worker"),
     # cluster._token_auth_if_token: a process joining a cluster with token authentication turns it on for itself
     ("benchxfer/cluster.py", "from ray._private.authentication.authentication_token_setup import "
                              "maybe_enable_token_auth_if_token_available"),
