@@ -60,6 +60,15 @@ def test_durations_and_scores_read_as_people_write_them():
     assert running_line(Running("k", 0.0, None, 4, None)) == "k  epoch 4"
 
 
+def _in_ray_thread(fn, name="ray_listen_error_messages"):
+    """Run ``fn`` as Ray's driver does its printing: on one of its named threads."""
+    import threading
+
+    t = threading.Thread(target=fn, name=name)
+    t.start()
+    t.join()
+
+
 @pytest.mark.fast
 def test_noise_goes_to_the_file_and_comes_back(tmp_path, capsys):
     noise = console.NoiseToFile(tmp_path / "logs" / "x.log")
@@ -71,9 +80,9 @@ def test_noise_goes_to_the_file_and_comes_back(tmp_path, capsys):
     noise.open()
     ray_log.warning("token authentication is disabled")
     logging.getLogger("mlflow").warning("mlflow says hello")
-    # what Ray's driver prints of an actor's death goes through this function (listen_error_messages)
-    worker.print_to_stdstream({"lines": ["actor died: preemption watcher"], "pid": "raylet", "is_err": False},
-                              ignore_prefix=False)
+    # what Ray's driver prints of an actor's death goes through this function, on its listen_error_messages thread
+    _in_ray_thread(lambda: worker.print_to_stdstream(
+        {"lines": ["actor died: preemption watcher"], "pid": "raylet", "is_err": False}, ignore_prefix=False))
     noise.close()
     text = (tmp_path / "logs" / "x.log").read_text()
     assert "token authentication is disabled" in text and "mlflow says hello" in text
@@ -88,7 +97,8 @@ def test_noise_goes_to_the_file_and_comes_back(tmp_path, capsys):
     late.open()
     late.close(keep_ray_output=True)
     assert logging.getLogger("ray").handlers == before
-    worker.print_to_stdstream({"lines": ["SystemExit: 1"], "pid": 27702, "is_err": True}, ignore_prefix=False)
+    _in_ray_thread(lambda: worker.print_to_stdstream({"lines": ["SystemExit: 1"], "pid": 27702, "is_err": True},
+                                                     ignore_prefix=False), "ray_print_logs")
     late.close()
     assert "SystemExit: 1" in (tmp_path / "logs" / "late.log").read_text()
     out = capsys.readouterr()
