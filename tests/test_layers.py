@@ -228,7 +228,8 @@ def task_name_compares() -> list[str]:
 
 
 def test_every_module_has_a_layer():
-    assert all(rank(m) >= 0 for m in MODULES)
+    """A new top-level module must be placed in LAYERS (only the package itself sits in the bare "benchxfer")."""
+    assert [m for m in sorted(MODULES) if m != "benchxfer" and rank(m) == 0] == []
     assert len(MODULES) > 60  # the walk found the package
 
 
