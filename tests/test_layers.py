@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1] / "benchxfer"
 LAYERS: tuple[str, ...] = (
     "benchxfer", "benchxfer.errors", "benchxfer.registry", "benchxfer.paths",
     "benchxfer.tasks",
-    "benchxfer.data", "benchxfer.models", "benchxfer.zoo",
+    "benchxfer.data", "benchxfer.models", "benchxfer.zoo", "benchxfer.gpu_memory",
     "benchxfer.recipes",
     "benchxfer.trialdir", "benchxfer.tracking",
     "benchxfer.train",
