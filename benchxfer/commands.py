@@ -254,7 +254,7 @@ def train(file, index, sets, zoo_dir):
     if not 0 <= index < len(plan.trials):
         raise BenchxferError(f"--trial {index}: the sweep has trials 0 to {len(plan.trials) - 1}")
     trial = plan.trials[index]
-    config = dict(trial.config)
+    config = trial.config.to_dict()
     from benchxfer.recipes.config import check_knobs
 
     extra = {}
