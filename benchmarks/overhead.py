@@ -58,7 +58,6 @@ def main() -> None:
     import torch
 
     from benchxfer.planning import make_plan
-    from benchxfer.recipes import TrainConfig
     from benchxfer.runner import execute
     from benchxfer.sweep import ensure_ray
     from benchxfer.tracking import LocalServer
@@ -87,7 +86,7 @@ def main() -> None:
         plan = make_plan(sweep_file("plain", "direct", args.trials), write_synthetic=True)
         torch.set_num_threads(1)
         t0 = time.perf_counter()
-        results = [train_run(TrainConfig.from_dict(t.config), Runtime(trial_dir=str(Path(tmp.name) / "plain" / t.key)))
+        results = [train_run(t.config, Runtime(trial_dir=str(Path(tmp.name) / "plain" / t.key)))
                    for t in plan.trials]
         walls["plain"] = time.perf_counter() - t0
         train_s["plain"] = sum(r.wall_seconds for r in results)
@@ -97,7 +96,7 @@ def main() -> None:
                 name = f"{mode}-{n}"
                 plan = make_plan(sweep_file(name, mode, n), write_synthetic=True)
                 t0 = time.perf_counter()
-                results = execute(plan, uri, echo=quiet)
+                results = execute(plan, uri, echo=quiet).results
                 walls[name] = time.perf_counter() - t0
                 assert len(results) == n, f"{name}: only {len(results)} of {n} trials finished"
                 train_s[name] = sum(r["wall_seconds"] for r in results)

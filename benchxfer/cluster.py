@@ -18,7 +18,6 @@ a trial cannot be placed.
 from __future__ import annotations
 
 import _thread
-import json
 import logging
 import os
 import threading
@@ -29,8 +28,8 @@ from typing import Any
 
 import yaml
 
-from benchxfer import paths
 from benchxfer.errors import BenchxferError
+from benchxfer.trialdir import SweepDir
 
 log = logging.getLogger("benchxfer")
 
@@ -115,7 +114,9 @@ def start(address: str | None = None) -> None:
                  runtime_env={"env_vars": session_env()}, configure_logging=True,
                  logging_level=logging.WARNING)
     os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address  # for the driver's children
-    PlacementWatch.ensure_running()
+    global _watch
+    _watch = PlacementWatch()  # one per Ray session of this process
+    _watch.start()
 
 
 def _token_auth_if_token() -> None:
@@ -259,7 +260,6 @@ def max_trials(launch: Launch, n_trials: int) -> int:
     is free now stay pending (and make an autoscaler add nodes)."""
     found, _ = shapes()
     preflight(launch, found)
-    PlacementWatch.sweep = launch.sweep
     if launch.max_concurrent:
         return max(1, min(launch.max_concurrent, n_trials))
     bundle = worker_bundle(launch)
@@ -276,23 +276,14 @@ class PlacementWatch(threading.Thread):
     that cannot grow, one that waits ``WARN_S`` is reported, and one that waits ``PLACEMENT_LIMIT_S`` stops the
     sweep (``SIGINT`` to the driver, which Tune answers by ending the experiment) with :attr:`error` set."""
 
-    current: PlacementWatch | None = None
-    error: str | None = None
-    sweep: str | None = None  # the sweep whose trials are named in the messages
-
     def __init__(self, warn_s: float = WARN_S, limit_s: float = PLACEMENT_LIMIT_S, poll_s: float = POLL_S):
         super().__init__(name="benchxfer-placement-watch", daemon=True)
         self.warn_s, self.limit_s, self.poll_s = warn_s, limit_s, poll_s
+        self.sweep: str | None = None  # the sweep whose trials are named in the messages (see watch)
+        self.error: str | None = None  # why it stopped the sweep
         self.since: dict[str, float] = {}
         self.warned: set[str] = set()
         self.stop_event = threading.Event()
-
-    @classmethod
-    def ensure_running(cls) -> None:
-        if cls.current is None or not cls.current.is_alive():
-            cls.error = None
-            cls.current = cls()
-            cls.current.start()
 
     def run(self) -> None:
         import ray
@@ -308,7 +299,7 @@ class PlacementWatch(threading.Thread):
     def check(self) -> None:
         from ray.util import placement_group_table
 
-        if PlacementWatch.sweep is None:  # this process runs no trials (yet)
+        if self.sweep is None:  # this process runs no trials (yet)
             return
         now = time.monotonic()
         pending = {pid: pg for pid, pg in placement_group_table().items() if pg["state"] in ("PENDING", "RESCHEDULING")}
@@ -324,12 +315,12 @@ class PlacementWatch(threading.Thread):
         for pid in late + over[:1]:
             request = describe(_sum_bundles(pending[pid]["bundles"].values()))
             msg = (f"a trial has waited {waited[pid]:.0f} s to be placed: it asks for {request}, the cluster has "
-                   f"{free} free and cannot grow; waiting: {_waiting_trials()}")
+                   f"{free} free and cannot grow; waiting: {_waiting_trials(self.sweep)}")
             if pid in over:
-                type(self).error = (f"{msg}. Stopped after {self.limit_s:.0f} s "
+                self.error = (f"{msg}. Stopped after {self.limit_s:.0f} s "
                                     "($BENCHXFER_PLACEMENT_TIMEOUT_S); free the resources or lower `resources:`, "
                                     "then `benchxfer resume`")
-                print(f"benchxfer: {type(self).error}", flush=True)
+                print(f"benchxfer: {self.error}", flush=True)
                 self.stop_event.set()
                 _thread.interrupt_main()
                 return
@@ -341,10 +332,19 @@ class PlacementWatch(threading.Thread):
         return shapes()[1]
 
 
+_watch: PlacementWatch | None = None  # the watcher of this process's Ray session (started by start)
+
+
+def watch(sweep: str) -> None:
+    """Name the trials of ``sweep`` in the watcher's messages (the sweep whose Tune experiment starts now)."""
+    if _watch is not None:
+        _watch.sweep = sweep
+
+
 def raise_if_stuck() -> None:
     """After the experiment: the one-line error of a sweep that the watcher stopped."""
-    if PlacementWatch.error:
-        raise BenchxferError(PlacementWatch.error)
+    if _watch is not None and _watch.error:
+        raise BenchxferError(_watch.error)
 
 
 def _sum_bundles(bundles) -> dict[str, float]:
@@ -355,17 +355,21 @@ def _sum_bundles(bundles) -> dict[str, float]:
     return out
 
 
-def _waiting_trials(limit: int = 3) -> str:
-    """Trials of the running sweep that have not started an epoch yet (no ``epochs.jsonl``) and have no result."""
+def _waiting_trials(sweep: str | None, limit: int = 3) -> str:
+    """Trials of the running sweep that have not started an epoch yet (no epoch start recorded) and have no result."""
     keys: list[str] = []
-    sweep = PlacementWatch.sweep
-    for plan in [paths.sweep_dir(sweep) / "trials.json"] if sweep else []:
+    try:
+        sdir = SweepDir(sweep) if sweep else None
+        listed = [t["trial_key"] for t in (sdir.trials() or [])] if sdir else []
+    except BenchxferError:
+        listed = []
+    for key in listed:
+        tdir = sdir.trial(key)
         try:
-            listed = [t["trial_key"] for t in json.loads(plan.read_text())]
-        except (OSError, ValueError, KeyError, TypeError):
+            if not tdir.epoch_starts() and tdir.result_record() is None:
+                keys.append(key)
+        except BenchxferError:  # a damaged record: the trial started
             continue
-        tdir = plan.parent / "trials"
-        keys += [k for k in listed if not (tdir / k / "epochs.jsonl").exists() and not (tdir / k / "result.json").exists()]
     more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
     return (", ".join(keys[:limit]) + more) if keys else "(none listed yet)"
 

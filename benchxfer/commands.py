@@ -38,7 +38,7 @@ def _print_plan(plan, limit: int | None) -> None:
                f"{'GPU memory':>12} {'per GPU':>7}")
     for i, t in enumerate(shown):
         g = _gpu_columns(plan, t)
-        click.echo(f"{i:>5}  {t.key:<60} {t.recipe:<15} {t.config['arch']:<10} {t.task:<12} {g['micro']:>5} "
+        click.echo(f"{i:>5}  {t.key:<60} {t.recipe:<15} {t.config.arch:<10} {t.task:<12} {g['micro']:>5} "
                    f"{g['gpu_memory']:>12} {g['per_gpu']:>7}")
     if len(shown) < len(trials):
         click.echo(f"  ... {len(trials) - len(shown)} more (use --limit 0 to list all)")
@@ -56,7 +56,7 @@ def _gpu_columns(plan, trial) -> dict[str, str]:
     from benchxfer.gpu_memory import plan_columns
 
     r = plan.spec.resources
-    return plan_columns(trial.config, trial.task, r["workers"], r["gpus_per_worker"])
+    return plan_columns(trial.config.to_dict(), trial.task, r["workers"], r["gpus_per_worker"])
 
 
 def _search_budget(plan) -> str:
@@ -71,16 +71,6 @@ def _search_budget(plan) -> str:
     return f"; stage 1 before them: {n} cells x {lr.trials} search trials = {n * lr.trials}, {describe(lr.options)}"
 
 
-def _summary(sweep: str, uri: str) -> None:
-    from benchxfer import report, results
-
-    try:
-        df = results.load_runs(sweep, uri)
-        click.echo("\n" + report.summarise(df, baseline=results.default_baseline(df)).markdown())
-    except BenchxferError as err:
-        click.echo(f"(no summary: {err})")
-
-
 verbose_option = click.option("--verbose", is_flag=True,
                               help="Show Ray's and MLflow's full output (Tune's tables, worker logs) instead of "
                                    "benchxfer's compact view and its log file.")
@@ -93,8 +83,9 @@ def _run(plan, tracking_uri, address, verbose=False):
 
     started = time.time()
     with tracking(tracking_uri, echo=click.echo) as uri:
-        results = execute(plan, uri, address=address, echo=click.echo, verbose=verbose)
-        _summary(plan.spec.name, uri)
+        outcome = execute(plan, uri, address=address, echo=click.echo, verbose=verbose)
+        click.echo("\n" + outcome.summary.markdown() if outcome.summary else f"(no summary: {outcome.no_summary})")
+        results = outcome.results
     click.echo(f"\nDone in {time.time() - started:.0f} s. Tables and figures: benchxfer report {plan.spec.name}")
     click.echo("Browse and compare the runs: benchxfer ui" + (f" --tracking-uri {tracking_uri}" if tracking_uri else ""))
     expected = len(SweepDir(plan.spec.name).trials() or [])
@@ -263,7 +254,7 @@ def train(file, index, sets, zoo_dir):
     if not 0 <= index < len(plan.trials):
         raise BenchxferError(f"--trial {index}: the sweep has trials 0 to {len(plan.trials) - 1}")
     trial = plan.trials[index]
-    config = dict(trial.config)
+    config = trial.config.to_dict()
     from benchxfer.recipes.config import check_knobs
 
     extra = {}

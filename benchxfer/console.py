@@ -14,57 +14,43 @@ line. ``--verbose`` (``verbose=True``) leaves all of that on the console, with T
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import re
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ray.tune import Callback
 
 from benchxfer import paths
+from benchxfer.tunespace import Shared, is_searched, tune_name
+
+if TYPE_CHECKING:
+    from benchxfer.spec import Trial
 
 SUMMARY_EVERY_S = 60.0  # plain output: at most one summary line per this many seconds
 NOISY_LOGGERS = ("ray", "mlflow", "alembic", "urllib3", "filelock", "py.warnings")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]")
 MAX_DIRNAME = 200
+# the threads of Ray's driver that print the workers' forwarded stdout/stderr and the cluster's error messages
+RAY_PRINT_THREADS = frozenset({"ray_print_logs", "ray_listen_error_messages"})
 
 
 # --- names -----------------------------------------------------------------------------------------
 
 class Names:
-    """Tune's trial names and folders: the trial keys.
+    """Tune's trial names and folders: the trial keys, read from each trial's plain config with
+    :func:`benchxfer.tunespace.trial_of` (the experiment's :class:`~benchxfer.tunespace.Shared` context)."""
 
-    Tune calls the creators when it makes a trial, before it puts back the objects of its config: every
-    non-primitive value (our ``Planned`` / ``Searched``) is still a placeholder tuple then
-    (``ray.tune.impl.placeholder``). The placeholders' ids follow from their place in the param space, so
-    injecting them into a copy of the ``trial`` part of the same param space gives the resolvers that map
-    them back."""
+    def __init__(self, shared: Shared):
+        self.shared = shared
 
-    def __init__(self, param_space: dict[str, Any]):
-        from ray.tune.impl.placeholder import create_resolvers_map, inject_placeholders
-
-        self.resolvers = create_resolvers_map()
-        if "trial" in param_space:  # else the searcher puts the whole ``trial`` entry in each config itself
-            inject_placeholders({"trial": copy.deepcopy(param_space["trial"])}, self.resolvers)
-
-    def source(self, config: dict[str, Any]) -> Any:
-        """The trial's ``Planned`` / ``Searched`` source, put back from Tune's placeholder if need be."""
-        at = config["trial"]["at"]
-        if isinstance(at, tuple):
-            from ray.tune.impl.placeholder import resolve_placeholders
-
-            resolved = {"trial": copy.deepcopy(config["trial"])}
-            resolve_placeholders(resolved, self.resolvers)
-            at = resolved["trial"]["at"]
-        return at
-
-    def trial(self, config: dict[str, Any]):
-        return self.source(config).make(float(config["trial"]["lr"]))
+    def trial(self, config: dict[str, Any]) -> Trial:
+        return self.shared.trial(config)
 
     def name(self, trial: Any) -> str:
         return self.trial(trial.config).key
@@ -72,11 +58,8 @@ class Names:
     def dirname(self, trial: Any) -> str:
         """The key, made filesystem-safe. A searched trial (whose lr the searcher may pick twice) gets Tune's
         trial number too, so that two folders never coincide."""
-        from benchxfer.sweep import Planned
-
-        at = self.source(trial.config)
-        safe = _UNSAFE.sub("_", at.make(float(trial.config["trial"]["lr"])).key)[:MAX_DIRNAME]
-        return safe if isinstance(at, Planned) else f"{safe}-{str(trial.trial_id).rsplit('_', 1)[-1]}"
+        safe = _UNSAFE.sub("_", self.name(trial))[:MAX_DIRNAME]
+        return f"{safe}-{str(trial.trial_id).rsplit('_', 1)[-1]}" if is_searched(trial.config) else safe
 
 
 # --- the state, without Ray ------------------------------------------------------------------------
@@ -171,8 +154,10 @@ def val_score(result: dict[str, Any], metric: str | None) -> tuple[str, float] |
 
 class NoiseToFile:
     """Send the noisy loggers, and the worker output and errors Ray prints on the driver, to ``path``; undo on
-    :meth:`close`. Ray's printing is reached through ``ray._private.worker`` (no public API routes it): if
-    that module changes, the output stays on the console and nothing breaks."""
+    :meth:`close`. Ray prints those from two threads of its driver (:data:`RAY_PRINT_THREADS`) to whatever
+    ``sys.stdout`` / ``sys.stderr`` are then: while the file is open they are :class:`_RayToFile`, which sends only
+    those threads' lines to the file. No Ray API is touched: if Ray renames its threads, their output stays on
+    the console and nothing breaks."""
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -197,23 +182,8 @@ class NoiseToFile:
         self._route_ray_prints()
 
     def _route_ray_prints(self) -> None:
-        try:
-            from ray._private import worker
-        except ImportError:
-            return
-        if not (hasattr(worker, "print_to_stdstream") and hasattr(worker, "print_worker_logs")):
-            return
-
-        def to_file(data, ignore_prefix=False):
-            worker.print_worker_logs(data, _NoColour(self.file), ignore_prefix)
-
-        dispatcher = getattr(worker, "global_worker_stdstream_dispatcher", None)
-        forwarded = [h for h in getattr(dispatcher, "handlers", []) if h[0] == "ray_print_logs"]
-        self._ray_print = (worker, worker.print_to_stdstream, dispatcher, forwarded)
-        worker.print_to_stdstream = to_file  # the driver's error messages (actor deaths, ...) go through this
-        if forwarded:  # the workers' stdout/stderr, when Ray forwards them to the driver (log_to_driver)
-            dispatcher.remove_handler("ray_print_logs")
-            dispatcher.add_handler("ray_print_logs", to_file)
+        self._ray_print = (sys.stdout, sys.stderr)
+        sys.stdout, sys.stderr = _RayToFile(sys.stdout, self.file), _RayToFile(sys.stderr, self.file)
 
     def close(self, keep_ray_output: bool = False) -> None:
         """Put the loggers back; with ``keep_ray_output`` what Ray prints on the driver still goes to the file (a
@@ -223,29 +193,35 @@ class NoiseToFile:
         self.saved = []
         logging.captureWarnings(False)
         if self._ray_print is not None and not keep_ray_output:
-            worker, original, dispatcher, forwarded = self._ray_print
-            worker.print_to_stdstream = original
-            if forwarded:
-                dispatcher.remove_handler("ray_print_logs")
-                for name, handler in forwarded:
-                    dispatcher.add_handler(name, handler)
+            out, err = self._ray_print
+            if isinstance(sys.stdout, _RayToFile) and sys.stdout.file is self.file:  # nobody swapped it since
+                sys.stdout = out
+            if isinstance(sys.stderr, _RayToFile) and sys.stderr.file is self.file:
+                sys.stderr = err
             self._ray_print = None
         self.file.flush()
 
 
-class _NoColour:
-    """A text file that drops the terminal colour codes Ray puts around its prefixes."""
+class _RayToFile:
+    """Stands in for ``sys.stdout`` / ``sys.stderr`` while an experiment runs: what Ray's driver threads print
+    (the workers' forwarded output, and error messages such as actor deaths; :data:`RAY_PRINT_THREADS`) goes to
+    ``file`` without the terminal colour codes Ray puts around its prefixes; everything else to ``stream``."""
 
     CODE = re.compile(r"\x1b\[[0-9;]*m")
 
-    def __init__(self, file):
-        self.file = file
+    def __init__(self, stream, file):
+        self.stream, self.file = stream, file
 
     def write(self, text: str) -> int:
-        return self.file.write(self.CODE.sub("", text))
+        if threading.current_thread().name in RAY_PRINT_THREADS:
+            return self.file.write(self.CODE.sub("", text))
+        return self.stream.write(text)
 
     def flush(self) -> None:
-        self.file.flush()
+        self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
 
 
 # --- the Tune callback -----------------------------------------------------------------------------
@@ -370,19 +346,30 @@ class ConsoleView(Callback):
         return table
 
     def log_session_folder(self) -> None:
-        try:
-            import ray
-
-            folder = ray._private.worker._global_node.get_logs_dir_path()  # no node when joined via ray://
-        except Exception:  # noqa: BLE001 - a client session or a Ray without this attribute
-            folder = None
+        folder = _session_logs()
         where = folder or "the head node's Ray session folder (/tmp/ray/session_latest/logs)"
         self.noise.file.write(f"benchxfer: Tune experiment {self.experiment}; the workers' own stdout/stderr "
                               f"files are in {where}\n")
 
 
+def _session_logs() -> str | None:
+    """The ``logs`` folder of this node's Ray session: beside the ``sockets`` folder that ``ray.nodes()`` names
+    for the node's object store (None when joined through ``ray://``, or Ray says otherwise)."""
+    try:
+        import ray
+
+        me = ray.get_runtime_context().get_node_id()
+        for node in ray.nodes():
+            if node.get("NodeID") == me and node.get("ObjectStoreSocketName"):
+                logs = Path(node["ObjectStoreSocketName"]).parent.parent / "logs"
+                return str(logs) if logs.is_dir() else None
+    except Exception:  # noqa: BLE001 - a client session: no node of its own
+        return None
+    return None
+
+
 def _epochs(trial: Any) -> int | None:
-    v = getattr(trial, "config", {}).get("epochs") if isinstance(getattr(trial, "config", None), dict) else None
+    v = getattr(getattr(trial, "config", None), "epochs", None)
     return int(v) if isinstance(v, (int, float)) else None
 
 
@@ -398,16 +385,13 @@ def _reason(sweep: str, key: str) -> str:
 
 # --- the one entry point for Tune experiments ------------------------------------------------------
 
-def tune_settings(sweep: str, param_space: dict[str, Any], *, verbose: bool = False,
-                  echo: Callable[[str], None] = print,
+def tune_settings(sweep: str, shared: Shared, *, verbose: bool = False, echo: Callable[[str], None] = print,
                   name: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(TuneConfig kwargs, RunConfig kwargs)`` for the Tune experiment of ``sweep`` over ``param_space``
-    (``{"trial": ..., "ctx": ...}``, see :func:`benchxfer.sweep.point`): trial names and folders by trial key,
+    """``(TuneConfig kwargs, RunConfig kwargs)`` for the Tune experiment of ``sweep`` whose trials share
+    ``shared`` (:mod:`benchxfer.tunespace`): trial names and folders by trial key,
     the experiment's name (``name``, by default the next ``<sweep>-NN``), and the console: benchxfer's view with Ray's noise in a log file,
     or with ``verbose`` Ray's own full output."""
-    from benchxfer.sweep import tune_name
-
-    name, names = name or tune_name(sweep), Names(param_space)
+    name, names = name or tune_name(sweep), Names(shared)
     tune_kw = {"trial_name_creator": names.name, "trial_dirname_creator": names.dirname}
     if verbose:
         return tune_kw, {"name": name, "verbose": 1}  # Tune's tables, as before this view

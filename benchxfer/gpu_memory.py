@@ -104,7 +104,9 @@ def sharing(gpus_per_worker: float) -> int:
 
 def estimate_for(knobs: Mapping[str, Any], workers: int, task: str) -> Estimate | None:
     """One trial's estimate per worker process; the table holds classifiers only (a U-Net is not measured)."""
-    if task == "segmentation":
+    from benchxfer.tasks import get_task
+
+    if get_task(task).dense:
         return None
     return estimate(str(knobs["arch"]), int(knobs["size"]), micro_batch_of(knobs, workers))
 

@@ -43,7 +43,7 @@ class Cell:
             **self.knobs, "sweep": sweep, "trial_key": key, "init": self.init, "dataset": self.dataset.name,
             "root": root, "dataset_options": dict(self.dataset.options), "recipe": self.recipe, "lr": lr,
             "seed": seed, "shot": shot,
-        }).to_dict()
+        })
         return Trial(key, self.init, self.dataset.name, self.recipe, lr, seed, shot, self.task, self.metric,
                      dict(self.overrides), config)
 

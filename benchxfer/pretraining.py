@@ -123,10 +123,10 @@ def plan_pretrain(spec: PretrainSpec, write_synthetic: bool = True) -> Trial:
                     spec.recipe, {**knobs, "start": spec.start},
                     {"sources": [[s["dataset"], s["options"]] for s in sources]})  # a source's views change the run
     config = TrainConfig.from_dict({**knobs, "sweep": EXPERIMENT, "trial_key": key, "init": spec.start,
-                                    "sources": sources, "recipe": spec.recipe, "lr": lr, "seed": spec.seed}).to_dict()
+                                    "sources": sources, "recipe": spec.recipe, "lr": lr, "seed": spec.seed})
     overrides = {**spec.overrides, "arch": spec.arch, "start": spec.start, "output": spec.name}
     task = PRETRAIN_TASK
-    return Trial(key, spec.start, config["dataset"] or "+".join(s["dataset"] for s in sources), spec.recipe, lr,
+    return Trial(key, spec.start, config.dataset or "+".join(s["dataset"] for s in sources), spec.recipe, lr,
                  spec.seed, None, task.name, task.metric, overrides, config)
 
 

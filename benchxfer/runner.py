@@ -9,8 +9,9 @@ loss): they stay failed, with their reason, until their folder is removed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from benchxfer import cluster
 from benchxfer.cluster import Launch
@@ -20,6 +21,9 @@ from benchxfer.pretraining import EXPERIMENT, ExportBackbone, PretrainSpec, plan
 from benchxfer.spec import LrSearch, Trial
 from benchxfer.sweep import ensure_ray, run_trials
 from benchxfer.trialdir import SweepDir, TrialDir, TrialState
+
+if TYPE_CHECKING:
+    from benchxfer.summary import Summary
 
 
 def save_plan(plan: Plan) -> SweepDir:
@@ -42,7 +46,7 @@ def pending(trials: list[Trial]) -> tuple[list[Trial], int]:
     and not counted as failed (a stage-2 trial never is one: its lr won the search, so it was not stopped)."""
     out, final = [], 0
     for t in trials:
-        tdir = TrialDir.of(t.config["sweep"], t.key)
+        tdir = TrialDir.of(t.config.sweep, t.key)
         state = tdir.state()
         if state in (TrialState.FINISHED, TrialState.STOPPED):
             continue
@@ -55,10 +59,19 @@ def pending(trials: list[Trial]) -> tuple[list[Trial], int]:
     return out, final
 
 
+@dataclass
+class Outcome:
+    """How a sweep ended: the result records of its finished trials, and its summary table."""
+
+    results: list[dict[str, Any]]
+    summary: Summary | None  # the per-init table (report.Summary), read once from MLflow, else the trial files
+    no_summary: str = ""  # why there is no summary
+
+
 def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: Callable[[str], None] = print,
-            record_shards: bool = False, verbose: bool = False) -> list[dict[str, Any]]:
-    """Run the sweep to its end and return the result records of its trials (``verbose``: Ray's own
-    console output instead of benchxfer's view)."""
+            record_shards: bool = False, verbose: bool = False) -> Outcome:
+    """Run the sweep to its end: the result records of its trials and its summary, which is also published on the
+    sweep's MLflow run (``verbose``: Ray's own console output instead of benchxfer's view)."""
     from benchxfer.tracking import SweepRecorder
 
     spec = plan.spec
@@ -89,14 +102,38 @@ def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: 
         cluster.raise_if_stuck()  # the placement watcher stopped the experiment: say why, exit non-zero
     results = [r.to_dict() for t in trials if (r := TrialDir.of(spec.name, t.key).result())]
     failed = len(trials) - len(results)
-    from benchxfer.report_mlflow import publish
-
-    publish(spec.name, tracking_uri, echo=echo)  # one line, never raises
+    summary, no_summary = conclude(spec.name, tracking_uri, echo)
     recorder.finish("FINISHED" if not failed else "FAILED")
     echo(f"\n{len(results)} of {len(trials)} trials finished" + (f", {failed} failed or unfinished "
          f"(see `benchxfer status {spec.name}`)." if failed else "."))
     echo(f"MLflow runs: {recorder.url()}")
-    return results
+    return Outcome(results, summary, no_summary)
+
+
+def conclude(sweep: str, tracking_uri: str, echo: Callable[[str], None]) -> tuple[Summary | None, str]:
+    """The end of a sweep, in one place: its runs read once (MLflow, else the trial files), the report written
+    and published on the sweep's MLflow run (one line, never raises), and the summary returned, or why there
+    is none."""
+    import tempfile
+
+    from benchxfer.report import write_report
+    from benchxfer.report_mlflow import publish
+    from benchxfer.results import collect, default_baseline, load_curves
+
+    try:
+        runs = collect(sweep, tracking_uri)
+    except BenchxferError as err:
+        publish(sweep, tracking_uri, echo=echo)  # says in one line why nothing was published
+        return None, str(err)
+    with tempfile.TemporaryDirectory(prefix="benchxfer-report-") as tmp:
+        try:
+            rep = write_report(runs, tmp, baseline=default_baseline(runs.frame), title=f"benchxfer report: {sweep}",
+                               history=load_curves(runs, tracking_uri))
+        except BenchxferError as err:
+            echo(f"MLflow: report not published ({' '.join(str(err).split())[:200]})")
+            return None, str(err)
+        publish(sweep, tracking_uri, report=rep, echo=echo)
+    return rep.summary, ""
 
 
 def _tune_then_repeat(plan: Plan, launch: Launch, recorder, echo, verbose: bool = False) -> list[Trial]:
@@ -124,7 +161,7 @@ def run_pretrain(spec: PretrainSpec, tracking_uri: str, echo=print, zoo_override
                         trainer="torch", max_retries=spec.max_retries)
         ensure_ray(address)
         echo(f"Pre-training {spec.name!r} ({spec.arch}, from {spec.start}) on "
-             f"{' + '.join(s['dataset'] for s in trial.config['sources'])}: run {trial.key}")
+             f"{' + '.join(s['dataset'] for s in trial.config.sources)}: run {trial.key}")
         from benchxfer.tracking import SweepRecorder
 
         SweepRecorder(tracking_uri, EXPERIMENT)  # the experiment and its parent run, made once on the driver

@@ -1,11 +1,12 @@
 """Stage 1 of ``mode: tune-then-repeat``: the lr search of every (init, dataset) cell, in ONE Tune experiment.
 
 Each cell keeps its own Optuna study (``OptunaSearch``, seeded with the sweep's first seed, minimising
-``best_val_loss``); :class:`CellSearcher` routes Tune's suggest/complete calls to the study of the trial's cell,
+``best_val_loss``); :class:`benchxfer.cellsearch.CellSearcher` routes Tune's suggest/complete calls to the study of the trial's cell,
 so all cells' trials run at once, limited only by the cluster's slots.
 
 With ``scheduler: asha`` (or ``hyperband``) each cell also has its own Ray Tune ``AsyncHyperBandScheduler``
-(successive halving over epochs; ``hyperband`` runs several brackets): :class:`CellScheduler` routes each epoch's
+(successive halving over epochs; ``hyperband`` runs several brackets): :class:`~benchxfer.cellsearch.CellScheduler`
+routes each epoch's
 result to the scheduler of its cell, so that lrs are only ever compared with lrs of the same cell. A trial the
 scheduler stops keeps its MLflow run (tagged ``benchxfer.status=stopped``, ``benchxfer.rung``) and gets a
 ``stopped.json`` marker in its folder; it is final, like a finished trial.
@@ -15,22 +16,19 @@ suggestions are random draws that do not depend on results. (2) Every result a c
 in order, to ``search_events.jsonl`` in the sweep folder; a resumed search replays them into fresh schedulers, so
 the rungs hold what they held, under the trial keys. (3) Finished trials report their ``result.json`` and stopped
 ones their ``stopped.json`` (:class:`benchxfer.trialdir.Stopped`), without training; interrupted ones continue
-from their epoch checkpoint. Every trial reaches :func:`benchxfer.sweep.run_trial` in the sweep's one shape,
-``point(Searched(cell, ...), lr)``; its files are read and written only through :class:`TrialDir`.
+from their epoch checkpoint. Every trial reaches :func:`benchxfer.sweep.run_trial` as plain data,
+``{"trial": {"cell": <cell id>, "lr": <lr>}}`` (:func:`benchxfer.tunespace.searched`), and becomes a trial again
+through :func:`benchxfer.tunespace.trial_of` with the cells' :class:`Searched` sources, which reach the trainable
+once through ``tune.with_parameters``; its files are read and written only through :class:`TrialDir`.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import math
 import os
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from benchxfer import paths
 from benchxfer.errors import BenchxferError
 from benchxfer.schema import (  # noqa: F401  (the sweep file's options, re-exported)
     OPTION_KEYS,
@@ -39,14 +37,13 @@ from benchxfer.schema import (  # noqa: F401  (the sweep file's options, re-expo
     SearchOptions,
     parse_search_options,
 )
-from benchxfer.trialdir import Stopped, SweepDir, TrialDir
+from benchxfer.trialdir import SweepDir, TrialDir
+from benchxfer.tunespace import Shared, TrialIndex, cell_of, trial_of
 
 if TYPE_CHECKING:
     from benchxfer.planning import Cell
     from benchxfer.spec import Trial
 
-EVENTS = "search_events.jsonl"
-log = logging.getLogger("benchxfer")
 
 
 @dataclass(frozen=True)
@@ -68,41 +65,9 @@ def cell_id(cell) -> str:
     return f"{cell.init}|{cell.dataset.name}"
 
 
-# --- a trial the search stopped -----------------------------------------------------------------------
-
-def write_stopped(tdir: TrialDir, rung: int, result: dict[str, Any]) -> Stopped:
-    """Mark a trial as stopped by the search at ``rung`` (epochs trained), keeping its last reported metrics."""
-    metrics = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-               and (k in ("epoch", SEARCH_METRIC, "train_loss", "lr") or k.startswith("val_"))}
-    marker = Stopped(rung=int(rung), epoch=int(result["epoch"]), metrics=metrics)
-    tdir.write_stopped(marker)
-    return marker
-
-
-def settle_stopped(sweep: str, key: str, marker: Stopped, tracking_uri: str | None) -> None:
-    """Tag a stopped trial's MLflow run stopped, with its rung, and end it KILLED. Idempotent: run when the
-    scheduler stops the trial and again after the experiment (MLflow may have been down the first time)."""
-    if not tracking_uri:
-        return
-    from benchxfer.tracking import client
-
-    c = client(tracking_uri)
-    exp = c.get_experiment_by_name(sweep)
-    if exp is None:
-        return
-    for run in c.search_runs([exp.experiment_id], filter_string=f"tags.`benchxfer.trial_key` = '{key}'",
-                             max_results=5):
-        c.set_tag(run.info.run_id, "benchxfer.status", "stopped")
-        c.set_tag(run.info.run_id, "benchxfer.rung", str(marker.rung))
-        if "benchxfer.error" in run.data.tags:
-            c.delete_tag(run.info.run_id, "benchxfer.error")
-        if run.info.status != "KILLED":
-            c.set_terminated(run.info.run_id, "KILLED")
-
-
 # --- the trainable ------------------------------------------------------------------------------------
 
-def search_trial(config: dict[str, Any]) -> None:
+def search_trial(config: dict[str, Any], shared: Shared) -> None:
     """One search trial: a stopped trial reports its marker and does not train; any other runs as usual."""
     from ray import tune
 
@@ -110,171 +75,12 @@ def search_trial(config: dict[str, Any]) -> None:
 
     # A stopped trial's thread ends with Tune's SystemExit; give it time before its actor is reused.
     os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "30")
-    os.environ.update(config["ctx"].env)
-    marker = TrialDir.of(config["ctx"].launch.sweep, _key(config)).stopped()
+    os.environ.update(shared.env)
+    marker = TrialDir.of(shared.launch.sweep, shared.trial(config).key).stopped()
     if marker:
         tune.report({**marker.metrics, "done": True, "replayed": True})
         return
-    run_trial(config)
-
-
-def _key(config: dict[str, Any]) -> str:
-    return config["trial"]["at"].make(float(config["trial"]["lr"])).key
-
-
-# --- routing by cell ----------------------------------------------------------------------------------
-
-def _searcher_class():
-    from ray.tune.search import Searcher
-
-    class CellSearcher(Searcher):
-        """One OptunaSearch per cell; trials are handed out round-robin over the cells with trials left."""
-
-        def __init__(self, cells: dict[str, Any], low: float, high: float, n_trials: int, seed: int):
-            from ray import tune
-            from ray.tune.search.optuna import OptunaSearch
-
-            super().__init__(metric=SEARCH_METRIC, mode="min")
-            self.fixed = cells  # cell id -> the Searched source every trial of the cell shares
-            self.studies = {c: OptunaSearch(space={"lr": tune.loguniform(low, high)}, metric=SEARCH_METRIC,
-                                            mode="min", seed=seed) for c in cells}
-            self.left = {c: n_trials for c in cells}
-            self.cell_of: dict[str, str] = {}
-            self.turn = 0
-
-        def suggest(self, trial_id: str):
-            order = list(self.fixed)
-            for i in range(len(order)):
-                c = order[(self.turn + i) % len(order)]
-                if self.left[c] > 0:
-                    self.turn = (self.turn + i + 1) % len(order)
-                    self.left[c] -= 1
-                    self.cell_of[trial_id] = c
-                    from benchxfer.sweep import point
-
-                    lr = self.studies[c].suggest(trial_id)["lr"]
-                    return {"trial": point(self.fixed[c], lr)}
-            return Searcher.FINISHED
-
-        def on_trial_result(self, trial_id: str, result: dict) -> None:
-            if trial_id in self.cell_of:
-                self.studies[self.cell_of[trial_id]].on_trial_result(trial_id, result)
-
-        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            c = self.cell_of.pop(trial_id, None)
-            if c is not None:
-                if result is not None and result.get(SEARCH_METRIC) is None:
-                    result, error = None, True  # a trial with no finite loss tells the study nothing
-                self.studies[c].on_trial_complete(trial_id, result=result, error=error)
-
-    return CellSearcher
-
-
-class _Key:
-    """What a cell's scheduler sees of a trial: its key, stable across launches (Tune's trial ids are not)."""
-
-    def __init__(self, key: str):
-        self.trial_id = key
-
-
-def _scheduler_class():
-    from ray.tune.schedulers import (
-        AsyncHyperBandScheduler,
-        FIFOScheduler,
-        TrialScheduler,
-    )
-
-    class CellScheduler(FIFOScheduler):
-        """One AsyncHyperBandScheduler per cell, fed ``epochs`` (epochs trained) as its time; every result it is
-        fed is logged, so that a resumed search rebuilds its rungs by replay. On STOP it writes the marker."""
-
-        def __init__(self, sweep: str, opts: SearchOptions, max_epochs: dict[str, int], tracking_uri: str | None):
-            super().__init__()
-            self.sweep, self.opts, self.uri = sweep, opts, tracking_uri
-            self.max_t = dict(max_epochs)  # a cell's budget in epochs: the knob its trials train to
-            self.inner = {}
-            for c, max_t in max_epochs.items():
-                grace = min(opts.min_epochs, max_t)
-                rungs = int(math.log(max_t / grace) / math.log(opts.eta)) + 1
-                self.inner[c] = AsyncHyperBandScheduler(
-                    time_attr="epochs", metric=opts.metric, mode=opts.mode, max_t=max_t, grace_period=grace,
-                    reduction_factor=opts.eta, brackets=rungs if opts.scheduler == "hyperband" else 1,
-                    stop_last_trials=False)  # a trial at its last epoch ends by itself: that is finishing
-            self.added: set[str] = set()
-            self.stopped: dict[str, Stopped] = {}
-            self.log = paths.sweep_dir(sweep) / EVENTS
-            self.replay()
-
-        def add_key(self, c: str, key: str) -> None:
-            if key in self.added:
-                return
-            import numpy as np
-
-            state = np.random.get_state()  # hyperband's bracket draw, made the same for a key on every launch
-            np.random.seed(zlib.crc32(key.encode()))
-            try:
-                self.inner[c].on_trial_add(None, _Key(key))
-            finally:
-                np.random.set_state(state)
-            self.added.add(key)
-
-        def replay(self) -> None:
-            if not self.log.exists():
-                return
-            for line in self.log.read_text().splitlines():
-                try:
-                    ev = json.loads(line)
-                except ValueError:
-                    continue  # a line cut by a kill
-                if ev["cell"] not in self.inner:
-                    continue  # a cell whose lr is known
-                self.add_key(ev["cell"], ev["key"])
-                action = self.inner[ev["cell"]].on_trial_result(None, _Key(ev["key"]), ev["result"])
-                tdir = TrialDir.of(self.sweep, ev["key"])
-                if action == TrialScheduler.STOP and tdir.stopped() is None:
-                    write_stopped(tdir, ev["result"]["epochs"], ev["result"])  # killed between log and marker
-
-        @property
-        def supports_buffered_results(self) -> bool:
-            return False  # one decision per epoch
-
-        @staticmethod
-        def ids(trial) -> tuple[str, str]:
-            return cell_id(trial.config["trial"]["at"].cell), _key(trial.config)
-
-        def on_trial_add(self, tune_controller, trial) -> None:
-            c, key = self.ids(trial)
-            self.add_key(c, key)
-
-        def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-            if result.get("done") or "epoch" not in result or self.opts.metric not in result:
-                return TrialScheduler.CONTINUE  # a final or replayed report: nothing to decide
-            c, key = self.ids(trial)
-            if int(result["epoch"]) + 1 >= self.max_t[c]:
-                return TrialScheduler.CONTINUE  # the last epoch is no rung: the trial ends by itself, tested
-            fed = {"epochs": int(result["epoch"]) + 1, self.opts.metric: result[self.opts.metric],
-                   **{k: result[k] for k in ("epoch", SEARCH_METRIC, "train_loss", "val_loss", "lr") if k in result}}
-            with self.log.open("a") as fh:
-                fh.write(json.dumps({"cell": c, "key": key, "result": fed}) + "\n")
-            action = self.inner[c].on_trial_result(tune_controller, _Key(key), fed)
-            if action == TrialScheduler.STOP:
-                self.stopped[key] = write_stopped(TrialDir.of(self.sweep, key), fed["epochs"], fed)
-                try:
-                    settle_stopped(self.sweep, key, self.stopped[key], self.uri)
-                except Exception as err:  # noqa: BLE001 - MLflow down: settled again after the experiment
-                    log.warning("%s: stopped, MLflow not yet told (%s)", key, err)
-            return action
-
-        def on_trial_complete(self, tune_controller, trial, result) -> None:
-            pass  # every epoch was already fed; the final report adds nothing to a rung
-
-        def on_trial_remove(self, tune_controller, trial) -> None:
-            pass
-
-        def debug_string(self) -> str:
-            return f"Successive halving per cell ({self.opts.scheduler}, eta {self.opts.eta})"
-
-    return CellScheduler
+    run_trial(config, shared)
 
 
 # --- stage 1 ------------------------------------------------------------------------------------------
@@ -293,6 +99,7 @@ def run_stage1(plan, launch, recorder, echo: Callable[[str], None] = print,
     with the least ``best_val_loss`` (ties: the lower lr); it is written to ``best_lr.json`` and logged on the
     sweep's MLflow run as ``best_lr.<init>.<dataset>``. The winning trial has the key of stage 2's first-seed
     trial at that lr, so stage 2 does not run it again. ``options`` defaults to the sweep file's."""
+    from benchxfer.cellsearch import CellScheduler, CellSearcher, settle_stopped
     from benchxfer.sweep import run_trials
 
     spec = plan.spec
@@ -306,17 +113,18 @@ def run_stage1(plan, launch, recorder, echo: Callable[[str], None] = print,
         names = ", ".join(f"{c.init} on {c.dataset.name}" for c in todo)
         echo(f"Stage 1: lr search for {names} ({search.trials} trials each, {describe(opts)})")
         sources = {cell_id(c): Searched(c, spec.name, seed0, shot0, plan.roots[c.dataset.name]) for c in todo}
-        searcher = _searcher_class()(sources, search.low, search.high, search.trials, seed0)
+        searcher = CellSearcher(list(sources), search.low, search.high, search.trials, seed0)
         scheduler = None
         if opts.scheduler != "none":
-            scheduler = _scheduler_class()(spec.name, opts, {cell_id(c): int(c.knobs["epochs"]) for c in todo},
-                                           launch.tracking_uri)
-        grid = run_trials([], launch, searcher=searcher, scheduler=scheduler, num_samples=search.trials * len(todo),
-                          trainable=search_trial, echo=echo, verbose=verbose)
+            scheduler = CellScheduler(spec.name, opts, {cell_id(c): int(c.knobs["epochs"]) for c in todo},
+                                           launch.tracking_uri, sources)
+        grid = run_trials([], launch, cells=sources, searcher=searcher, scheduler=scheduler,
+                          num_samples=search.trials * len(todo), trainable=search_trial, echo=echo, verbose=verbose)
+        index = TrialIndex(cells=sources)
         keys: dict[str, dict[str, float]] = {}  # cell id -> {trial key: lr}, as Tune ran them
         for r in grid:
-            at, lr = r.config["trial"]["at"], float(r.config["trial"]["lr"])
-            keys.setdefault(cell_id(at.cell), {})[at.make(lr).key] = lr
+            trial = trial_of(r.config, index)
+            keys.setdefault(cell_of(r.config), {})[trial.key] = trial.lr
         for c in todo:
             cid, scored, stopped = cell_id(c), [], 0
             for key, lr in keys.get(cid, {}).items():

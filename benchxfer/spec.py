@@ -20,7 +20,7 @@ import yaml
 
 from benchxfer.errors import BenchxferError
 from benchxfer.recipes import RECIPES
-from benchxfer.recipes.config import EXECUTION_ONLY, check_knobs
+from benchxfer.recipes.config import EXECUTION_ONLY, TrainConfig, check_knobs
 from benchxfer.schema import (
     OPTION_KEYS,
     SearchOptions,
@@ -93,7 +93,7 @@ class SweepSpec:
 
 @dataclass(frozen=True)
 class Trial:
-    """One cell of the grid, fully resolved. ``config`` is the whole TrainConfig as a dict."""
+    """One cell of the grid, fully resolved. ``config`` is the whole TrainConfig the trial trains with."""
 
     key: str
     init: str
@@ -105,7 +105,7 @@ class Trial:
     task: str
     metric: str
     overrides: dict[str, Any]
-    config: dict[str, Any]
+    config: TrainConfig
 
     def params(self) -> dict[str, str]:
         """The MLflow params: the axes under plain names, then every override."""
@@ -118,7 +118,7 @@ class Trial:
     def summary(self) -> dict[str, Any]:
         return {"trial_key": self.key, "init": self.init, "dataset": self.dataset, "recipe": self.recipe,
                 "lr": self.lr, "seed": self.seed, "shot": self.shot, "task": self.task,
-                "arch": self.config["arch"]}
+                "arch": self.config.arch}
 
 
 # --- parsing ---------------------------------------------------------------------------------------
@@ -463,7 +463,7 @@ def _check_shots_task(path: str, datasets: list[DatasetEntry], shots: tuple[int 
     for i, ds in enumerate(datasets):
         if all(s is None for s in ds.shots or shots):
             continue
-        if ds.name in DATASETS and DATASETS.get(ds.name).task == "segmentation":
+        if ds.name in DATASETS and DATASETS.get(ds.name).kind.dense:
             raise _fail(path, "shots", f"dataset {ds.name!r} (datasets[{i}]) is a segmentation task; shots apply "
                         "to classification datasets only (use 'full' or drop shots)")
 

@@ -1,8 +1,10 @@
 """Trials on Ray: the trial driver, the Tune experiment, concurrency and failure handling.
 
 One Ray Tune experiment runs the planned trials. Every Tune trial reaches :func:`run_trial` (the "driver")
-in one shape, ``{"trial": {"at": <TrialSource>, "lr": <float>}, "ctx": <Ctx>}``: a planned trial (grid,
-pre-training) or a cell whose lr the searcher picks. The driver asks the trial's :class:`TrialDir` whether it
+with its config, plain data (``{"trial": {"key": ..., "lr": ...}}`` for a planned trial: grid, pre-training;
+``{"trial": {"cell": ..., "lr": ...}}`` for a cell whose lr the searcher picks), and the experiment's
+:class:`~benchxfer.tunespace.Shared` context, given once through ``tune.with_parameters``; it turns them back into
+the typed trial with :func:`benchxfer.tunespace.trial_of`. The driver asks the trial's :class:`TrialDir` whether it
 is finished (then it is never run again, which is what makes ``resume`` exact), finds or creates its MLflow
 run, and hands the worker a :class:`Runtime`: training runs with Ray Train's ``TorchTrainer`` (N workers,
 DDP) or, for 1-worker trials when asked, directly inside the Tune trial.
@@ -12,15 +14,23 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from collections.abc import Mapping
+from typing import Any, Callable
 
 from benchxfer import cluster, paths
 from benchxfer.cluster import Launch  # noqa: F401  (re-exported: how a batch of trials runs)
 from benchxfer.errors import BenchxferError
 from benchxfer.spec import Trial
+from benchxfer.tracking import NODE
 from benchxfer.train.session import FinishHook, Runtime
 from benchxfer.trialdir import Failure, TrialDir, TrialFailed
+from benchxfer.tunespace import (  # noqa: F401  (tune_name re-exported)
+    Shared,
+    TrialIndex,
+    TrialSource,
+    planned,
+    tune_name,
+)
 
 log = logging.getLogger("benchxfer")
 DRIVER_MEMORY = 256 * 1024**2
@@ -42,7 +52,7 @@ def concurrency(launch: Launch, n_trials: int) -> int:
     return cluster.max_trials(launch, n_trials)
 
 
-NODE_TAG = "benchxfer.node_id"
+NODE_TAG = NODE
 
 
 def tag_node(client: Any, run_id: str) -> None:
@@ -52,48 +62,16 @@ def tag_node(client: Any, run_id: str) -> None:
     client.set_tag(run_id, NODE_TAG, ray.get_runtime_context().get_node_id())
 
 
-# --- what reaches the driver ----------------------------------------------------------------------
-
-class TrialSource(Protocol):
-    def make(self, lr: float) -> Trial: ...
-
-
-@dataclass(frozen=True)
-class Planned:
-    """A trial planned in full (a grid point, a pre-training run): its lr is already fixed."""
-
-    trial: Trial
-
-    def make(self, lr: float) -> Trial:
-        assert lr == self.trial.lr, (lr, self.trial.lr)
-        return self.trial
-
-
-@dataclass(frozen=True)
-class Ctx:
-    """What every trial of one Tune experiment shares."""
-
-    launch: Launch
-    env: dict[str, str] = field(default_factory=dict)
-    finish: FinishHook | None = None
-    experiment: str = ""  # the Tune experiment of this launch (console.tune_settings names it)
-
-
-def point(source: TrialSource, lr: Any) -> dict[str, Any]:
-    """One trial as Tune sees it: where it comes from, and its lr (a number, or the searcher's domain)."""
-    return {"at": source, "lr": lr}
-
-
 # --- the trial driver (runs inside a Ray Tune trial) -----------------------------------------------
 
-def run_trial(config: dict[str, Any]) -> None:
-    """The Tune trainable: one trial, start to end (or continued from its last checkpoint)."""
+def run_trial(config: dict[str, Any], shared: Shared) -> None:
+    """The Tune trainable: one trial, start to end (or continued from its last checkpoint). ``config`` is the
+    trial's plain point, ``shared`` what the experiment's trials share (:mod:`benchxfer.tunespace`)."""
     from ray import tune
 
-    ctx: Ctx = config["ctx"]
-    os.environ.update(ctx.env)
-    trial = config["trial"]["at"].make(float(config["trial"]["lr"]))
-    launch = ctx.launch
+    os.environ.update(shared.env)
+    trial = shared.trial(config)
+    launch = shared.launch
     tdir = TrialDir.of(launch.sweep, trial.key)
     done = tdir.result()
     if done:  # finished before: never run again
@@ -101,7 +79,7 @@ def run_trial(config: dict[str, Any]) -> None:
             "done": True, "skipped": True, "best_val_loss": done.best_val_loss})
         return
     given_up = tdir.failure()
-    if launch.use_torch_trainer() and given_up is not None and given_up.experiment == ctx.experiment:
+    if launch.use_torch_trainer() and given_up is not None and given_up.experiment == shared.experiment:
         # A failure recorded by this launch's driver means Ray Train already spent the trial's retries on its
         # workers. Tune restarts a TorchTrainer trial only to survive the loss of this driver (its node).
         raise TrialFailed(given_up.reason)
@@ -117,20 +95,19 @@ def run_trial(config: dict[str, Any]) -> None:
         log.warning("%s: MLflow unavailable at start (%s); logging to the trial folder only", trial.key, err)
     runtime = Runtime(trial_dir=str(tdir.path), tracking_uri=launch.tracking_uri if run_id else None,
                       run_id=run_id, threads=max(1, int(launch.cpus_per_worker)),
-                      record_shards=launch.record_shards, env=ctx.env, finish=ctx.finish)
+                      record_shards=launch.record_shards, env=shared.env, finish=shared.finish)
     if run_id:
         _log_dataset(trial, run_id, launch.tracking_uri)
     try:
         if launch.use_torch_trainer():
             _fit_with_torch_trainer(trial, runtime.with_session("train"), launch)
         else:
-            from benchxfer.recipes import TrainConfig
             from benchxfer.train.loop import train_run
 
-            train_run(TrainConfig.from_dict(trial.config), runtime.with_session("tune"))
+            train_run(trial.config, runtime.with_session("tune"))
     except BaseException as err:
         if tdir.result() is None and tdir.stopped() is None:  # a trial the search stopped has not failed
-            _record_failure(tdir, ctx, run_id, err)
+            _record_failure(tdir, shared, run_id, err)
         raise
     if tdir.result() is None:
         raise TrialFailed(f"trial {trial.key} ended without a result")
@@ -146,13 +123,13 @@ def run_trial(config: dict[str, Any]) -> None:
 def _log_dataset(trial: Trial, run_id: str, tracking_uri: str) -> None:
     """The trial's dataset (lists, sizes, digests) as its MLflow run's input; a failure only warns."""
     c = trial.config
-    if not c.get("dataset"):
+    if not c.dataset:
         return
     try:
         from benchxfer.report_mlflow import describe_dataset, log_dataset_input
 
-        log_dataset_input(run_id, describe_dataset(c["dataset"], c["root"], shot=c["shot"], seed=c["seed"],
-                                                   **c["dataset_options"]), tracking_uri=tracking_uri)
+        log_dataset_input(run_id, describe_dataset(c.dataset, c.root, shot=c.shot, seed=c.seed, **c.dataset_options),
+                          tracking_uri=tracking_uri)
     except Exception as err:  # noqa: BLE001
         log.warning("%s: dataset not logged in MLflow (%s)", trial.key, err)
 
@@ -170,7 +147,7 @@ def _fit_with_torch_trainer(trial: Trial, runtime: Runtime, launch: Launch) -> N
         per_worker["GPU"] = launch.gpus_per_worker
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": trial.config, "runtime": runtime},
+        train_loop_config={"cfg": trial.config.to_dict(), "runtime": runtime},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=launch.workers, use_gpu=use_gpu, resources_per_worker=per_worker),
         run_config=RunConfig(
@@ -184,10 +161,10 @@ def _fit_with_torch_trainer(trial: Trial, runtime: Runtime, launch: Launch) -> N
     trainer.fit()
 
 
-def _record_failure(tdir: TrialDir, ctx: Ctx, run_id: str | None, err: BaseException) -> None:
+def _record_failure(tdir: TrialDir, shared: Shared, run_id: str | None, err: BaseException) -> None:
     failure = tdir.record_failure(Failure(_one_line(err), retryable=not isinstance(err, TrialFailed),
-                                          experiment=ctx.experiment))
-    launch = ctx.launch
+                                          experiment=shared.experiment))
+    launch = shared.launch
     if run_id:
         from benchxfer.tracking import ERROR, STATUS, RunLogger
 
@@ -207,20 +184,15 @@ def _one_line(err: BaseException) -> str:
 
 # --- the experiment --------------------------------------------------------------------------------
 
-def tune_name(sweep: str) -> str:
-    """A new Tune experiment name for each launch of a sweep (``<sweep>-01``, ``-02``, ...)."""
-    base = paths.sweep_dir(sweep) / "tune"
-    n = len([p for p in base.iterdir() if p.is_dir()]) + 1 if base.exists() else 1
-    return f"{sweep}-{n:02d}"
-
-
-def run_trials(trials: list[Trial], launch: Launch, *, finish: FinishHook | None = None, searcher: Any = None,
-               scheduler: Any = None, num_samples: int = 1, trainable: Callable[[dict], None] | None = None,
+def run_trials(trials: list[Trial], launch: Launch, *, finish: FinishHook | None = None,
+               cells: Mapping[str, TrialSource] | None = None, searcher: Any = None, scheduler: Any = None,
+               num_samples: int = 1, trainable: Callable[..., None] | None = None,
                echo: Callable[[str], None] = print, verbose: bool = False):
     """Run ``trials`` as one Tune experiment, or, when ``searcher`` is given, the ``num_samples`` trials it
-    suggests (it fills each config's ``"trial"``; ``scheduler`` may stop them early); return the ResultGrid.
-    ``trainable`` defaults to :func:`run_trial`. The console shows benchxfer's view of the experiment, or with
-    ``verbose`` Ray's own output (:mod:`benchxfer.console`)."""
+    suggests over ``cells`` (it fills each config's ``"trial"`` with :func:`benchxfer.tunespace.searched`;
+    ``scheduler`` may stop them early); return the ResultGrid. ``trainable(config, shared)`` defaults to
+    :func:`run_trial`. The console shows benchxfer's view of the experiment, or with ``verbose`` Ray's own output
+    (:mod:`benchxfer.console`)."""
     from ray import tune
 
     from benchxfer import console
@@ -228,7 +200,7 @@ def run_trials(trials: list[Trial], launch: Launch, *, finish: FinishHook | None
     env = {k: os.environ[k] for k in ("BENCHXFER_HOME", "BENCHXFER_ZOO") if k in os.environ}
     env.setdefault("BENCHXFER_HOME", str(paths.home()))
     experiment = tune_name(launch.sweep)
-    ctx = Ctx(launch, env, finish, experiment)
+    shared = Shared(TrialIndex.of(trials, cells), launch, env, finish, experiment)
     if launch.use_torch_trainer():
         # The driver only waits on its TorchTrainer, whose workers hold the CPUs and GPUs. Ray refuses an empty
         # request, so the driver reserves the memory it really uses and no CPU.
@@ -236,14 +208,14 @@ def run_trials(trials: list[Trial], launch: Launch, *, finish: FinishHook | None
     else:
         resources = {"cpu": launch.cpus_per_worker, "gpu": launch.gpus_per_worker}
     if searcher is not None:
-        n, param_space = num_samples, {"ctx": ctx}
+        n, param_space = num_samples, {}
     else:
-        n = len(trials)
-        param_space = {"trial": tune.grid_search([point(Planned(t), t.lr) for t in trials]), "ctx": ctx}
-    tune_kw, run_kw = console.tune_settings(launch.sweep, param_space, verbose=verbose, echo=echo,
-                                           name=experiment)
+        n, param_space = len(trials), {"trial": tune.grid_search([planned(t) for t in trials])}
+    tune_kw, run_kw = console.tune_settings(launch.sweep, shared, verbose=verbose, echo=echo, name=experiment)
+    cluster.watch(launch.sweep)  # the placement watcher names this sweep's trials
     tuner = tune.Tuner(
-        tune.with_resources(trainable or run_trial, resources),
+        # the shared context goes into Ray's object store once, not into every trial's config
+        tune.with_resources(tune.with_parameters(trainable or run_trial, shared=shared), resources),
         param_space=param_space,
         # 1-worker trials reuse their Tune actor, so torch is imported once per slot, not once per trial (each
         # trial seeds everything itself). A TorchTrainer's driver is not reused: Ray Train hangs in a reused actor.

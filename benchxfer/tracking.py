@@ -36,6 +36,8 @@ SWEEP = "benchxfer.sweep"
 KEY = "benchxfer.trial_key"  # finds a trial's run again on resume and retry
 STATUS = "benchxfer.status"  # pending, running, finished, failed
 ERROR = "benchxfer.error"  # the failure's one line
+RUNG = "benchxfer.rung"  # where the lr search's scheduler stopped the trial (STATUS "stopped")
+NODE = "benchxfer.node_id"  # the Ray node of the trial's driver (the one that trains a 1-worker trial)
 TASK = "benchxfer.task"
 METRIC = "benchxfer.metric"  # the primary metric; its test value is the metric test_<metric>
 CHECKPOINT_NOTE = "benchxfer.checkpoint_note"  # a damaged checkpoint skipped on resume
@@ -252,6 +254,19 @@ def version_tags() -> dict[str, str]:
 
 # --- the driver's side: experiment, parent run, child runs ------------------------------------------
 
+def by_key(key: str) -> str:
+    """The MLflow filter that finds a trial's run again: its key tag."""
+    return f"tags.`{KEY}` = '{key}'"
+
+
+def trial_runs(mlflow_client: Any, sweep: str, key: str, max_results: int = 5) -> list:
+    """The runs of trial ``key`` in the experiment of ``sweep`` (none when the experiment does not exist)."""
+    exp = mlflow_client.get_experiment_by_name(sweep)
+    if exp is None:
+        return []
+    return mlflow_client.search_runs([exp.experiment_id], filter_string=by_key(key), max_results=max_results)
+
+
 class SweepRecorder:
     """Experiment and runs of one sweep. Safe to call again on resume: it finds what exists."""
 
@@ -290,7 +305,7 @@ class SweepRecorder:
 
     def trial_run(self, key: str, params: dict[str, str], tags: dict[str, str]) -> str:
         """The run of trial ``key``: found by its tag, or created once under the parent."""
-        run = self._find(f"tags.`{KEY}` = '{key}'")
+        run = self._find(by_key(key))
         if run:
             if run.info.status != "RUNNING":
                 self.client.update_run(run.info.run_id, status="RUNNING")

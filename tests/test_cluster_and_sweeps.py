@@ -258,24 +258,24 @@ def test_published_sweeps_follow_the_studies(tmp_path, bx_home):
 
     cls = plan("systematic_cls.yaml")
     assert {t.recipe for t in cls.trials} == {"systematic-cls"} and {t.lr for t in cls.trials} == {2e-4}
-    assert {t.config["arch"] for t in cls.trials} == {"resnet50"} and all(t.config["tencrop"] for t in cls.trials)
+    assert {t.config.arch for t in cls.trials} == {"resnet50"} and all(t.config.tencrop for t in cls.trials)
     assert {i.name for i in cls.spec.inits} == {"scratch"} | {n for n, c in INITS.items() if c.arch == "resnet50"
                                                               and c.filename}
     seg = plan("systematic_seg.yaml")
     drive = [t for t in seg.trials if t.dataset == "drive"]
-    assert {(t.config["loss"], t.config["size"], t.config["batch_size"]) for t in drive} == {("bce", 512, 16)}
-    assert {t.config["loss"] for t in seg.trials if t.dataset != "drive"} == {"dice"}
+    assert {(t.config.loss, t.config.size, t.config.batch_size) for t in drive} == {("bce", 512, 16)}
+    assert {t.config.loss for t in seg.trials if t.dataset != "drive"} == {"dice"}
     assert {t.lr for t in seg.trials} == {1e-3}
     da = plan("domain_adapt.yaml")
     assert {(t.dataset, t.recipe, t.lr) for t in da.trials} == {
         ("chestxray14", "systematic-cls", 2e-4), ("chexpert", "systematic-cls", 2e-4),
         ("montgomery-lungs", "systematic-seg", 1e-3), ("siim-pneumothorax", "systematic-seg", 1e-3)}
     bit = plan("fewshot_bit.yaml")
-    assert {t.lr for t in bit.trials} == {1e-3} and {t.config["agc"] for t in bit.trials} == {0.01}
+    assert {t.lr for t in bit.trials} == {1e-3} and {t.config.agc for t in bit.trials} == {0.01}
     assert {t.shot for t in bit.trials} == {1, 5, 10, 100, 500, None} and {t.seed for t in bit.trials} == set(range(5))
-    assert {t.config["arch"] for t in bit.trials} == {"bit-r50x1", "bit-r152x4"}  # each init picks its arch
+    assert {t.config.arch for t in bit.trials} == {"bit-r50x1", "bit-r152x4"}  # each init picks its arch
     nat = plan("fewshot_bit_natural.yaml")  # the study: base lr 0.001 with AGC in every fine-tuning config
-    assert {t.lr for t in nat.trials} == {1e-3} and {t.config["agc"] for t in nat.trials} == {0.01}
+    assert {t.lr for t in nat.trials} == {1e-3} and {t.config.agc for t in nat.trials} == {0.01}
     # the study's results: 500-shot cells for COVIDx, CIFAR-10 and CIFAR-100 (results/finetuning_results_*.csv)
     assert {t.dataset for t in bit.trials + nat.trials if t.shot == 500} == {"covidx", "cifar10", "cifar100"}
     # micro-batches: images per micro-batch = the study's batch 128 / batch_split (32 at 480 px: 4; CIFAR's 2: 64,
@@ -285,12 +285,12 @@ def test_published_sweeps_follow_the_studies(tmp_path, bx_home):
     assert nat.spec.resources["workers"] == workers
     for t in bit.trials + nat.trials:
         study = 128 // split[t.dataset]
-        assert t.config["micro_batch"] == (study if study < 128 // workers else 0), t.key
+        assert t.config.micro_batch == (study if study < 128 // workers else 0), t.key
     # several trials per GPU where a batch-32 ResNet-50 classifier gains (issue 25: 2 at once = 1.4x)
     assert cls.spec.resources["gpus_per_worker"] == da.spec.resources["gpus_per_worker"] == 0.5
     for trials in (cls.trials, da.trials):  # CheXpert: LSR-Ones (RECIPES.md), stated in the files
         chex = [t for t in trials if t.dataset == "chexpert"]
-        assert chex and {t.config["dataset_options"].get("uncertain") for t in chex} == {"lsr-ones"}
+        assert chex and {t.config.dataset_options.get("uncertain") for t in chex} == {"lsr-ones"}
 
 
 def test_dry_run_of_1470_trials_lists_all_in_seconds(tmp_path, bx_home):
@@ -348,8 +348,8 @@ def test_pretrain_files_load_and_plan(fname, tmp_path, monkeypatch):
     local.write_text(yaml.safe_dump(doc))
     monkeypatch.setenv("BENCHXFER_ZOO", str(make_zoo(tmp_path / "zoo", [spec.start])))
     trial = plan_pretrain(load_pretrain_spec(local), write_synthetic=False)
-    assert trial.config["arch"] == spec.arch and trial.overrides["output"] == spec.name
-    assert [s["dataset"] for s in trial.config["sources"]] == [s["dataset"] for s in doc["sources"]]
+    assert trial.config.arch == spec.arch and trial.overrides["output"] == spec.name
+    assert [s["dataset"] for s in trial.config.sources] == [s["dataset"] for s in doc["sources"]]
 
 
 def test_pretrain_files_are_the_studies_setups():

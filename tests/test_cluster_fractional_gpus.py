@@ -16,6 +16,7 @@ import pytest
 
 from benchxfer import cluster
 from benchxfer.errors import BenchxferError
+from benchxfer.recipes import TrainConfig
 from benchxfer.spec import Trial
 from benchxfer.sweep import Launch, run_trials
 
@@ -46,12 +47,12 @@ def test_four_trials_share_one_gpu_each_seeing_one_device(one_gpu_session, tmp_p
     folder = tmp_path / "seen"
     folder.mkdir()
 
-    def trainable(config):  # a closure: Ray pickles it by value
+    def trainable(config, shared):  # a closure: Ray pickles it by value
         import time
 
         import ray as r
 
-        key = config["trial"]["at"].trial.key
+        key = shared.trial(config).key
         (folder / f"{key}.started").write_text("")
         deadline = time.time() + 120
         while len(list(folder.glob("*.started"))) < 4 and time.time() < deadline:
@@ -62,7 +63,7 @@ def test_four_trials_share_one_gpu_each_seeing_one_device(one_gpu_session, tmp_p
             "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES")}))
 
     trials = [Trial(f"frac{i}", "scratch", "synthetic", "systematic-cls", 1e-3, i, None, "multiclass", "accuracy",
-                    {}, {}) for i in range(4)]
+                    {}, TrainConfig()) for i in range(4)]
     launch = Launch(sweep="fractional", tracking_uri="", cpus_per_worker=1, gpus_per_worker=0.25)
     assert cluster.max_trials(launch, 4) == 4  # 1 GPU / 0.25
     run_trials(trials, launch, trainable=trainable, echo=lambda _: None)

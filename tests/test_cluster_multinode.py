@@ -85,7 +85,6 @@ def test_trials_run_on_both_nodes_once_each_with_one_node_scores(cluster, tmp_pa
     import torch
 
     from benchxfer.planning import make_plan
-    from benchxfer.recipes import TrainConfig
     from benchxfer.train.loop import train_run
     from benchxfer.train.session import Runtime
 
@@ -116,7 +115,7 @@ def test_trials_run_on_both_nodes_once_each_with_one_node_scores(cluster, tmp_pa
     torch.set_num_threads(1)
     plan = make_plan(str(path), write_synthetic=True)
     for t in plan.trials[:2]:
-        alone = train_run(TrainConfig.from_dict(t.config), Runtime(trial_dir=str(tmp_path / "alone" / t.key)))
+        alone = train_run(t.config, Runtime(trial_dir=str(tmp_path / "alone" / t.key)))
         assert alone.test == pytest.approx(done[t.key]["test"], abs=1e-6), t.key
         assert alone.best_epoch == done[t.key]["best_epoch"]
 

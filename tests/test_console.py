@@ -60,6 +60,15 @@ def test_durations_and_scores_read_as_people_write_them():
     assert running_line(Running("k", 0.0, None, 4, None)) == "k  epoch 4"
 
 
+def _in_ray_thread(fn, name="ray_listen_error_messages"):
+    """Run ``fn`` as Ray's driver does its printing: on one of its named threads."""
+    import threading
+
+    t = threading.Thread(target=fn, name=name)
+    t.start()
+    t.join()
+
+
 @pytest.mark.fast
 def test_noise_goes_to_the_file_and_comes_back(tmp_path, capsys):
     noise = console.NoiseToFile(tmp_path / "logs" / "x.log")
@@ -71,9 +80,9 @@ def test_noise_goes_to_the_file_and_comes_back(tmp_path, capsys):
     noise.open()
     ray_log.warning("token authentication is disabled")
     logging.getLogger("mlflow").warning("mlflow says hello")
-    # what Ray's driver prints of an actor's death goes through this function (listen_error_messages)
-    worker.print_to_stdstream({"lines": ["actor died: preemption watcher"], "pid": "raylet", "is_err": False},
-                              ignore_prefix=False)
+    # what Ray's driver prints of an actor's death goes through this function, on its listen_error_messages thread
+    _in_ray_thread(lambda: worker.print_to_stdstream(
+        {"lines": ["actor died: preemption watcher"], "pid": "raylet", "is_err": False}, ignore_prefix=False))
     noise.close()
     text = (tmp_path / "logs" / "x.log").read_text()
     assert "token authentication is disabled" in text and "mlflow says hello" in text
@@ -88,7 +97,8 @@ def test_noise_goes_to_the_file_and_comes_back(tmp_path, capsys):
     late.open()
     late.close(keep_ray_output=True)
     assert logging.getLogger("ray").handlers == before
-    worker.print_to_stdstream({"lines": ["SystemExit: 1"], "pid": 27702, "is_err": True}, ignore_prefix=False)
+    _in_ray_thread(lambda: worker.print_to_stdstream({"lines": ["SystemExit: 1"], "pid": 27702, "is_err": True},
+                                                     ignore_prefix=False), "ray_print_logs")
     late.close()
     assert "SystemExit: 1" in (tmp_path / "logs" / "late.log").read_text()
     out = capsys.readouterr()
@@ -138,16 +148,17 @@ def test_sweep_console_names_every_trial_within_its_line_budget(tmp_path, ray_se
     assert set(keys) <= tune_dirs, tune_dirs
 
 
-def _tune_trials(param_space):
-    """Tune's own trials for ``param_space``, made as ``tune.run`` makes them (placeholders injected first),
-    with the creators of :func:`console.tune_settings`; no Ray session is needed to make them."""
+def _tune_trials(param_space, shared):
+    """Tune's own trials for ``param_space``, made as ``tune.run`` makes them (placeholders injected first: with
+    plain data they change nothing), with the creators of :func:`console.tune_settings`; no Ray session is needed
+    to make them."""
     import copy
 
     from ray.tune.experiment import Experiment
     from ray.tune.impl.placeholder import create_resolvers_map, inject_placeholders
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    names = console.Names(param_space)
+    names = console.Names(shared)
     config = inject_placeholders(copy.deepcopy(param_space), create_resolvers_map())
     exp = Experiment("names", lambda c: None, config=config, trial_name_creator=names.name,
                      trial_dirname_creator=names.dirname)
@@ -160,27 +171,36 @@ def _tune_trials(param_space):
 def test_tune_names_and_folders_are_the_trial_keys(tmp_path):
     from ray import tune
 
+    from benchxfer.recipes import TrainConfig
     from benchxfer.spec import Trial
-    from benchxfer.sweep import Planned, point
+    from benchxfer.sweep import Launch
+    from benchxfer.tunespace import Shared, TrialIndex, planned, searched
 
     def trial(key, lr):
         return Trial(key=key, init="scratch", dataset="chestxray14", recipe="systematic-cls", lr=lr, seed=0,
-                     shot=None, task="multilabel", metric="auroc", overrides={}, config={"epochs": 2})
+                     shot=None, task="multilabel", metric="auroc", overrides={}, config=TrainConfig(epochs=2))
 
-    planned = [trial("scratch_chestxray14_lr0.001_s0", 0.001), trial("a/b c_lr0.01", 0.01)]
-    space = {"trial": tune.grid_search([point(Planned(t), t.lr) for t in planned]), "ctx": object()}
-    made = _tune_trials(space)
-    assert [t.custom_trial_name for t in made] == [t.key for t in planned]
+    class Cell:  # an lr search's cell: the trial exists once its lr is picked
+        def make(self, lr):
+            return trial(f"cell_lr{lr:g}", lr)
+
+    grid = [trial("scratch_chestxray14_lr0.001_s0", 0.001), trial("a/b c_lr0.01", 0.01)]
+    shared = Shared(TrialIndex.of(grid, {"scratch|chestxray14": Cell()}), Launch("s", "http://127.0.0.1:9"))
+    made = _tune_trials({"trial": tune.grid_search([planned(t) for t in grid])}, shared)
+    assert [t.config for t in made] == [{"trial": {"key": t.key, "lr": t.lr}} for t in grid]  # plain data
+    assert [t.custom_trial_name for t in made] == [t.key for t in grid]
     assert [t.custom_dirname for t in made] == ["scratch_chestxray14_lr0.001_s0", "a_b_c_lr0.01"]
+    (found,) = _tune_trials({"trial": searched("scratch|chestxray14", 0.5)}, shared)
+    assert found.custom_trial_name == "cell_lr0.5"
+    assert found.custom_dirname == f"cell_lr0.5-{found.trial_id.rsplit('_', 1)[-1]}"  # the searcher may pick twice
 
 
 @pytest.mark.fast
 def test_tune_settings_quiet_by_default_and_ray_full_output_when_verbose(monkeypatch, tmp_path):
-    from ray import tune
 
     monkeypatch.setenv("BENCHXFER_HOME", str(tmp_path))
     monkeypatch.delenv("RAY_AIR_NEW_OUTPUT", raising=False)
-    space = {"trial": tune.grid_search([]), "ctx": None}
+    space = None  # the experiment's Shared context: only its trials' names use it
     tune_kw, run_kw = console.tune_settings("s", space, verbose=True)
     assert set(tune_kw) == {"trial_name_creator", "trial_dirname_creator"}
     assert run_kw == {"name": "s-01", "verbose": 1}
@@ -200,13 +220,39 @@ def test_the_view_pickles_after_ray_replaced_print(monkeypatch, tmp_path):
     A killed halving search once failed to start again on exactly this."""
     import builtins
 
-    from ray import cloudpickle, tune
+    from ray import cloudpickle
 
     monkeypatch.setenv("BENCHXFER_HOME", str(tmp_path))
-    _, run_kw = console.tune_settings("s", {"trial": tune.grid_search([]), "ctx": None}, echo=print)
+    _, run_kw = console.tune_settings("s", None, echo=print)
     (view,) = run_kw["callbacks"]
     original = builtins.print
     monkeypatch.setattr(builtins, "print", lambda *a, **k: original(*a, **k))  # what tqdm_ray.instance() does
     copy = cloudpickle.loads(cloudpickle.dumps(view))
     assert copy.echo is builtins.print and copy.experiment == "s-01" and view.echo is original
     view.close()
+
+
+@pytest.mark.fast
+def test_ray_s_printing_threads_go_to_the_log_file_and_the_rest_stays(tmp_path, capsys):
+    """What Ray's driver threads print (the workers' forwarded output, actor deaths) lands in the log file, colour
+    codes dropped; the main thread's lines stay on the console; closing puts sys.stdout and sys.stderr back."""
+    import sys
+    import threading
+
+    noise = console.NoiseToFile(tmp_path / "x.log")
+    before = sys.stdout, sys.stderr
+    noise.open()
+    try:
+        print("ours")
+        for name in sorted(console.RAY_PRINT_THREADS):
+            t = threading.Thread(target=lambda n=name: print(f"\x1b[36m(pid=7)\x1b[0m from {n}", file=sys.stderr),
+                                 name=name)
+            t.start()
+            t.join()
+    finally:
+        noise.close()
+    assert (sys.stdout, sys.stderr) == before
+    out = capsys.readouterr()
+    assert out.out == "ours\n" and out.err == ""
+    assert (tmp_path / "x.log").read_text().splitlines() == [
+        f"(pid=7) from {n}" for n in sorted(console.RAY_PRINT_THREADS)]

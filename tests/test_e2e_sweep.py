@@ -85,7 +85,6 @@ def test_two_worker_ddp_trial_shards_and_whole_set_metric(tmp_path, ray_session,
 
     from benchxfer import models
     from benchxfer.planning import make_plan
-    from benchxfer.recipes import TrainConfig
     from benchxfer.recipes.parts import loss_for
     from benchxfer.runner import execute
     from benchxfer.train import data_setup
@@ -93,7 +92,7 @@ def test_two_worker_ddp_trial_shards_and_whole_set_metric(tmp_path, ray_session,
     from benchxfer.train.session import local_session
 
     plan = make_plan(sweep_file(tmp_path, "ddp", seeds=1, workers=2, trainer="torch"), write_synthetic=True)
-    results = execute(plan, mlflow_uri, echo=print, record_shards=True)
+    results = execute(plan, mlflow_uri, echo=print, record_shards=True).results
     assert len(results) == 1
     res = results[0]
     tdir = paths.trial_dir("ddp", res["trial_key"])
@@ -103,7 +102,7 @@ def test_two_worker_ddp_trial_shards_and_whole_set_metric(tmp_path, ray_session,
         assert set(r0).isdisjoint(r1)
         assert sorted(r0 + r1) == list(range(64))
 
-    cfg = TrainConfig.from_dict(plan.trials[0].config)
+    cfg = plan.trials[0].config
     rd = data_setup.build_data(cfg)
     model = models.build_model(cfg.arch, rd.task, rd.num_classes)
     ckpt = torch.load(sorted((tdir / "checkpoints").glob("epoch_*.pt"))[-1], weights_only=True)

@@ -45,7 +45,7 @@ def test_the_grid_is_every_cell_seed_and_shot_at_the_recipes_default_lr(tmp_path
     assert by_dataset["montgomery-lungs"].recipe == "systematic-seg"
     for t in plan.trials:
         assert t.lr == get_recipe(t.recipe).default_lr  # no lr in the file: the recipe's own
-        assert t.config["root"] == str(paths.synthetic_dir() / t.dataset)
+        assert t.config.root == str(paths.synthetic_dir() / t.dataset)
         assert t.key.startswith(f"scratch_{t.dataset}_lr{t.lr:g}_s{t.seed}" + ("" if t.shot is None else f"_k{t.shot}"))
     assert len({t.key for t in plan.trials}) == 4
     assert not paths.synthetic_dir().exists()  # planning wrote nothing
@@ -120,19 +120,19 @@ def test_a_torch_trainer_trial_restarted_by_tune_after_its_failure_does_not_trai
     ends at once, with that reason, before it opens an MLflow run or builds a trainer (the tracking URI here has no
     server behind it). A failure left by an earlier launch does not stop it: the trial goes on to train, which
     here, outside a Tune session, ends in Ray Train's own complaint."""
-    from benchxfer.sweep import Ctx, Launch, Planned, point, run_trial
+    from benchxfer.sweep import Launch, run_trial
     from benchxfer.trialdir import Failure, TrialDir, TrialFailed
+    from benchxfer.tunespace import Shared, TrialIndex, planned
 
     trial = plan_of(tmp_path).trials[0]
     tdir = TrialDir.of("plan", trial.key)
     tdir.record_failure(Failure("worker group failed 3 times", retryable=True, experiment="plan-02"))
     launch = Launch(sweep="plan", tracking_uri="http://127.0.0.1:9", trainer="torch")
-    config = {"trial": point(Planned(trial), trial.lr), "ctx": Ctx(launch, experiment="plan-02")}
+    config, index = {"trial": planned(trial)}, TrialIndex.of([trial])
     with pytest.raises(TrialFailed, match="worker group failed 3 times"):
-        run_trial(config)
+        run_trial(config, Shared(index, launch, experiment="plan-02"))
     assert sorted(p.name for p in tdir.path.iterdir()) == ["failed.json"]
 
-    config["ctx"] = Ctx(launch, experiment="plan-03")  # the next launch (a resume)
-    with pytest.raises(RuntimeError, match="Tune session"):
-        run_trial(config)
+    with pytest.raises(RuntimeError, match="Tune session"):  # the next launch (a resume)
+        run_trial(config, Shared(index, launch, experiment="plan-03"))
     assert tdir.failure().experiment == "plan-03"  # recorded again, by this launch

@@ -8,16 +8,11 @@ from types import SimpleNamespace
 import pytest
 
 from benchxfer import paths
+from benchxfer.cellsearch import EVENTS, CellScheduler
 from benchxfer.errors import BenchxferError
-from benchxfer.search import (
-    EVENTS,
-    Searched,
-    SearchOptions,
-    _scheduler_class,
-    parse_search_options,
-)
-from benchxfer.sweep import point
+from benchxfer.search import Searched, SearchOptions, parse_search_options
 from benchxfer.trialdir import TrialDir
+from benchxfer.tunespace import searched
 
 pytestmark = pytest.mark.fast
 
@@ -64,12 +59,12 @@ def test_rungs_follow_the_rule_per_cell_and_replay_exactly(tmp_path, monkeypatch
     a_cell, b_cell = plan.cells
     paths.sweep_dir("unit").mkdir(parents=True)
     opts = parse_search_options({"scheduler": "asha", "min_epochs": 1, "eta": 3}, "lr")
-    cls = _scheduler_class()
-    first = cls("unit", opts, {"scratch|chestxray14": 9, "scratch|shenzhen": 9}, None)
+    cls = CellScheduler
+    cells = {f"scratch|{c.dataset.name}": Searched(c, "unit", 0, None, plan.roots[c.dataset.name]) for c in plan.cells}
+    first = cls("unit", opts, {"scratch|chestxray14": 9, "scratch|shenzhen": 9}, None, cells)
 
-    def trial(cell, lr):
-        source = Searched(cell, "unit", 0, None, plan.roots[cell.dataset.name])
-        return SimpleNamespace(config={"trial": point(source, lr), "ctx": None})
+    def trial(cell, lr):  # what Tune hands the scheduler: the trial's plain config
+        return SimpleNamespace(config={"trial": searched(f"scratch|{cell.dataset.name}", lr)})
 
     t1, t2, t3, u1 = trial(a_cell, 0.1), trial(a_cell, 0.01), trial(a_cell, 0.001), trial(b_cell, 0.5)
     for t in (t1, t2, t3, u1):
@@ -90,7 +85,7 @@ def test_rungs_follow_the_rule_per_cell_and_replay_exactly(tmp_path, monkeypatch
     assert [e["result"]["epochs"] for e in log] == [1, 1, 1, 1, 2]
 
     # a new driver (a resumed sweep) rebuilds the same rungs from the log and decides the same way
-    second = cls("unit", opts, {"scratch|chestxray14": 9, "scratch|shenzhen": 9}, None)
+    second = cls("unit", opts, {"scratch|chestxray14": 9, "scratch|shenzhen": 9}, None, cells)
     for c in ("scratch|chestxray14", "scratch|shenzhen"):
         assert [r for _, r in first.inner[c]._brackets[0]._rungs] == [r for _, r in second.inner[c]._brackets[0]._rungs]
     t4 = trial(a_cell, 0.3)

@@ -101,7 +101,7 @@ def resize_short(arr: np.ndarray, size: int, nearest: bool = False) -> np.ndarra
 def _prepare(args: tuple[DatasetCfg, Record, int | str]) -> tuple[np.ndarray, np.ndarray | None]:
     cfg, rec, size = args
     img = record_image(cfg, rec)
-    mask = record_mask(cfg, rec, img.shape[:2]) if cfg.task == "segmentation" else None
+    mask = record_mask(cfg, rec, img.shape[:2]) if cfg.kind.dense else None
     if size == ORIGINAL:
         return img, mask
     return resize_short(img, size), None if mask is None else resize_short(mask, size, nearest=True)
@@ -139,7 +139,7 @@ def write_split(cfg: DatasetCfg, root: Path, split: str, size: int | str, record
     tmp.mkdir(parents=True)
     fp = fingerprint(records)
     images = _Packed(tmp, "images")
-    masks = _Packed(tmp, "masks") if cfg.task == "segmentation" else None
+    masks = _Packed(tmp, "masks") if cfg.kind.dense else None
     jobs = [(cfg, rec, size) for rec in records]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:

@@ -15,8 +15,8 @@ import numpy as np
 
 from benchxfer.errors import BenchxferError
 from benchxfer.registry import Registry
+from benchxfer.tasks import TASKS, Task
 
-TASKS = ("multilabel", "binary", "multiclass", "segmentation")
 SPLITS = ("train", "val", "test")
 
 
@@ -118,7 +118,12 @@ class DatasetCfg:
             if root is None:
                 raise BenchxferError(f"dataset {self.name!r} takes its classes from the root; give a root")
             return len(self.root_classes(root))
-        return len(self.classes) if self.task != "binary" else 2
+        return len(self.classes)  # a binary set lists both its classes (checked at registration)
+
+    @property
+    def kind(self) -> Task:
+        """The task's entry in the task registry (:mod:`benchxfer.tasks`): what the data layer asks of a task."""
+        return TASKS.get(self.task)
 
     def root_classes(self, root: str | Path) -> tuple[str, ...]:
         """Classes of a folder dataset, from its train split."""
@@ -137,7 +142,9 @@ def register_dataset(name: str, **kwargs: Any) -> Callable[[Reader], Reader]:
         kw.setdefault("metrics", (kw["metric"],))
         kw.setdefault("description", (reader.__doc__ or "").strip().splitlines()[0] if reader.__doc__ else "")
         if kw["task"] not in TASKS:
-            raise ValueError(f"task {kw['task']!r} not in {TASKS}")
+            raise ValueError(f"task {kw['task']!r} not in {TASKS.names()}")
+        if TASKS.get(kw["task"]).score_column is not None and len(kw.get("classes", ())) != 2:
+            raise ValueError(f"dataset {name!r}: a task scored on its positive class lists 2 classes")
         DATASETS.add(name, DatasetCfg(name=name, reader=reader, **kw))
         return reader
 

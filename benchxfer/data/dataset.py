@@ -45,7 +45,7 @@ class ImageDataset(Dataset):
         self.redraw = redraw
         self._uncertain = (
             np.stack([np.asarray(r.label, np.float32) == -1 for r in records])
-            if redraw is not None and cfg.task == "multilabel" and records else None
+            if redraw is not None and cfg.kind.target == "multi-hot" and records else None
         )
         self.classes = classes
         self.records = records  # the whole split (the cache's order)
@@ -85,7 +85,7 @@ class ImageDataset(Dataset):
         if i < 0:
             i += len(self)
         img = self.raw_image(i)
-        mask = self.raw_mask(i, img.shape[:2]) if self.cfg.task == "segmentation" else None
+        mask = self.raw_mask(i, img.shape[:2]) if self.cfg.kind.dense else None
         if mask is None and getattr(self.transform, "accepts_array", False):
             image, _ = self.transform(img, None)  # our pipelines take H x W x C uint8 as is (no copies)
             return image, self._target(i)
@@ -103,13 +103,13 @@ class ImageDataset(Dataset):
             image, out_mask = self.transform(
                 tv_tensors.Image(image), None if mask is None else tv_tensors.Mask(torch.tensor(mask)[None])
             )
-        if self.cfg.task == "segmentation":
+        if self.cfg.kind.dense:
             return image, out_mask
         return image, self._target(i)
 
     def _target(self, i: int):
         pos = int(self.indices[i])
-        if self.cfg.task == "multilabel":
+        if self.cfg.kind.target == "multi-hot":
             target = torch.from_numpy(self._targets[pos])
             if self._uncertain is not None and self._uncertain[pos].any():
                 cells = torch.from_numpy(self._uncertain[pos])
@@ -182,4 +182,4 @@ def open_dataset(
         cache = open_cache(cfg, root, split, ORIGINAL, index.records, lists=lists, options=reader_options,
                            cache_dir=cache_dir)
     return ImageDataset(cfg, root, split, index.records, classes, targets, indices, transform, cache,
-                        redraw=redraw_range(uncertain) if cfg.task == "multilabel" else None)
+                        redraw=redraw_range(uncertain) if cfg.kind.target == "multi-hot" else None)

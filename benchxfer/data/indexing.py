@@ -42,7 +42,7 @@ def check_root(name: str, root: str | Path) -> None:
 
 def allowed_options(cfg: DatasetCfg) -> tuple[str, ...]:
     """The reader's own options, plus ``uncertain`` (multi-label sets) and ``cache_size`` (every set)."""
-    return (*cfg.options, *(("uncertain",) if cfg.task == "multilabel" else ()), "cache_size")
+    return (*cfg.options, *(("uncertain",) if cfg.kind.target == "multi-hot" else ()), "cache_size")
 
 
 def check_options(cfg: DatasetCfg, options: Mapping[str, Any]) -> None:
@@ -96,9 +96,9 @@ def select_by_list(records: list[Record], root: Path, list_file: Path, report: P
 
 
 def make_targets(cfg: DatasetCfg, records: list[Record], uncertain: str, seed: int) -> np.ndarray | None:
-    if cfg.task == "segmentation":
+    if cfg.kind.dense:
         return None
-    if cfg.task == "multilabel":
+    if cfg.kind.target == "multi-hot":
         n = len(cfg.classes)
         raw = np.stack([np.asarray(r.label, np.float32) for r in records]) if records else np.zeros((0, n), np.float32)
         return apply_uncertain(raw, uncertain, seed)

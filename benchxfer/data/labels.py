@@ -6,6 +6,7 @@ import numpy as np
 
 from benchxfer.errors import BenchxferError
 from benchxfer.registry import Registry
+from benchxfer.tasks import get_task
 
 # policy name -> (value for an uncertain cell drawn from rng, or a constant); blank cells count as 0
 UNCERTAIN: Registry[tuple[float, float]] = Registry("uncertain-label policy")
@@ -58,7 +59,7 @@ def shots_subset(targets: np.ndarray, task: str, shots: int, seed: int) -> np.nd
         raise BenchxferError(f"shots {shots!r} must be a positive integer")
     rng = np.random.default_rng(seed)
     chosen: list[int] = []
-    if task == "multilabel":
+    if get_task(task).target == "multi-hot":
         have = set()
         pos = targets >= 0.5
         for c in range(targets.shape[1]):

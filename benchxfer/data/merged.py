@@ -87,7 +87,7 @@ def open_merged(sources: list[Source], split: str, *, transform: Any = None, **o
         raise BenchxferError("open_merged: give at least one (dataset, root) source")
     names = [src[0] for src in sources]
     for name in names:
-        if get_dataset(name).task != "multilabel":
+        if get_dataset(name).kind.target != "multi-hot":
             raise BenchxferError(f"open_merged: {name!r} is not a multi-label dataset; merge chest X-ray label sets only")
     classes = common_classes(names)
     if not classes:

@@ -22,6 +22,7 @@ from torchvision.transforms import v2
 from benchxfer.data.catalog import SegInputs, get_dataset
 from benchxfer.errors import BenchxferError
 from benchxfer.registry import Registry
+from benchxfer.tasks import get_task
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -266,7 +267,7 @@ def build(
     steps = PRESETS.get(preset)(train, int(size))
     if size < 1:
         raise BenchxferError(f"transform size {size!r} must be a positive number of pixels")
-    if tencrop and (train or task == "segmentation"):
+    if tencrop and (train or get_task(task).dense):
         raise BenchxferError("tencrop is for evaluating classifiers only (train=False, a classification task)")
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
         raise BenchxferError(f"mean {tuple(mean)} and std {tuple(std)} must hold 3 values each, std > 0")

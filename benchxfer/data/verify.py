@@ -62,7 +62,7 @@ def verify(name: str, root: str | Path, *, lists: Mapping[str, str | Path] | Non
                 patients[rec.patient].add(split)
         targets = make_targets(cfg, records, "ones", 0)
         classes = index.classes or cfg.classes
-        if targets is not None and cfg.task == "multilabel":
+        if targets is not None and cfg.kind.target == "multi-hot":
             report.class_counts[split] = {c: float(v) for c, v in zip(classes, (targets >= 0.5).sum(0))}
         elif targets is not None:
             values, counts = np.unique(targets, return_counts=True)
@@ -72,7 +72,7 @@ def verify(name: str, root: str | Path, *, lists: Mapping[str, str | Path] | Non
             for rec in records:
                 try:
                     img = record_image(cfg, rec)
-                    if cfg.task == "segmentation":
+                    if cfg.kind.dense:
                         record_mask(cfg, rec, img.shape[:2])
                 except BenchxferError as err:
                     problems(f"{err} (named at {rec.origin})" if rec.origin not in str(err) else str(err))
