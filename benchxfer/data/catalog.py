@@ -68,7 +68,8 @@ Reader = Callable[[Path, str, IndexCtx], Index]
 @dataclass(frozen=True)
 class SegInputs:
     """How the first study fed a segmentation set ("systematic-seg"): online augmentation of the train
-    split, and of the val split (it selected checkpoints on augmented val images for some sets); the
+    split, and of the val split (it selected checkpoints on augmented val images for some sets; its test
+    splits are never augmented); the
     normalisation ("unit": [0, 1] as is, "imagenet", None: the run's); the image resize ("nearest",
     "bilinear"; masks always nearest)."""
 
@@ -78,7 +79,7 @@ class SegInputs:
     interpolation: str = "bilinear"
 
 
-# Montgomery and SIIM: val augmented like train, [0, 1] inputs, nearest-neighbour resize.
+# Montgomery and SIIM: val augmented like train (test not), [0, 1] inputs, nearest-neighbour resize.
 # DRIVE: no online augmentation (the study trained on an offline-augmented copy), ImageNet mean/std.
 STUDY_CXR_SEG = SegInputs(augment_train=True, augment_val=True, normalization="unit", interpolation="nearest")
 STUDY_DRIVE = SegInputs(augment_train=False, augment_val=False, normalization="imagenet", interpolation="bilinear")

@@ -100,18 +100,18 @@ def build_data(cfg: TrainConfig) -> RunData:
     task = dcfg.task
     common: dict[str, Any] = {**cfg.dataset_options, "size_hint": data.transforms.resize_side(cfg.augment, cfg.size)}
 
-    def tf(train: bool, tencrop: bool = False):
-        return data.transforms.build(cfg.augment, train=train, size=cfg.size, mean=mean, std=std, task=task,
-                                     tencrop=tencrop, dataset=cfg.dataset)
+    def tf(split: str, tencrop: bool = False):
+        return data.transforms.build(cfg.augment, train=split == "train", size=cfg.size, mean=mean, std=std,
+                                     task=task, tencrop=tencrop, dataset=cfg.dataset, split=split)
 
     use_val = validation_set(cfg.select, dcfg.splits, cfg.dataset_options)
     if not use_val and "val_fraction" in dcfg.options and "val_fraction" not in common:
         common["val_fraction"] = 0.0  # no validation set: carve none from the training data
-    train = data.open_dataset(cfg.dataset, cfg.root, "train", transform=tf(True), shots=cfg.shot,
+    train = data.open_dataset(cfg.dataset, cfg.root, "train", transform=tf("train"), shots=cfg.shot,
                               seed=cfg.seed, **common)
     common.pop("fraction", None)  # a label fraction applies to the training list only
-    val = data.open_dataset(cfg.dataset, cfg.root, "val", transform=tf(False), **common) if use_val else None
-    test = data.open_dataset(cfg.dataset, cfg.root, "test", transform=tf(False, cfg.tencrop), **common)
+    val = data.open_dataset(cfg.dataset, cfg.root, "val", transform=tf("val"), **common) if use_val else None
+    test = data.open_dataset(cfg.dataset, cfg.root, "test", transform=tf("test", cfg.tencrop), **common)
     classes = list(getattr(train, "classes", None) or dcfg.classes)
     num_classes = len(classes)
     columns = None
