@@ -44,6 +44,9 @@ class Task:
     logits_of: Callable[[Any], Any]  # averaged probabilities -> logits again, for the loss
     score_column: int | None = None  # the column of the probabilities that scores the positive class
     dense: bool = False  # a mask per image (segmentation): scored by overlap counts, no MixUp
+    # the metrics computable from what evaluation gathers for this task: scores and targets per sample, or (dense)
+    # overlap counts per image; a dataset may list only these (``data.catalog.register_dataset`` checks)
+    metrics: tuple[str, ...] = ("auroc", "accuracy")
 
     def scores(self, probs: Any) -> Any:
         """Per-sample scores for the metric: all columns, or the positive column flattened (binary)."""
@@ -58,7 +61,8 @@ TASKS.add("multiclass", Task("multiclass", lambda n: n, "ce", "accuracy", "index
 TASKS.add("binary", Task("binary", lambda n: BINARY_OUTPUTS, "bce" if BINARY_OUTPUTS == 1 else "ce", "auroc", "index",
                          _sigmoid if BINARY_OUTPUTS == 1 else _softmax, _logit if BINARY_OUTPUTS == 1 else _log,
                          score_column=BINARY_OUTPUTS - 1))
-TASKS.add("segmentation", Task("segmentation", lambda n: 1, "dice", "dice", "mask", _sigmoid, _logit, dense=True))
+TASKS.add("segmentation", Task("segmentation", lambda n: 1, "dice", "dice", "mask", _sigmoid, _logit, dense=True,
+                                metrics=("dice", "dice_per_image", "iou")))
 CLASSIFICATION = tuple(n for n, t in TASKS.items() if not t.dense)  # the tasks a classifier head trains
 # Pre-training merges sources on their common labels: one multi-label head.
 PRETRAIN_TASK = TASKS.get("multilabel")

@@ -15,6 +15,7 @@ import numpy as np
 
 from benchxfer.errors import BenchxferError
 from benchxfer.registry import Registry
+from benchxfer.tasks import get_task
 
 TASKS = ("multilabel", "binary", "multiclass", "segmentation")
 SPLITS = ("train", "val", "test")
@@ -139,6 +140,11 @@ def register_dataset(name: str, **kwargs: Any) -> Callable[[Reader], Reader]:
         kw.setdefault("description", (reader.__doc__ or "").strip().splitlines()[0] if reader.__doc__ else "")
         if kw["task"] not in TASKS:
             raise ValueError(f"task {kw['task']!r} not in {TASKS}")
+        computable = get_task(kw["task"]).metrics
+        wrong = [m for m in (kw["metric"], *kw["metrics"]) if m not in computable]
+        if wrong:
+            raise ValueError(f"dataset {name!r}: metric {wrong[0]!r} cannot be computed for a {kw['task']} task; "
+                             f"its evaluation gathers what {', '.join(computable)} need")
         DATASETS.add(name, DatasetCfg(name=name, reader=reader, **kw))
         return reader
 
