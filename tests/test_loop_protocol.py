@@ -116,8 +116,15 @@ def test_agc_clips_the_backbone_and_leaves_the_fresh_head_free():
     for p in model.parameters():
         p.grad = torch.full_like(p, 10.0)  # far beyond 0.01 x the weights: AGC must clip every unit it sees
     before = {n: p.grad.clone() for n, p in params.items()}
-    clip_gradients(clipped_parameters(model), 0.01)
-    assert {n for n, p in params.items() if torch.equal(p.grad, before[n])} == {"fc.weight", "fc.bias"}
+    clip_gradients(clipped_parameters(model, 2), 0.01)
+    # the study's SGD_AGC skips p when p.ndim in (2, 4) and p.shape[0] == output_size (the number of classes)
+    exempt = {n for n, p in params.items() if p.dim() in (2, 4) and p.shape[0] == 2}
+    assert exempt == {"fc.weight"}
+    assert {n for n, p in params.items() if torch.equal(p.grad, before[n])} == exempt
+    # the head's bias is clipped as one unit (1-D: the whole vector's norm, as the study's unitwise_norm)
+    b = params["fc.bias"].detach()
+    want_b = before["fc.bias"] * (0.01 * b.norm().clamp_min(1e-3) / before["fc.bias"].norm())
+    assert torch.allclose(params["fc.bias"].grad, want_b, rtol=1e-5)
     # the AGC formula (Brock et al. 2021; timm, eps 1e-3): g * clip * max(||W||, eps) / ||g||, per unit
     w, g = params["layer1.0.conv1.weight"].detach(), before["layer1.0.conv1.weight"]
     want = g * (0.01 * _unitwise(w).clamp_min(1e-3) / _unitwise(g))
