@@ -18,7 +18,7 @@ from benchxfer.recipes import TrainConfig, get_recipe
 from benchxfer.recipes.parts import OPTIMIZERS, loss_for
 from benchxfer.tasks import get_task
 from benchxfer.train.checkpoint import CheckpointStore
-from benchxfer.train.data_setup import build_data, train_loader
+from benchxfer.train.data_setup import build_data, train_loader, train_sampler
 from benchxfer.train.loop import clip_gradients, clipped_parameters, train_run
 from benchxfer.train.sampling import DrawnSampler, balanced, class_weights
 from benchxfer.train.session import Runtime
@@ -158,15 +158,16 @@ def test_small_training_set_gives_full_batches_drawn_with_replacement():
         shards.append(list(s))
     assert sorted(shards[0] + shards[1]) == sorted(draw) and len(shards[0]) == len(shards[1]) == batch // 2
 
-    ds = TensorDataset(torch.randn(n, 3), torch.arange(n))
+    ds = TensorDataset(torch.randn(3, 3), torch.arange(3))  # smaller than the study's micro-batch of 4
     cfg = TrainConfig(batch_size=batch, full_batches=True, loader_workers=0)
+    assert isinstance(train_sampler(ds, cfg, 0, 1), DrawnSampler)
     stream = train_loader(ds, cfg, 0, 1, False)
     stream.start(0, 1)
     batches = list(stream.epoch(0))
-    assert len(batches) == 1 and len(batches[0][0]) == batch  # the step averages 128 samples, not 5
+    assert len(batches) == 1 and len(batches[0][0]) == batch  # the step averages 128 samples, not 3
     stream = train_loader(ds, TrainConfig(batch_size=batch, loader_workers=0), 0, 1, False)
     stream.start(0, 1)
-    assert [len(b[0]) for b in stream.epoch(0)] == [n]  # without full_batches: the n images once (first study)
+    assert [len(b[0]) for b in stream.epoch(0)] == [3]  # without full_batches: the n images once (first study)
 
 
 # --- 7. binary tasks: two outputs, cross-entropy, PyTorch's default head ------------------------------

@@ -54,7 +54,7 @@ class TrainConfig:
     select: str = "best-val"  # the weights tested: "best-val" (best validation loss) or "last" (the last step)
     head_init: str = "normal"  # the new head: "normal" (N(0, 0.01), zero bias) or "default" (PyTorch's own)
     full_batches: bool = False  # every step a full batch, drawn with replacement when the set is smaller
-    balance: str = "none"  # "class": class-balanced oversampling; "auto": the dataset's own rule (COVIDx)
+    balance: str = "none"  # "class": class-balanced oversampling; "auto": the dataset's own rule (COVIDx, Flowers)
     amp: bool = True  # used only on a GPU
     channels_last: bool = True  # used only on a GPU
     loader_workers: int = 2

@@ -70,7 +70,7 @@ register_recipe(Recipe(
                 "gradient clipping 0.01 on all but the new head (every config of the study), step schedule by "
                 "training-set size with linear warm-up, MixUp 0.1 from 20k examples, batch 128 (drawn with "
                 "replacement from smaller sets), no weight decay, head with PyTorch's default init, the last "
-                "step tested (no validation split), class-balanced sampling for COVIDx full data.",
+                "step tested (no validation split), class-balanced sampling for COVIDx and Flowers full data.",
     tasks=CLASSIFICATION,
     default_lr=0.001,
     defaults=dict(arch="bit-r50x1", size=480, batch_size=128, epochs=100000, optimizer="sgd-nesterov",

@@ -21,7 +21,7 @@ from benchxfer import data, zoo
 from benchxfer.recipes import TrainConfig
 from benchxfer.recipes.schedules import bit_mixup
 from benchxfer.tasks import PRETRAIN_TASK
-from benchxfer.train.sampling import DrawnSampler, balanced, class_weights, validation_set
+from benchxfer.train.sampling import DrawnSampler, balanced, class_weights, small_set_sampler, validation_set
 from benchxfer.zoo.inits import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -127,14 +127,14 @@ def per_worker_batch(global_batch: int, world: int) -> int:
 
 
 def train_sampler(ds: Dataset, cfg: TrainConfig, rank: int, world: int, balance: bool = False):
-    """This worker's sampler: class-balanced draws (weights n / count(class), n per epoch), a full batch drawn
-    with replacement when the set is smaller than the batch (``full_batches``), or the shuffled shard.
+    """This worker's sampler: class-balanced draws (weights n / count(class), n per epoch), a full batch from a set
+    smaller than the batch (``full_batches``: ``sampling.small_set_sampler``), or the shuffled shard.
     Each comes from (seed, epoch) only, so a resumed run sees exactly the batches an uninterrupted one would."""
     n = len(ds)  # type: ignore[arg-type]
     if balance:
         return DrawnSampler(n, n, rank, world, cfg.seed, weights=class_weights(list(ds.targets)))  # type: ignore[attr-defined]
     if cfg.full_batches and n < cfg.batch_size:
-        return DrawnSampler(n, cfg.batch_size, rank, world, cfg.seed)
+        return small_set_sampler(n, cfg.batch_size, cfg.dataset, rank, world, cfg.seed)
     return DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=False)
 
 

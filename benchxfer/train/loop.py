@@ -31,7 +31,7 @@ from torch import nn
 
 from benchxfer import models, zoo
 from benchxfer.recipes import TrainConfig
-from benchxfer.recipes.parts import OPTIMIZERS, STOPPING, check_micro_batch, loss_for, mixup
+from benchxfer.recipes.parts import OPTIMIZERS, STOPPING, check_micro_batch, loss_for, mixup, mixup_lambda
 from benchxfer.recipes.schedules import ScheduleInput, bit_boundaries, build_schedule, current_lr
 from benchxfer.tasks import Task, get_task
 from benchxfer.tracking import CHECKPOINT_NOTE, ERROR, STATUS, RunLogger
@@ -298,7 +298,8 @@ def train_one_epoch(run: Run, stream: TrainStream, epoch: int) -> float:
         if run.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if rd.mixup > 0 and not run.task.dense:
-            x, y = mixup(x, y, rd.mixup, run.task.outputs(rd.num_classes))  # pairs within the whole batch
+            x, y = mixup(x, y, mixup_lambda(rd.mixup, cfg.seed, run.step),  # pairs within the whole batch
+                         run.task.outputs(rd.num_classes))
         run.opt.zero_grad(set_to_none=True)
         loss = accumulate_gradients(run.model, run.loss_fn, x, y, mask, cfg.micro_batch, run.autocast, run.scaler)
         if cfg.agc > 0:
