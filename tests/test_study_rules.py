@@ -152,3 +152,40 @@ def test_flowers_full_data_is_class_balanced_like_covidx():
         assert balanced("auto", dataset, None) and not balanced("auto", dataset, 5)  # never with shots
     assert not balanced("auto", "pets", None) and not balanced("auto", "cifar10", None)
     assert get_recipe("bit-hyperrule").resolve({}, "t")["balance"] == "auto"
+
+
+# --- SimCLR: ImageNet statistics by default, as the first study fed every init ------------------------
+
+def test_simclr_inits_get_imagenet_statistics_by_default():
+    from benchxfer.train.data_setup import normalisation
+
+    study = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])  # Version1/dataloader.py, normalize == "imagenet"
+    for init in ("simclr-v1", "simclr-v2", "moco-v2"):
+        mean, std = normalisation(TrainConfig(init=init))
+        assert (list(mean), list(std)) == study
+    mean, std = normalisation(TrainConfig(init="simclr-v1", normalization="init-trained"))
+    assert (tuple(mean), tuple(std)) == ((0.0,) * 3, (1.0,) * 3)  # the option: SimCLR's own [0, 1] inputs
+    assert [list(v) for v in normalisation(TrainConfig(init="moco-v2", normalization="init-trained"))] == list(study)
+
+
+# --- Shenzhen in the first study: one sigmoid output with BCE ------------------------------------------
+
+def test_shenzhen_first_study_has_one_sigmoid_output_and_bce(tmp_path):
+    from benchxfer import data, models
+    from benchxfer.tasks import get_task
+    from benchxfer.train.data_setup import build_data
+
+    root = data.synthetic.write("shenzhen", tmp_path / "sz", n_train=8, n_val=4, n_test=4, size=16, seed=0)
+    knobs = get_recipe("systematic-cls").resolve({"arch": "resnet18", "size": 16}, "t")
+    first = build_data(TrainConfig.from_dict({**knobs, "dataset": "shenzhen", "root": str(root)}))
+    assert first.task == "binary-1" and models.build_model("resnet18", first.task, 2).fc.out_features == 1
+    # Version1: ShenzhenCXR(num_class=1), ClassificationNet(..., activation="sigmoid"), torch.nn.BCELoss()
+    logits, target = torch.tensor([[2.0], [-1.0], [0.3]]), torch.tensor([1, 0, 0])
+    study = torch.nn.BCELoss()(torch.sigmoid(logits), target.float().view(-1, 1))
+    task = get_task(first.task)
+    torch.testing.assert_close(loss_for("auto", first.task)(logits, target, None).mean(), study)
+    torch.testing.assert_close(task.scores(task.probs(logits)), torch.sigmoid(logits).flatten())  # AUROC's scores
+    # the second study's rule (2 outputs + cross-entropy) stays bit-hyperrule's
+    bit = get_recipe("bit-hyperrule").resolve({"arch": "resnet18", "size": 16}, "t")
+    second = build_data(TrainConfig.from_dict({**bit, "dataset": "shenzhen", "root": str(root)}))
+    assert second.task == "binary" and get_task(second.task).outputs(2) == 2

@@ -20,9 +20,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 from benchxfer import data, zoo
 from benchxfer.recipes import TrainConfig
 from benchxfer.recipes.schedules import bit_mixup
-from benchxfer.tasks import PRETRAIN_TASK
+from benchxfer.tasks import PRETRAIN_TASK, run_task
 from benchxfer.train.sampling import DrawnSampler, balanced, class_weights, small_set_sampler, validation_set
-from benchxfer.zoo.inits import IMAGENET_MEAN, IMAGENET_STD
+from benchxfer.zoo.inits import IMAGENET_MEAN, IMAGENET_STD, INIT_NORMALISATIONS
 
 
 class Indexed(Dataset):
@@ -57,12 +57,16 @@ def sample_seed(seed: int, epoch: int, rank: int, position: int) -> int:
 
 
 def normalisation(cfg: TrainConfig) -> tuple[Sequence[float], Sequence[float]]:
-    """A name in ``data.transforms.NORMALISATIONS``, or ``init``: the init's own mean/std (ImageNet for scratch)."""
-    if cfg.normalization != "init":
+    """A name in ``data.transforms.NORMALISATIONS``; ``init``: the mean/std the study fed the init (ImageNet for
+    scratch and, as the first study, for SimCLR); ``init-trained``: those the init was pre-trained on ([0, 1] for
+    SimCLR; the same as ``init`` for every other init)."""
+    if cfg.normalization not in INIT_NORMALISATIONS:
         return data.transforms.NORMALISATIONS.get(cfg.normalization)
     if cfg.init == "scratch":
         return IMAGENET_MEAN, IMAGENET_STD
     init = zoo.get_init(cfg.init)
+    if cfg.normalization == "init-trained" and init.trained_mean is not None:
+        return tuple(init.trained_mean), tuple(init.trained_std or init.std)
     return tuple(init.mean), tuple(init.std)
 
 
@@ -118,8 +122,8 @@ def build_data(cfg: TrainConfig) -> RunData:
     if dcfg.eval_classes:
         columns = [classes.index(c) for c in dcfg.eval_classes]
     mix = cfg.mixup if cfg.mixup >= 0 else bit_mixup(len(train))  # -1: BiT-HyperRule's rule
-    return RunData(train, val, test, task, num_classes, dcfg.metric, tuple(dcfg.metrics), columns, mix,
-                   balanced(cfg.balance, cfg.dataset, cfg.shot))
+    return RunData(train, val, test, run_task(task, cfg.binary_outputs), num_classes, dcfg.metric,
+                   tuple(dcfg.metrics), columns, mix, balanced(cfg.balance, cfg.dataset, cfg.shot))
 
 
 def per_worker_batch(global_batch: int, world: int) -> int:
