@@ -73,8 +73,8 @@ def publish(sweep_name: str, tracking_uri: str | None = None, *, report: Any = N
 
 def _publish(sweep_name: str, tracking_uri: str | None, report: Any, baseline: str | None, test: str,
              ddof: int | None) -> Published:
-    from benchxfer.summary import DEFAULT_DDOF
     from benchxfer.results import default_tracking_uri
+    from benchxfer.summary import DEFAULT_DDOF
 
     ddof = DEFAULT_DDOF if ddof is None else ddof
     uri = tracking_uri or default_tracking_uri()
