@@ -126,12 +126,16 @@ def bars(summary: Summary) -> list[tuple[str, Figure]]:
     return out
 
 
-def _caption_line(summary: Summary, cols: pd.DataFrame) -> str:
+def _std_name(summary: Summary) -> str:
     from benchxfer.summary import STD_NAMES
 
+    return STD_NAMES[summary.ddof]
+
+
+def _caption_line(summary: Summary, cols: pd.DataFrame) -> str:
     title = cols["column"].iloc[0] if len(cols) == 1 else f"{cols['dataset'].iloc[0]} ({cols['metric'].iloc[0]})"
     base = f"; stars: vs {summary.baseline}" if summary.baseline else ""
-    return f"{title}\nbars: mean ± {STD_NAMES[summary.ddof]}{base}"
+    return f"{title}\nbars: mean ± {_std_name(summary)}{base}"
 
 
 def _short_label(col, cols: pd.DataFrame) -> str:
@@ -180,6 +184,7 @@ def shots(summary: Summary) -> list[tuple[str, Figure]]:
             extra += [f"lr={lr:g}"] if not pd.isna(lr) else []
             ax.set_title(" / ".join([str(dataset), *extra]), fontsize=9)
             ax.legend(fontsize=7)
+        fig.suptitle(f"mean ± {_std_name(summary)} over seeds", fontsize=8)
         out.append((f"shots_{slug(_figure_name(summary, sweep, dataset))}", fig))
     return out
 
@@ -201,7 +206,7 @@ def curves(summary: Summary, history: pd.DataFrame) -> list[tuple[str, Figure]]:
 
     ``history`` is long: ``sweep, trial_key, epoch`` and the logged columns (``train_loss``, ``val_loss``,
     ``val_<metric>``), as in each trial's learning_curves.csv. One line per init: the mean over its seeds at
-    each epoch, with a ±std band (seeds that stopped early leave the later epochs to the others).
+    each epoch, with a ±std band of the summary's ddof (seeds that stopped early leave the later epochs to the others).
     """
     out: list[tuple[str, Figure]] = []
     if history is None or history.empty:
@@ -222,7 +227,8 @@ def curves(summary: Summary, history: pd.DataFrame) -> list[tuple[str, Figure]]:
         fig, axes = _panels(len(panels), 3.6, 3.2)
         for ax, (c, label) in zip(axes, panels):
             for init in (i for i in summary.inits if i in set(part["init"])):
-                g = part[part["init"] == init].groupby("epoch")[c].agg(["mean", "std", "size"]).sort_index()
+                g = part[part["init"] == init].groupby("epoch")[c]
+                g = g.agg(mean="mean", std=lambda v: v.std(ddof=summary.ddof)).sort_index()
                 x = g.index.to_numpy(dtype=float)
                 y, s = g["mean"].to_numpy(dtype=float), g["std"].fillna(0).to_numpy(dtype=float)
                 k = color(summary, init)
@@ -232,7 +238,7 @@ def curves(summary: Summary, history: pd.DataFrame) -> list[tuple[str, Figure]]:
             ax.set_ylabel(label)
             ax.xaxis.get_major_locator().set_params(integer=True)
         axes[0].legend(fontsize=7)
-        fig.suptitle(f"{col.column}: mean ± std over seeds", fontsize=9)
+        fig.suptitle(f"{col.column}: mean ± {_std_name(summary)} over seeds", fontsize=9)
         out.append((f"curves_{slug(col.column)}", fig))
     return out
 

@@ -31,6 +31,7 @@ from benchxfer.figures import FIG_DPI, PERCENT_METRICS  # noqa: E402,F401  (re-e
 from benchxfer.results import DEFAULT_BASELINE, RunSet, write_runs  # noqa: E402
 from benchxfer.summary import (  # noqa: E402,F401  (re-exported)
     COLUMN_FIELDS,
+    DEFAULT_DDOF,
     STAR_LEVELS,
     STD_NAMES,
     SUMMARY_COLUMNS,
@@ -65,11 +66,11 @@ def _equal_var(test: str) -> bool:
 
 
 def summarise(df: pd.DataFrame, baseline: str | None = DEFAULT_BASELINE, test: str = "welch",
-              errors: dict[str, str] | None = None, ddof: int = 1) -> Summary:
+              errors: dict[str, str] | None = None, ddof: int = DEFAULT_DDOF) -> Summary:
     """Aggregate a run table (results.RUN_COLUMNS) into the paper table; ``baseline=None``: no tests.
 
-    ``ddof`` is that of the printed std: 1, the sample std (default), or 0, the population std that the
-    first study printed. The 95 % confidence interval of the mean is Student's t with the sample std.
+    ``ddof`` is that of the printed std: 0, the population std that the studies' code computed (default), or 1,
+    the sample std. The 95 % confidence interval of the mean is Student's t with the sample std.
     """
     _equal_var(test)
     if ddof not in STD_NAMES:
@@ -222,7 +223,7 @@ class Report:
 
 
 def write_report(runs: RunSet, out_dir: str | Path, baseline: str | None = DEFAULT_BASELINE, test: str = "welch",
-                 title: str = "benchxfer report", ddof: int = 1, history: pd.DataFrame | None = None) -> Report:
+                 title: str = "benchxfer report", ddof: int = DEFAULT_DDOF, history: pd.DataFrame | None = None) -> Report:
     """Write runs.parquet/csv, summary.csv, table.md, the PNG figures and report.html into ``out_dir``.
 
     ``history``: the trials' learning curves (results.load_curves), drawn when given.

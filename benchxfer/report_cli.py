@@ -16,9 +16,9 @@ _TEST_NAMES = ("welch", "student")
 
 
 def _options(f):
-    f = click.option("--ddof", type=click.Choice(["1", "0"]), default="1", show_default=True,
-                     help="The std printed after ±: 1, the sample std; 0, the population std (as the first "
-                          "study printed it). Every table says which.")(f)
+    f = click.option("--ddof", type=click.Choice(["0", "1"]), default="0", show_default=True,  # report.DEFAULT_DDOF
+                     help="The std printed after ±: 0, the population std (np.std, as the studies' code "
+                          "computed it); 1, the sample std. Every table and figure says which.")(f)
     f = click.option("--tracking-uri", default=None, metavar="URI",
                      help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the local store).")(f)
     f = click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,

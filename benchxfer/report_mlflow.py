@@ -47,7 +47,7 @@ class Published:
 # ------------------------------------------------------------------ sweep level
 
 def publish(sweep_name: str, tracking_uri: str | None = None, *, report: Any = None, baseline: str | None = "auto",
-            test: str = "welch", ddof: int = 1, echo: Callable[[str], None] | None = None) -> Published | None:
+            test: str = "welch", ddof: int | None = None, echo: Callable[[str], None] | None = None) -> Published | None:
     """Put the sweep's summary table, figures, report.html and runs.parquet on its MLflow parent run.
 
     ``report``: a :class:`benchxfer.report.Report` already written (``benchxfer report`` passes its own);
@@ -72,9 +72,11 @@ def publish(sweep_name: str, tracking_uri: str | None = None, *, report: Any = N
 
 
 def _publish(sweep_name: str, tracking_uri: str | None, report: Any, baseline: str | None, test: str,
-             ddof: int) -> Published:
+             ddof: int | None) -> Published:
     from benchxfer.results import default_tracking_uri
+    from benchxfer.summary import DEFAULT_DDOF
 
+    ddof = DEFAULT_DDOF if ddof is None else ddof
     uri = tracking_uri or default_tracking_uri()
     if not uri:
         raise BenchxferError(f"sweep {sweep_name!r}: no MLflow to publish to (no tracking URI, no embedded store)")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchxfer.errors import BenchxferError
+from benchxfer.tasks import BINARY_HEADS
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ KNOB_RULES: dict[str, Rule] = {
     "augment": OneOf(_augment_presets),
     "mixup": Range(-1, None),
     "agc": Range(0, None),
+    "binary_outputs": OneOf(BINARY_HEADS),
     "loader_workers": Range(0, 256, integer=True),
     "checkpoint_every_s": Range(0, None),
     "max_train_batches": Range(0, None, integer=True),

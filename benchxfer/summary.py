@@ -23,6 +23,8 @@ SUMMARY_COLUMNS = ("sweep", "dataset", "recipe", "shot", "lr", "metric", "column
                    "n_failed", "n_unfinished")
 # ddof -> how the tables name the std they print (the first study printed the population std, ddof 0)
 STD_NAMES: dict[int, str] = {1: "sample std (ddof=1)", 0: "population std (ddof=0)"}
+# the default: the studies' own ± (np.std, ddof 0: Version1/engine.py prints np.std over its runs); 1 is an option
+DEFAULT_DDOF = 0
 
 
 @dataclass
@@ -37,7 +39,7 @@ class Summary:
     not_averaged: pd.DataFrame  # failed / unfinished trials: sweep, trial_key, init, dataset, shot, status, error
     finished: pd.DataFrame = field(repr=False)  # the averaged runs
     n_shared: int = 0  # trials that share init, dataset, recipe, shot, lr and seed with another trial
-    ddof: int = 1  # of the printed std; the 95 % CI always uses the sample std
+    ddof: int = DEFAULT_DDOF  # of the printed std; the 95 % CI always uses the sample std
 
     def cells(self, what: str = "value", markup: str = "md") -> pd.DataFrame:
         """Paper layout: inits x column labels. ``what`` is "value" (mean ± std) or "p" (p-value, stars)."""

@@ -25,10 +25,13 @@ def test_composition_parameters():
     assert [type(t) for t in bright.transforms] == [A.RandomBrightnessContrast, A.RandomGamma]
     assert isinstance(distort, A.OneOf) and distort.p == 0.3
     elastic, grid, optical = distort.transforms
-    assert (type(elastic), type(grid), type(optical)) == (A.ElasticTransform, A.GridDistortion, A.OpticalDistortion)
-    assert (elastic.alpha, elastic.sigma) == (120, 6)  # the study: alpha 120, sigma 120 * 0.05
+    affine, elastic = elastic.transforms  # 0.4.3's ElasticTransform: its random affine, then the field
+    assert (type(affine), type(elastic)) == (transforms.StudyAffine, A.ElasticTransform)
+    assert (type(grid), type(optical)) == (transforms.StudyGridDistortion, A.OpticalDistortion)
+    assert not grid.normalized
+    assert (elastic.alpha, elastic.sigma, affine.alpha_affine) == (120, 6, 120 * 0.03)  # the study's, * 0.05, * 0.03
     assert tuple(optical.distort_limit) == (-2, 2)
-    assert all(t.border_mode == cv2.BORDER_REFLECT_101 for t in distort.transforms)
+    assert all(t.border_mode == cv2.BORDER_REFLECT_101 for t in (affine, elastic, grid, optical))
     assert isinstance(crop, A.RandomSizedCrop) and crop.p == 0.25
     assert tuple(crop.min_max_height) == (156, 224) and tuple(crop.size) == (224, 224)
 
@@ -39,8 +42,8 @@ def test_each_distortion_moves_image_and_mask_together(which):
     mask = np.zeros((64, 64), np.uint8)
     mask[10:40, 8:50] = 1
     image = np.repeat((mask * 255)[:, :, None], 3, axis=2)
-    distortion = transforms.seg_augmentation(64)[1].transforms[which]
-    one = A.Compose([type(distortion)(**{**_args(distortion), "p": 1.0})], seed=which)
+    distortion = transforms.seg_augmentation(64)[1].transforms[which]  # each choice has p 1
+    one = A.Compose([distortion], seed=which)
     moved = 0
     for _ in range(5):
         out = one(image=image, mask=mask)
@@ -48,13 +51,6 @@ def test_each_distortion_moves_image_and_mask_together(which):
         assert agree > 0.97  # only edge pixels (bilinear image, nearest mask) may differ
         moved += int((out["mask"] != mask).any())
     assert moved > 0  # the distortion did move something
-
-
-def _args(t):
-    keep = {A.ElasticTransform: ("alpha", "sigma", "border_mode"),
-            A.GridDistortion: ("border_mode",),
-            A.OpticalDistortion: ("distort_limit", "border_mode")}[type(t)]
-    return {k: getattr(t, k) for k in keep}
 
 
 def _pair(h=80, w=60):
@@ -68,9 +64,9 @@ def test_montgomery_and_siim_inputs():
         inputs = data.get_dataset(name).seg_inputs
         assert (inputs.augment_train, inputs.augment_val, inputs.normalization, inputs.interpolation) == \
             (True, True, "unit", "nearest")
-        for train in (True, False):  # val gets the training augmentation
+        for train, split in ((True, "train"), (False, "val")):  # val gets the training augmentation
             pipe = transforms.build("systematic-seg", train=train, size=32, mean=(0.5,) * 3, std=(0.5,) * 3,
-                                    task="segmentation", dataset=name)
+                                    task="segmentation", dataset=name, split=split)
             steps = _steps(pipe)
             assert len(steps) == 4 and steps[0].interpolation == cv2.INTER_NEAREST
             assert (pipe.mean, pipe.std) == ((0.0,) * 3, (1.0,) * 3)
@@ -110,3 +106,107 @@ def test_augmentation_follows_torch_seed():
         outs.append(torch.stack([pipe(*_pair())[0] for _ in range(8)]))
     torch.testing.assert_close(outs[0], outs[1])
     assert not torch.equal(outs[0], outs[2])
+
+
+# --- the distortions' strength, measured: mean displacement of a coordinate grid ----------------------------
+# albumentations 0.4.3 (the study's) restated from its functional.py: elastic_transform (random affine of three
+# points of the centre square by U(-alpha_affine, alpha_affine), then a field of UNIFORM noise in [-1, 1]
+# smoothed by scipy's gaussian_filter(sigma) times alpha), grid_distortion (unnormalised steps 1 + U(-0.3, 0.3)
+# over 5 cells), optical_distortion (fx = fy = width, k = U(-2, 2), shift rounded to 0).
+# The issue's figures for 0.4.3 (issue 22): elastic field 4.25 px, its affine part 2.75 px, grid 14.1 px.
+SIZE = 224
+_YY, _XX = np.meshgrid(np.arange(SIZE, dtype=np.float32), np.arange(SIZE, dtype=np.float32), indexing="ij")
+_GRID = np.stack([_XX, _YY, np.zeros_like(_XX)], -1)  # each pixel holds its own (x, y)
+
+
+def _displacement(out: np.ndarray) -> float:
+    return float(np.hypot(out[..., 0] - _XX, out[..., 1] - _YY).mean())
+
+
+def _study_elastic(rs: np.random.RandomState, alpha: float = 120, sigma: float = 6, affine: float = 3.6,
+                   field: bool = True) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    h, w = _GRID.shape[:2]
+    reflect = cv2.BORDER_REFLECT_101
+    centre, side = np.float32((h, w)) // 2, min(h, w) // 3
+    pts = np.float32([centre + side, [centre[0] + side, centre[1] - side], centre - side])
+    moved = pts + rs.uniform(-affine, affine, size=pts.shape).astype(np.float32)
+    img = cv2.warpAffine(_GRID, cv2.getAffineTransform(pts, moved), (w, h), flags=cv2.INTER_LINEAR, borderMode=reflect)
+    if not field:
+        return img
+    dx = np.float32(gaussian_filter(rs.rand(h, w) * 2 - 1, sigma) * alpha)
+    dy = np.float32(gaussian_filter(rs.rand(h, w) * 2 - 1, sigma) * alpha)
+    x, y = np.meshgrid(np.arange(w), np.arange(h))
+    return cv2.remap(img, np.float32(x + dx), np.float32(y + dy), cv2.INTER_LINEAR, borderMode=reflect)
+
+
+def _study_grid(rs: np.random.RandomState, steps: int = 5, limit: float = 0.3) -> np.ndarray:
+    def axis(n: int, k: list[float]) -> np.ndarray:
+        out, prev, step = np.zeros(n, np.float32), 0.0, n // steps
+        for idx, start in enumerate(range(0, n, step)):
+            end = min(start + step, n)
+            cur = n if start + step > n else prev + step * k[idx]
+            out[start:end] = np.linspace(prev, cur, end - start)
+            prev = cur
+        return out
+    xs, ys = (list(1 + rs.uniform(-limit, limit, steps + 1)) for _ in range(2))
+    mx, my = np.meshgrid(axis(SIZE, xs), axis(SIZE, ys))
+    return cv2.remap(_GRID, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+
+
+def _study_optical(rs: np.random.RandomState, limit: float = 2.0) -> np.ndarray:
+    k = rs.uniform(-limit, limit)
+    camera = np.array([[SIZE, 0, SIZE * 0.5], [0, SIZE, SIZE * 0.5], [0, 0, 1]], dtype=np.float32)
+    m1, m2 = cv2.initUndistortRectifyMap(camera, np.array([k, k, 0, 0, 0], np.float32), None, None,
+                                         (SIZE, SIZE), cv2.CV_32FC1)
+    return cv2.remap(_GRID, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+
+
+def _ours(transform, n: int) -> float:
+    one = A.Compose([transform], seed=7)
+    return float(np.mean([_displacement(one(image=_GRID)["image"]) for _ in range(n)]))
+
+
+def _study(make, n: int) -> float:
+    rs = np.random.RandomState(7)
+    return float(np.mean([_displacement(make(rs)) for _ in range(n)]))
+
+
+N = 300  # draws per estimate: the optical k = U(-2, 2) alone spreads the mean by a few per cent at 100
+
+
+@pytest.mark.parametrize("which, study", [(0, _study_elastic), (1, _study_grid), (2, _study_optical)])
+def test_distortion_strength_is_the_studys(which, study):
+    """Each distortion choice moves pixels as far on average as albumentations 0.4.3 did (within 10 %)."""
+    ours = _ours(transforms.seg_augmentation(SIZE)[1].transforms[which], N)
+    assert ours == pytest.approx(_study(study, N), rel=0.10)
+
+
+def test_distortion_parts_match_the_issues_figures():
+    elastic = transforms.seg_augmentation(SIZE)[1].transforms[0]
+    affine, field = elastic.transforms
+    assert _ours(field, N) == pytest.approx(4.25, rel=0.10)  # the elastic field, uniform noise
+    assert _ours(affine, N) == pytest.approx(2.75, rel=0.10)  # 0.4.3's alpha_affine part
+    assert _ours(transforms.seg_augmentation(SIZE)[1].transforms[1], N) == pytest.approx(14.1, rel=0.10)
+    # and 2.x's defaults would not: Gaussian noise divided by its maximum, a normalised grid
+    assert _ours(A.ElasticTransform(alpha=120, sigma=6, border_mode=cv2.BORDER_REFLECT_101, p=1), 30) < 0.5 * 4.25
+    assert _ours(A.GridDistortion(border_mode=cv2.BORDER_REFLECT_101, p=1), 30) < 0.7 * 14.1
+    assert _study(lambda rs: _study_elastic(rs, field=False), N) == pytest.approx(2.75, rel=0.10)
+
+
+def test_montgomery_and_siim_test_sets_are_never_augmented():
+    """The study tests with transforms=None: every read of a test image is the plain resize; val is augmented."""
+    for name in ("montgomery-lungs", "siim-pneumothorax"):
+        kw = dict(train=False, size=32, task="segmentation", dataset=name)
+        test = transforms.build("systematic-seg", **kw, split="test")
+        val = transforms.build("systematic-seg", **kw, split="val")
+        assert len(_steps(test)) == 1 and len(_steps(val)) == 4
+        image, mask = _pair()
+        torch.manual_seed(0)
+        reads = [test(image, mask) for _ in range(40)]
+        assert all(torch.equal(r[0], reads[0][0]) and torch.equal(r[1], reads[0][1]) for r in reads)
+        plain = cv2.resize(image.permute(1, 2, 0).numpy(), (32, 32), interpolation=cv2.INTER_NEAREST)
+        torch.testing.assert_close(reads[0][0], torch.from_numpy(plain).permute(2, 0, 1).float() / 255)
+        vals = [val(image, mask)[0] for _ in range(40)]
+        assert any(not torch.equal(v, vals[0]) for v in vals)  # val: the training augmentation

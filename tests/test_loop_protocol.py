@@ -18,7 +18,7 @@ from benchxfer.recipes import TrainConfig, get_recipe
 from benchxfer.recipes.parts import OPTIMIZERS, loss_for
 from benchxfer.tasks import get_task
 from benchxfer.train.checkpoint import CheckpointStore
-from benchxfer.train.data_setup import build_data, train_loader
+from benchxfer.train.data_setup import build_data, train_loader, train_sampler
 from benchxfer.train.loop import clip_gradients, clipped_parameters, train_run
 from benchxfer.train.sampling import DrawnSampler, balanced, class_weights
 from benchxfer.train.session import Runtime
@@ -116,8 +116,15 @@ def test_agc_clips_the_backbone_and_leaves_the_fresh_head_free():
     for p in model.parameters():
         p.grad = torch.full_like(p, 10.0)  # far beyond 0.01 x the weights: AGC must clip every unit it sees
     before = {n: p.grad.clone() for n, p in params.items()}
-    clip_gradients(clipped_parameters(model), 0.01)
-    assert {n for n, p in params.items() if torch.equal(p.grad, before[n])} == {"fc.weight", "fc.bias"}
+    clip_gradients(clipped_parameters(model, 2), 0.01)
+    # the study's SGD_AGC skips p when p.ndim in (2, 4) and p.shape[0] == output_size (the number of classes)
+    exempt = {n for n, p in params.items() if p.dim() in (2, 4) and p.shape[0] == 2}
+    assert exempt == {"fc.weight"}
+    assert {n for n, p in params.items() if torch.equal(p.grad, before[n])} == exempt
+    # the head's bias is clipped as one unit (1-D: the whole vector's norm, as the study's unitwise_norm)
+    b = params["fc.bias"].detach()
+    want_b = before["fc.bias"] * (0.01 * b.norm().clamp_min(1e-3) / before["fc.bias"].norm())
+    assert torch.allclose(params["fc.bias"].grad, want_b, rtol=1e-5)
     # the AGC formula (Brock et al. 2021; timm, eps 1e-3): g * clip * max(||W||, eps) / ||g||, per unit
     w, g = params["layer1.0.conv1.weight"].detach(), before["layer1.0.conv1.weight"]
     want = g * (0.01 * _unitwise(w).clamp_min(1e-3) / _unitwise(g))
@@ -151,15 +158,16 @@ def test_small_training_set_gives_full_batches_drawn_with_replacement():
         shards.append(list(s))
     assert sorted(shards[0] + shards[1]) == sorted(draw) and len(shards[0]) == len(shards[1]) == batch // 2
 
-    ds = TensorDataset(torch.randn(n, 3), torch.arange(n))
+    ds = TensorDataset(torch.randn(3, 3), torch.arange(3))  # smaller than the study's micro-batch of 4
     cfg = TrainConfig(batch_size=batch, full_batches=True, loader_workers=0)
+    assert isinstance(train_sampler(ds, cfg, 0, 1), DrawnSampler)
     stream = train_loader(ds, cfg, 0, 1, False)
     stream.start(0, 1)
     batches = list(stream.epoch(0))
-    assert len(batches) == 1 and len(batches[0][0]) == batch  # the step averages 128 samples, not 5
+    assert len(batches) == 1 and len(batches[0][0]) == batch  # the step averages 128 samples, not 3
     stream = train_loader(ds, TrainConfig(batch_size=batch, loader_workers=0), 0, 1, False)
     stream.start(0, 1)
-    assert [len(b[0]) for b in stream.epoch(0)] == [n]  # without full_batches: the n images once (first study)
+    assert [len(b[0]) for b in stream.epoch(0)] == [3]  # without full_batches: the n images once (first study)
 
 
 # --- 7. binary tasks: two outputs, cross-entropy, PyTorch's default head ------------------------------

@@ -210,4 +210,5 @@ def test_learning_curves_are_mean_and_std_over_seeds(every_figure):
     # train_loss = 1/(e+1) + seed: epochs 0-1 average seeds 0, 1, 2; epoch 2 only seeds 0 and 1
     assert list(line.get_ydata()) == pytest.approx([1 + 1, 0.5 + 1, 1 / 3 + 0.5])
     band = train.collections[0].get_paths()[0].vertices[:, 1]
-    assert band.max() == pytest.approx(2 + 1.0)  # mean + sample std of (1, 2, 3) at epoch 0
+    assert band.max() == pytest.approx(2 + np.std([1, 2, 3]))  # mean + np.std (ddof 0) of (1, 2, 3) at epoch 0
+    assert "population std (ddof=0)" in fig._suptitle.get_text()

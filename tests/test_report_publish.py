@@ -8,6 +8,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -76,8 +77,9 @@ def test_publish_puts_the_table_and_the_report_on_the_parent_run(sweep, mlflow_u
     t = _table(client, parent, tmp_path / "a")
     assert sorted(t.index) == ["imagenet", "scratch"]
     im, sc = t.loc["imagenet"], t.loc["scratch"]
-    assert im["n"] == 3 and im["mean"] == pytest.approx(82.0) and im["std"] == pytest.approx(1.0)
-    assert im["ddof"] == 1 and im["column"] == "chestxray14 (auroc)" and im["baseline"] == "imagenet"
+    assert im["n"] == 3 and im["mean"] == pytest.approx(82.0)
+    assert im["std"] == pytest.approx(100 * np.std(VALUES["imagenet"]), abs=5e-5)  # np.std: ddof 0 by default
+    assert im["ddof"] == 0 and im["column"] == "chestxray14 (auroc)" and im["baseline"] == "imagenet"
     half = 4.302652729749464 * 1.0 / math.sqrt(3)  # t(0.975, df=2) * s / sqrt(n)
     assert (im["ci95_low"], im["ci95_high"]) == pytest.approx((82.0 - half, 82.0 + half), abs=5e-5)
     # Welch with equal variances and n: t = 11 / sqrt(2/3), df = 4
@@ -90,18 +92,18 @@ def test_publish_puts_the_table_and_the_report_on_the_parent_run(sweep, mlflow_u
     assert "curves_chestxray14-auroc.png" in html
     assert client.get_run(parent).data.tags["benchxfer.report"] == "report/report.html"
     # publishing again replaces the table (log_table alone appends) and the report
-    publish(SWEEP, mlflow_uri, ddof=0)
+    publish(SWEEP, mlflow_uri, ddof=1)
     t2 = _table(client, parent, tmp_path / "d")
-    assert len(t2) == 2 and t2.loc["imagenet", "ddof"] == 0
-    assert t2.loc["imagenet", "std"] == pytest.approx(100 * pd.Series(VALUES["imagenet"]).std(ddof=0), abs=5e-5)
+    assert len(t2) == 2 and t2.loc["imagenet", "ddof"] == 1
+    assert t2.loc["imagenet", "std"] == pytest.approx(1.0, abs=5e-5)  # the sample std of 81, 82, 83
     assert set(list_artifact_names(client, parent)) == names
 
 
 def test_report_command_publishes_and_names_its_std(sweep, mlflow_uri, home):
     _, parent = sweep
-    res = CliRunner().invoke(main, ["report", SWEEP, "--tracking-uri", mlflow_uri, "--ddof", "0"])
+    res = CliRunner().invoke(main, ["report", SWEEP, "--tracking-uri", mlflow_uri, "--ddof", "1"])
     assert res.exit_code == 0, res.output
-    assert "population std (ddof=0)" in res.output
+    assert "sample std (ddof=1)" in res.output
     assert (f"MLflow: the summary table (summary_table.json), report.html, 3 figures and runs.parquet are on "
             f"the sweep run {parent}") in res.output
     assert (home.parent / "reports" / SWEEP / "curves_chestxray14-auroc.png").is_file()

@@ -92,7 +92,7 @@ def test_summary_matches_independent_computation(test, equal_var):
         row = t.loc[(init, ds)]
         assert row["n"] == len(v)
         assert row["mean"] == pytest.approx(100 * v.mean(), rel=1e-12)
-        assert row["std"] == pytest.approx(100 * np.sqrt(((v - v.mean()) ** 2).sum() / (len(v) - 1)), rel=1e-12)
+        assert row["std"] == pytest.approx(100 * np.sqrt(((v - v.mean()) ** 2).sum() / len(v)), rel=1e-12)  # np.std, ddof 0
         if init == "imagenet":
             assert np.isnan(row["p_value"]) and row["stars"] == ""
         else:
@@ -120,9 +120,9 @@ def test_markdown_is_laid_out_like_the_papers():
     rows = {line.split(" | ")[0][2:]: line for line in lines if line.startswith("| ") and "init" not in line}
     chex = np.array(VALUES[("chexpert", "nih")]) * 100
     p_chex = p_by_hand(chex, np.array(VALUES[("imagenet", "nih")]) * 100, False)
-    assert f"**{chex.mean():.2f} ± {chex.std(ddof=1):.2f}** {stars_by_hand(p_chex)}" in md
+    assert f"**{chex.mean():.2f} ± {np.std(chex):.2f}** {stars_by_hand(p_chex)}" in md  # the studies' np.std
     assert "(n=4, 1 failed, 1 unfinished)" in md  # scratch/nih averaged over 4 seeds, not 5
-    assert "mean ± sample std (ddof=1) over n=5 seeds" in lines[0] and "Welch" in lines[0]
+    assert "mean ± population std (ddof=0) over n=5 seeds" in lines[0] and "Welch" in lines[0]
     assert "| imagenet | baseline | baseline |" in md
     assert "29 finished trials averaged; not averaged: 1 failed, 1 unfinished" in md
     assert len(rows) >= 3
@@ -166,17 +166,20 @@ def test_trials_that_differ_only_in_overrides_are_flagged():
     assert "Warning: 58 trials share init, dataset, recipe, shot, lr and seed" in s.markdown()
 
 
-def test_population_std_on_request_and_named_in_every_table():
-    """--ddof 0: the first study's ± (population std); the CI stays Student's with the sample std."""
-    s = summarise(known_runs(), baseline="imagenet", ddof=0)
+def test_population_std_by_default_sample_std_on_request_and_named_in_every_table():
+    """The studies' ± is np.std (ddof 0; Version1/engine.py); the CI stays Student's with the sample std."""
+    s = summarise(known_runs(), baseline="imagenet")
     t = s.table.set_index(["init", "dataset"])
     v = np.array(VALUES[("chexpert", "nih")])
     row = t.loc[("chexpert", "nih")]
     assert row["std"] == pytest.approx(100 * np.sqrt(((v - v.mean()) ** 2).sum() / len(v)), rel=1e-12)
+    assert row["std"] == pytest.approx(100 * np.std(v), rel=1e-12)
     assert row["ddof"] == 0
     half = 2.7764451051977987 * v.std(ddof=1) / np.sqrt(5)  # t(0.975, df=4)
     assert (row["ci95_low"], row["ci95_high"]) == pytest.approx((100 * (v.mean() - half), 100 * (v.mean() + half)))
     assert "mean ± population std (ddof=0)" in s.markdown().splitlines()[0]
-    assert "mean ± sample std (ddof=1)" in summarise(known_runs()).caption()
+    one = summarise(known_runs(), baseline="imagenet", ddof=1).table.set_index(["init", "dataset"])
+    assert one.loc[("chexpert", "nih"), "std"] == pytest.approx(100 * np.std(v, ddof=1), rel=1e-12)
+    assert "mean ± sample std (ddof=1)" in summarise(known_runs(), ddof=1).caption()
     with pytest.raises(BenchxferError, match="ddof=2; allowed: 1, 0"):
         summarise(known_runs(), ddof=2)

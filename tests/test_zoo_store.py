@@ -43,7 +43,8 @@ def test_registry_covers_both_studies(tmp_path):
         assert len(cfg.mean) == 3 and len(cfg.std) == 3
     assert zoo.get_init("moco-v2").fmt == "moco" and zoo.get_init("moco-v2").arch == "resnet50"
     assert zoo.get_init("bit-cxr-r152x4").arch == "bit-r152x4" and zoo.get_init("bit-cxr-r152x4").fmt == "bit"
-    assert zoo.get_init("simclr-v1").mean == (0.0, 0.0, 0.0)
+    assert zoo.get_init("simclr-v1").mean == (0.485, 0.456, 0.406)  # the first study: ImageNet for every init
+    assert zoo.get_init("simclr-v1").trained_mean == (0.0, 0.0, 0.0)  # normalization: init-trained
     assert zoo.resolve_init("scratch", tmp_path) == (zoo.get_init("scratch"), None)
 
 

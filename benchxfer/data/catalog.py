@@ -15,7 +15,7 @@ import numpy as np
 
 from benchxfer.errors import BenchxferError
 from benchxfer.registry import Registry
-from benchxfer.tasks import TASKS, Task
+from benchxfer.tasks import TASKS, Task, get_task
 
 SPLITS = ("train", "val", "test")
 
@@ -68,7 +68,8 @@ Reader = Callable[[Path, str, IndexCtx], Index]
 @dataclass(frozen=True)
 class SegInputs:
     """How the first study fed a segmentation set ("systematic-seg"): online augmentation of the train
-    split, and of the val split (it selected checkpoints on augmented val images for some sets); the
+    split, and of the val split (it selected checkpoints on augmented val images for some sets; its test
+    splits are never augmented); the
     normalisation ("unit": [0, 1] as is, "imagenet", None: the run's); the image resize ("nearest",
     "bilinear"; masks always nearest)."""
 
@@ -78,7 +79,7 @@ class SegInputs:
     interpolation: str = "bilinear"
 
 
-# Montgomery and SIIM: val augmented like train, [0, 1] inputs, nearest-neighbour resize.
+# Montgomery and SIIM: val augmented like train (test not), [0, 1] inputs, nearest-neighbour resize.
 # DRIVE: no online augmentation (the study trained on an offline-augmented copy), ImageNet mean/std.
 STUDY_CXR_SEG = SegInputs(augment_train=True, augment_val=True, normalization="unit", interpolation="nearest")
 STUDY_DRIVE = SegInputs(augment_train=False, augment_val=False, normalization="imagenet", interpolation="bilinear")
@@ -145,6 +146,11 @@ def register_dataset(name: str, **kwargs: Any) -> Callable[[Reader], Reader]:
             raise ValueError(f"task {kw['task']!r} not in {TASKS.names()}")
         if TASKS.get(kw["task"]).score_column is not None and len(kw.get("classes", ())) != 2:
             raise ValueError(f"dataset {name!r}: a task scored on its positive class lists 2 classes")
+        computable = get_task(kw["task"]).metrics
+        wrong = [m for m in (kw["metric"], *kw["metrics"]) if m not in computable]
+        if wrong:
+            raise ValueError(f"dataset {name!r}: metric {wrong[0]!r} cannot be computed for a {kw['task']} task; "
+                             f"its evaluation gathers what {', '.join(computable)} need")
         DATASETS.add(name, DatasetCfg(name=name, reader=reader, **kw))
         return reader
 

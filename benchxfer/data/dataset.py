@@ -169,7 +169,7 @@ def open_dataset(
     if split == "train" and fraction is not None and shots is not None:
         raise BenchxferError("give either fraction or shots, not both")
     if split == "train" and fraction is not None:
-        indices = fraction_subset(len(indices), fraction, seed)
+        indices = fraction_subset(len(indices), fraction)
     if split == "train" and shots is not None:
         if targets is None:
             raise BenchxferError(f"shots: dataset {name!r} is a segmentation set; use fraction")

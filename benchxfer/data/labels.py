@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 
 from benchxfer.errors import BenchxferError
@@ -41,12 +43,21 @@ def redraw_range(policy: str) -> tuple[float, float] | None:
     return None if lo == hi else (lo, hi)
 
 
-def fraction_subset(n: int, fraction: float, seed: int) -> np.ndarray:
-    """A fixed random ``fraction`` of ``n`` indices (at least one), sorted."""
+FRACTION_SEED = 99  # the first study's label-fraction draw: random.Random(99), the same for every run
+
+
+def fraction_subset(n: int, fraction: float) -> np.ndarray:
+    """The first study's label fraction (Version1/dataloader.py, ``annotation_percent``): ``n`` indices shuffled
+    by ``random.Random(99)``, the first ``int(n * fraction)`` kept in that order -- one fixed subset for every
+    run and seed."""
     if not 0 < fraction <= 1:
         raise BenchxferError(f"fraction {fraction!r} must be in (0, 1]")
-    k = max(1, int(round(n * fraction)))
-    return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+    indices = np.arange(n)
+    random.Random(FRACTION_SEED).shuffle(indices)
+    k = int(n * fraction)
+    if k < 1:
+        raise BenchxferError(f"fraction {fraction!r} of {n} examples keeps none; give a larger fraction")
+    return indices[:k]
 
 
 def shots_subset(targets: np.ndarray, task: str, shots: int, seed: int) -> np.ndarray:

@@ -115,23 +115,91 @@ class SegPipeline:
         return self._finish(img.permute(2, 0, 1)), (torch.from_numpy(np.asarray(out["mask"])) > 0).float()
 
 
-# The first study's online augmentation of Montgomery and SIIM (albumentations, then 0.4): brightness/contrast or
+# The first study's online augmentation of Montgomery and SIIM (albumentations 0.4.3): brightness/contrast or
 # gamma; elastic, grid or optical distortion (border REFLECT_101, the old default); a random sized crop.
-# Gaps in albumentations 2.x (installed): ElasticTransform lost ``alpha_affine`` (the study's 120 * 0.03 = 3.6 px
-# random affine) and OpticalDistortion lost ``shift_limit`` (the study's 0.5); both are left out.
-SEG_ELASTIC = {"alpha": 120.0, "sigma": 120 * 0.05}
+# albumentations 2.x gives the same parameters other meanings; each is pinned back to 0.4.3's rule:
+# - ElasticTransform: 0.4.3 smooths UNIFORM noise in [-1, 1] (2.x's default draws Gaussian noise divided by its
+#   maximum: 1.7 px instead of 4.2 px mean displacement), and first warps by a random affine (``alpha_affine``,
+#   gone in 2.x): :class:`StudyAffine`, run before the elastic field as one choice of the OneOf.
+# - GridDistortion: 0.4.3 did not normalise the distorted grid (2.x's ``normalized=True`` halves it) and ended
+#   its last, partial cell at the image's edge: :class:`StudyGridDistortion`.
+# - OpticalDistortion: 0.4.3 rounded its shift (``shift_limit`` 0.5) to whole pixels, i.e. to 0; nothing is lost.
+# tests/test_data_seg_transforms.py measures the mean displacement of a coordinate grid against 0.4.3's.
+SEG_ELASTIC = {"alpha": 120.0, "sigma": 120 * 0.05, "noise_distribution": "uniform"}
+SEG_ELASTIC_AFFINE = 120 * 0.03  # 0.4.3's alpha_affine: each of 3 points moves by U(-3.6, 3.6) px per axis
 SEG_OPTICAL = {"distort_limit": 2.0}
 SEG_CROP = (156, 224)
+
+
+class StudyAffine(A.DualTransform):
+    """The random affine that albumentations 0.4.3's ``ElasticTransform`` applied before its elastic field:
+    three points of the centre square (side ``min(h, w) // 3`` from the centre) each move by
+    U(-alpha_affine, alpha_affine) px per axis; ``cv2.getAffineTransform`` of the two triangles warps the
+    image (bilinear) and the mask (nearest), borders reflected."""
+
+    class InitSchema(A.DualTransform.InitSchema):
+        alpha_affine: float
+        border_mode: int
+
+    def __init__(self, alpha_affine: float, border_mode: int = cv2.BORDER_REFLECT_101, p: float = 1.0):
+        super().__init__(p=p)
+        self.alpha_affine, self.border_mode = float(alpha_affine), int(border_mode)
+
+    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict:
+        h, w = params["shape"][:2]
+        centre, side = np.float32((h, w)) // 2, min(h, w) // 3
+        pts = np.float32([centre + side, [centre[0] + side, centre[1] - side], centre - side])
+        moved = pts + self.random_generator.uniform(-self.alpha_affine, self.alpha_affine, pts.shape).astype(np.float32)
+        return {"matrix": cv2.getAffineTransform(pts, moved)}
+
+    def _warp(self, img: np.ndarray, matrix: np.ndarray, flags: int) -> np.ndarray:
+        h, w = img.shape[:2]
+        out = cv2.warpAffine(img, matrix, (w, h), flags=flags, borderMode=self.border_mode)
+        return out.reshape(img.shape)
+
+    def apply(self, img: np.ndarray, matrix: np.ndarray, **params) -> np.ndarray:
+        return self._warp(img, matrix, cv2.INTER_LINEAR)
+
+    def apply_to_mask(self, mask: np.ndarray, matrix: np.ndarray, **params) -> np.ndarray:
+        return self._warp(mask, matrix, cv2.INTER_NEAREST)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("alpha_affine", "border_mode")
+
+
+class StudyGridDistortion(A.GridDistortion):
+    """albumentations' GridDistortion with 0.4.3's grid: steps 1 + U(-limit, limit) per cell, not normalised,
+    and a last partial cell that ends at the image's edge (2.x extends it by a whole step)."""
+
+    def __init__(self, border_mode: int = cv2.BORDER_REFLECT_101, p: float = 1.0):
+        super().__init__(normalized=False, border_mode=border_mode, p=p)
+
+    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict:
+        h, w = params["shape"][:2]
+        axes = []
+        for n in (w, h):
+            steps = [1 + self.py_random.uniform(*self.distort_limit) for _ in range(self.num_steps + 1)]
+            step, line, prev = n // self.num_steps, np.zeros(n, np.float32), 0.0
+            for k, start in enumerate(range(0, n, step)):
+                end = min(start + step, n)
+                cur = float(n) if start + step > n else prev + step * steps[k]
+                line[start:end] = np.linspace(prev, cur, end - start)
+                prev = cur
+            axes.append(line)
+        map_x, map_y = np.meshgrid(*axes)
+        return {"map_x": map_x.astype(np.float32), "map_y": map_y.astype(np.float32)}
 
 
 def seg_augmentation(size: int) -> list[A.BasicTransform]:
     reflect = cv2.BORDER_REFLECT_101
     low = round(SEG_CROP[0] * size / SEG_CROP[1])
+    elastic = A.Sequential([StudyAffine(SEG_ELASTIC_AFFINE, border_mode=reflect),
+                            A.ElasticTransform(**SEG_ELASTIC, border_mode=reflect, p=1.0)], p=1.0)
     return [
         A.OneOf([A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=1.0),
                  A.RandomGamma(gamma_limit=(80, 120), p=1.0)], p=0.3),
-        A.OneOf([A.ElasticTransform(**SEG_ELASTIC, border_mode=reflect, p=1.0),
-                 A.GridDistortion(border_mode=reflect, p=1.0),
+        A.OneOf([elastic,
+                 StudyGridDistortion(border_mode=reflect, p=1.0),
                  A.OpticalDistortion(**SEG_OPTICAL, border_mode=reflect, p=1.0)], p=0.3),
         A.RandomSizedCrop(min_max_height=(low, size), size=(size, size), p=0.25),
     ]
@@ -237,11 +305,11 @@ PRESETS.add("systematic-seg", lambda train, size: [])
 
 
 def _segmentation(train: bool, size: int, mean: Sequence[float], std: Sequence[float],
-                  dataset: str | None) -> SegPipeline:
+                  dataset: str | None, split: str) -> SegPipeline:
     inputs = get_dataset(dataset).seg_inputs if dataset else SegInputs()
     interp = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR}[inputs.interpolation]
     steps: list[A.BasicTransform] = [A.Resize(size, size, interpolation=interp, mask_interpolation=cv2.INTER_NEAREST)]
-    if (inputs.augment_train and train) or (inputs.augment_val and not train):
+    if (inputs.augment_train and train) or (inputs.augment_val and split == "val"):  # test: never
         steps += seg_augmentation(size)
     if inputs.normalization is not None:
         mean, std = NORMALISATIONS.get(inputs.normalization)
@@ -258,11 +326,14 @@ def build(
     task: str = "multilabel",
     tencrop: bool = False,
     dataset: str | None = None,
+    split: str = "test",
 ) -> Pipeline | SegPipeline:
     """The pipeline of ``preset`` for training or evaluation at ``size`` px.
 
     ``dataset``: with "systematic-seg", the dataset's :class:`SegInputs` (catalog) decide the online
     augmentation (of train, and of val where the study augmented it), the normalisation and the resize.
+    ``split`` ("val" or "test", with ``train=False``): the study augmented some val splits, never a test split
+    (``transforms=None`` for test in its main_segmentation.py).
     """
     steps = PRESETS.get(preset)(train, int(size))
     if size < 1:
@@ -272,7 +343,7 @@ def build(
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
         raise BenchxferError(f"mean {tuple(mean)} and std {tuple(std)} must hold 3 values each, std > 0")
     if preset == "systematic-seg":
-        return _segmentation(train, int(size), mean, std, dataset)
+        return _segmentation(train, int(size), mean, std, dataset, split)
     if tencrop:
         steps = [s for s in steps if not isinstance(s, v2.CenterCrop)]
     return Pipeline(v2.Compose(steps), tuple(map(float, mean)), tuple(map(float, std)), int(size) if tencrop else None)

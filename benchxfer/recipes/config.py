@@ -47,14 +47,16 @@ class TrainConfig:
     patience: int = 10
     loss: str = "auto"
     augment: str = "systematic-cls"
-    normalization: str = "init"  # "init" (the init's own) or a name in data.transforms.NORMALISATIONS
+    normalization: str = "init"  # "init" (as the study fed the init), "init-trained" (as it was pre-trained), or a
+    # name in data.transforms.NORMALISATIONS
     tencrop: bool = False
     mixup: float = 0.0
     agc: float = 0.0  # >0: adaptive gradient clipping of every parameter but the new head (BiT: 0.01)
     select: str = "best-val"  # the weights tested: "best-val" (best validation loss) or "last" (the last step)
+    binary_outputs: int = 2  # a binary task's head: 2 outputs + cross-entropy, or 1 logit + BCE (tasks.run_task)
     head_init: str = "normal"  # the new head: "normal" (N(0, 0.01), zero bias) or "default" (PyTorch's own)
     full_batches: bool = False  # every step a full batch, drawn with replacement when the set is smaller
-    balance: str = "none"  # "class": class-balanced oversampling; "auto": the dataset's own rule (COVIDx)
+    balance: str = "none"  # "class": class-balanced oversampling; "auto": the dataset's own rule (COVIDx, Flowers)
     amp: bool = True  # used only on a GPU
     channels_last: bool = True  # used only on a GPU
     loader_workers: int = 2

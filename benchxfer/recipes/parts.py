@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -173,14 +174,24 @@ STOPPING.add("steps", lambda patience: EarlyStopping(10**9))
 STOPPING.add("none", lambda patience: EarlyStopping(10**9))
 
 
-def mixup(images: torch.Tensor, target: torch.Tensor, alpha: float, num_classes: int,
+def mixup_lambda(alpha: float, seed: int, step: int) -> float:
+    """The MixUp weight of optimiser step ``step``: one Beta(alpha, alpha) draw per step for the whole global
+    batch (the second study's finetune.py draws it once per step, for all its micro-batches), from a generator
+    seeded by (seed, step) so that every DDP worker draws the same one."""
+    return float(np.random.default_rng([int(seed), int(step)]).beta(alpha, alpha))
+
+
+def mixup(images: torch.Tensor, target: torch.Tensor, lam: float, num_classes: int,
           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """MixUp: a Beta(alpha, alpha) mix of the batch with itself reversed; targets become soft."""
-    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    """MixUp as the second study's ``mixup_data``: each sample mixed with the one a random permutation of the
+    batch (``torch.randperm``) pairs it with, weight ``lam``; targets become the same mix of one-hot targets
+    (for cross-entropy and BCE, the study's lam * loss(y_a) + (1 - lam) * loss(y_b))."""
+    perm = torch.randperm(images.shape[0], generator=generator).to(images.device)
     if target.dim() == 1 and num_classes > 1:
         target = F.one_hot(target.long(), num_classes).float()
     target = target.float()
-    return lam * images + (1 - lam) * images.flip(0), lam * target + (1 - lam) * target.flip(0)
+    return lam * images + (1 - lam) * images[perm], lam * target + (1 - lam) * target[perm]
 
 
-__all__ = ["LOSSES", "OPTIMIZERS", "STOPPING", "WHOLE_BATCH_LOSSES", "EarlyStopping", "check_micro_batch", "loss_for", "loss_name", "mixup"]
+__all__ = ["LOSSES", "OPTIMIZERS", "STOPPING", "WHOLE_BATCH_LOSSES", "EarlyStopping", "check_micro_batch", "loss_for",
+           "loss_name", "mixup", "mixup_lambda"]

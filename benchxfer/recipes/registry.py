@@ -46,12 +46,13 @@ def recipe_for_task(task: str) -> str:
 register_recipe(Recipe(
     name="systematic-cls",
     description="First study, classification: Adam, ReduceLROnPlateau on val loss, early stopping 10, "
-                "RandomResizedCrop 224 + flip + rotation 7, optional TenCrop test.",
+                "RandomResizedCrop 224 + flip + rotation 7, optional TenCrop test; a binary task (Shenzhen) "
+                "has one sigmoid output with BCE.",
     tasks=CLASSIFICATION,
     default_lr=2e-4,
     defaults=dict(arch="resnet50", size=224, batch_size=32, epochs=1000, optimizer="adam", schedule="plateau",
                   plateau_factor=0.5, plateau_patience=5, plateau_threshold=1e-4, stopping="early", patience=10,
-                  loss="auto", augment="systematic-cls", normalization="init", tencrop=False),
+                  loss="auto", augment="systematic-cls", normalization="init", tencrop=False, binary_outputs=1),
 ))
 
 register_recipe(Recipe(
@@ -70,7 +71,7 @@ register_recipe(Recipe(
                 "gradient clipping 0.01 on all but the new head (every config of the study), step schedule by "
                 "training-set size with linear warm-up, MixUp 0.1 from 20k examples, batch 128 (drawn with "
                 "replacement from smaller sets), no weight decay, head with PyTorch's default init, the last "
-                "step tested (no validation split), class-balanced sampling for COVIDx full data.",
+                "step tested (no validation split), class-balanced sampling for COVIDx and Flowers full data.",
     tasks=CLASSIFICATION,
     default_lr=0.001,
     defaults=dict(arch="bit-r50x1", size=480, batch_size=128, epochs=100000, optimizer="sgd-nesterov",
@@ -100,11 +101,12 @@ def check_names(knobs: dict[str, Any], where: str) -> None:
     from benchxfer.models import ARCHS, HEAD_INITS
     from benchxfer.recipes.parts import LOSSES, OPTIMIZERS, STOPPING
     from benchxfer.recipes.schedules import SCHEDULES
+    from benchxfer.zoo.inits import INIT_NORMALISATIONS
 
     for key, reg, extra in (("arch", ARCHS, ()), ("optimizer", OPTIMIZERS, ()), ("schedule", SCHEDULES, ()),
                             ("loss", LOSSES, ("auto",)), ("stopping", STOPPING, ()), ("head_init", HEAD_INITS, ()),
                             ("select", None, SELECT), ("balance", None, BALANCE),
-                            ("normalization", None, ("init", *NORMALISATIONS.names()))):
+                            ("normalization", None, (*INIT_NORMALISATIONS, *NORMALISATIONS.names()))):
         value = knobs.get(key, KNOBS[key])
         known = [*extra, *(reg.names() if reg is not None else [])]
         if value not in known:

@@ -57,7 +57,9 @@ def cosine_epoch_factor(epoch: int, epochs: int) -> float:
 
 @SCHEDULES.register("cosine-epoch")
 def cosine_epoch(opt: Optimizer, s: ScheduleInput) -> Schedule:
-    return Schedule(LambdaLR(opt, lambda e: cosine_epoch_factor(e, s.epochs)), per_step=False)
+    """The study sets the lr AFTER each epoch (Version1/engine.py: ``cosine_anneal_schedule(epoch, ...)`` once
+    epoch ``epoch`` has trained), so epoch 0 trains at the full lr and epoch e >= 1 at factor(e - 1)."""
+    return Schedule(LambdaLR(opt, lambda e: cosine_epoch_factor(max(e - 1, 0), s.epochs)), per_step=False)
 
 
 def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int) -> float:

@@ -20,9 +20,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 from benchxfer import data, zoo
 from benchxfer.recipes import TrainConfig
 from benchxfer.recipes.schedules import bit_mixup
-from benchxfer.tasks import PRETRAIN_TASK
-from benchxfer.train.sampling import DrawnSampler, balanced, class_weights, validation_set
-from benchxfer.zoo.inits import IMAGENET_MEAN, IMAGENET_STD
+from benchxfer.tasks import PRETRAIN_TASK, run_task
+from benchxfer.train.sampling import DrawnSampler, balanced, class_weights, small_set_sampler, validation_set
+from benchxfer.zoo.inits import IMAGENET_MEAN, IMAGENET_STD, INIT_NORMALISATIONS
 
 
 class Indexed(Dataset):
@@ -57,12 +57,16 @@ def sample_seed(seed: int, epoch: int, rank: int, position: int) -> int:
 
 
 def normalisation(cfg: TrainConfig) -> tuple[Sequence[float], Sequence[float]]:
-    """A name in ``data.transforms.NORMALISATIONS``, or ``init``: the init's own mean/std (ImageNet for scratch)."""
-    if cfg.normalization != "init":
+    """A name in ``data.transforms.NORMALISATIONS``; ``init``: the mean/std the study fed the init (ImageNet for
+    scratch and, as the first study, for SimCLR); ``init-trained``: those the init was pre-trained on ([0, 1] for
+    SimCLR; the same as ``init`` for every other init)."""
+    if cfg.normalization not in INIT_NORMALISATIONS:
         return data.transforms.NORMALISATIONS.get(cfg.normalization)
     if cfg.init == "scratch":
         return IMAGENET_MEAN, IMAGENET_STD
     init = zoo.get_init(cfg.init)
+    if cfg.normalization == "init-trained" and init.trained_mean is not None:
+        return tuple(init.trained_mean), tuple(init.trained_std or init.std)
     return tuple(init.mean), tuple(init.std)
 
 
@@ -100,26 +104,26 @@ def build_data(cfg: TrainConfig) -> RunData:
     task = dcfg.task
     common: dict[str, Any] = {**cfg.dataset_options, "size_hint": data.transforms.resize_side(cfg.augment, cfg.size)}
 
-    def tf(train: bool, tencrop: bool = False):
-        return data.transforms.build(cfg.augment, train=train, size=cfg.size, mean=mean, std=std, task=task,
-                                     tencrop=tencrop, dataset=cfg.dataset)
+    def tf(split: str, tencrop: bool = False):
+        return data.transforms.build(cfg.augment, train=split == "train", size=cfg.size, mean=mean, std=std,
+                                     task=task, tencrop=tencrop, dataset=cfg.dataset, split=split)
 
     use_val = validation_set(cfg.select, dcfg.splits, cfg.dataset_options)
     if not use_val and "val_fraction" in dcfg.options and "val_fraction" not in common:
         common["val_fraction"] = 0.0  # no validation set: carve none from the training data
-    train = data.open_dataset(cfg.dataset, cfg.root, "train", transform=tf(True), shots=cfg.shot,
+    train = data.open_dataset(cfg.dataset, cfg.root, "train", transform=tf("train"), shots=cfg.shot,
                               seed=cfg.seed, **common)
     common.pop("fraction", None)  # a label fraction applies to the training list only
-    val = data.open_dataset(cfg.dataset, cfg.root, "val", transform=tf(False), **common) if use_val else None
-    test = data.open_dataset(cfg.dataset, cfg.root, "test", transform=tf(False, cfg.tencrop), **common)
+    val = data.open_dataset(cfg.dataset, cfg.root, "val", transform=tf("val"), **common) if use_val else None
+    test = data.open_dataset(cfg.dataset, cfg.root, "test", transform=tf("test", cfg.tencrop), **common)
     classes = list(getattr(train, "classes", None) or dcfg.classes)
     num_classes = len(classes)
     columns = None
     if dcfg.eval_classes:
         columns = [classes.index(c) for c in dcfg.eval_classes]
     mix = cfg.mixup if cfg.mixup >= 0 else bit_mixup(len(train))  # -1: BiT-HyperRule's rule
-    return RunData(train, val, test, task, num_classes, dcfg.metric, tuple(dcfg.metrics), columns, mix,
-                   balanced(cfg.balance, cfg.dataset, cfg.shot))
+    return RunData(train, val, test, run_task(task, cfg.binary_outputs), num_classes, dcfg.metric,
+                   tuple(dcfg.metrics), columns, mix, balanced(cfg.balance, cfg.dataset, cfg.shot))
 
 
 def per_worker_batch(global_batch: int, world: int) -> int:
@@ -127,14 +131,14 @@ def per_worker_batch(global_batch: int, world: int) -> int:
 
 
 def train_sampler(ds: Dataset, cfg: TrainConfig, rank: int, world: int, balance: bool = False):
-    """This worker's sampler: class-balanced draws (weights n / count(class), n per epoch), a full batch drawn
-    with replacement when the set is smaller than the batch (``full_batches``), or the shuffled shard.
+    """This worker's sampler: class-balanced draws (weights n / count(class), n per epoch), a full batch from a set
+    smaller than the batch (``full_batches``: ``sampling.small_set_sampler``), or the shuffled shard.
     Each comes from (seed, epoch) only, so a resumed run sees exactly the batches an uninterrupted one would."""
     n = len(ds)  # type: ignore[arg-type]
     if balance:
         return DrawnSampler(n, n, rank, world, cfg.seed, weights=class_weights(list(ds.targets)))  # type: ignore[attr-defined]
     if cfg.full_batches and n < cfg.batch_size:
-        return DrawnSampler(n, cfg.batch_size, rank, world, cfg.seed)
+        return small_set_sampler(n, cfg.batch_size, cfg.dataset, rank, world, cfg.seed)
     return DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=False)
 
 

@@ -31,7 +31,7 @@ from torch import nn
 
 from benchxfer import models, zoo
 from benchxfer.recipes import TrainConfig
-from benchxfer.recipes.parts import OPTIMIZERS, STOPPING, check_micro_batch, loss_for, mixup
+from benchxfer.recipes.parts import OPTIMIZERS, STOPPING, check_micro_batch, loss_for, mixup, mixup_lambda
 from benchxfer.recipes.schedules import ScheduleInput, bit_boundaries, build_schedule, current_lr
 from benchxfer.tasks import Task, get_task
 from benchxfer.tracking import CHECKPOINT_NOTE, ERROR, STATUS, RunLogger
@@ -40,7 +40,6 @@ from benchxfer.train.checkpoint import CheckpointStore, rng_state, set_rng_state
 from benchxfer.train.data_setup import RunData, TrainStream, build_data, eval_loader, steps_per_epoch, train_loader
 from benchxfer.train.session import SESSIONS, Runtime, Session
 from benchxfer.trialdir import Failure, Progress, TrialDir, TrialFailed, TrialResult
-from benchxfer.zoo.backbone import HEAD_PREFIXES
 
 log = logging.getLogger("benchxfer")
 
@@ -125,9 +124,11 @@ def evaluate(model: nn.Module, loader, rd: RunData, loss_fn, sess: Session, auto
 
 # --- adaptive gradient clipping ------------------------------------------------------------------
 
-def clipped_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """What AGC clips: every parameter except the new classification head (the second study's rule)."""
-    return [p for name, p in _unwrap(model).named_parameters() if not name.startswith(HEAD_PREFIXES)]
+def clipped_parameters(model: nn.Module, outputs: int) -> list[nn.Parameter]:
+    """What AGC clips, by the second study's rule (transfer_learning/optim/sgd_agc.py, ``output_size`` = the
+    number of classes): every parameter but a weight (2-D or 4-D) whose first dimension is the head's
+    ``outputs`` -- the head's weight is exempt, its bias is clipped."""
+    return [p for p in _unwrap(model).parameters() if not (p.dim() in (2, 4) and p.shape[0] == outputs)]
 
 
 def clip_gradients(params: list[nn.Parameter], clip: float) -> None:
@@ -153,7 +154,7 @@ class Run:
     model: nn.Module
     loss_fn: Callable
     opt: torch.optim.Optimizer
-    clipped: list[nn.Parameter]  # what AGC clips: every parameter but the new head
+    clipped: list[nn.Parameter]  # what AGC clips: every parameter but the head's weight
     sched: Any
     stopper: Any
     scaler: torch.amp.GradScaler
@@ -202,7 +203,7 @@ def set_up(cfg: TrainConfig, runtime: Runtime) -> Run:
     if cfg.init != "scratch":
         _, path = zoo.resolve_init(cfg.init)
         zoo.apply_backbone(model, zoo.load_backbone(path, arch=cfg.arch))
-    clipped = clipped_parameters(model)
+    clipped = clipped_parameters(model, task.outputs(rd.num_classes))
     use_cl = cuda and cfg.channels_last
     model = models.channels_last(model.to(sess.device), use_cl)
     if sess.world > 1:
@@ -297,7 +298,8 @@ def train_one_epoch(run: Run, stream: TrainStream, epoch: int) -> float:
         if run.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if rd.mixup > 0 and not run.task.dense:
-            x, y = mixup(x, y, rd.mixup, run.task.outputs(rd.num_classes))  # pairs within the whole batch
+            x, y = mixup(x, y, mixup_lambda(rd.mixup, cfg.seed, run.step),  # pairs within the whole batch
+                         run.task.outputs(rd.num_classes))
         run.opt.zero_grad(set_to_none=True)
         loss = accumulate_gradients(run.model, run.loss_fn, x, y, mask, cfg.micro_batch, run.autocast, run.scaler)
         if cfg.agc > 0:

@@ -87,5 +87,3 @@ def _iou(r: dict[str, np.ndarray]) -> float:
 def compute(names: Sequence[str], records: dict[str, np.ndarray]) -> dict[str, float]:
     return {name: METRICS.get(name)(records) for name in names}
 
-
-SEGMENTATION_METRICS = ("dice", "dice_per_image", "iou")

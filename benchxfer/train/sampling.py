@@ -1,5 +1,6 @@
-"""Which training samples a step sees: the shuffled shard, full batches drawn with replacement, or
-class-balanced oversampling; and which weights a run tests. torch loads only when a sampler is made.
+"""Which training samples a step sees: the shuffled shard, full batches from a set smaller than a batch (cycled
+shuffled passes, or drawn with replacement from a set smaller than the study's micro-batch), or class-balanced
+oversampling; and which weights a run tests. torch loads only when a sampler is made.
 
 Every draw comes from a generator seeded with (seed, epoch), and each worker takes its slice of the one
 global draw, so a resumed run sees exactly the samples an uninterrupted one would, and the workers of a DDP
@@ -12,8 +13,13 @@ from typing import Any, Iterator, Sequence
 
 from benchxfer.recipes.config import BALANCE, SELECT  # noqa: F401  (the knobs' values, named with the knobs)
 
-# The second study oversampled COVIDx to balanced classes in its full-data runs (never in few-shot runs).
-AUTO_BALANCED = frozenset({"covidx"})
+# The second study oversampled COVIDx and Flowers to balanced classes in its full-data runs (never in few-shot
+# runs): ``oversampling: true`` in its covidx_cxr2.yaml and flowers_oversampling.yaml (the published Flowers results).
+AUTO_BALANCED = frozenset({"covidx", "flowers102"})
+# The second study's micro-batch (batch 128 / batch_split in its fine-tune configs): 4, and 64 for CIFAR. Its loader
+# draws with replacement only from a set smaller than one micro-batch; from any other set it cycles shuffled passes.
+STUDY_MICRO_BATCH = 4
+STUDY_MICRO_BATCH_OF = {"cifar10": 64, "cifar100": 64}
 
 
 def validation_set(select: str, splits: Sequence[str], options: dict[str, Any]) -> bool:
@@ -37,6 +43,50 @@ def balanced(balance: str, dataset: str, shot: int | None) -> bool:
     if shot:
         return False
     return balance == "class" or (balance == "auto" and dataset in AUTO_BALANCED)
+
+
+def study_micro_batch(dataset: str) -> int:
+    return STUDY_MICRO_BATCH_OF.get(dataset, STUDY_MICRO_BATCH)
+
+
+def small_set_sampler(n: int, batch: int, dataset: str, rank: int, world: int, seed: int) -> "DrawnSampler | CycledSampler":
+    """A full batch per step from a set smaller than the batch, as the second study's loader gave it: drawn with
+    replacement when the set is smaller than one of its micro-batches, otherwise consecutive shuffled passes."""
+    if n < study_micro_batch(dataset):
+        return DrawnSampler(n, batch, rank, world, seed)
+    return CycledSampler(n, batch, rank, world, seed)
+
+
+class CycledSampler:
+    """``num_samples`` indices per epoch from an endless stream of shuffled passes over the set (the study's
+    ``recycle(DataLoader(shuffle=True))``): epoch e takes stream positions [e * num_samples, (e + 1) * num_samples),
+    pass p is a permutation from a generator seeded with (seed, p); this worker yields its slice ``rank::world``."""
+
+    def __init__(self, n: int, num_samples: int, rank: int, world: int, seed: int):
+        self.n, self.num_samples, self.rank, self.world, self.seed = n, num_samples, rank, world, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def draw(self) -> list[int]:
+        """The global draw of this epoch (all workers)."""
+        import torch
+
+        start = self.epoch * self.num_samples
+        out: list[int] = []
+        for p in range(start // self.n, (start + self.num_samples - 1) // self.n + 1):
+            gen = torch.Generator()
+            gen.manual_seed(self.seed * 1_000_003 + p)
+            out += torch.randperm(self.n, generator=gen).tolist()
+        skip = start - (start // self.n) * self.n
+        return out[skip:skip + self.num_samples]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.draw()[self.rank::self.world])
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.num_samples, self.world))
 
 
 class DrawnSampler:

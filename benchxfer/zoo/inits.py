@@ -17,6 +17,9 @@ UNIT_MEAN = (0.0, 0.0, 0.0)  # SimCLR's TensorFlow models take [0, 1] inputs wit
 UNIT_STD = (1.0, 1.0, 1.0)
 BIT_MEAN = (0.5, 0.5, 0.5)  # the second study's chest X-ray BiT models take inputs in [-1, 1]
 BIT_STD = (0.5, 0.5, 0.5)
+# the normalisation knob's values that read the init (besides data.transforms.NORMALISATIONS): "init", what the
+# study fed it (InitCfg.mean/std); "init-trained", what it was pre-trained on (InitCfg.trained_mean/std)
+INIT_NORMALISATIONS = ("init", "init-trained")
 
 
 @dataclass(frozen=True)
@@ -27,9 +30,12 @@ class InitCfg:
     arch: str  # a name in benchxfer.models.ARCHS
     fmt: str | None  # format of the published checkpoint (FORMATS); None for scratch
     filename: str | None  # canonical backbone file in the zoo folder; None for scratch
-    mean: tuple[float, float, float] = IMAGENET_MEAN
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # what the study fed it (``normalization: init``)
     std: tuple[float, float, float] = IMAGENET_STD
     description: str = ""
+    # the inputs it was pre-trained on, where the study fed it others (``normalization: init-trained``); None: mean/std
+    trained_mean: tuple[float, float, float] | None = None
+    trained_std: tuple[float, float, float] | None = None
     source: str = ""  # URL of the published checkpoint, or provenance text
     sha256: str | None = None  # of the canonical file, once recorded
 
@@ -75,11 +81,14 @@ _r50("pcl-v1", "pcl", "PCL v1, 200 epochs",
      "https://storage.googleapis.com/sfr-pcl-data-research/PCL_checkpoint/PCL_v1_epoch200.pth.tar")
 _r50("pcl-v2", "pcl", "PCL v2, 200 epochs",
      "https://storage.googleapis.com/sfr-pcl-data-research/PCL_checkpoint/PCL_v2_epoch200.pth.tar")
+# The first study normalised every init with ImageNet mean/std (Version1/main_classification.py: --normalization
+# "imagenet" by default, for all), SimCLR's too, although SimCLR's TensorFlow models were trained on [0, 1] inputs.
 _r50("simclr-v1", "simclr", "SimCLR v1 (ResNet50_1x, converted from TensorFlow with tonylins/simclr-converter)",
-     "https://storage.cloud.google.com/simclr-gcs/checkpoints/ResNet50_1x.zip", mean=UNIT_MEAN, std=UNIT_STD)
+     "https://storage.cloud.google.com/simclr-gcs/checkpoints/ResNet50_1x.zip",
+     trained_mean=UNIT_MEAN, trained_std=UNIT_STD)
 _r50("simclr-v2", "simclr", "SimCLR v2 (r50_1x_sk0, converted from TensorFlow with Separius/SimCLRv2-Pytorch)",
      "https://console.cloud.google.com/storage/browser/simclr-checkpoints/simclrv2/pretrained/r50_1x_sk0",
-     mean=UNIT_MEAN, std=UNIT_STD)
+     trained_mean=UNIT_MEAN, trained_std=UNIT_STD)
 _r50("infomin", "pycontrast", "InfoMin, 800 epochs (PyContrast)",
      "https://www.dropbox.com/sh/87d24jqsl6ra7t2/AAAzMTynP3Qc8mIE4XWkgILUa/InfoMin_800.pth")
 _r50("pirl", "pycontrast", "PIRL (PyContrast)", _PYCONTRAST)
