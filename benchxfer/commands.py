@@ -48,6 +48,10 @@ def _print_plan(plan, limit: int | None) -> None:
         click.echo("GPU memory: * extrapolated from the measured peaks (benchxfer/gpu_memory.py)")
     for pspec in plan.to_pretrain:
         click.echo(f"Before the trials: pre-train init {pspec.name!r} from {pspec.path}")
+    if plan.absent:
+        click.echo(f"Not on this machine ({len(plan.absent)}); the real run refuses until they are there:")
+        for line in plan.absent:
+            click.echo(f"  absent: {line}")
 
 
 def _gpu_columns(plan, trial) -> dict[str, str]:
@@ -123,7 +127,7 @@ def sweep(file, dry_run, limit, tracking_uri, address, zoo_dir, verbose):
     from benchxfer.planning import make_plan
 
     _use_zoo(zoo_dir)
-    plan = make_plan(file, zoo_dir, write_synthetic=not dry_run)
+    plan = make_plan(file, zoo_dir, write_synthetic=not dry_run, dry_run=dry_run)
     if dry_run:
         _print_plan(plan, None if limit == 0 else limit)
         return
@@ -265,14 +269,23 @@ def train(file, index, sets, zoo_dir):
     trial = plan.trials[index]
     config = dict(trial.config)
     from benchxfer.recipes.config import check_knobs
+    from benchxfer.recipes.registry import check_names
+    from benchxfer.schema import check_combinations
 
     extra = {}
     for item in sets:
         if "=" not in item:
             raise BenchxferError(f"--set {item!r}: expected KEY=VALUE")
         k, v = item.split("=", 1)
-        extra[k] = yaml.safe_load(v)
+        try:
+            extra[k] = yaml.safe_load(v)
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise BenchxferError(f"--set {item!r}: the value is not valid YAML ({problem}); quote a string, "
+                                 "e.g. --set 'augment=plain'") from None
     config.update(check_knob_values(check_knobs(extra, "--set"), "--set"))
+    check_names(config, "--set")  # the same names the sweep file is held to
+    check_combinations(config, [trial.shot], "--set")
     tdir = paths.sweep_dir(plan.spec.name) / "local" / trial.key
     click.echo(f"Training {trial.key} in-process; folder {tdir}")
     threads = max(1, int(plan.spec.resources["cpus_per_worker"]))  # as a sweep's worker: same numbers

@@ -511,7 +511,7 @@ CASES = [
          good_dry(add="resources: {trainer: direct, workers: 2}\n"),
          (S + "resources: trainer 'direct' runs one process, but workers is 2; use trainer 'torch' or 'auto'",)),
     Case("numeric-name", "sweep file", "`name: 0`", good_dry(old="name: done", new="name: 0"),
-         (S + "name: must be lower-case letters, digits, '.', '_' or '-', got 0",)),
+         (S + "name: must be a name of lower-case letters, digits, '.', '_' or '-' (at most 64 characters), got 0",)),
     Case("name-from-file-name", "sweep file", "no `name:`, in a file called `My Sweep.yaml`",
          lambda f: ["sweep", f.sweep(GOOD.replace("name: done\n", ""), name="My Sweep.yaml"), "--dry-run"],
          ("<tmp>/My Sweep.yaml: name: not set, and the file name gives 'My Sweep'", "add a name: key")),

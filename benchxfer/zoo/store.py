@@ -25,7 +25,7 @@ from typing import Any, Iterator
 
 import torch
 
-from benchxfer.errors import BenchxferError
+from benchxfer.errors import Absent, BenchxferError
 from benchxfer.paths import zoo_dir
 from benchxfer.zoo.backbone import apply_backbone, check_backbone, is_head_key
 from benchxfer.zoo.formats import CANONICAL, Backbone, read_backbone
@@ -118,7 +118,7 @@ def resolve_init(name: str, zoo: ZooArg = None) -> tuple[InitCfg, Path | None]:
     if not path.is_file():
         hint = f" (published at {cfg.source})" if cfg.source.startswith("http") else ""
         trust = " --trust" if cfg.fmt == "byol-haiku" else ""
-        raise BenchxferError(
+        raise Absent(
             f"init {name!r}: file {path} is missing; download its checkpoint{hint} and run "
             f"`benchxfer zoo import {name} FILE{trust}`"
         )
