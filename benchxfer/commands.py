@@ -14,8 +14,18 @@ from benchxfer import paths
 from benchxfer.errors import BenchxferError
 from benchxfer.schema import check_address, check_knob_values, check_port_free
 
+
+def _check_tracking_uri(ctx, param, value: str | None) -> str | None:
+    from benchxfer.environment import VARIABLES
+
+    var = next(v for v in VARIABLES if v.name == "MLFLOW_TRACKING_URI")
+    if value is not None and (problem := var.check(value)):
+        raise BenchxferError(f"--tracking-uri {value!r}: {problem}; allowed: {var.allowed}")
+    return value
+
+
 tracking_option = click.option(
-    "--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, metavar="URI",
+    "--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, metavar="URI", callback=_check_tracking_uri,
     help="MLflow tracking server (default: $MLFLOW_TRACKING_URI, else a local server that benchxfer starts "
          "on 127.0.0.1 with the SQLite store in $BENCHXFER_HOME).")
 address_option = click.option(
@@ -91,12 +101,13 @@ verbose_option = click.option("--verbose", is_flag=True,
 
 
 def _run(plan, tracking_uri, address, verbose=False):
+    from benchxfer import locks
     from benchxfer.runner import execute
     from benchxfer.tracking import tracking_uri as tracking
     from benchxfer.trialdir import SweepDir
 
     started = time.time()
-    with tracking(tracking_uri, echo=click.echo) as uri:
+    with locks.sweep(plan.spec.name, echo=click.echo), tracking(tracking_uri, echo=click.echo) as uri:
         results = execute(plan, uri, address=address, echo=click.echo, verbose=verbose)
         _summary(plan.spec.name, uri)
     click.echo(f"\nDone in {time.time() - started:.0f} s. Tables and figures: benchxfer report {plan.spec.name}")
@@ -151,6 +162,12 @@ def resume(name, tracking_uri, address, zoo_dir, verbose):
 
     _use_zoo(zoo_dir)
     sdir = SweepDir(name)
+    damage = sdir.missing()
+    if damage:
+        source = _readable_source(sdir)
+        raise BenchxferError(f"sweep {name!r} in {sdir.path} is damaged: {damage}; "
+                             + (f"restore it, or start the sweep again with `benchxfer sweep {source}`" if source
+                                else "restore it, or start the sweep again with `benchxfer sweep FILE`"))
     if not sdir.exists():
         known = sorted(p.name for p in paths.runs_dir().iterdir()) if paths.runs_dir().exists() else []
         raise BenchxferError(f"no sweep named {name!r} in {paths.runs_dir()}; known: {', '.join(known) or 'none'}")
@@ -159,6 +176,13 @@ def resume(name, tracking_uri, address, zoo_dir, verbose):
     if source and Path(source).exists() and Path(source).resolve() != sdir.spec_copy.resolve():
         _refuse_changed(name, plan, make_plan(source, zoo_dir, write_synthetic=True), source)
     _run(plan, tracking_uri, address, verbose)
+
+
+def _readable_source(sdir) -> str | None:
+    try:
+        return sdir.source()
+    except BenchxferError:
+        return None
 
 
 def _refuse_changed(name: str, started, now, source: str) -> None:

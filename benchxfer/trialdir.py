@@ -339,13 +339,28 @@ class SweepDir:
         return self.spec_copy.is_file()
 
     def save_plan(self, spec_path: str | os.PathLike, trials: list[dict[str, Any]]) -> None:
-        """Keep the sweep file as run, where it came from, and the list of expected trials."""
+        """Keep the sweep file as run, where it came from, and the list of expected trials. A resume (which
+        plans from the sweep's own copy) only reads: the copy and ``source.json`` stay as the sweep started them,
+        so a source renamed or edited later is still refused; ``trials.json`` is written only when it changes
+        (stage 2 of tune-then-repeat)."""
         self.path.mkdir(parents=True, exist_ok=True)
         src = Path(spec_path).resolve()
         if src != self.spec_copy.resolve():
             shutil.copyfile(src, self.spec_copy)
-        write_json(self.path / SOURCE, {"path": str(src)})
-        write_json(self.path / TRIALS, trials)
+            write_json(self.path / SOURCE, {"path": str(src)})
+        path = self.path / TRIALS
+        if not path.is_file() or read_json(path, "a JSON list of trials") != json.loads(json.dumps(trials, default=str)):
+            write_json(path, trials)
+
+    def missing(self) -> str | None:
+        """What makes a started sweep's folder unusable (None when it is whole, or was never started)."""
+        if not self.path.is_dir() or self.spec_copy.is_file():
+            return None
+        if self.spec_copy.exists() or self.spec_copy.is_symlink():
+            return f"{self.spec_copy} is not a readable file"
+        if (self.path / TRIALS).exists() or (self.path / SOURCE).exists():
+            return f"{self.spec_copy} (the sweep file as it was started) is missing"
+        return None
 
     def source(self) -> str | None:
         """The sweep file's original path (None when there is no record)."""
