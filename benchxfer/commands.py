@@ -200,7 +200,7 @@ def _refuse_changed(name: str, started, now, source: str) -> None:
                              f"run it as a new sweep under another name, or restore the file")
 
 
-STATES = ("finished", "stopped", "failed", "interrupted", "pending")
+STATES = ("finished", "stopped", "failed", "interrupted", "pending", "damaged")
 
 
 def trial_states(name: str) -> list[dict]:
@@ -224,6 +224,10 @@ def _trial_row(tdir, planned: bool) -> dict:
     from benchxfer.trialdir import TrialState
 
     row = {"trial_key": tdir.key, "state": "pending", "epoch": "", "best": "", "error": "", "planned": planned}
+    damage = tdir.damage()
+    if damage:  # never shown as a state it is not: the file and what is wrong with it
+        row.update(state="damaged", error=f"damaged: {damage}")
+        return row
     prog = tdir.progress()
     if prog:
         row.update(state="interrupted", epoch=prog.epoch)
@@ -261,7 +265,8 @@ def status(name):
         for r in others:
             click.echo(f"{r['trial_key']:<60} {r['state']:<12} {r['epoch']!s:>5}  {r['best']:<28} {r['error']}")
     counts = {s: sum(r["state"] == s for r in planned) for s in STATES}
-    line = ", ".join(f"{v} {k}" for k, v in counts.items() if k != "stopped") + f" ({len(planned)} trials)"
+    line = ", ".join(f"{v} {k}" for k, v in counts.items() if k != "stopped" and (v or k != "damaged")) \
+        + f" ({len(planned)} trials)"
     if others:
         n_stopped = sum(r["state"] == "stopped" for r in rows)
         line += f"; lr search: {len(others)} other trials, {n_stopped} stopped by the search"

@@ -87,6 +87,20 @@ def _record(cls: type, path: Path, obj: Any, what: str):
     return cls(**{f.name: obj[f.name] for f in fields if f.name in obj})
 
 
+def check_result_values(path: Path, rec: dict[str, Any]) -> None:
+    """The values of a result record that readers compute with have their types (a key may be absent)."""
+    for key in ("value", "lr", "wall_seconds"):
+        v = rec.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise BenchxferError(f"{path}: {key}={v!r} is not a number")
+    for key in ("seed", "best_epoch", "epochs_run"):
+        v = rec.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+            raise BenchxferError(f"{path}: {key}={v!r} is not an integer")
+    if not isinstance(rec.get("test") or {}, dict):
+        raise BenchxferError(f"{path}: test={rec.get('test')!r} is not a mapping of metric to score")
+
+
 class TrialFailed(RuntimeError):
     """A trial that must not be retried as it is (its loss became NaN, say)."""
 
@@ -215,11 +229,30 @@ class TrialDir:
             return None
         return _object(path, read_json(path, "the trial's result"), "the trial's result")
 
+    def result_checked(self) -> TrialResult | None:
+        """The result as a typed record (None when there is none); damage, including a value of the wrong type,
+        is one line naming the file and what is wrong."""
+        rec = self.result_record()
+        if rec is None:
+            return None
+        path = self.path / RESULT
+        out = _record(TrialResult, path, rec, "the trial's result")
+        check_result_values(path, rec)
+        return out
+
+    def damage(self) -> str | None:
+        """The first damaged state file of the trial, as '<file>: <what>' (None when every file reads)."""
+        for read in (self.result_checked, self.stopped, self.failure, self.progress):
+            try:
+                read()
+            except BenchxferError as err:
+                return str(err)
+        return None
+
     def result(self) -> TrialResult | None:
         """The finished result, or None: no file, or a damaged one (policy: the trial is pending again)."""
         try:
-            rec = self.result_record()
-            out = _record(TrialResult, self.path / RESULT, rec, "the trial's result") if rec is not None else None
+            out = self.result_checked()
         except (BenchxferError, TypeError):
             return None
         return out if out is not None and out.status == "finished" else None
