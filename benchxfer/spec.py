@@ -36,6 +36,7 @@ from benchxfer.schema import (
     check_synthetic,
     parse_search_options,
 )
+from benchxfer.textfile import looks_utf16, not_utf8, open_problem, utf16
 
 TOP_KEYS = {"name", "description", "recipe", "inits", "datasets", "lr", "seeds", "shots", "overrides", "mode",
             "resources", "failure"}
@@ -171,12 +172,14 @@ def _text(path: str, p: Path) -> str:
         raise BenchxferError(f"{path}: cannot read it (permission denied)") from None
     except IsADirectoryError:
         raise BenchxferError(f"{path}: is a folder, not a YAML file") from None
+    if looks_utf16(raw):
+        raise utf16(path, "a sweep or pre-training file")
     if b"\x00" in raw:
         raise BenchxferError(f"{path}: not a text file (it holds NUL bytes); expected YAML")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise BenchxferError(f"{path}: not a UTF-8 text file (byte {err.start}); expected YAML") from None
+        raise not_utf8(Path(path), raw, err, "a sweep or pre-training file") from None
 
 
 def _check_shape(path: str, text: str) -> None:
@@ -217,6 +220,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if p.is_dir():
         raise BenchxferError(f"{path}: is a folder, not a YAML file")
     if not p.is_file():
+        if p.is_symlink():  # a loop, or a link to nothing
+            try:
+                os.stat(p)
+            except OSError as err:
+                raise open_problem(p, err, "YAML file") from None
         raise BenchxferError(f"{path}: no such file")
     text = _text(str(path), p)
     try:
