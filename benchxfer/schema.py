@@ -15,6 +15,10 @@ from typing import Any
 from benchxfer.errors import BenchxferError
 
 
+def _num(x: float | None) -> str:
+    return "" if x is None else str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
 @dataclass(frozen=True)
 class Range:
     """A number in [low, high] (``None``: unbounded); ``open_high`` excludes ``high``."""
@@ -27,12 +31,12 @@ class Range:
 
     def describe(self) -> str:
         kind = "an integer" if self.integer else "a number"
+        low, high = _num(self.low), _num(self.high)
         if self.low is not None and self.high is not None:
-            return (f"{kind} in {'(' if self.open_low else '['}{self.low:g}, "
-                    f"{self.high:g}{')' if self.open_high else ']'}")
+            return f"{kind} in {'(' if self.open_low else '['}{low}, {high}{')' if self.open_high else ']'}"
         if self.low is not None:
-            return f"{kind} {'>' if self.open_low else '>='} {self.low:g}"
-        return f"{kind} <= {self.high:g}" if self.high is not None else kind
+            return f"{kind} {'>' if self.open_low else '>='} {low}"
+        return f"{kind} <= {high}" if self.high is not None else kind
 
     def ok(self, value: Any) -> bool:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):

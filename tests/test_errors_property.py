@@ -86,3 +86,90 @@ def test_every_malformed_sweep_is_one_line(tmp_path):
             failures.append(f"{label}: exit {code} in {took:.1f} s: {err.strip()[:300]!r}")
     assert not failures, "\n".join(failures)
     assert refused > len(cases) * 0.6  # most variants are bad ones: the dry run is not just passing them
+
+
+# --- every rule of the schema, drawn invalid from the schema itself ---------------------------------------------
+
+def invalid_values(rule) -> list:
+    """Values that ``rule`` refuses, made from the rule (a new knob, option or resource is covered as it is added)."""
+    from benchxfer.schema import Name, OneOf, Range
+
+    out: list = ["not-a-value~", [1], {"k": 1}]
+    if isinstance(rule, Range):
+        if rule.low is not None:
+            out.append(rule.low if rule.open_low else rule.low - 1)
+        if rule.high is not None:
+            out.append(rule.high if rule.open_high else rule.high + 1)
+        if rule.integer:
+            low = rule.low if rule.low is not None else 0
+            out.append(low + 1.5)
+        out += [True, float("nan")]
+    elif isinstance(rule, OneOf):
+        out += [12345 if all(not isinstance(v, int) for v in rule.allowed()) else "banana"]
+    elif isinstance(rule, Name):
+        out += ["", "Upper Case", "a" * (rule.limit() + 1)]
+    values = [v for v in out if not rule.ok(v)]
+    assert len(values) >= 3, rule
+    return values
+
+
+def _dataset_taking(option: str) -> str:
+    """A dataset whose reader takes ``option`` (the options are the dataset's own list)."""
+    from benchxfer.data import DATASETS, get_dataset
+    from benchxfer.data.indexing import allowed_options
+
+    return next(n for n in DATASETS.names() if option in allowed_options(get_dataset(n))
+                and get_dataset(n).task != "segmentation")
+
+
+def schema_variants():
+    """(label, key, sweep document) for every invalid value of every rule of the schema."""
+    from benchxfer.schema import FAILURE_RULES, KNOB_RULES, OPTION_RULES, RESOURCE_RULES, SEED, SYNTHETIC_RULES, Name
+
+    base = yaml.safe_load(GOOD)
+    for block, rules in (("overrides", KNOB_RULES), ("resources", RESOURCE_RULES), ("failure", FAILURE_RULES)):
+        for key, rule in rules.items():
+            for value in invalid_values(rule):
+                doc = copy.deepcopy(base)
+                doc.setdefault(block, {})[key] = value
+                yield f"{block}.{key}={value!r}", key, doc
+    for key, rule in OPTION_RULES.items():
+        for value in invalid_values(rule):
+            doc = copy.deepcopy(base)
+            doc["datasets"][0] = {"name": _dataset_taking(key), "root": "synthetic", "options": {key: value}}
+            yield f"options.{key}={value!r}", key, doc
+    for key, rule in SYNTHETIC_RULES.items():
+        for value in invalid_values(rule):
+            doc = copy.deepcopy(base)
+            doc["datasets"][0]["synthetic"][key] = value
+            yield f"synthetic.{key}={value!r}", key, doc
+    for value in invalid_values(SEED):
+        doc = copy.deepcopy(base)
+        doc["seeds"] = [value]
+        yield f"seeds=[{value!r}]", "seeds", doc
+    for value in invalid_values(Name()):
+        doc = copy.deepcopy(base)
+        doc["name"] = value
+        yield f"name={value!r}", "name", doc
+
+
+def test_every_rule_of_the_schema_refuses_an_invalid_value(tmp_path):
+    """Every knob, reader option, resource, failure setting, synthetic key, seed and name with a rule in
+    ``benchxfer/schema.py``: each invalid value drawn from its rule ends the dry run in one line naming the key."""
+    from benchxfer.schema import KNOB_RULES, OPTION_RULES, RESOURCE_RULES
+
+    home = tmp_path / "home"
+    failures, seen = [], set()
+    cases = list(schema_variants())
+    for n, (label, key, doc) in enumerate(cases):
+        seen.add(key)
+        path = tmp_path / f"r{n}.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        code, out, err = warm_run(["sweep", str(path), "--dry-run"], {"BENCHXFER_HOME": str(home)}, tmp_path)
+        lines = err.strip().splitlines()
+        if code == 0 or len(lines) != 1 or not lines[0].startswith("Error: ") or "Traceback" in err \
+                or key not in lines[0] or "failed unexpectedly" in lines[0]:
+            failures.append(f"{label}: exit {code}: {err.strip()[:300]!r}")
+    assert not failures, "\n".join(failures)
+    assert set(KNOB_RULES) | set(OPTION_RULES) | set(RESOURCE_RULES) <= seen
+    assert len(cases) > 150

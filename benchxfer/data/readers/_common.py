@@ -68,7 +68,11 @@ def csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[
     if not path.exists() and not path.is_symlink() and Path(f"{path}.gz").exists():
         path = Path(f"{path}.gz")
     try:
-        raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as fh:
+                raw = fh.read()
+        else:
+            raw = path.read_bytes()
     except (EOFError, gzip.BadGzipFile, zlib.error) as err:
         kind = "ends early (truncated)" if isinstance(err, EOFError) else f"is damaged ({err})"
         raise BenchxferError(f"{path}: the compressed file {kind}; download or copy it again") from None
