@@ -69,7 +69,7 @@ def folder_problem(path: Path) -> str | None:
                 return f"{probe} is a symbolic link to {os.readlink(probe)}, which does not exist"
         except OSError as err:
             if err.errno == errno.ELOOP:
-                return f"{probe} is a symbolic link loop"
+                return f"{next(p for p in (*reversed(probe.parents), probe) if _loops(p))} is a symbolic link loop"
             if not isinstance(err, NotADirectoryError):
                 return f"{probe}: {err.strerror or err}"
         if probe == probe.parent:
@@ -80,6 +80,14 @@ def folder_problem(path: Path) -> str | None:
     if not os.access(probe, os.W_OK | os.X_OK):
         return f"{probe} is not writable"
     return None
+
+
+def _loops(path: Path) -> bool:
+    try:
+        os.stat(path)
+    except OSError as err:
+        return err.errno == errno.ELOOP
+    return False
 
 
 def home() -> Path:
