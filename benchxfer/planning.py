@@ -156,6 +156,8 @@ def make_plan(spec_or_path: SweepSpec | str | Path, zoo_override: str | None = N
             roots[d.name] = d.root
             continue
         _check_cache(d, roots[d.name], f"{spec.path}: datasets[{i}].options.cache_size", write_synthetic)
+        if d.root != "synthetic" or write_synthetic:
+            _check_shots(d, roots[d.name], [k for k in spec.shots if k is not None], f"{spec.path}: shots")
     tasks = {d.name: (data.get_dataset(d.name).task, data.get_dataset(d.name).metric) for d in spec.datasets}
 
     init_arch: dict[str, str | None] = {}
@@ -190,6 +192,31 @@ def make_plan(spec_or_path: SweepSpec | str | Path, zoo_override: str | None = N
         init_arch[entry.name] = cfg.arch
     cell_list = cells(spec, init_arch, tasks)
     return Plan(spec, cell_list, expand(spec, cell_list, roots), roots, to_pretrain, absent)
+
+
+def _check_shots(d: DatasetEntry, root: str, shots: list[int], where: str) -> None:
+    """Shots against the data, where it is there: k images per class draws every class whole once k reaches the
+    largest class, so the few-shot run would be the full-data run; refuse such a k."""
+    cfg = data.get_dataset(d.name)
+    if not shots or cfg.task == "segmentation":
+        return
+    import numpy as np
+
+    from benchxfer.data.catalog import Problems
+    from benchxfer.data.indexing import build_index, make_targets
+
+    options = {k: v for k, v in d.options.items() if k not in ("cache_size", "uncertain")}
+    records = build_index(cfg, Path(root), "train", None, options, Problems()).records
+    targets = make_targets(cfg, records, d.options.get("uncertain") or cfg.uncertain, 0)
+    if targets is None or not len(targets):
+        return
+    counts = (targets >= 0.5).sum(axis=0) if targets.ndim == 2 else np.bincount(targets.astype(int))
+    largest = int(counts.max())
+    too_many = [k for k in shots if k > largest]
+    if too_many:
+        raise BenchxferError(f"{where}: {too_many[0]} images per class is more than {d.name} at {root} has in any "
+                             f"class (its largest holds {largest} of {len(records)} training images), so the "
+                             f"few-shot set would be the whole set; use shots <= {largest}, or 'full'")
 
 
 def _check_cache(d: DatasetEntry, root: str, where: str, written: bool) -> None:

@@ -305,6 +305,11 @@ def cache_never_built(f: Files) -> list[str]:
     return ["sweep", f.good("root: synthetic", f"root: {root}\n    options: {{cache_size: 16}}"), "--dry-run"]
 
 
+def shots_over_the_set(f: Files) -> list[str]:
+    root = f.nih()
+    return ["sweep", f.good("root: synthetic", f"root: {root}", add="shots: [2, 50]\n"), "--dry-run"]
+
+
 def chexpert_root(f: Files) -> Path:
     return synthetic.write("chexpert", f.tmp / "chex", **SMALL)
 
@@ -734,6 +739,10 @@ CASES = [
          cache_never_built,
          (S + "datasets[0].options.cache_size: no cache of size 16 for chestxray14 at <tmp>/nih",
           "build it with `benchxfer data cache chestxray14 --root <tmp>/nih --size 16`")),
+    Case("shots-larger-than-the-set", "sweep file", "`shots: [2, 50]` on a ChestX-ray14 copy of 4 training images",
+         shots_over_the_set,
+         (S + "shots: 50 images per class is more than chestxray14 at <tmp>/nih has in any class (its largest holds ",
+          "so the few-shot set would be the whole set; use shots <= ")),
     Case("pretrain-name-too-long", "pretrain file", "a pre-training file whose `name:` has 70 characters",
          lambda f: ["pretrain", f.write("p.yaml", PRETRAIN.replace("name: mine", "name: " + long_name(70)))],
          ("<tmp>/p.yaml: name: must be a name of lower-case letters, digits, '.', '_' or '-' (at most 64 "
@@ -995,3 +1004,29 @@ def test_a_byte_order_mark_is_dropped(tmp_path):
         path.write_text("\ufeff" + path.read_text(), encoding="utf-8")
     code, out, err = warm_run(["data", "verify", "chexpert", "--root", str(chex), "--no-decode"], env, tmp_path)
     assert code == 0, err
+
+
+# --- damaged state is named, never shown as a state ------------------------------------------------------------
+
+def test_status_and_report_name_a_damaged_result(tmp_path):
+    """A result.json whose value is a string: `status` shows the trial as damaged with the file and what is wrong
+    (not as interrupted or pending); `report` skips it, names it, and reports the others."""
+    home = tmp_path / "home"
+    sweep = plant_finished_sweep(home)
+    rec = {**json.loads((sweep / "trials" / "k1" / "result.json").read_text()), "epochs_started": 1,
+           "best_val_loss": 0.5}  # a whole record, as a trial writes it
+    (sweep / "trials" / "k1" / "result.json").write_text(json.dumps(rec))
+    (sweep / "trials" / "k2").mkdir()
+    bad = sweep / "trials" / "k2" / "result.json"
+    bad.write_text(json.dumps({**rec, "trial_key": "k2", "seed": 1, "value": "high"}))
+    trials = json.loads((sweep / "trials.json").read_text())
+    (sweep / "trials.json").write_text(json.dumps([*trials, {**trials[0], "trial_key": "k2", "seed": 1}]))
+    env = {"BENCHXFER_HOME": str(home)}
+    code, out, err = warm_run(["status", "done"], env, tmp_path)
+    assert code == 0 and err.strip() == "", err
+    row = next(line for line in out.splitlines() if line.startswith("k2 "))
+    assert row.split()[1] == "damaged" and f"damaged: {bad}: value='high' is not a number" in row, row
+    assert "1 finished" in out and "1 damaged" in out, out
+    code, out, err = warm_run(["report", "done", "--out", str(tmp_path / "rep")], env, tmp_path)
+    assert code == 0 and "Traceback" not in err, err
+    assert f"Skipped a damaged trial: {bad}: value='high' is not a number" in out, out
