@@ -4,7 +4,11 @@ From the valid sweep of ``test_errors.py`` every key (at every depth) is dropped
 file itself is cut short and has bytes flipped (seeds fixed). Each variant runs ``benchxfer sweep FILE --dry-run``
 through click's test runner. Every run must end within seconds with at most one line on stderr and no traceback;
 the variants that cannot be valid (a retyped or corrupted value anywhere, a required key dropped) must exit
-non-zero with that one line.
+non-zero with that one line; a dataset root that is any other text is a path not on this machine, which the dry
+run lists as absent (the real run refuses it).
+
+The second test draws invalid values for every rule of ``benchxfer/schema.py`` (knobs, reader options, resources,
+failure, synthetic keys, seeds, names) from the rule itself, so a new knob is covered without editing it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ pytestmark = pytest.mark.fast
 SECONDS = 5
 REQUIRED = {("inits",), ("datasets",), ("datasets", 0, "name"), ("datasets", 0, "root")}
 FREE_TEXT = {("description",)}  # any value is text there
+PATH_LIKE = {("datasets", 0, "root")}  # any text is a path: one not on this machine is flagged by the dry run, not refused
 # values no key of the schema accepts (except free text)
 WRONG = [{"bogus": 1}, [[]], -7]
 
@@ -57,7 +62,8 @@ def variants():
         for value in [*WRONG, "".join(rng.choice("abcXYZ!?#% ") for _ in range(rng.randint(1, 12))) + "~"]:
             doc = copy.deepcopy(base)
             _parent(doc, path)[path[-1]] = value
-            yield f"set {label}={value!r}", yaml.safe_dump(doc), path not in FREE_TEXT
+            absent_ok = path in PATH_LIKE and isinstance(value, str)
+            yield f"set {label}={value!r}", yaml.safe_dump(doc), path not in FREE_TEXT and not absent_ok
     text = yaml.safe_dump(base)
     for cut in sorted(rng.sample(range(1, len(text)), 25)):
         yield f"cut at {cut}", text[:cut], False
@@ -82,7 +88,8 @@ def test_every_malformed_sweep_is_one_line(tmp_path):
         lines = err.strip().splitlines()
         refused += code != 0
         if took > SECONDS or "Traceback" in err or len(lines) > 1 or (code != 0) != bool(lines) \
-                or (must_fail and code == 0) or (lines and not lines[0].startswith("Error: ")):
+                or (must_fail and code == 0) or (lines and not lines[0].startswith("Error: ")) \
+                or (label.startswith("set datasets.0.root=") and code == 0 and "\n  absent: " not in out):
             failures.append(f"{label}: exit {code} in {took:.1f} s: {err.strip()[:300]!r}")
     assert not failures, "\n".join(failures)
     assert refused > len(cases) * 0.6  # most variants are bad ones: the dry run is not just passing them
