@@ -52,7 +52,6 @@ MAX_YAML_DEPTH = 32
 MAX_YAML_ALIASES = 100
 MAX_YAML_NODES = 100_000
 MAX_TRIALS = 10_000
-TRAINERS = ("auto", "torch", "direct")
 
 
 @dataclass(frozen=True)
