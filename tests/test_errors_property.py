@@ -131,9 +131,17 @@ def _dataset_taking(option: str) -> str:
 
 def schema_variants():
     """(label, key, sweep document) for every invalid value of every rule of the schema."""
+    from benchxfer.recipes.config import KNOBS
     from benchxfer.schema import FAILURE_RULES, KNOB_RULES, OPTION_RULES, RESOURCE_RULES, SEED, SYNTHETIC_RULES, Name
 
     base = yaml.safe_load(GOOD)
+    for key, default in KNOBS.items():  # the knobs without a range: their type, and the registry names they take
+        if key in KNOB_RULES:
+            continue
+        for value in [[1], {"k": 1}, "banana~" if isinstance(default, str) else "x"]:
+            doc = copy.deepcopy(base)
+            doc["overrides"][key] = value
+            yield f"overrides.{key}={value!r}", key, doc
     for block, rules in (("overrides", KNOB_RULES), ("resources", RESOURCE_RULES), ("failure", FAILURE_RULES)):
         for key, rule in rules.items():
             for value in invalid_values(rule):
@@ -161,9 +169,10 @@ def schema_variants():
 
 
 def test_every_rule_of_the_schema_refuses_an_invalid_value(tmp_path):
-    """Every knob, reader option, resource, failure setting, synthetic key, seed and name with a rule in
-    ``benchxfer/schema.py``: each invalid value drawn from its rule ends the dry run in one line naming the key."""
-    from benchxfer.schema import KNOB_RULES, OPTION_RULES, RESOURCE_RULES
+    """Every knob (recipes/config.py), and every reader option, resource, failure setting, synthetic key, seed and
+    name with a rule in ``benchxfer/schema.py``: each invalid value drawn from its rule (a knob without one: a
+    wrong type, a name no registry holds) ends the dry run in one line naming the key."""
+    from benchxfer.schema import OPTION_RULES, RESOURCE_RULES
 
     home = tmp_path / "home"
     failures, seen = [], set()
@@ -178,5 +187,7 @@ def test_every_rule_of_the_schema_refuses_an_invalid_value(tmp_path):
                 or key not in lines[0] or "failed unexpectedly" in lines[0]:
             failures.append(f"{label}: exit {code}: {err.strip()[:300]!r}")
     assert not failures, "\n".join(failures)
-    assert set(KNOB_RULES) | set(OPTION_RULES) | set(RESOURCE_RULES) <= seen
+    from benchxfer.recipes.config import KNOBS
+
+    assert set(KNOBS) | set(OPTION_RULES) | set(RESOURCE_RULES) <= seen
     assert len(cases) > 150
