@@ -17,8 +17,9 @@ failed), ``retryable`` (failed, will run again from its checkpoint) or ``pending
 Damage policy. A damaged state file (not JSON, not an object, a key missing) is a :class:`BenchxferError`
 of one line naming the file and what is wrong, with one exception: a damaged ``result.json`` makes the
 trial *pending* for the runner (:meth:`TrialDir.result`), because result.json is written atomically as the
-trial's last act, so a damaged one means the trial must run again; readers that report on results
-(``benchxfer report``) use :meth:`TrialDir.result_record` and get the one-line error instead.
+trial's last act, so a damaged one means the trial must run again. :meth:`TrialDir.damage` names the first
+damaged file ('<file>: <what>', a value of the wrong type included): ``benchxfer status`` shows such a trial as
+``damaged``, never as a state, and ``benchxfer report`` skips it and names it.
 
 The sweep's own files (``sweep.yaml``, ``source.json``, ``trials.json``, ``best_lr.json``) are read and
 written through :class:`SweepDir`, by the same rules. This module imports neither torch nor Ray.
