@@ -1011,6 +1011,7 @@ def test_a_byte_order_mark_is_dropped(tmp_path):
 
 # --- damaged state is named, never shown as a state ------------------------------------------------------------
 
+@pytest.mark.fast
 def test_status_and_report_name_a_damaged_result(tmp_path):
     """A result.json whose value is a string: `status` shows the trial as damaged with the file and what is wrong
     (not as interrupted or pending); `report` skips it, names it, and reports the others."""
