@@ -56,10 +56,11 @@ class Holder:
             return False
         except PermissionError:
             return True
-        try:  # a pid used again by a later process is not the holder
+        try:  # a pid used again by a later process is not the holder, nor is a process that has ended (a zombie)
             import psutil
 
-            return psutil.Process(self.pid).create_time() <= self.since + 1
+            proc = psutil.Process(self.pid)
+            return proc.status() != psutil.STATUS_ZOMBIE and proc.create_time() <= self.since + 1
         except Exception:  # noqa: BLE001 - psutil missing or the process just ended: trust the pid
             return True
 

@@ -76,6 +76,22 @@ def test_a_pid_used_again_is_not_the_holder(tmp_path):
     assert said and "took over the stale lock" in said[0]
 
 
+@pytest.mark.fast
+def test_a_killed_holder_not_yet_reaped_is_stale(tmp_path):
+    """A holder killed but not yet waited for (a zombie) no longer runs: its lock is taken over."""
+    lock = tmp_path / "sweep-x.lock"
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    _write_holder(lock, socket.gethostname(), proc.pid, time.time())
+    proc.kill()
+    time.sleep(0.5)  # dead, not reaped
+    said: list[str] = []
+    try:
+        locks.release(lock, locks.acquire(lock, "sweep 'x'", echo=said.append))
+    finally:
+        proc.wait()
+    assert said and "took over the stale lock" in said[0]
+
+
 RACER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
