@@ -101,13 +101,12 @@ verbose_option = click.option("--verbose", is_flag=True,
 
 
 def _run(plan, tracking_uri, address, verbose=False):
-    from benchxfer import locks
     from benchxfer.runner import execute
     from benchxfer.tracking import tracking_uri as tracking
     from benchxfer.trialdir import SweepDir
 
     started = time.time()
-    with locks.sweep(plan.spec.name, echo=click.echo), tracking(tracking_uri, echo=click.echo) as uri:
+    with tracking(tracking_uri, echo=click.echo) as uri:  # the caller holds the sweep's lock
         results = execute(plan, uri, address=address, echo=click.echo, verbose=verbose)
         _summary(plan.spec.name, uri)
     click.echo(f"\nDone in {time.time() - started:.0f} s. Tables and figures: benchxfer report {plan.spec.name}")
@@ -138,11 +137,14 @@ def sweep(file, dry_run, limit, tracking_uri, address, zoo_dir, verbose):
     from benchxfer.planning import make_plan
 
     _use_zoo(zoo_dir)
-    plan = make_plan(file, zoo_dir, write_synthetic=not dry_run, dry_run=dry_run)
     if dry_run:
-        _print_plan(plan, None if limit == 0 else limit)
+        _print_plan(make_plan(file, zoo_dir, dry_run=True), None if limit == 0 else limit)
         return
-    _run(plan, tracking_uri, address, verbose)
+    from benchxfer import locks
+    from benchxfer.spec import load_spec
+
+    with locks.sweep(load_spec(file).name, echo=click.echo):  # before the synthetic data is written, to the end
+        _run(make_plan(file, zoo_dir, write_synthetic=True), tracking_uri, address, verbose)
 
 
 @click.command()
@@ -172,10 +174,13 @@ def resume(name, tracking_uri, address, zoo_dir, verbose):
         known = sorted(p.name for p in paths.runs_dir().iterdir()) if paths.runs_dir().exists() else []
         raise BenchxferError(f"no sweep named {name!r} in {paths.runs_dir()}; known: {', '.join(known) or 'none'}")
     source = sdir.source()
-    plan = make_plan(sdir.spec_copy, zoo_dir, write_synthetic=True)  # the sweep as it was started
-    if source and Path(source).exists() and Path(source).resolve() != sdir.spec_copy.resolve():
-        _refuse_changed(name, plan, make_plan(source, zoo_dir, write_synthetic=True), source)
-    _run(plan, tracking_uri, address, verbose)
+    from benchxfer import locks
+
+    with locks.sweep(name, echo=click.echo):  # held from the plan (it may write synthetic data) to the end
+        plan = make_plan(sdir.spec_copy, zoo_dir, write_synthetic=True)  # the sweep as it was started
+        if source and Path(source).exists() and Path(source).resolve() != sdir.spec_copy.resolve():
+            _refuse_changed(name, plan, make_plan(source, zoo_dir, write_synthetic=True), source)
+        _run(plan, tracking_uri, address, verbose)
 
 
 def _readable_source(sdir) -> str | None:
