@@ -27,14 +27,12 @@ class Variable:
     check: Callable[[str], str | None]  # the problem with a value, or None
 
 
-def _folder(var: str) -> Callable[[str], str | None]:
-    def check(value: str) -> str | None:
-        from benchxfer.paths import folder_problem
+def _folder(value: str) -> str | None:
+    from benchxfer.paths import folder_problem
 
-        if not value.strip():
-            return "it is set but empty"
-        return folder_problem(Path(value).expanduser())
-    return check
+    if not value.strip():
+        return "it is set but empty"
+    return folder_problem(Path(value).expanduser())
 
 
 def _positive_seconds(value: str) -> str | None:
@@ -60,10 +58,10 @@ def _ray_address(value: str) -> str | None:
 
 VARIABLES: tuple[Variable, ...] = (
     Variable("BENCHXFER_HOME", "a writable folder (or one that can be made); default ~/.benchxfer",
-             _folder("BENCHXFER_HOME")),
-    Variable("BENCHXFER_ZOO", "a writable folder for the init zoo; default <home>/zoo", _folder("BENCHXFER_ZOO")),
+             _folder),
+    Variable("BENCHXFER_ZOO", "a writable folder for the init zoo; default <home>/zoo", _folder),
     Variable("BENCHXFER_CACHE", "a writable folder for the preprocessed image cache; default <home>/cache",
-             _folder("BENCHXFER_CACHE")),
+             _folder),
     Variable("BENCHXFER_PLACEMENT_TIMEOUT_S", "a positive number of seconds (default 600): how long a trial may "
              "wait for resources before the sweep names it and stops", _positive_seconds),
     Variable("MLFLOW_TRACKING_URI", "an MLflow tracking URI: http(s)://HOST[:PORT], file:PATH, sqlite:///PATH, "
