@@ -206,7 +206,7 @@ def test_two_resumes_at_once_train_each_trial_once(tmp_path, mlflow_uri):
     codes = sorted(code for code, _, _ in results)
     assert codes == [0, 1], [(c, o[-2000:], e[-2000:]) for c, o, e in results]
     loser = next(e for code, _, e in results if code == 1).strip().splitlines()
-    assert len(loser) == 1 and loser[0].startswith("Error: sweep 'tiny' is in use by `benchxfer resume tiny` (pid "), loser
+    assert len(loser) == 1 and loser[0].startswith("Error: sweep 'tiny' is in use by `benchxfer resume tiny --tracking-uri "), loser
     assert json.loads((sdir / "source.json").read_text()) == {"path": str(source)}
     keys = [t["trial_key"] for t in SweepDir("tiny", sdir).trials()]
     assert len(keys) == 2
