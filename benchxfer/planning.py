@@ -157,7 +157,8 @@ def make_plan(spec_or_path: SweepSpec | str | Path, zoo_override: str | None = N
             continue
         _check_cache(d, roots[d.name], f"{spec.path}: datasets[{i}].options.cache_size", write_synthetic)
         if d.root != "synthetic" or write_synthetic:
-            _check_shots(d, roots[d.name], [k for k in spec.shots if k is not None], f"{spec.path}: shots")
+            _check_shots(d, roots[d.name], [k for k in d.shots or spec.shots if k is not None],
+                         f"{spec.path}: " + (f"datasets[{i}].shots" if d.shots else "shots"))
     tasks = {d.name: (data.get_dataset(d.name).task, data.get_dataset(d.name).metric) for d in spec.datasets}
 
     init_arch: dict[str, str | None] = {}
