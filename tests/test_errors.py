@@ -35,7 +35,8 @@ TIMEOUT_S = 120
 COLD = os.environ.get("BENCHXFER_ERRORS_COLD") == "1"
 # one per area, also run in a process of their own
 COLD_CASES = ["yaml-syntax", "unknown-init", "list-path-escapes-root", "code-running-checkpoint",
-              "status-unknown-sweep", "empty-home", "synthetic-over-own-files"]
+              "status-unknown-sweep", "empty-home", "synthetic-over-own-files", "placement-timeout-abc",
+              "home-symlink-loop", "sweep-held", "train-set-bad-yaml"]
 
 RAY_LOG_LINE = re.compile(r"^(\x1b\[\d+m)?\(\w+ pid=\d+")
 
