@@ -14,8 +14,18 @@ from benchxfer import paths
 from benchxfer.errors import BenchxferError
 from benchxfer.schema import check_address, check_knob_values, check_port_free
 
+
+def _check_tracking_uri(ctx, param, value: str | None) -> str | None:
+    from benchxfer.environment import VARIABLES
+
+    var = next(v for v in VARIABLES if v.name == "MLFLOW_TRACKING_URI")
+    if value is not None and (problem := var.check(value)):
+        raise BenchxferError(f"--tracking-uri {value!r}: {problem}; allowed: {var.allowed}")
+    return value
+
+
 tracking_option = click.option(
-    "--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, metavar="URI",
+    "--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, metavar="URI", callback=_check_tracking_uri,
     help="MLflow tracking server (default: $MLFLOW_TRACKING_URI, else a local server that benchxfer starts "
          "on 127.0.0.1 with the SQLite store in $BENCHXFER_HOME).")
 address_option = click.option(
@@ -48,6 +58,10 @@ def _print_plan(plan, limit: int | None) -> None:
         click.echo("GPU memory: * extrapolated from the measured peaks (benchxfer/gpu_memory.py)")
     for pspec in plan.to_pretrain:
         click.echo(f"Before the trials: pre-train init {pspec.name!r} from {pspec.path}")
+    if plan.absent:
+        click.echo(f"Not on this machine ({len(plan.absent)}); the real run refuses until they are there:")
+        for line in plan.absent:
+            click.echo(f"  absent: {line}")
 
 
 def _gpu_columns(plan, trial) -> dict[str, str]:
@@ -82,7 +96,7 @@ def _run(plan, tracking_uri, address, verbose=False):
     from benchxfer.trialdir import SweepDir
 
     started = time.time()
-    with tracking(tracking_uri, echo=click.echo) as uri:
+    with tracking(tracking_uri, echo=click.echo) as uri:  # the caller holds the sweep's lock
         outcome = execute(plan, uri, address=address, echo=click.echo, verbose=verbose)
         click.echo("\n" + outcome.summary.markdown() if outcome.summary else f"(no summary: {outcome.no_summary})")
         results = outcome.results
@@ -114,11 +128,14 @@ def sweep(file, dry_run, limit, tracking_uri, address, zoo_dir, verbose):
     from benchxfer.planning import make_plan
 
     _use_zoo(zoo_dir)
-    plan = make_plan(file, zoo_dir, write_synthetic=not dry_run)
     if dry_run:
-        _print_plan(plan, None if limit == 0 else limit)
+        _print_plan(make_plan(file, zoo_dir, dry_run=True), None if limit == 0 else limit)
         return
-    _run(plan, tracking_uri, address, verbose)
+    from benchxfer import locks
+    from benchxfer.spec import load_spec
+
+    with locks.sweep(load_spec(file).name, echo=click.echo):  # before the synthetic data is written, to the end
+        _run(make_plan(file, zoo_dir, write_synthetic=True), tracking_uri, address, verbose)
 
 
 @click.command()
@@ -138,14 +155,30 @@ def resume(name, tracking_uri, address, zoo_dir, verbose):
 
     _use_zoo(zoo_dir)
     sdir = SweepDir(name)
+    damage = sdir.missing()
+    if damage:
+        source = _readable_source(sdir)
+        raise BenchxferError(f"sweep {name!r} in {sdir.path} is damaged: {damage}; "
+                             + (f"restore it, or start the sweep again with `benchxfer sweep {source}`" if source
+                                else "restore it, or start the sweep again with `benchxfer sweep FILE`"))
     if not sdir.exists():
         known = sorted(p.name for p in paths.runs_dir().iterdir()) if paths.runs_dir().exists() else []
         raise BenchxferError(f"no sweep named {name!r} in {paths.runs_dir()}; known: {', '.join(known) or 'none'}")
     source = sdir.source()
-    plan = make_plan(sdir.spec_copy, zoo_dir, write_synthetic=True)  # the sweep as it was started
-    if source and Path(source).exists() and Path(source).resolve() != sdir.spec_copy.resolve():
-        _refuse_changed(name, plan, make_plan(source, zoo_dir, write_synthetic=True), source)
-    _run(plan, tracking_uri, address, verbose)
+    from benchxfer import locks
+
+    with locks.sweep(name, echo=click.echo):  # held from the plan (it may write synthetic data) to the end
+        plan = make_plan(sdir.spec_copy, zoo_dir, write_synthetic=True)  # the sweep as it was started
+        if source and Path(source).exists() and Path(source).resolve() != sdir.spec_copy.resolve():
+            _refuse_changed(name, plan, make_plan(source, zoo_dir, write_synthetic=True), source)
+        _run(plan, tracking_uri, address, verbose)
+
+
+def _readable_source(sdir) -> str | None:
+    try:
+        return sdir.source()
+    except BenchxferError:
+        return None
 
 
 def _refuse_changed(name: str, started, now, source: str) -> None:
@@ -163,7 +196,7 @@ def _refuse_changed(name: str, started, now, source: str) -> None:
                              f"run it as a new sweep under another name, or restore the file")
 
 
-STATES = ("finished", "stopped", "failed", "interrupted", "pending")
+STATES = ("finished", "stopped", "failed", "interrupted", "pending", "damaged")
 
 
 def trial_states(name: str) -> list[dict]:
@@ -187,6 +220,10 @@ def _trial_row(tdir, planned: bool) -> dict:
     from benchxfer.trialdir import TrialState
 
     row = {"trial_key": tdir.key, "state": "pending", "epoch": "", "best": "", "error": "", "planned": planned}
+    damage = tdir.damage()
+    if damage:  # never shown as a state it is not: the file and what is wrong with it
+        row.update(state="damaged", error=f"damaged: {damage}")
+        return row
     prog = tdir.progress()
     if prog:
         row.update(state="interrupted", epoch=prog.epoch)
@@ -224,7 +261,8 @@ def status(name):
         for r in others:
             click.echo(f"{r['trial_key']:<60} {r['state']:<12} {r['epoch']!s:>5}  {r['best']:<28} {r['error']}")
     counts = {s: sum(r["state"] == s for r in planned) for s in STATES}
-    line = ", ".join(f"{v} {k}" for k, v in counts.items() if k != "stopped") + f" ({len(planned)} trials)"
+    line = ", ".join(f"{v} {k}" for k, v in counts.items() if k != "stopped" and (v or k != "damaged")) \
+        + f" ({len(planned)} trials)"
     if others:
         n_stopped = sum(r["state"] == "stopped" for r in rows)
         line += f"; lr search: {len(others)} other trials, {n_stopped} stopped by the search"
@@ -256,14 +294,23 @@ def train(file, index, sets, zoo_dir):
     trial = plan.trials[index]
     config = trial.config.to_dict()
     from benchxfer.recipes.config import check_knobs
+    from benchxfer.recipes.registry import check_names
+    from benchxfer.schema import check_combinations
 
     extra = {}
     for item in sets:
         if "=" not in item:
             raise BenchxferError(f"--set {item!r}: expected KEY=VALUE")
         k, v = item.split("=", 1)
-        extra[k] = yaml.safe_load(v)
+        try:
+            extra[k] = yaml.safe_load(v)
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise BenchxferError(f"--set {item!r}: the value is not valid YAML ({problem}); quote a string, "
+                                 "e.g. --set 'augment=plain'") from None
     config.update(check_knob_values(check_knobs(extra, "--set"), "--set"))
+    check_names(config, "--set")  # the same names the sweep file is held to
+    check_combinations(config, [trial.shot], "--set")
     tdir = paths.sweep_dir(plan.spec.name) / "local" / trial.key
     click.echo(f"Training {trial.key} in-process; folder {tdir}")
     threads = max(1, int(plan.spec.resources["cpus_per_worker"]))  # as a sweep's worker: same numbers

@@ -11,3 +11,8 @@ class BenchxferError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+class Absent(BenchxferError):
+    """Something a run needs is not on this machine (a dataset root, an init's file in the zoo). The real run
+    refuses it like any other mistake; ``sweep --dry-run`` lists it, one line each, and still plans the trials."""

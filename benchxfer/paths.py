@@ -17,6 +17,7 @@ workers run in folders of their own) is absolute.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -31,7 +32,10 @@ def _env_path(var: str) -> Path | None:
         return None
     if not value.strip():
         raise BenchxferError(f"${var} is set but empty; unset it or give a folder")
-    return Path(value).expanduser().resolve()
+    try:
+        return Path(value).expanduser().resolve()
+    except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError for a symlink loop
+        raise BenchxferError(f"${var}={value!r}: {folder_problem(Path(value).expanduser())}; give a folder") from None
 
 
 def pin() -> None:
@@ -47,13 +51,43 @@ def pin() -> None:
 
 def check_folder(path: Path, what: str) -> None:
     """A folder benchxfer writes into must be a folder (or not exist yet, under a folder) and writable."""
-    probe = path
-    while not probe.exists() and probe != probe.parent:
+    problem = folder_problem(path)
+    if problem:
+        raise BenchxferError(f"{what} {path}: {problem}")
+
+
+def folder_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a folder benchxfer writes into (None: it can): its first existing ancestor is a
+    file, not writable, a symlink loop or a link to nothing."""
+    probe = Path(os.path.abspath(path))
+    while True:
+        try:
+            os.stat(probe)
+            break
+        except FileNotFoundError:
+            if os.path.islink(probe):
+                return f"{probe} is a symbolic link to {os.readlink(probe)}, which does not exist"
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                return f"{next(p for p in (*reversed(probe.parents), probe) if _loops(p))} is a symbolic link loop"
+            if not isinstance(err, NotADirectoryError):
+                return f"{probe}: {err.strerror or err}"
+        if probe == probe.parent:
+            return None
         probe = probe.parent
     if not probe.is_dir():
-        raise BenchxferError(f"{what} {path}: {probe} is a file, not a folder")
+        return f"{probe} is a file, not a folder"
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise BenchxferError(f"{what} {path}: {probe} is not writable")
+        return f"{probe} is not writable"
+    return None
+
+
+def _loops(path: Path) -> bool:
+    try:
+        os.stat(path)
+    except OSError as err:
+        return err.errno == errno.ELOOP
+    return False
 
 
 def home() -> Path:

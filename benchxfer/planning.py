@@ -7,17 +7,18 @@ allowed values.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchxfer import data, zoo
 from benchxfer.data.indexing import check_options
 from benchxfer.data.roots import resolve_root
-from benchxfer.errors import BenchxferError
+from benchxfer.errors import Absent, BenchxferError
 from benchxfer.recipes import TrainConfig, get_recipe, recipe_for_task
 from benchxfer.recipes.parts import check_micro_batch
 from benchxfer.recipes.registry import check_names, check_task
+from benchxfer.schema import check_combinations
 from benchxfer.spec import DatasetEntry, SweepSpec, Trial, load_spec, trial_key
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ def cells(spec: SweepSpec, init_arch: dict[str, str | None], tasks: dict[str, tu
         overrides = {**spec.overrides, **ds.overrides}
         knobs = recipe.resolve(overrides, where)
         check_names(knobs, where)
+        check_combinations(knobs, ds.shots or spec.shots, where)
         if spec.mode == "tune-then-repeat":
             _check_search_has_val(knobs, ds, rname, where)
         arch = init_arch.get(init.name)
@@ -106,6 +108,7 @@ class Plan:
     trials: list[Trial]
     roots: dict[str, str]
     to_pretrain: list[PretrainSpec]  # the pre-training files (parsed once, here) of inits the zoo lacks
+    absent: list[str] = field(default_factory=list)  # what this machine lacks (dry run only; a real run refuses)
 
     def describe(self) -> dict[str, Any]:
         s = self.spec
@@ -118,9 +121,18 @@ class Plan:
 
 
 def make_plan(spec_or_path: SweepSpec | str | Path, zoo_override: str | None = None,
-              write_synthetic: bool = False) -> Plan:
+              write_synthetic: bool = False, dry_run: bool = False) -> Plan:
     """Validate everything and expand the grid. ``write_synthetic`` writes missing synthetic data
-    (a dry run leaves the disk alone)."""
+    (a dry run leaves the disk alone). The checks are the same for a dry run and a real run; only what this
+    machine lacks (a dataset root, an init's file: :class:`Absent`) differs: a real run refuses it, a dry run
+    (``dry_run``) lists it in ``Plan.absent`` and plans the trials anyway."""
+    absent: list[str] = []
+
+    def lacking(err: Absent) -> None:
+        if not dry_run:
+            raise err
+        absent.append(str(err))
+
     spec = spec_or_path if isinstance(spec_or_path, SweepSpec) else load_spec(spec_or_path)
     names = [d.name for d in spec.datasets]
     for i, name in enumerate(names):
@@ -134,8 +146,19 @@ def make_plan(spec_or_path: SweepSpec | str | Path, zoo_override: str | None = N
             check_options(data.get_dataset(d.name), d.options)
         except BenchxferError as err:
             raise BenchxferError(f"{spec.path}: datasets[{i}].options: {err}") from None
-    roots = {d.name: resolve_root(d.name, d.root, d.synthetic, f"{spec.path}: datasets[{i}].root", write_synthetic)
-             for i, d in enumerate(spec.datasets)}
+    roots = {}
+    for i, d in enumerate(spec.datasets):
+        try:
+            roots[d.name] = resolve_root(d.name, d.root, d.synthetic, f"{spec.path}: datasets[{i}].root",
+                                         write_synthetic)
+        except Absent as err:
+            lacking(err)
+            roots[d.name] = d.root
+            continue
+        _check_cache(d, roots[d.name], f"{spec.path}: datasets[{i}].options.cache_size", write_synthetic)
+        if d.root != "synthetic" or write_synthetic:
+            _check_shots(d, roots[d.name], [k for k in d.shots or spec.shots if k is not None],
+                         f"{spec.path}: " + (f"datasets[{i}].shots" if d.shots else "shots"))
     tasks = {d.name: (data.get_dataset(d.name).task, data.get_dataset(d.name).metric) for d in spec.datasets}
 
     init_arch: dict[str, str | None] = {}
@@ -149,6 +172,10 @@ def make_plan(spec_or_path: SweepSpec | str | Path, zoo_override: str | None = N
             from benchxfer.pretraining import load_pretrain_spec
 
             pspec = load_pretrain_spec(entry.pretrain)
+            for j, src in enumerate(pspec.sources):
+                if src["root"] != "synthetic" and not Path(src["root"]).exists():
+                    lacking(Absent(f"{pspec.path}: sources[{j}].root: folder {src['root']} does not exist "
+                                   f"(dataset {src['dataset']!r}, pre-training init {pspec.name!r})"))
             if pspec.name != entry.name:
                 raise BenchxferError(f"{spec.path}: inits[{i}]: {entry.pretrain} makes {pspec.name!r}, "
                                      f"not {entry.name!r}")
@@ -158,10 +185,55 @@ def make_plan(spec_or_path: SweepSpec | str | Path, zoo_override: str | None = N
         if entry.name not in known:
             raise BenchxferError(f"{spec.path}: inits[{i}]: unknown init {entry.name!r}; "
                                  f"known: {', '.join(sorted(known))}")
-        cfg, _ = zoo.resolve_init(entry.name, zoo_override)  # a missing file fails here, before Ray
+        try:
+            cfg, _ = zoo.resolve_init(entry.name, zoo_override)  # a missing file fails here, before Ray
+        except Absent as err:
+            lacking(Absent(f"{spec.path}: inits[{i}]: {err}"))
+            cfg = zoo.get_init(entry.name, zoo_override)
         init_arch[entry.name] = cfg.arch
     cell_list = cells(spec, init_arch, tasks)
-    return Plan(spec, cell_list, expand(spec, cell_list, roots), roots, to_pretrain)
+    return Plan(spec, cell_list, expand(spec, cell_list, roots), roots, to_pretrain, absent)
+
+
+def _check_shots(d: DatasetEntry, root: str, shots: list[int], where: str) -> None:
+    """Shots against the data, where it is there: k images per class draws every class whole once k reaches the
+    largest class, so the few-shot run would be the full-data run; refuse such a k."""
+    cfg = data.get_dataset(d.name)
+    if not shots or cfg.kind.dense:
+        return
+    import numpy as np
+
+    from benchxfer.data.catalog import Problems
+    from benchxfer.data.indexing import build_index, make_targets
+
+    options = {k: v for k, v in d.options.items() if k not in ("cache_size", "uncertain")}
+    records = build_index(cfg, Path(root), "train", None, options, Problems()).records
+    targets = make_targets(cfg, records, d.options.get("uncertain") or cfg.uncertain, 0)
+    if targets is None or not len(targets):
+        return
+    counts = (targets >= 0.5).sum(axis=0) if targets.ndim == 2 else np.bincount(targets.astype(int))
+    largest = int(counts.max())
+    too_many = [k for k in shots if k > largest]
+    if too_many:
+        raise BenchxferError(f"{where}: {too_many[0]} images per class is more than {d.name} at {root} has in any "
+                             f"class (its largest holds {largest} of {len(records)} training images), so the "
+                             f"few-shot set would be the whole set; use shots <= {largest}, or 'full'")
+
+
+def _check_cache(d: DatasetEntry, root: str, where: str, written: bool) -> None:
+    """``cache_size`` reads a preprocessed cache: it must have been built for this root and size (a synthetic
+    set not yet written has none to check)."""
+    size = d.options.get("cache_size")
+    if size is None or (d.root == "synthetic" and not written):
+        return
+    from benchxfer.data.cache import cache_path
+
+    missing = [s for s in data.get_dataset(d.name).splits if not (cache_path(d.name, Path(root), s, size)
+                                                                     / "manifest.json").is_file()]
+    if missing:
+        raise BenchxferError(f"{where}: no cache of size {size} for {d.name} at {root} (split {missing[0]}); "
+                             f"build it with `benchxfer data cache {d.name} --root {root} --size {size}`, "
+                             "or drop cache_size")
 
 
 def _check_search_has_val(knobs: dict, ds, recipe: str, where: str) -> None:

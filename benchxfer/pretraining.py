@@ -19,9 +19,8 @@ from benchxfer import data, zoo
 from benchxfer.data.indexing import check_options
 from benchxfer.errors import BenchxferError
 from benchxfer.recipes import TrainConfig, get_recipe
-from benchxfer.schema import check_option_values
+from benchxfer.schema import SEED, check_name, check_option_values, check_synthetic
 from benchxfer.spec import (
-    NAME_RE,
     Trial,
     _check_keys,
     _fail,
@@ -61,9 +60,9 @@ def load_pretrain_spec(path: str | Path) -> PretrainSpec:
     path = str(path)
     doc = read_yaml(path)
     _check_keys(path, "", doc, KEYS)
-    name = doc.get("name")
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise _fail(path, "name", f"the new init's name is required (letters, digits, '.', '_', '-'), got {name!r}")
+    if "name" not in doc:
+        raise _fail(path, "name", "the new init's name is required (lower-case letters, digits, '.', '_', '-')")
+    name = check_name(f"{path}: name", doc["name"])  # the zoo's file and index entry: refused before any work
     if name in zoo.INITS:  # refused now, not after the whole pre-training has run
         raise _fail(path, "name", f"{name!r} is a built-in init; give the pre-trained backbone a new name")
     raw = doc.get("sources")
@@ -84,8 +83,9 @@ def load_pretrain_spec(path: str | Path) -> PretrainSpec:
             check_options(data.get_dataset(src["dataset"]), options)
         except BenchxferError as err:
             raise _fail(path, f"sources[{i}].options", str(err)) from None
-        sources.append({"dataset": src["dataset"], "root": root, "options": options,
-                        "synthetic": _mapping(path, f"sources[{i}].synthetic", src.get("synthetic"))})
+        synthetic = check_synthetic(_mapping(path, f"sources[{i}].synthetic", src.get("synthetic")),
+                                    f"{path}: sources[{i}].synthetic")
+        sources.append({"dataset": src["dataset"], "root": root, "options": options, "synthetic": synthetic})
     recipe = _recipe(path, "recipe", doc.get("recipe", "supervised-pretrain"), auto=False)
     from benchxfer.models import ARCHS
 
@@ -95,9 +95,15 @@ def load_pretrain_spec(path: str | Path) -> PretrainSpec:
     if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0):
         raise _fail(path, "lr", f"must be a positive number, got {lr!r}")
     resources = parse_resources(path, doc.get("resources"))
+    seed = doc.get("seed", 0)
+    if not SEED.ok(seed):
+        raise _fail(path, "seed", f"must be {SEED.describe()}, got {seed!r}")
+    start = doc.get("start", "scratch")
+    if not isinstance(start, str):
+        raise _fail(path, "start", f"must be an init name (see `benchxfer zoo list`), got {start!r}")
     return PretrainSpec(
-        path=path, name=name, sources=tuple(sources), arch=arch, start=str(doc.get("start", "scratch")),
-        recipe=recipe, lr=float(lr) if lr is not None else None, seed=int(doc.get("seed", 0)),
+        path=path, name=name, sources=tuple(sources), arch=arch, start=start,
+        recipe=recipe, lr=float(lr) if lr is not None else None, seed=int(seed),
         overrides=check_overrides(path, "overrides", doc.get("overrides")),
         resources=resources, max_retries=parse_failure(path, doc.get("failure"))["max_retries"],
     )

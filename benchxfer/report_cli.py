@@ -63,6 +63,8 @@ def _run(runs: RunSet, out: Path, baseline: str | None, test: str, title: str, d
     report = write_report(runs, out, baseline=_baseline(runs, baseline), test=test, title=title, ddof=int(ddof),
                           history=history)
     click.echo(f"# {title}\n\nSource: {runs.source}\n\n{report.summary.markdown()}\n")
+    for line in runs.damaged:
+        click.echo(f"Skipped a damaged trial: {line}")
     click.echo("Wrote:")
     for path in report.files:
         click.echo(f"  {path}")

@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 
 from benchxfer import paths
 from benchxfer.errors import BenchxferError
-from benchxfer.trialdir import RESULT, TRIALS, SweepDir, TrialDir
+from benchxfer.trialdir import RESULT, TRIALS, SweepDir, TrialDir, check_result_values
 
 if TYPE_CHECKING:  # pandas loads when a table is made, not when the CLI lists its commands
     import pandas as pd
@@ -65,6 +65,7 @@ class RunSet:
     source: str
     errors: dict[str, str] = field(default_factory=dict)  # "sweep/trial_key" -> one-line error
     looked: list[str] = field(default_factory=list)  # every place that was searched
+    damaged: list[str] = field(default_factory=list)  # "<file>: <what>" of each result file skipped as damaged
 
 
 def default_tracking_uri() -> str | None:
@@ -128,7 +129,7 @@ def collect_many(sweeps: list[str], tracking_uri: str | None = None) -> RunSet:
     frame = pd.concat([s.frame for s in sets], ignore_index=True)
     errors = {k: v for s in sets for k, v in s.errors.items()}
     source = "; ".join(f"{sw}: {s.source}" for sw, s in zip(sweeps, sets))
-    return RunSet(frame, source, errors, [p for s in sets for p in s.looked])
+    return RunSet(frame, source, errors, [p for s in sets for p in s.looked], [d for s in sets for d in s.damaged])
 
 
 def collect(sweep: str, tracking_uri: str | None = None) -> RunSet:
@@ -141,6 +142,7 @@ def collect(sweep: str, tracking_uri: str | None = None) -> RunSet:
     looked: list[str] = []
     rows: list[dict[str, Any]] = []
     errors: dict[str, str] = {}
+    damaged: list[str] = []
     source = ""
     if uri:
         reason = _unreachable(uri)
@@ -158,7 +160,7 @@ def collect(sweep: str, tracking_uri: str | None = None) -> RunSet:
     if not rows:
         trials = paths.sweep_dir(sweep) / "trials"
         looked.append(f"{trials}/*/{RESULT}")
-        rows, errors = _from_result_files(sweep, trials)
+        rows, errors, damaged = _from_result_files(sweep, trials)
         source = f"result files under {trials}" if rows else ""
     expected_file = paths.sweep_dir(sweep) / TRIALS
     looked.append(str(expected_file))
@@ -173,7 +175,7 @@ def collect(sweep: str, tracking_uri: str | None = None) -> RunSet:
         frame[col] = frame[col].fillna(frame.groupby("dataset", dropna=False)[col].transform("first"))
     frame = frame.sort_values(["dataset", "init", "recipe", "shot", "lr", "seed", "trial_key"],
                               kind="stable", na_position="last").reset_index(drop=True)
-    return RunSet(frame, source, {f"{sweep}/{k}": v for k, v in errors.items()}, looked)
+    return RunSet(frame, source, {f"{sweep}/{k}": v for k, v in errors.items()}, looked, damaged)
 
 
 def _check_name(sweep: str) -> None:
@@ -256,13 +258,35 @@ def _row_from_run(sweep: str, run: Any) -> tuple[dict[str, Any], str | None]:
 
 # ------------------------------------------------------------------ result files
 
-def _from_result_files(sweep: str, trials: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
+def _from_result_files(sweep: str, trials: Path) -> tuple[list[dict[str, Any]], dict[str, str], list[str]]:
+    """Rows from the result files; a damaged one is skipped (the trial counts as unfinished) and named."""
     rows: list[dict[str, Any]] = []
     errors: dict[str, str] = {}
+    damaged: list[str] = []
     if not trials.is_dir():
-        return rows, errors
+        return rows, errors, damaged
     for folder in sorted(p for p in trials.iterdir() if p.is_dir()):
-        rec = TrialDir(folder).result_record()  # damage: one line naming the file
+        try:
+            row = _result_row(sweep, folder)
+        except BenchxferError as err:
+            damaged.append(str(err))
+            errors[folder.name] = f"damaged: {err}"
+            continue
+        if row is None:
+            continue  # started, not ended: trials.json adds it as unfinished
+        row, error = row
+        rows.append(row)
+        if error:
+            errors[row["trial_key"]] = error
+    return rows, errors, damaged
+    for folder in sorted(p for p in trials.iterdir() if p.is_dir()):
+        try:
+            TrialDir(folder).result_checked()
+            rec = TrialDir(folder).result_record()
+        except BenchxferError as err:
+            damaged.append(str(err))
+            errors[folder.name] = f"damaged: {err}"
+            continue
         if rec is None:
             continue  # started, not ended: trials.json adds it as unfinished
         file = folder / RESULT
@@ -281,7 +305,29 @@ def _from_result_files(sweep: str, trials: Path) -> tuple[list[dict[str, Any]], 
         rows.append(row)
         if rec.get("error"):
             errors[row["trial_key"]] = " ".join(str(rec["error"]).split())
-    return rows, errors
+    return rows, errors, damaged
+
+
+def _result_row(sweep: str, folder: Path) -> tuple[dict[str, Any], str | None] | None:
+    """The row of one trial's result file and its error line (None: no result); damage is one line."""
+    rec = TrialDir(folder).result_record()
+    if rec is None:
+        return None
+    file = folder / RESULT
+    check_result_values(file, rec)
+    where = str(file)
+    status = rec.get("status") or "finished"
+    if status not in STATUSES:
+        raise BenchxferError(f"{file}: key status={status!r}; allowed: {', '.join(STATUSES)}")
+    test = rec.get("test") or {}
+    metric = rec.get("metric")
+    value = rec.get("value", test.get(metric) if metric else None)
+    row = {c: rec.get(c) for c in RUN_COLUMNS}
+    row.update(sweep=sweep, trial_key=rec.get("trial_key") or folder.name, status=status,
+               value=value, shot=_shot(rec.get("shot"), where),
+               lr=_number(rec.get("lr"), "lr", where), seed=_integer(rec.get("seed"), "seed", where),
+               best_epoch=_opt_int(rec.get("best_epoch")), epochs_run=_opt_int(rec.get("epochs_run")))
+    return row, (" ".join(str(rec["error"]).split()) if rec.get("error") else None)
 
 
 def _expected(sweep: str, file: Path) -> list[dict[str, Any]]:

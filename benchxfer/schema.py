@@ -16,6 +16,10 @@ from benchxfer.errors import BenchxferError
 from benchxfer.tasks import BINARY_HEADS
 
 
+def _num(x: float | None) -> str:
+    return "" if x is None else str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
 @dataclass(frozen=True)
 class Range:
     """A number in [low, high] (``None``: unbounded); ``open_high`` excludes ``high``."""
@@ -24,21 +28,23 @@ class Range:
     high: float | None = None
     integer: bool = False
     open_high: bool = False
+    open_low: bool = False
 
     def describe(self) -> str:
         kind = "an integer" if self.integer else "a number"
+        low, high = _num(self.low), _num(self.high)
         if self.low is not None and self.high is not None:
-            return f"{kind} in [{self.low:g}, {self.high:g}{')' if self.open_high else ']'}"
+            return f"{kind} in {'(' if self.open_low else '['}{low}, {high}{')' if self.open_high else ']'}"
         if self.low is not None:
-            return f"{kind} >= {self.low:g}"
-        return f"{kind} <= {self.high:g}" if self.high is not None else kind
+            return f"{kind} {'>' if self.open_low else '>='} {low}"
+        return f"{kind} <= {high}" if self.high is not None else kind
 
     def ok(self, value: Any) -> bool:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             return False
         if self.integer and not float(value).is_integer():
             return False
-        if self.low is not None and value < self.low:
+        if self.low is not None and (value <= self.low if self.open_low else value < self.low):
             return False
         return self.high is None or (value < self.high if self.open_high else value <= self.high)
 
@@ -78,7 +84,38 @@ class Names:
         return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, str) and v for v in value)
 
 
-Rule = Range | OneOf | Names
+def _uncertain_policies() -> list[str]:
+    from benchxfer.data.labels import UNCERTAIN
+
+    return UNCERTAIN.names()
+
+
+@dataclass(frozen=True)
+class Name:
+    """A name that becomes part of file names, MLflow experiment names and the zoo's index: lower-case letters,
+    digits, '.', '_' or '-', starting with a letter or digit, at most ``MAX_NAME`` characters."""
+
+    max_len: int = 0  # 0: MAX_NAME
+
+    def limit(self) -> int:
+        return self.max_len or MAX_NAME
+
+    def describe(self) -> str:
+        return f"a name of lower-case letters, digits, '.', '_' or '-' (at most {self.limit()} characters)"
+
+    def ok(self, value: Any) -> bool:
+        return isinstance(value, str) and len(value) <= self.limit() and NAME_RE.match(value) is not None
+
+
+Rule = Range | OneOf | Names | Name
+
+# Names become file and folder names (<home>/runs/<sweep>/logs/<sweep>-NN.log, the zoo's <init>.safetensors),
+# MLflow experiment names and Ray Tune experiment names: 64 characters leave room for every derived name
+# (the Tune experiment <sweep>-NN, its log file, a trial key of init, dataset, lr, seed, shot and a hash)
+# within the 255 bytes a file name may have.
+MAX_NAME = 64
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+SEED = Range(0, 2**32 - 1, integer=True)  # numpy's and torch's seeds: an unsigned 32-bit integer
 
 # knob -> its range (the names and types are checked by recipes.config.check_knobs first)
 KNOB_RULES: dict[str, Rule] = {
@@ -109,7 +146,19 @@ OPTION_RULES: dict[str, Rule] = {
     "val_fraction": Range(0, 1, open_high=True),
     "official": OneOf(("first-study", "nih")),
     "views": Names("view names (the second study's: PA, AP, AP Supine, L, COSTAL, ...)"),
+    "uncertain": OneOf(_uncertain_policies),
+    "cache_size": Range(8, 4096, integer=True),
 }
+
+# resources: (the same for sweeps and pre-training files); a worker needs a CPU to run on
+RESOURCE_RULES: dict[str, Rule] = {
+    "workers": Range(1, 1024, integer=True),
+    "cpus_per_worker": Range(0, 1024, open_low=True),
+    "gpus_per_worker": Range(0, 64),
+    "max_concurrent": Range(0, 100_000, integer=True),
+    "trainer": OneOf(("auto", "torch", "direct")),
+}
+FAILURE_RULES: dict[str, Rule] = {"max_retries": Range(0, 1000, integer=True)}
 
 # the synthetic: block -> rule (data.synthetic.ensure's parameters)
 SYNTHETIC_RULES: dict[str, Rule] = {
@@ -146,6 +195,51 @@ def check_port_free(host: str, port: int) -> None:
         except OSError as err:
             raise BenchxferError(f"--port {port}: cannot listen on {host}:{port} ({err.strerror or err}); "
                                  "it is in use, pick another port with --port") from None
+
+
+def check_name(where: str, value: Any, rule: Name = Name()) -> str:
+    """A name (sweep, init, pre-training output): ``where`` names the file and key."""
+    if not rule.ok(value):
+        raise BenchxferError(f"{where}: must be {rule.describe()}, got {_short(value)}")
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(value) if isinstance(value, str) else len(text)} characters)"
+
+
+# knob combinations the ranges alone do not catch: (rule, message) over the resolved knobs and the run's shot
+def _steps_without_budget(knobs: Mapping[str, Any], shot: Any) -> bool:
+    return knobs.get("stopping") == "steps" and not knobs.get("max_steps") and knobs.get("schedule") != "bit-hyperrule"
+
+
+def _class_balance_with_shots(knobs: Mapping[str, Any], shot: Any) -> bool:
+    return knobs.get("balance") == "class" and shot is not None
+
+
+COMBINATIONS: tuple[tuple[Callable[[Mapping[str, Any], Any], bool], str], ...] = (
+    (_steps_without_budget, "stopping 'steps' needs max_steps > 0 (or schedule bit-hyperrule, which sets it); "
+                            "set max_steps, or use stopping early or none"),
+    (_class_balance_with_shots, "balance 'class' oversamples full-data runs only and cannot be combined with shots; "
+                                "use balance none or auto, or drop shots"),
+)
+
+
+def check_combinations(knobs: Mapping[str, Any], shots: Any, where: str) -> None:
+    """Knobs that each lie in range but do not go together (``shots``: the run's shot values)."""
+    for shot in shots:
+        for rule, message in COMBINATIONS:
+            if rule(knobs, shot):
+                raise BenchxferError(f"{where}: {message}")
+
+
+def check_rules(mapping: Mapping[str, Any], rules: Mapping[str, Rule], where: str) -> dict[str, Any]:
+    """Each key of ``mapping`` that has a rule must satisfy it; ``where`` names the file and block."""
+    for key, value in mapping.items():
+        if key in rules and not rules[key].ok(value):
+            raise BenchxferError(f"{where}.{key}: must be {rules[key].describe()}, got {_short(value)}")
+    return dict(mapping)
 
 
 def _check(where: str, key: str, value: Any, rule: Rule) -> None:

@@ -22,15 +22,22 @@ from benchxfer.errors import BenchxferError
 from benchxfer.recipes import RECIPES
 from benchxfer.recipes.config import EXECUTION_ONLY, TrainConfig, check_knobs
 from benchxfer.schema import (
+    FAILURE_RULES,
+    MAX_NAME,
+    NAME_RE,
     OPTION_KEYS,
+    RESOURCE_RULES,
+    SEED,
     SearchOptions,
     check_knob_values,
+    check_name,
     check_option_values,
+    check_rules,
     check_synthetic,
     parse_search_options,
 )
+from benchxfer.textfile import looks_utf16, not_utf8, open_problem, utf16
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 TOP_KEYS = {"name", "description", "recipe", "inits", "datasets", "lr", "seeds", "shots", "overrides", "mode",
             "resources", "failure"}
 DATASET_KEYS = {"name", "root", "options", "recipe", "overrides", "synthetic", "shots"}
@@ -45,7 +52,6 @@ MAX_YAML_DEPTH = 32
 MAX_YAML_ALIASES = 100
 MAX_YAML_NODES = 100_000
 MAX_TRIALS = 10_000
-TRAINERS = ("auto", "torch", "direct")
 
 
 @dataclass(frozen=True)
@@ -165,12 +171,14 @@ def _text(path: str, p: Path) -> str:
         raise BenchxferError(f"{path}: cannot read it (permission denied)") from None
     except IsADirectoryError:
         raise BenchxferError(f"{path}: is a folder, not a YAML file") from None
+    if looks_utf16(raw):
+        raise utf16(path, "a sweep or pre-training file")
     if b"\x00" in raw:
         raise BenchxferError(f"{path}: not a text file (it holds NUL bytes); expected YAML")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise BenchxferError(f"{path}: not a UTF-8 text file (byte {err.start}); expected YAML") from None
+        raise not_utf8(Path(path), raw, err, "a sweep or pre-training file") from None
 
 
 def _check_shape(path: str, text: str) -> None:
@@ -211,6 +219,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if p.is_dir():
         raise BenchxferError(f"{path}: is a folder, not a YAML file")
     if not p.is_file():
+        if p.is_symlink():  # a loop, or a link to nothing
+            try:
+                os.stat(p)
+            except OSError as err:
+                raise open_problem(p, err, "YAML file") from None
         raise BenchxferError(f"{path}: no such file")
     text = _text(str(path), p)
     try:
@@ -277,7 +290,10 @@ def _parse_seeds(path: str, value: Any) -> tuple[int, ...]:
     if isinstance(value, list):
         if not value:
             raise _fail(path, "seeds", "must not be empty")
-        seeds = tuple(_int(path, f"seeds[{i}]", v, 0) for i, v in enumerate(value))
+        for i, v in enumerate(value):
+            if not SEED.ok(v):
+                raise _fail(path, f"seeds[{i}]", f"must be {SEED.describe()}, got {v!r}")
+        seeds = tuple(value)
         if len(set(seeds)) != len(seeds):
             raise _fail(path, "seeds", f"repeats a seed: {list(seeds)}")
         return seeds
@@ -320,13 +336,7 @@ def _mapping(path: str, key: str, value: Any) -> dict[str, Any]:
 def parse_resources(path: str, raw: Any) -> dict[str, Any]:
     resources = _mapping(path, "resources", raw)
     _check_keys(path, "resources.", resources, RESOURCE_KEYS)
-    resources = {**RESOURCE_KEYS, **resources}
-    _int(path, "resources.workers", resources["workers"], 1)
-    _int(path, "resources.max_concurrent", resources["max_concurrent"], 0)
-    for key in ("cpus_per_worker", "gpus_per_worker"):
-        v = resources[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            raise _fail(path, f"resources.{key}", f"must be a number >= 0, got {v!r}")
+    resources = check_rules({**RESOURCE_KEYS, **resources}, RESOURCE_RULES, f"{path}: resources")
     gpus = resources["gpus_per_worker"]
     if gpus > 1 and not float(gpus).is_integer():
         raise _fail(path, "resources.gpus_per_worker", f"must be a fraction of one GPU (e.g. 0.25, 0.5) or a whole "
@@ -334,8 +344,6 @@ def parse_resources(path: str, raw: Any) -> dict[str, Any]:
     if 0 < gpus < 1 and resources["workers"] > 1:
         raise _fail(path, "resources", f"gpus_per_worker {gpus!r} shares a GPU between processes, but workers is "
                     f"{resources['workers']}: DDP needs one GPU per worker; use whole GPUs for DDP trials")
-    if resources["trainer"] not in TRAINERS:
-        raise _fail(path, "resources.trainer", f"must be one of {', '.join(TRAINERS)}, got {resources['trainer']!r}")
     if resources["trainer"] == "direct" and resources["workers"] != 1:
         raise _fail(path, "resources", f"trainer 'direct' runs one process, but workers is {resources['workers']}; "
                     "use trainer 'torch' or 'auto' for more workers")
@@ -345,9 +353,7 @@ def parse_resources(path: str, raw: Any) -> dict[str, Any]:
 def parse_failure(path: str, raw: Any) -> dict[str, Any]:
     failure = _mapping(path, "failure", raw)
     _check_keys(path, "failure.", failure, FAILURE_KEYS)
-    failure = {**FAILURE_KEYS, **failure}
-    _int(path, "failure.max_retries", failure["max_retries"], 0)
-    return failure
+    return check_rules({**FAILURE_KEYS, **failure}, FAILURE_RULES, f"{path}: failure")
 
 
 def load_spec(path: str | Path) -> SweepSpec:
@@ -356,14 +362,12 @@ def load_spec(path: str | Path) -> SweepSpec:
     doc = read_yaml(path)
     _check_keys(path, "", doc, TOP_KEYS)
     if "name" in doc:
-        name = doc["name"]
-        if not isinstance(name, str) or not NAME_RE.match(name):
-            raise _fail(path, "name", f"must be lower-case letters, digits, '.', '_' or '-', got {name!r}")
+        name = check_name(f"{path}: name", doc["name"])
     else:
         name = Path(path).stem
-        if not NAME_RE.match(name):
+        if not NAME_RE.match(name) or len(name) > MAX_NAME:
             raise _fail(path, "name", f"not set, and the file name gives {name!r}, which is not lower-case letters, "
-                        "digits, '.', '_' or '-'; add a name: key")
+                        f"digits, '.', '_' or '-' (at most {MAX_NAME} characters); add a name: key")
 
     raw_inits = doc.get("inits")
     if not isinstance(raw_inits, list) or not raw_inits:
@@ -376,6 +380,7 @@ def load_spec(path: str | Path) -> SweepSpec:
             _check_keys(path, f"inits[{i}].", item, INIT_KEYS)
             if not isinstance(item.get("name"), str):
                 raise _fail(path, f"inits[{i}].name", "is required")
+            check_name(f"{path}: inits[{i}].name", item["name"])
             pre = item.get("pretrain")
             if pre:
                 from benchxfer.zoo.inits import INITS

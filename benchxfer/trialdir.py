@@ -17,8 +17,9 @@ failed), ``retryable`` (failed, will run again from its checkpoint) or ``pending
 Damage policy. A damaged state file (not JSON, not an object, a key missing) is a :class:`BenchxferError`
 of one line naming the file and what is wrong, with one exception: a damaged ``result.json`` makes the
 trial *pending* for the runner (:meth:`TrialDir.result`), because result.json is written atomically as the
-trial's last act, so a damaged one means the trial must run again; readers that report on results
-(``benchxfer report``) use :meth:`TrialDir.result_record` and get the one-line error instead.
+trial's last act, so a damaged one means the trial must run again. :meth:`TrialDir.damage` names the first
+damaged file ('<file>: <what>', a value of the wrong type included): ``benchxfer status`` shows such a trial as
+``damaged``, never as a state, and ``benchxfer report`` skips it and names it.
 
 The sweep's own files (``sweep.yaml``, ``source.json``, ``trials.json``, ``best_lr.json``) are read and
 written through :class:`SweepDir`, by the same rules. This module imports neither torch nor Ray.
@@ -85,6 +86,20 @@ def _record(cls: type, path: Path, obj: Any, what: str):
     if missing:
         raise BenchxferError(f"{path}: {what} lacks the key(s) {', '.join(missing)}")
     return cls(**{f.name: obj[f.name] for f in fields if f.name in obj})
+
+
+def check_result_values(path: Path, rec: dict[str, Any]) -> None:
+    """The values of a result record that readers compute with have their types (a key may be absent)."""
+    for key in ("value", "lr", "wall_seconds"):
+        v = rec.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise BenchxferError(f"{path}: {key}={v!r} is not a number")
+    for key in ("seed", "best_epoch", "epochs_run"):
+        v = rec.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+            raise BenchxferError(f"{path}: {key}={v!r} is not an integer")
+    if not isinstance(rec.get("test") or {}, dict):
+        raise BenchxferError(f"{path}: test={rec.get('test')!r} is not a mapping of metric to score")
 
 
 class TrialFailed(RuntimeError):
@@ -215,11 +230,30 @@ class TrialDir:
             return None
         return _object(path, read_json(path, "the trial's result"), "the trial's result")
 
+    def result_checked(self) -> TrialResult | None:
+        """The result as a typed record (None when there is none); damage, including a value of the wrong type,
+        is one line naming the file and what is wrong."""
+        rec = self.result_record()
+        if rec is None:
+            return None
+        path = self.path / RESULT
+        out = _record(TrialResult, path, rec, "the trial's result")
+        check_result_values(path, rec)
+        return out
+
+    def damage(self) -> str | None:
+        """The first damaged state file of the trial, as '<file>: <what>' (None when every file reads)."""
+        for read in (self.result_checked, self.stopped, self.failure, self.progress):
+            try:
+                read()
+            except BenchxferError as err:
+                return str(err)
+        return None
+
     def result(self) -> TrialResult | None:
         """The finished result, or None: no file, or a damaged one (policy: the trial is pending again)."""
         try:
-            rec = self.result_record()
-            out = _record(TrialResult, self.path / RESULT, rec, "the trial's result") if rec is not None else None
+            out = self.result_checked()
         except (BenchxferError, TypeError):
             return None
         return out if out is not None and out.status == "finished" else None
@@ -339,13 +373,28 @@ class SweepDir:
         return self.spec_copy.is_file()
 
     def save_plan(self, spec_path: str | os.PathLike, trials: list[dict[str, Any]]) -> None:
-        """Keep the sweep file as run, where it came from, and the list of expected trials."""
+        """Keep the sweep file as run, where it came from, and the list of expected trials. A resume (which
+        plans from the sweep's own copy) only reads: the copy and ``source.json`` stay as the sweep started them,
+        so a source renamed or edited later is still refused; ``trials.json`` is written only when it changes
+        (stage 2 of tune-then-repeat)."""
         self.path.mkdir(parents=True, exist_ok=True)
         src = Path(spec_path).resolve()
         if src != self.spec_copy.resolve():
             shutil.copyfile(src, self.spec_copy)
-        write_json(self.path / SOURCE, {"path": str(src)})
-        write_json(self.path / TRIALS, trials)
+            write_json(self.path / SOURCE, {"path": str(src)})
+        path = self.path / TRIALS
+        if not path.is_file() or read_json(path, "a JSON list of trials") != json.loads(json.dumps(trials, default=str)):
+            write_json(path, trials)
+
+    def missing(self) -> str | None:
+        """What makes a started sweep's folder unusable (None when it is whole, or was never started)."""
+        if not self.path.is_dir() or self.spec_copy.is_file():
+            return None
+        if self.spec_copy.exists() or self.spec_copy.is_symlink():
+            return f"{self.spec_copy} is not a readable file"
+        if (self.path / TRIALS).exists() or (self.path / SOURCE).exists():
+            return f"{self.spec_copy} (the sweep file as it was started) is missing"
+        return None
 
     def source(self) -> str | None:
         """The sweep file's original path (None when there is no record)."""

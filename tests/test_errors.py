@@ -35,7 +35,8 @@ TIMEOUT_S = 120
 COLD = os.environ.get("BENCHXFER_ERRORS_COLD") == "1"
 # one per area, also run in a process of their own
 COLD_CASES = ["yaml-syntax", "unknown-init", "list-path-escapes-root", "code-running-checkpoint",
-              "status-unknown-sweep", "empty-home", "synthetic-over-own-files"]
+              "status-unknown-sweep", "empty-home", "synthetic-over-own-files", "placement-timeout-abc",
+              "home-symlink-loop", "sweep-held", "train-set-bad-yaml"]
 
 RAY_LOG_LINE = re.compile(r"^(\x1b\[\d+m)?\(\w+ pid=\d+")
 
@@ -101,6 +102,7 @@ class Files:
     tmp: Path
     kept: dict[str, dict[str, tuple[bytes, int]]] = field(default_factory=dict)  # folders that must stay intact
     kept_socket: object = None
+    cleanups: list[Callable[[], None]] = field(default_factory=list)  # run after the case, pass or fail
 
     def write(self, name: str, text: str) -> str:
         path = self.tmp / name
@@ -276,6 +278,124 @@ def started_sweep(f: Files, source_text: str) -> list[str]:
 def good_dry(**edit) -> Callable[[Files], list[str]]:
     """``benchxfer sweep s.yaml --dry-run`` of the valid sweep with one edit."""
     return lambda f: ["sweep", f.good(**edit), "--dry-run"]
+
+
+# --- round two: one validator, environment, damaged files, locks ------------------------------------------
+
+def long_name(n: int) -> str:
+    return ("a" * n)
+
+
+def env_var(var: str, value: str) -> Callable[[Path, Path], dict[str, str | None]]:
+    return lambda work, home: {var: value}
+
+
+def home_symlink_loop(work: Path, home: Path) -> dict[str, str | None]:
+    (work / "loop-a").symlink_to(work / "loop-b")
+    (work / "loop-b").symlink_to(work / "loop-a")
+    return {"BENCHXFER_HOME": str(work / "loop-a")}
+
+
+def cache_env_file(work: Path, home: Path) -> dict[str, str | None]:
+    (work / "cache.txt").write_text("x")
+    return {"BENCHXFER_CACHE": str(work / "cache.txt")}
+
+
+def cache_never_built(f: Files) -> list[str]:
+    root = f.nih()
+    return ["sweep", f.good("root: synthetic", f"root: {root}\n    options: {{cache_size: 16}}"), "--dry-run"]
+
+
+def shots_over_the_set(f: Files) -> list[str]:
+    root = f.nih()
+    return ["sweep", f.good("root: synthetic", f"root: {root}", add="shots: [2, 50]\n"), "--dry-run"]
+
+
+def chexpert_root(f: Files) -> Path:
+    return synthetic.write("chexpert", f.tmp / "chex", **SMALL)
+
+
+def latin1_csv(f: Files) -> list[str]:
+    root = chexpert_root(f)
+    csv = root / "train.csv"
+    lines = csv.read_bytes().split(b"\n")
+    lines[2] = lines[2].replace(b"patient", b"pati\xe9nt", 1)
+    csv.write_bytes(b"\n".join(lines))
+    return ["data", "verify", "chexpert", "--root", str(root), "--no-decode"]
+
+
+def latin1_list(f: Files) -> list[str]:
+    root = f.nih()
+    text = (root / "Xray14_train_official.txt").read_bytes()
+    listing = f.tmp / "latin1.txt"
+    listing.write_bytes(b"# caf\xe9\n" + text)
+    return ["data", "verify", "chestxray14", "--root", str(root), "--lists", f"train={listing}", "--no-decode"]
+
+
+def truncated_csv_gz(f: Files) -> list[str]:
+    import gzip
+
+    root = synthetic.write("mimic-cxr", f.tmp / "mimic", **SMALL)
+    csv = root / "mimic-cxr-2.0.0-chexpert.csv"
+    packed = gzip.compress(csv.read_bytes())
+    (root / f"{csv.name}.gz").write_bytes(packed[: len(packed) // 2])
+    csv.unlink()
+    return ["data", "verify", "mimic-cxr", "--root", str(root), "--no-decode"]
+
+
+def utf16_sweep(f: Files) -> list[str]:
+    (f.tmp / "s.yaml").write_text(GOOD, encoding="utf-16")
+    return ["sweep", str(f.tmp / "s.yaml"), "--dry-run"]
+
+
+def symlink_loop_sweep(f: Files) -> list[str]:
+    (f.tmp / "s.yaml").symlink_to(f.tmp / "t.yaml")
+    (f.tmp / "t.yaml").symlink_to(f.tmp / "s.yaml")
+    return ["sweep", str(f.tmp / "s.yaml"), "--dry-run"]
+
+
+def resume_without_copy(f: Files) -> list[str]:
+    """A started sweep ``tiny`` whose runs/tiny/sweep.yaml was deleted."""
+    sdir = f.tmp.parent / "home" / "runs" / "tiny"
+    sdir.mkdir(parents=True)
+    source = f.good("name: done", "name: tiny")
+    (sdir / "source.json").write_text(json.dumps({"path": source}))
+    (sdir / "trials.json").write_text("[]")
+    f.keep(sdir)
+    return ["resume", "tiny"]
+
+
+def nan_checkpoint(f: Files) -> list[str]:
+    state = torchvision.models.resnet18().state_dict()
+    torch.save({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in state.items()},
+               f.tmp / "nan.pth")
+    return ["zoo", "import", "mine", str(f.tmp / "nan.pth"), "--format", "torchvision", "--zoo", str(f.tmp / "zoo")]
+
+
+def read_only_zoo(f: Files) -> list[str]:
+    """A zoo folder nobody may write into: immutable for root (who ignores permissions), mode 0555 otherwise."""
+    zoo = f.tmp / "zoo"
+    zoo.mkdir()
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", str(zoo)], check=True)
+        f.cleanups.append(lambda: subprocess.run(["chattr", "-i", str(zoo)], check=False))
+    else:
+        zoo.chmod(0o555)
+        f.cleanups.append(lambda: zoo.chmod(0o755))
+    return ["zoo", "import", "mine", f.resnet18(), "--format", "torchvision", "--zoo", str(zoo)]
+
+
+def sweep_held(f: Files) -> list[str]:
+    """Sweep ``done`` is held by a live process (this one, which the lock records as another command)."""
+    import socket
+    import time
+
+    locks = f.tmp.parent / "home" / "locks"
+    locks.mkdir(parents=True)
+    (locks / "sweep-done.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                                        "since": time.time(), "command": "benchxfer resume done"}))
+    f.keep(locks)
+    return ["sweep", f.good()]
 
 
 # --- the cases ------------------------------------------------------------------------------------------
@@ -511,7 +631,7 @@ CASES = [
          good_dry(add="resources: {trainer: direct, workers: 2}\n"),
          (S + "resources: trainer 'direct' runs one process, but workers is 2; use trainer 'torch' or 'auto'",)),
     Case("numeric-name", "sweep file", "`name: 0`", good_dry(old="name: done", new="name: 0"),
-         (S + "name: must be lower-case letters, digits, '.', '_' or '-', got 0",)),
+         (S + "name: must be a name of lower-case letters, digits, '.', '_' or '-' (at most 64 characters), got 0",)),
     Case("name-from-file-name", "sweep file", "no `name:`, in a file called `My Sweep.yaml`",
          lambda f: ["sweep", f.sweep(GOOD.replace("name: done\n", ""), name="My Sweep.yaml"), "--dry-run"],
          ("<tmp>/My Sweep.yaml: name: not set, and the file name gives 'My Sweep'", "add a name: key")),
@@ -592,6 +712,102 @@ CASES = [
          lambda f: ["train", f.good(), "--set", "augment=banana"],
          ("Error: --set: augment must be one of bit-hyperrule, plain, supervised-pretrain, systematic-cls, "
           "systematic-seg, got 'banana'",)),
+    # round two (issue 24): one validator for the dry run, the real run and --set
+    Case("zero-cpus-per-worker", "sweep file", "`resources: {cpus_per_worker: 0}`",
+         good_dry(add="resources: {cpus_per_worker: 0}\n"),
+         (S + "resources.cpus_per_worker: must be a number in (0, 1024], got 0",)),
+    Case("name-too-long", "sweep file", "a 250-character `name:`",
+         good_dry(old="name: done", new="name: " + long_name(250)),
+         (S + "name: must be a name of lower-case letters, digits, '.', '_' or '-' (at most 64 characters), got "
+          "'aaaa", "(250 characters)")),
+    Case("huge-seed", "sweep file", "`seeds: [99999999999999999999]`",
+         good_dry(old="seeds: 1", new="seeds: [99999999999999999999]"),
+         (S + "seeds[0]: must be an integer in [0, 4294967295], got 99999999999999999999",)),
+    Case("steps-without-max-steps", "sweep file", "`overrides: {stopping: steps}` without `max_steps`",
+         good_dry(old="epochs: 1", new="epochs: 1, stopping: steps"),
+         (S + "datasets[0] (chestxray14): stopping 'steps' needs max_steps > 0",)),
+    Case("class-balance-with-shots", "sweep file", "`overrides: {balance: class}` with `shots: [5]`",
+         good_dry(old="epochs: 1", new="epochs: 1, balance: class", add="shots: [5]\n"),
+         (S + "datasets[0] (chestxray14): balance 'class' oversamples full-data runs only and cannot be combined "
+          "with shots",)),
+    Case("uncertain-banana", "sweep file", "a dataset `options: {uncertain: banana}`",
+         good_dry(old="root: synthetic", new="root: synthetic\n    options: {uncertain: banana}"),
+         (S + "datasets[0].options: uncertain must be one of lsr-ones, lsr-zeros, ones, zeros, got 'banana'",)),
+    Case("cache-size-zero", "sweep file", "a dataset `options: {cache_size: 0}`",
+         good_dry(old="root: synthetic", new="root: synthetic\n    options: {cache_size: 0}"),
+         (S + "datasets[0].options: cache_size must be an integer in [8, 4096], got 0",)),
+    Case("cache-never-built", "sweep file", "a dataset `options: {cache_size: 16}` whose cache was never built",
+         cache_never_built,
+         (S + "datasets[0].options.cache_size: no cache of size 16 for chestxray14 at <tmp>/nih",
+          "build it with `benchxfer data cache chestxray14 --root <tmp>/nih --size 16`")),
+    Case("shots-larger-than-the-set", "sweep file", "`shots: [2, 50]` on a ChestX-ray14 copy of 4 training images",
+         shots_over_the_set,
+         (S + "shots: 50 images per class is more than chestxray14 at <tmp>/nih has in any class (its largest holds ",
+          "so the few-shot set would be the whole set; use shots <= ")),
+    Case("pretrain-name-too-long", "pretrain file", "a pre-training file whose `name:` has 70 characters",
+         lambda f: ["pretrain", f.write("p.yaml", PRETRAIN.replace("name: mine", "name: " + long_name(70)))],
+         ("<tmp>/p.yaml: name: must be a name of lower-case letters, digits, '.', '_' or '-' (at most 64 "
+          "characters)",)),
+    Case("pretrain-seed-abc", "pretrain file", "a pre-training file with `seed: abc`",
+         lambda f: ["pretrain", f.write("p.yaml", PRETRAIN + "seed: abc\n")],
+         ("<tmp>/p.yaml: seed: must be an integer in [0, 4294967295], got 'abc'",)),
+    Case("train-set-select-banana", "CLI", "`train --set select=banana`",
+         lambda f: ["train", f.good(), "--set", "select=banana"],
+         ("Error: --set: unknown select 'banana'; known: best-val, last",)),
+    Case("train-set-bad-yaml", "CLI", "`train --set 'epochs={a: 1'`",
+         lambda f: ["train", f.good(), "--set", "epochs={a: 1"],
+         ("Error: --set 'epochs={a: 1': the value is not valid YAML (",)),
+    # environment variables, checked once at start-up
+    Case("placement-timeout-abc", "environment", "`BENCHXFER_PLACEMENT_TIMEOUT_S=abc`",
+         lambda f: ["status", "done"],
+         ("Error: $BENCHXFER_PLACEMENT_TIMEOUT_S='abc': not a number; allowed: a positive number of seconds",),
+         env=env_var("BENCHXFER_PLACEMENT_TIMEOUT_S", "abc")),
+    Case("placement-timeout-negative", "environment", "`BENCHXFER_PLACEMENT_TIMEOUT_S=-5`",
+         lambda f: ["status", "done"],
+         ("Error: $BENCHXFER_PLACEMENT_TIMEOUT_S='-5': not a positive number of seconds; allowed:",),
+         env=env_var("BENCHXFER_PLACEMENT_TIMEOUT_S", "-5")),
+    Case("cache-env-is-a-file", "environment", "`BENCHXFER_CACHE` naming a file",
+         lambda f: ["status", "done"],
+         ("Error: $BENCHXFER_CACHE='<tmp>/cache.txt': <tmp>/cache.txt is a file, not a folder; allowed: a writable "
+          "folder",), env=cache_env_file),
+    Case("home-symlink-loop", "environment", "`BENCHXFER_HOME` naming a symbolic link loop",
+         lambda f: ["status", "done"],
+         ("Error: $BENCHXFER_HOME='<tmp>/loop-a': <tmp>/loop-a is a symbolic link loop; give a folder",),
+         env=home_symlink_loop),
+    Case("tracking-uri-not-a-url", "environment", "`MLFLOW_TRACKING_URI=not-a-url`",
+         lambda f: ["status", "done"],
+         ("Error: $MLFLOW_TRACKING_URI='not-a-url': not a tracking URI; allowed: an MLflow tracking URI",),
+         env=env_var("MLFLOW_TRACKING_URI", "not-a-url")),
+    Case("tracking-uri-option-not-a-url", "CLI", "`sweep --tracking-uri not-a-url`",
+         lambda f: ["sweep", f.good(), "--tracking-uri", "not-a-url"],
+         ("Error: --tracking-uri 'not-a-url': not a tracking URI; allowed: an MLflow tracking URI",)),
+    Case("ray-address-bad", "environment", "`RAY_ADDRESS=head` (no port)",
+         lambda f: ["status", "done"],
+         ("Error: $RAY_ADDRESS='head': not a Ray address; allowed: a Ray cluster: 'auto', HOST:PORT",),
+         env=env_var("RAY_ADDRESS", "head")),
+    # damaged or foreign files, named
+    Case("latin1-csv", "dataset", "a CheXpert CSV with a Latin-1 byte (`é` saved as 0xe9)", latin1_csv,
+         ("<tmp>/chex/train.csv: line 3: not UTF-8 text (byte 0xe9, perhaps Latin-1 or Windows-1252); a CSV file "
+          "must be UTF-8",)),
+    Case("latin1-list", "dataset", "a list file with a Latin-1 byte", latin1_list,
+         ("<tmp>/latin1.txt: line 1: not UTF-8 text (byte 0xe9, perhaps Latin-1 or Windows-1252); a list file "
+          "must be UTF-8",)),
+    Case("truncated-csv-gz", "dataset", "MIMIC-CXR's `mimic-cxr-2.0.0-chexpert.csv.gz` cut in half", truncated_csv_gz,
+         ("<tmp>/mimic/mimic-cxr-2.0.0-chexpert.csv.gz: the compressed file ends early (truncated); download or copy it again",)),
+    Case("utf16-sweep-file", "sweep file", "a sweep file saved as UTF-16", utf16_sweep,
+         (S + "UTF-16 text; a sweep or pre-training file must be UTF-8, re-save it as UTF-8",)),
+    Case("symlink-loop-sweep-file", "sweep file", "a sweep file that is a symbolic link loop", symlink_loop_sweep,
+         (S + "a symbolic link loop, not a YAML file",)),
+    Case("resume-copy-deleted", "CLI", "`resume tiny` after runs/tiny/sweep.yaml was deleted", resume_without_copy,
+         ("Error: sweep 'tiny' in <home>/runs/tiny is damaged: <home>/runs/tiny/sweep.yaml (the sweep file as it "
+          "was started) is missing; restore it, or start the sweep again with `benchxfer sweep <tmp>/s.yaml`",)),
+    Case("zoo-import-nan", "checkpoint", "`zoo import` of a checkpoint whose every weight is NaN", nan_checkpoint,
+         ("Error: <tmp>/nan.pth: ", "tensors hold non-finite values (NaN or inf), the first: ",
+          "refusing to import it")),
+    Case("zoo-import-read-only", "checkpoint", "`zoo import` into a zoo folder that cannot be written", read_only_zoo,
+         ("Error: zoo folder <tmp>/zoo",)),
+    Case("sweep-held", "CLI", "`sweep s.yaml` while another command runs sweep `done`", sweep_held,
+         ("Error: sweep 'done' is in use by `benchxfer resume done` (pid ", "since ", "wait for it to end")),
 ]
 
 
@@ -632,7 +848,11 @@ def check_case(case: Case, run, tmp_path: Path) -> None:
             env[var] = value
 
     files = Files(work)
-    code, out, err = run(case.args(files), env, work)
+    try:
+        code, out, err = run(case.args(files), env, work)
+    finally:
+        for undo in files.cleanups:
+            undo()
 
     assert code != 0 and code != "timeout", (code, out, err)
     lines = err.strip().splitlines()
@@ -788,3 +1008,30 @@ def test_a_byte_order_mark_is_dropped(tmp_path):
         path.write_text("\ufeff" + path.read_text(), encoding="utf-8")
     code, out, err = warm_run(["data", "verify", "chexpert", "--root", str(chex), "--no-decode"], env, tmp_path)
     assert code == 0, err
+
+
+# --- damaged state is named, never shown as a state ------------------------------------------------------------
+
+@pytest.mark.fast
+def test_status_and_report_name_a_damaged_result(tmp_path):
+    """A result.json whose value is a string: `status` shows the trial as damaged with the file and what is wrong
+    (not as interrupted or pending); `report` skips it, names it, and reports the others."""
+    home = tmp_path / "home"
+    sweep = plant_finished_sweep(home)
+    rec = {**json.loads((sweep / "trials" / "k1" / "result.json").read_text()), "epochs_started": 1,
+           "best_val_loss": 0.5}  # a whole record, as a trial writes it
+    (sweep / "trials" / "k1" / "result.json").write_text(json.dumps(rec))
+    (sweep / "trials" / "k2").mkdir()
+    bad = sweep / "trials" / "k2" / "result.json"
+    bad.write_text(json.dumps({**rec, "trial_key": "k2", "seed": 1, "value": "high"}))
+    trials = json.loads((sweep / "trials.json").read_text())
+    (sweep / "trials.json").write_text(json.dumps([*trials, {**trials[0], "trial_key": "k2", "seed": 1}]))
+    env = {"BENCHXFER_HOME": str(home)}
+    code, out, err = warm_run(["status", "done"], env, tmp_path)
+    assert code == 0 and err.strip() == "", err
+    row = next(line for line in out.splitlines() if line.startswith("k2 "))
+    assert row.split()[1] == "damaged" and f"damaged: {bad}: value='high' is not a number" in row, row
+    assert "1 finished" in out and "1 damaged" in out, out
+    code, out, err = warm_run(["report", "done", "--out", str(tmp_path / "rep")], env, tmp_path)
+    assert code == 0 and "Traceback" not in err, err
+    assert f"Skipped a damaged trial: {bad}: value='high' is not a number" in out, out

@@ -20,13 +20,13 @@ ROOT = Path(__file__).resolve().parents[1] / "benchxfer"
 # Lowest first. A module belongs to the longest prefix that names it; it may import from its own entry and the
 # entries below. Modules of one entry (e.g. all of benchxfer.data) may import each other, but never in a circle.
 LAYERS: tuple[str, ...] = (
-    "benchxfer", "benchxfer.errors", "benchxfer.registry", "benchxfer.paths",
+    "benchxfer", "benchxfer.errors", "benchxfer.registry", "benchxfer.paths", "benchxfer.textfile", "benchxfer.locks",
     "benchxfer.tasks",
     "benchxfer.data", "benchxfer.models", "benchxfer.zoo", "benchxfer.gpu_memory",
     "benchxfer.recipes",
     "benchxfer.trialdir", "benchxfer.tracking",
     "benchxfer.train",
-    "benchxfer.schema", "benchxfer.spec",
+    "benchxfer.schema", "benchxfer.spec", "benchxfer.environment",
     "benchxfer.pretraining", "benchxfer.planning",
     "benchxfer.results", "benchxfer.summary", "benchxfer.figures", "benchxfer.report", "benchxfer.report_mlflow",
     # the Ray side: the session and what a trial asks for, the seam, the console, the driver, the lr search

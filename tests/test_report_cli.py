@@ -97,10 +97,18 @@ def test_unknown_baseline_is_one_line(home):
     assert_one_line_error(invoke("report", "demo", "--baseline", "bit"), "'bit'", "imagenet, scratch")
 
 
-def test_bad_result_file_is_one_line(home):
-    write_sweep("bad", [result_record("bad", "t0", "imagenet", "nih", 0, 0.7)])
+def test_bad_result_file_is_skipped_and_named(home):
+    """A damaged result.json (a value of the wrong type, a key missing) is skipped by the report and named; the
+    other trials are reported."""
+    write_sweep("bad", [result_record("bad", f"t{i}", "imagenet", "nih", i, 0.7) for i in range(3)])
     (paths.trial_dir("bad", "t0") / "result.json").write_text(json.dumps({"seed": "three"}))
-    assert_one_line_error(invoke("report", "bad"), "t0/result.json", "seed='three'")
+    rec = json.loads((paths.trial_dir("bad", "t1") / "result.json").read_text())
+    (paths.trial_dir("bad", "t1") / "result.json").write_text(json.dumps({**rec, "value": "high"}))
+    res = invoke("report", "bad")
+    assert res.exit_code == 0 and "Traceback" not in res.output, res.output
+    t0, t1 = (str(paths.trial_dir("bad", k) / "result.json") for k in ("t0", "t1"))
+    assert f"Skipped a damaged trial: {t0}: seed='three' is not an integer" in res.output
+    assert f"Skipped a damaged trial: {t1}: value='high' is not a number" in res.output
 
 
 def test_compare_with_one_missing_sweep_is_one_line(home):

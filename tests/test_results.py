@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 from pathlib import Path
 
@@ -129,17 +130,20 @@ def test_no_runs_anywhere_names_the_sweep_and_the_places(home):
     ({"status": "done"}, "status='done'"),
 ])
 def test_bad_values_name_the_file_and_key(home, bad, culprit):
-    write_sweep("bad", [{**result_record("bad", "t", "imagenet", "nih", 0, 0.7), **bad}])
-    with pytest.raises(BenchxferError, match="result.json") as err:
-        load_runs("bad")
-    assert culprit in str(err.value)
+    """A damaged result file is skipped (the trial counts as unfinished) and named with the key."""
+    rec = result_record("bad", "t", "imagenet", "nih", 0, 0.7)
+    write_sweep("bad", [rec])
+    (paths.trial_dir("bad", "t") / "result.json").write_text(json.dumps({**rec, **bad}))
+    runs = collect("bad")
+    assert len(runs.damaged) == 1 and "t/result.json" in runs.damaged[0] and culprit in runs.damaged[0]
+    assert list(runs.frame["status"]) == ["unfinished"]
 
 
 def test_invalid_json_names_the_file_and_line(home):
     write_sweep("bad", [result_record("bad", "t", "imagenet", "nih", 0, 0.7)])
     (paths.trial_dir("bad", "t") / "result.json").write_text('{"seed": 1,\n oops}')
-    with pytest.raises(BenchxferError, match=r"t/result.json: not valid JSON \(line 2"):
-        load_runs("bad")
+    (damaged,) = collect("bad").damaged
+    assert re.search(r"t/result.json: not valid JSON \(line 2", damaged), damaged
 
 
 def test_bad_sweep_name(home):

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from benchxfer.errors import BenchxferError
+from benchxfer.textfile import not_utf8, open_problem
 
 _GRAY_MODES = {"L", "LA", "1", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
@@ -180,13 +181,11 @@ def rle_encode(mask: np.ndarray) -> str:
 def read_lines(path: Path) -> list[tuple[int, str]]:
     """Non-blank, non-comment lines with their 1-based numbers (a byte-order mark at the start is dropped)."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise BenchxferError(f"{path}: list file is missing") from None
-    except IsADirectoryError:
-        raise BenchxferError(f"{path}: is a folder, not a list file") from None
-    except PermissionError:
-        raise BenchxferError(f"{path}: cannot read the list file (permission denied)") from None
-    except UnicodeDecodeError:
-        raise BenchxferError(f"{path}: list file is not text") from None
+        raw = path.read_bytes()
+    except OSError as err:
+        raise open_problem(path, err, "list file") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise not_utf8(path, raw, err, "a list file") from None
     return [(i, ln.strip()) for i, ln in enumerate(text.splitlines(), 1) if ln.strip() and not ln.startswith("#")]

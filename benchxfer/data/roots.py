@@ -7,7 +7,7 @@ from typing import Any
 
 from benchxfer import paths
 from benchxfer.data.indexing import check_root
-from benchxfer.errors import BenchxferError
+from benchxfer.errors import Absent
 
 
 def resolve_root(dataset: str, root: str, synthetic: dict[str, Any], where: str, write_synthetic: bool,
@@ -21,6 +21,6 @@ def resolve_root(dataset: str, root: str, synthetic: dict[str, Any], where: str,
         target = paths.synthetic_dir() / (folder or dataset)
         return str(made.ensure(dataset, target, **synthetic)) if write_synthetic else str(target)
     if not Path(root).exists():
-        raise BenchxferError(f"{where}: folder {root} does not exist (dataset {dataset!r})")
+        raise Absent(f"{where}: folder {root} does not exist (dataset {dataset!r})")  # a dry run lists it
     check_root(dataset, root)
     return str(root)

@@ -25,8 +25,8 @@ from typing import Any, Iterator
 
 import torch
 
-from benchxfer.errors import BenchxferError
-from benchxfer.paths import zoo_dir
+from benchxfer.errors import Absent, BenchxferError
+from benchxfer.paths import check_folder, zoo_dir
 from benchxfer.zoo.backbone import apply_backbone, check_backbone, is_head_key
 from benchxfer.zoo.formats import CANONICAL, Backbone, read_backbone
 from benchxfer.zoo.inits import IMAGENET_MEAN, IMAGENET_STD, INITS, InitCfg, canonical_filename
@@ -118,7 +118,7 @@ def resolve_init(name: str, zoo: ZooArg = None) -> tuple[InitCfg, Path | None]:
     if not path.is_file():
         hint = f" (published at {cfg.source})" if cfg.source.startswith("http") else ""
         trust = " --trust" if cfg.fmt == "byol-haiku" else ""
-        raise BenchxferError(
+        raise Absent(
             f"init {name!r}: file {path} is missing; download its checkpoint{hint} and run "
             f"`benchxfer zoo import {name} FILE{trust}`"
         )
@@ -134,15 +134,34 @@ def _check_name(name: str) -> None:
 
 def _write_canonical(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
     """Write ``state`` as safetensors atomically; return its SHA-256."""
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    digest = sha256_file(tmp)
+    tmp, digest = _write_temporary(path, state, metadata)
     os.replace(tmp, path)
     return digest
+
+
+def _write_temporary(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> tuple[Path, str]:
+    """``state`` as safetensors in a temporary file beside ``path`` (this process's own); its SHA-256."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(tmp), metadata=metadata)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise BenchxferError(f"zoo folder {path.parent}: cannot write {path.name} ({err.strerror or err}); "
+                             "use a writable zoo (--zoo DIR or $BENCHXFER_ZOO)") from None
+    return tmp, sha256_file(tmp)
+
+
+def _check_finite(file: Path, state: dict[str, torch.Tensor]) -> None:
+    """A backbone whose weights hold NaN or inf would train to NaN: refused before it enters the zoo."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise BenchxferError(f"{file}: {len(bad)} of {len(state)} tensors hold non-finite values (NaN or inf), "
+                             f"the first: {bad[0]}; refusing to import it (check the download, or the run that "
+                             "saved it)")
 
 
 def save_local_init(
@@ -174,9 +193,9 @@ def save_local_init(
     return path
 
 
-def _already_there(name: str, zoo: ZooArg) -> str | None:
+def _already_there(name: str, zoo: ZooArg, entries: dict[str, dict[str, Any]] | None = None) -> str | None:
     """What the zoo holds under ``name`` (checksum, date, source), or None when it holds nothing."""
-    rec = read_index(zoo).get(name)
+    rec = (read_index(zoo) if entries is None else entries).get(name)
     if not rec or not rec.get("filename"):
         return None
     path = zoo_dir(zoo) / rec["filename"]
@@ -205,22 +224,33 @@ def import_init(name: str, file: str | Path, fmt: str | None = None, trust: bool
         raise BenchxferError(f"init {name!r} is a random initialisation; it has no file to import")
     if builtin is None:
         _check_name(name)
+    check_folder(zoo_dir(zoo), "zoo folder")
     fmt = fmt or (builtin.fmt if builtin else None)
     backbone = read_backbone(file, fmt, arch=builtin.arch if builtin else None, trust=trust)
+    _check_finite(file, backbone.state)
     path = zoo_dir(zoo) / canonical_filename(name)
-    digest = _write_canonical(path, backbone.state, {"format": CANONICAL, "arch": backbone.arch, "name": name})
+    tmp, digest = _write_temporary(path, backbone.state, {"format": CANONICAL, "arch": backbone.arch, "name": name})
     record: dict[str, Any] = {
         "arch": backbone.arch, "fmt": backbone.fmt, "filename": path.name, "sha256": digest,
         "source_file": str(file.resolve()), "source_sha256": sha256_file(file),
         "imported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    if builtin is None:
-        old = read_index(zoo).get(name, {})
-        record.update(mean=old.get("mean", list(IMAGENET_MEAN)), std=old.get("std", list(IMAGENET_STD)),
-                      description=old.get("description", f"imported from {file.name}"),
-                      source=str(file.resolve()), provenance={"imported_from": str(file.resolve())}, local=True)
-    with _edit_index(zoo) as entries:
-        entries[name] = record
+    try:
+        # the file and its record change together, under the index's lock: of two imports of one name at once,
+        # the second sees the first's record and refuses (without --force), so the file and zoo.json agree
+        with _edit_index(zoo) as entries:
+            if not force and (there := _already_there(name, zoo, entries)) is not None:
+                raise BenchxferError(f"init {name!r} is already in the zoo ({there}); pass --force to replace it")
+            if builtin is None:
+                old = entries.get(name, {})
+                record.update(mean=old.get("mean", list(IMAGENET_MEAN)), std=old.get("std", list(IMAGENET_STD)),
+                              description=old.get("description", f"imported from {file.name}"),
+                              source=str(file.resolve()), provenance={"imported_from": str(file.resolve())},
+                              local=True)
+            os.replace(tmp, path)
+            entries[name] = record
+    finally:
+        tmp.unlink(missing_ok=True)
     return get_init(name, zoo), path, backbone
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import os
+import zlib
 from importlib import resources
 from pathlib import Path
 from typing import Iterator
@@ -12,6 +14,7 @@ from typing import Iterator
 from benchxfer.data.catalog import IndexCtx, Problems, where
 from benchxfer.data.imageio import safe_join
 from benchxfer.errors import BenchxferError
+from benchxfer.textfile import not_utf8, open_problem
 
 
 class FolderFiles:
@@ -62,31 +65,36 @@ def shipped_split(name: str) -> Path:
 def csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
     """Rows of a CSV with their line numbers; column names are stripped (a BOM too); missing columns are an
     error."""
+    if not path.exists() and not path.is_symlink() and Path(f"{path}.gz").exists():
+        path = Path(f"{path}.gz")
     try:
-        if not path.exists() and Path(f"{path}.gz").exists():
-            path = Path(f"{path}.gz")
-        handle = (gzip.open(path, "rt", newline="", encoding="utf-8-sig") if path.suffix == ".gz"
-                  else path.open(newline="", encoding="utf-8-sig"))
-    except FileNotFoundError:
-        raise BenchxferError(f"{path}: CSV file is missing") from None
-    except IsADirectoryError:
-        raise BenchxferError(f"{path}: is a folder, not a CSV file") from None
-    except PermissionError:
-        raise BenchxferError(f"{path}: cannot read the CSV file (permission denied)") from None
-    with handle:
-        reader = csv.reader(handle)
-        try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise BenchxferError(f"{path}: CSV file is empty") from None
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise BenchxferError(f"{where(path, 1)}: missing column(s) {', '.join(missing)}; found {', '.join(header)}")
-        for row in reader:
-            if not any(cell.strip() for cell in row):
-                continue
-            if len(row) != len(header):
-                raise BenchxferError(
-                    f"{where(path, reader.line_num)}: {len(row)} cells, the header has {len(header)}"
-                )
-            yield reader.line_num, dict(zip(header, (c.strip() for c in row)))
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as fh:
+                raw = fh.read()
+        else:
+            raw = path.read_bytes()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+        kind = "ends early (truncated)" if isinstance(err, EOFError) else f"is damaged ({err})"
+        raise BenchxferError(f"{path}: the compressed file {kind}; download or copy it again") from None
+    except OSError as err:
+        raise open_problem(path, err, "CSV file") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise not_utf8(path, raw, err, "a CSV file") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise BenchxferError(f"{path}: CSV file is empty") from None
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise BenchxferError(f"{where(path, 1)}: missing column(s) {', '.join(missing)}; found {', '.join(header)}")
+    for row in reader:
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise BenchxferError(
+                f"{where(path, reader.line_num)}: {len(row)} cells, the header has {len(header)}"
+            )
+        yield reader.line_num, dict(zip(header, (c.strip() for c in row)))
