@@ -53,3 +53,9 @@ def ray_session(bx_home):
     ensure_ray()
     yield ray
     ray.shutdown()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Modules that end the shared Ray session for a cluster of their own (``OWNS_RAY = True``) run first, before
+    ``ray_session`` starts it: then there is no session to end and start again for them."""
+    items.sort(key=lambda item: not getattr(getattr(item, "module", None), "OWNS_RAY", False))

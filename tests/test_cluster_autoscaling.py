@@ -24,6 +24,7 @@ from benchxfer import paths
 from benchxfer.cli import main
 
 pytestmark = pytest.mark.e2e
+OWNS_RAY = True  # conftest.py runs this module before the shared session starts
 
 NODE_TYPE = "cpu1"
 

@@ -21,6 +21,7 @@ from benchxfer.spec import Trial
 from benchxfer.sweep import Launch, run_trials
 
 pytestmark = pytest.mark.e2e
+OWNS_RAY = True  # conftest.py runs this module before the shared session starts
 
 
 @pytest.fixture(scope="module")

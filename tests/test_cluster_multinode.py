@@ -32,6 +32,7 @@ from benchxfer import paths
 from benchxfer.cli import main
 
 pytestmark = pytest.mark.e2e
+OWNS_RAY = True  # conftest.py runs this module before the shared session starts
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,10 @@ def cluster(bx_home):
     for k in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):  # the ended session's; the nodes must not inherit them
         os.environ.pop(k, None)
     # the head trains nothing, and has too little memory for a TorchTrainer trial's driver (DRIVER_MEMORY)
-    head = {"num_cpus": 0, "memory": 64 * 1024**2, "dashboard_host": "127.0.0.1"}
+    # a lost node is declared dead after 3 failed health checks 1 s apart (Ray's default: 5 checks 3 s apart, about
+    # 15 s of waiting per lost node here); a live node answers within the default 10 s timeout
+    head = {"num_cpus": 0, "memory": 64 * 1024**2, "dashboard_host": "127.0.0.1",
+            "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}}
     c = Cluster(initialize_head=True, head_node_args=head)
     nodes = [c.add_node(num_cpus=1, resources={f"w{i}": 1}) for i in range(2)]
     c.wait_for_nodes()

@@ -25,7 +25,8 @@ def test_two_sweeps_at_once_both_finish_with_one_mlflow_server(tmp_path):
         env.pop(k, None)
     procs, logs = {}, {}
     for name in ("first", "second"):
-        path = write_sweep(tmp_path, name, seeds=2, epochs=1, n_train=32, trainer="torch")
+        # one TorchTrainer trial each: its start and Ray Train's clean-up after it run while the other sweep runs
+        path = write_sweep(tmp_path, name, seeds=1, epochs=1, n_train=32, trainer="torch")
         logs[name] = tmp_path / f"{name}.log"
         procs[name] = subprocess.Popen([sys.executable, "-m", "benchxfer.cli", "sweep", str(path)], env=env,
                                        stdout=logs[name].open("w"), stderr=subprocess.STDOUT, start_new_session=True)
@@ -39,7 +40,7 @@ def test_two_sweeps_at_once_both_finish_with_one_mlflow_server(tmp_path):
                 os.killpg(proc.pid, 9)
     out = {n: p.read_text() for n, p in logs.items()}
     for text in out.values():
-        assert "2 of 2 trials finished." in text, text[-3000:]
+        assert "1 of 1 trials finished." in text, text[-3000:]
         assert "multiple active Ray instances" not in text
     named = {t.split("MLflow: the local server on ")[1].split()[0] for t in out.values()}
     uris = {n: t.split("MLflow runs: ")[1].split("/#/")[0] for n, t in out.items()}
@@ -51,7 +52,7 @@ def test_two_sweeps_at_once_both_finish_with_one_mlflow_server(tmp_path):
     try:
         for name in ("first", "second"):
             runs = runs_by_key(uri, name)
-            assert len(runs) == 2 and all(len(r) == 1 and r[0].info.status == "FINISHED" for r in runs.values())
+            assert len(runs) == 1 and all(len(r) == 1 and r[0].info.status == "FINISHED" for r in runs.values())
     finally:
         server.stop()
     assert named == {uris["first"]}  # each said which local server it used: the same one

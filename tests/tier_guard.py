@@ -84,7 +84,10 @@ class Watch:
         self.poll()
 
     def problems(self) -> list[str]:
-        found = sorted({f"started {kind} (pid {pid}: {cmd})" for pid, (kind, cmd) in self.seen.items()})
+        first: dict[str, str] = {}
+        for pid, (kind, cmd) in sorted(self.seen.items()):
+            first.setdefault(kind, f"started {kind} (pid {pid}: {cmd})")
+        found = sorted(first.values())
         if _ray_initialized() and not self.ray_before:
             found.insert(0, "left ray.is_initialized() true")
         return found

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_nan_loss_fails_only_its_trial(tmp_path, ray_session, mlflow_uri):
-    path = write_sweep(tmp_path, "nanlr", lr="[0.001, 1.0e+30]", seeds=3, epochs=1)
+    path = write_sweep(tmp_path, "nanlr", lr="[0.001, 1.0e+30]", seeds=3, epochs=1, max_concurrent=None)  # 2 at once
     res = CliRunner().invoke(main, ["sweep", str(path), "--tracking-uri", mlflow_uri], catch_exceptions=False)
     assert "3 of 6 trials finished, 3 failed or unfinished" in res.output, res.output
     assert res.exit_code == 1 and "3 of 6 trials did not finish" in res.output  # not a success

@@ -22,7 +22,7 @@ from benchxfer.cli import main
 
 pytestmark = pytest.mark.e2e
 
-EPOCHS = 4
+EPOCHS = 3
 
 
 def test_killed_worker_is_retried_from_its_checkpoint(tmp_path, ray_session, mlflow_uri):
@@ -52,7 +52,7 @@ def test_killed_worker_is_retried_from_its_checkpoint(tmp_path, ray_session, mlf
     trial = killed["trial"]
     log = epoch_log(trial)
     started = [e["epoch"] for e in log]
-    assert started == [0, 1, 1, 2, 3]  # epoch 1 cut short and redone from epoch 0's checkpoint, nothing else
+    assert started == [0, 1, 1, 2]  # epoch 1 cut short and redone from epoch 0's checkpoint, nothing else
     assert {e["pid"] for e in log if e["epoch"] >= 2}.isdisjoint({killed["pid"]})  # a new worker finished it
     result = json.loads((trial / "result.json").read_text())
     assert result["status"] == "finished" and result["epochs_run"] == EPOCHS
