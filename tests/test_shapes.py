@@ -89,8 +89,8 @@ def is_pretrain_file(path: Path) -> bool:
 # --- the shapes, listed at collection without data or zoo files ------------------------------------------
 
 def listed_shapes(path: Path) -> list[Shape]:
-    """The shapes of ``path``'s trials from its spec alone (the recipes and arches planning resolves); the
-    test checks this against the real plan's trials."""
+    """The shapes of ``path``'s trials from its spec alone: planning's own grid (``cells``, ``expand``) with each
+    init's architecture from the registry instead of its file; the test checks this against the real plan."""
     if is_pretrain_file(path):
         from benchxfer.pretraining import load_pretrain_spec
         from benchxfer.tasks import PRETRAIN_TASK
@@ -107,13 +107,8 @@ def listed_shapes(path: Path) -> list[Shape]:
                  load_pretrain_spec(e.pretrain).arch if e.pretrain else zoo.INITS.get(e.name).arch
                  for e in spec.inits}
     tasks = {d.name: (data.get_dataset(d.name).task, data.get_dataset(d.name).metric) for d in spec.datasets}
-    out: list[Shape] = []
-    for cell in planning.cells(spec, init_arch, tasks):
-        for shot in spec.shots:
-            s = Shape(cell.recipe, cell.dataset.name, cell.knobs["arch"], shot_kind(shot), cell.task)
-            if s not in out:
-                out.append(s)
-    return out
+    grid = planning.expand(spec, planning.cells(spec, init_arch, tasks), {d.name: d.root for d in spec.datasets})
+    return list(dict.fromkeys(shape_of(t) for t in grid))
 
 
 CASES = [(f, s) for f in FILES for s in listed_shapes(f)]
