@@ -50,10 +50,8 @@ DATA_SIZE = 64
 PEAK_GB = {("bit-r152x4", "last"): 12.4, ("bit-r152x4", "best-val"): 15.2}
 
 # shapes that fail for a known open fix: shape id -> the fix (remove the entry once it is merged)
-KNOWN_FAILURES: dict[str, str] = {
-    "systematic_seg.yaml:systematic-seg/drive/resnet50/full/segmentation":
-        "issue 22 DRIVE (helper protocol): DRIVE lists auroc, a dense task gathers no scores -> KeyError 'scores'",
-}
+# (DRIVE's KeyError 'scores' was one until the protocol fix of issue 22 was merged)
+KNOWN_FAILURES: dict[str, str] = {}
 
 
 class Shape(NamedTuple):
