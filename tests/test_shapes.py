@@ -145,13 +145,38 @@ def env(tmp_path_factory):
     shutil.rmtree(base, ignore_errors=True)
 
 
+# classes the synthetic writers draw where fewer than the real set's (other sets: the catalog's count)
+SYNTHETIC_CLASSES = {"flowers102": 5, "pets": 4}
+
+
+def _largest_shot(name: str) -> int:
+    """The largest k-shot any file in sweeps/ asks of dataset ``name`` (planning refuses a k above the largest
+    class of the data at the root)."""
+    from benchxfer.spec import load_spec
+
+    ks = [0]
+    for path in FILES:
+        if not is_pretrain_file(path):
+            spec = load_spec(path)
+            for d in spec.datasets:
+                if d.name == name:
+                    ks += [k for k in (getattr(d, "shots", None) or spec.shots) if k is not None]
+    return max(ks)
+
+
 @lru_cache(maxsize=None)
 def _data_root(name: str) -> str:
-    """Synthetic ``name`` in its real layout, written once per module (shared by every shape)."""
+    """Synthetic ``name`` in its real layout, written once per module (shared by every shape), with enough
+    training images that its largest class holds every file's largest k-shot (a reader's own split keeps ~85 %)."""
+    from benchxfer import data
     from benchxfer.data import synthetic
 
+    counts = dict(COUNTS)
+    if k := _largest_shot(name):
+        classes = SYNTHETIC_CLASSES.get(name) or data.get_dataset(name).num_classes()
+        counts["n_train"] = max(counts["n_train"], math.ceil(k * classes / 0.8))
     base = Path(os.environ["BENCHXFER_HOME"]).parent / "data"
-    return str(synthetic.write(name, base / name, **COUNTS, size=DATA_SIZE, seed=0))
+    return str(synthetic.write(name, base / name, **counts, size=DATA_SIZE, seed=0))
 
 
 def _random_backbone(arch: str):
