@@ -17,6 +17,11 @@ measured (2-core shared machine, 2026-12-04): 12.0-12.4 GB for the fine-tuning s
 for ``pretrain_chest.yaml`` (``select: best-val``: the fourth copy). A case runs only when the machine has its
 measured peak available (:data:`PEAK_GB`), else it is skipped naming the numbers. On the shared development
 machine run this file under ``flock /tmp/benchxfer-ray.lock``.
+
+Tiers: the small archs' shapes are fast-tier tests; a heavy arch (:data:`HEAVY_ARCHS`, R152x4) runs one trial per
+recipe in the slow tier, and each of its other shapes is covered by a light twin with the same (recipe, dataset,
+shot kind, task) in the same file (``test_heavy_shapes_have_a_light_twin``): 13 R152x4 trials would take 15-25
+minutes of the suite on 2 cores.
 """
 
 from __future__ import annotations
@@ -32,7 +37,10 @@ from typing import Any, NamedTuple
 import pytest
 import yaml
 
-pytestmark = pytest.mark.fast
+# Tiers: every shape of a small arch is in the fast tier. An arch of HEAVY_ARCHS (12-15 GB and 1-2 minutes a trial
+# on a CPU) runs once per recipe, in the slow tier; each of its other shapes must have a light twin -- the same
+# (recipe, dataset, shot kind, task) in the same file with a small arch -- that runs (test_heavy_shapes_have_a_light_twin).
+HEAVY_ARCHS = frozenset({"bit-r152x4"})
 
 SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"
 FILES = sorted(SWEEPS.glob("*.yaml"))
@@ -109,7 +117,24 @@ def listed_shapes(path: Path) -> list[Shape]:
     return list(dict.fromkeys(shape_of(t) for t in grid))
 
 
-CASES = [(f, s) for f in FILES for s in listed_shapes(f)]
+ALL_CASES = [(f, s) for f in FILES for s in listed_shapes(f)]
+
+
+def _split_heavy(cases):
+    """The cases that run (a heavy arch once per recipe, the first file's first shape) and the heavy shapes
+    covered by a light twin instead."""
+    run, twinned, seen = [], [], set()
+    for path, shape in cases:
+        if shape.arch in HEAVY_ARCHS:
+            if (shape.recipe, shape.arch) in seen:
+                twinned.append((path, shape))
+                continue
+            seen.add((shape.recipe, shape.arch))
+        run.append((path, shape))
+    return run, twinned
+
+
+CASES, TWINNED = _split_heavy(ALL_CASES)
 
 
 def case_id(path: Path, shape: Shape) -> str:
@@ -119,6 +144,8 @@ def case_id(path: Path, shape: Shape) -> str:
 def case_param(path: Path, shape: Shape):
     cid = case_id(path, shape)
     marks = [pytest.mark.xfail(strict=True, reason=KNOWN_FAILURES[cid])] if cid in KNOWN_FAILURES else []
+    if shape.arch not in HEAVY_ARCHS:
+        marks.append(pytest.mark.fast)
     return pytest.param(path, shape, id=cid, marks=marks)
 
 
@@ -323,6 +350,19 @@ def peak_rss_gb() -> float:
 
 # --- the tests --------------------------------------------------------------------------------------------
 
+@pytest.mark.fast
+def test_heavy_shapes_have_a_light_twin():
+    """A heavy arch's shape that does not run has its twin with a small arch in the same file, which runs: the
+    recipe, dataset, shot kind and task are exercised there, and the heavy arch once per recipe."""
+    assert {(s.recipe, s.arch) for _, s in CASES if s.arch in HEAVY_ARCHS} == {
+        (s.recipe, s.arch) for _, s in ALL_CASES if s.arch in HEAVY_ARCHS}
+    light = {(f, s.recipe, s.dataset, s.shot, s.task) for f, s in CASES if s.arch not in HEAVY_ARCHS}
+    orphans = [case_id(f, s) for f, s in TWINNED if (f, s.recipe, s.dataset, s.shot, s.task) not in light]
+    assert not orphans, f"heavy shapes without a light twin: {orphans}"
+    assert TWINNED  # the heavy shapes of the two few-shot files are this many more trials of 12 GB
+
+
+@pytest.mark.fast
 @pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
 def test_listed_shapes_are_the_plans_shapes(path, env):
     """The shapes listed at collection are exactly those of the real plan's trials (nothing goes untested)."""
