@@ -28,6 +28,7 @@ from benchxfer.tunespace import (  # noqa: F401  (tune_name re-exported)
     Shared,
     TrialIndex,
     TrialSource,
+    is_searched,
     planned,
     tune_name,
 )
@@ -95,7 +96,8 @@ def run_trial(config: dict[str, Any], shared: Shared) -> None:
         log.warning("%s: MLflow unavailable at start (%s); logging to the trial folder only", trial.key, err)
     runtime = Runtime(trial_dir=str(tdir.path), tracking_uri=launch.tracking_uri if run_id else None,
                       run_id=run_id, threads=max(1, int(launch.cpus_per_worker)),
-                      record_shards=launch.record_shards, env=shared.env, finish=shared.finish)
+                      record_shards=launch.record_shards, env=shared.env, finish=shared.finish,
+                      metrics_each_epoch=is_searched(config))  # its scheduler may stop it
     if run_id:
         _log_dataset(trial, run_id, launch.tracking_uri)
     try:

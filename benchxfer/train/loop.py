@@ -352,7 +352,8 @@ def end_of_epoch(run: Run, epoch: int, train_loss: float, val: dict[str, float])
         })
         run.saved_at, run.checkpoint_epoch = time.monotonic(), epoch
     if run.sess.is_main:
-        send = run.checkpoint_epoch == epoch or time.monotonic() - run.logged_at >= METRICS_EVERY_S
+        send = (run.runtime.metrics_each_epoch or run.checkpoint_epoch == epoch
+                or time.monotonic() - run.logged_at >= METRICS_EVERY_S)
         run.tlog.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch, flush=send)
         if send:
             run.logged_at = time.monotonic()

@@ -36,6 +36,9 @@ class Runtime:
     record_shards: bool = False  # write the sample indices each worker saw per epoch (tests)
     env: dict[str, str] = field(default_factory=dict)  # environment the workers need (BENCHXFER_HOME, ...)
     finish: FinishHook | None = None
+    # send each epoch's metrics to MLflow at once (an lr search's trial, which its scheduler may stop between
+    # epochs); else they go with each checkpoint and at least every METRICS_EVERY_S
+    metrics_each_epoch: bool = False
 
     def with_session(self, session: str) -> Runtime:
         return dataclasses.replace(self, session=session)
