@@ -279,33 +279,6 @@ def _from_result_files(sweep: str, trials: Path) -> tuple[list[dict[str, Any]], 
         if error:
             errors[row["trial_key"]] = error
     return rows, errors, damaged
-    for folder in sorted(p for p in trials.iterdir() if p.is_dir()):
-        try:
-            TrialDir(folder).result_checked()
-            rec = TrialDir(folder).result_record()
-        except BenchxferError as err:
-            damaged.append(str(err))
-            errors[folder.name] = f"damaged: {err}"
-            continue
-        if rec is None:
-            continue  # started, not ended: trials.json adds it as unfinished
-        file = folder / RESULT
-        where = str(file)
-        status = rec.get("status") or "finished"
-        if status not in STATUSES:
-            raise BenchxferError(f"{file}: key status={status!r}; allowed: {', '.join(STATUSES)}")
-        test = rec.get("test") or {}
-        metric = rec.get("metric")
-        value = rec.get("value", test.get(metric) if metric else None)
-        row = {c: rec.get(c) for c in RUN_COLUMNS}
-        row.update(sweep=sweep, trial_key=rec.get("trial_key") or folder.name, status=status,
-                   value=value, shot=_shot(rec.get("shot"), where),
-                   lr=_number(rec.get("lr"), "lr", where), seed=_integer(rec.get("seed"), "seed", where),
-                   best_epoch=_opt_int(rec.get("best_epoch")), epochs_run=_opt_int(rec.get("epochs_run")))
-        rows.append(row)
-        if rec.get("error"):
-            errors[row["trial_key"]] = " ".join(str(rec["error"]).split())
-    return rows, errors, damaged
 
 
 def _result_row(sweep: str, folder: Path) -> tuple[dict[str, Any], str | None] | None:

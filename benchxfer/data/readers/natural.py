@@ -184,7 +184,12 @@ def _cifar_root(root: Path) -> Path:
 )
 def cifar10(root: Path, split: str, ctx: IndexCtx) -> Index:
     base = _cifar_root(root)
-    names = ["test_batch"] if split == "test" else sorted(p.name for p in base.glob("data_batch_*"))
+    return _cifar_index(base, ["test_batch"] if split == "test" else sorted(p.name for p in base.glob("data_batch_*")),
+                        split)
+
+
+def _cifar_index(base: Path, names: list[str], split: str) -> Index:
+    """One record per image of the batch files ``names``; train and val are a seeded 90/10 split of them."""
     recs = []
     for name in names:
         path = base / name
@@ -216,10 +221,4 @@ def _cifar100_root(root: Path) -> Path:
     split_rule="test is test; val = seeded 10% of train (seed 0)",
 )
 def cifar100(root: Path, split: str, ctx: IndexCtx) -> Index:
-    path = _cifar100_root(root) / ("test" if split == "test" else "train")
-    _data, labels = _cifar_batch(str(path))
-    recs = [Record(f"{path}#{i}", int(y), patient=f"{path.name}#{i}", origin=f"{path}#{i}") for i, y in enumerate(labels)]
-    if split != "test":
-        assign = seeded_split([r.patient for r in recs], (0.9, 0.1, 0.0))
-        recs = [r for r in recs if assign[r.patient] == split]
-    return Index(recs)
+    return _cifar_index(_cifar100_root(root), ["test" if split == "test" else "train"], split)
