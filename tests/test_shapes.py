@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 
 import pytest
 import yaml
+from zoo_support import timm_to_bit_names
 
 # Tiers: every shape of a small arch is in the fast tier. An arch of HEAVY_ARCHS (12-15 GB and 1-2 minutes a trial
 # on a CPU) runs once per recipe, in the slow tier; each of its other shapes must have a light twin -- the same
@@ -216,25 +217,6 @@ def _random_backbone(arch: str):
     return {k: v for k, v in build_classifier(arch, 1).state_dict().items() if not is_head_key(k)}
 
 
-def _timm_to_big_transfer(state):
-    """A timm ResNetV2 backbone under big_transfer's names, as the second study's model.pth.tar holds it."""
-    import torch
-
-    out = {}
-    for key, value in state.items():
-        if key == "stem.conv.weight":
-            out["root.conv.weight"] = value
-        elif key.startswith("norm."):
-            out["head.gn." + key.split(".", 1)[1]] = value
-        else:
-            _, stage, _, block, *layer = key.split(".")
-            name = ".".join(layer).replace("norm", "gn").replace("downsample.conv", "downsample")
-            out[f"body.block{int(stage) + 1}.unit{int(block) + 1:02d}.{name}"] = value
-    out["head.conv.weight"] = torch.zeros(21, state["norm.weight"].shape[0], 1, 1)  # the pre-training head
-    out["head.conv.bias"] = torch.zeros(21)
-    return out
-
-
 _SOURCES: dict[str, Path] = {}  # arch -> the canonical file imported for it (this module's zoo)
 
 
@@ -251,7 +233,7 @@ def _arch_source(arch: str, name: str) -> Path:
     state = _random_backbone(arch)
     published = Path(os.environ["BENCHXFER_HOME"]).parent / f"{name}.published"
     if ARCHS.get(arch).family == "bit":
-        torch.save({"model": _timm_to_big_transfer(state), "step": 1}, published)
+        torch.save({"model": timm_to_bit_names(state), "step": 1}, published)
         fmt = "bit"
     else:
         torch.save(state, published)

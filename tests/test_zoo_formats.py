@@ -18,6 +18,7 @@ import pytest
 import timm
 import torch
 import torchvision
+from zoo_support import timm_to_bit_names
 
 from benchxfer import zoo
 from benchxfer.errors import BenchxferError
@@ -160,24 +161,6 @@ def test_every_published_format_has_a_name():
 
 
 # --- BiT --------------------------------------------------------------------------------------------------
-
-def timm_to_bit_names(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Write a timm ResNetV2 state dict the way big_transfer's PyTorch model names it."""
-    out = {}
-    for key, value in sd.items():
-        if key.startswith("head.fc."):
-            continue
-        if key == "stem.conv.weight":
-            out["root.conv.weight"] = value
-        elif key.startswith("norm."):
-            out["head.gn." + key.split(".", 1)[1]] = value
-        else:
-            _, stage, _, block, *layer = key.split(".")
-            name = ".".join(layer).replace("norm", "gn").replace("downsample.conv", "downsample")
-            out[f"body.block{int(stage) + 1}.unit{int(block) + 1:02d}.{name}"] = value
-    out["head.conv.weight"] = torch.randn(21, sd["norm.weight"].shape[0], 1, 1)
-    out["head.conv.bias"] = torch.randn(21)
-    return out
 
 
 def test_bit_model_pth_tar_maps_onto_timm_and_loads(tmp_path):
