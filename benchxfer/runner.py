@@ -158,7 +158,7 @@ def run_pretrain(spec: PretrainSpec, tracking_uri: str, echo=print, zoo_override
         r = spec.resources
         launch = Launch(sweep=EXPERIMENT, tracking_uri=tracking_uri, workers=r["workers"],
                         cpus_per_worker=r["cpus_per_worker"], gpus_per_worker=r["gpus_per_worker"],
-                        trainer="torch", max_retries=spec.max_retries)
+                        trainer=r["trainer"], max_retries=spec.max_retries)
         ensure_ray(address)
         echo(f"Pre-training {spec.name!r} ({spec.arch}, from {spec.start}) on "
              f"{' + '.join(s['dataset'] for s in trial.config.sources)}: run {trial.key}")
