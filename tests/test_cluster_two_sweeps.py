@@ -1,10 +1,14 @@
 """Two `benchxfer sweep` processes at once on one machine, with the same BENCHXFER_HOME and no `--address`, each with
 TorchTrainer trials: each starts a local Ray session of its own, Ray Train's clean-up in each finds its own
 session, and both finish; the second uses the home's MLflow server that the first started (one server, one SQLite
-file), and the server is gone once both have ended. Run it under the Ray lock."""
+file), and the server is gone once both have ended. The home is given relative to the sweeps' working folder
+(``BENCHXFER_HOME=home``): each trial's result lands in that folder's home (before the home was made absolute at
+start-up, a trial's result landed in Ray's working folder and the sweep said "0 of 1 trials finished"). Run it
+under the Ray lock."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,7 +24,7 @@ pytestmark = pytest.mark.e2e
 
 def test_two_sweeps_at_once_both_finish_with_one_mlflow_server(tmp_path):
     home = tmp_path / "home"
-    env = {**os.environ, "BENCHXFER_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "BENCHXFER_HOME": "home", "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     for k in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "MLFLOW_TRACKING_URI", "BENCHXFER_ZOO"):
         env.pop(k, None)
     procs, logs = {}, {}
@@ -29,7 +33,7 @@ def test_two_sweeps_at_once_both_finish_with_one_mlflow_server(tmp_path):
         path = write_sweep(tmp_path, name, seeds=1, epochs=1, n_train=32, trainer="torch")
         logs[name] = tmp_path / f"{name}.log"
         procs[name] = subprocess.Popen([sys.executable, "-m", "benchxfer.cli", "sweep", str(path)], env=env,
-                                       stdout=logs[name].open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+                                       cwd=tmp_path, stdout=logs[name].open("w"), stderr=subprocess.STDOUT, start_new_session=True)
         time.sleep(3)  # the second starts while the first starts Ray and MLflow
     try:
         for name, proc in procs.items():
@@ -56,3 +60,6 @@ def test_two_sweeps_at_once_both_finish_with_one_mlflow_server(tmp_path):
     finally:
         server.stop()
     assert named == {uris["first"]}  # each said which local server it used: the same one
+    for name in ("first", "second"):  # the relative home's results
+        results = list((home / "runs" / name / "trials").glob("*/result.json"))
+        assert len(results) == 1 and json.loads(results[0].read_text())["trial_key"] == results[0].parent.name

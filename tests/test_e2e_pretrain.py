@@ -3,8 +3,8 @@
 A 2-worker CPU (gloo) TorchTrainer pre-trains a ResNet-18 on two synthetic sources in different layouts
 (ChestX-ray14: list files of 14 labels; CheXpert: CSV with missing and uncertain labels), merged on their
 common labels. Its driver is killed after the first epoch and the same command continues the run. The
-backbone lands in the zoo with its checksum and provenance, loads through the zoo, and a fine-tuning
-sweep that starts from it beats ``scratch`` on the synthetic target set.
+backbone lands in the zoo with its checksum and provenance and loads through the zoo. (That a sweep fine-tuning
+a ``benchxfer pretrain`` init beats ``scratch``: tests/test_demo.py, whose init is pre-trained the same way.)
 (The merged label set and the loss mask on known rows: tests/test_data_readers.py.)"""
 
 import json
@@ -40,22 +40,7 @@ failure: {max_retries: 0}
 """
 EPOCHS = 4
 
-FINETUNE = """
-name: e2e-finetune
-inits: [scratch, e2e-cxr]
-datasets:
-  - name: chestxray14
-    root: synthetic
-    synthetic: {n_train: 32, n_val: 32, n_test: 96, size: 48, seed: 11}  # few labels: where an init matters
-lr: [0.001]
-seeds: 2
-overrides: {arch: resnet18, size: 48, batch_size: 16, epochs: 2, augment: plain, loader_workers: 0}
-resources: {workers: 1, cpus_per_worker: 1}
-failure: {max_retries: 0}
-"""
-
-
-def test_pretrain_killed_continued_registered_and_transfers(tmp_path, ray_session, mlflow_uri):
+def test_pretrain_killed_continued_and_registered(tmp_path, ray_session, mlflow_uri):
 
     pfile = tmp_path / "e2e_pretrain.yaml"
     pfile.write_text(textwrap.dedent(PRETRAIN).replace("EPOCHS", str(EPOCHS)))
@@ -95,15 +80,3 @@ def test_pretrain_killed_continued_registered_and_transfers(tmp_path, ray_sessio
     backbone = zoo.load_backbone(path, arch="resnet18")
     assert backbone["conv1.weight"].shape == (64, 3, 7, 7) and not any(k.startswith("fc.") for k in backbone)
 
-    # fine-tuning from it beats scratch on the target set
-    sfile = tmp_path / "e2e_finetune.yaml"
-    sfile.write_text(textwrap.dedent(FINETUNE))
-    res = CliRunner().invoke(main, ["sweep", str(sfile), "--tracking-uri", mlflow_uri], catch_exceptions=False)
-    assert res.exit_code == 0 and "4 of 4 trials finished." in res.output, res.output
-    by_init: dict[str, list[float]] = {}
-    for p in (paths.sweep_dir("e2e-finetune") / "trials").glob("*/result.json"):
-        r = json.loads(p.read_text())
-        by_init.setdefault(r["init"], []).append(r["test"]["auroc"])
-    mean = {k: sum(v) / len(v) for k, v in by_init.items()}
-    print("test AUROC by init:", mean)
-    assert mean["e2e-cxr"] > mean["scratch"] + 0.05  # measured: 0.74 vs 0.58 over 5 seeds
