@@ -18,7 +18,8 @@ demo: $(STAMP)
 	$(BIN)/benchxfer sweep sweeps/demo.yaml
 
 # Two tiers (tests/tier_guard.py): `fast` tests need no Ray session, cluster, MLflow server or subprocess sweep;
-# every other test (one without the mark) is the slow tier, run serially after it. PYTEST_ARGS narrows both, e.g.
+# every other test (one without the mark) is the slow tier, its tests run one after another. `make test` runs the
+# fast tier beside the slow one (tests/run_tiers.sh). PYTEST_ARGS narrows both, e.g.
 # `make test PYTEST_ARGS=tests/test_spec.py`: then a tier left without tests (pytest's exit 5) is fine; in a full
 # run an empty tier is an error (the marks were lost).
 PYTEST_ARGS ?=
@@ -30,8 +31,8 @@ lint: $(STAMP)
 test-fast: lint
 	$(BIN)/python -m pytest -m fast $(PYTEST_ARGS) || $(NO_TESTS_OK)
 
-test: test-fast
-	$(BIN)/python -m pytest -m "not fast" $(PYTEST_ARGS) || $(NO_TESTS_OK)
+test: lint
+	tests/run_tiers.sh $(BIN)/python $(PYTEST_ARGS)
 
 # the PNGs of docs/report.md: the MLflow UI and report.html of the demo (after `make demo`); needs chromium
 screenshots: $(STAMP)
