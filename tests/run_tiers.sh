@@ -2,7 +2,8 @@
 # `make test`: both tiers at once. The fast tier (no Ray, no MLflow server) runs in the background, its output kept
 # in a file and shown at the end; the slow tier runs in the foreground, its tests one after another (one Ray session
 # or cluster at a time). The slow tier leaves about a third of two cores idle while Ray starts processes and trials
-# wait; the fast tier fills it (BENCHMARKS.md, "The whole suite").
+# wait; the fast tier fills it (BENCHMARKS.md, "The whole suite"). The heavy tier (a BiT R152x4 trial, about 12 GB of
+# memory) is not part of it: make test-heavy.
 # Usage: tests/run_tiers.sh PYTHON [PYTEST_ARGS...]. With PYTEST_ARGS, a tier left without tests (pytest's exit 5)
 # is fine; in a full run an empty tier is an error (the marks were lost).
 set -u
@@ -14,7 +15,7 @@ log=$(mktemp -t benchxfer-fast-tier.XXXXXX)
 fast=$!
 trap 'kill "$fast" 2>/dev/null; rm -f "$log"; exit 130' INT TERM
 echo "The fast tier runs in the background (pid $fast); its output follows the slow tier's."
-"$py" -m pytest -m "not fast" "$@"
+"$py" -m pytest -m "not fast and not heavy" "$@"
 slow_rc=$?
 if kill -0 "$fast" 2>/dev/null; then
     echo "Waiting for the fast tier (pid $fast) to finish..."

@@ -18,13 +18,15 @@ for ``pretrain_chest.yaml`` (``select: best-val``: the fourth copy). A case runs
 measured peak available (:data:`PEAK_GB`), else it is skipped naming the numbers. On the shared development
 machine run this file under ``flock /tmp/benchxfer-ray.lock``.
 
-Tiers: the small archs' shapes are fast-tier tests; a heavy arch (:data:`HEAVY_ARCHS`, R152x4) runs one trial in
-the slow tier (the first file's first shape of it), and each of its other shapes is covered by a light twin with the
-same (recipe, dataset, shot kind, task) in the same file (``test_heavy_shapes_have_a_light_twin``): 13 R152x4 trials
-would take 15-25 minutes of the suite on 2 cores, and one takes about 2 (its random backbone is built, written in
-BiT's format and imported into the zoo: 40 s; the trial writes a 7 GB checkpoint). Planning a file that names a
-heavy init imports that backbone too, so such a file's listed-shapes test is in the slow tier with the trial, and
-the module's zoo imports it once.
+Tiers: the small archs' shapes are fast-tier tests. A heavy arch (:data:`HEAVY_ARCHS`, R152x4) runs one trial, in
+the heavy tier (``make test-heavy``, not part of ``make test``: about 12 GB of memory and 2 minutes on 2 cores -- its
+random backbone is built, written in BiT's format and imported into the zoo, 40 s, and the trial writes a 7 GB
+checkpoint). Each of its other shapes is covered by a light twin with the same (recipe, dataset, shot kind, task) in
+the same file, or runs with a light arch of its family in its place (``test_heavy_shapes_have_a_light_twin``): 13
+R152x4 trials would take 15-25 minutes on 2 cores. What needs no memory is checked in the fast tier on the meta
+device (``test_a_heavy_arch_is_wired_at_full_size_on_the_meta_device``). Planning a file that names a heavy init
+imports that backbone, so such a file's listed shapes are checked without its heavy inits in the fast tier, and
+whole in the heavy tier.
 """
 
 from __future__ import annotations
@@ -111,17 +113,24 @@ def listed_shapes(path: Path) -> list[Shape]:
         spec = load_pretrain_spec(path)
         return [Shape(spec.recipe, "+".join(s["dataset"] for s in spec.sources), spec.arch, "full",
                       PRETRAIN_TASK.name)]
-    from benchxfer import data, planning, zoo
-    from benchxfer.pretraining import load_pretrain_spec
+    from benchxfer import data, planning
     from benchxfer.spec import load_spec
 
     spec = load_spec(path)
-    init_arch = {e.name: None if e.name == "scratch" else
-                 load_pretrain_spec(e.pretrain).arch if e.pretrain else zoo.INITS.get(e.name).arch
-                 for e in spec.inits}
+    init_arch = {e.name: _init_arch(e) for e in spec.inits}
     tasks = {d.name: (data.get_dataset(d.name).task, data.get_dataset(d.name).metric) for d in spec.datasets}
     grid = planning.expand(spec, planning.cells(spec, init_arch, tasks), {d.name: d.root for d in spec.datasets})
     return list(dict.fromkeys(shape_of(t) for t in grid))
+
+
+def _init_arch(entry) -> str | None:
+    """An init entry's architecture, from the registry (or its pre-training file); None for scratch."""
+    from benchxfer import zoo
+    from benchxfer.pretraining import load_pretrain_spec
+
+    if entry.name == "scratch":
+        return None
+    return load_pretrain_spec(entry.pretrain).arch if entry.pretrain else zoo.INITS.get(entry.name).arch
 
 
 ALL_CASES = [(f, s) for f in FILES for s in listed_shapes(f)]
@@ -164,8 +173,7 @@ def case_id(path: Path, shape: Shape) -> str:
 def case_param(path: Path, shape: Shape, stand_in: str | None = None):
     cid = case_id(path, shape) + (f" as {stand_in}" if stand_in else "")
     marks = [pytest.mark.xfail(strict=True, reason=KNOWN_FAILURES[cid])] if cid in KNOWN_FAILURES else []
-    if shape.arch not in HEAVY_ARCHS or stand_in:
-        marks.append(pytest.mark.fast)
+    marks.append(pytest.mark.fast if shape.arch not in HEAVY_ARCHS or stand_in else pytest.mark.heavy)
     return pytest.param(path, shape, stand_in, id=cid, marks=marks)
 
 
@@ -285,13 +293,16 @@ def ensure_init(name: str, pretrain: str | None) -> None:
 
 # --- planning the file as the real run does ---------------------------------------------------------------
 
-def plan_sweep(path: Path):
+def plan_sweep(path: Path, light: bool = False):
     """``make_plan`` on the file's spec with every root pointing at this module's synthetic data (also for
-    ``root: synthetic``, which the demo's own tests cover) and every init's file in the zoo."""
+    ``root: synthetic``, which the demo's own tests cover) and every init's file in the zoo. ``light``: the
+    spec without its inits of a heavy arch (no heavy backbone is imported; the light shapes' trials are the same)."""
     from benchxfer.planning import make_plan
     from benchxfer.spec import load_spec
 
     spec = load_spec(path)
+    if light:
+        spec = dataclasses.replace(spec, inits=tuple(e for e in spec.inits if _init_arch(e) not in HEAVY_ARCHS))
     for entry in spec.inits:
         ensure_init(entry.name, entry.pretrain)
     datasets = tuple(dataclasses.replace(d, root=_data_root(d.name)) for d in spec.datasets)
@@ -374,16 +385,53 @@ def imports_heavy_backbone(path: Path) -> bool:
     return any(s.arch in HEAVY_ARCHS for s in listed_shapes(path))
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, id=p.name, marks=[] if imports_heavy_backbone(p) else [pytest.mark.fast])
-                                  for p in FILES])
-def test_listed_shapes_are_the_plans_shapes(path, env):
+def listed_params():
+    """Every file's listed shapes against its plan (fast); a file whose plan imports a heavy backbone: its light
+    shapes against the plan without its heavy inits (fast), and all of them (heavy tier, beside the heavy trial)."""
+    out = []
+    for p in FILES:
+        if imports_heavy_backbone(p):
+            out += [pytest.param(p, True, id=f"{p.name}:light", marks=[pytest.mark.fast]),
+                    pytest.param(p, False, id=p.name, marks=[pytest.mark.heavy])]
+        else:
+            out.append(pytest.param(p, False, id=p.name, marks=[pytest.mark.fast]))
+    return out
+
+
+@pytest.mark.parametrize("path,light", listed_params())
+def test_listed_shapes_are_the_plans_shapes(path, light, env):
     """The shapes listed at collection are exactly those of the real plan's trials (nothing goes untested)."""
     if is_pretrain_file(path):
         _, trial = plan_pretrain_file(path)
         planned = [shape_of(trial)]
     else:
-        planned = list(dict.fromkeys(shape_of(t) for t in plan_sweep(path).trials))
-    assert sorted(planned) == sorted(listed_shapes(path))
+        planned = list(dict.fromkeys(shape_of(t) for t in plan_sweep(path, light=light).trials))
+    listed = [s for s in listed_shapes(path) if not (light and s.arch in HEAVY_ARCHS)]
+    assert sorted(planned) == sorted(listed)
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("arch", sorted(HEAVY_ARCHS))
+def test_a_heavy_arch_is_wired_at_full_size_on_the_meta_device(arch):
+    """What the heavy trial checks that needs no memory (torch's meta device: shapes without storage): the arch
+    gives each task its outputs at the studies' 480 px, its backbone written in big_transfer's names maps back onto
+    it with no key left over, and the zoo's check accepts the result as that arch."""
+    import torch
+
+    from benchxfer.models import build_model
+    from benchxfer.tasks import get_task
+    from benchxfer.zoo.backbone import check_backbone, is_head_key
+    from benchxfer.zoo.bit import HEAD_PREFIX, bit_to_timm
+
+    with torch.device("meta"):
+        x = torch.empty(2, 3, 480, 480)
+        for task, classes in (("binary", 2), ("multiclass", 37), ("multilabel", 14)):
+            assert tuple(build_model(arch, task, classes)(x).shape) == (2, get_task(task).outputs(classes))
+        backbone = {k: v for k, v in build_model(arch, "binary", 2).state_dict().items() if not is_head_key(k)}
+        published = timm_to_bit_names(backbone)
+    renamed, unknown = bit_to_timm({k: v for k, v in published.items() if not k.startswith(HEAD_PREFIX)})
+    assert not unknown and set(renamed) == set(backbone)
+    assert check_backbone(renamed, arch, "bit", "the published file") == arch
 
 
 @pytest.mark.parametrize("path,shape,stand_in", [case_param(f, s) for f, s in CASES]
@@ -401,7 +449,7 @@ def test_shape_trains_to_a_result(path: Path, shape: Shape, stand_in: str | None
         spec, trial = plan_pretrain_file(path)
         finish = ExportBackbone(spec.name)  # as run_pretrain: the backbone goes into the zoo
     else:
-        trial = pick(plan_sweep(path).trials, shape)
+        trial = pick(plan_sweep(path, light=shape.arch not in HEAVY_ARCHS).trials, shape)
     arch = stand_in or shape.arch
     need = PEAK_GB.get((arch, _cfg(trial)["select"]))
     if need is not None and (free := available_gb()) < need:
