@@ -1,6 +1,6 @@
-"""Two `benchxfer sweep` processes at once on one machine, with the same BENCHXFER_HOME and no `--address`, each with
-TorchTrainer trials: each starts a local Ray session of its own, Ray Train's clean-up in each finds its own
-session, and both finish; the second uses the home's MLflow server that the first started (one server, one SQLite
+"""Two `benchxfer sweep` processes at once on one machine, with the same BENCHXFER_HOME and no `--address`: each starts
+a local Ray session of its own; the first's trial is a TorchTrainer, whose Ray Train clean-up finds its own session
+among the two; both finish; the second uses the home's MLflow server that the first started (one server, one SQLite
 file), and the server is gone once both have ended. The home is given relative to the sweeps' working folder
 (``BENCHXFER_HOME=home``): each trial's result lands in that folder's home (before the home was made absolute at
 start-up, a trial's result landed in Ray's working folder and the sweep said "0 of 1 trials finished"). Run it
@@ -28,9 +28,10 @@ def test_two_sweeps_at_once_both_finish_with_one_mlflow_server(tmp_path):
     for k in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "MLFLOW_TRACKING_URI", "BENCHXFER_ZOO"):
         env.pop(k, None)
     procs, logs = {}, {}
-    for name in ("first", "second"):
-        # one TorchTrainer trial each: its start and Ray Train's clean-up after it run while the other sweep runs
-        path = write_sweep(tmp_path, name, seeds=1, epochs=1, n_train=32, trainer="torch")
+    for name, trainer in (("first", "torch"), ("second", "direct")):
+        # the first's trial is a TorchTrainer: its start and Ray Train's clean-up after it run while the second
+        # sweep's Ray session is up beside it (the clean-up must find its own session among the two)
+        path = write_sweep(tmp_path, name, seeds=1, epochs=1, n_train=32, trainer=trainer)
         logs[name] = tmp_path / f"{name}.log"
         procs[name] = subprocess.Popen([sys.executable, "-m", "benchxfer.cli", "sweep", str(path)], env=env,
                                        cwd=tmp_path, stdout=logs[name].open("w"), stderr=subprocess.STDOUT, start_new_session=True)

@@ -38,7 +38,7 @@ overrides: {size: 48, batch_size: 32, epochs: EPOCHS, optimizer: adam, weight_de
 resources: {workers: 2, cpus_per_worker: 1}
 failure: {max_retries: 0}
 """
-EPOCHS = 4
+EPOCHS = 3
 
 def test_pretrain_killed_continued_and_registered(tmp_path, ray_session, mlflow_uri):
 

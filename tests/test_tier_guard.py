@@ -155,12 +155,12 @@ def test_a_fast_test_that_starts_ray_or_mlflow_itself_or_in_a_subprocess_fails(i
         pytestmark = pytest.mark.fast
 
         def test_leaves_ray_running():
-            from benchxfer.sweep import ensure_ray
+            import ray
 
-            ensure_ray()
+            ray.init(num_cpus=1, include_dashboard=False)  # the lightest real session: a GCS and a raylet
 
         def test_ray_in_a_subprocess():
-            code = "import ray; from benchxfer.sweep import ensure_ray; ensure_ray(); ray.shutdown()"
+            code = "import ray; ray.init(num_cpus=1, include_dashboard=False); ray.shutdown()"
             subprocess.run([sys.executable, "-c", code], check=True)
 
         def test_mlflow_server_started_and_stopped(tmp_path):
