@@ -1,5 +1,6 @@
-# The two commands of the README. Both set up .venv on first use (--no-compile: Python compiles a module when it is
-# first imported, instead of pip compiling every module of torch, Ray and MLflow up front: 94 s -> 49 s here).
+# The two commands of the README. Both set up .venv on first use. (pip compiles every module at install: with
+# PYTHONDONTWRITEBYTECODE set, as on this project's machines, that is the only compiled copy; --no-compile would make
+# every process compile torch, Ray and MLflow again.)
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
@@ -10,7 +11,7 @@ STAMP := $(VENV)/.benchxfer-installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --no-compile -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
 install: $(STAMP)
