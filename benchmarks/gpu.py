@@ -39,7 +39,7 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _fewshot import FewShot, benchxfer_step, plain_step  # noqa: E402
+from _fewshot import FewShot, _sync, benchxfer_step, plain_step  # noqa: E402
 from _record import record  # noqa: E402
 
 from benchxfer import data  # noqa: E402
@@ -86,14 +86,40 @@ def sync() -> None:
 
 # --- row 1: the few-shot step ------------------------------------------------------------------------
 
-def fewshot_row(s: Sizes, tmp: Path) -> dict:
+def fewshot_row(s: Sizes, tmp: Path, profile: Path | None = None) -> dict:
     cell = s.fewshot
     root = data.synthetic.write(cell.dataset, tmp / "fewshot", n_train=max(8 * cell.shots, 40), n_val=0,
                                 n_test=cell.batch, size=s.fewshot_dataset_px, seed=1)
     ours = benchxfer_step(cell, root, *s.fewshot_steps)
     plain = plain_step(cell, root, warmup=3, steps=s.plain_steps)
+    if profile is not None:
+        profile_fewshot(s, root, tmp, profile)
     return {"row": f"few-shot step: bit-hyperrule {cell.shots}-shot, {cell.arch}, {cell.size} px, batch {cell.batch}",
             "benchxfer_s": ours.wall, "plain_s": plain.wall, "share": plain.wall / ours.wall, "goal": 0.80}
+
+
+def profile_fewshot(s: Sizes, root: Path, tmp: Path, folder: Path) -> None:
+    """Row 1 once more under torch.profiler (CPU, and CUDA where there is a GPU): benchxfer's long run and the plain
+    loop, each written to ``folder`` as tables of the top operators (by own CPU time and by own device time) and a
+    Chrome trace, to find where benchxfer's step spends what the plain one does not."""
+    from torch.profiler import ProfilerActivity, profile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    cell, steps = s.fewshot, s.fewshot_steps[1]
+    runs = {"benchxfer": lambda: train_run(cell.config(root, steps), Runtime(trial_dir=str(tmp / "profiled"))),
+            "plain": lambda: plain_step(cell, root, warmup=3, steps=s.plain_steps)}
+    for name, run in runs.items():
+        with profile(activities=acts) as prof:
+            run()
+            _sync()
+        events = prof.key_averages()
+        tables = [f"# {name}: {cell.arch} {cell.size} px, batch {cell.batch}, sorted by {key}\n\n"
+                  + events.table(sort_by=key, row_limit=30)
+                  for key in ("self_cpu_time_total", "self_device_time_total" if torch.cuda.is_available() else "cpu_time_total")]
+        (folder / f"{name}.txt").write_text("\n\n".join(tables))
+        prof.export_chrome_trace(str(folder / f"{name}.trace.json"))
+        print(f"profile of {name}: {folder / f'{name}.txt'}", flush=True)
 
 
 # --- row 2: the full-data epoch, and its two ceilings ------------------------------------------------------
@@ -226,6 +252,9 @@ def main() -> None:
     parser.add_argument("--rows", default="1,2,3,4", help="which rows (default 1,2,3,4)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     parser.add_argument("--record", action="store_true", help="write the table into BENCHMARKS.md")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="row 1 once more under torch.profiler: top operators and Chrome traces of benchxfer's run "
+                             "and of the plain loop, written to DIR")
     args = parser.parse_args()
     s = SMALL if args.small else GPU
     if not args.small and not torch.cuda.is_available():
@@ -238,7 +267,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         if 1 in rows:
-            out["fewshot"] = fewshot_row(s, tmp)
+            out["fewshot"] = fewshot_row(s, tmp, args.profile)
             print(json.dumps(out["fewshot"]), flush=True)
         if 2 in rows:
             out["epoch"], _ = epoch_row(s, tmp)
