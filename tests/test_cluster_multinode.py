@@ -254,7 +254,7 @@ def test_lost_node_mid_trial_sweep_finishes_on_the_other(cluster, tmp_path, mlfl
 
     ray.shutdown()  # the driver runs in its own process, as `benchxfer sweep --address` does
     c, nodes = cluster
-    epochs = 4
+    epochs = 3
     path = write_sweep(tmp_path, "nodeloss", seeds=2, epochs=epochs, n_train=256, retries=2)
     path.write_text(path.read_text().replace("max_concurrent: 1, ", ""))
     log = (tmp_path / "driver.log").open("w")
