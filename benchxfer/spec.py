@@ -36,7 +36,7 @@ from benchxfer.schema import (
     check_synthetic,
     parse_search_options,
 )
-from benchxfer.textfile import looks_utf16, not_utf8, open_problem, utf16
+from benchxfer.textfile import looks_utf16, open_problem, utf8_text, utf16
 
 TOP_KEYS = {"name", "description", "recipe", "inits", "datasets", "lr", "seeds", "shots", "overrides", "mode",
             "resources", "failure"}
@@ -175,10 +175,7 @@ def _text(path: str, p: Path) -> str:
         raise utf16(path, "a sweep or pre-training file")
     if b"\x00" in raw:
         raise BenchxferError(f"{path}: not a text file (it holds NUL bytes); expected YAML")
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise not_utf8(Path(path), raw, err, "a sweep or pre-training file") from None
+    return utf8_text(path, raw, "a sweep or pre-training file")
 
 
 def _check_shape(path: str, text: str) -> None:

@@ -32,6 +32,14 @@ def not_utf8(path: Path, raw: bytes, err: UnicodeDecodeError, what: str) -> Benc
                           "as UTF-8")
 
 
+def utf8_text(path: Path | str, raw: bytes, what: str) -> str:
+    """``raw`` decoded as UTF-8 (a byte-order mark at the start dropped), or the one line of :func:`not_utf8`."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise not_utf8(Path(path), raw, err, what) from None
+
+
 def open_problem(path: Path, err: OSError, what: str) -> BenchxferError:
     """The one line for a file that cannot be opened: missing, a folder, no permission, a symbolic link loop."""
     if err.errno == errno.ELOOP:

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from benchxfer.errors import BenchxferError
-from benchxfer.textfile import not_utf8, open_problem
+from benchxfer.textfile import open_problem, utf8_text
 
 _GRAY_MODES = {"L", "LA", "1", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
@@ -184,8 +184,5 @@ def read_lines(path: Path) -> list[tuple[int, str]]:
         raw = path.read_bytes()
     except OSError as err:
         raise open_problem(path, err, "list file") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise not_utf8(path, raw, err, "a list file") from None
+    text = utf8_text(path, raw, "a list file")
     return [(i, ln.strip()) for i, ln in enumerate(text.splitlines(), 1) if ln.strip() and not ln.startswith("#")]

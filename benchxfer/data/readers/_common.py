@@ -14,7 +14,7 @@ from typing import Iterator
 from benchxfer.data.catalog import IndexCtx, Problems, where
 from benchxfer.data.imageio import safe_join
 from benchxfer.errors import BenchxferError
-from benchxfer.textfile import not_utf8, open_problem
+from benchxfer.textfile import open_problem, utf8_text
 
 
 class FolderFiles:
@@ -78,10 +78,7 @@ def csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[
         raise BenchxferError(f"{path}: the compressed file {kind}; download or copy it again") from None
     except OSError as err:
         raise open_problem(path, err, "CSV file") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise not_utf8(path, raw, err, "a CSV file") from None
+    text = utf8_text(path, raw, "a CSV file")
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = [h.strip() for h in next(reader)]
