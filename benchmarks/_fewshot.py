@@ -62,7 +62,7 @@ def benchxfer_step(cell: FewShot, root: Path, short: int, long: int) -> PerStep:
         for steps in (short, short, long):
             w, c = time.perf_counter(), time.process_time()
             train_run(cell.config(root, steps), Runtime(trial_dir=f"{tmp}/t{steps}-{len(walls)}"))
-            _sync()
+            sync()
             walls[steps], cpus[steps] = time.perf_counter() - w, time.process_time() - c
     n = long - short
     return PerStep((walls[long] - walls[short]) / n, (cpus[long] - cpus[short]) / n,
@@ -99,7 +99,7 @@ def plain_step(cell: FewShot, root: Path, warmup: int, steps: int) -> PerStep:
     model.train()
     for k, (x, y) in enumerate(loader):
         if k == warmup:
-            _sync()
+            sync()
             w, c = time.perf_counter(), time.process_time()
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if cuda:
@@ -111,10 +111,11 @@ def plain_step(cell: FewShot, root: Path, warmup: int, steps: int) -> PerStep:
         adaptive_clip_grad(clipped, clip_factor=0.01, eps=1e-3)
         opt.step()
         float(loss.detach())  # the step is done (benchxfer's loop reads the loss once an epoch)
-    _sync()
+    sync()
     return PerStep((time.perf_counter() - w) / steps, (time.process_time() - c) / steps)
 
 
-def _sync() -> None:
+def sync() -> None:
+    """Wait for the GPU's queued work (nothing to wait for on a CPU)."""
     if torch.cuda.is_available():
         torch.cuda.synchronize()

@@ -39,7 +39,7 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _fewshot import FewShot, _sync, benchxfer_step, plain_step  # noqa: E402
+from _fewshot import FewShot, benchxfer_step, plain_step, sync  # noqa: E402
 from _record import record  # noqa: E402
 
 from benchxfer import data  # noqa: E402
@@ -79,11 +79,6 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
 # --- row 1: the few-shot step ------------------------------------------------------------------------
 
 def fewshot_row(s: Sizes, tmp: Path, profile: Path | None = None) -> dict:
@@ -112,11 +107,11 @@ def profile_fewshot(s: Sizes, root: Path, tmp: Path, folder: Path) -> None:
     for name, run in runs.items():
         with profile(activities=acts) as prof:
             run()
-            _sync()
+            sync()
         events = prof.key_averages()
+        keys = ("self_cpu_time_total", "self_device_time_total" if torch.cuda.is_available() else "cpu_time_total")
         tables = [f"# {name}: {cell.arch} {cell.size} px, batch {cell.batch}, sorted by {key}\n\n"
-                  + events.table(sort_by=key, row_limit=30)
-                  for key in ("self_cpu_time_total", "self_device_time_total" if torch.cuda.is_available() else "cpu_time_total")]
+                  + events.table(sort_by=key, row_limit=30) for key in keys]
         (folder / f"{name}.txt").write_text("\n\n".join(tables))
         prof.export_chrome_trace(str(folder / f"{name}.trace.json"))
         print(f"profile of {name}: {folder / f'{name}.txt'}", flush=True)

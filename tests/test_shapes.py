@@ -44,8 +44,9 @@ import yaml
 from zoo_support import timm_to_bit_names
 
 # Tiers: every shape of a small arch is in the fast tier. An arch of HEAVY_ARCHS (12-15 GB and 1-2 minutes a trial
-# on a CPU) runs once, in the slow tier; each of its other shapes must have a light twin -- the same (recipe,
-# dataset, shot kind, task) in the same file with a small arch -- that runs (test_heavy_shapes_have_a_light_twin).
+# on a CPU) runs once, in the heavy tier; each of its other shapes must have a light twin -- the same (recipe,
+# dataset, shot kind, task) in the same file with a small arch, or a STAND_IN -- that runs
+# (test_heavy_shapes_have_a_light_twin).
 HEAVY_ARCHS = frozenset({"bit-r152x4"})
 # a heavy shape with no light twin in its file (a pre-training file has one shape) runs with this arch of its
 # family in its place, in the fast tier: its recipe, sources and task are exercised, the heavy arch elsewhere
@@ -382,7 +383,7 @@ def imports_heavy_backbone(path: Path) -> bool:
 
         spec = load_pretrain_spec(path)
         return spec.start != "scratch" and spec.arch in HEAVY_ARCHS
-    return any(s.arch in HEAVY_ARCHS for s in listed_shapes(path))
+    return any(s.arch in HEAVY_ARCHS for f, s in ALL_CASES if f == path)  # the shapes listed at collection
 
 
 def listed_params():
