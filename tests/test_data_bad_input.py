@@ -194,13 +194,13 @@ def test_unknown_or_bad_reader_options(nih):
         data.open_dataset("chestxray14", nih, "train", fraction=0)
 
 
-def test_check_root_is_fast(nih):
-    import time
-
-    start = time.perf_counter()
-    for name in ("chestxray14", "tuberculosis", "mimic-cxr"):
-        try:
-            data.check_root(name, nih)
-        except BenchxferError:
-            pass
-    assert time.perf_counter() - start < 0.1
+def test_check_root_reads_only_the_layout(tmp_path):
+    """The check before a sweep decodes nothing and reads no list: the required paths alone, as empty files and
+    folders, pass it (a real root of 112,120 images is checked as fast as this one)."""
+    for name, paths_ in (("chestxray14", ["images/"]), ("tuberculosis", ["Montgomery/CXR_png/"]),
+                         ("mimic-cxr", ["mimic-cxr-2.0.0-split.csv", "mimic-cxr-2.0.0-chexpert.csv", "files/"])):
+        root = tmp_path / name
+        for rel in paths_:
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).mkdir() if rel.endswith("/") else (root / rel).write_text("")
+        data.check_root(name, root)
