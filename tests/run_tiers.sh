@@ -2,9 +2,10 @@
 # `make test`: both tiers at once. The fast tier (no Ray, no MLflow server) runs in the background, its output kept
 # in a file and shown at the end; the slow tier runs in the foreground, its tests one after another (one Ray session
 # or cluster at a time). The slow tier leaves about a third of two cores idle while Ray starts processes and trials
-# wait; the fast tier fills it, at the lowest priority (nice 19), so that the slow tier -- the longer one, with the
-# timing-sensitive fault tests -- is slowed by it as little as may be (BENCHMARKS.md, "The whole suite"). The heavy tier (a BiT
-# R152x4 trial, about 12 GB of memory) is not part of it: make test-heavy.
+# wait; the fast tier fills it, only when a core is idle (SCHED_IDLE through `chrt --idle`; nice 19 where chrt is
+# missing), so that the slow tier -- the longer one, with the timing-sensitive fault tests -- is slowed by it as
+# little as may be (BENCHMARKS.md, "The whole suite"). The heavy tier (a BiT R152x4 trial, about 12 GB of memory) is
+# not part of it: make test-heavy.
 # Usage: tests/run_tiers.sh PYTHON [PYTEST_ARGS...]. With PYTEST_ARGS, a tier left without tests (pytest's exit 5)
 # is fine; in a full run an empty tier is an error (the marks were lost).
 set -u
@@ -12,7 +13,11 @@ py=$1
 shift
 log=$(mktemp -t benchxfer-fast-tier.XXXXXX)
 
-nice -n 19 "$py" -m pytest -m fast "$@" >"$log" 2>&1 &
+low=(nice -n 19)
+if command -v chrt >/dev/null 2>&1 && chrt --idle 0 true 2>/dev/null; then
+    low=(chrt --idle 0)
+fi
+"${low[@]}" "$py" -m pytest -m fast "$@" >"$log" 2>&1 &
 fast=$!
 trap 'kill "$fast" 2>/dev/null; rm -f "$log"; exit 130' INT TERM
 echo "The fast tier runs in the background (pid $fast); its output follows the slow tier's."

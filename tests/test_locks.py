@@ -93,20 +93,25 @@ def test_a_killed_holder_not_yet_reaped_is_stale(tmp_path):
 
 
 RACER = textwrap.dedent("""
-    import sys, time
+    import os, sys, time
     from pathlib import Path
     from benchxfer import locks
     from benchxfer.errors import BenchxferError
-    while time.time() < float(sys.argv[2]):
+    lock, folder = Path(sys.argv[1]), Path(sys.argv[2])
+    (folder / f"ready-{os.getpid()}").touch()
+    while not (folder / "go").exists():  # all four start their attempt at once
         pass
     try:
-        me = locks.acquire(Path(sys.argv[1]), "sweep 'x'", echo=lambda s: None)
+        me = locks.acquire(lock, "sweep 'x'", echo=lambda s: None)
     except BenchxferError as err:
         print("refused", err)
+        (folder / f"tried-{os.getpid()}").touch()
     else:
         print("got")
-        time.sleep(1.5)
-        locks.release(Path(sys.argv[1]), me)
+        deadline = time.time() + 60  # held until the other three have tried, however slowly they were scheduled
+        while len(list(folder.glob("tried-*"))) < 3 and time.time() < deadline:
+            time.sleep(0.05)
+        locks.release(lock, me)
 """)
 
 
@@ -114,10 +119,15 @@ RACER = textwrap.dedent("""
 def test_processes_racing_for_one_lock_one_wins(tmp_path):
     lock = tmp_path / "sweep-x.lock"
     _write_holder(lock, socket.gethostname(), _dead_pid(), time.time() - 60)  # a stale lock to race for, too
-    start = time.time() + 2.0
-    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(lock), str(start)], stdout=subprocess.PIPE, text=True,
-                              env=ENV) for _ in range(4)]
-    outs = [p.communicate(timeout=60)[0] for p in procs]
+    signals = tmp_path / "signals"
+    signals.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(lock), str(signals)], stdout=subprocess.PIPE,
+                              text=True, env=ENV) for _ in range(4)]
+    deadline = time.monotonic() + 120
+    while len(list(signals.glob("ready-*"))) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (signals / "go").touch()
+    outs = [p.communicate(timeout=120)[0] for p in procs]
     assert sorted(o.split()[0] for o in outs) == ["got", "refused", "refused", "refused"], outs
     assert not lock.exists()
 
