@@ -85,6 +85,8 @@ def train_worker_env(launch: Launch) -> dict[str, str]:
 def start(address: str | None = None) -> None:
     """Join the cluster at ``address`` (``auto``, ``HOST:PORT`` or ``ray://...``), or start a local session of
     this sweep's own, bound to 127.0.0.1. Idempotent."""
+    if address:
+        token_auth_env()  # before Ray is first imported in this process, where it is not yet
     import ray
 
     if ray.is_initialized():
@@ -96,7 +98,6 @@ def start(address: str | None = None) -> None:
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     if address:
         os.environ.pop("RAY_API_SERVER_ADDRESS", None)  # the cluster's own dashboard, found through its GCS
-        _token_auth_if_token()
         if address not in ("auto",) and "://" not in address:
             os.environ["RAY_ADDRESS"] = address
         try:
@@ -119,18 +120,14 @@ def start(address: str | None = None) -> None:
     _watch.start()
 
 
-def _token_auth_if_token() -> None:
+def token_auth_env() -> None:
     """`ray start --head` turns token authentication on when a Ray token exists on the machine; a process that
-    joins must turn it on for itself (its environment and Ray's cached config), or the cluster refuses it."""
-    if "RAY_AUTH_MODE" in os.environ or not (os.environ.get("RAY_AUTH_TOKEN") or RAY_TOKEN.expanduser().exists()):
-        return
-    try:
-        from ray._private.authentication.authentication_token_setup import (
-            maybe_enable_token_auth_if_token_available,
-        )
-    except ImportError:  # a Ray without token authentication
-        return
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    joins must turn it on for itself, or the cluster refuses it. Ray reads ``RAY_AUTH_MODE`` once, when it is
+    imported: the command line sets it here at start-up (and :func:`start`, for a process that has not imported
+    Ray yet); a program that imports Ray itself sets ``RAY_AUTH_MODE=token`` in its environment, as Ray's docs
+    say. A mode the user chose is kept."""
+    if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or RAY_TOKEN.expanduser().exists()):
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 # --- what the cluster can hold -------------------------------------------------------------------

@@ -438,3 +438,25 @@ def test_sweep_file_doc_covers_every_key_and_every_recipe_default():
             want = get_recipe(rname).defaults.get(knob, KNOBS[knob])
             assert value == want and type(value) is type(want) or (
                 isinstance(want, float) and float(value) == want), (knob, rname, value, want)
+
+
+def test_a_machine_with_a_ray_token_joins_with_token_authentication(tmp_path, monkeypatch):
+    """`benchxfer` sets RAY_AUTH_MODE=token at start-up, before Ray is imported, when a Ray token exists on the machine
+    (as `ray start --head` there expects of a process that joins), and keeps a mode the user chose."""
+    import os
+
+    from benchxfer.cluster import token_auth_env
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    token_auth_env()
+    assert "RAY_AUTH_MODE" not in os.environ  # no token: Ray's default
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("x" * 32)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    token_auth_env()
+    assert os.environ["RAY_AUTH_MODE"] == "disabled"  # the user's choice
+    monkeypatch.delenv("RAY_AUTH_MODE")
+    res = CliRunner().invoke(main, ["sweep", "--help"])  # the command line's start-up
+    assert res.exit_code == 0 and os.environ.get("RAY_AUTH_MODE") == "token"

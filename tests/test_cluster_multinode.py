@@ -229,9 +229,12 @@ def train_workers(node) -> list[str]:
 
 
 def start_sweep(path: Path, address: str, uri: str, log) -> subprocess.Popen:
-    """``benchxfer sweep PATH --address ADDRESS`` in its own process (as a user runs it), output to ``log``."""
+    """``benchxfer sweep PATH --address ADDRESS`` in its own process (as a user runs it from a fresh shell: without the
+    RAY_AUTH_MODE that this process's local session set, the command turns token authentication on itself, as the
+    cluster's token on this machine asks), output to ``log``."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("RAY_ADDRESS", None)
+    for k in ("RAY_ADDRESS", "RAY_AUTH_MODE"):
+        env.pop(k, None)
     return subprocess.Popen([sys.executable, "-m", "benchxfer.cli", "sweep", str(path), "--address", address,
                              "--tracking-uri", uri], env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)

@@ -36,13 +36,6 @@ LAYERS: tuple[str, ...] = (
     # commands
     "benchxfer.commands", "benchxfer.report_cli", "benchxfer.data.cli", "benchxfer.zoo.cli", "benchxfer.cli",
 )
-# Ray private API still used, behind an ImportError guard (without it the feature is skipped, nothing breaks),
-# for want of a public API: NOT zero yet. Listed by (file, module) so that no new use slips in; see ARCHITECTURE.md.
-KNOWN_PRIVATE = {
-    # cluster._token_auth_if_token: a process joining a cluster with token authentication turns it on for itself
-    ("benchxfer/cluster.py", "from ray._private.authentication.authentication_token_setup import "
-                             "maybe_enable_token_auth_if_token_available"),
-}
 TASK_NAMES = frozenset({"multilabel", "binary", "multiclass", "segmentation", "pretrain"})
 
 
@@ -186,8 +179,7 @@ def private_ray_uses() -> list[str]:
             elif isinstance(node, ast.ImportFrom) and not node.level:
                 mods = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
             if any(m.split(".")[0] == "ray" and any(_private(p) or p == "impl" for p in m.split(".")) for m in mods):
-                if (str(where), ast.unparse(node)) not in KNOWN_PRIVATE:
-                    out.append(f"{where}:{node.lineno}: {ast.unparse(node)}")
+                out.append(f"{where}:{node.lineno}: {ast.unparse(node)}")
         ray_names = _ray_names(tree)
         if not ray_names:
             continue
@@ -243,14 +235,6 @@ def test_no_import_points_back_up_the_layers():
 
 def test_no_private_ray_api():
     assert private_ray_uses() == []
-
-
-def test_the_known_private_uses_are_still_there():
-    """A use that goes away leaves the list too (the list only shrinks)."""
-    found = {(where, ast.unparse(n)) for where, _ in KNOWN_PRIVATE
-             for n in ast.walk(TREES[where.removesuffix(".py").replace("/", ".")])
-             if isinstance(n, (ast.Import, ast.ImportFrom))}
-    assert KNOWN_PRIVATE <= found
 
 
 def test_no_task_name_compares_outside_the_task_registry():
