@@ -20,6 +20,7 @@ from __future__ import annotations
 import _thread
 import logging
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -123,10 +124,14 @@ def start(address: str | None = None) -> None:
 def token_auth_env() -> None:
     """`ray start --head` turns token authentication on when a Ray token exists on the machine; a process that
     joins must turn it on for itself, or the cluster refuses it. Ray reads ``RAY_AUTH_MODE`` once, when it is
-    imported: the command line sets it here at start-up (and :func:`start`, for a process that has not imported
-    Ray yet); a program that imports Ray itself sets ``RAY_AUTH_MODE=token`` in its environment, as Ray's docs
-    say. A mode the user chose is kept."""
-    if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or RAY_TOKEN.expanduser().exists()):
+    imported: the command line sets it here at start-up, before any command imports Ray (and :func:`start`, for a
+    program that has not imported Ray yet). Once Ray is imported, setting it would only make this process's
+    environment (which the nodes it starts inherit) disagree with what Ray read: a program that imports Ray
+    itself sets ``RAY_AUTH_MODE=token`` in its environment first, as Ray's docs say (tests/conftest.py does). A
+    mode the user chose is kept."""
+    if "ray" in sys.modules or "RAY_AUTH_MODE" in os.environ:
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or RAY_TOKEN.expanduser().exists():
         os.environ["RAY_AUTH_MODE"] = "token"
 
 

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from benchxfer.cluster import token_auth_env
+
 pytest_plugins = ["pytester", "tier_guard"]
+
+# This process imports Ray itself and then joins clusters in-process (`benchxfer sweep --address` through click's
+# runner): where a Ray token exists, token authentication is turned on here, before Ray is imported, as for any
+# program that does so (the command line does the same at its start-up).
+token_auth_env()
 
 
 @pytest.fixture(scope="session")

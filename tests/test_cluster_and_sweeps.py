@@ -440,23 +440,25 @@ def test_sweep_file_doc_covers_every_key_and_every_recipe_default():
                 isinstance(want, float) and float(value) == want), (knob, rname, value, want)
 
 
-def test_a_machine_with_a_ray_token_joins_with_token_authentication(tmp_path, monkeypatch):
+def test_a_machine_with_a_ray_token_joins_with_token_authentication(tmp_path):
     """`benchxfer` sets RAY_AUTH_MODE=token at start-up, before Ray is imported, when a Ray token exists on the machine
-    (as `ray start --head` there expects of a process that joins), and keeps a mode the user chose."""
+    (as `ray start --head` there expects of a process that joins), and keeps a mode the user chose. Each case is a
+    process of its own, as the command line is."""
     import os
+    import subprocess
+    import sys
 
-    from benchxfer.cluster import token_auth_env
+    code = ("import os; from benchxfer.cli import main; main(['sweep', '--help'], standalone_mode=False); "
+            "print('MODE', os.environ.get('RAY_AUTH_MODE'))")
 
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
-    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
-    token_auth_env()
-    assert "RAY_AUTH_MODE" not in os.environ  # no token: Ray's default
+    def mode(**extra: str) -> str:
+        env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+        out = subprocess.run([sys.executable, "-c", code], env={**env, "HOME": str(tmp_path), **extra},
+                             capture_output=True, text=True, check=True).stdout
+        return out.rsplit("MODE ", 1)[1].strip()
+
+    assert mode() == "None"  # no token: Ray's default
     (tmp_path / ".ray").mkdir()
     (tmp_path / ".ray" / "auth_token").write_text("x" * 32)
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    token_auth_env()
-    assert os.environ["RAY_AUTH_MODE"] == "disabled"  # the user's choice
-    monkeypatch.delenv("RAY_AUTH_MODE")
-    res = CliRunner().invoke(main, ["sweep", "--help"])  # the command line's start-up
-    assert res.exit_code == 0 and os.environ.get("RAY_AUTH_MODE") == "token"
+    assert mode() == "token"
+    assert mode(RAY_AUTH_MODE="disabled") == "disabled"  # the user's choice
