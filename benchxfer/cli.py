@@ -136,13 +136,14 @@ def main(ctx: click.Context, debug: bool) -> None:
       benchxfer report demo                        tables, statistics and figures
       benchxfer ui                                 open the MLflow UI on the local store
     """
-    from benchxfer.cluster import token_auth_env
     from benchxfer.environment import check
     from benchxfer.paths import pin
 
     ctx.meta["benchxfer.debug"] = debug
     pin()  # a relative or empty $BENCHXFER_HOME is settled here, once, before any command reads it
     check()  # every variable benchxfer reads: one line naming a bad one, before any command reads it
+    from benchxfer.cluster import token_auth_env  # after check(): cluster reads a checked variable on import
+
     token_auth_env()  # before any command imports Ray, which reads it once
 
 
