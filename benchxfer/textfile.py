@@ -21,23 +21,18 @@ def utf16(path: Path | str, what: str) -> BenchxferError:
     return BenchxferError(f"{path}: UTF-16 text; {what} must be UTF-8, re-save it as UTF-8")
 
 
-def not_utf8(path: Path, raw: bytes, err: UnicodeDecodeError, what: str) -> BenchxferError:
-    """The one line for a file that is not UTF-8: the file, the line and byte, the encoding it looks like, and
-    the encoding expected."""
-    if looks_utf16(raw):
-        return utf16(path, what)
-    line = raw.count(b"\n", 0, err.start) + 1
-    looks = f"byte 0x{raw[err.start]:02x}, perhaps Latin-1 or Windows-1252"
-    return BenchxferError(f"{path}: line {line}: not UTF-8 text ({looks}); {what} must be UTF-8, re-save it "
-                          "as UTF-8")
-
-
 def utf8_text(path: Path | str, raw: bytes, what: str) -> str:
-    """``raw`` decoded as UTF-8 (a byte-order mark at the start dropped), or the one line of :func:`not_utf8`."""
+    """``raw`` decoded as UTF-8 (a byte-order mark at the start dropped), or the one line for a file that is not
+    UTF-8: the file, the line and byte, the encoding it looks like, and the encoding expected."""
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise not_utf8(Path(path), raw, err, what) from None
+        if looks_utf16(raw):
+            raise utf16(path, what) from None
+        line = raw.count(b"\n", 0, err.start) + 1
+        looks = f"byte 0x{raw[err.start]:02x}, perhaps Latin-1 or Windows-1252"
+        raise BenchxferError(f"{path}: line {line}: not UTF-8 text ({looks}); {what} must be UTF-8, re-save it "
+                             "as UTF-8") from None
 
 
 def open_problem(path: Path, err: OSError, what: str) -> BenchxferError:
