@@ -68,16 +68,11 @@ def _empty_cifar100(root: Path) -> None:
 MINIMAL = {"tuberculosis": _tb_sets, "cifar100": _empty_cifar100}
 
 
-def make_root(name: str, root: Path) -> Path:
-    """The minimal layout `data.check_root` needs for dataset ``name``, derived from its registry entry
-    (first alternative of each required path; a name with a suffix is a file, anything else a folder)."""
-    cfg = data.get_dataset(name)
+def required_layout(name: str, root: Path) -> Path:
+    """Only the paths the registry requires of dataset ``name`` (first alternative of each; a name with a suffix is
+    an empty file, anything else an empty folder)."""
     root.mkdir(parents=True, exist_ok=True)
-    if name in MINIMAL:
-        MINIMAL[name](root)
-        data.check_root(name, root)
-        return root
-    for need in cfg.required:
+    for need in data.get_dataset(name).required:
         rel = Path(need.split("|")[0].replace("*", "SomeSet"))
         target = root / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -85,6 +80,17 @@ def make_root(name: str, root: Path) -> Path:
             target.write_text("")
         else:
             target.mkdir(exist_ok=True)
+    return root
+
+
+def make_root(name: str, root: Path) -> Path:
+    """The minimal layout `data.check_root` needs for dataset ``name`` (:func:`required_layout`, or ``MINIMAL``'s
+    where a reader needs more to open a split)."""
+    if name in MINIMAL:
+        root.mkdir(parents=True, exist_ok=True)
+        MINIMAL[name](root)
+    else:
+        required_layout(name, root)
     data.check_root(name, root)  # the helper itself must satisfy the real check
     return root
 

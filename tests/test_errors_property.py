@@ -23,7 +23,7 @@ from test_errors import GOOD, warm_run
 
 pytestmark = pytest.mark.fast
 
-SECONDS = 30  # a dry run that takes longer has hung (a guard, not a speed goal: the fast tier runs at nice 19)
+SECONDS = 30  # a dry run that takes longer has hung (a guard, not a speed goal: the fast tier runs on idle cores)
 REQUIRED = {("inits",), ("datasets",), ("datasets", 0, "name"), ("datasets", 0, "root")}
 FREE_TEXT = {("description",)}  # any value is text there
 PATH_LIKE = {("datasets", 0, "root")}  # any text is a path: one not on this machine is flagged by the dry run, not refused
