@@ -240,6 +240,13 @@ def test_colour_that_is_not_read_is_refused(tmp_path, change, reason):
     _assert_one_line(err.value, tmp_path / "c.dcm", reason)
 
 
+def test_a_rescale_to_one_value_is_refused(tmp_path):
+    path = _write(tmp_path / "s.dcm", np.array([[0, 4095]], np.uint16), 12, RescaleSlope=0, RescaleIntercept=5)
+    with pytest.raises(BenchxferError) as err:
+        decode_image(path)
+    _assert_one_line(err.value, path, "empty output range (5 .. 5;")
+
+
 def test_a_window_on_colour_and_a_missing_file_are_refused(tmp_path):
     path = dict(REAL)["pydicom/ExplVR_BigEnd.dcm"]  # RGB
     with pytest.raises(BenchxferError) as err:

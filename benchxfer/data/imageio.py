@@ -7,6 +7,7 @@ masks H x W with values {0, 1}. A file that cannot be decoded is a :class:`Bench
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -152,8 +153,6 @@ def _read_dicom(path: str):
 
 def _header_int(path: str, ds, keyword: str) -> int:
     """An integer element of the header; 1 when absent or empty (Number of Frames, Samples per Pixel)."""
-    import warnings
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pydicom warns of the bad value it then raises on
@@ -190,6 +189,9 @@ def _grey_dicom(path: str, ds, raw: np.ndarray, window: tuple[float, float] | No
                                      "read only through one")
             arr = np.asarray(apply_voi_lut(arr, ds), np.float64)
             lo, hi = _voi_range(ds)
+            if not hi > lo:
+                raise BenchxferError(f"{path}: DICOM header gives an empty output range ({lo:g} .. {hi:g}; Bits "
+                                     "Stored, the rescale or a LUT descriptor)")
             out = (np.clip((arr - lo) / (hi - lo), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     if ds.PhotometricInterpretation == "MONOCHROME1":
         out = 255 - out
@@ -209,25 +211,13 @@ def _voi_range(ds) -> tuple[float, float]:
     slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
     if slope is not None and intercept is not None:
         lo, hi = lo * float(slope) + float(intercept), hi * float(slope) + float(intercept)
-    return (lo, hi) if hi > lo else (hi, lo)
+    return min(lo, hi), max(lo, hi)
 
 
 def decode_mask(path: str | Path) -> np.ndarray:
     """A mask file (PNG/GIF/TIFF) as uint8 {0, 1} H x W: any non-zero pixel is foreground."""
     arr = decode_image(path)
     return (arr.max(axis=2) > 0).astype(np.uint8)
-
-
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(height, width) from the header only."""
-    path = str(path)
-    if path.lower().endswith(".dcm"):
-        import pydicom
-
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        return int(ds.Rows), int(ds.Columns)
-    with Image.open(path) as img:
-        return img.height, img.width
 
 
 def rle_decode(rle: str, height: int, width: int, origin: str) -> np.ndarray:
