@@ -10,7 +10,12 @@ class BenchxferError(Exception):
     """A user's mistake, reported as one clear line."""
 
     def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
+        text = str(message)
+        if text.startswith("Caught ") and "\nOriginal Traceback" in text:
+            # torch's DataLoader re-raises a worker's exception as the same type, with the worker's traceback in
+            # its message: keep the worker's own line (the traceback's last, "benchxfer.errors.X: message")
+            text = text.rstrip().splitlines()[-1].split(": ", 1)[-1]
+        super().__init__(" ".join(text.split()))
 
 
 class Absent(BenchxferError):
