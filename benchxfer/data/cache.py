@@ -43,7 +43,7 @@ from benchxfer.data.pixels import record_image, record_mask
 from benchxfer.errors import BenchxferError
 from benchxfer.paths import home
 
-FORMAT = 1
+FORMAT = 2  # also the decoders' version: 2 reads DICOM palettes, 1-bit, 8-bit MONOCHROME1 and Modality LUT ranges anew
 ORIGINAL = "original"  # the size of the exact cache: each image at its own size
 
 
