@@ -95,7 +95,8 @@ def start(address: str | None = None) -> None:
     from benchxfer.tracking import free_port
 
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", HEALTH_CHECK_INTERVAL_S)
-    # Ray's notice that token authentication is on (its default for a local session) is not the user's concern
+    # Ray's notice that token authentication is on (its default for a local session) is not the user's concern;
+    # its logger is a private module's: the one Ray private name accepted by tests/test_layers.py, pinned there
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     if address:
         os.environ.pop("RAY_API_SERVER_ADDRESS", None)  # the cluster's own dashboard, found through its GCS
