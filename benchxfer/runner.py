@@ -64,9 +64,9 @@ class Outcome:
     """How a sweep ended: the result records of its finished trials out of its ``total``, and its summary table."""
 
     results: list[dict[str, Any]]
+    total: int  # the sweep's trials (after a tune-then-repeat search: stage 2's)
     summary: Summary | None  # the per-init table (report.Summary), read once from MLflow, else the trial files
     no_summary: str = ""  # why there is no summary
-    total: int = 0  # the sweep's trials (after a tune-then-repeat search: stage 2's)
 
     @property
     def unfinished(self) -> int:
@@ -108,7 +108,7 @@ def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: 
         cluster.raise_if_stuck()  # the placement watcher stopped the experiment: say why, exit non-zero
     results = [r.to_dict() for t in trials if (r := TrialDir.of(spec.name, t.key).result())]
     summary, no_summary = conclude(spec.name, tracking_uri, echo)
-    outcome = Outcome(results, summary, no_summary, len(trials))
+    outcome = Outcome(results, len(trials), summary, no_summary)
     recorder.finish("FINISHED" if not outcome.unfinished else "FAILED")
     echo(f"\n{len(results)} of {len(trials)} trials finished" + (f", {outcome.unfinished} failed or unfinished "
          f"(see `benchxfer status {spec.name}`)." if outcome.unfinished else "."))
