@@ -97,7 +97,12 @@ class CellSearcher(Searcher):
 
 
 class _Key:
-    """What a cell's scheduler sees of a trial: its key, stable across launches (Tune's trial ids are not)."""
+    """What a cell's scheduler sees of a trial: its key, stable across launches (Tune's trial ids are not).
+
+    A coupling to Ray's internals: it stands in for Tune's ``Trial`` (and ``None`` for the controller) where
+    :class:`CellScheduler` calls an ``AsyncHyperBandScheduler``'s ``on_trial_add`` / ``on_trial_result``, which
+    read only ``trial.trial_id``. ``tests/test_search_options.py::test_the_stand_in_trial_has_what_rays_scheduler_reads``
+    checks that against Ray's installed source."""
 
     def __init__(self, key: str):
         self.trial_id = key

@@ -36,8 +36,8 @@ log = logging.getLogger("benchxfer")
 
 # Ray Train's controller polls its workers every 2 s by default; a short trial waits for the poll that sees it end
 HEALTH_CHECK_INTERVAL_S = "0.2"
-PLACEMENT_LIMIT_S = float(os.environ.get("BENCHXFER_PLACEMENT_TIMEOUT_S", "600"))
-WARN_S = min(45.0, PLACEMENT_LIMIT_S / 2)
+PLACEMENT_LIMIT_S = 600.0  # unless $BENCHXFER_PLACEMENT_TIMEOUT_S (checked at start-up) says otherwise
+WARN_S = 45.0  # or half the limit, when that is less
 POLL_S = 5.0
 RAY_TOKEN = Path("~/.ray/auth_token")  # Ray's token for clusters with token authentication
 BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")  # where `ray up` leaves the autoscaler's config on the head
@@ -95,7 +95,8 @@ def start(address: str | None = None) -> None:
     from benchxfer.tracking import free_port
 
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", HEALTH_CHECK_INTERVAL_S)
-    # Ray's notice that token authentication is on (its default for a local session) is not the user's concern
+    # Ray's notice that token authentication is on (its default for a local session) is not the user's concern;
+    # its logger is a private module's: the one Ray private name accepted by tests/test_layers.py, pinned there
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     if address:
         os.environ.pop("RAY_API_SERVER_ADDRESS", None)  # the cluster's own dashboard, found through its GCS
@@ -278,8 +279,11 @@ class PlacementWatch(threading.Thread):
     that cannot grow, one that waits ``WARN_S`` is reported, and one that waits ``PLACEMENT_LIMIT_S`` stops the
     sweep (``SIGINT`` to the driver, which Tune answers by ending the experiment) with :attr:`error` set."""
 
-    def __init__(self, warn_s: float = WARN_S, limit_s: float = PLACEMENT_LIMIT_S, poll_s: float = POLL_S):
+    def __init__(self, warn_s: float | None = None, limit_s: float | None = None, poll_s: float = POLL_S):
         super().__init__(name="benchxfer-placement-watch", daemon=True)
+        if limit_s is None:  # read when the session starts, after the command line's start-up check, not at import
+            limit_s = float(os.environ.get("BENCHXFER_PLACEMENT_TIMEOUT_S", PLACEMENT_LIMIT_S))
+        warn_s = min(WARN_S, limit_s / 2) if warn_s is None else warn_s
         self.warn_s, self.limit_s, self.poll_s = warn_s, limit_s, poll_s
         self.sweep: str | None = None  # the sweep whose trials are named in the messages (see watch)
         self.error: str | None = None  # why it stopped the sweep

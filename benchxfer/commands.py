@@ -93,19 +93,16 @@ verbose_option = click.option("--verbose", is_flag=True,
 def _run(plan, tracking_uri, address, verbose=False):
     from benchxfer.runner import execute
     from benchxfer.tracking import tracking_uri as tracking
-    from benchxfer.trialdir import SweepDir
 
     started = time.time()
     with tracking(tracking_uri, echo=click.echo) as uri:  # the caller holds the sweep's lock
         outcome = execute(plan, uri, address=address, echo=click.echo, verbose=verbose)
         click.echo("\n" + outcome.summary.markdown() if outcome.summary else f"(no summary: {outcome.no_summary})")
-        results = outcome.results
     click.echo(f"\nDone in {time.time() - started:.0f} s. Tables and figures: benchxfer report {plan.spec.name}")
     click.echo("Browse and compare the runs: benchxfer ui" + (f" --tracking-uri {tracking_uri}" if tracking_uri else ""))
-    expected = len(SweepDir(plan.spec.name).trials() or [])
-    if len(results) < expected:  # a sweep with unfinished trials is not a success, whatever it printed
+    if outcome.unfinished:  # a sweep with unfinished trials is not a success, whatever it printed (runner counted)
         name = plan.spec.name
-        raise BenchxferError(f"sweep {name!r}: {expected - len(results)} of {expected} trials did not finish; "
+        raise BenchxferError(f"sweep {name!r}: {outcome.unfinished} of {outcome.total} trials did not finish; "
                              f"see `benchxfer status {name}`, then `benchxfer resume {name}`")
 
 

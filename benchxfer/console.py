@@ -36,7 +36,9 @@ SUMMARY_EVERY_S = 60.0  # plain output: at most one summary line per this many s
 NOISY_LOGGERS = ("ray", "mlflow", "alembic", "urllib3", "filelock", "py.warnings")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]")
 MAX_DIRNAME = 200
-# the threads of Ray's driver that print the workers' forwarded stdout/stderr and the cluster's error messages
+# the threads of Ray's driver that print the workers' forwarded stdout/stderr and the cluster's error messages: a
+# coupling to Ray's internals (the names its driver gives them), pinned by tests/test_console.py against the installed
+# Ray's source and against the running driver's threads
 RAY_PRINT_THREADS = frozenset({"ray_print_logs", "ray_listen_error_messages"})
 
 
@@ -157,7 +159,7 @@ class NoiseToFile:
     :meth:`close`. Ray prints those from two threads of its driver (:data:`RAY_PRINT_THREADS`) to whatever
     ``sys.stdout`` / ``sys.stderr`` are then: while the file is open they are :class:`_RayToFile`, which sends only
     those threads' lines to the file. No Ray API is touched: if Ray renames its threads, their output stays on
-    the console and nothing breaks."""
+    the console and nothing breaks (and tests/test_console.py fails)."""
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)

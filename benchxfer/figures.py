@@ -25,12 +25,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from benchxfer.train.metrics import scale as printed_scale
+
 if TYPE_CHECKING:
     from benchxfer.summary import Summary
 
 FIG_DPI = 100
-# metrics the papers print in percent
-PERCENT_METRICS = frozenset({"auroc", "accuracy", "dice", "dice_per_image", "iou"})
 
 
 def _figure(w: float, h: float) -> Figure:
@@ -49,7 +49,7 @@ def slug(name: str) -> str:
 
 
 def _metric_label(metric: str, prefix: str = "test ") -> str:
-    return f"{prefix}{metric}" + (" (x100)" if metric in PERCENT_METRICS else "")
+    return f"{prefix}{metric}" + (" (x100)" if printed_scale(metric) == 100 else "")  # the metric's registry entry
 
 
 def _figure_name(summary: Summary, sweep: str, dataset: str) -> str:

@@ -27,7 +27,7 @@ from scipy import stats  # noqa: E402
 
 from benchxfer import figures  # noqa: E402
 from benchxfer.errors import BenchxferError  # noqa: E402
-from benchxfer.figures import FIG_DPI, PERCENT_METRICS  # noqa: E402,F401  (re-exported)
+from benchxfer.figures import FIG_DPI  # noqa: E402,F401  (re-exported)
 from benchxfer.results import DEFAULT_BASELINE, RunSet, write_runs  # noqa: E402
 from benchxfer.summary import (  # noqa: E402,F401  (re-exported)
     COLUMN_FIELDS,
@@ -39,6 +39,7 @@ from benchxfer.summary import (  # noqa: E402,F401  (re-exported)
     TESTS,
     Summary,
 )
+from benchxfer.train.metrics import higher_is_better, scale  # noqa: E402
 
 
 def stars(p: float) -> str:
@@ -96,21 +97,22 @@ def summarise(df: pd.DataFrame, baseline: str | None = DEFAULT_BASELINE, test: s
         base_vals = groups.get((col.Index, baseline)) if baseline else None
         for init in (i for i in inits if i in present):
             vals = groups.get((col.Index, init), np.empty(0))
-            scale = 100 if col.metric in PERCENT_METRICS else 1
+            factor = scale(col.metric)  # x100 where the metric's registry entry says the papers print it so
             p = math.nan
             if baseline and init != baseline and base_vals is not None:
                 p = ttest(vals, base_vals, test)
             lo, hi = ci95(vals)
             rows.append({
                 **{f: getattr(col, f) for f in COLUMN_FIELDS}, "column": col.column, "init": init,
-                "n": len(vals), "mean": vals.mean() * scale if len(vals) else math.nan,
-                "std": vals.std(ddof=ddof) * scale if len(vals) > 1 else math.nan, "ddof": ddof,
-                "ci95_low": lo * scale, "ci95_high": hi * scale, "scale": scale,
+                "n": len(vals), "mean": vals.mean() * factor if len(vals) else math.nan,
+                "std": vals.std(ddof=ddof) * factor if len(vals) > 1 else math.nan, "ddof": ddof,
+                "ci95_low": lo * factor, "ci95_high": hi * factor, "scale": factor,
                 "baseline": baseline, "test": test, "p_value": p, "stars": stars(p),
                 "n_failed": n_failed.get((col.Index, init), 0), "n_unfinished": n_unf.get((col.Index, init), 0),
             })
     table = pd.DataFrame(rows)
-    best = table.groupby("column", sort=False)["mean"].transform("max")
+    by_column = table.groupby("column", sort=False)["mean"]  # the best: the metric's entry says which way
+    best = by_column.transform("max").where(table["metric"].map(higher_is_better), by_column.transform("min"))
     table["best"] = np.isclose(table["mean"], best, rtol=0, atol=1e-12) & table["mean"].notna()
     table = table.loc[:, list(SUMMARY_COLUMNS)]
     errors = errors or {}

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchxfer.errors import BenchxferError
+from benchxfer.tracking import BEST_CHECKPOINT, BEST_CHECKPOINT_EPOCH, REPORT, ROLE
 
 TABLE_FILE = "summary_table.json"
 REPORT_DIR = "report"
@@ -32,7 +33,6 @@ CHECKPOINT_DIR = "checkpoint"
 TABLE_COLUMNS = ("init", "column", "mean", "std", "n", "ci95_low", "ci95_high", "p_value", "stars", "ddof",
                  "baseline", "test", "dataset", "metric", "recipe", "shot", "lr", "n_failed", "n_unfinished")
 DIGEST_CHARS = 16  # MLflow keeps at most 36 characters of a dataset digest; the profile holds the whole sha256
-CHECKPOINT_TAG = "benchxfer.best_checkpoint"
 
 
 @dataclass
@@ -103,10 +103,10 @@ def parent_run_id(client: Any, sweep: str) -> str:
     exp = client.get_experiment_by_name(sweep)
     if exp is None:
         raise BenchxferError(f"sweep {sweep!r}: no MLflow experiment of that name at {client.tracking_uri}")
-    runs = client.search_runs([exp.experiment_id], filter_string="tags.`benchxfer.role` = 'sweep'",
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{ROLE}` = 'sweep'",
                               order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
-        raise BenchxferError(f"sweep {sweep!r}: its MLflow experiment has no sweep run (tag benchxfer.role=sweep)")
+        raise BenchxferError(f"sweep {sweep!r}: its MLflow experiment has no sweep run (tag {ROLE}=sweep)")
     return runs[0].info.run_id
 
 
@@ -134,7 +134,7 @@ def _upload(client: Any, uri: str, run_id: str, report: Any) -> Published:
     for path in report.files:
         client.log_artifact(run_id, str(path), artifact_path=REPORT_DIR)
         names.append(f"{REPORT_DIR}/{Path(path).name}")
-    client.set_tag(run_id, "benchxfer.report", f"{REPORT_DIR}/report.html")
+    client.set_tag(run_id, REPORT, f"{REPORT_DIR}/report.html")
     return Published(run_id, TABLE_FILE, names)
 
 
@@ -230,9 +230,9 @@ def link_checkpoint(client_or_run_id: Any, path: str | Path, *, run_id: str | No
         if upload:
             client.log_artifact(rid, str(path), artifact_path=CHECKPOINT_DIR)
             where = f"{client.get_run(rid).info.artifact_uri.rstrip('/')}/{CHECKPOINT_DIR}/{path.name}"
-    tags = {CHECKPOINT_TAG: where}
+    tags = {BEST_CHECKPOINT: where}
     if best_epoch is not None:
-        tags["benchxfer.best_checkpoint_epoch"] = str(best_epoch)
+        tags[BEST_CHECKPOINT_EPOCH] = str(best_epoch)
     for k, v in tags.items():
         client.set_tag(rid, k, v)
     return where

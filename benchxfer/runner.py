@@ -61,11 +61,17 @@ def pending(trials: list[Trial]) -> tuple[list[Trial], int]:
 
 @dataclass
 class Outcome:
-    """How a sweep ended: the result records of its finished trials, and its summary table."""
+    """How a sweep ended: the result records of its finished trials out of its ``total``, and its summary table."""
 
     results: list[dict[str, Any]]
+    total: int  # the sweep's trials (after a tune-then-repeat search: stage 2's)
     summary: Summary | None  # the per-init table (report.Summary), read once from MLflow, else the trial files
     no_summary: str = ""  # why there is no summary
+
+    @property
+    def unfinished(self) -> int:
+        """Trials without a result: failed, stopped by a placement watcher or an interrupt, never started."""
+        return self.total - len(self.results)
 
 
 def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: Callable[[str], None] = print,
@@ -101,13 +107,13 @@ def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: 
         run_trials(todo, launch, echo=echo, verbose=verbose)
         cluster.raise_if_stuck()  # the placement watcher stopped the experiment: say why, exit non-zero
     results = [r.to_dict() for t in trials if (r := TrialDir.of(spec.name, t.key).result())]
-    failed = len(trials) - len(results)
     summary, no_summary = conclude(spec.name, tracking_uri, echo)
-    recorder.finish("FINISHED" if not failed else "FAILED")
-    echo(f"\n{len(results)} of {len(trials)} trials finished" + (f", {failed} failed or unfinished "
-         f"(see `benchxfer status {spec.name}`)." if failed else "."))
+    outcome = Outcome(results, len(trials), summary, no_summary)
+    recorder.finish("FINISHED" if not outcome.unfinished else "FAILED")
+    echo(f"\n{len(results)} of {len(trials)} trials finished" + (f", {outcome.unfinished} failed or unfinished "
+         f"(see `benchxfer status {spec.name}`)." if outcome.unfinished else "."))
     echo(f"MLflow runs: {recorder.url()}")
-    return Outcome(results, summary, no_summary)
+    return outcome
 
 
 def conclude(sweep: str, tracking_uri: str, echo: Callable[[str], None]) -> tuple[Summary | None, str]:

@@ -310,7 +310,11 @@ def parse_search_options(raw: dict[str, Any], where: str) -> SearchOptions:
     if not isinstance(metric, str) or not (metric == "val_loss" or metric.startswith("val_") or metric == SEARCH_METRIC):
         raise BenchxferError(f"{where}.metric: must be val_loss, best_val_loss or val_<metric> (a value "
                              f"reported each epoch), got {metric!r}")
-    mode = got.get("mode", "min" if metric.endswith("loss") else "max")
+    from benchxfer.train.metrics import higher_is_better
+
+    # default: min for a loss, else the way the metric's registry entry says is better
+    mode = got.get("mode", "min" if metric.endswith("loss") else
+                   "max" if higher_is_better(metric.removeprefix("val_")) else "min")
     if mode not in ("min", "max"):
         raise BenchxferError(f"{where}.mode: must be min or max, got {mode!r}")
     if scheduler == "none" and set(got) - {"scheduler"}:

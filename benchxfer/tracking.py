@@ -30,7 +30,9 @@ from benchxfer.errors import BenchxferError
 
 log = logging.getLogger("benchxfer")
 
-# The tag names benchxfer puts on MLflow runs: every module uses these constants.
+# The tag names benchxfer puts on MLflow runs, each written here only (tests/test_architecture.py checks that no
+# other module spells one); besides these, version_tags' benchxfer.version, benchxfer.python, benchxfer.pkg.<name>
+# and benchxfer.git_commit, the result's env.<key> (train.loop) and MLflow's own mlflow.runName / mlflow.parentRunId.
 ROLE = "benchxfer.role"  # "sweep" (the parent run) or "trial"
 SWEEP = "benchxfer.sweep"
 KEY = "benchxfer.trial_key"  # finds a trial's run again on resume and retry
@@ -42,6 +44,9 @@ TASK = "benchxfer.task"
 METRIC = "benchxfer.metric"  # the primary metric; its test value is the metric test_<metric>
 CHECKPOINT_NOTE = "benchxfer.checkpoint_note"  # a damaged checkpoint skipped on resume
 OUTAGES = "benchxfer.mlflow_outages"
+REPORT = "benchxfer.report"  # on the sweep's run: its published report.html (report_mlflow.publish)
+BEST_CHECKPOINT = "benchxfer.best_checkpoint"  # on a trial's run: its best weights (report_mlflow.log_best_checkpoint)
+BEST_CHECKPOINT_EPOCH = "benchxfer.best_checkpoint_epoch"
 # Fail fast instead of MLflow's default minutes of retries; RunLogger does the retrying. The links to runs are
 # benchxfer's to print (once, at the end), not one pair per run from every worker.
 CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",

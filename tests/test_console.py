@@ -129,6 +129,10 @@ def test_sweep_console_names_every_trial_within_its_line_budget(tmp_path, ray_se
     res = CliRunner().invoke(main, ["sweep", str(path), "--tracking-uri", mlflow_uri], catch_exceptions=False)
     out = res.output
     assert res.exit_code == 0, out
+    # the threads console routes by (a coupling to Ray's internals) are the ones this running driver has
+    import threading
+
+    assert console.RAY_PRINT_THREADS <= {t.name for t in threading.enumerate()}
     # 26 lines for 4 trials in under a minute: a line per epoch per trial (8 more) would break it
     assert len(out.splitlines()) <= line_budget(4, 1, time.time() - started), out
     for key in keys:
@@ -230,6 +234,22 @@ def test_the_view_pickles_after_ray_replaced_print(monkeypatch, tmp_path):
     copy = cloudpickle.loads(cloudpickle.dumps(view))
     assert copy.echo is builtins.print and copy.experiment == "s-01" and view.echo is original
     view.close()
+
+
+@pytest.mark.fast
+def test_the_printing_threads_are_named_as_rays_driver_names_them():
+    """The names console routes by (``RAY_PRINT_THREADS``) are the names the installed Ray's driver gives the
+    threads it starts (``threading.Thread(name=...)`` in its worker module): a Ray that renames them fails here (and
+    in the console's sweep test, against the running driver's threads)."""
+    import ast
+    import inspect
+
+    from ray._private import worker
+
+    names = {kw.value.value for n in ast.walk(ast.parse(inspect.getsource(worker)))
+             if isinstance(n, ast.Call) and ast.unparse(n.func) == "threading.Thread"
+             for kw in n.keywords if kw.arg == "name" and isinstance(kw.value, ast.Constant)}
+    assert console.RAY_PRINT_THREADS <= names, names
 
 
 @pytest.mark.fast

@@ -24,9 +24,10 @@ def roots(tmp_path_factory) -> dict[str, Path]:
     return {name: synthetic.write(name, base / name, **SMALL) for name in synthetic.list_layouts()}
 
 
-def test_every_registered_dataset_has_a_synthetic_writer():
+def test_every_registered_dataset_has_a_synthetic_writer_and_a_row_in_the_docs():
     assert set(data.list_datasets()) == set(synthetic.list_layouts())
-    assert len(data.list_datasets()) == 18  # the 17 of the two studies and CIFAR-100
+    table = (Path(__file__).parents[1] / "docs" / "datasets.md").read_text()
+    assert [n for n in data.list_datasets() if f"\n| `{n}` | {data.get_dataset(n).task}" not in table] == []
 
 
 @pytest.mark.parametrize("name", synthetic.list_layouts())

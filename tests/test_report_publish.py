@@ -20,7 +20,6 @@ from scipy import stats
 from benchxfer.cli import main
 from benchxfer.data import synthetic
 from benchxfer.report_mlflow import (
-    CHECKPOINT_TAG,
     TABLE_FILE,
     describe_dataset,
     link_checkpoint,
@@ -29,6 +28,7 @@ from benchxfer.report_mlflow import (
     publish,
 )
 from benchxfer.results import read_runs
+from benchxfer.tracking import BEST_CHECKPOINT
 
 SWEEP = "publish-demo"
 VALUES = {"imagenet": [0.81, 0.83, 0.82], "scratch": [0.71, 0.70, 0.72]}
@@ -152,7 +152,7 @@ def test_dataset_input_and_checkpoint_link(mlflow_uri, tmp_path):
     where = link_checkpoint(client, best, run_id=rid, best_epoch=2)
     assert list(list_artifact_names(client, rid)) == ["checkpoint/best_model.pt"]
     tags = client.get_run(rid).data.tags
-    assert tags[CHECKPOINT_TAG] == where and where.endswith("/checkpoint/best_model.pt")
+    assert tags[BEST_CHECKPOINT] == where and where.endswith("/checkpoint/best_model.pt")
     assert tags["benchxfer.best_checkpoint_epoch"] == "2"
     back = torch.load(client.download_artifacts(rid, "checkpoint/best_model.pt", str(tmp_path / "dl")),
                       weights_only=True)

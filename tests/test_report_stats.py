@@ -183,3 +183,26 @@ def test_population_std_by_default_sample_std_on_request_and_named_in_every_tabl
     assert "mean ± sample std (ddof=1)" in summarise(known_runs(), ddof=1).caption()
     with pytest.raises(BenchxferError, match="ddof=2; allowed: 1, 0"):
         summarise(known_runs(), ddof=2)
+
+
+def test_scale_and_best_come_from_each_metrics_registry_entry(monkeypatch):
+    """Every registered metric is printed as its entry says (x100 or as is, named in the figures' labels); and a
+    metric whose entry says lower is better (registered here for this test only) is printed as is, its best the
+    lowest mean."""
+    from benchxfer.figures import _metric_label
+    from benchxfer.train.metrics import METRICS, Metric
+
+    for name, m in METRICS.items():
+        runs = known_runs().assign(metric=name)
+        t = summarise(runs, baseline="imagenet").table.set_index(["init", "dataset"])
+        v = np.array(VALUES[("imagenet", "nih")])
+        assert t.loc[("imagenet", "nih"), "mean"] == pytest.approx((100 if m.percent else 1) * v.mean()), name
+        assert _metric_label(name).endswith(" (x100)") == m.percent
+        pick = max if m.higher_is_better else min
+        want = {pick((k for k in VALUES if k[1] == ds), key=lambda k: np.mean(VALUES[k])) for ds in ("nih", "drive")}
+        assert set(t.loc[t["best"]].index) == want, name
+    monkeypatch.setitem(METRICS._items, "error_rate", Metric("error_rate", lambda r: 0.0, False, False))
+    t = summarise(known_runs().assign(metric="error_rate"), baseline="imagenet").table.set_index(["init", "dataset"])
+    assert t.loc[("imagenet", "nih"), "mean"] == pytest.approx(np.mean(VALUES[("imagenet", "nih")]))
+    assert set(t.loc[t["best"]].index) == {("scratch", "nih"), ("chexpert", "drive")}
+    assert not _metric_label("error_rate").endswith("(x100)")

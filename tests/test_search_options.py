@@ -93,3 +93,28 @@ def test_rungs_follow_the_rule_per_cell_and_replay_exactly(tmp_path, monkeypatch
         s.on_trial_add(None, t4)
     # rung 1 holds {-1.0, -2.0, -0.5}: cutoff = 2/3 quantile = -0.8333; -0.9 is below it
     assert feed(first, t4, 0, 0.9) == feed(second, t4, 0, 0.9) == "STOP"
+
+
+def test_the_stand_in_trial_has_what_rays_scheduler_reads():
+    """CellScheduler feeds each cell's AsyncHyperBandScheduler a ``cellsearch._Key`` (a trial's stable key) and no
+    controller, in place of Tune's ``Trial``. Read from Ray's installed source: its scheduler and brackets read
+    only attributes of a trial that the stand-in has, and the two hooks it is given never touch the controller.
+    A Ray that reads more of a trial fails here, not in a sweep."""
+    import ast
+    import inspect
+
+    from ray.tune.schedulers import async_hyperband
+
+    from benchxfer.cellsearch import _Key
+
+    tree = ast.parse(inspect.getsource(async_hyperband))
+    read = {n.attr for n in ast.walk(tree)
+            if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "trial"}
+    read |= {n.args[1].value for n in ast.walk(tree) if isinstance(n, ast.Call) and ast.unparse(n.func) == "getattr"
+             and len(n.args) > 1 and ast.unparse(n.args[0]) == "trial" and isinstance(n.args[1], ast.Constant)}
+    assert read and read <= set(vars(_Key("k"))), read
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "AsyncHyperBandScheduler")
+    for hook in ("on_trial_add", "on_trial_result"):
+        fn = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == hook)
+        assert [a.arg for a in fn.args.args[:3]] == ["self", "tune_controller", "trial"], hook
+        assert "tune_controller" not in {n.id for n in ast.walk(fn) if isinstance(n, ast.Name)}, hook

@@ -148,10 +148,27 @@ def test_mixup_lambda_is_one_beta_draw_per_step_the_same_on_every_worker():
 # --- Flowers full data: class-balanced -------------------------------------------------------------
 
 def test_flowers_full_data_is_class_balanced_like_covidx():
-    for dataset in ("flowers102", "covidx"):
-        assert balanced("auto", dataset, None) and not balanced("auto", dataset, 5)  # never with shots
-    assert not balanced("auto", "pets", None) and not balanced("auto", "cifar10", None)
+    from benchxfer.data import DATASETS
+
+    # the study's own list: oversampling: true in covidx_cxr2.yaml and flowers_oversampling.yaml, nowhere else
+    assert {name for name, cfg in DATASETS.items() if cfg.auto_balanced} == {"covidx", "flowers102"}
+    for name, cfg in DATASETS.items():  # the sampler follows each dataset's entry, never with shots
+        assert balanced("auto", name, None) == cfg.auto_balanced and not balanced("auto", name, 5), name
+        assert balanced("class", name, None) and not balanced("none", name, None), name
     assert get_recipe("bit-hyperrule").resolve({}, "t")["balance"] == "auto"
+
+
+def test_every_datasets_micro_batch_is_its_entrys():
+    """The study's micro-batch per set (batch 128 / batch_split: 4, CIFAR's 64) is in each dataset's entry; the
+    few-shot sampler draws with replacement exactly below it, for every registered dataset."""
+    from benchxfer.data import DATASETS
+
+    assert {name: cfg.study_micro_batch for name, cfg in DATASETS.items() if cfg.study_micro_batch != 4} == {
+        "cifar10": 64, "cifar100": 64}
+    for name, cfg in DATASETS.items():
+        micro = cfg.study_micro_batch
+        assert isinstance(small_set_sampler(micro - 1, 128, name, 0, 1, seed=2), DrawnSampler), name
+        assert isinstance(small_set_sampler(micro, 128, name, 0, 1, seed=2), CycledSampler), name
 
 
 # --- SimCLR: ImageNet statistics by default, as the first study fed every init ------------------------

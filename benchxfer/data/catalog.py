@@ -112,6 +112,12 @@ class DatasetCfg:
     # reader options that give the study's training set and views (a pre-training file's own options win)
     pretrain_val: str = "val"
     pretrain_options: Mapping[str, Any] = field(default_factory=dict)
+    # the second study's sampling for this set (read by train.sampling): class-balanced oversampling in full-data
+    # runs when the knob ``balance`` is ``auto`` (``oversampling: true`` in its covidx_cxr2.yaml and
+    # flowers_oversampling.yaml), and its micro-batch (batch 128 / batch_split in its fine-tune configs: 4, CIFAR's
+    # 64), below which its few-shot loader drew with replacement
+    auto_balanced: bool = False
+    study_micro_batch: int = 4
 
     def num_classes(self, root: str | Path | None = None) -> int:
         """Number of outputs' classes; folder datasets need ``root``."""

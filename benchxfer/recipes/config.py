@@ -84,7 +84,7 @@ IDENTITY = (
     "sweep", "trial_key", "init", "dataset", "root", "dataset_options", "sources", "recipe", "lr", "seed", "shot",
 )
 SELECT = ("best-val", "last")  # the weights tested: the best validation loss's, or the last step's
-BALANCE = ("none", "class", "auto")  # "auto": the dataset's own rule (train.sampling.AUTO_BALANCED)
+BALANCE = ("none", "class", "auto")  # "auto": the dataset's own rule (its entry's auto_balanced)
 
 KNOBS: dict[str, Any] = {
     f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]

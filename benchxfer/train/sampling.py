@@ -13,13 +13,10 @@ from typing import Any, Iterator, Sequence
 
 from benchxfer.recipes.config import BALANCE, SELECT  # noqa: F401  (the knobs' values, named with the knobs)
 
-# The second study oversampled COVIDx and Flowers to balanced classes in its full-data runs (never in few-shot
-# runs): ``oversampling: true`` in its covidx_cxr2.yaml and flowers_oversampling.yaml (the published Flowers results).
-AUTO_BALANCED = frozenset({"covidx", "flowers102"})
-# The second study's micro-batch (batch 128 / batch_split in its fine-tune configs): 4, and 64 for CIFAR. Its loader
-# draws with replacement only from a set smaller than one micro-batch; from any other set it cycles shuffled passes.
-STUDY_MICRO_BATCH = 4
-STUDY_MICRO_BATCH_OF = {"cifar10": 64, "cifar100": 64}
+# Which sets the second study oversampled to balanced classes in full-data runs (never in few-shot runs), and its
+# micro-batch per set, are facts of each dataset's registry entry (``DatasetCfg.auto_balanced``,
+# ``DatasetCfg.study_micro_batch``). Its loader draws with replacement only from a set smaller than one
+# micro-batch; from any other set it cycles shuffled passes.
 
 
 def validation_set(select: str, splits: Sequence[str], options: dict[str, Any]) -> bool:
@@ -42,11 +39,16 @@ def balanced(balance: str, dataset: str, shot: int | None) -> bool:
     """Class-balanced oversampling for this run? Full-data runs only; ``auto`` follows the dataset."""
     if shot:
         return False
-    return balance == "class" or (balance == "auto" and dataset in AUTO_BALANCED)
+    from benchxfer.data import get_dataset
+
+    return balance == "class" or (balance == "auto" and get_dataset(dataset).auto_balanced)
 
 
 def study_micro_batch(dataset: str) -> int:
-    return STUDY_MICRO_BATCH_OF.get(dataset, STUDY_MICRO_BATCH)
+    """The dataset's entry says; a run on no registered set (pre-training's merged sources) gets the default."""
+    from benchxfer.data import DATASETS, DatasetCfg
+
+    return DATASETS.get(dataset).study_micro_batch if dataset in DATASETS else DatasetCfg.study_micro_batch
 
 
 def small_set_sampler(n: int, batch: int, dataset: str, rank: int, world: int, seed: int) -> "DrawnSampler | CycledSampler":

@@ -78,6 +78,7 @@ register_dataset(
     grayscale=False,
     description="Oxford Flowers-102 as an image folder (102 class folders).",
     split_rule=_FOLDER_RULE,
+    auto_balanced=True,
 )(_flowers)
 
 
@@ -181,6 +182,7 @@ def _cifar_root(root: Path) -> Path:
     load_image=_cifar_image,
     description="CIFAR-10 in the torchvision python-pickle layout (cifar-10-batches-py).",
     split_rule="test_batch is test; val = seeded 10% of data_batch_1..5 (seed 0)",
+    study_micro_batch=64,
 )
 def cifar10(root: Path, split: str, ctx: IndexCtx) -> Index:
     base = _cifar_root(root)
@@ -219,6 +221,7 @@ def _cifar100_root(root: Path) -> Path:
     load_image=_cifar_image,
     description="CIFAR-100 (fine labels) in the torchvision python-pickle layout (cifar-100-python).",
     split_rule="test is test; val = seeded 10% of train (seed 0)",
+    study_micro_batch=64,
 )
 def cifar100(root: Path, split: str, ctx: IndexCtx) -> Index:
     return _cifar_index(_cifar100_root(root), ["test" if split == "test" else "train"], split)

@@ -207,6 +207,7 @@ def tuberculosis(root: Path, split: str, ctx: IndexCtx) -> Index:
     options=("val_fraction",),
     description="COVIDx CXR-2: COVID-19 positive vs negative chest X-rays.",
     split_rule="train.txt / test.txt (and val.txt when present); otherwise val = seeded 10% of train patients",
+    auto_balanced=True,
 )
 def covidx(root: Path, split: str, ctx: IndexCtx) -> Index:
     have_val = (root / "val.txt").exists()

@@ -1,0 +1,107 @@
+"""ARCHITECTURE.md tells the truth about what the source does: every environment variable benchxfer reads or sets
+is in its table and none is read when a module is imported; only tracking.py spells an MLflow tag name."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.fast
+
+REPO = Path(__file__).resolve().parents[1]
+DOC = (REPO / "ARCHITECTURE.md").read_text()
+# the families of environment variables benchxfer and the libraries it configures read
+VARIABLE = re.compile(r"(?:BENCHXFER|RAY|TUNE|MLFLOW|OMP|MKL|NO_ALBUMENTATIONS|CUDA|NCCL|TORCH|PYTORCH)(?:_[A-Z0-9]+)+")
+TAG = re.compile(r"\bbenchxfer\.[a-z_]+(?:\.[a-z_]+)*")
+# "benchxfer.<word>" strings that are no tag: click's ctx.meta key for --debug
+NOT_TAGS = {"benchxfer.debug"}
+
+
+def _trees() -> dict[Path, ast.Module]:
+    return {p: ast.parse(p.read_text(), str(p)) for p in sorted((REPO / "benchxfer").rglob("*.py"))}
+
+
+TREES = _trees()
+MODULES = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__") for p in TREES}
+
+
+def _strings(tree: ast.Module) -> list[ast.Constant]:
+    """The string constants of ``tree`` but docstrings (f-strings' literal parts included)."""
+    docs = {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and n.body
+            and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs]
+
+
+def variables_in_source() -> dict[str, str]:
+    """Every environment variable's name written as a string in benchxfer, with the first file that writes it."""
+    out: dict[str, str] = {}
+    for path, tree in TREES.items():
+        for node in _strings(tree):
+            if VARIABLE.fullmatch(node.value):
+                out.setdefault(node.value, str(path.relative_to(REPO)))
+    return out
+
+
+def variables_in_doc() -> set[str]:
+    section = DOC.split("### Environment variables", 1)[1].split("\n### ", 1)[0]
+    return {v for row in section.splitlines() if row.startswith("| `") for v in re.findall(r"`([A-Z0-9_]+)`",
+                                                                                             row.split(" | ")[0])}
+
+
+def test_every_environment_variable_is_in_the_table_and_no_other():
+    found = variables_in_source()
+    assert len(found) > 15  # the walk found them
+    assert sorted(set(found) - variables_in_doc()) == []
+    assert sorted(variables_in_doc() - set(found)) == []
+
+
+def reads_at_import(path: Path, tree: ast.Module) -> list[str]:
+    """``os.environ`` / ``os.getenv`` in code that runs when the module is imported (outside any function)."""
+    inside: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            inside |= {id(n) for n in ast.walk(node)}
+    return [f"{path.relative_to(REPO)}:{n.lineno}: {ast.unparse(n)}" for n in ast.walk(tree)
+            if id(n) not in inside and isinstance(n, ast.Attribute) and ast.unparse(n) in ("os.environ", "os.getenv")]
+
+
+def test_no_variable_is_read_at_import():
+    """A variable is read when used, after the command line's start-up check (environment.check) has refused a bad
+    value; the one exception sets albumentations' variable before albumentations can be imported."""
+    found = [r for path, tree in TREES.items() for r in reads_at_import(path, tree)]
+    assert found == ['benchxfer/__init__.py:10: os.environ'], found
+    probe = ast.parse("import os\nLIMIT = float(os.environ.get('X', '1'))\ndef f():\n    return os.getenv('Y')\n")
+    assert reads_at_import(REPO / "probe.py", probe) == ["probe.py:2: os.environ"]  # the check sees one
+
+
+def test_the_placement_timeout_is_read_when_the_watch_is_made(monkeypatch):
+    from benchxfer.cluster import PLACEMENT_LIMIT_S, WARN_S, PlacementWatch
+
+    monkeypatch.delenv("BENCHXFER_PLACEMENT_TIMEOUT_S", raising=False)
+    w = PlacementWatch()
+    assert (w.limit_s, w.warn_s) == (PLACEMENT_LIMIT_S, WARN_S)
+    monkeypatch.setenv("BENCHXFER_PLACEMENT_TIMEOUT_S", "30")
+    w = PlacementWatch()
+    assert (w.limit_s, w.warn_s) == (30.0, 15.0)
+
+
+def test_only_tracking_spells_a_tag_name():
+    """A tag name ("benchxfer.<name>") in any module but tracking.py is a second statement of a tracking fact;
+    module names ("benchxfer.data", "benchxfer.zoo.store:x") and ``NOT_TAGS`` are not tags."""
+    out = []
+    for path, tree in TREES.items():
+        if path.name == "tracking.py" and path.parent.name == "benchxfer":
+            continue
+        for node in _strings(tree):
+            for m in TAG.findall(node.value):
+                if m not in MODULES and m not in NOT_TAGS:
+                    out.append(f"{path.relative_to(REPO)}:{node.lineno}: {m}")
+    assert out == []
+    from benchxfer import tracking
+
+    tags = {v for k, v in vars(tracking).items() if k.isupper() and isinstance(v, str) and TAG.fullmatch(v)}
+    assert len(tags) >= 14 and all(f"`{t}`" in DOC or f"`.{t.split('.', 1)[1]}`" in DOC for t in tags), sorted(tags)
