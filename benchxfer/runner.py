@@ -20,7 +20,7 @@ from benchxfer.planning import Plan, expand
 from benchxfer.pretraining import EXPERIMENT, ExportBackbone, PretrainSpec, plan_pretrain
 from benchxfer.spec import LrSearch, Trial
 from benchxfer.sweep import ensure_ray, run_trials
-from benchxfer.trialdir import SweepDir, TrialDir, TrialState
+from benchxfer.trialdir import DEFAULT_KEEP, SweepDir, TrialDir, TrialState
 
 if TYPE_CHECKING:
     from benchxfer.summary import Summary
@@ -37,18 +37,21 @@ def launch_of(plan: Plan, tracking_uri: str) -> Launch:
     r, f = plan.spec.resources, plan.spec.failure
     return Launch(sweep=plan.spec.name, tracking_uri=tracking_uri, workers=r["workers"],
                   cpus_per_worker=r["cpus_per_worker"], gpus_per_worker=r["gpus_per_worker"],
-                  max_concurrent=r["max_concurrent"], trainer=r["trainer"], max_retries=f["max_retries"])
+                  max_concurrent=r["max_concurrent"], trainer=r["trainer"], max_retries=f["max_retries"],
+                  keep=plan.spec.keep)
 
 
-def pending(trials: list[Trial]) -> tuple[list[Trial], int]:
+def pending(trials: list[Trial], keep: str = DEFAULT_KEEP) -> tuple[list[Trial], int]:
     """The trials to launch, and how many are left out because they failed for good. A retryable failure
     is forgotten: the trial runs again from its last checkpoint. A trial the lr search stopped is final too,
-    and not counted as failed (a stage-2 trial never is one: its lr won the search, so it was not stopped)."""
+    and not counted as failed (a stage-2 trial never is one: its lr won the search, so it was not stopped).
+    A final trial's folder is left as ``keep`` asks (what a driver stopped before its tidy-up left behind)."""
     out, final = [], 0
     for t in trials:
         tdir = TrialDir.of(t.config.sweep, t.key)
         state = tdir.state()
         if state in (TrialState.FINISHED, TrialState.STOPPED):
+            tdir.tidy(keep)
             continue
         if state is TrialState.FAILED:
             final += 1
@@ -93,7 +96,7 @@ def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: 
     recorder.log_sweep({"mode": spec.mode, "trials": str(len(trials)), "inits": ",".join(i.name for i in spec.inits),
                         "datasets": ",".join(d.name for d in spec.datasets)},
                        Path(spec.path).read_text(), [t.summary() for t in trials])
-    todo, final = pending(trials)
+    todo, final = pending(trials, spec.keep)
     echo(f"Sweep {spec.name!r}: {len(trials)} trials, {len(trials) - len(todo) - final} already finished, "
          + (f"{final} failed for a reason a retry cannot fix (not run again), " if final else "")
          + f"{len(todo)} to run.")

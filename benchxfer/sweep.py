@@ -76,6 +76,7 @@ def run_trial(config: dict[str, Any], shared: Shared) -> None:
     tdir = TrialDir.of(launch.sweep, trial.key)
     done = tdir.result()
     if done:  # finished before: never run again
+        tdir.tidy(launch.keep)
         tune.report({f"test_{k}": v for k, v in done.test.items()} | {
             "done": True, "skipped": True, "best_val_loss": done.best_val_loss})
         return
@@ -97,7 +98,7 @@ def run_trial(config: dict[str, Any], shared: Shared) -> None:
     runtime = Runtime(trial_dir=str(tdir.path), tracking_uri=launch.tracking_uri if run_id else None,
                       run_id=run_id, threads=max(1, int(launch.cpus_per_worker)),
                       record_shards=launch.record_shards, env=shared.env, finish=shared.finish,
-                      metrics_each_epoch=is_searched(config))  # its scheduler may stop it
+                      metrics_each_epoch=is_searched(config), keep=launch.keep)  # its scheduler may stop it
     if run_id:
         _log_dataset(trial, run_id, launch.tracking_uri)
     try:
@@ -114,12 +115,27 @@ def run_trial(config: dict[str, Any], shared: Shared) -> None:
     if tdir.result() is None:
         raise TrialFailed(f"trial {trial.key} ended without a result")
     if run_id:
-        try:
-            from benchxfer.report_mlflow import link_checkpoint
+        _link_weights(tdir, run_id, launch)
+    tdir.tidy(launch.keep)  # the result is recorded: the training checkpoint goes, unless the sweep keeps it
 
-            link_checkpoint(run_id, tdir.path / "checkpoints", tracking_uri=launch.tracking_uri)
-        except Exception as err:  # noqa: BLE001 -- logging the weights never fails a finished trial
-            log.warning("%s: checkpoint not linked in MLflow (%s)", trial.key, err)
+
+def _link_weights(tdir: TrialDir, run_id: str, launch: Launch) -> None:
+    """Point the trial's MLflow run at the weights its folder keeps: ``selected.safetensors`` by its path (the
+    home holds it; no second copy in the artifact store), or, with ``keep: checkpoint``, the best weights of the
+    checkpoint uploaded as before. ``keep: none`` links nothing. A failure only warns."""
+    if launch.keep == "none":
+        return
+    try:
+        from benchxfer.report_mlflow import link_checkpoint
+
+        if launch.keep == "selected":
+            result = tdir.result()
+            link_checkpoint(run_id, tdir.selected_weights, tracking_uri=launch.tracking_uri, upload=False,
+                            best_epoch=result.best_epoch if result and result.selected == "best-val" else None)
+        else:
+            link_checkpoint(run_id, tdir.checkpoints, tracking_uri=launch.tracking_uri)
+    except Exception as err:  # noqa: BLE001 -- logging the weights never fails a finished trial
+        log.warning("%s: weights not linked in MLflow (%s)", tdir.key, err)
 
 
 def _log_dataset(trial: Trial, run_id: str, tracking_uri: str) -> None:

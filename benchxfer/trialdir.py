@@ -7,7 +7,10 @@ A trial's folder is ``<home>/runs/<sweep>/trials/<trial key>/``:
     stopped.json     the :class:`Stopped` record: the lr search's scheduler stopped it at a rung: final
     progress.json    the :class:`Progress` after each epoch (for ``benchxfer status``)
     epochs.jsonl     one :class:`EpochStart` per epoch started, counting those started again after a failure
-    checkpoints/     the epoch checkpoints (``benchxfer.train.checkpoint.CheckpointStore`` writes them)
+    checkpoints/     the epoch checkpoints (``benchxfer.train.checkpoint.CheckpointStore`` writes them): what a
+                     retry or resume continues from, removed once the trial is final unless the sweep keeps them
+    selected.safetensors  the weights the test used (the best validation epoch's, or the last step's), written
+                     before result.json when the sweep's ``keep`` is ``selected`` (the default)
     shards/          the sample indices each worker saw per epoch (only when asked, for tests)
 
 :meth:`TrialDir.state` decides what a trial is: ``finished`` (a valid result), ``failed`` (final: a failure
@@ -42,7 +45,16 @@ from benchxfer.errors import BenchxferError
 
 RESULT, FAILED, PROGRESS, EPOCH_LOG = "result.json", "failed.json", "progress.json", "epochs.jsonl"
 STOPPED = "stopped.json"
-CHECKPOINTS, SHARDS = "checkpoints", "shards"
+CHECKPOINTS, SHARDS, SELECTED = "checkpoints", "shards", "selected.safetensors"
+
+# What a final trial's folder keeps besides its records (the sweep file's ``keep``); while it runs it keeps its
+# training checkpoint whatever the choice, since a retry or resume continues from it.
+KEEP = {
+    "selected": "the weights the test used, in safetensors (about the size of the fp32 weights)",
+    "none": "the records only (result, progress, epochs): no weights",
+    "checkpoint": "the whole training checkpoint (model, optimiser state, best weights, RNG: about 4x the weights)",
+}
+DEFAULT_KEEP = "selected"
 SPEC_COPY, SOURCE, TRIALS, BEST_LR = "sweep.yaml", "source.json", "trials.json", "best_lr.json"
 
 
@@ -221,6 +233,23 @@ class TrialDir:
     @property
     def checkpoints(self) -> Path:
         return self.path / CHECKPOINTS
+
+    @property
+    def selected_weights(self) -> Path:
+        return self.path / SELECTED
+
+    def tidy(self, keep: str) -> None:
+        """Leave what ``keep`` asks for in the folder of a final trial (finished, or stopped by the search): the
+        training checkpoint goes unless ``keep`` is ``checkpoint``, the selected weights unless it is ``selected``.
+        Anything else is left alone: a trial that may still run keeps what a retry needs."""
+        if keep not in KEEP:
+            raise BenchxferError(f"keep {keep!r}: must be one of {', '.join(KEEP)}")
+        if self.state() not in (TrialState.FINISHED, TrialState.STOPPED):
+            return
+        if keep != "checkpoint":
+            shutil.rmtree(self.checkpoints, ignore_errors=True)
+        if keep != "selected":
+            self.selected_weights.unlink(missing_ok=True)
 
     # result.json
     def result_record(self) -> dict[str, Any] | None:

@@ -18,8 +18,10 @@ import contextlib
 import json
 import logging
 import math
+import os
 import platform
 import random
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -398,6 +400,8 @@ def finish(run: Run) -> TrialResult:
         selected=selected, last_step=run.step if selected == "last" else None, environment=environment(sess),
     )
     if sess.is_main:
+        if run.runtime.keep == "selected":
+            save_selected(_unwrap(run.model), run.folder.selected_weights, cfg, result)
         if run.runtime.finish is not None:
             result = run.runtime.finish(_unwrap(run.model), cfg, result)
         run.tlog.log_metrics({f"test_{k}": v for k, v in test.items()} | {
@@ -410,6 +414,25 @@ def finish(run: Run) -> TrialResult:
         run.tlog.close("FINISHED")
     sess.report({f"test_{k}": v for k, v in test.items()} | {"done": True, "epoch": run.epoch} | _best_val(run))
     return result
+
+
+def save_selected(model: nn.Module, path, cfg: TrainConfig, result: TrialResult) -> None:
+    """The tested weights, alone, as safetensors (written atomically): the model's state dict in its own names
+    (``benchxfer zoo import`` reads a classifier's as the canonical format, its head dropped), with the arch,
+    the trial and which weights they are in the file's metadata."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"arch": cfg.arch, "trial_key": cfg.trial_key, "selected": result.selected,
+            "best_epoch": str(result.best_epoch), "format": "benchxfer"}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=".safetensors")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def train_run(cfg: TrainConfig, runtime: Runtime) -> TrialResult:

@@ -39,6 +39,9 @@ class Runtime:
     # send each epoch's metrics to MLflow at once (an lr search's trial, which its scheduler may stop between
     # epochs); else they go with each checkpoint and at least every METRICS_EVERY_S
     metrics_each_epoch: bool = False
+    # what the trial's folder keeps once it is final (trialdir.KEEP): with "selected", finish writes the tested
+    # weights to selected.safetensors; the driver removes the rest once the result is recorded (TrialDir.tidy)
+    keep: str = "selected"
 
     def with_session(self, session: str) -> Runtime:
         return dataclasses.replace(self, session=session)
