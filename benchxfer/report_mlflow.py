@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchxfer.errors import BenchxferError
+from benchxfer.tracking import BEST_CHECKPOINT, BEST_CHECKPOINT_EPOCH
 
 TABLE_FILE = "summary_table.json"
 REPORT_DIR = "report"
@@ -32,7 +33,7 @@ CHECKPOINT_DIR = "checkpoint"
 TABLE_COLUMNS = ("init", "column", "mean", "std", "n", "ci95_low", "ci95_high", "p_value", "stars", "ddof",
                  "baseline", "test", "dataset", "metric", "recipe", "shot", "lr", "n_failed", "n_unfinished")
 DIGEST_CHARS = 16  # MLflow keeps at most 36 characters of a dataset digest; the profile holds the whole sha256
-CHECKPOINT_TAG = "benchxfer.best_checkpoint"
+CHECKPOINT_TAG = BEST_CHECKPOINT
 
 
 @dataclass
@@ -232,7 +233,7 @@ def link_checkpoint(client_or_run_id: Any, path: str | Path, *, run_id: str | No
             where = f"{client.get_run(rid).info.artifact_uri.rstrip('/')}/{CHECKPOINT_DIR}/{path.name}"
     tags = {CHECKPOINT_TAG: where}
     if best_epoch is not None:
-        tags["benchxfer.best_checkpoint_epoch"] = str(best_epoch)
+        tags[BEST_CHECKPOINT_EPOCH] = str(best_epoch)
     for k, v in tags.items():
         client.set_tag(rid, k, v)
     return where

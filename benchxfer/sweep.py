@@ -114,28 +114,13 @@ def run_trial(config: dict[str, Any], shared: Shared) -> None:
         raise
     if tdir.result() is None:
         raise TrialFailed(f"trial {trial.key} ended without a result")
-    if run_id:
-        _link_weights(tdir, run_id, launch)
-    tdir.tidy(launch.keep)  # the result is recorded: the training checkpoint goes, unless the sweep keeps it
+    if run_id and launch.keep == "checkpoint":  # keep: selected links its file in the worker's finish
+        try:
+            from benchxfer.report_mlflow import link_checkpoint
 
-
-def _link_weights(tdir: TrialDir, run_id: str, launch: Launch) -> None:
-    """Point the trial's MLflow run at the weights its folder keeps: ``selected.safetensors`` by its path (the
-    home holds it; no second copy in the artifact store), or, with ``keep: checkpoint``, the best weights of the
-    checkpoint uploaded as before. ``keep: none`` links nothing. A failure only warns."""
-    if launch.keep == "none":
-        return
-    try:
-        from benchxfer.report_mlflow import link_checkpoint
-
-        if launch.keep == "selected":
-            result = tdir.result()
-            link_checkpoint(run_id, tdir.selected_weights, tracking_uri=launch.tracking_uri, upload=False,
-                            best_epoch=result.best_epoch if result and result.selected == "best-val" else None)
-        else:
             link_checkpoint(run_id, tdir.checkpoints, tracking_uri=launch.tracking_uri)
-    except Exception as err:  # noqa: BLE001 -- logging the weights never fails a finished trial
-        log.warning("%s: weights not linked in MLflow (%s)", tdir.key, err)
+        except Exception as err:  # noqa: BLE001 -- logging the weights never fails a finished trial
+            log.warning("%s: checkpoint not linked in MLflow (%s)", trial.key, err)
 
 
 def _log_dataset(trial: Trial, run_id: str, tracking_uri: str) -> None:

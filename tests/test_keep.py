@@ -31,7 +31,10 @@ def folder_bytes(path) -> int:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One finished trial's folder, as the worker leaves it (before the driver's tidy-up), and its config."""
+    """The same trial trained twice (CPU, deterministic: the same weights): keeping its checkpoint (a bare
+    ``train_run``'s default) and keeping the selected weights (a sweep's default). Returns the folder of the first
+    with the second's weights added, as a worker leaves a folder just before its tidy-up; the config; the result;
+    and the second's folder."""
     tmp = tmp_path_factory.mktemp("keep")
     root = data.synthetic.write("chestxray14", tmp / "cxr", n_train=32, n_val=16, n_test=16, size=32, seed=1)
     knobs = get_recipe("systematic-cls").resolve(
@@ -41,7 +44,10 @@ def trained(tmp_path_factory):
                                  "lr": 1e-3, "seed": 0})
     torch.set_num_threads(1)
     result = train_run(cfg, Runtime(trial_dir=str(tmp / "trial")))
-    return tmp / "trial", cfg, result
+    again = train_run(cfg, Runtime(trial_dir=str(tmp / "selected"), keep="selected"))
+    assert again.test == result.test and again.best_epoch == result.best_epoch
+    shutil.copy(tmp / "selected" / SELECTED, tmp / "trial" / SELECTED)
+    return tmp / "trial", cfg, result, tmp / "selected"
 
 
 def copy_of(trained, tmp_path):
@@ -50,15 +56,17 @@ def copy_of(trained, tmp_path):
     return TrialDir(folder)
 
 
-def test_the_selected_weights_are_the_tested_ones_in_safetensors(trained):
-    folder, cfg, result = trained
+def test_a_sweeps_trial_keeps_the_tested_weights_alone_in_safetensors(trained):
+    folder, cfg, result, kept = trained
+    assert {p.name for p in kept.iterdir()} == {"result.json", "progress.json", "epochs.jsonl", SELECTED}
+    assert not (folder / "checkpoints" / SELECTED).exists()
     ckpt = torch.load(CheckpointStore(folder / "checkpoints").path(1), weights_only=True)
-    selected = load_file(folder / SELECTED)
+    selected = load_file(kept / SELECTED)
     tested = ckpt["best_model"] if result.selected == "best-val" else ckpt["model"]
     assert selected.keys() == tested.keys()
     for k in tested:
         assert torch.equal(selected[k], tested[k]), k
-    with safe_open(folder / SELECTED, "pt") as f:
+    with safe_open(kept / SELECTED, "pt") as f:
         meta = f.metadata()
     assert meta["arch"] == "resnet18" and meta["trial_key"] == "k" and meta["selected"] == result.selected
     assert meta["best_epoch"] == str(result.best_epoch)
@@ -109,7 +117,7 @@ def test_a_stopped_trial_loses_its_checkpoint(trained, tmp_path):
 
 
 def test_zoo_import_accepts_the_selected_weights(trained, tmp_path):
-    folder, cfg, _ = trained
+    folder = trained[0]
     back = read_backbone(folder / SELECTED)
     assert back.fmt == CANONICAL and back.arch == "resnet18"
     assert not any(k.startswith("fc.") for k in back.state)  # the head is dropped
@@ -118,15 +126,15 @@ def test_zoo_import_accepts_the_selected_weights(trained, tmp_path):
     assert torch.equal(load_file(path)["conv1.weight"], load_file(folder / SELECTED)["conv1.weight"])
 
 
-def test_finish_writes_no_weights_when_none_or_checkpoint_are_kept(trained, tmp_path):
+def test_finish_writes_no_weights_when_none_is_kept(trained, tmp_path):
     """The worker writes selected.safetensors only for keep: selected (a BiT-R152x4 trial's is GBs)."""
-    _, cfg, _ = trained
+    _, cfg, _, _ = trained
     folder = tmp_path / "again"
     shutil.copytree(trained[0], folder)
     (folder / "result.json").unlink()
     (folder / SELECTED).unlink()  # the run restores its last checkpoint (epoch 1 of 2) and only finishes
-    train_run(cfg, Runtime(trial_dir=str(folder), keep="checkpoint"))
-    assert (folder / "result.json").is_file() and not (folder / SELECTED).exists()
+    train_run(cfg, Runtime(trial_dir=str(folder), keep="none"))
+    assert {p.name for p in folder.iterdir()} == {"result.json", "progress.json", "epochs.jsonl"}
 
 
 SWEEP = """

@@ -36,7 +36,7 @@ from benchxfer.recipes import TrainConfig
 from benchxfer.recipes.parts import OPTIMIZERS, STOPPING, check_micro_batch, loss_for, mixup, mixup_lambda
 from benchxfer.recipes.schedules import ScheduleInput, bit_boundaries, build_schedule, current_lr
 from benchxfer.tasks import Task, get_task
-from benchxfer.tracking import CHECKPOINT_NOTE, ERROR, STATUS, RunLogger
+from benchxfer.tracking import BEST_CHECKPOINT, BEST_CHECKPOINT_EPOCH, CHECKPOINT_NOTE, ERROR, STATUS, RunLogger
 from benchxfer.train import metrics as M
 from benchxfer.train.checkpoint import CheckpointStore, rng_state, set_rng_state
 from benchxfer.train.data_setup import RunData, TrainStream, build_data, eval_loader, steps_per_epoch, train_loader
@@ -402,6 +402,8 @@ def finish(run: Run) -> TrialResult:
     if sess.is_main:
         if run.runtime.keep == "selected":
             save_selected(_unwrap(run.model), run.folder.selected_weights, cfg, result)
+            run.tlog.set_tags({BEST_CHECKPOINT: str(run.folder.selected_weights.resolve())}
+                              | ({BEST_CHECKPOINT_EPOCH: str(run.best_epoch)} if selected == "best-val" else {}))
         if run.runtime.finish is not None:
             result = run.runtime.finish(_unwrap(run.model), cfg, result)
         run.tlog.log_metrics({f"test_{k}": v for k, v in test.items()} | {
@@ -412,6 +414,7 @@ def finish(run: Run) -> TrialResult:
         run.tlog.set_tags({STATUS: "finished", **{f"env.{k}": str(v) for k, v in result.environment.items()}})
         run.folder.write_result(result)
         run.tlog.close("FINISHED")
+        run.folder.tidy(run.runtime.keep)  # the result is recorded: the training checkpoint goes unless kept
     sess.report({f"test_{k}": v for k, v in test.items()} | {"done": True, "epoch": run.epoch} | _best_val(run))
     return result
 

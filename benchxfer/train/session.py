@@ -40,8 +40,9 @@ class Runtime:
     # epochs); else they go with each checkpoint and at least every METRICS_EVERY_S
     metrics_each_epoch: bool = False
     # what the trial's folder keeps once it is final (trialdir.KEEP): with "selected", finish writes the tested
-    # weights to selected.safetensors; the driver removes the rest once the result is recorded (TrialDir.tidy)
-    keep: str = "selected"
+    # weights to selected.safetensors; after result.json it leaves only what this names (TrialDir.tidy). A sweep's
+    # driver passes the sweep file's choice; a bare train_run (benchxfer train, tests) keeps everything
+    keep: str = "checkpoint"
 
     def with_session(self, session: str) -> Runtime:
         return dataclasses.replace(self, session=session)
