@@ -62,6 +62,25 @@ def pending(trials: list[Trial], keep: str = DEFAULT_KEEP) -> tuple[list[Trial],
     return out, final
 
 
+def check_disk(plan: Plan, launch: Launch, echo: Callable[[str], None]) -> None:
+    """Refuse in one line when the trials that run at once cannot fit in the free space of the sweep's folder; warn
+    when the unfinished trials will not, once final (:mod:`benchxfer.disk`). An lr search's stage-1 trials are
+    counted like the planned ones."""
+    from benchxfer import disk
+
+    todo = [t for t in plan.trials if TrialDir.of(plan.spec.name, t.key).state() not in
+            (TrialState.FINISHED, TrialState.STOPPED, TrialState.FAILED)]
+    disks = [disk.of_trial(t, plan.spec.keep) for t in todo]
+    if isinstance(plan.spec.lr, LrSearch) and todo:  # stage 1: each cell's search trials, the first trial's size
+        disks += [disks[0]] * (len(plan.cells) * plan.spec.lr.trials)
+    if not disks:
+        return
+    warning = disk.check_room(SweepDir(plan.spec.name).path, disks, cluster.max_trials(launch, len(disks)),
+                              plan.spec.keep)
+    if warning:
+        echo(warning)
+
+
 @dataclass
 class Outcome:
     """How a sweep ended: the result records of its finished trials, and its summary table."""
@@ -83,6 +102,7 @@ def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: 
     ensure_ray(address)
     cluster.preflight(launch_of(plan, tracking_uri))  # a request no node can ever hold: refused before any work
     cluster.gpu_preflight(launch_of(plan, tracking_uri), [(c.knobs, c.task) for c in plan.cells])  # GPU memory, likewise
+    check_disk(plan, launch_of(plan, tracking_uri), echo)  # the disk, likewise: before the first trial
     for pspec in plan.to_pretrain:
         run_pretrain(pspec, tracking_uri, echo=echo, verbose=verbose)
     launch = launch_of(plan, tracking_uri)

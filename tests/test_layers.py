@@ -25,7 +25,7 @@ LAYERS: tuple[str, ...] = (
     "benchxfer.data", "benchxfer.models", "benchxfer.zoo", "benchxfer.gpu_memory",
     "benchxfer.recipes",
     "benchxfer.trialdir", "benchxfer.tracking",
-    "benchxfer.train",
+    "benchxfer.train", "benchxfer.disk",
     "benchxfer.schema", "benchxfer.spec", "benchxfer.environment",
     "benchxfer.pretraining", "benchxfer.planning",
     "benchxfer.results", "benchxfer.summary", "benchxfer.figures", "benchxfer.report", "benchxfer.report_mlflow",

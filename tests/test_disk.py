@@ -1,7 +1,8 @@
-"""What a trial's folder keeps (the sweep file's ``keep``): while it runs, the training checkpoint that a retry or
+"""A trial's disk. What its folder keeps (the sweep file's ``keep``): while it runs, the training checkpoint that a retry or
 resume continues from; once its result is recorded, by default the tested weights alone in safetensors (at most
 1.1x the fp32 weights, read by ``benchxfer zoo import``), or nothing, or the whole checkpoint. One real trial is
-trained here (ResNet-18, 32 px, synthetic ChestX-ray14) and its folder copied for each choice."""
+trained here (ResNet-18, 32 px, synthetic ChestX-ray14) and its folder copied for each choice. The disk estimate
+of the dry run and the real run's check of the free space (benchxfer/disk.py) are held against its files."""
 
 import shutil
 import textwrap
@@ -14,6 +15,7 @@ from safetensors.torch import load_file
 from benchxfer import data, models
 from benchxfer.errors import BenchxferError
 from benchxfer.recipes import TrainConfig, get_recipe
+from benchxfer.recipes.parts import OPTIMIZERS
 from benchxfer.spec import load_spec
 from benchxfer.train.checkpoint import CheckpointStore
 from benchxfer.train.loop import train_run
@@ -162,3 +164,61 @@ def test_keep_is_checked_and_is_no_part_of_a_trials_key(tmp_path, bx_home):
                               "got 'everything'")
     keys = [[t.key for t in make_plan(tmp_path / f, dry_run=True).trials] for f in ("a.yaml", "b.yaml")]
     assert keys[0] == keys[1] and len(keys[0]) == 2
+
+
+# --- the estimate (benchxfer/disk.py) ----------------------------------------------------------------------------
+
+def test_the_count_on_the_meta_device_is_the_models(trained):
+    from benchxfer import disk
+
+    real = models.build_model("resnet18", "multilabel", 14)
+    assert disk.weights_of("resnet18", "multilabel", 14) == sum(t.numel() for t in real.state_dict().values())
+    assert set(disk.OPTIMISER_COPIES) == set(OPTIMIZERS.names())  # every optimiser's state is counted
+
+
+def test_the_estimate_holds_against_the_files_a_trial_writes(trained):
+    """The per-trial figures against a real trial (Adam: two moments): an epoch file, the selected weights."""
+    from benchxfer import disk
+
+    folder, cfg, _, kept = trained
+    assert cfg.optimizer == "adam"
+    est = disk.trial_disk(disk.weights_of("resnet18", "multilabel", 14), cfg.optimizer, cfg.momentum, "selected")
+    epoch_file = CheckpointStore(folder / "checkpoints").path(1).stat().st_size
+    assert est.running / 3 == pytest.approx(epoch_file, rel=0.02)  # two kept + one being written
+    assert est.final == pytest.approx((kept / SELECTED).stat().st_size, rel=0.01)
+    both = folder_bytes(folder / "checkpoints")  # keep: checkpoint keeps the last two epoch files
+    assert disk.trial_disk(est.final // 4, "adam", 0.9, "checkpoint").final == pytest.approx(both, rel=0.02)
+    assert disk.trial_disk(est.final // 4, "sgd", 0.9, "none") == disk.TrialDisk(running=9 * est.final, final=0)
+
+
+def test_the_home_must_hold_the_trials_that_run_at_once(tmp_path):
+    from benchxfer import disk
+
+    free = shutil.disk_usage(tmp_path).free
+    small = disk.TrialDisk(running=1000, final=10)
+    assert disk.check_room(tmp_path / "not" / "yet", [small] * 4, 2, "selected") is None
+    big = disk.TrialDisk(running=free // 2 + 1, final=free // 4)
+    with pytest.raises(BenchxferError) as err:  # two at once need more than is free: refused before any work
+        disk.check_room(tmp_path, [big] * 3, 2, "selected")
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"{tmp_path}: ") and "the 2 trials that run at once need up to" in msg
+    warning = disk.check_room(tmp_path, [big] * 5, 1, "selected")  # one at a time fits, five final do not
+    assert warning.startswith(f"Warning: {tmp_path} has ") and "5 trials need up to" in warning
+
+
+def test_the_dry_run_states_the_disk(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from benchxfer import disk
+    from benchxfer.cli import main
+
+    monkeypatch.setenv("BENCHXFER_HOME", str(tmp_path / "home"))
+    (tmp_path / "s.yaml").write_text(textwrap.dedent(SWEEP) + "resources: {max_concurrent: 2}\n")
+    res = CliRunner().invoke(main, ["sweep", str(tmp_path / "s.yaml"), "--dry-run"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    one = disk.trial_disk(disk.weights_of("resnet18", "multilabel", 14), "adam", 0.9, "selected")
+    per = f"{disk.human(one.running)} / {disk.human(one.final)}"
+    assert res.output.count(per) == 2  # each trial's row
+    assert (f"Disk (keep: selected): per trial up to {disk.human(one.running)} while it runs, "
+            f"{disk.human(one.final)} once final; the sweep {disk.human(2 * one.final)} once every trial is final, "
+            f"up to {disk.human(2 * one.running)} with 2 trials running at once") in res.output
