@@ -45,6 +45,11 @@ class TrialDisk:
     running: int
     final: int
 
+    @property
+    def epoch_file(self) -> int:
+        """One epoch checkpoint: what the trial's next save needs free."""
+        return self.running // (KEPT_EPOCH_FILES + 1)
+
 
 def trial_disk(weights: int, optimizer: str, momentum: float, keep: str) -> TrialDisk:
     copies = OPTIMISER_COPIES.get(optimizer, max(OPTIMISER_COPIES.values()))
@@ -98,20 +103,25 @@ def existing(path: Path) -> Path:
     return path
 
 
+def free(path: Path) -> int:
+    """Free bytes on the file system of ``path`` (or of its nearest folder that exists)."""
+    return shutil.disk_usage(existing(path)).free
+
+
 def check_room(folder: Path, disks: list[TrialDisk], at_once: int, keep: str) -> str | None:
     """Before the first trial: refuse in one line when the trials that run at once cannot fit in the free space of
     ``folder``'s file system; return a warning line when the finished trials will not (else None)."""
-    free = shutil.disk_usage(existing(folder)).free
+    room = free(folder)
     at_once = min(at_once, len(disks))
     running = sum(sorted((d.running for d in disks), reverse=True)[:at_once])
-    if running > free:
+    if running > room:
         raise BenchxferError(
-            f"{existing(folder)}: {human(free)} free, but the {at_once} trials that run at once need up to "
+            f"{existing(folder)}: {human(room)} free, but the {at_once} trials that run at once need up to "
             f"{human(running)} while they run (their training checkpoints); make room, or lower "
             "resources.max_concurrent")
     total = of_sweep(disks, at_once)
-    if total.most > free:
-        return (f"Warning: {existing(folder)} has {human(free)} free; this sweep's {len(disks)} trials need up to "
+    if total.most > room:
+        return (f"Warning: {existing(folder)} has {human(room)} free; this sweep's {len(disks)} trials need up to "
                 f"{human(total.most)} (keep: {keep}, {human(total.final)} once all are final): the disk fills "
                 "before the sweep ends unless room is made; `benchxfer resume` continues then")
     return None

@@ -12,12 +12,13 @@ DDP) or, for 1-worker trials when asked, directly inside the Tune trial.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Mapping
 from typing import Any, Callable
 
-from benchxfer import cluster, paths
+from benchxfer import cluster, disk, paths
 from benchxfer.cluster import Launch  # noqa: F401  (re-exported: how a batch of trials runs)
 from benchxfer.errors import BenchxferError
 from benchxfer.spec import Trial
@@ -109,8 +110,16 @@ def run_trial(config: dict[str, Any], shared: Shared) -> None:
 
             train_run(trial.config, runtime.with_session("tune"))
     except BaseException as err:
+        full = disk_full(err)
+        if full is not None:  # one line naming the path and the room a trial needs; not retried into a full disk
+            need = disk.of_trial(trial, launch.keep).running
+            err = TrialFailed(f"no space left on device writing {full}: "
+                              f"{disk.human(disk.free(tdir.path))} free, a trial of this sweep needs up to "
+                              f"{disk.human(need)} while it runs; make room, then `benchxfer resume {launch.sweep}`")
         if tdir.result() is None and tdir.stopped() is None:  # a trial the search stopped has not failed
-            _record_failure(tdir, shared, run_id, err)
+            _record_failure(tdir, shared, run_id, err, retryable=True if full is not None else None)
+        if full is not None:
+            raise err from None
         raise
     if tdir.result() is None:
         raise TrialFailed(f"trial {trial.key} ended without a result")
@@ -164,9 +173,30 @@ def _fit_with_torch_trainer(trial: Trial, runtime: Runtime, launch: Launch) -> N
     trainer.fit()
 
 
-def _record_failure(tdir: TrialDir, shared: Shared, run_id: str | None, err: BaseException) -> None:
-    failure = tdir.record_failure(Failure(_one_line(err), retryable=not isinstance(err, TrialFailed),
-                                          experiment=shared.experiment))
+def disk_full(err: BaseException) -> str | None:
+    """The path (or "the disk") when ``err`` is, or was caused by, a full disk (ENOSPC; Ray Train's wrapped errors
+    by their text); else None."""
+    seen: set[int] = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return str(e.filename) if e.filename else "the disk"
+        e = e.__cause__ or e.__context__
+    return "the disk" if "No space left on device" in str(err) else None
+
+
+def _record_failure(tdir: TrialDir, shared: Shared, run_id: str | None, err: BaseException,
+                    retryable: bool | None = None) -> None:
+    """Record the failure (retryable unless ``err`` is a TrialFailed, or as ``retryable`` says). A record that
+    cannot be written (a full disk) is logged, never raised over the trial's own error."""
+    try:
+        failure = tdir.record_failure(Failure(
+            _one_line(err), retryable=not isinstance(err, TrialFailed) if retryable is None else retryable,
+            experiment=shared.experiment))
+    except OSError as why:
+        log.warning("%s: failure not recorded (%s): %s", tdir.key, why, _one_line(err))
+        return
     launch = shared.launch
     if run_id:
         from benchxfer.tracking import ERROR, STATUS, RunLogger
@@ -216,6 +246,9 @@ def run_trials(trials: list[Trial], launch: Launch, *, finish: FinishHook | None
         n, param_space = len(trials), {"trial": tune.grid_search([planned(t) for t in trials])}
     tune_kw, run_kw = console.tune_settings(launch.sweep, shared, verbose=verbose, echo=echo, name=experiment)
     cluster.watch(launch.sweep)  # the placement watcher names this sweep's trials
+    examples = list(trials) + [source.make(1e-3) for source in (cells or {}).values()]
+    stopper = disk_stopper(paths.sweep_dir(launch.sweep),
+                           max((disk.of_trial(t, launch.keep).epoch_file for t in examples), default=0), launch.sweep)
     tuner = tune.Tuner(
         # the shared context goes into Ray's object store once, not into every trial's config
         tune.with_resources(tune.with_parameters(trainable or run_trial, shared=shared), resources),
@@ -229,7 +262,34 @@ def run_trials(trials: list[Trial], launch: Launch, *, finish: FinishHook | None
             storage_path=str(paths.sweep_dir(launch.sweep) / "tune"),
             # also for TorchTrainer trials: a lost driver node restarts the trial elsewhere (see run_trial)
             failure_config=tune.FailureConfig(max_failures=launch.max_retries),
+            stop=stopper,
             **run_kw,
         ),
     )
-    return tuner.fit()
+    grid = tuner.fit()
+    if stopper.error:
+        raise BenchxferError(stopper.error)
+    return grid
+
+
+def disk_stopper(folder, need: int, sweep: str):
+    """A Tune stopper that ends the experiment (no new trial starts, the running ones stop at their last checkpoint)
+    once ``folder``'s file system has less room than one epoch checkpoint of the sweep's largest trial (``need``
+    bytes): a full disk is a fault like a lost node, and ``benchxfer resume`` continues once room is made. Its
+    ``error`` is the sweep's one line, set when it stopped the experiment."""
+    from ray import tune
+
+    class DiskFull(tune.Stopper):
+        error: str | None = None
+
+        def __call__(self, trial_id: str, result: dict) -> bool:
+            return False
+
+        def stop_all(self) -> bool:
+            if self.error is None and (room := disk.free(folder)) < max(need, 1):
+                self.error = (f"sweep {sweep!r} stopped: {disk.existing(folder)} has {disk.human(room)} free, less "
+                              f"than a trial needs to write its next checkpoint ({disk.human(need)}); finished "
+                              f"trials are kept; make room, then `benchxfer resume {sweep}`")
+            return self.error is not None
+
+    return DiskFull()

@@ -31,6 +31,7 @@ written through :class:`SweepDir`, by the same rules. This module imports neithe
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import shutil
@@ -60,11 +61,33 @@ SPEC_COPY, SOURCE, TRIALS, BEST_LR = "sweep.yaml", "source.json", "trials.json",
 
 # --- files ------------------------------------------------------------------------------------------
 
+FULL_BELOW = 1024**2  # a write that failed with less than this free failed for want of room
+
+
+def no_space(path: str | os.PathLike, err: BaseException) -> OSError | None:
+    """The ENOSPC error naming ``path`` when the write of ``path`` that failed with ``err`` failed because its file
+    system is full (torch.save and safetensors say so in other words, a plain write without the path); else None."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    folder = Path(path).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        full = shutil.disk_usage(folder).free < FULL_BELOW or "No space left on device" in str(err)
+    except OSError:
+        return None
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) if full else None
+
+
 def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as JSON atomically (a temporary file, then a rename)."""
+    """Write ``obj`` as JSON atomically (a temporary file, then a rename); a full disk is ENOSPC naming ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    try:
+        tmp.write_text(json.dumps(obj, indent=1, default=str))
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise (no_space(path, err) or err) from None
     os.replace(tmp, path)
 
 

@@ -4,8 +4,12 @@ resume continues from; once its result is recorded, by default the tested weight
 trained here (ResNet-18, 32 px, synthetic ChestX-ray14) and its folder copied for each choice. The disk estimate
 of the dry run and the real run's check of the free space (benchxfer/disk.py) are held against its files."""
 
+import contextlib
+import os
 import shutil
+import subprocess
 import textwrap
+import types
 
 import pytest
 import torch
@@ -222,3 +226,45 @@ def test_the_dry_run_states_the_disk(tmp_path, monkeypatch):
     assert (f"Disk (keep: selected): per trial up to {disk.human(one.running)} while it runs, "
             f"{disk.human(one.final)} once final; the sweep {disk.human(2 * one.final)} once every trial is final, "
             f"up to {disk.human(2 * one.running)} with 2 trials running at once") in res.output
+
+
+# --- a full disk ---------------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def small_disk(folder, size: str):
+    """A tmpfs of ``size`` at ``folder`` (root only; skipped where it cannot be mounted)."""
+    folder.mkdir(parents=True)
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("a tmpfs cannot be mounted here (needs root)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_full_disk_is_enospc_naming_the_file(tmp_path):
+    """torch.save says "unexpected pos" and safetensors its own words when the disk fills: each write a trial makes
+    is ENOSPC naming its file, which the driver turns into the trial's one line (benchxfer/sweep.py)."""
+    import errno
+
+    from benchxfer.train.loop import save_selected
+    from benchxfer.trialdir import write_json
+
+    with small_disk(tmp_path / "disk", "4m") as d:
+        store = CheckpointStore(d / "trial" / "checkpoints")
+        with pytest.raises(OSError) as err:
+            store.save(0, {"model": {"w": torch.zeros(2_000_000)}})  # 8 MB
+        assert err.value.errno == errno.ENOSPC and err.value.filename == str(store.path(0))
+        assert store.epochs() == [] and not list(store.folder.iterdir())  # no partial file left behind
+        model = torch.nn.Linear(1000, 2000)
+        cfg = TrainConfig.from_dict({**get_recipe("systematic-cls").resolve({"arch": "resnet18"}, "t"),
+                                     "trial_key": "k", "dataset": "chestxray14", "lr": 1e-3, "seed": 0})
+        with pytest.raises(OSError) as err:
+            save_selected(model, d / "trial" / SELECTED, cfg, types.SimpleNamespace(
+                selected="last", best_epoch=-1))
+        assert err.value.errno == errno.ENOSPC and err.value.filename == str(d / "trial" / SELECTED)
+        (d / "ballast").write_bytes(b"\0" * (shutil.disk_usage(d).free - 4096))
+        with pytest.raises(OSError) as err:
+            write_json(d / "trial" / "progress.json", {"x": "y" * 100_000})
+        assert err.value.errno == errno.ENOSPC and err.value.filename == str(d / "trial" / "progress.json")

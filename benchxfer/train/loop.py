@@ -41,7 +41,7 @@ from benchxfer.train import metrics as M
 from benchxfer.train.checkpoint import CheckpointStore, rng_state, set_rng_state
 from benchxfer.train.data_setup import RunData, TrainStream, build_data, eval_loader, steps_per_epoch, train_loader
 from benchxfer.train.session import SESSIONS, Runtime, Session
-from benchxfer.trialdir import Failure, Progress, TrialDir, TrialFailed, TrialResult
+from benchxfer.trialdir import Failure, Progress, TrialDir, TrialFailed, TrialResult, no_space
 
 log = logging.getLogger("benchxfer")
 
@@ -433,6 +433,11 @@ def save_selected(model: nn.Module, path, cfg: TrainConfig, result: TrialResult)
     try:
         save_file(state, tmp, metadata=meta)
         os.replace(tmp, path)
+    except Exception as err:  # safetensors' own error for a full disk: ENOSPC naming the file
+        full = no_space(path, err)
+        if full is None:
+            raise
+        raise full from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
