@@ -3,6 +3,7 @@ function, and prints the result; the work lives in planning, runner, pretraining
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -118,7 +119,15 @@ def _run(plan, tracking_uri, address, verbose=False):
 
     started = time.time()
     with tracking(tracking_uri, echo=click.echo) as uri:  # the caller holds the sweep's lock
-        outcome = execute(plan, uri, address=address, echo=click.echo, verbose=verbose)
+        try:
+            outcome = execute(plan, uri, address=address, echo=click.echo, verbose=verbose)
+        except OSError as err:  # the disk filled under the driver itself: a fault, said in one line
+            if err.errno != errno.ENOSPC:
+                raise
+            name = plan.spec.name
+            raise BenchxferError(f"sweep {name!r} stopped, the disk is full: {err.filename or paths.sweep_dir(name)}: "
+                                 f"{err.strerror}; finished trials are kept; make room, then "
+                                 f"`benchxfer resume {name}`") from None
         click.echo("\n" + outcome.summary.markdown() if outcome.summary else f"(no summary: {outcome.no_summary})")
         results = outcome.results
     click.echo(f"\nDone in {time.time() - started:.0f} s. Tables and figures: benchxfer report {plan.spec.name}")

@@ -24,7 +24,7 @@ from benchxfer.errors import BenchxferError
 from benchxfer.spec import Trial
 from benchxfer.tracking import NODE
 from benchxfer.train.session import FinishHook, Runtime
-from benchxfer.trialdir import Failure, TrialDir, TrialFailed
+from benchxfer.trialdir import FULL_BELOW, Failure, SweepDir, TrialDir, TrialFailed
 from benchxfer.tunespace import (  # noqa: F401  (tune_name re-exported)
     Shared,
     TrialIndex,
@@ -111,14 +111,15 @@ def run_trial(config: dict[str, Any], shared: Shared) -> None:
             train_run(trial.config, runtime.with_session("tune"))
     except BaseException as err:
         full = disk_full(err)
-        if full is not None:  # one line naming the path and the room a trial needs; not retried into a full disk
+        if full is not None:  # the trial's one line: the path, what is free, the room a trial needs
             need = disk.of_trial(trial, launch.keep).running
             err = TrialFailed(f"no space left on device writing {full}: "
                               f"{disk.human(disk.free(tdir.path))} free, a trial of this sweep needs up to "
-                              f"{disk.human(need)} while it runs; make room, then `benchxfer resume {launch.sweep}`")
+                              f"{disk.human(need)} while it runs")
         if tdir.result() is None and tdir.stopped() is None:  # a trial the search stopped has not failed
             _record_failure(tdir, shared, run_id, err, retryable=True if full is not None else None)
         if full is not None:
+            SweepDir(launch.sweep).write_disk_full(f"trial {trial.key}: {err}")  # the launch stops (disk_stopper)
             raise err from None
         raise
     if tdir.result() is None:
@@ -246,9 +247,8 @@ def run_trials(trials: list[Trial], launch: Launch, *, finish: FinishHook | None
         n, param_space = len(trials), {"trial": tune.grid_search([planned(t) for t in trials])}
     tune_kw, run_kw = console.tune_settings(launch.sweep, shared, verbose=verbose, echo=echo, name=experiment)
     cluster.watch(launch.sweep)  # the placement watcher names this sweep's trials
-    examples = list(trials) + [source.make(1e-3) for source in (cells or {}).values()]
-    stopper = disk_stopper(paths.sweep_dir(launch.sweep),
-                           max((disk.of_trial(t, launch.keep).epoch_file for t in examples), default=0), launch.sweep)
+    SweepDir(launch.sweep).clear_disk_full()  # room was made since: this launch starts afresh
+    stopper = disk_stopper(launch.sweep)
     tuner = tune.Tuner(
         # the shared context goes into Ray's object store once, not into every trial's config
         tune.with_resources(tune.with_parameters(trainable or run_trial, shared=shared), resources),
@@ -272,12 +272,14 @@ def run_trials(trials: list[Trial], launch: Launch, *, finish: FinishHook | None
     return grid
 
 
-def disk_stopper(folder, need: int, sweep: str):
-    """A Tune stopper that ends the experiment (no new trial starts, the running ones stop at their last checkpoint)
-    once ``folder``'s file system has less room than one epoch checkpoint of the sweep's largest trial (``need``
-    bytes): a full disk is a fault like a lost node, and ``benchxfer resume`` continues once room is made. Its
-    ``error`` is the sweep's one line, set when it stopped the experiment."""
+def disk_stopper(sweep: str):
+    """A Tune stopper that ends the experiment once a trial ran out of disk (its driver wrote the line, see
+    :func:`run_trial`) or the sweep's folder has no room left at all: no new trial starts into a full disk, the
+    running ones stop at their last checkpoint, and ``benchxfer resume`` continues once room is made. Its
+    ``error`` is the sweep's one line, set when it stopped the experiment. A stat per step of the experiment."""
     from ray import tune
+
+    sdir = SweepDir(sweep)
 
     class DiskFull(tune.Stopper):
         error: str | None = None
@@ -286,10 +288,13 @@ def disk_stopper(folder, need: int, sweep: str):
             return False
 
         def stop_all(self) -> bool:
-            if self.error is None and (room := disk.free(folder)) < max(need, 1):
-                self.error = (f"sweep {sweep!r} stopped: {disk.existing(folder)} has {disk.human(room)} free, less "
-                              f"than a trial needs to write its next checkpoint ({disk.human(need)}); finished "
-                              f"trials are kept; make room, then `benchxfer resume {sweep}`")
+            if self.error is None:
+                line = sdir.disk_full()
+                if line is None and disk.free(sdir.path) < FULL_BELOW:
+                    line = f"{disk.existing(sdir.path)} has {disk.human(disk.free(sdir.path))} free"
+                if line is not None:
+                    self.error = (f"sweep {sweep!r} stopped, the disk is full: {line}; finished trials are kept; "
+                                  f"make room, then `benchxfer resume {sweep}`")
             return self.error is not None
 
     return DiskFull()

@@ -57,6 +57,7 @@ KEEP = {
 }
 DEFAULT_KEEP = "selected"
 SPEC_COPY, SOURCE, TRIALS, BEST_LR = "sweep.yaml", "source.json", "trials.json", "best_lr.json"
+DISK_FULL = "disk_full.txt"  # a trial's line when it ran out of disk: the sweep's launch stops (sweep.disk_stopper)
 
 
 # --- files ------------------------------------------------------------------------------------------
@@ -489,3 +490,21 @@ class SweepDir:
 
     def write_best_lr(self, best: dict[str, float]) -> None:
         write_json(self.path / BEST_LR, best)
+
+    # disk_full.txt
+    def disk_full(self) -> str | None:
+        """The line of the trial that ran out of disk in this launch (None: none did)."""
+        try:
+            return (self.path / DISK_FULL).read_text(errors="replace").strip() or "a trial ran out of disk"
+        except FileNotFoundError:
+            return None
+
+    def write_disk_full(self, line: str) -> None:
+        """Record it; never raises (a disk with no byte free: the stopper sees that itself)."""
+        try:
+            (self.path / DISK_FULL).write_text(line + "\n")
+        except OSError:
+            pass
+
+    def clear_disk_full(self) -> None:
+        (self.path / DISK_FULL).unlink(missing_ok=True)

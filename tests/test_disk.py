@@ -4,15 +4,13 @@ resume continues from; once its result is recorded, by default the tested weight
 trained here (ResNet-18, 32 px, synthetic ChestX-ray14) and its folder copied for each choice. The disk estimate
 of the dry run and the real run's check of the free space (benchxfer/disk.py) are held against its files."""
 
-import contextlib
-import os
 import shutil
-import subprocess
 import textwrap
 import types
 
 import pytest
 import torch
+from e2e_support import small_disk
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -230,19 +228,6 @@ def test_the_dry_run_states_the_disk(tmp_path, monkeypatch):
 
 # --- a full disk ---------------------------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def small_disk(folder, size: str):
-    """A tmpfs of ``size`` at ``folder`` (root only; skipped where it cannot be mounted)."""
-    folder.mkdir(parents=True)
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("a tmpfs cannot be mounted here (needs root)")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
-
-
 def test_a_full_disk_is_enospc_naming_the_file(tmp_path):
     """torch.save says "unexpected pos" and safetensors its own words when the disk fills: each write a trial makes
     is ENOSPC naming its file, which the driver turns into the trial's one line (benchxfer/sweep.py)."""
@@ -268,3 +253,23 @@ def test_a_full_disk_is_enospc_naming_the_file(tmp_path):
         with pytest.raises(OSError) as err:
             write_json(d / "trial" / "progress.json", {"x": "y" * 100_000})
         assert err.value.errno == errno.ENOSPC and err.value.filename == str(d / "trial" / "progress.json")
+
+
+def test_the_driver_knows_a_full_disk_in_a_chain_or_in_rays_words():
+    import errno
+
+    from benchxfer.sweep import disk_full
+
+    direct = OSError(errno.ENOSPC, "No space left on device", "/h/runs/s/trials/k/checkpoints/epoch_0001.pt")
+    assert disk_full(direct) == "/h/runs/s/trials/k/checkpoints/epoch_0001.pt"
+    try:
+        try:
+            raise direct
+        except OSError as inner:
+            raise RuntimeError("the training function failed") from inner
+    except RuntimeError as outer:
+        assert disk_full(outer) == "/h/runs/s/trials/k/checkpoints/epoch_0001.pt"
+    wrapped = RuntimeError("ray::TrainController ... OSError: [Errno 28] No space left on device")  # Ray Train's text
+    assert disk_full(wrapped) == "the disk"
+    assert disk_full(OSError(errno.EACCES, "Permission denied", "/h/x")) is None
+    assert disk_full(ValueError("nan")) is None

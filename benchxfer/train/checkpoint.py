@@ -46,7 +46,8 @@ class CheckpointStore:
         fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp_", suffix=".pt")
         os.close(fd)
         try:
-            torch.save(state, tmp)
+            with open(tmp, "wb") as f:  # closed on failure, so that a full disk gets its room back at once
+                torch.save(state, f)
             os.replace(tmp, target)
         except (RuntimeError, OSError) as err:  # torch says "unexpected pos" for a full disk: name it
             full = no_space(target, err)
