@@ -24,7 +24,7 @@ def finished(sweep: str) -> list:
 def test_a_full_disk_stops_the_sweep_in_one_line_and_resume_finishes(tmp_path, ray_session, mlflow_uri, monkeypatch):
     with small_disk(tmp_path / "disk", "640m") as home:  # a running ResNet-18 trial (Adam) needs up to 537 MB
         monkeypatch.setenv("BENCHXFER_HOME", str(home))
-        path = write_sweep(tmp_path, "full", seeds=3, epochs=2, max_concurrent=1)
+        path = write_sweep(tmp_path, "full", seeds=3, epochs=1, max_concurrent=1)
         proc = start_driver(["sweep", str(path), "--tracking-uri", mlflow_uri], ray_session)
         first = wait_for(lambda: [t for t in finished("full") if not (t / "checkpoints").exists()],
                          "the first trial, final", proc)[0]
