@@ -58,6 +58,7 @@ class Launch:
     trainer: str = "auto"  # auto: TorchTrainer for DDP, 1-worker trials inside the Tune trial; or torch/direct
     max_retries: int = 2
     record_shards: bool = False
+    keep: str = "selected"  # what a final trial's folder keeps (trialdir.KEEP)
 
     def use_torch_trainer(self) -> bool:
         return self.trainer == "torch" or self.workers > 1

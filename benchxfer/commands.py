@@ -3,6 +3,7 @@ function, and prints the result; the work lives in planning, runner, pretraining
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -44,16 +45,21 @@ def _print_plan(plan, limit: int | None) -> None:
     d = plan.describe()
     trials = plan.trials
     shown = trials if limit is None else trials[:limit]
+    from benchxfer import disk
+
+    disks = [disk.of_trial(t, plan.spec.keep) for t in trials]
     click.echo(f"{'#':>5}  {'trial key':<60} {'recipe':<15} {'arch':<10} {'task':<12} {'micro':>5} "
-               f"{'GPU memory':>12} {'per GPU':>7}")
+               f"{'GPU memory':>12} {'per GPU':>7} {'disk running/final':>20}")
     for i, t in enumerate(shown):
         g = _gpu_columns(plan, t)
         click.echo(f"{i:>5}  {t.key:<60} {t.recipe:<15} {t.config.arch:<10} {t.task:<12} {g['micro']:>5} "
-                   f"{g['gpu_memory']:>12} {g['per_gpu']:>7}")
+                   f"{g['gpu_memory']:>12} {g['per_gpu']:>7} "
+                   f"{disk.human(disks[i].running) + ' / ' + disk.human(disks[i].final):>20}")
     if len(shown) < len(trials):
         click.echo(f"  ... {len(trials) - len(shown)} more (use --limit 0 to list all)")
     click.echo(f"Total: {d['trials']} trials = {d['inits']} inits x {d['datasets']} datasets x lr [{d['lr']}] "
                f"x {d['seeds']} seeds" + (f" x {d['shots']} shots" if d["shots"] != 1 else "") + _search_budget(plan))
+    click.echo(_disk_line(plan, disks))
     if any(_gpu_columns(plan, t)["gpu_memory"].endswith("*") for t in shown):
         click.echo("GPU memory: * extrapolated from the measured peaks (benchxfer/gpu_memory.py)")
     for pspec in plan.to_pretrain:
@@ -62,6 +68,22 @@ def _print_plan(plan, limit: int | None) -> None:
         click.echo(f"Not on this machine ({len(plan.absent)}); the real run refuses until they are there:")
         for line in plan.absent:
             click.echo(f"  absent: {line}")
+
+
+def _disk_line(plan, disks) -> str:
+    """The sweep's disk for the dry run: per trial while running and once final, the whole sweep (benchxfer/disk.py)."""
+    from benchxfer import disk
+
+    if not disks:
+        return "Disk: no trials"
+    keep, at_once = plan.spec.keep, plan.spec.resources["max_concurrent"]
+    run, final = max(d.running for d in disks), max(d.final for d in disks)
+    total = disk.of_sweep(disks, at_once)
+    line = (f"Disk (keep: {keep}): per trial up to {disk.human(run)} while it runs, {disk.human(final)} once final; "
+            f"the sweep {disk.human(total.final)} once every trial is final")
+    if at_once:
+        return line + f", up to {disk.human(total.most)} with {total.at_once} trials running at once"
+    return line + f", plus up to {disk.human(run - final)} for each trial running at once"
 
 
 def _gpu_columns(plan, trial) -> dict[str, str]:
@@ -96,7 +118,15 @@ def _run(plan, tracking_uri, address, verbose=False):
 
     started = time.time()
     with tracking(tracking_uri, echo=click.echo) as uri:  # the caller holds the sweep's lock
-        outcome = execute(plan, uri, address=address, echo=click.echo, verbose=verbose)
+        try:
+            outcome = execute(plan, uri, address=address, echo=click.echo, verbose=verbose)
+        except OSError as err:  # the disk filled under the driver itself: a fault, said in one line
+            if err.errno != errno.ENOSPC:
+                raise
+            name = plan.spec.name
+            raise BenchxferError(f"sweep {name!r} stopped, the disk is full: {err.filename or paths.sweep_dir(name)}: "
+                                 f"{err.strerror}; finished trials are kept; make room, then "
+                                 f"`benchxfer resume {name}`") from None
         click.echo("\n" + outcome.summary.markdown() if outcome.summary else f"(no summary: {outcome.no_summary})")
     click.echo(f"\nDone in {time.time() - started:.0f} s. Tables and figures: benchxfer report {plan.spec.name}")
     click.echo("Browse and compare the runs: benchxfer ui" + (f" --tracking-uri {tracking_uri}" if tracking_uri else ""))

@@ -20,7 +20,7 @@ from benchxfer.planning import Plan, expand
 from benchxfer.pretraining import EXPERIMENT, ExportBackbone, PretrainSpec, plan_pretrain
 from benchxfer.spec import LrSearch, Trial
 from benchxfer.sweep import ensure_ray, run_trials
-from benchxfer.trialdir import SweepDir, TrialDir, TrialState
+from benchxfer.trialdir import DEFAULT_KEEP, SweepDir, TrialDir, TrialState
 
 if TYPE_CHECKING:
     from benchxfer.summary import Summary
@@ -37,18 +37,21 @@ def launch_of(plan: Plan, tracking_uri: str) -> Launch:
     r, f = plan.spec.resources, plan.spec.failure
     return Launch(sweep=plan.spec.name, tracking_uri=tracking_uri, workers=r["workers"],
                   cpus_per_worker=r["cpus_per_worker"], gpus_per_worker=r["gpus_per_worker"],
-                  max_concurrent=r["max_concurrent"], trainer=r["trainer"], max_retries=f["max_retries"])
+                  max_concurrent=r["max_concurrent"], trainer=r["trainer"], max_retries=f["max_retries"],
+                  keep=plan.spec.keep)
 
 
-def pending(trials: list[Trial]) -> tuple[list[Trial], int]:
+def pending(trials: list[Trial], keep: str = DEFAULT_KEEP) -> tuple[list[Trial], int]:
     """The trials to launch, and how many are left out because they failed for good. A retryable failure
     is forgotten: the trial runs again from its last checkpoint. A trial the lr search stopped is final too,
-    and not counted as failed (a stage-2 trial never is one: its lr won the search, so it was not stopped)."""
+    and not counted as failed (a stage-2 trial never is one: its lr won the search, so it was not stopped).
+    A final trial's folder is left as ``keep`` asks (what a driver stopped before its tidy-up left behind)."""
     out, final = [], 0
     for t in trials:
         tdir = TrialDir.of(t.config.sweep, t.key)
         state = tdir.state()
         if state in (TrialState.FINISHED, TrialState.STOPPED):
+            tdir.tidy(keep)
             continue
         if state is TrialState.FAILED:
             final += 1
@@ -57,6 +60,25 @@ def pending(trials: list[Trial]) -> tuple[list[Trial], int]:
             tdir.clear_retryable_failure()
         out.append(t)
     return out, final
+
+
+def check_disk(plan: Plan, launch: Launch, echo: Callable[[str], None]) -> None:
+    """Refuse in one line when the trials that run at once cannot fit in the free space of the sweep's folder; warn
+    when the unfinished trials will not, once final (:mod:`benchxfer.disk`). An lr search's stage-1 trials are
+    counted like the planned ones."""
+    from benchxfer import disk
+
+    todo = [t for t in plan.trials if TrialDir.of(plan.spec.name, t.key).state() not in
+            (TrialState.FINISHED, TrialState.STOPPED, TrialState.FAILED)]
+    disks = [disk.of_trial(t, plan.spec.keep) for t in todo]
+    if isinstance(plan.spec.lr, LrSearch) and todo:  # stage 1: each cell's search trials, the first trial's size
+        disks += [disks[0]] * (len(plan.cells) * plan.spec.lr.trials)
+    if not disks:
+        return
+    warning = disk.check_room(SweepDir(plan.spec.name).path, disks, cluster.max_trials(launch, len(disks)),
+                              plan.spec.keep)
+    if warning:
+        echo(warning)
 
 
 @dataclass
@@ -86,6 +108,7 @@ def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: 
     ensure_ray(address)
     cluster.preflight(launch_of(plan, tracking_uri))  # a request no node can ever hold: refused before any work
     cluster.gpu_preflight(launch_of(plan, tracking_uri), [(c.knobs, c.task) for c in plan.cells])  # GPU memory, likewise
+    check_disk(plan, launch_of(plan, tracking_uri), echo)  # the disk, likewise: before the first trial
     for pspec in plan.to_pretrain:
         run_pretrain(pspec, tracking_uri, echo=echo, verbose=verbose)
     launch = launch_of(plan, tracking_uri)
@@ -99,7 +122,7 @@ def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: 
     recorder.log_sweep({"mode": spec.mode, "trials": str(len(trials)), "inits": ",".join(i.name for i in spec.inits),
                         "datasets": ",".join(d.name for d in spec.datasets)},
                        Path(spec.path).read_text(), [t.summary() for t in trials])
-    todo, final = pending(trials)
+    todo, final = pending(trials, spec.keep)
     echo(f"Sweep {spec.name!r}: {len(trials)} trials, {len(trials) - len(todo) - final} already finished, "
          + (f"{final} failed for a reason a retry cannot fix (not run again), " if final else "")
          + f"{len(todo)} to run.")

@@ -133,6 +133,7 @@ def run_stage1(plan, launch, recorder, echo: Callable[[str], None] = print,
                 if marker:
                     stopped += 1
                     settle_stopped(spec.name, key, marker, launch.tracking_uri)
+                    tdir.tidy(launch.keep)  # final: never resumed, so its training checkpoint goes
                     continue
                 res = tdir.result()
                 if res and res.best_val_loss is not None:

@@ -37,9 +37,10 @@ from benchxfer.schema import (
     parse_search_options,
 )
 from benchxfer.textfile import looks_utf16, open_problem, utf8_text, utf16
+from benchxfer.trialdir import DEFAULT_KEEP, KEEP
 
 TOP_KEYS = {"name", "description", "recipe", "inits", "datasets", "lr", "seeds", "shots", "overrides", "mode",
-            "resources", "failure"}
+            "resources", "failure", "keep"}
 DATASET_KEYS = {"name", "root", "options", "recipe", "overrides", "synthetic", "shots"}
 INIT_KEYS = {"name", "pretrain"}
 RESOURCE_KEYS = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0, "max_concurrent": 0, "trainer": "auto"}
@@ -95,6 +96,7 @@ class SweepSpec:
     mode: str
     resources: dict[str, Any]
     failure: dict[str, Any]
+    keep: str = DEFAULT_KEEP  # what a final trial's folder keeps (trialdir.KEEP); not part of any trial's key
 
 
 @dataclass(frozen=True)
@@ -428,6 +430,9 @@ def load_spec(path: str | Path) -> SweepSpec:
                     "or give a list of lr values")
 
     resources = parse_resources(path, doc.get("resources"))
+    keep = doc.get("keep", DEFAULT_KEEP)
+    if not isinstance(keep, str) or keep not in KEEP:
+        raise _fail(path, "keep", f"must be one of {', '.join(KEEP)}, got {keep!r}")
     failure = parse_failure(path, doc.get("failure"))
 
     seeds = _parse_seeds(path, doc.get("seeds", 1))
@@ -439,7 +444,7 @@ def load_spec(path: str | Path) -> SweepSpec:
         path=path, name=name, description=str(doc.get("description", "")),
         recipe=str(_recipe(path, "recipe", doc.get("recipe", "auto"))), inits=tuple(inits), datasets=tuple(datasets), lr=lr,
         seeds=seeds, shots=shots, overrides=check_overrides(path, "overrides", doc.get("overrides")),
-        mode=mode, resources=resources, failure=failure,
+        mode=mode, resources=resources, failure=failure, keep=keep,
     )
 
 

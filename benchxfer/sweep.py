@@ -12,18 +12,19 @@ DDP) or, for 1-worker trials when asked, directly inside the Tune trial.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Mapping
 from typing import Any, Callable
 
-from benchxfer import cluster, paths
+from benchxfer import cluster, disk, paths
 from benchxfer.cluster import Launch  # noqa: F401  (re-exported: how a batch of trials runs)
 from benchxfer.errors import BenchxferError
 from benchxfer.spec import Trial
 from benchxfer.tracking import NODE
 from benchxfer.train.session import FinishHook, Runtime
-from benchxfer.trialdir import Failure, TrialDir, TrialFailed
+from benchxfer.trialdir import FULL_BELOW, Failure, SweepDir, TrialDir, TrialFailed
 from benchxfer.tunespace import (  # noqa: F401  (tune_name re-exported)
     Shared,
     TrialIndex,
@@ -76,6 +77,7 @@ def run_trial(config: dict[str, Any], shared: Shared) -> None:
     tdir = TrialDir.of(launch.sweep, trial.key)
     done = tdir.result()
     if done:  # finished before: never run again
+        tdir.tidy(launch.keep)
         tune.report({f"test_{k}": v for k, v in done.test.items()} | {
             "done": True, "skipped": True, "best_val_loss": done.best_val_loss})
         return
@@ -97,7 +99,7 @@ def run_trial(config: dict[str, Any], shared: Shared) -> None:
     runtime = Runtime(trial_dir=str(tdir.path), tracking_uri=launch.tracking_uri if run_id else None,
                       run_id=run_id, threads=max(1, int(launch.cpus_per_worker)),
                       record_shards=launch.record_shards, env=shared.env, finish=shared.finish,
-                      metrics_each_epoch=is_searched(config))  # its scheduler may stop it
+                      metrics_each_epoch=is_searched(config), keep=launch.keep)  # its scheduler may stop it
     if run_id:
         _log_dataset(trial, run_id, launch.tracking_uri)
     try:
@@ -108,16 +110,25 @@ def run_trial(config: dict[str, Any], shared: Shared) -> None:
 
             train_run(trial.config, runtime.with_session("tune"))
     except BaseException as err:
+        full = disk_full(err)
+        if full is not None:  # the trial's one line: the path, what is free, the room a trial needs
+            need = disk.of_trial(trial, launch.keep).running
+            err = TrialFailed(f"no space left on device writing {full}: "
+                              f"{disk.human(disk.free(tdir.path))} free, a trial of this sweep needs up to "
+                              f"{disk.human(need)} while it runs")
         if tdir.result() is None and tdir.stopped() is None:  # a trial the search stopped has not failed
-            _record_failure(tdir, shared, run_id, err)
+            _record_failure(tdir, shared, run_id, err, retryable=True if full is not None else None)
+        if full is not None:
+            SweepDir(launch.sweep).write_disk_full(f"trial {trial.key}: {err}")  # the launch stops (disk_stopper)
+            raise err from None
         raise
     if tdir.result() is None:
         raise TrialFailed(f"trial {trial.key} ended without a result")
-    if run_id:
+    if run_id and launch.keep == "checkpoint":  # keep: selected links its file in the worker's finish
         try:
             from benchxfer.report_mlflow import link_checkpoint
 
-            link_checkpoint(run_id, tdir.path / "checkpoints", tracking_uri=launch.tracking_uri)
+            link_checkpoint(run_id, tdir.checkpoints, tracking_uri=launch.tracking_uri)
         except Exception as err:  # noqa: BLE001 -- logging the weights never fails a finished trial
             log.warning("%s: checkpoint not linked in MLflow (%s)", trial.key, err)
 
@@ -163,9 +174,30 @@ def _fit_with_torch_trainer(trial: Trial, runtime: Runtime, launch: Launch) -> N
     trainer.fit()
 
 
-def _record_failure(tdir: TrialDir, shared: Shared, run_id: str | None, err: BaseException) -> None:
-    failure = tdir.record_failure(Failure(_one_line(err), retryable=not isinstance(err, TrialFailed),
-                                          experiment=shared.experiment))
+def disk_full(err: BaseException) -> str | None:
+    """The path (or "the disk") when ``err`` is, or was caused by, a full disk (ENOSPC; Ray Train's wrapped errors
+    by their text); else None."""
+    seen: set[int] = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return str(e.filename) if e.filename else "the disk"
+        e = e.__cause__ or e.__context__
+    return "the disk" if "No space left on device" in str(err) else None
+
+
+def _record_failure(tdir: TrialDir, shared: Shared, run_id: str | None, err: BaseException,
+                    retryable: bool | None = None) -> None:
+    """Record the failure (retryable unless ``err`` is a TrialFailed, or as ``retryable`` says). A record that
+    cannot be written (a full disk) is logged, never raised over the trial's own error."""
+    try:
+        failure = tdir.record_failure(Failure(
+            _one_line(err), retryable=not isinstance(err, TrialFailed) if retryable is None else retryable,
+            experiment=shared.experiment))
+    except OSError as why:
+        log.warning("%s: failure not recorded (%s): %s", tdir.key, why, _one_line(err))
+        return
     launch = shared.launch
     if run_id:
         from benchxfer.tracking import ERROR, STATUS, RunLogger
@@ -215,6 +247,8 @@ def run_trials(trials: list[Trial], launch: Launch, *, finish: FinishHook | None
         n, param_space = len(trials), {"trial": tune.grid_search([planned(t) for t in trials])}
     tune_kw, run_kw = console.tune_settings(launch.sweep, shared, verbose=verbose, echo=echo, name=experiment)
     cluster.watch(launch.sweep)  # the placement watcher names this sweep's trials
+    SweepDir(launch.sweep).clear_disk_full()  # room was made since: this launch starts afresh
+    stopper = disk_stopper(launch.sweep)
     tuner = tune.Tuner(
         # the shared context goes into Ray's object store once, not into every trial's config
         tune.with_resources(tune.with_parameters(trainable or run_trial, shared=shared), resources),
@@ -228,7 +262,39 @@ def run_trials(trials: list[Trial], launch: Launch, *, finish: FinishHook | None
             storage_path=str(paths.sweep_dir(launch.sweep) / "tune"),
             # also for TorchTrainer trials: a lost driver node restarts the trial elsewhere (see run_trial)
             failure_config=tune.FailureConfig(max_failures=launch.max_retries),
+            stop=stopper,
             **run_kw,
         ),
     )
-    return tuner.fit()
+    grid = tuner.fit()
+    if stopper.error:
+        raise BenchxferError(stopper.error)
+    return grid
+
+
+def disk_stopper(sweep: str):
+    """A Tune stopper that ends the experiment once a trial ran out of disk (its driver wrote the line, see
+    :func:`run_trial`) or the sweep's folder has no room left at all: no new trial starts into a full disk, the
+    running ones stop at their last checkpoint, and ``benchxfer resume`` continues once room is made. Its
+    ``error`` is the sweep's one line, set when it stopped the experiment. A stat per step of the experiment."""
+    from ray import tune
+
+    sdir = SweepDir(sweep)
+
+    class DiskFull(tune.Stopper):
+        error: str | None = None
+
+        def __call__(self, trial_id: str, result: dict) -> bool:
+            return False
+
+        def stop_all(self) -> bool:
+            if self.error is None:
+                line = sdir.disk_full()
+                if line is None and disk.free(sdir.path) < FULL_BELOW:
+                    line = f"{disk.existing(sdir.path)} has {disk.human(disk.free(sdir.path))} free"
+                if line is not None:
+                    self.error = (f"sweep {sweep!r} stopped, the disk is full: {line}; finished trials are kept; "
+                                  f"make room, then `benchxfer resume {sweep}`")
+            return self.error is not None
+
+    return DiskFull()

@@ -7,7 +7,10 @@ A trial's folder is ``<home>/runs/<sweep>/trials/<trial key>/``:
     stopped.json     the :class:`Stopped` record: the lr search's scheduler stopped it at a rung: final
     progress.json    the :class:`Progress` after each epoch (for ``benchxfer status``)
     epochs.jsonl     one :class:`EpochStart` per epoch started, counting those started again after a failure
-    checkpoints/     the epoch checkpoints (``benchxfer.train.checkpoint.CheckpointStore`` writes them)
+    checkpoints/     the epoch checkpoints (``benchxfer.train.checkpoint.CheckpointStore`` writes them): what a
+                     retry or resume continues from, removed once the trial is final unless the sweep keeps them
+    selected.safetensors  the weights the test used (the best validation epoch's, or the last step's), written
+                     before result.json when the sweep's ``keep`` is ``selected`` (the default)
     shards/          the sample indices each worker saw per epoch (only when asked, for tests)
 
 :meth:`TrialDir.state` decides what a trial is: ``finished`` (a valid result), ``failed`` (final: a failure
@@ -28,6 +31,7 @@ written through :class:`SweepDir`, by the same rules. This module imports neithe
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import shutil
@@ -42,17 +46,49 @@ from benchxfer.errors import BenchxferError
 
 RESULT, FAILED, PROGRESS, EPOCH_LOG = "result.json", "failed.json", "progress.json", "epochs.jsonl"
 STOPPED = "stopped.json"
-CHECKPOINTS, SHARDS = "checkpoints", "shards"
+CHECKPOINTS, SHARDS, SELECTED = "checkpoints", "shards", "selected.safetensors"
+
+# What a final trial's folder keeps besides its records (the sweep file's ``keep``); while it runs it keeps its
+# training checkpoint whatever the choice, since a retry or resume continues from it.
+KEEP = {
+    "selected": "the weights the test used, in safetensors (about the size of the fp32 weights)",
+    "none": "the records only (result, progress, epochs): no weights",
+    "checkpoint": "the whole training checkpoint (model, optimiser state, best weights, RNG: about 4x the weights)",
+}
+DEFAULT_KEEP = "selected"
 SPEC_COPY, SOURCE, TRIALS, BEST_LR = "sweep.yaml", "source.json", "trials.json", "best_lr.json"
+DISK_FULL = "disk_full.txt"  # a trial's line when it ran out of disk: the sweep's launch stops (sweep.disk_stopper)
 
 
 # --- files ------------------------------------------------------------------------------------------
 
+FULL_BELOW = 1024**2  # a write that failed with less than this free failed for want of room
+
+
+def no_space(path: str | os.PathLike, err: BaseException) -> OSError | None:
+    """The ENOSPC error naming ``path`` when the write of ``path`` that failed with ``err`` failed because its file
+    system is full (torch.save and safetensors say so in other words, a plain write without the path); else None."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    folder = Path(path).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        full = shutil.disk_usage(folder).free < FULL_BELOW or "No space left on device" in str(err)
+    except OSError:
+        return None
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) if full else None
+
+
 def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as JSON atomically (a temporary file, then a rename)."""
+    """Write ``obj`` as JSON atomically (a temporary file, then a rename); a full disk is ENOSPC naming ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    try:
+        tmp.write_text(json.dumps(obj, indent=1, default=str))
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise (no_space(path, err) or err) from None
     os.replace(tmp, path)
 
 
@@ -221,6 +257,23 @@ class TrialDir:
     @property
     def checkpoints(self) -> Path:
         return self.path / CHECKPOINTS
+
+    @property
+    def selected_weights(self) -> Path:
+        return self.path / SELECTED
+
+    def tidy(self, keep: str) -> None:
+        """Leave what ``keep`` asks for in the folder of a final trial (finished, or stopped by the search): the
+        training checkpoint goes unless ``keep`` is ``checkpoint``, the selected weights unless it is ``selected``.
+        Anything else is left alone: a trial that may still run keeps what a retry needs."""
+        if keep not in KEEP:
+            raise BenchxferError(f"keep {keep!r}: must be one of {', '.join(KEEP)}")
+        if self.state() not in (TrialState.FINISHED, TrialState.STOPPED):
+            return
+        if keep != "checkpoint":
+            shutil.rmtree(self.checkpoints, ignore_errors=True)
+        if keep != "selected":
+            self.selected_weights.unlink(missing_ok=True)
 
     # result.json
     def result_record(self) -> dict[str, Any] | None:
@@ -437,3 +490,21 @@ class SweepDir:
 
     def write_best_lr(self, best: dict[str, float]) -> None:
         write_json(self.path / BEST_LR, best)
+
+    # disk_full.txt
+    def disk_full(self) -> str | None:
+        """The line of the trial that ran out of disk in this launch (None: none did)."""
+        try:
+            return (self.path / DISK_FULL).read_text(errors="replace").strip() or "a trial ran out of disk"
+        except FileNotFoundError:
+            return None
+
+    def write_disk_full(self, line: str) -> None:
+        """Record it; never raises (a disk with no byte free: the stopper sees that itself)."""
+        try:
+            (self.path / DISK_FULL).write_text(line + "\n")
+        except OSError:
+            pass
+
+    def clear_disk_full(self) -> None:
+        (self.path / DISK_FULL).unlink(missing_ok=True)

@@ -5,6 +5,7 @@ Every test here runs on the session's real local Ray (``ray_session``) and a rea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -138,3 +139,17 @@ def kill_driver(proc: subprocess.Popen, trial: Path | None = None, timeout: floa
             return
         time.sleep(0.2)
     pytest.fail(f"the trial's process {pid} outlived its driver by {timeout:.0f} s")
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str):
+    """A tmpfs of ``size`` (``mount -t tmpfs -o size=SIZE``) at ``folder``, unmounted after; a test that needs a disk
+    that fills is skipped where none can be mounted (not root)."""
+    folder.mkdir(parents=True)
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("a tmpfs cannot be mounted here (needs root)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

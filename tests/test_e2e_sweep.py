@@ -63,6 +63,9 @@ def test_sweep_records_every_trial_once(tmp_path, ray_session, mlflow_uri):
         assert run.data.metrics["test_auroc"] == pytest.approx(result["test"]["auroc"])
         assert 0.0 <= result["test"]["auroc"] <= 1.0
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [0, 1]
+        kept = paths.trial_dir("e2e", key) / "selected.safetensors"  # the run links the weights the folder keeps
+        assert run.data.tags["benchxfer.best_checkpoint"] == str(kept.resolve()) and kept.is_file()
+        assert not (paths.trial_dir("e2e", key) / "checkpoints").exists()
     assert {r.data.params["seed"] for r in trials} == {"0", "1"}
 
     # the same sweep again: nothing runs twice, no second MLflow run appears
@@ -81,7 +84,7 @@ def test_two_worker_ddp_trial_shards_and_whole_set_metric(tmp_path, ray_session,
     metric equal to the metric of the best weights on the whole test set computed here in one process."""
     import contextlib
 
-    import torch
+    from safetensors.torch import load_file
 
     from benchxfer import models
     from benchxfer.planning import make_plan
@@ -105,8 +108,9 @@ def test_two_worker_ddp_trial_shards_and_whole_set_metric(tmp_path, ray_session,
     cfg = plan.trials[0].config
     rd = data_setup.build_data(cfg)
     model = models.build_model(cfg.arch, rd.task, rd.num_classes)
-    ckpt = torch.load(sorted((tdir / "checkpoints").glob("epoch_*.pt"))[-1], weights_only=True)
-    model.load_state_dict(ckpt["best_model"])
+    # once the result is recorded the folder keeps the tested weights alone (keep: selected, the default)
+    assert not (tdir / "checkpoints").exists() and (tdir / "selected.safetensors").is_file()
+    model.load_state_dict(load_file(tdir / "selected.safetensors"))
     sess = local_session()
     loader = data_setup.eval_loader(rd.test, cfg, 0, 1, False)
     whole = evaluate(model, loader, rd, loss_for(cfg.loss, rd.task), sess, contextlib.nullcontext, ("auroc",))

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchxfer.trialdir import no_space
+
 log = logging.getLogger("benchxfer")
 _NAME = re.compile(r"epoch_(\d{4,})\.pt$")
 
@@ -44,8 +46,14 @@ class CheckpointStore:
         fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp_", suffix=".pt")
         os.close(fd)
         try:
-            torch.save(state, tmp)
+            with open(tmp, "wb") as f:  # closed on failure, so that a full disk gets its room back at once
+                torch.save(state, f)
             os.replace(tmp, target)
+        except (RuntimeError, OSError) as err:  # torch says "unexpected pos" for a full disk: name it
+            full = no_space(target, err)
+            if full is None:
+                raise
+            raise full from None
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)

@@ -18,8 +18,10 @@ import contextlib
 import json
 import logging
 import math
+import os
 import platform
 import random
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -34,12 +36,12 @@ from benchxfer.recipes import TrainConfig
 from benchxfer.recipes.parts import OPTIMIZERS, STOPPING, check_micro_batch, loss_for, mixup, mixup_lambda
 from benchxfer.recipes.schedules import ScheduleInput, bit_boundaries, build_schedule, current_lr
 from benchxfer.tasks import Task, get_task
-from benchxfer.tracking import CHECKPOINT_NOTE, ERROR, STATUS, RunLogger
+from benchxfer.tracking import BEST_CHECKPOINT, BEST_CHECKPOINT_EPOCH, CHECKPOINT_NOTE, ERROR, STATUS, RunLogger
 from benchxfer.train import metrics as M
 from benchxfer.train.checkpoint import CheckpointStore, rng_state, set_rng_state
 from benchxfer.train.data_setup import RunData, TrainStream, build_data, eval_loader, steps_per_epoch, train_loader
 from benchxfer.train.session import SESSIONS, Runtime, Session
-from benchxfer.trialdir import Failure, Progress, TrialDir, TrialFailed, TrialResult
+from benchxfer.trialdir import Failure, Progress, TrialDir, TrialFailed, TrialResult, no_space
 
 log = logging.getLogger("benchxfer")
 
@@ -398,6 +400,10 @@ def finish(run: Run) -> TrialResult:
         selected=selected, last_step=run.step if selected == "last" else None, environment=environment(sess),
     )
     if sess.is_main:
+        if run.runtime.keep == "selected":
+            save_selected(_unwrap(run.model), run.folder.selected_weights, cfg, result)
+            run.tlog.set_tags({BEST_CHECKPOINT: str(run.folder.selected_weights.resolve())}
+                              | ({BEST_CHECKPOINT_EPOCH: str(run.best_epoch)} if selected == "best-val" else {}))
         if run.runtime.finish is not None:
             result = run.runtime.finish(_unwrap(run.model), cfg, result)
         run.tlog.log_metrics({f"test_{k}": v for k, v in test.items()} | {
@@ -408,8 +414,33 @@ def finish(run: Run) -> TrialResult:
         run.tlog.set_tags({STATUS: "finished", **{f"env.{k}": str(v) for k, v in result.environment.items()}})
         run.folder.write_result(result)
         run.tlog.close("FINISHED")
+        run.folder.tidy(run.runtime.keep)  # the result is recorded: the training checkpoint goes unless kept
     sess.report({f"test_{k}": v for k, v in test.items()} | {"done": True, "epoch": run.epoch} | _best_val(run))
     return result
+
+
+def save_selected(model: nn.Module, path, cfg: TrainConfig, result: TrialResult) -> None:
+    """The tested weights, alone, as safetensors (written atomically): the model's state dict in its own names
+    (``benchxfer zoo import`` reads a classifier's as the canonical format, its head dropped), with the arch,
+    the trial and which weights they are in the file's metadata."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"arch": cfg.arch, "trial_key": cfg.trial_key, "selected": result.selected,
+            "best_epoch": str(result.best_epoch), "format": "benchxfer"}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=".safetensors")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=meta)
+        os.replace(tmp, path)
+    except Exception as err:  # safetensors' own error for a full disk: ENOSPC naming the file
+        full = no_space(path, err)
+        if full is None:
+            raise
+        raise full from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def train_run(cfg: TrainConfig, runtime: Runtime) -> TrialResult:

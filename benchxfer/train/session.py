@@ -39,6 +39,10 @@ class Runtime:
     # send each epoch's metrics to MLflow at once (an lr search's trial, which its scheduler may stop between
     # epochs); else they go with each checkpoint and at least every METRICS_EVERY_S
     metrics_each_epoch: bool = False
+    # what the trial's folder keeps once it is final (trialdir.KEEP): with "selected", finish writes the tested
+    # weights to selected.safetensors; after result.json it leaves only what this names (TrialDir.tidy). A sweep's
+    # driver passes the sweep file's choice; a bare train_run (benchxfer train, tests) keeps everything
+    keep: str = "checkpoint"
 
     def with_session(self, session: str) -> Runtime:
         return dataclasses.replace(self, session=session)
