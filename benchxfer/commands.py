@@ -134,8 +134,64 @@ def sweep(file, dry_run, limit, tracking_uri, address, zoo_dir, verbose):
     from benchxfer import locks
     from benchxfer.spec import load_spec
 
-    with locks.sweep(load_spec(file).name, echo=click.echo):  # before the synthetic data is written, to the end
+    name = load_spec(file).name
+    with locks.sweep(name, echo=click.echo):  # before the synthetic data is written, to the end
+        _refuse_other_sweep(name, file)
         _run(make_plan(file, zoo_dir, write_synthetic=True), tracking_uri, address, verbose)
+
+
+# what a sweep file may change under a name already used: how the sweep runs, not what its trials compute
+RUN_ONLY_KEYS = ("description", "resources", "failure")
+
+
+def _refuse_other_sweep(name: str, file: str) -> None:
+    """``sweep FILE`` under a name that already holds a sweep continues that sweep only when FILE still says what
+    it said (but how it runs: RUN_ONLY_KEYS); a file that changed what decides a result (a knob, an lr, a seed, a
+    dataset's root or options, an init) would mix two protocols under one name: refused, naming what changed."""
+    from benchxfer.spec import read_yaml
+    from benchxfer.trialdir import SweepDir
+
+    sdir = SweepDir(name)
+    if not sdir.exists() or Path(file).resolve() == sdir.spec_copy.resolve():
+        return
+    before_base = Path(_readable_source(sdir) or sdir.spec_copy).parent
+    before = _result_fields(read_yaml(sdir.spec_copy), before_base)
+    after = _result_fields(read_yaml(file), Path(file).resolve().parent)
+    changed = [k for k in sorted(set(before) | set(after)) if before.get(k, "(absent)") != after.get(k, "(absent)")]
+    if changed:
+        first = changed[0]
+        more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+        raise BenchxferError(
+            f"sweep {name!r}: {file} is not the sweep started under this name ({sdir.spec_copy}): {first} was "
+            f"{before.get(first, '(absent)')}, now {after.get(first, '(absent)')}{more}; its trials would be mixed with "
+            f"the finished ones: give the file another `name:` to start another sweep, or restore it (`benchxfer resume "
+            f"{name}` continues the sweep that was started)")
+
+
+def _result_fields(doc: dict, base: Path) -> dict[str, str]:
+    """A sweep file's values that decide its trials' results, flat (``overrides.epochs`` -> ``1``), dataset roots
+    made absolute against the file's folder."""
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(f"{prefix}[{i}]", v)
+        else:
+            flat[prefix] = repr(value)
+
+    for key, value in doc.items():
+        if key in RUN_ONLY_KEYS:
+            continue
+        if key == "datasets" and isinstance(value, list):
+            value = [{**d, "root": str((base / Path(d["root"]).expanduser()).resolve())}
+                     if isinstance(d, dict) and isinstance(d.get("root"), str) and d["root"] != "synthetic" else d
+                     for d in value]
+        walk(key, value)
+    return flat
 
 
 @click.command()
@@ -267,6 +323,24 @@ def status(name):
         n_stopped = sum(r["state"] == "stopped" for r in rows)
         line += f"; lr search: {len(others)} other trials, {n_stopped} stopped by the search"
     click.echo(line)
+    damaged = [r for r in rows if r["state"] == "damaged"]
+    if damaged:  # shown above; the exit status says it too
+        raise BenchxferError(f"sweep {name!r}: {len(damaged)} damaged trial(s), the first: {damaged[0]['trial_key']} "
+                             f"({damaged[0]['error']}); restore or remove the file, then `benchxfer resume {name}`")
+
+
+def set_key(key: str, planned: dict, config: dict) -> str:
+    """The key of a ``train`` run: the trial's own when ``--set`` changed nothing that decides the result, else
+    the trial's key and a hash of the values ``--set`` changed, so that it trains in a folder of its own (a run
+    with other knobs never continues, nor reports, another's checkpoints and result)."""
+    import hashlib
+
+    from benchxfer.spec import EXECUTION_ONLY
+
+    changed = {k: config[k] for k in sorted(config) if k not in EXECUTION_ONLY and config[k] != planned.get(k)}
+    if not changed:
+        return key
+    return f"{key}_set-{hashlib.sha1(json.dumps(changed, sort_keys=True, default=str).encode()).hexdigest()[:8]}"
 
 
 @click.command()
@@ -311,11 +385,17 @@ def train(file, index, sets, zoo_dir):
     config.update(check_knob_values(check_knobs(extra, "--set"), "--set"))
     check_names(config, "--set")  # the same names the sweep file is held to
     check_combinations(config, [trial.shot], "--set")
-    tdir = paths.sweep_dir(plan.spec.name) / "local" / trial.key
-    click.echo(f"Training {trial.key} in-process; folder {tdir}")
-    threads = max(1, int(plan.spec.resources["cpus_per_worker"]))  # as a sweep's worker: same numbers
-    result = train_run(TrainConfig.from_dict(config),
-                       Runtime(trial_dir=str(tdir), session="local", threads=threads)).to_dict()
+    key = set_key(trial.key, trial.config.to_dict(), config)
+    config["trial_key"] = key
+    tdir = paths.sweep_dir(plan.spec.name) / "local" / key
+    from benchxfer import locks
+
+    with locks.held(locks.train_lock_path(plan.spec.name, key), f"trial {key} of sweep {plan.spec.name!r}",
+                    echo=click.echo):
+        click.echo(f"Training {key} in-process; folder {tdir}")
+        threads = max(1, int(plan.spec.resources["cpus_per_worker"]))  # as a sweep's worker: same numbers
+        result = train_run(TrainConfig.from_dict(config),
+                           Runtime(trial_dir=str(tdir), session="local", threads=threads)).to_dict()
     click.echo(json.dumps({k: result[k] for k in ("trial_key", "metric", "value", "test", "best_epoch",
                                                   "epochs_run", "wall_seconds")}, indent=1))
 
@@ -325,20 +405,26 @@ def train(file, index, sets, zoo_dir):
 @tracking_option
 @address_option
 @zoo_option
-def pretrain(file, tracking_uri, address, zoo_dir):
+@click.option("--force", is_flag=True, help="Replace an init of the same name already in the zoo (an import, or "
+                                            "another pre-training's backbone).")
+def pretrain(file, tracking_uri, address, zoo_dir, force):
     """Pre-train a new init from FILE on Ray Train and register it in the zoo under the file's name.
 
     Sources are merged on their common labels (missing and uncertain labels are masked out of the loss).
-    Run the same command again after a kill: it continues from the last epoch checkpoint.
+    Run the same command again after a kill: it continues from the last epoch checkpoint. A name the zoo
+    already holds for something else is refused unless --force.
     """
-    from benchxfer.pretraining import load_pretrain_spec
-    from benchxfer.runner import run_pretrain
+    from benchxfer.pretraining import load_pretrain_spec, plan_pretrain
+    from benchxfer.runner import check_zoo_name, run_pretrain
     from benchxfer.tracking import tracking_uri as tracking
 
     _use_zoo(zoo_dir)
     spec = load_pretrain_spec(file)
-    with tracking(tracking_uri, echo=click.echo) as uri:
-        result = run_pretrain(spec, uri, echo=click.echo, zoo_override=zoo_dir, address=address)
+    check_zoo_name(spec, plan_pretrain(spec), zoo_dir, force)  # before MLflow and Ray start
+    from benchxfer import locks
+
+    with locks.pretrain(spec.name, echo=click.echo), tracking(tracking_uri, echo=click.echo) as uri:
+        result = run_pretrain(spec, uri, echo=click.echo, zoo_override=zoo_dir, address=address, force=force)
     click.echo(f"Init {spec.name!r} is in the zoo ({result.get('zoo_path', 'already there')}); "
                f"use it in a sweep as `inits: [{spec.name}]`.")
 

@@ -12,7 +12,6 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from benchxfer.errors import BenchxferError
 
@@ -28,11 +27,15 @@ class Variable:
 
 
 def _folder(value: str) -> str | None:
-    from benchxfer.paths import folder_problem
+    from benchxfer.paths import dangling_link, expand_user, folder_problem
 
     if not value.strip():
         return "it is set but empty"
-    return folder_problem(Path(value).expanduser())
+    try:
+        path = expand_user(value)
+    except ValueError as err:
+        return str(err)
+    return dangling_link(path) or folder_problem(path)
 
 
 def _positive_seconds(value: str) -> str | None:

@@ -10,9 +10,10 @@ Everything lives under one home folder: ``$BENCHXFER_HOME``, or ``~/.benchxfer``
     <home>/data/synthetic/    synthetic datasets written on first use
     <home>/logs/              the traceback of any unexpected error (the CLI names the file)
 
-The command line calls :func:`pin` once at start-up: a relative ``$BENCHXFER_HOME`` (or ``$BENCHXFER_ZOO``) is
-resolved against the current folder and written back as an absolute path, so every path handed to Ray (whose
-workers run in folders of their own) is absolute.
+The command line calls :func:`pin` once at start-up: a relative ``$BENCHXFER_HOME`` (or ``$BENCHXFER_ZOO``,
+``$BENCHXFER_CACHE``) is resolved against the current folder and written back as an absolute path, so every path
+handed to Ray (whose workers run in folders of their own, and receive exactly these variables) is absolute. A
+``~user`` that names no user, and a symbolic link to nothing (an unmounted share), are named, never followed.
 """
 
 from __future__ import annotations
@@ -23,7 +24,29 @@ from pathlib import Path
 
 from benchxfer.errors import BenchxferError
 
-PINNED = ("BENCHXFER_HOME", "BENCHXFER_ZOO")
+PINNED = ("BENCHXFER_HOME", "BENCHXFER_ZOO", "BENCHXFER_CACHE")  # made absolute once; passed to every Ray worker
+
+
+def expand_user(value: str) -> Path:
+    """``value`` with a leading ``~`` or ``~user`` expanded; a ``~user`` naming no user on this machine is a
+    ``ValueError`` saying so (Python's own is ``RuntimeError: Could not determine home directory.``)."""
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:
+        head = value.split("/", 1)[0]
+        raise ValueError(f"{head!r} names no user on this machine, so it cannot be expanded; give the "
+                         "folder's full path") from None
+
+
+def dangling_link(path: Path) -> str | None:
+    """The first part of ``path`` that is a symbolic link to nothing (an unmounted share, a moved folder), said in
+    words; None when there is none."""
+    probe = Path(os.path.abspath(path))
+    for p in (probe, *probe.parents):
+        if os.path.islink(p) and not os.path.exists(p) and not _loops(p):
+            return (f"{p} is a symbolic link to {os.readlink(p)}, which does not exist (an unmounted share?); "
+                    "mount it, or give a folder")
+    return None
 
 
 def _env_path(var: str) -> Path | None:
@@ -33,9 +56,15 @@ def _env_path(var: str) -> Path | None:
     if not value.strip():
         raise BenchxferError(f"${var} is set but empty; unset it or give a folder")
     try:
-        return Path(value).expanduser().resolve()
+        path = expand_user(value)
+    except ValueError as err:
+        raise BenchxferError(f"${var}={value!r}: {err}") from None
+    if (problem := dangling_link(path)) is not None:  # never followed: its target would be made a local folder
+        raise BenchxferError(f"${var}={value!r}: {problem}")
+    try:
+        return path.resolve()
     except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError for a symlink loop
-        raise BenchxferError(f"${var}={value!r}: {folder_problem(Path(value).expanduser())}; give a folder") from None
+        raise BenchxferError(f"${var}={value!r}: {folder_problem(path)}; give a folder") from None
 
 
 def pin() -> None:

@@ -56,11 +56,11 @@ def _artifacts_uri(runs: RunSet, tracking_uri: str | None) -> Iterator[str | Non
 
 
 def _run(runs: RunSet, out: Path, baseline: str | None, test: str, title: str, ddof: str, uri: str | None):
-    from benchxfer.report import write_report  # matplotlib and scipy load only here
+    from benchxfer.report import write_report_into  # matplotlib and scipy load only here
     from benchxfer.results import load_curves
 
     history = load_curves(runs, uri) if uri else None
-    report = write_report(runs, out, baseline=_baseline(runs, baseline), test=test, title=title, ddof=int(ddof),
+    report = write_report_into(runs, out, baseline=_baseline(runs, baseline), test=test, title=title, ddof=int(ddof),
                           history=history)
     click.echo(f"# {title}\n\nSource: {runs.source}\n\n{report.summary.markdown()}\n")
     for line in runs.damaged:

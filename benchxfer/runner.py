@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from benchxfer import cluster
+from benchxfer import cluster, locks
 from benchxfer.cluster import Launch
 from benchxfer.errors import BenchxferError
 from benchxfer.planning import Plan, expand
@@ -81,7 +81,8 @@ def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: 
     cluster.preflight(launch_of(plan, tracking_uri))  # a request no node can ever hold: refused before any work
     cluster.gpu_preflight(launch_of(plan, tracking_uri), [(c.knobs, c.task) for c in plan.cells])  # GPU memory, likewise
     for pspec in plan.to_pretrain:
-        run_pretrain(pspec, tracking_uri, echo=echo, verbose=verbose)
+        with locks.pretrain(pspec.name, echo):  # as `benchxfer pretrain` holds it: one run of it at a time
+            run_pretrain(pspec, tracking_uri, echo=echo, verbose=verbose)
     launch = launch_of(plan, tracking_uri)
     if record_shards:
         launch = Launch(**{**launch.__dict__, "record_shards": True})
@@ -149,10 +150,12 @@ def _tune_then_repeat(plan: Plan, launch: Launch, recorder, echo, verbose: bool 
 
 
 def run_pretrain(spec: PretrainSpec, tracking_uri: str, echo=print, zoo_override: str | None = None,
-                 address: str | None = None, verbose: bool = False) -> dict[str, Any]:
-    """Run (or continue) the pre-training on Ray and register its backbone in the zoo."""
+                 address: str | None = None, verbose: bool = False, force: bool = False) -> dict[str, Any]:
+    """Run (or continue) the pre-training on Ray and register its backbone in the zoo. A name the zoo holds for
+    something else (an import, another pre-training's backbone) is refused before any work, unless ``force``."""
     trial = plan_pretrain(spec)
     tdir = TrialDir.of(EXPERIMENT, trial.key)
+    check_zoo_name(spec, trial, zoo_override, force)
     done = tdir.result()
     if done is None:
         r = spec.resources
@@ -165,10 +168,25 @@ def run_pretrain(spec: PretrainSpec, tracking_uri: str, echo=print, zoo_override
         from benchxfer.tracking import SweepRecorder
 
         SweepRecorder(tracking_uri, EXPERIMENT)  # the experiment and its parent run, made once on the driver
-        run_trials([trial], launch, finish=ExportBackbone(spec.name, zoo_override), echo=echo, verbose=verbose)
+        run_trials([trial], launch, finish=ExportBackbone(spec.name, zoo_override, force), echo=echo,
+                   verbose=verbose)
         done = tdir.result()
         if done is None:
             failure = tdir.failure()
             reason = failure.reason if failure else "no result was written"
             raise BenchxferError(f"pre-training {spec.name!r} failed: {reason.strip()[:300]}")
     return done.to_dict()
+
+
+def check_zoo_name(spec: PretrainSpec, trial: Trial, zoo_override: str | None, force: bool) -> None:
+    """A pre-training that is to write its backbone into the zoo refuses a name the zoo holds for something else
+    (an import, another pre-training), unless ``force``: checked before any work, and again under the zoo's lock
+    when the backbone is written."""
+    from benchxfer.zoo.store import claimed
+
+    if force or TrialDir.of(EXPERIMENT, trial.key).result() is not None:
+        return
+    if (there := claimed(spec.name, trial.key, zoo_override)) is not None:
+        raise BenchxferError(f"{spec.path}: name: init {spec.name!r} is already in the zoo ({there}); give the "
+                             "pre-trained backbone another name, or pass --force to replace it")
+

@@ -33,6 +33,7 @@ from benchxfer.schema import (
     check_name,
     check_option_values,
     check_rules,
+    check_sweep_name,
     check_synthetic,
     parse_search_options,
 )
@@ -365,6 +366,7 @@ def load_spec(path: str | Path) -> SweepSpec:
         if not NAME_RE.match(name) or len(name) > MAX_NAME:
             raise _fail(path, "name", f"not set, and the file name gives {name!r}, which is not lower-case letters, "
                         f"digits, '.', '_' or '-' (at most {MAX_NAME} characters); add a name: key")
+    check_sweep_name(f"{path}: name", name)
 
     raw_inits = doc.get("inits")
     if not isinstance(raw_inits, list) or not raw_inits:

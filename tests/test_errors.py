@@ -398,6 +398,68 @@ def sweep_held(f: Files) -> list[str]:
     return ["sweep", f.good()]
 
 
+# --- round three (issue 34): a name is not an identity ---------------------------------------------------
+
+def home_dangling_link(work: Path, home: Path) -> dict[str, str | None]:
+    """$BENCHXFER_ZOO is a link to a share that is not mounted: named, and its target never made."""
+    (work / "share").symlink_to(work / "mnt" / "share")
+    return {"BENCHXFER_ZOO": str(work / "share" / "zoo")}
+
+
+def pretrain_over_import(f: Files) -> list[str]:
+    """``mine`` was imported into the zoo; a pre-training file named ``mine`` must not replace it."""
+    from benchxfer.zoo.store import import_init
+
+    zoo = f.tmp / "zoo"
+    import_init("mine", f.resnet18("first.pth"), fmt="torchvision", zoo=zoo)
+    f.keep(zoo)
+    return ["pretrain", f.write("p.yaml", PRETRAIN), "--zoo", str(zoo)]
+
+
+def report_over_own_files(f: Files) -> list[str]:
+    """The user's own summary.csv, table.md and report.html in the folder given as --out are never replaced."""
+    mine = f.tmp / "paper"
+    mine.mkdir()
+    for name in ("summary.csv", "table.md", "report.html"):
+        (mine / name).write_text(f"my own {name}\n")
+    f.keep(mine)
+    return ["report", "done", "--out", str(mine)]
+
+
+def sweep_file_changed(f: Files) -> list[str]:
+    """Sweep ``moved`` started from <tmp>/s.yaml with epochs 1; the file now says epochs 2, same name."""
+    started_sweep(f, GOOD.replace("name: done", "name: moved"))
+    return ["sweep", f.sweep(GOOD.replace("name: done", "name: moved").replace("epochs: 1", "epochs: 2"))]
+
+
+def held_lock(name: str, command: str) -> Callable[[Files], None]:
+    """A lock in <home>/locks held by a live process (this one, recorded as another command)."""
+    import socket
+    import time
+
+    def plant(f: Files) -> None:
+        locks = f.tmp.parent / "home" / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        (locks / name).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time(),
+                                              "command": command}))
+        f.keep(locks)
+    return plant
+
+
+def train_held(f: Files) -> list[str]:
+    from benchxfer.planning import make_plan
+
+    path = f.good()
+    key = make_plan(path, dry_run=True).trials[0].key
+    held_lock(f"train-done-{key}.lock", "benchxfer train s.yaml")(f)
+    return ["train", path]
+
+
+def pretrain_held(f: Files) -> list[str]:
+    held_lock("pretrain-mine.lock", "benchxfer pretrain p.yaml")(f)
+    return ["pretrain", f.write("p.yaml", PRETRAIN)]
+
+
 # --- the cases ------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -785,6 +847,37 @@ CASES = [
          lambda f: ["status", "done"],
          ("Error: $RAY_ADDRESS='head': not a Ray address; allowed: a Ray cluster: 'auto', HOST:PORT",),
          env=env_var("RAY_ADDRESS", "head")),
+    # round three (issue 34): names are checked for what they stand for
+    Case("home-unknown-user", "environment", "`BENCHXFER_HOME='~nosuchuser/bx'`", lambda f: ["status", "done"],
+         ("Error: $BENCHXFER_HOME='~nosuchuser/bx': '~nosuchuser' names no user on this machine, so it cannot be "
+          "expanded; give the folder's full path",), env=env_var("BENCHXFER_HOME", "~nosuchuser/bx")),
+    Case("zoo-dangling-link", "environment", "`BENCHXFER_ZOO` under a symbolic link to nothing (a share not mounted)",
+         lambda f: ["zoo", "list"],
+         ("Error: $BENCHXFER_ZOO='<tmp>/share/zoo': <tmp>/share is a symbolic link to <tmp>/mnt/share, which does not "
+          "exist (an unmounted share?); mount it, or give a folder",), env=home_dangling_link),
+    Case("reserved-sweep-name", "sweep file", "`name: pretrain` (the pre-training runs' folder and experiment)",
+         good_dry(old="name: done", new="name: pretrain"),
+         (S + "name: 'pretrain' is reserved for the pre-training runs' folder (runs/pretrain) and MLflow experiment; "
+          "give the sweep another name",)),
+    Case("pretrain-over-import", "data loss", "`pretrain p.yaml` whose `name: mine` is an init imported into the zoo",
+         pretrain_over_import,
+         ("Error: <tmp>/p.yaml: name: init 'mine' is already in the zoo (sha256 ", "from <tmp>/first.pth); give the "
+          "pre-trained backbone another name, or pass --force to replace it")),
+    Case("report-out-over-own-files", "data loss", "`report done --out DIR`, DIR holding the user's own "
+         "summary.csv, table.md and report.html", report_over_own_files,
+         ("Error: report folder <tmp>/paper: 3 file(s) of the report are already there and were not written by "
+          "benchxfer (or were changed since), the first: <tmp>/paper/", "nothing was replaced: give another --out, "
+          "or move them away")),
+    Case("sweep-file-changed", "CLI", "`sweep s.yaml` after editing epochs 1 -> 2 under the same name", sweep_file_changed,
+         ("Error: sweep 'moved': <tmp>/s.yaml is not the sweep started under this name (<home>/runs/moved/sweep.yaml): "
+          "overrides.epochs was 1, now 2; its trials would be mixed with the finished ones: give the file another "
+          "`name:` to start another sweep, or restore it (`benchxfer resume moved` continues the sweep that was "
+          "started)",)),
+    Case("train-held", "CLI", "`train s.yaml` while another `train` of the same trial runs", train_held,
+         ("Error: trial scratch_chestxray14_lr0.001_s0_", "of sweep 'done' is in use by `benchxfer train s.yaml` (pid ",
+          "wait for it to end")),
+    Case("pretrain-held", "CLI", "`pretrain p.yaml` while another `pretrain` of `mine` runs", pretrain_held,
+         ("Error: pre-training 'mine' is in use by `benchxfer pretrain p.yaml` (pid ", "wait for it to end")),
     # damaged or foreign files, named
     Case("latin1-csv", "dataset", "a CheXpert CSV with a Latin-1 byte (`é` saved as 0xe9)", latin1_csv,
          ("<tmp>/chex/train.csv: line 3: not UTF-8 text (byte 0xe9, perhaps Latin-1 or Windows-1252); a CSV file "
@@ -1011,7 +1104,9 @@ def test_status_and_report_name_a_damaged_result(tmp_path):
     (sweep / "trials.json").write_text(json.dumps([*trials, {**trials[0], "trial_key": "k2", "seed": 1}]))
     env = {"BENCHXFER_HOME": str(home)}
     code, out, err = warm_run(["status", "done"], env, tmp_path)
-    assert code == 0 and err.strip() == "", err
+    assert code == 1 and err.strip() == (f"Error: sweep 'done': 1 damaged trial(s), the first: k2 (damaged: {bad}: "
+                                         "value='high' is not a number); restore or remove the file, then "
+                                         "`benchxfer resume done`"), err
     row = next(line for line in out.splitlines() if line.startswith("k2 "))
     assert row.split()[1] == "damaged" and f"damaged: {bad}: value='high' is not a number" in row, row
     assert "1 finished" in out and "1 damaged" in out, out

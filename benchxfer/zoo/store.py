@@ -173,8 +173,11 @@ def save_local_init(
     mean: tuple[float, float, float] = IMAGENET_MEAN,
     std: tuple[float, float, float] = IMAGENET_STD,
     description: str = "",
+    force: bool = True,
 ) -> Path:
-    """Register ``state`` (a backbone of ``arch``; a classifier head in it is dropped) as init ``name``."""
+    """Register ``state`` (a backbone of ``arch``; a classifier head in it is dropped) as init ``name``. Without
+    ``force``, a name the zoo holds for something else (an import, another pre-training: see :func:`claimed`) is
+    refused under the index's lock, and the file and its record stay as they were."""
     _check_name(name)
     if name in INITS:
         raise BenchxferError(f"init name {name!r} is a built-in init; choose another name for a local init")
@@ -182,15 +185,36 @@ def save_local_init(
     check_backbone(backbone, arch, None, f"local init {name!r}")
     provenance = json.loads(json.dumps(provenance, sort_keys=True, default=str))
     path = zoo_dir(zoo) / canonical_filename(name)
-    digest = _write_canonical(path, backbone, {"format": CANONICAL, "arch": arch, "name": name})
-    with _edit_index(zoo) as entries:
-        entries[name] = {
-            "arch": arch, "fmt": CANONICAL, "filename": path.name, "sha256": digest,
-            "mean": list(mean), "std": list(std), "description": description or f"local init ({arch})",
-            "source": str(provenance.get("source") or json.dumps(provenance, sort_keys=True)),
-            "provenance": provenance, "local": True,
-        }
+    tmp, digest = _write_temporary(path, backbone, {"format": CANONICAL, "arch": arch, "name": name})
+    try:
+        with _edit_index(zoo) as entries:
+            if not force and (there := claimed(name, provenance.get("trial_key"), zoo, entries)) is not None:
+                raise BenchxferError(f"init {name!r} is already in the zoo ({there}); pass --force to replace it")
+            os.replace(tmp, path)
+            entries[name] = {
+                "arch": arch, "fmt": CANONICAL, "filename": path.name, "sha256": digest,
+                "mean": list(mean), "std": list(std), "description": description or f"local init ({arch})",
+                "source": str(provenance.get("source") or json.dumps(provenance, sort_keys=True)),
+                "provenance": provenance, "local": True,
+            }
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
+
+
+def claimed(name: str, trial_key: str | None, zoo: ZooArg = None,
+            entries: dict[str, dict[str, Any]] | None = None) -> str | None:
+    """What the zoo holds under ``name`` when it is not the output of the pre-training run ``trial_key`` (an
+    import, or another pre-training's backbone): its checksum, date and source; None when the name is free or
+    holds that same run's backbone (a pre-training run again after a kill, or exported twice)."""
+    there = _already_there(name, zoo, entries)
+    if there is None:
+        return None
+    rec = (read_index(zoo) if entries is None else entries)[name]
+    made_by = (rec.get("provenance") or {}).get("trial_key") if isinstance(rec.get("provenance"), dict) else None
+    if trial_key is not None and made_by == trial_key:
+        return None
+    return there
 
 
 def _already_there(name: str, zoo: ZooArg, entries: dict[str, dict[str, Any]] | None = None) -> str | None:
