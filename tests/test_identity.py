@@ -1,0 +1,163 @@
+"""Issue 34: a name is not an identity. What a name already stands for (a trial's folder, a zoo init, a report
+folder, a sweep, an environment path) is kept apart from what a later command means by it, through the command
+line. The refusals themselves are rows of docs/errors.md (tests/test_errors.py); these tests check what is allowed
+beside them and what must stay untouched."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from test_errors import GOOD, plant_finished_sweep, snapshot, warm_run
+
+pytestmark = pytest.mark.fast
+
+TINY = GOOD.replace("n_train: 4, n_val: 2, n_test: 2, size: 24", "n_train: 4, n_val: 2, n_test: 2, size: 16") \
+    .replace("size: 32", "size: 16")
+
+
+def _train(args: list[str], home: Path, cwd: Path) -> dict:
+    code, out, err = warm_run(["train", *args], {"BENCHXFER_HOME": str(home)}, cwd)
+    assert code == 0, (out, err)
+    return json.loads(out[out.index("{"):])
+
+
+def test_train_set_trains_in_a_folder_of_its_own(tmp_path):
+    """Item 6: `train --set epochs=2` and a plain `train` of the same trial never share a folder, so neither
+    reports (or continues) the other's run; a --set that changes nothing is the plain trial."""
+    home = tmp_path / "home"
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(TINY)
+    with_set = _train([str(sweep), "--set", "epochs=2"], home, tmp_path)
+    plain = _train([str(sweep)], home, tmp_path)
+    assert with_set["epochs_run"] == 2 and plain["epochs_run"] == 1
+    assert with_set["trial_key"].startswith(plain["trial_key"] + "_set-")
+    local = home / "runs" / "done" / "local"
+    assert sorted(p.name for p in local.iterdir()) == sorted([plain["trial_key"], with_set["trial_key"]])
+    for key, epochs in ((plain["trial_key"], 1), (with_set["trial_key"], 2)):
+        assert json.loads((local / key / "result.json").read_text())["epochs_run"] == epochs
+    # the same values as the file: the plain trial, already finished in its own folder
+    code, out, err = warm_run(["train", str(sweep), "--set", "epochs=1"], {"BENCHXFER_HOME": str(home)}, tmp_path)
+    assert code == 0 and f"Training {plain['trial_key']} in-process" in out, (out, err)
+    assert not (home / "locks" / f"train-done-{plain['trial_key']}.lock").exists()  # released at the end
+
+
+def test_report_out_replaces_only_its_own_files(tmp_path):
+    """Item 2: a report written again into its folder replaces its own files; a file the user changed there,
+    or wrote, is never replaced, and the refused report leaves the folder as it was."""
+    home = tmp_path / "home"
+    plant_finished_sweep(home)
+    env = {"BENCHXFER_HOME": str(home)}
+    out = tmp_path / "rep"
+    (out / "notes.txt").parent.mkdir()
+    (out / "notes.txt").write_text("mine\n")  # a file the report does not write: left alone
+    for _ in range(2):
+        code, stdout, err = warm_run(["report", "done", "--out", str(out)], env, tmp_path)
+        assert code == 0, err
+    manifest = json.loads((out / ".benchxfer-report.json").read_text())["files"]
+    assert {"summary.csv", "table.md", "report.html", "runs.csv", "runs.parquet"} <= set(manifest)
+    assert "notes.txt" not in manifest and (out / "notes.txt").read_text() == "mine\n"
+    (out / "table.md").write_text("my edited table\n")
+    before = snapshot(out)
+    code, stdout, err = warm_run(["report", "done", "--out", str(out)], env, tmp_path)
+    assert code == 1 and err.strip().startswith(f"Error: report folder {out}: 1 file(s) of the report are already "
+                                                f"there and were not written by benchxfer (or were changed since), "
+                                                f"the first: {out / 'table.md'}"), err
+    assert snapshot(out) == before
+    assert not [p for p in out.iterdir() if p.name.startswith(".benchxfer-report-")]  # no staging folder left
+
+
+def _resnet18_file(path: Path) -> Path:
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    return path
+
+
+def test_a_pre_training_writes_over_its_own_backbone_only(tmp_path):
+    """Item 1, under the zoo's lock: the export of a pre-training run refuses a name held by an import (its
+    provenance kept), writes over the same run's earlier export, and replaces another's only with force."""
+    from benchxfer import zoo
+    from benchxfer.errors import BenchxferError
+    from benchxfer.zoo.store import claimed, import_init, read_index
+
+    folder = tmp_path / "zoo"
+    import_init("mine", _resnet18_file(tmp_path / "first.pth"), fmt="torchvision", zoo=folder)
+    imported = read_index(folder)["mine"]
+    state = torchvision.models.resnet18().state_dict()
+    assert claimed("mine", "run-a", folder) is not None
+    with pytest.raises(BenchxferError, match="init 'mine' is already in the zoo .*pass --force to replace it"):
+        zoo.save_local_init("mine", state, "resnet18", {"trial_key": "run-a"}, zoo=folder, force=False)
+    assert read_index(folder)["mine"] == imported
+    assert {"source_file", "source_sha256", "imported_at"} <= set(imported)
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+    zoo.save_local_init("ours", state, "resnet18", {"trial_key": "run-a"}, zoo=folder, force=False)
+    assert claimed("ours", "run-a", folder) is None  # run again after a kill: its own backbone
+    zoo.save_local_init("ours", state, "resnet18", {"trial_key": "run-a"}, zoo=folder, force=False)
+    assert claimed("ours", "run-b", folder) is not None  # another pre-training's
+    with pytest.raises(BenchxferError, match="already in the zoo"):
+        zoo.save_local_init("ours", state, "resnet18", {"trial_key": "run-b"}, zoo=folder, force=False)
+    zoo.save_local_init("ours", state, "resnet18", {"trial_key": "run-b"}, zoo=folder, force=True)
+    assert read_index(folder)["ours"]["provenance"]["trial_key"] == "run-b"
+
+
+def test_a_sweep_file_may_change_how_it_runs_not_what_it_computes(tmp_path, monkeypatch):
+    """Item 3: under a started sweep's name, a file that changes only its description, resources or failure
+    policy continues the sweep; a changed root (absolute, or relative to another folder), lr or seed does not."""
+    from benchxfer.commands import _refuse_other_sweep
+    from benchxfer.errors import BenchxferError
+
+    monkeypatch.setenv("BENCHXFER_HOME", str(tmp_path / "home"))
+    nih = tmp_path / "a" / "nih"
+    nih.mkdir(parents=True)
+    started = GOOD.replace("root: synthetic", "root: nih").replace(
+        "    synthetic: {n_train: 4, n_val: 2, n_test: 2, size: 24}\n", "")
+    source = tmp_path / "a" / "s.yaml"
+    source.write_text(started)
+    sdir = tmp_path / "home" / "runs" / "done"
+    sdir.mkdir(parents=True)
+    (sdir / "sweep.yaml").write_text(started)
+    (sdir / "source.json").write_text(json.dumps({"path": str(source)}))
+    fine = tmp_path / "b.yaml"
+    fine.write_text(started.replace("root: nih", f"root: {nih}") + "description: more words\n"
+                    "resources: {max_concurrent: 1}\nfailure: {max_retries: 1}\n")
+    _refuse_other_sweep("done", str(fine))  # the same root, written absolute; how it runs changed only
+    _refuse_other_sweep("done", str(source))  # the very file
+    elsewhere = tmp_path / "c" / "s.yaml"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text(started)  # root: nih, but beside another file: another copy of the data
+    with pytest.raises(BenchxferError) as err:
+        _refuse_other_sweep("done", str(elsewhere))
+    assert f"datasets[0].root was '{nih}', now '{tmp_path / 'c' / 'nih'}'" in str(err.value), str(err.value)
+    seeds = tmp_path / "d.yaml"
+    seeds.write_text(started.replace("seeds: 1", "seeds: 2").replace("root: nih", f"root: {nih}"))
+    with pytest.raises(BenchxferError, match="seeds was 1, now 2"):
+        _refuse_other_sweep("done", str(seeds))
+
+
+def test_environment_paths_are_pinned_and_never_followed_to_nothing(tmp_path, monkeypatch):
+    """Item 11: a relative $BENCHXFER_CACHE is made absolute once and reaches the workers with the home and the
+    zoo; a $BENCHXFER_HOME under a link to nothing is refused and its target is never made."""
+    from benchxfer import cluster, paths
+    from benchxfer.errors import BenchxferError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BENCHXFER_HOME", "home")
+    monkeypatch.setenv("BENCHXFER_CACHE", "cache")
+    monkeypatch.delenv("BENCHXFER_ZOO", raising=False)
+    paths.pin()
+    assert os.environ["BENCHXFER_CACHE"] == str(tmp_path / "cache")
+    env = cluster.session_env()
+    assert env["BENCHXFER_CACHE"] == str(tmp_path / "cache") and env["BENCHXFER_HOME"] == str(tmp_path / "home")
+
+    (tmp_path / "share").symlink_to(tmp_path / "mnt" / "share")
+    code, out, err = warm_run(["status", "done"], {"BENCHXFER_HOME": str(tmp_path / "share" / "bx")}, tmp_path)
+    assert code == 1 and "is a symbolic link to" in err and "which does not exist" in err, err
+    assert not (tmp_path / "mnt").exists()
+    monkeypatch.setenv("BENCHXFER_HOME", str(tmp_path / "share" / "bx"))
+    with pytest.raises(BenchxferError, match="an unmounted share"):
+        paths.home()
