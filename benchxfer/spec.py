@@ -477,9 +477,16 @@ def _check_shots_task(path: str, datasets: list[DatasetEntry], shots: tuple[int 
 def trial_key(init: str, dataset: str, lr: float, seed: int, shot: int | None, recipe: str,
               knobs: dict[str, Any], options: dict[str, Any]) -> str:
     """A stable, readable key from the axis values; the hash covers the recipe, every resolved knob and the
-    dataset options, so that a change of protocol is a new trial and the same protocol the same trial."""
+    dataset options, so that a change of protocol is a new trial and the same protocol the same trial (a default
+    written out is left out of ``knobs`` by the planner: :func:`benchxfer.planning.written_defaults`).
+
+    The lr is written with 6 significant digits (``lr0.001``) unless that would name another lr, then exactly
+    (``lr0.0001234567``): two lrs that differ in the 7th digit are two trials, and every key of an lr that 6
+    digits give exactly is as before."""
     knobs = {k: v for k, v in knobs.items() if k not in EXECUTION_ONLY}
     blob = json.dumps({"recipe": recipe, "knobs": knobs, "options": options}, sort_keys=True, default=str)
     digest = hashlib.sha1(blob.encode()).hexdigest()[:8]
     shot_part = "" if shot is None else f"_k{shot}"
-    return f"{init}_{dataset}_lr{lr:g}_s{seed}{shot_part}_{digest}"
+    lr_part = f"{lr:g}" if float(f"{lr:g}") == lr else repr(float(lr))
+    return f"{init}_{dataset}_lr{lr_part}_s{seed}{shot_part}_{digest}"
+

@@ -161,3 +161,42 @@ def test_environment_paths_are_pinned_and_never_followed_to_nothing(tmp_path, mo
     monkeypatch.setenv("BENCHXFER_HOME", str(tmp_path / "share" / "bx"))
     with pytest.raises(BenchxferError, match="an unmounted share"):
         paths.home()
+
+
+# keys of shipped sweeps as they were before issue 34 (a changed key would run a finished sweep again)
+KNOWN_KEYS = {
+    "demo.yaml": "scratch_chestxray14_lr0.001_s0_4ad8c38c",
+    "systematic_seg.yaml": "scratch_drive_lr0.001_s0_2121f6bf",
+    "fewshot_bit_natural.yaml": "bit-s-r50x1_cifar10_lr0.001_s0_k1_f44d841e",  # its cifar cells write micro_batch: 0
+}
+
+
+def _keys(args: list[str], home: Path, cwd: Path) -> list[str]:
+    code, out, err = warm_run(["sweep", *args, "--dry-run", "--limit", "0"], {"BENCHXFER_HOME": str(home)}, cwd)
+    assert code == 0, err
+    return [line.split()[1] for line in out.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN_KEYS))
+def test_a_known_sweeps_keys_are_unchanged(name, tmp_path):
+    keys = _keys([str(Path(__file__).parents[1] / "sweeps" / name)], tmp_path / "home", tmp_path)
+    assert KNOWN_KEYS[name] in keys
+
+
+def test_a_default_written_out_keeps_every_key_and_close_lrs_are_two_trials(tmp_path):
+    """Item 15: `micro_batch: 0` (TrainConfig's default, not a recipe's) written out keeps the keys of the file
+    without it; two lrs equal to 6 digits are two trials, not 'a repeated axis value'."""
+    home = tmp_path / "home"
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(GOOD)
+    written = tmp_path / "written.yaml"
+    written.write_text(GOOD.replace("epochs: 1}", "epochs: 1, micro_batch: 0}"))
+    keys = _keys([str(plain)], home, tmp_path)
+    assert keys == ["scratch_chestxray14_lr0.001_s0_7ee2f518", "scratch_chestxray14_lr0.0001_s0_7ee2f518"]
+    assert _keys([str(written)], home, tmp_path) == keys
+    other = tmp_path / "other.yaml"
+    other.write_text(GOOD.replace("epochs: 1}", "epochs: 1, max_train_batches: 2}"))
+    assert set(_keys([str(other)], home, tmp_path)).isdisjoint(keys)
+    close = tmp_path / "close.yaml"
+    close.write_text(GOOD.replace("[0.001, 0.0001]", "[0.0001234567, 0.0001234568]"))
+    assert [k.split("_")[2] for k in _keys([str(close)], home, tmp_path)] == ["lr0.0001234567", "lr0.0001234568"]
