@@ -455,6 +455,21 @@ def train_held(f: Files) -> list[str]:
     return ["train", path]
 
 
+def declared_sizes_bomb(f: Files) -> list[str]:
+    """A torch.save zip rewritten with its records deflated: 64 MiB of zeros declared in a 65 KB file (the issue's
+    was 8 GiB in 37 MB), refused from the zip's directory before torch.load allocates anything."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    torch.save({"conv1.weight": torch.zeros(16 << 20)}, buf)
+    buf.seek(0)
+    with zipfile.ZipFile(buf) as src, zipfile.ZipFile(f.tmp / "bomb.pth", "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+    return ["zoo", "import", "mine", str(f.tmp / "bomb.pth"), "--zoo", str(f.tmp / "zoo")]
+
+
 def pretrain_held(f: Files) -> list[str]:
     held_lock("pretrain-mine.lock", "benchxfer pretrain p.yaml")(f)
     return ["pretrain", f.write("p.yaml", PRETRAIN)]
@@ -878,6 +893,10 @@ CASES = [
           "wait for it to end")),
     Case("pretrain-held", "CLI", "`pretrain p.yaml` while another `pretrain` of `mine` runs", pretrain_held,
          ("Error: pre-training 'mine' is in use by `benchxfer pretrain p.yaml` (pid ", "wait for it to end")),
+    Case("zoo-import-declared-sizes", "checkpoint", "`zoo import` of a torch zip whose records declare 64 MiB of "
+         "zeros in 65 KB (deflated)", declared_sizes_bomb,
+         ("Error: refused <tmp>/bomb.pth: its records declare 64 MiB (the largest, ", "64 MiB) in a file of 0.1 MiB; "
+          "torch.save stores tensors uncompressed, so it was not loaded (loading would allocate that memory)",)),
     # damaged or foreign files, named
     Case("latin1-csv", "dataset", "a CheXpert CSV with a Latin-1 byte (`é` saved as 0xe9)", latin1_csv,
          ("<tmp>/chex/train.csv: line 3: not UTF-8 text (byte 0xe9, perhaps Latin-1 or Windows-1252); a CSV file "

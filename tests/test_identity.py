@@ -200,3 +200,28 @@ def test_a_default_written_out_keeps_every_key_and_close_lrs_are_two_trials(tmp_
     close = tmp_path / "close.yaml"
     close.write_text(GOOD.replace("[0.001, 0.0001]", "[0.0001234567, 0.0001234568]"))
     assert [k.split("_")[2] for k in _keys([str(close)], home, tmp_path)] == ["lr0.0001234567", "lr0.0001234568"]
+
+
+def test_a_full_zoo_folder_is_one_line_and_leaves_no_temporary_file(tmp_path):
+    """Item 14: `zoo import` into a zoo whose disk is full (here: a file-size limit, which fails the write as a
+    full disk does) ends in one line naming the zoo folder, with no hidden temporary file left there."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    r18 = _resnet18_file(tmp_path / "r18.pth")  # 45 MB as safetensors; the limit is 8 MB
+
+    def full_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8 << 20, 8 << 20))
+
+    zoo = tmp_path / "zoo"
+    res = subprocess.run([sys.executable, "-m", "benchxfer.cli", "zoo", "import", "mine", str(r18), "--format",
+                          "torchvision", "--zoo", str(zoo)], preexec_fn=full_disk, capture_output=True, text=True,
+                         env={**os.environ, "BENCHXFER_HOME": str(tmp_path / "home")}, timeout=120, check=False)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip().startswith(f"Error: zoo folder {zoo}: cannot write mine.safetensors ("), res.stderr
+    assert "File too large" in res.stderr and res.stderr.strip().endswith(
+        "free space there, or use another zoo (--zoo DIR or $BENCHXFER_ZOO)"), res.stderr
+    assert [p.name for p in zoo.iterdir() if p.name != ".zoo.lock"] == []

@@ -141,6 +141,7 @@ def _write_canonical(path: Path, state: dict[str, torch.Tensor], metadata: dict[
 
 def _write_temporary(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> tuple[Path, str]:
     """``state`` as safetensors in a temporary file beside ``path`` (this process's own); its SHA-256."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
@@ -148,11 +149,15 @@ def _write_temporary(path: Path, state: dict[str, torch.Tensor], metadata: dict[
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(tmp), metadata=metadata)
-    except OSError as err:
+        return tmp, sha256_file(tmp)
+    except (OSError, SafetensorError) as err:  # a full disk reaches us as safetensors' own error
         tmp.unlink(missing_ok=True)
-        raise BenchxferError(f"zoo folder {path.parent}: cannot write {path.name} ({err.strerror or err}); "
-                             "use a writable zoo (--zoo DIR or $BENCHXFER_ZOO)") from None
-    return tmp, sha256_file(tmp)
+        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err).strip() or type(err).__name__
+        raise BenchxferError(f"zoo folder {path.parent}: cannot write {path.name} ({why}); free space there, or "
+                             "use another zoo (--zoo DIR or $BENCHXFER_ZOO)") from None
+    except BaseException:  # Ctrl-C, or anything else: no hidden temporary file is left in the zoo
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _check_finite(file: Path, state: dict[str, torch.Tensor]) -> None:
@@ -254,12 +259,12 @@ def import_init(name: str, file: str | Path, fmt: str | None = None, trust: bool
     _check_finite(file, backbone.state)
     path = zoo_dir(zoo) / canonical_filename(name)
     tmp, digest = _write_temporary(path, backbone.state, {"format": CANONICAL, "arch": backbone.arch, "name": name})
-    record: dict[str, Any] = {
-        "arch": backbone.arch, "fmt": backbone.fmt, "filename": path.name, "sha256": digest,
-        "source_file": str(file.resolve()), "source_sha256": sha256_file(file),
-        "imported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
     try:
+        record: dict[str, Any] = {
+            "arch": backbone.arch, "fmt": backbone.fmt, "filename": path.name, "sha256": digest,
+            "source_file": str(file.resolve()), "source_sha256": sha256_file(file),
+            "imported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
         # the file and its record change together, under the index's lock: of two imports of one name at once,
         # the second sees the first's record and refuses (without --force), so the file and zoo.json agree
         with _edit_index(zoo) as entries:
