@@ -28,9 +28,20 @@ tracking_option = click.option(
     "--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, metavar="URI", callback=_check_tracking_uri,
     help="MLflow tracking server (default: $MLFLOW_TRACKING_URI, else a local server that benchxfer starts "
          "on 127.0.0.1 with the SQLite store in $BENCHXFER_HOME).")
+def _address(ctx, param, value: str | None) -> str | None:
+    """``--address``, or ``$RAY_ADDRESS`` as Ray itself reads it: the cluster to join; said in a line when it came
+    from the environment, so that a sweep never joins (or, before, silently ignored) a cluster nobody named here."""
+    value = check_address(ctx, param, value)
+    if value is not None and ctx.get_parameter_source(param.name) is click.core.ParameterSource.ENVIRONMENT:
+        click.echo(f"Ray: joining the cluster at $RAY_ADDRESS={value}, as Ray itself does (unset RAY_ADDRESS for a "
+                   "local session of this command's own)")
+    return value
+
+
 address_option = click.option(
-    "--address", default=None, metavar="ADDR", callback=check_address,
-    help="Ray cluster to join: 'auto' or 'ray://HOST:10001' (default: a local Ray session).")
+    "--address", envvar="RAY_ADDRESS", default=None, metavar="ADDR", callback=_address,
+    help="Ray cluster to join: 'auto', HOST:PORT or 'ray://HOST:10001' (default: $RAY_ADDRESS, as Ray reads it; "
+         "else a local Ray session of this command's own).")
 zoo_option = click.option("--zoo", "zoo_dir", default=None, type=click.Path(file_okay=False), metavar="DIR",
                           help="Init zoo folder (default: $BENCHXFER_ZOO, else $BENCHXFER_HOME/zoo).")
 

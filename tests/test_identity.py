@@ -225,3 +225,20 @@ def test_a_full_zoo_folder_is_one_line_and_leaves_no_temporary_file(tmp_path):
     assert "File too large" in res.stderr and res.stderr.strip().endswith(
         "free space there, or use another zoo (--zoo DIR or $BENCHXFER_ZOO)"), res.stderr
     assert [p.name for p in zoo.iterdir() if p.name != ".zoo.lock"] == []
+
+
+def test_ray_address_is_the_cluster_to_join_and_said(tmp_path):
+    """Item 10: $RAY_ADDRESS is read as Ray reads it (the cluster `sweep`, `resume` and `pretrain` join when no
+    --address is given), and a line says so before anything starts; --address still wins."""
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(GOOD)
+    env = {"BENCHXFER_HOME": str(tmp_path / "home"), "RAY_ADDRESS": "10.0.0.5:6379"}
+    dead = ["--tracking-uri", "http://127.0.0.1:9"]  # refused before Ray: nothing is joined here
+    code, out, err = warm_run(["sweep", str(sweep), *dead], env, tmp_path)
+    assert code == 1 and "cannot reach the MLflow tracking server" in err, err
+    assert out.splitlines()[0] == ("Ray: joining the cluster at $RAY_ADDRESS=10.0.0.5:6379, as Ray itself does "
+                                   "(unset RAY_ADDRESS for a local session of this command's own)"), out
+    code, out, err = warm_run(["sweep", str(sweep), *dead, "--address", "10.0.0.6:6379"], env, tmp_path)
+    assert code == 1 and "RAY_ADDRESS" not in out, out
+    code, out, err = warm_run(["sweep", str(sweep), *dead], {"BENCHXFER_HOME": str(tmp_path / "home")}, tmp_path)
+    assert code == 1 and "Ray:" not in out, out
