@@ -242,3 +242,24 @@ def test_ray_address_is_the_cluster_to_join_and_said(tmp_path):
     assert code == 1 and "RAY_ADDRESS" not in out, out
     code, out, err = warm_run(["sweep", str(sweep), *dead], {"BENCHXFER_HOME": str(tmp_path / "home")}, tmp_path)
     assert code == 1 and "Ray:" not in out, out
+
+
+def test_each_synthetic_setting_has_a_folder_of_its_own(tmp_path, monkeypatch):
+    """Item 5: a sweep whose `synthetic:` settings differ from a running sweep's writes its own folder and never
+    rewrites the images the other reads; the same settings share one folder, written once."""
+    from benchxfer.planning import make_plan
+
+    monkeypatch.setenv("BENCHXFER_HOME", str(tmp_path / "home"))
+    first = tmp_path / "first.yaml"
+    first.write_text(GOOD)
+    second = tmp_path / "second.yaml"
+    second.write_text(GOOD.replace("name: done", "name: other").replace("n_train: 4", "n_train: 6"))
+    root = Path(make_plan(first, write_synthetic=True).roots["chestxray14"])
+    assert root.parent == tmp_path / "home" / "data" / "synthetic" and root.name.startswith("chestxray14-")
+    before = snapshot(root)
+    other = Path(make_plan(second, write_synthetic=True).roots["chestxray14"])
+    assert other != root and other.is_dir()
+    assert snapshot(root) == before  # not rewritten under the first sweep
+    assert Path(make_plan(first, write_synthetic=True).roots["chestxray14"]) == root and snapshot(root) == before
+    dry = Path(make_plan(second, dry_run=True).roots["chestxray14"])
+    assert dry == other  # the dry run names the folder the real run reads
