@@ -27,10 +27,70 @@ if TYPE_CHECKING:
 
 
 def save_plan(plan: Plan) -> SweepDir:
-    """The sweep's folder keeps the sweep file as run and the list of expected trials."""
+    """The sweep's folder keeps the sweep file as run, the list of expected trials and the data they read."""
     sdir = SweepDir(plan.spec.name)
     sdir.save_plan(plan.spec.path, [t.summary() for t in plan.trials])
+    record_data(plan)
     return sdir
+
+
+DATA_RECORD = "data.json"  # runs/<sweep>/data.json: per dataset, the root its trials read and its listing's hash
+
+
+def data_identity(root: str) -> dict[str, str]:
+    """What a dataset's trials read: its root and a fingerprint of its listing (the names and sizes of the root's
+    own files, the names of its folders: the list files and CSVs that define the splits, the image folders), read
+    without walking the images."""
+    import hashlib
+    import os
+
+    entries = []
+    with os.scandir(root) as it:
+        for e in it:
+            if e.name.startswith("."):
+                continue  # benchxfer's own markers and locks
+            entries.append(f"{e.name}/" if e.is_dir() else f"{e.name}:{e.stat().st_size}")
+    digest = hashlib.sha1("\n".join(sorted(entries)).encode()).hexdigest()[:12]
+    return {"root": str(Path(root).resolve()), "listing": digest}
+
+
+def _data_now(plan: Plan) -> dict[str, dict[str, str]]:
+    return {name: data_identity(root) for name, root in sorted(plan.roots.items()) if Path(root).is_dir()}
+
+
+def record_data(plan: Plan) -> None:
+    """Keep the data the sweep's trials read; what is recorded stays (:func:`check_data` refused another before)."""
+    from benchxfer.trialdir import read_json, write_json
+
+    path = SweepDir(plan.spec.name).path / DATA_RECORD
+    before = read_json(path, "the data the sweep read") if path.is_file() else {}
+    merged = {**_data_now(plan), **(before if isinstance(before, dict) else {})}
+    if merged != before:
+        write_json(path, merged)
+
+
+def check_data(plan: Plan) -> None:
+    """A sweep (``sweep`` or ``resume``) reads the data its finished trials read: another root, or a root whose
+    listing changed (other list files, another copy), would mix two data sets under one name; refused in one line."""
+    from benchxfer.trialdir import read_json
+
+    sdir = SweepDir(plan.spec.name)
+    path = sdir.path / DATA_RECORD
+    if not path.is_file():
+        return
+    before = read_json(path, "the data the sweep read")
+    if not isinstance(before, dict):
+        raise BenchxferError(f"{path}: expected a mapping of dataset to its root and listing; restore or remove it")
+    for name, now in _data_now(plan).items():
+        was = before.get(name)
+        if isinstance(was, dict) and was != now:
+            what = (f"its trials read {was.get('root')}, now {now['root']}" if was.get("root") != now["root"] else
+                    f"the listing of {now['root']} changed since its trials read it (files added, removed or "
+                    f"resized: {was.get('listing')} -> {now['listing']})")
+            raise BenchxferError(
+                f"sweep {plan.spec.name!r}: dataset {name!r} is not the data of the finished trials: {what}; give the "
+                f"sweep another name: for this data, or restore the data (remove {path} only if the change does not "
+                "matter to the results)")
 
 
 def launch_of(plan: Plan, tracking_uri: str) -> Launch:
@@ -75,6 +135,7 @@ def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: 
     from benchxfer.tracking import SweepRecorder
 
     spec = plan.spec
+    check_data(plan)  # the data its finished trials read, or refused
     recorder = SweepRecorder(tracking_uri, spec.name)  # an unreachable server fails here, in seconds, before Ray
     save_plan(plan)  # from here on `benchxfer resume NAME` finds the sweep
     ensure_ray(address)

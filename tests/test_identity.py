@@ -263,3 +263,34 @@ def test_each_synthetic_setting_has_a_folder_of_its_own(tmp_path, monkeypatch):
     assert Path(make_plan(first, write_synthetic=True).roots["chestxray14"]) == root and snapshot(root) == before
     dry = Path(make_plan(second, dry_run=True).roots["chestxray14"])
     assert dry == other  # the dry run names the folder the real run reads
+
+
+def test_a_sweep_name_refuses_another_copy_of_its_data(tmp_path, monkeypatch):
+    """Item 4: the data a sweep's trials read (the root, and a fingerprint of its listing) is recorded with the
+    sweep; running it again on a root whose listing changed (here: another set written over the same folder) is
+    refused in one line, before MLflow or Ray, and the record is kept."""
+    from benchxfer.data import synthetic
+    from benchxfer.planning import make_plan
+    from benchxfer.runner import record_data
+
+    home = tmp_path / "home"
+    nih = synthetic.write("chestxray14", tmp_path / "nih", n_train=4, n_val=2, n_test=2, size=16)
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(GOOD.replace("root: synthetic", "root: nih").replace(
+        "    synthetic: {n_train: 4, n_val: 2, n_test: 2, size: 24}\n", ""))
+    env = {"BENCHXFER_HOME": str(home)}
+    with monkeypatch.context() as m:
+        m.setenv("BENCHXFER_HOME", str(home))
+        record_data(make_plan(sweep))  # what the first run of the sweep recorded (the runner's own writer)
+    record = home / "runs" / "done" / "data.json"
+    kept = record.read_bytes()
+    assert json.loads(kept)["chestxray14"]["root"] == str(nih)
+    dead = ["--tracking-uri", "http://127.0.0.1:9"]
+    code, out, err = warm_run(["sweep", str(sweep), *dead], env, tmp_path)
+    assert code == 1 and "cannot reach the MLflow tracking server" in err, err  # the same data: past the check
+    synthetic.write("chestxray14", nih, n_train=6, n_val=2, n_test=2, size=16)  # other images, same folder
+    code, out, err = warm_run(["sweep", str(sweep), *dead], env, tmp_path)
+    assert code == 1 and err.strip().startswith(
+        f"Error: sweep 'done': dataset 'chestxray14' is not the data of the finished trials: the listing of {nih} "
+        "changed since its trials read it (files added, removed or resized: "), err
+    assert record.read_bytes() == kept
