@@ -101,16 +101,21 @@ verbose_option = click.option("--verbose", is_flag=True,
                                    "benchxfer's compact view and its log file.")
 
 
-def _run(plan, tracking_uri, address, verbose=False):
+def _run(plan, tracking_uri, address, verbose=False, command="sweep"):
+    from benchxfer.results import check_store, record_store
     from benchxfer.runner import execute
     from benchxfer.tracking import tracking_uri as tracking
     from benchxfer.trialdir import SweepDir
 
     started = time.time()
-    with tracking(tracking_uri, echo=click.echo) as uri:  # the caller holds the sweep's lock
-        outcome = execute(plan, uri, address=address, echo=click.echo, verbose=verbose)
-        click.echo("\n" + outcome.summary.markdown() if outcome.summary else f"(no summary: {outcome.no_summary})")
-        results = outcome.results
+    check_store(plan.spec.name, tracking_uri, command)  # where its finished trials' runs are, or refused
+    try:
+        with tracking(tracking_uri, echo=click.echo) as uri:  # the caller holds the sweep's lock
+            outcome = execute(plan, uri, address=address, echo=click.echo, verbose=verbose)
+            click.echo("\n" + outcome.summary.markdown() if outcome.summary else f"(no summary: {outcome.no_summary})")
+            results = outcome.results
+    finally:
+        record_store(plan.spec.name, tracking_uri)  # once the sweep is started (its sweep.yaml kept)
     click.echo(f"\nDone in {time.time() - started:.0f} s. Tables and figures: benchxfer report {plan.spec.name}")
     click.echo("Browse and compare the runs: benchxfer ui" + (f" --tracking-uri {tracking_uri}" if tracking_uri else ""))
     expected = len(SweepDir(plan.spec.name).trials() or [])
@@ -238,7 +243,7 @@ def resume(name, tracking_uri, address, zoo_dir, verbose):
         plan = make_plan(sdir.spec_copy, zoo_dir, write_synthetic=True)  # the sweep as it was started
         if source and Path(source).exists() and Path(source).resolve() != sdir.spec_copy.resolve():
             _refuse_changed(name, plan, make_plan(source, zoo_dir, write_synthetic=True), source)
-        _run(plan, tracking_uri, address, verbose)
+        _run(plan, tracking_uri, address, verbose, command="resume")
 
 
 def _readable_source(sdir) -> str | None:

@@ -80,6 +80,11 @@ def _run(runs: RunSet, out: Path, baseline: str | None, test: str, title: str, d
 def report(sweep: str, baseline: str | None, test: str, out: Path | None, tracking_uri: str | None, ddof: str,
            publish: bool) -> None:
     """Tables, t-tests and figures for SWEEP: runs.parquet/csv, summary.csv, table.md, PNGs, report.html."""
+    from benchxfer.results import recorded_store, store_of
+
+    was, now = recorded_store(sweep), store_of(tracking_uri)
+    if was is not None and was != now:  # said, not refused: the trials' own result files fill in what it lacks
+        click.echo(f"Note: sweep {sweep!r} records its runs in {was}; this report reads {now}")
     runs = collect(sweep, tracking_uri)
     with _artifacts_uri(runs, tracking_uri) as uri:
         rep = _run(runs, out or Path("reports") / sweep, baseline, test, f"benchxfer report: {sweep}", ddof, uri)

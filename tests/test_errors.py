@@ -432,6 +432,18 @@ def sweep_file_changed(f: Files) -> list[str]:
     return ["sweep", f.sweep(GOOD.replace("name: done", "name: moved").replace("epochs: 1", "epochs: 2"))]
 
 
+def resume_other_store(f: Files) -> list[str]:
+    """Sweep ``moved`` recorded its runs on a team server; `resume moved` without --tracking-uri would record in
+    the home's own store."""
+    sdir = f.tmp.parent / "home" / "runs" / "moved"
+    sdir.mkdir(parents=True)
+    (sdir / "sweep.yaml").write_text(GOOD.replace("name: done", "name: moved"))
+    (sdir / "source.json").write_text(json.dumps({"path": f.sweep(GOOD.replace("name: done", "name: moved"))}))
+    (sdir / "tracking.json").write_text(json.dumps({"store": "http://team.example:5000"}))
+    f.keep(sdir)
+    return ["resume", "moved"]
+
+
 def held_lock(name: str, command: str) -> Callable[[Files], None]:
     """A lock in <home>/locks held by a live process (this one, recorded as another command)."""
     import socket
@@ -893,6 +905,11 @@ CASES = [
           "wait for it to end")),
     Case("pretrain-held", "CLI", "`pretrain p.yaml` while another `pretrain` of `mine` runs", pretrain_held,
          ("Error: pre-training 'mine' is in use by `benchxfer pretrain p.yaml` (pid ", "wait for it to end")),
+    Case("resume-other-store", "CLI", "`resume moved` without the `--tracking-uri` of the team server it ran on",
+         resume_other_store,
+         ("Error: resume moved: the sweep records its runs in http://team.example:5000, not sqlite:///<home>/mlflow.db "
+          "(its finished trials' runs are there); pass --tracking-uri http://team.example:5000, or start another sweep "
+          "under another name for this store",)),
     Case("zoo-import-declared-sizes", "checkpoint", "`zoo import` of a torch zip whose records declare 64 MiB of "
          "zeros in 65 KB (deflated)", declared_sizes_bomb,
          ("Error: refused <tmp>/bomb.pth: its records declare 64 MiB (the largest, ", "64 MiB) in a file of 0.1 MiB; "

@@ -294,3 +294,37 @@ def test_a_sweep_name_refuses_another_copy_of_its_data(tmp_path, monkeypatch):
         f"Error: sweep 'done': dataset 'chestxray14' is not the data of the finished trials: the listing of {nih} "
         "changed since its trials read it (files added, removed or resized: "), err
     assert record.read_bytes() == kept
+
+
+def test_report_from_a_store_checks_the_trials_own_results(tmp_path, monkeypatch):
+    """Items 8 and 18: a report read from an MLflow store skips (and names) a trial whose result.json is damaged,
+    though the store says finished, and counts a finished trial whose run the store lacks (recorded in another
+    store) from its own result file, saying so; a report against a store other than the sweep's says which."""
+    from mlflow.tracking import MlflowClient
+    from test_report_mlflow import SWEEP, add_trial
+    from test_results import result_record, write_sweep
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("BENCHXFER_HOME", str(home))
+    home.mkdir()
+    store = f"file:{tmp_path / 'mlruns'}"  # read without a server (the embedded SQLite store's artifacts need one)
+    client = MlflowClient(tracking_uri=store)
+    exp = client.create_experiment(SWEEP)
+    parent = client.create_run(exp, tags={"benchxfer.role": "sweep"}, run_name=SWEEP).info.run_id
+    for seed, key in enumerate(("k0", "k1")):
+        add_trial(client, exp, parent, key, "scratch", seed, 0.8, "finished")
+    recs = [result_record(SWEEP, k, "scratch", "chestxray14", s, 0.8, task="multilabel") for s, k in
+            enumerate(("k0", "k1", "k2"))]
+    sdir = write_sweep(SWEEP, recs)
+    bad = sdir / "trials" / "k1" / "result.json"
+    bad.write_text(json.dumps({**recs[1], "value": "high"}))
+    (sdir / "sweep.yaml").write_text("name: x\n")
+    (sdir / "tracking.json").write_text(json.dumps({"store": "http://team.example:5000"}))
+    code, out, err = warm_run(["report", SWEEP, "--out", str(tmp_path / "rep"), "--tracking-uri", store,
+                               "--no-publish"], {"BENCHXFER_HOME": str(home)}, tmp_path)
+    assert code == 0, err
+    assert out.splitlines()[0] == (f"Note: sweep '{SWEEP}' records its runs in http://team.example:5000; this report "
+                                   f"reads {store}"), out
+    assert f"Skipped a damaged trial: {bad}: value='high' is not a number" in out, out
+    assert f"and 1 result file(s) under {sdir / 'trials'} whose runs this store lacks" in out, out
+    assert "2 finished trials averaged; not averaged: 0 failed, 1 unfinished." in out, out
