@@ -240,9 +240,18 @@ def resume(name, tracking_uri, address, zoo_dir, verbose):
     from benchxfer import locks
 
     with locks.sweep(name, echo=click.echo):  # held from the plan (it may write synthetic data) to the end
-        plan = make_plan(sdir.spec_copy, zoo_dir, write_synthetic=True)  # the sweep as it was started
+        from benchxfer.spec import load_spec
+
+        started = load_spec(sdir.spec_copy, base=Path(source).parent if source else None)  # relative roots: as run
+        plan = make_plan(started, zoo_dir, write_synthetic=True)  # the sweep as it was started
         if source and Path(source).exists() and Path(source).resolve() != sdir.spec_copy.resolve():
-            _refuse_changed(name, plan, make_plan(source, zoo_dir, write_synthetic=True), source)
+            try:
+                now = make_plan(source, zoo_dir, dry_run=True)
+            except BenchxferError as err:  # the sweep runs from its own copy: a source broken since is said, not fatal
+                click.echo(f"Note: {source} no longer reads as a sweep file ({str(err).removeprefix(source + ': ')}); "
+                           f"resuming sweep {name!r} from its own copy {sdir.spec_copy}")
+            else:
+                _refuse_changed(name, plan, now, source)
         _run(plan, tracking_uri, address, verbose, command="resume")
 
 

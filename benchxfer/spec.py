@@ -354,9 +354,12 @@ def parse_failure(path: str, raw: Any) -> dict[str, Any]:
     return check_rules({**FAILURE_KEYS, **failure}, FAILURE_RULES, f"{path}: failure")
 
 
-def load_spec(path: str | Path) -> SweepSpec:
-    """Parse a sweep file and check its schema (names, types, values). No data or zoo access."""
+def load_spec(path: str | Path, base: str | Path | None = None) -> SweepSpec:
+    """Parse a sweep file and check its schema (names, types, values). No data or zoo access. Relative roots and
+    pre-training files are found from ``base`` (default: the file's folder; a sweep's own copy passes the folder
+    of the file it was started from)."""
     path = str(path)
+    folder = Path(base) if base is not None else Path(path).parent
     doc = read_yaml(path)
     _check_keys(path, "", doc, TOP_KEYS)
     if "name" in doc:
@@ -387,7 +390,7 @@ def load_spec(path: str | Path) -> SweepSpec:
                 if item["name"] in INITS:
                     raise _fail(path, f"inits[{i}].name", f"{item['name']!r} is a built-in init; what {pre} "
                                 "pre-trains needs a name of its own (change it here and in the pre-training file)")
-            inits.append(InitEntry(item["name"], str((Path(path).parent / pre)) if pre else None))
+            inits.append(InitEntry(item["name"], str((folder / pre)) if pre else None))
         else:
             raise _fail(path, f"inits[{i}]", f"must be a name or a mapping, got {item!r}")
 
@@ -405,7 +408,7 @@ def load_spec(path: str | Path) -> SweepSpec:
         if not isinstance(root, str) or not root:
             raise _fail(path, f"datasets[{i}].root", "is required: the dataset folder, or 'synthetic'")
         if root != "synthetic":
-            root = str((Path(path).parent / Path(root).expanduser()).resolve())
+            root = str((folder / Path(root).expanduser()).resolve())
             if Path(root).is_dir() and not os.access(root, os.R_OK | os.X_OK):
                 raise _fail(path, f"datasets[{i}].root", f"cannot read the folder {root} (permission denied)")
         datasets.append(DatasetEntry(

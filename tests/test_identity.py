@@ -328,3 +328,27 @@ def test_report_from_a_store_checks_the_trials_own_results(tmp_path, monkeypatch
     assert f"Skipped a damaged trial: {bad}: value='high' is not a number" in out, out
     assert f"and 1 result file(s) under {sdir / 'trials'} whose runs this store lacks" in out, out
     assert "2 finished trials averaged; not averaged: 0 failed, 1 unfinished." in out, out
+
+
+def test_resume_runs_from_its_own_copy_when_the_source_no_longer_reads(tmp_path):
+    """Item 16: `resume` of a sweep whose source file was since broken (a YAML syntax error) resumes from the
+    sweep's own copy, saying so, instead of failing on a file it does not run; relative roots in the copy are
+    found from the source's folder, as when the sweep started."""
+    from benchxfer.data import synthetic
+
+    home = tmp_path / "home"
+    synthetic.write("chestxray14", tmp_path / "nih", n_train=4, n_val=2, n_test=2, size=16)
+    text = GOOD.replace("name: done", "name: moved").replace("root: synthetic", "root: nih").replace(
+        "    synthetic: {n_train: 4, n_val: 2, n_test: 2, size: 24}\n", "")
+    sdir = home / "runs" / "moved"
+    sdir.mkdir(parents=True)
+    (sdir / "sweep.yaml").write_text(text)
+    source = tmp_path / "s.yaml"
+    source.write_text(text.replace("inits: [scratch]", "inits: [scratch"))
+    (sdir / "source.json").write_text(json.dumps({"path": str(source)}))
+    code, out, err = warm_run(["resume", "moved", "--tracking-uri", "http://127.0.0.1:9"],
+                              {"BENCHXFER_HOME": str(home)}, tmp_path)
+    assert code == 1 and "cannot reach the MLflow tracking server" in err, err  # past the plan: nothing runs here
+    assert out.splitlines()[0].startswith(f"Note: {source} no longer reads as a sweep file (YAML syntax error at "
+                                          "line 3"), out
+    assert f"resuming sweep 'moved' from its own copy {sdir / 'sweep.yaml'}" in out.splitlines()[0]
