@@ -29,9 +29,26 @@ if TYPE_CHECKING:
 def save_plan(plan: Plan) -> SweepDir:
     """The sweep's folder keeps the sweep file as run, the list of expected trials and the data they read."""
     sdir = SweepDir(plan.spec.name)
+    keep_history(sdir, Path(plan.spec.path))
     sdir.save_plan(plan.spec.path, [t.summary() for t in plan.trials])
     record_data(plan)
     return sdir
+
+
+def keep_history(sdir: SweepDir, source: Path) -> None:
+    """A sweep's record keeps every file it ran: a file that differs from the sweep's copy only in how it runs
+    (``sweep`` refuses any other difference) replaces the copy, and the copy it replaces is kept first as
+    ``history/sweep-N.yaml``."""
+    import shutil
+
+    copy = sdir.spec_copy
+    if not copy.is_file() or source.resolve() == copy.resolve() or source.read_bytes() == copy.read_bytes():
+        return
+    history = sdir.path / "history"
+    history.mkdir(exist_ok=True)
+    n = 1 + max((int(p.stem.split("-")[-1]) for p in history.glob("sweep-*.yaml") if p.stem.split("-")[-1].isdigit()),
+                default=0)
+    shutil.copy2(copy, history / f"sweep-{n}.yaml")
 
 
 DATA_RECORD = "data.json"  # runs/<sweep>/data.json: per dataset, the root its trials read and its listing's hash

@@ -352,3 +352,22 @@ def test_resume_runs_from_its_own_copy_when_the_source_no_longer_reads(tmp_path)
     assert out.splitlines()[0].startswith(f"Note: {source} no longer reads as a sweep file (YAML syntax error at "
                                           "line 3"), out
     assert f"resuming sweep 'moved' from its own copy {sdir / 'sweep.yaml'}" in out.splitlines()[0]
+
+
+def test_a_sweeps_record_keeps_every_file_it_ran(tmp_path, monkeypatch):
+    """Item 3: when the sweep file changes only how the sweep runs (its description), the new file becomes the
+    sweep's copy and the copy it replaces is kept under history/, so no file the sweep ran is lost."""
+    from benchxfer.planning import make_plan
+    from benchxfer.runner import save_plan
+
+    monkeypatch.setenv("BENCHXFER_HOME", str(tmp_path / "home"))
+    source = tmp_path / "s.yaml"
+    source.write_text(GOOD)
+    save_plan(make_plan(source))
+    sdir = tmp_path / "home" / "runs" / "done"
+    source.write_text(GOOD + "description: described later\n")
+    save_plan(make_plan(source))
+    save_plan(make_plan(source))  # the same file again: nothing more kept
+    assert (sdir / "sweep.yaml").read_text() == GOOD + "description: described later\n"
+    assert sorted(p.name for p in (sdir / "history").iterdir()) == ["sweep-1.yaml"]
+    assert (sdir / "history" / "sweep-1.yaml").read_text() == GOOD
