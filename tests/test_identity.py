@@ -371,3 +371,19 @@ def test_a_sweeps_record_keeps_every_file_it_ran(tmp_path, monkeypatch):
     assert (sdir / "sweep.yaml").read_text() == GOOD + "description: described later\n"
     assert sorted(p.name for p in (sdir / "history").iterdir()) == ["sweep-1.yaml"]
     assert (sdir / "history" / "sweep-1.yaml").read_text() == GOOD
+
+
+def test_importing_one_file_again_gives_the_same_sha256(tmp_path):
+    """Item 16: safetensors writes its metadata in a hash map's order; the zoo sorts it, so the same checkpoint
+    imported again is the same file (one SHA-256), and it still verifies and loads."""
+    r18 = _resnet18_file(tmp_path / "r18.pth")
+    env = {"BENCHXFER_HOME": str(tmp_path / "home")}
+    digests = set()
+    for _ in range(4):
+        code, out, err = warm_run(["zoo", "import", "mine", str(r18), "--format", "torchvision", "--zoo",
+                                   str(tmp_path / "zoo"), "--force"], env, tmp_path)
+        assert code == 0, err
+        digests.add(json.loads((tmp_path / "zoo" / "zoo.json").read_text())["inits"]["mine"]["sha256"])
+    assert len(digests) == 1, digests
+    code, out, err = warm_run(["zoo", "verify", "mine", "--zoo", str(tmp_path / "zoo")], env, tmp_path)
+    assert code == 0, (out, err)

@@ -149,6 +149,7 @@ def _write_temporary(path: Path, state: dict[str, torch.Tensor], metadata: dict[
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(tmp), metadata=metadata)
+        _sort_metadata(tmp)
         return tmp, sha256_file(tmp)
     except (OSError, SafetensorError) as err:  # a full disk reaches us as safetensors' own error
         tmp.unlink(missing_ok=True)
@@ -158,6 +159,24 @@ def _write_temporary(path: Path, state: dict[str, torch.Tensor], metadata: dict[
     except BaseException:  # Ctrl-C, or anything else: no hidden temporary file is left in the zoo
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _sort_metadata(path: Path) -> None:
+    """safetensors writes its ``__metadata__`` in a hash map's order, which differs from run to run: the same
+    backbone would get another SHA-256 on each import. The header is rewritten in place with the metadata's keys
+    sorted (the same bytes, reordered: its length does not change)."""
+    with open(path, "r+b") as f:
+        n = int.from_bytes(f.read(8), "little")
+        raw = f.read(n)
+        header = json.loads(raw)
+        if not isinstance(header.get("__metadata__"), dict):
+            return
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > n:
+            return  # not the layout expected: leave safetensors' own header
+        f.seek(8)
+        f.write(text + b" " * (n - len(text)))
 
 
 def _check_finite(file: Path, state: dict[str, torch.Tensor]) -> None:
