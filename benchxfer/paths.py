@@ -128,7 +128,14 @@ def runs_dir() -> Path:
 
 
 def sweep_dir(sweep: str) -> Path:
-    return runs_dir() / sweep
+    """``<home>/runs/<sweep>``; a link there that leads nowhere (a loop, or to nothing) is named, never read as "no
+    such sweep" nor followed to a new folder."""
+    path = runs_dir() / sweep
+    if os.path.islink(path) and not os.path.exists(path):
+        what = (f"{path} is a symbolic link loop" if _loops(path) else
+                f"{path} is a symbolic link to {os.readlink(path)}, which does not exist")
+        raise BenchxferError(f"sweep {sweep!r}: {what}; restore the sweep's folder there, or remove the link")
+    return path
 
 
 def trial_dir(sweep: str, key: str) -> Path:

@@ -444,6 +444,14 @@ def resume_other_store(f: Files) -> list[str]:
     return ["resume", "moved"]
 
 
+def sweep_folder_loop(f: Files) -> list[str]:
+    """<home>/runs/loopa and loopb link to each other."""
+    runs = f.tmp.parent / "home" / "runs"
+    (runs / "loopa").symlink_to(runs / "loopb")
+    (runs / "loopb").symlink_to(runs / "loopa")
+    return ["status", "loopa"]
+
+
 def held_lock(name: str, command: str) -> Callable[[Files], None]:
     """A lock in <home>/locks held by a live process (this one, recorded as another command)."""
     import socket
@@ -910,6 +918,10 @@ CASES = [
          ("Error: resume moved: the sweep records its runs in http://team.example:5000, not sqlite:///<home>/mlflow.db "
           "(its finished trials' runs are there); pass --tracking-uri http://team.example:5000, or start another sweep "
           "under another name for this store",)),
+    Case("sweep-folder-symlink-loop", "CLI", "`status loopa` where runs/loopa is a symbolic link loop",
+         sweep_folder_loop,
+         ("Error: sweep 'loopa': <home>/runs/loopa is a symbolic link loop; restore the sweep's folder there, or "
+          "remove the link",)),
     Case("zoo-import-declared-sizes", "checkpoint", "`zoo import` of a torch zip whose records declare 64 MiB of "
          "zeros in 65 KB (deflated)", declared_sizes_bomb,
          ("Error: refused <tmp>/bomb.pth: its records declare 64 MiB (the largest, ", "64 MiB) in a file of 0.1 MiB; "
