@@ -26,6 +26,9 @@ class Variable:
     check: Callable[[str], str | None]  # the problem with a value, or None
 
 
+READ_ONLY = False  # set by the command line for a command that only reads (status, report, compare)
+
+
 def _folder(value: str) -> str | None:
     from benchxfer.paths import dangling_link, expand_user, folder_problem
 
@@ -35,7 +38,7 @@ def _folder(value: str) -> str | None:
         path = expand_user(value)
     except ValueError as err:
         return str(err)
-    return dangling_link(path) or folder_problem(path)
+    return dangling_link(path) or folder_problem(path, write=not READ_ONLY)
 
 
 def _positive_seconds(value: str) -> str | None:
@@ -74,8 +77,11 @@ VARIABLES: tuple[Variable, ...] = (
 )
 
 
-def check(environ: os._Environ | dict[str, str] | None = None) -> None:
-    """Refuse the first variable whose value is not allowed (in ``VARIABLES`` order)."""
+def check(environ: os._Environ | dict[str, str] | None = None, read_only: bool = False) -> None:
+    """Refuse the first variable whose value is not allowed (in ``VARIABLES`` order); ``read_only``: the command
+    only reads, so a folder it cannot write is allowed."""
+    global READ_ONLY
+    READ_ONLY = read_only
     environ = os.environ if environ is None else environ
     for var in VARIABLES:
         value = environ.get(var.name)

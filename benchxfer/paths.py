@@ -67,27 +67,28 @@ def _env_path(var: str) -> Path | None:
         raise BenchxferError(f"${var}={value!r}: {folder_problem(path)}; give a folder") from None
 
 
-def pin() -> None:
-    """Resolve the home (and zoo) folder once, to absolute paths, for this process and every child of it."""
+def pin(write: bool = True) -> None:
+    """Resolve the home (and zoo) folder once, to absolute paths, for this process and every child of it.
+    ``write`` False: the command only reads (``status``, ``report``), so a read-only home is fine."""
     for var in PINNED:
         path = _env_path(var)
         if path is not None:
             os.environ[var] = str(path)
-    check_folder(home(), "$BENCHXFER_HOME" if "BENCHXFER_HOME" in os.environ else "the home folder")
+    check_folder(home(), "$BENCHXFER_HOME" if "BENCHXFER_HOME" in os.environ else "the home folder", write)
     if "BENCHXFER_ZOO" in os.environ:
-        check_folder(zoo_dir(), "$BENCHXFER_ZOO")
+        check_folder(zoo_dir(), "$BENCHXFER_ZOO", write)
 
 
-def check_folder(path: Path, what: str) -> None:
+def check_folder(path: Path, what: str, write: bool = True) -> None:
     """A folder benchxfer writes into must be a folder (or not exist yet, under a folder) and writable."""
-    problem = folder_problem(path)
+    problem = folder_problem(path, write)
     if problem:
         raise BenchxferError(f"{what} {path}: {problem}")
 
 
-def folder_problem(path: Path) -> str | None:
+def folder_problem(path: Path, write: bool = True) -> str | None:
     """Why ``path`` cannot be a folder benchxfer writes into (None: it can): its first existing ancestor is a
-    file, not writable, a symlink loop or a link to nothing."""
+    file, not writable (only asked with ``write``), a symlink loop or a link to nothing."""
     probe = Path(os.path.abspath(path))
     while True:
         try:
@@ -106,7 +107,7 @@ def folder_problem(path: Path) -> str | None:
         probe = probe.parent
     if not probe.is_dir():
         return f"{probe} is a file, not a folder"
-    if not os.access(probe, os.W_OK | os.X_OK):
+    if write and not os.access(probe, os.W_OK | os.X_OK):
         return f"{probe} is not writable"
     return None
 

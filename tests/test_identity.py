@@ -387,3 +387,31 @@ def test_importing_one_file_again_gives_the_same_sha256(tmp_path):
     assert len(digests) == 1, digests
     code, out, err = warm_run(["zoo", "verify", "mine", "--zoo", str(tmp_path / "zoo")], env, tmp_path)
     assert code == 0, (out, err)
+
+
+def test_commands_that_only_read_accept_a_read_only_home(tmp_path):
+    """Item 16: `status` and `report` only read the home, so a home nobody may write (immutable for root, mode 0555
+    otherwise) serves them; a command that writes there still refuses it in one line."""
+    import subprocess
+
+    home = tmp_path / "home"
+    result = plant_finished_sweep(home) / "trials" / "k1" / "result.json"
+    result.write_text(json.dumps({**json.loads(result.read_text()), "epochs_started": 1, "best_val_loss": 0.5}))
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", str(home)], check=True)
+        undo = ["chattr", "-i", str(home)]
+    else:
+        home.chmod(0o555)
+        undo = ["chmod", "755", str(home)]
+    try:
+        env = {"BENCHXFER_HOME": str(home)}
+        code, out, err = warm_run(["status", "done"], env, tmp_path)
+        assert code == 0 and "1 finished" in out, (out, err)
+        code, out, err = warm_run(["report", "done", "--out", str(tmp_path / "rep"), "--no-publish"], env, tmp_path)
+        assert code == 0, err
+        sweep = tmp_path / "s.yaml"
+        sweep.write_text(GOOD)
+        code, out, err = warm_run(["sweep", str(sweep)], env, tmp_path)
+        assert code == 1 and err.strip() == f"Error: $BENCHXFER_HOME {home}: {home} is not writable", err
+    finally:
+        subprocess.run(undo, check=False)
