@@ -346,6 +346,9 @@ def _result_row(sweep: str, folder: Path) -> tuple[dict[str, Any], str | None] |
     test = rec.get("test") or {}
     metric = rec.get("metric")
     value = rec.get("value", test.get(metric) if metric else None)
+    if status == "finished" and isinstance(value, float) and not math.isfinite(value):
+        raise BenchxferError(f"{file}: a finished trial's value={value} is not a finite number (its test {metric} "
+                             "could not be computed, or the file was edited); it is not averaged")
     row = {c: rec.get(c) for c in RUN_COLUMNS}
     row.update(sweep=sweep, trial_key=rec.get("trial_key") or folder.name, status=status,
                value=value, shot=_shot(rec.get("shot"), where),

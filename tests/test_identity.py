@@ -415,3 +415,24 @@ def test_commands_that_only_read_accept_a_read_only_home(tmp_path):
         assert code == 1 and err.strip() == f"Error: $BENCHXFER_HOME {home}: {home} is not writable", err
     finally:
         subprocess.run(undo, check=False)
+
+
+def test_a_finished_result_whose_value_is_nan_is_named(tmp_path):
+    """Item 16: a result.json whose value is NaN is not averaged, and the report names the file (it used to count
+    the trial as unfinished without a word)."""
+    home = tmp_path / "home"
+    sweep = plant_finished_sweep(home)
+    good = sweep / "trials" / "k1" / "result.json"
+    rec = {**json.loads(good.read_text()), "epochs_started": 1, "best_val_loss": 0.5}
+    good.write_text(json.dumps(rec))
+    (sweep / "trials" / "k2").mkdir()
+    bad = sweep / "trials" / "k2" / "result.json"
+    bad.write_text(json.dumps({**rec, "trial_key": "k2", "seed": 1, "value": float("nan")}))  # json writes NaN
+    trials = json.loads((sweep / "trials.json").read_text())
+    (sweep / "trials.json").write_text(json.dumps([*trials, {**trials[0], "trial_key": "k2", "seed": 1}]))
+    code, out, err = warm_run(["report", "done", "--out", str(tmp_path / "rep")], {"BENCHXFER_HOME": str(home)},
+                              tmp_path)
+    assert code == 0, err
+    assert (f"Skipped a damaged trial: {bad}: a finished trial's value=nan is not a finite number (its test auroc "
+            "could not be computed, or the file was edited); it is not averaged") in out, out
+    assert "1 finished trials averaged; not averaged: 0 failed, 1 unfinished." in out, out
