@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from benchxfer.errors import BenchxferError
 
@@ -50,7 +51,15 @@ def _positive_seconds(value: str) -> str | None:
 
 
 def _tracking_uri(value: str) -> str | None:
-    return None if URI_RE.match(value.strip()) else "not a tracking URI"
+    if not URI_RE.match(value.strip()):
+        return "not a tracking URI"
+    if value.strip().startswith("sqlite:///"):  # MLflow would retry a database it cannot open for minutes
+        db = Path(value.strip()[len("sqlite:///"):])  # sqlite:////abs/path or sqlite:///relative/path
+        if db.is_dir():
+            return f"{db} is a folder, not an SQLite database file (give sqlite:///FOLDER/mlflow.db)"
+        if not db.parent.is_dir():
+            return f"the folder of {db} does not exist"
+    return None
 
 
 def _ray_address(value: str) -> str | None:

@@ -452,6 +452,11 @@ def sweep_folder_loop(f: Files) -> list[str]:
     return ["status", "loopa"]
 
 
+def sqlite_folder(f: Files) -> list[str]:
+    (f.tmp / "dbdir").mkdir()
+    return ["sweep", f.good(), "--tracking-uri", f"sqlite:///{f.tmp / 'dbdir'}"]
+
+
 def held_lock(name: str, command: str) -> Callable[[Files], None]:
     """A lock in <home>/locks held by a live process (this one, recorded as another command)."""
     import socket
@@ -922,6 +927,10 @@ CASES = [
          sweep_folder_loop,
          ("Error: sweep 'loopa': <home>/runs/loopa is a symbolic link loop; restore the sweep's folder there, or "
           "remove the link",)),
+    Case("tracking-uri-sqlite-folder", "CLI", "`sweep --tracking-uri sqlite:///DIR` naming a folder (answers at once)",
+         sqlite_folder,
+         ("Error: --tracking-uri 'sqlite:///<tmp>/dbdir': <tmp>/dbdir is a folder, not an SQLite database file (give "
+          "sqlite:///FOLDER/mlflow.db); allowed: an MLflow tracking URI",)),
     Case("zoo-import-declared-sizes", "checkpoint", "`zoo import` of a torch zip whose records declare 64 MiB of "
          "zeros in 65 KB (deflated)", declared_sizes_bomb,
          ("Error: refused <tmp>/bomb.pth: its records declare 64 MiB (the largest, ", "64 MiB) in a file of 0.1 MiB; "
