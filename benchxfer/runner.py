@@ -253,7 +253,24 @@ def run_pretrain(spec: PretrainSpec, tracking_uri: str, echo=print, zoo_override
             failure = tdir.failure()
             reason = failure.reason if failure else "no result was written"
             raise BenchxferError(f"pre-training {spec.name!r} failed: {reason.strip()[:300]}")
+    else:
+        _check_exported(spec, done, zoo_override)
     return done.to_dict()
+
+
+def _check_exported(spec: PretrainSpec, done, zoo_override: str | None) -> None:
+    """A pre-training that finished before wrote its backbone into the zoo of that run; a zoo that lacks it (another
+    --zoo) would make every trial that uses it fail as an unknown init: said here, with what to do."""
+    from benchxfer import zoo
+
+    try:
+        zoo.resolve_init(spec.name, zoo_override)
+    except BenchxferError:
+        where = done.zoo_path or "a zoo"
+        raise BenchxferError(
+            f"init {spec.name!r}: its pre-training ({spec.path}) finished before and wrote the backbone to {where}, "
+            f"not into the zoo {zoo.zoo_dir(zoo_override)}; use that zoo (--zoo or $BENCHXFER_ZOO), or import it: "
+            f"`benchxfer zoo import {spec.name} {where} --format benchxfer`") from None
 
 
 def check_zoo_name(spec: PretrainSpec, trial: Trial, zoo_override: str | None, force: bool) -> None:

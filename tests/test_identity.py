@@ -436,3 +436,35 @@ def test_a_finished_result_whose_value_is_nan_is_named(tmp_path):
     assert (f"Skipped a damaged trial: {bad}: a finished trial's value=nan is not a finite number (its test auroc "
             "could not be computed, or the file was edited); it is not averaged") in out, out
     assert "1 finished trials averaged; not averaged: 0 failed, 1 unfinished." in out, out
+
+
+def test_a_finished_pre_training_names_the_zoo_it_wrote_to(tmp_path, monkeypatch):
+    """Item 16: a pre-training that finished before, run again with a --zoo that lacks its backbone, names the zoo
+    it wrote to and how to use it (a sweep's `{name, pretrain}` init used to fail later as an unknown init)."""
+    from test_errors import PRETRAIN
+
+    from benchxfer.pretraining import EXPERIMENT, load_pretrain_spec, plan_pretrain
+    from benchxfer.trialdir import TrialDir, write_json
+
+    home = tmp_path / "home"
+    pfile = tmp_path / "p.yaml"
+    pfile.write_text(PRETRAIN)
+    with monkeypatch.context() as m:
+        m.setenv("BENCHXFER_HOME", str(home))
+        trial = plan_pretrain(load_pretrain_spec(pfile))
+    elsewhere = tmp_path / "other-zoo" / "mine.safetensors"
+    rec = {**result_record_for(trial.key), "zoo_path": str(elsewhere)}
+    write_json(TrialDir(home / "runs" / EXPERIMENT / "trials" / trial.key).path / "result.json", rec)
+    code, out, err = warm_run(["pretrain", str(pfile), "--zoo", str(tmp_path / "zoo"), "--tracking-uri",
+                               "http://127.0.0.1:9"], {"BENCHXFER_HOME": str(home)}, tmp_path)
+    assert code == 1 and err.strip() == (
+        f"Error: init 'mine': its pre-training ({pfile}) finished before and wrote the backbone to {elsewhere}, not "
+        f"into the zoo {tmp_path / 'zoo'}; use that zoo (--zoo or $BENCHXFER_ZOO), or import it: `benchxfer zoo "
+        f"import mine {elsewhere} --format benchxfer`"), err
+
+
+def result_record_for(key: str) -> dict:
+    from test_results import result_record
+
+    return {**result_record("pretrain", key, "scratch", "chexpert", 0, 0.7, task="multilabel"), "epochs_started": 1,
+            "best_val_loss": 0.5}
