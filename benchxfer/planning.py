@@ -122,6 +122,22 @@ def expand(spec: SweepSpec, cell_list: list[Cell], roots: dict[str, str],
     return trials
 
 
+def _refuse_checkpoint_as_pretrain(path: str, i: int, name: str, file: Path) -> None:
+    """``{name, pretrain: FILE}`` takes a pre-training file (YAML); a checkpoint there is named for what it is, with
+    the command that makes it an init."""
+    from benchxfer.zoo.checkpoint import is_safetensors_file
+
+    try:
+        with open(file, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return  # the pre-training file's own reader names what is wrong
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80") or is_safetensors_file(file):
+        raise BenchxferError(f"{path}: inits[{i}].pretrain: {file} is a checkpoint, not a pre-training file (YAML); "
+                             f"to start from a checkpoint, import it (`benchxfer zoo import {name} {file}`) and list "
+                             f"it as `inits: [{name}]`")
+
+
 @dataclass
 class Plan:
     spec: SweepSpec
@@ -192,6 +208,7 @@ def make_plan(spec_or_path: SweepSpec | str | Path, zoo_override: str | None = N
         if entry.pretrain and entry.name not in known:
             from benchxfer.pretraining import load_pretrain_spec
 
+            _refuse_checkpoint_as_pretrain(spec.path, i, entry.name, Path(entry.pretrain))
             pspec = load_pretrain_spec(entry.pretrain)
             for j, src in enumerate(pspec.sources):
                 if src["root"] != "synthetic" and not Path(src["root"]).exists():

@@ -931,6 +931,12 @@ CASES = [
          sqlite_folder,
          ("Error: --tracking-uri 'sqlite:///<tmp>/dbdir': <tmp>/dbdir is a folder, not an SQLite database file (give "
           "sqlite:///FOLDER/mlflow.db); allowed: an MLflow tracking URI",)),
+    Case("pretrain-is-a-checkpoint", "sweep file", "`inits: [{name: mine, pretrain: r18.pth}]` (a checkpoint, not a "
+         "pre-training file)",
+         lambda f: ["sweep", f.good("inits: [scratch]", f"inits: [{{name: mine, pretrain: {f.resnet18()}}}]"),
+                    "--dry-run"],
+         (S + "inits[0].pretrain: <tmp>/r18.pth is a checkpoint, not a pre-training file (YAML); to start from a "
+          "checkpoint, import it (`benchxfer zoo import mine <tmp>/r18.pth`) and list it as `inits: [mine]`",)),
     Case("zoo-import-declared-sizes", "checkpoint", "`zoo import` of a torch zip whose records declare 64 MiB of "
          "zeros in 65 KB (deflated)", declared_sizes_bomb,
          ("Error: refused <tmp>/bomb.pth: its records declare 64 MiB (the largest, ", "64 MiB) in a file of 0.1 MiB; "
