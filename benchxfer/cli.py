@@ -36,6 +36,8 @@ COMMANDS: dict[str, str] = {
     "compare": "benchxfer.report_cli:compare",
 }
 
+READ_ONLY = ("status", "report", "compare")  # commands that only read the home: it need not be writable
+
 
 class BenchxferGroup(click.Group):
     """A group whose commands are imported on first use, and which turns user errors into one line."""
@@ -140,8 +142,9 @@ def main(ctx: click.Context, debug: bool) -> None:
     from benchxfer.paths import pin
 
     ctx.meta["benchxfer.debug"] = debug
-    pin()  # a relative or empty $BENCHXFER_HOME is settled here, once, before any command reads it
-    check()  # every variable benchxfer reads: one line naming a bad one, before any command reads it
+    read_only = ctx.invoked_subcommand in READ_ONLY  # a read-only home serves them
+    pin(write=not read_only)  # a relative or empty $BENCHXFER_HOME is settled here, once, before any command reads it
+    check(read_only=read_only)  # every variable benchxfer reads: one line naming a bad one, before any command reads it
     from benchxfer.cluster import token_auth_env  # after check(): cluster reads a checked variable on import
 
     token_auth_env()  # before any command imports Ray, which reads it once

@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from benchxfer import paths
 from benchxfer.errors import BenchxferError
 from benchxfer.trialdir import SweepDir
 
@@ -68,7 +69,7 @@ class Launch:
 
 def session_env() -> dict[str, str]:
     """What every process of the sweep's Ray job needs in its environment."""
-    env = {k: os.environ[k] for k in ("BENCHXFER_HOME", "BENCHXFER_ZOO") if k in os.environ}
+    env = {k: os.environ[k] for k in paths.PINNED if k in os.environ}
     env["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",
                                                              HEALTH_CHECK_INTERVAL_S)
     for k in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):

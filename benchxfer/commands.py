@@ -29,9 +29,20 @@ tracking_option = click.option(
     "--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, metavar="URI", callback=_check_tracking_uri,
     help="MLflow tracking server (default: $MLFLOW_TRACKING_URI, else a local server that benchxfer starts "
          "on 127.0.0.1 with the SQLite store in $BENCHXFER_HOME).")
+def _address(ctx, param, value: str | None) -> str | None:
+    """``--address``, or ``$RAY_ADDRESS`` as Ray itself reads it: the cluster to join; said in a line when it came
+    from the environment, so that a sweep never joins (or, before, silently ignored) a cluster nobody named here."""
+    value = check_address(ctx, param, value)
+    if value is not None and ctx.get_parameter_source(param.name) is click.core.ParameterSource.ENVIRONMENT:
+        click.echo(f"Ray: joining the cluster at $RAY_ADDRESS={value}, as Ray itself does (unset RAY_ADDRESS for a "
+                   "local session of this command's own)")
+    return value
+
+
 address_option = click.option(
-    "--address", default=None, metavar="ADDR", callback=check_address,
-    help="Ray cluster to join: 'auto' or 'ray://HOST:10001' (default: a local Ray session).")
+    "--address", envvar="RAY_ADDRESS", default=None, metavar="ADDR", callback=_address,
+    help="Ray cluster to join: 'auto', HOST:PORT or 'ray://HOST:10001' (default: $RAY_ADDRESS, as Ray reads it; "
+         "else a local Ray session of this command's own).")
 zoo_option = click.option("--zoo", "zoo_dir", default=None, type=click.Path(file_okay=False), metavar="DIR",
                           help="Init zoo folder (default: $BENCHXFER_ZOO, else $BENCHXFER_HOME/zoo).")
 
@@ -112,22 +123,27 @@ verbose_option = click.option("--verbose", is_flag=True,
                                    "benchxfer's compact view and its log file.")
 
 
-def _run(plan, tracking_uri, address, verbose=False):
+def _run(plan, tracking_uri, address, verbose=False, command="sweep"):
+    from benchxfer.results import check_store, record_store
     from benchxfer.runner import execute
     from benchxfer.tracking import tracking_uri as tracking
 
     started = time.time()
-    with tracking(tracking_uri, echo=click.echo) as uri:  # the caller holds the sweep's lock
-        try:
-            outcome = execute(plan, uri, address=address, echo=click.echo, verbose=verbose)
-        except OSError as err:  # the disk filled under the driver itself: a fault, said in one line
-            if err.errno != errno.ENOSPC:
-                raise
-            name = plan.spec.name
-            raise BenchxferError(f"sweep {name!r} stopped, the disk is full: {err.filename or paths.sweep_dir(name)}: "
-                                 f"{err.strerror}; finished trials are kept; make room, then "
-                                 f"`benchxfer resume {name}`") from None
-        click.echo("\n" + outcome.summary.markdown() if outcome.summary else f"(no summary: {outcome.no_summary})")
+    check_store(plan.spec.name, tracking_uri, command)  # where its finished trials' runs are, or refused
+    try:
+        with tracking(tracking_uri, echo=click.echo) as uri:  # the caller holds the sweep's lock
+            try:
+                outcome = execute(plan, uri, address=address, echo=click.echo, verbose=verbose)
+            except OSError as err:  # the disk filled under the driver itself: a fault, said in one line
+                if err.errno != errno.ENOSPC:
+                    raise
+                name = plan.spec.name
+                raise BenchxferError(f"sweep {name!r} stopped, the disk is full: {err.filename or paths.sweep_dir(name)}: "
+                                     f"{err.strerror}; finished trials are kept; make room, then "
+                                     f"`benchxfer resume {name}`") from None
+            click.echo("\n" + outcome.summary.markdown() if outcome.summary else f"(no summary: {outcome.no_summary})")
+    finally:
+        record_store(plan.spec.name, tracking_uri)  # once the sweep is started (its sweep.yaml kept)
     click.echo(f"\nDone in {time.time() - started:.0f} s. Tables and figures: benchxfer report {plan.spec.name}")
     click.echo("Browse and compare the runs: benchxfer ui" + (f" --tracking-uri {tracking_uri}" if tracking_uri else ""))
     if outcome.unfinished:  # a sweep with unfinished trials is not a success, whatever it printed (runner counted)
@@ -161,8 +177,64 @@ def sweep(file, dry_run, limit, tracking_uri, address, zoo_dir, verbose):
     from benchxfer import locks
     from benchxfer.spec import load_spec
 
-    with locks.sweep(load_spec(file).name, echo=click.echo):  # before the synthetic data is written, to the end
+    name = load_spec(file).name
+    with locks.sweep(name, echo=click.echo):  # before the synthetic data is written, to the end
+        _refuse_other_sweep(name, file)
         _run(make_plan(file, zoo_dir, write_synthetic=True), tracking_uri, address, verbose)
+
+
+# what a sweep file may change under a name already used: how the sweep runs, not what its trials compute
+RUN_ONLY_KEYS = ("description", "resources", "failure")
+
+
+def _refuse_other_sweep(name: str, file: str) -> None:
+    """``sweep FILE`` under a name that already holds a sweep continues that sweep only when FILE still says what
+    it said (but how it runs: RUN_ONLY_KEYS); a file that changed what decides a result (a knob, an lr, a seed, a
+    dataset's root or options, an init) would mix two protocols under one name: refused, naming what changed."""
+    from benchxfer.spec import read_yaml
+    from benchxfer.trialdir import SweepDir
+
+    sdir = SweepDir(name)
+    if not sdir.exists() or Path(file).resolve() == sdir.spec_copy.resolve():
+        return
+    before_base = Path(_readable_source(sdir) or sdir.spec_copy).parent
+    before = _result_fields(read_yaml(sdir.spec_copy), before_base)
+    after = _result_fields(read_yaml(file), Path(file).resolve().parent)
+    changed = [k for k in sorted(set(before) | set(after)) if before.get(k, "(absent)") != after.get(k, "(absent)")]
+    if changed:
+        first = changed[0]
+        more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+        raise BenchxferError(
+            f"sweep {name!r}: {file} is not the sweep started under this name ({sdir.spec_copy}): {first} was "
+            f"{before.get(first, '(absent)')}, now {after.get(first, '(absent)')}{more}; its trials would be mixed with "
+            f"the finished ones: give the file another `name:` to start another sweep, or restore it (`benchxfer resume "
+            f"{name}` continues the sweep that was started)")
+
+
+def _result_fields(doc: dict, base: Path) -> dict[str, str]:
+    """A sweep file's values that decide its trials' results, flat (``overrides.epochs`` -> ``1``), dataset roots
+    made absolute against the file's folder."""
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(f"{prefix}[{i}]", v)
+        else:
+            flat[prefix] = repr(value)
+
+    for key, value in doc.items():
+        if key in RUN_ONLY_KEYS:
+            continue
+        if key == "datasets" and isinstance(value, list):
+            value = [{**d, "root": str((base / Path(d["root"]).expanduser()).resolve())}
+                     if isinstance(d, dict) and isinstance(d.get("root"), str) and d["root"] != "synthetic" else d
+                     for d in value]
+        walk(key, value)
+    return flat
 
 
 @click.command()
@@ -195,10 +267,19 @@ def resume(name, tracking_uri, address, zoo_dir, verbose):
     from benchxfer import locks
 
     with locks.sweep(name, echo=click.echo):  # held from the plan (it may write synthetic data) to the end
-        plan = make_plan(sdir.spec_copy, zoo_dir, write_synthetic=True)  # the sweep as it was started
+        from benchxfer.spec import load_spec
+
+        started = load_spec(sdir.spec_copy, base=Path(source).parent if source else None)  # relative roots: as run
+        plan = make_plan(started, zoo_dir, write_synthetic=True)  # the sweep as it was started
         if source and Path(source).exists() and Path(source).resolve() != sdir.spec_copy.resolve():
-            _refuse_changed(name, plan, make_plan(source, zoo_dir, write_synthetic=True), source)
-        _run(plan, tracking_uri, address, verbose)
+            try:
+                now = make_plan(source, zoo_dir, dry_run=True)
+            except BenchxferError as err:  # the sweep runs from its own copy: a source broken since is said, not fatal
+                click.echo(f"Note: {source} no longer reads as a sweep file ({str(err).removeprefix(source + ': ')}); "
+                           f"resuming sweep {name!r} from its own copy {sdir.spec_copy}")
+            else:
+                _refuse_changed(name, plan, now, source)
+        _run(plan, tracking_uri, address, verbose, command="resume")
 
 
 def _readable_source(sdir) -> str | None:
@@ -294,6 +375,24 @@ def status(name):
         n_stopped = sum(r["state"] == "stopped" for r in rows)
         line += f"; lr search: {len(others)} other trials, {n_stopped} stopped by the search"
     click.echo(line)
+    damaged = [r for r in rows if r["state"] == "damaged"]
+    if damaged:  # shown above; the exit status says it too
+        raise BenchxferError(f"sweep {name!r}: {len(damaged)} damaged trial(s), the first: {damaged[0]['trial_key']} "
+                             f"({damaged[0]['error']}); restore or remove the file, then `benchxfer resume {name}`")
+
+
+def set_key(key: str, planned: dict, config: dict) -> str:
+    """The key of a ``train`` run: the trial's own when ``--set`` changed nothing that decides the result, else
+    the trial's key and a hash of the values ``--set`` changed, so that it trains in a folder of its own (a run
+    with other knobs never continues, nor reports, another's checkpoints and result)."""
+    import hashlib
+
+    from benchxfer.spec import EXECUTION_ONLY
+
+    changed = {k: config[k] for k in sorted(config) if k not in EXECUTION_ONLY and config[k] != planned.get(k)}
+    if not changed:
+        return key
+    return f"{key}_set-{hashlib.sha1(json.dumps(changed, sort_keys=True, default=str).encode()).hexdigest()[:8]}"
 
 
 @click.command()
@@ -338,11 +437,17 @@ def train(file, index, sets, zoo_dir):
     config.update(check_knob_values(check_knobs(extra, "--set"), "--set"))
     check_names(config, "--set")  # the same names the sweep file is held to
     check_combinations(config, [trial.shot], "--set")
-    tdir = paths.sweep_dir(plan.spec.name) / "local" / trial.key
-    click.echo(f"Training {trial.key} in-process; folder {tdir}")
-    threads = max(1, int(plan.spec.resources["cpus_per_worker"]))  # as a sweep's worker: same numbers
-    result = train_run(TrainConfig.from_dict(config),
-                       Runtime(trial_dir=str(tdir), session="local", threads=threads)).to_dict()
+    key = set_key(trial.key, trial.config.to_dict(), config)
+    config["trial_key"] = key
+    tdir = paths.sweep_dir(plan.spec.name) / "local" / key
+    from benchxfer import locks
+
+    with locks.held(locks.train_lock_path(plan.spec.name, key), f"trial {key} of sweep {plan.spec.name!r}",
+                    echo=click.echo):
+        click.echo(f"Training {key} in-process; folder {tdir}")
+        threads = max(1, int(plan.spec.resources["cpus_per_worker"]))  # as a sweep's worker: same numbers
+        result = train_run(TrainConfig.from_dict(config),
+                           Runtime(trial_dir=str(tdir), session="local", threads=threads)).to_dict()
     click.echo(json.dumps({k: result[k] for k in ("trial_key", "metric", "value", "test", "best_epoch",
                                                   "epochs_run", "wall_seconds")}, indent=1))
 
@@ -352,20 +457,26 @@ def train(file, index, sets, zoo_dir):
 @tracking_option
 @address_option
 @zoo_option
-def pretrain(file, tracking_uri, address, zoo_dir):
+@click.option("--force", is_flag=True, help="Replace an init of the same name already in the zoo (an import, or "
+                                            "another pre-training's backbone).")
+def pretrain(file, tracking_uri, address, zoo_dir, force):
     """Pre-train a new init from FILE on Ray Train and register it in the zoo under the file's name.
 
     Sources are merged on their common labels (missing and uncertain labels are masked out of the loss).
-    Run the same command again after a kill: it continues from the last epoch checkpoint.
+    Run the same command again after a kill: it continues from the last epoch checkpoint. A name the zoo
+    already holds for something else is refused unless --force.
     """
-    from benchxfer.pretraining import load_pretrain_spec
-    from benchxfer.runner import run_pretrain
+    from benchxfer.pretraining import load_pretrain_spec, plan_pretrain
+    from benchxfer.runner import check_zoo_name, run_pretrain
     from benchxfer.tracking import tracking_uri as tracking
 
     _use_zoo(zoo_dir)
     spec = load_pretrain_spec(file)
-    with tracking(tracking_uri, echo=click.echo) as uri:
-        result = run_pretrain(spec, uri, echo=click.echo, zoo_override=zoo_dir, address=address)
+    check_zoo_name(spec, plan_pretrain(spec), zoo_dir, force)  # before MLflow and Ray start
+    from benchxfer import locks
+
+    with locks.pretrain(spec.name, echo=click.echo), tracking(tracking_uri, echo=click.echo) as uri:
+        result = run_pretrain(spec, uri, echo=click.echo, zoo_override=zoo_dir, address=address, force=force)
     click.echo(f"Init {spec.name!r} is in the zoo ({result.get('zoo_path', 'already there')}); "
                f"use it in a sweep as `inits: [{spec.name}]`.")
 

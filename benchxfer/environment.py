@@ -27,12 +27,19 @@ class Variable:
     check: Callable[[str], str | None]  # the problem with a value, or None
 
 
+READ_ONLY = False  # set by the command line for a command that only reads (status, report, compare)
+
+
 def _folder(value: str) -> str | None:
-    from benchxfer.paths import folder_problem
+    from benchxfer.paths import dangling_link, expand_user, folder_problem
 
     if not value.strip():
         return "it is set but empty"
-    return folder_problem(Path(value).expanduser())
+    try:
+        path = expand_user(value)
+    except ValueError as err:
+        return str(err)
+    return dangling_link(path) or folder_problem(path, write=not READ_ONLY)
 
 
 def _positive_seconds(value: str) -> str | None:
@@ -44,7 +51,15 @@ def _positive_seconds(value: str) -> str | None:
 
 
 def _tracking_uri(value: str) -> str | None:
-    return None if URI_RE.match(value.strip()) else "not a tracking URI"
+    if not URI_RE.match(value.strip()):
+        return "not a tracking URI"
+    if value.strip().startswith("sqlite:///"):  # MLflow would retry a database it cannot open for minutes
+        db = Path(value.strip()[len("sqlite:///"):])  # sqlite:////abs/path or sqlite:///relative/path
+        if db.is_dir():
+            return f"{db} is a folder, not an SQLite database file (give sqlite:///FOLDER/mlflow.db)"
+        if not db.parent.is_dir():
+            return f"the folder of {db} does not exist"
+    return None
 
 
 def _ray_address(value: str) -> str | None:
@@ -71,8 +86,11 @@ VARIABLES: tuple[Variable, ...] = (
 )
 
 
-def check(environ: os._Environ | dict[str, str] | None = None) -> None:
-    """Refuse the first variable whose value is not allowed (in ``VARIABLES`` order)."""
+def check(environ: os._Environ | dict[str, str] | None = None, read_only: bool = False) -> None:
+    """Refuse the first variable whose value is not allowed (in ``VARIABLES`` order); ``read_only``: the command
+    only reads, so a folder it cannot write is allowed."""
+    global READ_ONLY
+    READ_ONLY = read_only
     environ = os.environ if environ is None else environ
     for var in VARIABLES:
         value = environ.get(var.name)

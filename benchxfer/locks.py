@@ -1,4 +1,5 @@
-"""Locks where two commands meet: a sweep's folder (``sweep``, ``resume``) and a name in the zoo (``zoo import``).
+"""Locks where two commands meet: a sweep's folder (``sweep``, ``resume``), a pre-training (``pretrain``), a
+``train`` trial's folder, and a name in the zoo (``zoo import``).
 
 A lock is a file made with ``O_CREAT | O_EXCL`` (atomic on local disks and on NFS v3+), so it works across the
 nodes that share the home. It records its holder: host, pid, start time and command. A second command that
@@ -134,6 +135,21 @@ def held(path: Path, what: str, echo: Callable[[str], None] = print) -> Iterator
 
 def sweep_lock_path(name: str) -> Path:
     return paths.home() / LOCKS / f"sweep-{name}.lock"
+
+
+def pretrain_lock_path(name: str) -> Path:
+    """Held by a pre-training (``benchxfer pretrain``, or a sweep's ``{name, pretrain}`` init) while it runs."""
+    return paths.home() / LOCKS / f"pretrain-{name}.lock"
+
+
+def pretrain(name: str, echo: Callable[[str], None] = print) -> contextlib.AbstractContextManager[Holder]:
+    """The lock a pre-training of init ``name`` holds while it runs (``pretrain``, or a sweep pre-training it)."""
+    return held(pretrain_lock_path(name), f"pre-training {name!r}", echo)
+
+
+def train_lock_path(sweep: str, key: str) -> Path:
+    """Held by ``benchxfer train`` on its trial's folder while it trains."""
+    return paths.home() / LOCKS / f"train-{sweep}-{key}.lock"
 
 
 def sweep(name: str, echo: Callable[[str], None] = print) -> contextlib.AbstractContextManager[Holder]:

@@ -6,6 +6,7 @@ allowed values.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +39,11 @@ class Cell:
     knobs: dict[str, Any]
     overrides: dict[str, Any]  # what the sweep file set, for the MLflow params
 
+    unsaid: frozenset[str] = frozenset()  # knobs written out at their default: not in the key (written_defaults)
+
     def trial(self, sweep: str, lr: float, seed: int, shot: int | None, root: str) -> Trial:
-        key = trial_key(self.init, self.dataset.name, lr, seed, shot, self.recipe, self.knobs, self.dataset.options)
+        key_knobs = {k: v for k, v in self.knobs.items() if k not in self.unsaid}
+        key = trial_key(self.init, self.dataset.name, lr, seed, shot, self.recipe, key_knobs, self.dataset.options)
         config = TrainConfig.from_dict({
             **self.knobs, "sweep": sweep, "trial_key": key, "init": self.init, "dataset": self.dataset.name,
             "root": root, "dataset_options": dict(self.dataset.options), "recipe": self.recipe, "lr": lr,
@@ -76,8 +80,25 @@ def cells(spec: SweepSpec, init_arch: dict[str, str | None], tasks: dict[str, tu
                 f"{knobs['arch']!r}; remove the arch override or pick an init of that architecture"
             )
         check_micro_batch(knobs, task, where)
-        out.append(Cell(init.name, ds, rname, task, metric, knobs, overrides))
+        out.append(Cell(init.name, ds, rname, task, metric, knobs, overrides,
+                        written_defaults(recipe.defaults, spec.overrides, ds.overrides)))
     return out
+
+
+_CONFIG_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+
+
+def written_defaults(recipe_defaults: dict[str, Any], sweep_level: dict[str, Any], dataset_level: dict[str, Any]
+                     ) -> frozenset[str]:
+    """The knobs a sweep file writes out at TrainConfig's default (``micro_batch: 0``) where leaving them out
+    computes the same: the recipe does not set them, and a dataset's value does not undo another value of the
+    sweep's. They stay out of the trial key, so that writing a default out keeps every key (and a finished
+    sweep finished); the keys of files that do not write one are as before."""
+    merged = {**sweep_level, **dataset_level}
+    return frozenset(k for k, v in merged.items()
+                     if k not in recipe_defaults and k in _CONFIG_DEFAULTS and v == _CONFIG_DEFAULTS[k]
+                     and isinstance(v, bool) == isinstance(_CONFIG_DEFAULTS[k], bool)
+                     and sweep_level.get(k, v) == v)
 
 
 def expand(spec: SweepSpec, cell_list: list[Cell], roots: dict[str, str],
@@ -99,6 +120,22 @@ def expand(spec: SweepSpec, cell_list: list[Cell], roots: dict[str, str],
         dup = next(k for k in keys if keys.count(k) > 1)
         raise BenchxferError(f"{spec.path}: two trials share the key {dup}; remove the repeated axis value")
     return trials
+
+
+def _refuse_checkpoint_as_pretrain(path: str, i: int, name: str, file: Path) -> None:
+    """``{name, pretrain: FILE}`` takes a pre-training file (YAML); a checkpoint there is named for what it is, with
+    the command that makes it an init."""
+    from benchxfer.zoo.checkpoint import is_safetensors_file
+
+    try:
+        with open(file, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return  # the pre-training file's own reader names what is wrong
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80") or is_safetensors_file(file):
+        raise BenchxferError(f"{path}: inits[{i}].pretrain: {file} is a checkpoint, not a pre-training file (YAML); "
+                             f"to start from a checkpoint, import it (`benchxfer zoo import {name} {file}`) and list "
+                             f"it as `inits: [{name}]`")
 
 
 @dataclass
@@ -171,6 +208,7 @@ def make_plan(spec_or_path: SweepSpec | str | Path, zoo_override: str | None = N
         if entry.pretrain and entry.name not in known:
             from benchxfer.pretraining import load_pretrain_spec
 
+            _refuse_checkpoint_as_pretrain(spec.path, i, entry.name, Path(entry.pretrain))
             pspec = load_pretrain_spec(entry.pretrain)
             for j, src in enumerate(pspec.sources):
                 if src["root"] != "synthetic" and not Path(src["root"]).exists():

@@ -19,7 +19,7 @@ from benchxfer import data, zoo
 from benchxfer.data.indexing import check_options
 from benchxfer.errors import BenchxferError
 from benchxfer.recipes import TrainConfig, get_recipe
-from benchxfer.schema import SEED, check_name, check_option_values, check_synthetic
+from benchxfer.schema import PRETRAIN_EXPERIMENT, SEED, check_name, check_option_values, check_synthetic
 from benchxfer.spec import (
     Trial,
     _check_keys,
@@ -38,7 +38,7 @@ from benchxfer.trialdir import TrialResult
 KEYS = {"name", "description", "sources", "arch", "start", "recipe", "lr", "seed", "overrides", "resources",
         "failure"}
 SOURCE_KEYS = {"dataset", "root", "options", "synthetic"}
-EXPERIMENT = "pretrain"
+EXPERIMENT = PRETRAIN_EXPERIMENT  # runs/pretrain and the MLflow experiment: a name no sweep may take
 
 
 @dataclass(frozen=True)
@@ -139,10 +139,12 @@ def plan_pretrain(spec: PretrainSpec, write_synthetic: bool = True) -> Trial:
 @dataclass(frozen=True)
 class ExportBackbone:
     """The finish hook of a pre-training run (rank 0, after the test): the backbone, without its head, saved
-    into the zoo under the new init's name; the result records where it went."""
+    into the zoo under the new init's name; the result records where it went. A name the zoo holds for something
+    else (an import, another pre-training) is replaced only with ``force``."""
 
     name: str
     zoo: str | None = None
+    force: bool = False
 
     def __call__(self, model, cfg: TrainConfig, result: TrialResult) -> TrialResult:
         from benchxfer.train.data_setup import normalisation
@@ -153,5 +155,5 @@ class ExportBackbone:
                       "mlflow_run_id": result.mlflow_run_id, "trial_key": cfg.trial_key}
         mean, std = normalisation(cfg)
         path = zoo.save_local_init(self.name, backbone, cfg.arch, provenance, zoo=self.zoo,
-                                   mean=tuple(mean), std=tuple(std))
+                                   mean=tuple(mean), std=tuple(std), force=self.force)
         return dataclasses.replace(result, zoo_path=str(path))

@@ -248,6 +248,55 @@ def write_report(runs: RunSet, out_dir: str | Path, baseline: str | None = DEFAU
     return Report(summary, drawn, files)
 
 
+MANIFEST = ".benchxfer-report.json"  # in a report folder: the files benchxfer wrote there, with their SHA-256
+
+
+def write_report_into(runs: RunSet, out_dir: str | Path, **kwargs) -> Report:
+    """:func:`write_report` into a folder the user names (``report --out``): the report is written beside it
+    first, then moved in; a file of the same name that benchxfer did not write there (not in the folder's
+    ``.benchxfer-report.json`` with the same SHA-256) is never replaced: the whole report is refused in one line,
+    and nothing in the folder changes."""
+    import dataclasses
+    import hashlib
+    import json
+    import os
+    import shutil
+    import tempfile
+
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".benchxfer-report-", dir=out))
+    except OSError as err:  # a file in the way, no permission: the user's --out
+        raise BenchxferError(f"cannot create the report folder {out}: {err.strerror or err}") from None
+
+    def sha(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    try:
+        rep = write_report(runs, staging, **kwargs)
+        try:
+            ours = json.loads((out / MANIFEST).read_text()).get("files", {})
+        except (OSError, ValueError, AttributeError):
+            ours = {}
+        names = [p.name for p in rep.files]
+        foreign = [n for n in names if (out / n).exists() and (not (out / n).is_file() or ours.get(n) != sha(out / n))]
+        if foreign:
+            raise BenchxferError(
+                f"report folder {out}: {len(foreign)} file(s) of the report are already there and were not written "
+                f"by benchxfer (or were changed since), the first: {out / foreign[0]}; nothing was replaced: give "
+                "another --out, or move them away")
+        ours = {n: h for n, h in ours.items() if (out / n).is_file()}
+        for path in rep.files:
+            ours[path.name] = sha(path)
+            os.replace(path, out / path.name)
+        (out / MANIFEST).write_text(json.dumps({"files": ours}, indent=1, sort_keys=True) + "\n")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    moved = [dataclasses.replace(f, path=out / f.path.name) for f in rep.figures]
+    return dataclasses.replace(rep, figures=moved, files=[out / p.name for p in rep.files])
+
+
 def _html_page(summary: Summary, drawn: list[FigureFile], title: str, source: str) -> str:
     e = html.escape
     parts = [

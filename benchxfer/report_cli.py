@@ -56,11 +56,11 @@ def _artifacts_uri(runs: RunSet, tracking_uri: str | None) -> Iterator[str | Non
 
 
 def _run(runs: RunSet, out: Path, baseline: str | None, test: str, title: str, ddof: str, uri: str | None):
-    from benchxfer.report import write_report  # matplotlib and scipy load only here
+    from benchxfer.report import write_report_into  # matplotlib and scipy load only here
     from benchxfer.results import load_curves
 
     history = load_curves(runs, uri) if uri else None
-    report = write_report(runs, out, baseline=_baseline(runs, baseline), test=test, title=title, ddof=int(ddof),
+    report = write_report_into(runs, out, baseline=_baseline(runs, baseline), test=test, title=title, ddof=int(ddof),
                           history=history)
     click.echo(f"# {title}\n\nSource: {runs.source}\n\n{report.summary.markdown()}\n")
     for line in runs.damaged:
@@ -80,6 +80,11 @@ def _run(runs: RunSet, out: Path, baseline: str | None, test: str, title: str, d
 def report(sweep: str, baseline: str | None, test: str, out: Path | None, tracking_uri: str | None, ddof: str,
            publish: bool) -> None:
     """Tables, t-tests and figures for SWEEP: runs.parquet/csv, summary.csv, table.md, PNGs, report.html."""
+    from benchxfer.results import recorded_store, store_of
+
+    was, now = recorded_store(sweep), store_of(tracking_uri)
+    if was is not None and was != now:  # said, not refused: the trials' own result files fill in what it lacks
+        click.echo(f"Note: sweep {sweep!r} records its runs in {was}; this report reads {now}")
     runs = collect(sweep, tracking_uri)
     with _artifacts_uri(runs, tracking_uri) as uri:
         rep = _run(runs, out or Path("reports") / sweep, baseline, test, f"benchxfer report: {sweep}", ddof, uri)

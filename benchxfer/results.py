@@ -77,6 +77,45 @@ def default_tracking_uri() -> str | None:
     return f"sqlite:///{db}" if db.is_file() else None
 
 
+STORE_RECORD = "tracking.json"  # runs/<sweep>/tracking.json: the tracking store its runs are recorded in
+
+
+def store_of(tracking_uri: str | None) -> str:
+    """The tracking store a command records in: ``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else the home's
+    embedded store (its SQLite file, whichever port the local server has)."""
+    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.home() / 'mlflow.db'}"
+
+
+def recorded_store(sweep: str) -> str | None:
+    """The store the sweep recorded its runs in (None: no record, a sweep from before the record)."""
+    from benchxfer.trialdir import read_json
+
+    path = paths.sweep_dir(sweep) / STORE_RECORD
+    if not path.is_file():
+        return None
+    obj = read_json(path, "the sweep's tracking store")
+    return obj.get("store") if isinstance(obj, dict) and isinstance(obj.get("store"), str) else None
+
+
+def record_store(sweep: str, tracking_uri: str | None) -> None:
+    """Keep the store of a started sweep (once: the first run's store stays the sweep's)."""
+    from benchxfer.trialdir import write_json
+
+    folder = paths.sweep_dir(sweep)
+    if (folder / "sweep.yaml").is_file() and not (folder / STORE_RECORD).is_file():
+        write_json(folder / STORE_RECORD, {"store": store_of(tracking_uri)})
+
+
+def check_store(sweep: str, tracking_uri: str | None, command: str) -> None:
+    """``sweep``/``resume`` of a started sweep record in the store its finished trials are in, or refuse: their
+    runs, the parent run and the report would be split over two stores."""
+    was, now = recorded_store(sweep), store_of(tracking_uri)
+    if was is not None and was != now:
+        raise BenchxferError(f"{command} {sweep}: the sweep records its runs in {was}, not {now} (its finished "
+                             f"trials' runs are there); pass --tracking-uri {was}, or start another sweep under "
+                             "another name for this store")
+
+
 def frame_from_records(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """Rows (dicts with the keys of RUN_COLUMNS; missing keys are NA) -> the typed run table."""
     import pandas as pd
@@ -157,11 +196,23 @@ def collect(sweep: str, tracking_uri: str | None = None) -> RunSet:
                 looked.append(f"MLflow at {uri} (failed: {' '.join(str(err).split())[:200]})")
     else:
         looked.append("MLflow (no tracking URI and no embedded store)")
+    trials = paths.sweep_dir(sweep) / "trials"
     if not rows:
-        trials = paths.sweep_dir(sweep) / "trials"
         looked.append(f"{trials}/*/{RESULT}")
         rows, errors, damaged = _from_result_files(sweep, trials)
         source = f"result files under {trials}" if rows else ""
+    else:  # the trial's folder is the truth: a damaged result is not finished, a result the store lacks counts
+        file_rows, file_errors, damaged = _from_result_files(sweep, trials)
+        bad = {k for k, v in file_errors.items() if v.startswith("damaged: ")}
+        rows = [r for r in rows if r["trial_key"] not in bad]
+        seen = {r["trial_key"] for r in rows}
+        extra = [r for r in file_rows if r["trial_key"] not in seen and r.get("status") == "finished"]
+        if extra:
+            rows += extra
+            errors = {**{k: v for k, v in file_errors.items() if k in {r["trial_key"] for r in extra}}, **errors}
+            source += (f" and {len(extra)} result file(s) under {trials} whose runs this store lacks (recorded in "
+                       "another tracking store?)")
+        errors.update({k: file_errors[k] for k in bad})
     expected_file = paths.sweep_dir(sweep) / TRIALS
     looked.append(str(expected_file))
     expected = _expected(sweep, expected_file)
@@ -295,6 +346,9 @@ def _result_row(sweep: str, folder: Path) -> tuple[dict[str, Any], str | None] |
     test = rec.get("test") or {}
     metric = rec.get("metric")
     value = rec.get("value", test.get(metric) if metric else None)
+    if status == "finished" and isinstance(value, float) and not math.isfinite(value):
+        raise BenchxferError(f"{file}: a finished trial's value={value} is not a finite number (its test {metric} "
+                             "could not be computed, or the file was edited); it is not averaged")
     row = {c: rec.get(c) for c in RUN_COLUMNS}
     row.update(sweep=sweep, trial_key=rec.get("trial_key") or folder.name, status=status,
                value=value, shot=_shot(rec.get("shot"), where),

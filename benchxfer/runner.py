@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from benchxfer import cluster
+from benchxfer import cluster, locks
 from benchxfer.cluster import Launch
 from benchxfer.errors import BenchxferError
 from benchxfer.planning import Plan, expand
@@ -27,10 +27,87 @@ if TYPE_CHECKING:
 
 
 def save_plan(plan: Plan) -> SweepDir:
-    """The sweep's folder keeps the sweep file as run and the list of expected trials."""
+    """The sweep's folder keeps the sweep file as run, the list of expected trials and the data they read."""
     sdir = SweepDir(plan.spec.name)
+    keep_history(sdir, Path(plan.spec.path))
     sdir.save_plan(plan.spec.path, [t.summary() for t in plan.trials])
+    record_data(plan)
     return sdir
+
+
+def keep_history(sdir: SweepDir, source: Path) -> None:
+    """A sweep's record keeps every file it ran: a file that differs from the sweep's copy only in how it runs
+    (``sweep`` refuses any other difference) replaces the copy, and the copy it replaces is kept first as
+    ``history/sweep-N.yaml``."""
+    import shutil
+
+    copy = sdir.spec_copy
+    if not copy.is_file() or source.resolve() == copy.resolve() or source.read_bytes() == copy.read_bytes():
+        return
+    history = sdir.path / "history"
+    history.mkdir(exist_ok=True)
+    n = 1 + max((int(p.stem.split("-")[-1]) for p in history.glob("sweep-*.yaml") if p.stem.split("-")[-1].isdigit()),
+                default=0)
+    shutil.copy2(copy, history / f"sweep-{n}.yaml")
+
+
+DATA_RECORD = "data.json"  # runs/<sweep>/data.json: per dataset, the root its trials read and its listing's hash
+
+
+def data_identity(root: str) -> dict[str, str]:
+    """What a dataset's trials read: its root and a fingerprint of its listing (the names and sizes of the root's
+    own files, the names of its folders: the list files and CSVs that define the splits, the image folders), read
+    without walking the images."""
+    import hashlib
+    import os
+
+    entries = []
+    with os.scandir(root) as it:
+        for e in it:
+            if e.name.startswith("."):
+                continue  # benchxfer's own markers and locks
+            entries.append(f"{e.name}/" if e.is_dir() else f"{e.name}:{e.stat().st_size}")
+    digest = hashlib.sha1("\n".join(sorted(entries)).encode()).hexdigest()[:12]
+    return {"root": str(Path(root).resolve()), "listing": digest}
+
+
+def _data_now(plan: Plan) -> dict[str, dict[str, str]]:
+    return {name: data_identity(root) for name, root in sorted(plan.roots.items()) if Path(root).is_dir()}
+
+
+def record_data(plan: Plan) -> None:
+    """Keep the data the sweep's trials read; what is recorded stays (:func:`check_data` refused another before)."""
+    from benchxfer.trialdir import read_json, write_json
+
+    path = SweepDir(plan.spec.name).path / DATA_RECORD
+    before = read_json(path, "the data the sweep read") if path.is_file() else {}
+    merged = {**_data_now(plan), **(before if isinstance(before, dict) else {})}
+    if merged != before:
+        write_json(path, merged)
+
+
+def check_data(plan: Plan) -> None:
+    """A sweep (``sweep`` or ``resume``) reads the data its finished trials read: another root, or a root whose
+    listing changed (other list files, another copy), would mix two data sets under one name; refused in one line."""
+    from benchxfer.trialdir import read_json
+
+    sdir = SweepDir(plan.spec.name)
+    path = sdir.path / DATA_RECORD
+    if not path.is_file():
+        return
+    before = read_json(path, "the data the sweep read")
+    if not isinstance(before, dict):
+        raise BenchxferError(f"{path}: expected a mapping of dataset to its root and listing; restore or remove it")
+    for name, now in _data_now(plan).items():
+        was = before.get(name)
+        if isinstance(was, dict) and was != now:
+            what = (f"its trials read {was.get('root')}, now {now['root']}" if was.get("root") != now["root"] else
+                    f"the listing of {now['root']} changed since its trials read it (files added, removed or "
+                    f"resized: {was.get('listing')} -> {now['listing']})")
+            raise BenchxferError(
+                f"sweep {plan.spec.name!r}: dataset {name!r} is not the data of the finished trials: {what}; give the "
+                f"sweep another name: for this data, or restore the data (remove {path} only if the change does not "
+                "matter to the results)")
 
 
 def launch_of(plan: Plan, tracking_uri: str) -> Launch:
@@ -103,6 +180,7 @@ def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: 
     from benchxfer.tracking import SweepRecorder
 
     spec = plan.spec
+    check_data(plan)  # the data its finished trials read, or refused
     recorder = SweepRecorder(tracking_uri, spec.name)  # an unreachable server fails here, in seconds, before Ray
     save_plan(plan)  # from here on `benchxfer resume NAME` finds the sweep
     ensure_ray(address)
@@ -110,7 +188,8 @@ def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: 
     cluster.gpu_preflight(launch_of(plan, tracking_uri), [(c.knobs, c.task) for c in plan.cells])  # GPU memory, likewise
     check_disk(plan, launch_of(plan, tracking_uri), echo)  # the disk, likewise: before the first trial
     for pspec in plan.to_pretrain:
-        run_pretrain(pspec, tracking_uri, echo=echo, verbose=verbose)
+        with locks.pretrain(pspec.name, echo):  # as `benchxfer pretrain` holds it: one run of it at a time
+            run_pretrain(pspec, tracking_uri, echo=echo, verbose=verbose)
     launch = launch_of(plan, tracking_uri)
     if record_shards:
         launch = Launch(**{**launch.__dict__, "record_shards": True})
@@ -178,10 +257,12 @@ def _tune_then_repeat(plan: Plan, launch: Launch, recorder, echo, verbose: bool 
 
 
 def run_pretrain(spec: PretrainSpec, tracking_uri: str, echo=print, zoo_override: str | None = None,
-                 address: str | None = None, verbose: bool = False) -> dict[str, Any]:
-    """Run (or continue) the pre-training on Ray and register its backbone in the zoo."""
+                 address: str | None = None, verbose: bool = False, force: bool = False) -> dict[str, Any]:
+    """Run (or continue) the pre-training on Ray and register its backbone in the zoo. A name the zoo holds for
+    something else (an import, another pre-training's backbone) is refused before any work, unless ``force``."""
     trial = plan_pretrain(spec)
     tdir = TrialDir.of(EXPERIMENT, trial.key)
+    check_zoo_name(spec, trial, zoo_override, force)
     done = tdir.result()
     if done is None:
         r = spec.resources
@@ -194,10 +275,42 @@ def run_pretrain(spec: PretrainSpec, tracking_uri: str, echo=print, zoo_override
         from benchxfer.tracking import SweepRecorder
 
         SweepRecorder(tracking_uri, EXPERIMENT)  # the experiment and its parent run, made once on the driver
-        run_trials([trial], launch, finish=ExportBackbone(spec.name, zoo_override), echo=echo, verbose=verbose)
+        run_trials([trial], launch, finish=ExportBackbone(spec.name, zoo_override, force), echo=echo,
+                   verbose=verbose)
         done = tdir.result()
         if done is None:
             failure = tdir.failure()
             reason = failure.reason if failure else "no result was written"
             raise BenchxferError(f"pre-training {spec.name!r} failed: {reason.strip()[:300]}")
+    else:
+        _check_exported(spec, done, zoo_override)
     return done.to_dict()
+
+
+def _check_exported(spec: PretrainSpec, done, zoo_override: str | None) -> None:
+    """A pre-training that finished before wrote its backbone into the zoo of that run; a zoo that lacks it (another
+    --zoo) would make every trial that uses it fail as an unknown init: said here, with what to do."""
+    from benchxfer import zoo
+
+    try:
+        zoo.resolve_init(spec.name, zoo_override)
+    except BenchxferError:
+        where = done.zoo_path or "a zoo"
+        raise BenchxferError(
+            f"init {spec.name!r}: its pre-training ({spec.path}) finished before and wrote the backbone to {where}, "
+            f"not into the zoo {zoo.zoo_dir(zoo_override)}; use that zoo (--zoo or $BENCHXFER_ZOO), or import it: "
+            f"`benchxfer zoo import {spec.name} {where} --format benchxfer`") from None
+
+
+def check_zoo_name(spec: PretrainSpec, trial: Trial, zoo_override: str | None, force: bool) -> None:
+    """A pre-training that is to write its backbone into the zoo refuses a name the zoo holds for something else
+    (an import, another pre-training), unless ``force``: checked before any work, and again under the zoo's lock
+    when the backbone is written."""
+    from benchxfer.zoo.store import claimed
+
+    if force or TrialDir.of(EXPERIMENT, trial.key).result() is not None:
+        return
+    if (there := claimed(spec.name, trial.key, zoo_override)) is not None:
+        raise BenchxferError(f"{spec.path}: name: init {spec.name!r} is already in the zoo ({there}); give the "
+                             "pre-trained backbone another name, or pass --force to replace it")
+

@@ -204,6 +204,19 @@ def check_name(where: str, value: Any, rule: Name = Name()) -> str:
     return value
 
 
+# names a sweep may not take: what already stands under them (runs/NAME, the MLflow experiment NAME)
+PRETRAIN_EXPERIMENT = "pretrain"
+RESERVED_SWEEP_NAMES = {PRETRAIN_EXPERIMENT: "the pre-training runs' folder (runs/pretrain) and MLflow experiment"}
+
+
+def check_sweep_name(where: str, name: str) -> str:
+    """A sweep's name must not be one benchxfer keeps for something else (its folder and experiment would mix)."""
+    if name in RESERVED_SWEEP_NAMES:
+        raise BenchxferError(f"{where}: {name!r} is reserved for {RESERVED_SWEEP_NAMES[name]}; give the sweep "
+                             "another name")
+    return name
+
+
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else f"{text[:60]}... ({len(value) if isinstance(value, str) else len(text)} characters)"

@@ -33,6 +33,7 @@ from benchxfer.schema import (
     check_name,
     check_option_values,
     check_rules,
+    check_sweep_name,
     check_synthetic,
     parse_search_options,
 )
@@ -355,9 +356,12 @@ def parse_failure(path: str, raw: Any) -> dict[str, Any]:
     return check_rules({**FAILURE_KEYS, **failure}, FAILURE_RULES, f"{path}: failure")
 
 
-def load_spec(path: str | Path) -> SweepSpec:
-    """Parse a sweep file and check its schema (names, types, values). No data or zoo access."""
+def load_spec(path: str | Path, base: str | Path | None = None) -> SweepSpec:
+    """Parse a sweep file and check its schema (names, types, values). No data or zoo access. Relative roots and
+    pre-training files are found from ``base`` (default: the file's folder; a sweep's own copy passes the folder
+    of the file it was started from)."""
     path = str(path)
+    folder = Path(base) if base is not None else Path(path).parent
     doc = read_yaml(path)
     _check_keys(path, "", doc, TOP_KEYS)
     if "name" in doc:
@@ -367,6 +371,7 @@ def load_spec(path: str | Path) -> SweepSpec:
         if not NAME_RE.match(name) or len(name) > MAX_NAME:
             raise _fail(path, "name", f"not set, and the file name gives {name!r}, which is not lower-case letters, "
                         f"digits, '.', '_' or '-' (at most {MAX_NAME} characters); add a name: key")
+    check_sweep_name(f"{path}: name", name)
 
     raw_inits = doc.get("inits")
     if not isinstance(raw_inits, list) or not raw_inits:
@@ -387,7 +392,7 @@ def load_spec(path: str | Path) -> SweepSpec:
                 if item["name"] in INITS:
                     raise _fail(path, f"inits[{i}].name", f"{item['name']!r} is a built-in init; what {pre} "
                                 "pre-trains needs a name of its own (change it here and in the pre-training file)")
-            inits.append(InitEntry(item["name"], str((Path(path).parent / pre)) if pre else None))
+            inits.append(InitEntry(item["name"], str((folder / pre)) if pre else None))
         else:
             raise _fail(path, f"inits[{i}]", f"must be a name or a mapping, got {item!r}")
 
@@ -405,7 +410,7 @@ def load_spec(path: str | Path) -> SweepSpec:
         if not isinstance(root, str) or not root:
             raise _fail(path, f"datasets[{i}].root", "is required: the dataset folder, or 'synthetic'")
         if root != "synthetic":
-            root = str((Path(path).parent / Path(root).expanduser()).resolve())
+            root = str((folder / Path(root).expanduser()).resolve())
             if Path(root).is_dir() and not os.access(root, os.R_OK | os.X_OK):
                 raise _fail(path, f"datasets[{i}].root", f"cannot read the folder {root} (permission denied)")
         datasets.append(DatasetEntry(
@@ -480,9 +485,16 @@ def _check_shots_task(path: str, datasets: list[DatasetEntry], shots: tuple[int 
 def trial_key(init: str, dataset: str, lr: float, seed: int, shot: int | None, recipe: str,
               knobs: dict[str, Any], options: dict[str, Any]) -> str:
     """A stable, readable key from the axis values; the hash covers the recipe, every resolved knob and the
-    dataset options, so that a change of protocol is a new trial and the same protocol the same trial."""
+    dataset options, so that a change of protocol is a new trial and the same protocol the same trial (a default
+    written out is left out of ``knobs`` by the planner: :func:`benchxfer.planning.written_defaults`).
+
+    The lr is written with 6 significant digits (``lr0.001``) unless that would name another lr, then exactly
+    (``lr0.0001234567``): two lrs that differ in the 7th digit are two trials, and every key of an lr that 6
+    digits give exactly is as before."""
     knobs = {k: v for k, v in knobs.items() if k not in EXECUTION_ONLY}
     blob = json.dumps({"recipe": recipe, "knobs": knobs, "options": options}, sort_keys=True, default=str)
     digest = hashlib.sha1(blob.encode()).hexdigest()[:8]
     shot_part = "" if shot is None else f"_k{shot}"
-    return f"{init}_{dataset}_lr{lr:g}_s{seed}{shot_part}_{digest}"
+    lr_part = f"{lr:g}" if float(f"{lr:g}") == lr else repr(float(lr))
+    return f"{init}_{dataset}_lr{lr_part}_s{seed}{shot_part}_{digest}"
+

@@ -231,7 +231,7 @@ def run_trials(trials: list[Trial], launch: Launch, *, finish: FinishHook | None
 
     from benchxfer import console
 
-    env = {k: os.environ[k] for k in ("BENCHXFER_HOME", "BENCHXFER_ZOO") if k in os.environ}
+    env = {k: os.environ[k] for k in paths.PINNED if k in os.environ}
     env.setdefault("BENCHXFER_HOME", str(paths.home()))
     experiment = tune_name(launch.sweep)
     shared = Shared(TrialIndex.of(trials, cells), launch, env, finish, experiment)

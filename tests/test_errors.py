@@ -398,6 +398,108 @@ def sweep_held(f: Files) -> list[str]:
     return ["sweep", f.good()]
 
 
+# --- round three (issue 34): a name is not an identity ---------------------------------------------------
+
+def home_dangling_link(work: Path, home: Path) -> dict[str, str | None]:
+    """$BENCHXFER_ZOO is a link to a share that is not mounted: named, and its target never made."""
+    (work / "share").symlink_to(work / "mnt" / "share")
+    return {"BENCHXFER_ZOO": str(work / "share" / "zoo")}
+
+
+def pretrain_over_import(f: Files) -> list[str]:
+    """``mine`` was imported into the zoo; a pre-training file named ``mine`` must not replace it."""
+    from benchxfer.zoo.store import import_init
+
+    zoo = f.tmp / "zoo"
+    import_init("mine", f.resnet18("first.pth"), fmt="torchvision", zoo=zoo)
+    f.keep(zoo)
+    return ["pretrain", f.write("p.yaml", PRETRAIN), "--zoo", str(zoo)]
+
+
+def report_over_own_files(f: Files) -> list[str]:
+    """The user's own summary.csv, table.md and report.html in the folder given as --out are never replaced."""
+    mine = f.tmp / "paper"
+    mine.mkdir()
+    for name in ("summary.csv", "table.md", "report.html"):
+        (mine / name).write_text(f"my own {name}\n")
+    f.keep(mine)
+    return ["report", "done", "--out", str(mine)]
+
+
+def sweep_file_changed(f: Files) -> list[str]:
+    """Sweep ``moved`` started from <tmp>/s.yaml with epochs 1; the file now says epochs 2, same name."""
+    started_sweep(f, GOOD.replace("name: done", "name: moved"))
+    return ["sweep", f.sweep(GOOD.replace("name: done", "name: moved").replace("epochs: 1", "epochs: 2"))]
+
+
+def resume_other_store(f: Files) -> list[str]:
+    """Sweep ``moved`` recorded its runs on a team server; `resume moved` without --tracking-uri would record in
+    the home's own store."""
+    sdir = f.tmp.parent / "home" / "runs" / "moved"
+    sdir.mkdir(parents=True)
+    (sdir / "sweep.yaml").write_text(GOOD.replace("name: done", "name: moved"))
+    (sdir / "source.json").write_text(json.dumps({"path": f.sweep(GOOD.replace("name: done", "name: moved"))}))
+    (sdir / "tracking.json").write_text(json.dumps({"store": "http://team.example:5000"}))
+    f.keep(sdir)
+    return ["resume", "moved"]
+
+
+def sweep_folder_loop(f: Files) -> list[str]:
+    """<home>/runs/loopa and loopb link to each other."""
+    runs = f.tmp.parent / "home" / "runs"
+    (runs / "loopa").symlink_to(runs / "loopb")
+    (runs / "loopb").symlink_to(runs / "loopa")
+    return ["status", "loopa"]
+
+
+def sqlite_folder(f: Files) -> list[str]:
+    (f.tmp / "dbdir").mkdir()
+    return ["sweep", f.good(), "--tracking-uri", f"sqlite:///{f.tmp / 'dbdir'}"]
+
+
+def held_lock(name: str, command: str) -> Callable[[Files], None]:
+    """A lock in <home>/locks held by a live process (this one, recorded as another command)."""
+    import socket
+    import time
+
+    def plant(f: Files) -> None:
+        locks = f.tmp.parent / "home" / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        (locks / name).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time(),
+                                              "command": command}))
+        f.keep(locks)
+    return plant
+
+
+def train_held(f: Files) -> list[str]:
+    from benchxfer.planning import make_plan
+
+    path = f.good()
+    key = make_plan(path, dry_run=True).trials[0].key
+    held_lock(f"train-done-{key}.lock", "benchxfer train s.yaml")(f)
+    return ["train", path]
+
+
+def declared_sizes_bomb(f: Files) -> list[str]:
+    """A torch.save zip rewritten with its records deflated: 64 MiB of zeros declared in a 65 KB file (the issue's
+    was 8 GiB in 37 MB), refused from the zip's directory before torch.load allocates anything."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    torch.save({"conv1.weight": torch.zeros(16 << 20)}, buf)
+    buf.seek(0)
+    with zipfile.ZipFile(buf) as src, zipfile.ZipFile(f.tmp / "bomb.pth", "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+    return ["zoo", "import", "mine", str(f.tmp / "bomb.pth"), "--zoo", str(f.tmp / "zoo")]
+
+
+def pretrain_held(f: Files) -> list[str]:
+    held_lock("pretrain-mine.lock", "benchxfer pretrain p.yaml")(f)
+    return ["pretrain", f.write("p.yaml", PRETRAIN)]
+
+
 # --- the cases ------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -785,6 +887,60 @@ CASES = [
          lambda f: ["status", "done"],
          ("Error: $RAY_ADDRESS='head': not a Ray address; allowed: a Ray cluster: 'auto', HOST:PORT",),
          env=env_var("RAY_ADDRESS", "head")),
+    # round three (issue 34): names are checked for what they stand for
+    Case("home-unknown-user", "environment", "`BENCHXFER_HOME='~nosuchuser/bx'`", lambda f: ["status", "done"],
+         ("Error: $BENCHXFER_HOME='~nosuchuser/bx': '~nosuchuser' names no user on this machine, so it cannot be "
+          "expanded; give the folder's full path",), env=env_var("BENCHXFER_HOME", "~nosuchuser/bx")),
+    Case("zoo-dangling-link", "environment", "`BENCHXFER_ZOO` under a symbolic link to nothing (a share not mounted)",
+         lambda f: ["zoo", "list"],
+         ("Error: $BENCHXFER_ZOO='<tmp>/share/zoo': <tmp>/share is a symbolic link to <tmp>/mnt/share, which does not "
+          "exist (an unmounted share?); mount it, or give a folder",), env=home_dangling_link),
+    Case("reserved-sweep-name", "sweep file", "`name: pretrain` (the pre-training runs' folder and experiment)",
+         good_dry(old="name: done", new="name: pretrain"),
+         (S + "name: 'pretrain' is reserved for the pre-training runs' folder (runs/pretrain) and MLflow experiment; "
+          "give the sweep another name",)),
+    Case("pretrain-over-import", "data loss", "`pretrain p.yaml` whose `name: mine` is an init imported into the zoo",
+         pretrain_over_import,
+         ("Error: <tmp>/p.yaml: name: init 'mine' is already in the zoo (sha256 ", "from <tmp>/first.pth); give the "
+          "pre-trained backbone another name, or pass --force to replace it")),
+    Case("report-out-over-own-files", "data loss", "`report done --out DIR`, DIR holding the user's own "
+         "summary.csv, table.md and report.html", report_over_own_files,
+         ("Error: report folder <tmp>/paper: 3 file(s) of the report are already there and were not written by "
+          "benchxfer (or were changed since), the first: <tmp>/paper/", "nothing was replaced: give another --out, "
+          "or move them away")),
+    Case("sweep-file-changed", "CLI", "`sweep s.yaml` after editing epochs 1 -> 2 under the same name", sweep_file_changed,
+         ("Error: sweep 'moved': <tmp>/s.yaml is not the sweep started under this name (<home>/runs/moved/sweep.yaml): "
+          "overrides.epochs was 1, now 2; its trials would be mixed with the finished ones: give the file another "
+          "`name:` to start another sweep, or restore it (`benchxfer resume moved` continues the sweep that was "
+          "started)",)),
+    Case("train-held", "CLI", "`train s.yaml` while another `train` of the same trial runs", train_held,
+         ("Error: trial scratch_chestxray14_lr0.001_s0_", "of sweep 'done' is in use by `benchxfer train s.yaml` (pid ",
+          "wait for it to end")),
+    Case("pretrain-held", "CLI", "`pretrain p.yaml` while another `pretrain` of `mine` runs", pretrain_held,
+         ("Error: pre-training 'mine' is in use by `benchxfer pretrain p.yaml` (pid ", "wait for it to end")),
+    Case("resume-other-store", "CLI", "`resume moved` without the `--tracking-uri` of the team server it ran on",
+         resume_other_store,
+         ("Error: resume moved: the sweep records its runs in http://team.example:5000, not sqlite:///<home>/mlflow.db "
+          "(its finished trials' runs are there); pass --tracking-uri http://team.example:5000, or start another sweep "
+          "under another name for this store",)),
+    Case("sweep-folder-symlink-loop", "CLI", "`status loopa` where runs/loopa is a symbolic link loop",
+         sweep_folder_loop,
+         ("Error: sweep 'loopa': <home>/runs/loopa is a symbolic link loop; restore the sweep's folder there, or "
+          "remove the link",)),
+    Case("tracking-uri-sqlite-folder", "CLI", "`sweep --tracking-uri sqlite:///DIR` naming a folder (answers at once)",
+         sqlite_folder,
+         ("Error: --tracking-uri 'sqlite:///<tmp>/dbdir': <tmp>/dbdir is a folder, not an SQLite database file (give "
+          "sqlite:///FOLDER/mlflow.db); allowed: an MLflow tracking URI",)),
+    Case("pretrain-is-a-checkpoint", "sweep file", "`inits: [{name: mine, pretrain: r18.pth}]` (a checkpoint, not a "
+         "pre-training file)",
+         lambda f: ["sweep", f.good("inits: [scratch]", f"inits: [{{name: mine, pretrain: {f.resnet18()}}}]"),
+                    "--dry-run"],
+         (S + "inits[0].pretrain: <tmp>/r18.pth is a checkpoint, not a pre-training file (YAML); to start from a "
+          "checkpoint, import it (`benchxfer zoo import mine <tmp>/r18.pth`) and list it as `inits: [mine]`",)),
+    Case("zoo-import-declared-sizes", "checkpoint", "`zoo import` of a torch zip whose records declare 64 MiB of "
+         "zeros in 65 KB (deflated)", declared_sizes_bomb,
+         ("Error: refused <tmp>/bomb.pth: its records declare 64 MiB (the largest, ", "64 MiB) in a file of 0.1 MiB; "
+          "torch.save stores tensors uncompressed, so it was not loaded (loading would allocate that memory)",)),
     # damaged or foreign files, named
     Case("latin1-csv", "dataset", "a CheXpert CSV with a Latin-1 byte (`é` saved as 0xe9)", latin1_csv,
          ("<tmp>/chex/train.csv: line 3: not UTF-8 text (byte 0xe9, perhaps Latin-1 or Windows-1252); a CSV file "
@@ -1011,7 +1167,9 @@ def test_status_and_report_name_a_damaged_result(tmp_path):
     (sweep / "trials.json").write_text(json.dumps([*trials, {**trials[0], "trial_key": "k2", "seed": 1}]))
     env = {"BENCHXFER_HOME": str(home)}
     code, out, err = warm_run(["status", "done"], env, tmp_path)
-    assert code == 0 and err.strip() == "", err
+    assert code == 1 and err.strip() == (f"Error: sweep 'done': 1 damaged trial(s), the first: k2 (damaged: {bad}: "
+                                         "value='high' is not a number); restore or remove the file, then "
+                                         "`benchxfer resume done`"), err
     row = next(line for line in out.splitlines() if line.startswith("k2 "))
     assert row.split()[1] == "damaged" and f"damaged: {bad}: value='high' is not a number" in row, row
     assert "1 finished" in out and "1 damaged" in out, out

@@ -82,6 +82,34 @@ def _check_looks_like_checkpoint(path: Path) -> None:
         "PyTorch file (torch.save: a zip or a pickle) or a .safetensors file")
 
 
+# what a torch.save zip may declare beyond its own size: its records are stored uncompressed, so their sizes add up
+# to about the file's; a file that declares far more holds compressed records that would be inflated in memory
+DECLARED_SLACK_BYTES = 1 << 20
+
+
+def _check_declared_sizes(path: Path) -> None:
+    """Refuse a torch.save zip whose records declare more bytes than the file could hold uncompressed (a crafted
+    file: 8 GiB of zeros in 37 MB), before ``torch.load`` allocates them. Only the zip's directory is read."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # torch.load names what is wrong with it
+    declared = sum(i.file_size for i in infos)
+    on_disk = path.stat().st_size
+    if declared > 2 * on_disk + DECLARED_SLACK_BYTES:
+        biggest = max(infos, key=lambda i: i.file_size)
+        raise BenchxferError(
+            f"refused {path}: its records declare {declared / 2**20:,.0f} MiB (the largest, {biggest.filename}, "
+            f"{biggest.file_size / 2**20:,.0f} MiB) in a file of {on_disk / 2**20:,.1f} MiB; torch.save stores "
+            "tensors uncompressed, so it was not loaded (loading would allocate that memory); check where the file "
+            "came from")
+
+
 def read_checkpoint(path: str | Path) -> RawCheckpoint:
     """Read ``path`` safely: safetensors, or ``torch.load(weights_only=True)`` on CPU."""
     path = Path(path)
@@ -100,6 +128,7 @@ def read_checkpoint(path: str | Path) -> RawCheckpoint:
             ) from None
         return RawCheckpoint(path, tensors, metadata)
     _check_looks_like_checkpoint(path)
+    _check_declared_sizes(path)
     try:
         with torch.serialization.safe_globals(SAFE_EXTRA_GLOBALS), warnings.catch_warnings():
             # torch warns on stderr about any pickle protocol but 2; the refusal below is the one line

@@ -141,6 +141,7 @@ def _write_canonical(path: Path, state: dict[str, torch.Tensor], metadata: dict[
 
 def _write_temporary(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> tuple[Path, str]:
     """``state`` as safetensors in a temporary file beside ``path`` (this process's own); its SHA-256."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
@@ -148,11 +149,34 @@ def _write_temporary(path: Path, state: dict[str, torch.Tensor], metadata: dict[
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(tmp), metadata=metadata)
-    except OSError as err:
+        _sort_metadata(tmp)
+        return tmp, sha256_file(tmp)
+    except (OSError, SafetensorError) as err:  # a full disk reaches us as safetensors' own error
         tmp.unlink(missing_ok=True)
-        raise BenchxferError(f"zoo folder {path.parent}: cannot write {path.name} ({err.strerror or err}); "
-                             "use a writable zoo (--zoo DIR or $BENCHXFER_ZOO)") from None
-    return tmp, sha256_file(tmp)
+        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err).strip() or type(err).__name__
+        raise BenchxferError(f"zoo folder {path.parent}: cannot write {path.name} ({why}); free space there, or "
+                             "use another zoo (--zoo DIR or $BENCHXFER_ZOO)") from None
+    except BaseException:  # Ctrl-C, or anything else: no hidden temporary file is left in the zoo
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _sort_metadata(path: Path) -> None:
+    """safetensors writes its ``__metadata__`` in a hash map's order, which differs from run to run: the same
+    backbone would get another SHA-256 on each import. The header is rewritten in place with the metadata's keys
+    sorted (the same bytes, reordered: its length does not change)."""
+    with open(path, "r+b") as f:
+        n = int.from_bytes(f.read(8), "little")
+        raw = f.read(n)
+        header = json.loads(raw)
+        if not isinstance(header.get("__metadata__"), dict):
+            return
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > n:
+            return  # not the layout expected: leave safetensors' own header
+        f.seek(8)
+        f.write(text + b" " * (n - len(text)))
 
 
 def _check_finite(file: Path, state: dict[str, torch.Tensor]) -> None:
@@ -173,8 +197,11 @@ def save_local_init(
     mean: tuple[float, float, float] = IMAGENET_MEAN,
     std: tuple[float, float, float] = IMAGENET_STD,
     description: str = "",
+    force: bool = True,
 ) -> Path:
-    """Register ``state`` (a backbone of ``arch``; a classifier head in it is dropped) as init ``name``."""
+    """Register ``state`` (a backbone of ``arch``; a classifier head in it is dropped) as init ``name``. Without
+    ``force``, a name the zoo holds for something else (an import, another pre-training: see :func:`claimed`) is
+    refused under the index's lock, and the file and its record stay as they were."""
     _check_name(name)
     if name in INITS:
         raise BenchxferError(f"init name {name!r} is a built-in init; choose another name for a local init")
@@ -182,15 +209,36 @@ def save_local_init(
     check_backbone(backbone, arch, None, f"local init {name!r}")
     provenance = json.loads(json.dumps(provenance, sort_keys=True, default=str))
     path = zoo_dir(zoo) / canonical_filename(name)
-    digest = _write_canonical(path, backbone, {"format": CANONICAL, "arch": arch, "name": name})
-    with _edit_index(zoo) as entries:
-        entries[name] = {
-            "arch": arch, "fmt": CANONICAL, "filename": path.name, "sha256": digest,
-            "mean": list(mean), "std": list(std), "description": description or f"local init ({arch})",
-            "source": str(provenance.get("source") or json.dumps(provenance, sort_keys=True)),
-            "provenance": provenance, "local": True,
-        }
+    tmp, digest = _write_temporary(path, backbone, {"format": CANONICAL, "arch": arch, "name": name})
+    try:
+        with _edit_index(zoo) as entries:
+            if not force and (there := claimed(name, provenance.get("trial_key"), zoo, entries)) is not None:
+                raise BenchxferError(f"init {name!r} is already in the zoo ({there}); pass --force to replace it")
+            os.replace(tmp, path)
+            entries[name] = {
+                "arch": arch, "fmt": CANONICAL, "filename": path.name, "sha256": digest,
+                "mean": list(mean), "std": list(std), "description": description or f"local init ({arch})",
+                "source": str(provenance.get("source") or json.dumps(provenance, sort_keys=True)),
+                "provenance": provenance, "local": True,
+            }
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
+
+
+def claimed(name: str, trial_key: str | None, zoo: ZooArg = None,
+            entries: dict[str, dict[str, Any]] | None = None) -> str | None:
+    """What the zoo holds under ``name`` when it is not the output of the pre-training run ``trial_key`` (an
+    import, or another pre-training's backbone): its checksum, date and source; None when the name is free or
+    holds that same run's backbone (a pre-training run again after a kill, or exported twice)."""
+    there = _already_there(name, zoo, entries)
+    if there is None:
+        return None
+    rec = (read_index(zoo) if entries is None else entries)[name]
+    made_by = (rec.get("provenance") or {}).get("trial_key") if isinstance(rec.get("provenance"), dict) else None
+    if trial_key is not None and made_by == trial_key:
+        return None
+    return there
 
 
 def _already_there(name: str, zoo: ZooArg, entries: dict[str, dict[str, Any]] | None = None) -> str | None:
@@ -230,12 +278,12 @@ def import_init(name: str, file: str | Path, fmt: str | None = None, trust: bool
     _check_finite(file, backbone.state)
     path = zoo_dir(zoo) / canonical_filename(name)
     tmp, digest = _write_temporary(path, backbone.state, {"format": CANONICAL, "arch": backbone.arch, "name": name})
-    record: dict[str, Any] = {
-        "arch": backbone.arch, "fmt": backbone.fmt, "filename": path.name, "sha256": digest,
-        "source_file": str(file.resolve()), "source_sha256": sha256_file(file),
-        "imported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
     try:
+        record: dict[str, Any] = {
+            "arch": backbone.arch, "fmt": backbone.fmt, "filename": path.name, "sha256": digest,
+            "source_file": str(file.resolve()), "source_sha256": sha256_file(file),
+            "imported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
         # the file and its record change together, under the index's lock: of two imports of one name at once,
         # the second sees the first's record and refuses (without --force), so the file and zoo.json agree
         with _edit_index(zoo) as entries:
