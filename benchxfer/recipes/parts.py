@@ -119,15 +119,28 @@ def loss_name(name: str, task: str) -> str:
 
 
 def check_micro_batch(knobs: dict, task: str, where: str) -> None:
-    """Refuse micro-batches where the accumulated gradient could not equal the batch's: a whole-batch loss."""
+    """Refuse micro-batches where the accumulated gradient could not be the batch's: a whole-batch loss, or a net
+    with BatchNorm (each piece normalised by its own statistics, the running statistics moved once per piece)."""
     from benchxfer.errors import BenchxferError
+    from benchxfer.models import ARCHS, has_batch_norm
+    from benchxfer.tasks import get_task
 
+    micro = knobs.get("micro_batch", 0)
+    if not micro:
+        return
     name = loss_name(knobs.get("loss", "auto"), task)
-    if knobs.get("micro_batch", 0) and name in WHOLE_BATCH_LOSSES:
+    if name in WHOLE_BATCH_LOSSES:
         raise BenchxferError(
-            f"{where}: micro_batch {knobs['micro_batch']} with loss {name!r}: that loss is one value over the whole "
+            f"{where}: micro_batch {micro} with loss {name!r}: that loss is one value over the whole "
             "batch (a Dice of the flattened batch), so micro-batches cannot give its gradient; use micro_batch 0, "
             f"or a per-sample loss ({', '.join(n for n in LOSSES.names() if n not in WHOLE_BATCH_LOSSES)})")
+    arch = knobs.get("arch", "resnet50")
+    if arch in ARCHS.names() and has_batch_norm(arch, task):
+        group_norm = [n for n, a in ARCHS.items() if not a.batch_norm]
+        raise BenchxferError(
+            f"{where}: micro_batch {micro} on a {arch} {'U-Net' if get_task(task).dense else 'net'} with BatchNorm: "
+            f"each micro-batch would be normalised by its own statistics and move the running statistics once per "
+            f"piece, so the step is not the batch's; use micro_batch 0, or a GroupNorm arch ({', '.join(group_norm)})")
 
 
 def loss_for(name: str, task: str) -> LossFn:

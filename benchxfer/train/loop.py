@@ -260,10 +260,14 @@ def accumulate_gradients(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y
                          mask: torch.Tensor | None, micro_batch: int, autocast: Callable[[], Any] = contextlib.nullcontext,
                          scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
     """Forward and backward of one worker's batch, in micro-batches of ``micro_batch`` images (0: the whole batch
-    at once); returns the batch's mean loss. Each micro-batch's mean loss is weighted by its share of the batch,
-    so the accumulated gradient is that of the batch's mean loss (per-sample losses; whole-batch losses are
-    refused by ``recipes.parts.check_micro_batch``). Under DDP the gradients are averaged over workers once, in
-    the last micro-batch's backward (``no_sync`` before it). BatchNorm layers see micro-batch statistics."""
+    at once); returns the mean of the pieces' mean losses. Each piece's mean loss is divided by the number of
+    pieces, the studies' rule (the second study's fine-tuning: ``loss / batch_split``; its pre-training:
+    ``loss.div_(ceil(len(data) / local_batch_size))``, a last piece of fewer images weighing like a whole one).
+    Where the pieces are equal and the net has no BatchNorm (``recipes.parts.check_micro_batch`` refuses a
+    BatchNorm net and a whole-batch loss), that is the gradient of the batch's mean per-sample loss: exact for
+    BiT's GroupNorm with cross-entropy or BCE; masked BCE averages each piece's own known cells, as the study's
+    pre-training did. Under DDP the gradients are averaged over workers once, in the last micro-batch's backward
+    (``no_sync`` before it)."""
     n = len(x)
     size = micro_batch if 0 < micro_batch < n else n
     parts = [(x[a:a + size], y[a:a + size], None if mask is None else mask[a:a + size]) for a in range(0, n, size)]
@@ -274,7 +278,7 @@ def accumulate_gradients(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y
             with autocast():
                 loss = loss_fn(model(xm).float(), ym, mm).mean()
             if len(parts) > 1:
-                loss = loss * (len(xm) / n)
+                loss = loss / len(parts)
             (scaler.scale(loss) if scaler is not None else loss).backward()
         total += loss.detach()
     return total
