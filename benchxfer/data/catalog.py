@@ -108,6 +108,9 @@ class DatasetCfg:
     uncertain: str = "ones"  # multi-label: default policy for uncertain (-1) cells (labels.UNCERTAIN)
     seg_inputs: SegInputs = SegInputs()  # segmentation sets: the study's inputs for this set
     splits: tuple[str, ...] = SPLITS  # the splits its protocol has; "val" absent: only with val_fraction > 0
+    # the splits a label ``fraction`` cuts: the training list, and where the first study passed its
+    # ``annotation_percent`` to every split (CheXpert, Shenzhen: main_classification.py) val and test as well
+    fraction_splits: tuple[str, ...] = ("train",)
     # as a source of the second study's chest pre-training (data.merged): the split it validated on, and the
     # reader options that give the study's training set and views (a pre-training file's own options win)
     pretrain_val: str = "val"

@@ -48,6 +48,7 @@ def parse_cells(row: dict[str, str], classes: tuple[str, ...], origin: str, ctx:
     required=("train.csv", "valid.csv"),
     options=("views", "val_fraction"),
     uncertain="lsr-ones",  # the first study's default: uniform(0.55, 0.85), drawn anew at each read
+    fraction_splits=("train", "val", "test"),  # main_classification.py: annotation_percent on all three
     description="CheXpert v1.0: 224k chest X-rays, 14 observations with uncertain labels; scored on 5.",
     split_rule="test = valid.csv (the official validation set); val = seeded 10% of train.csv patients (seed 0); "
                "views: a frontal image's AP/PA column, L for a lateral one",
