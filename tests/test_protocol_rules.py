@@ -300,8 +300,9 @@ def test_pretrain_loss_is_bce_over_the_batchs_known_cells():
 
 def test_pretrain_augmentation_is_the_studys_shift_scale_rotate():
     """chexpert.py cohen_aug: ShiftScaleRotate(p=1, shift_limit=0.25, rotate_limit=45, scale_limit=0.1) --
-    albumentations 0.5.2: angle ~ U(-45, 45), scale ~ U(0.9, 1.1) about the centre, then a shift of dx W, dy H
-    with dx, dy ~ U(-0.25, 0.25); linear interpolation; BORDER_REFLECT_101 -- and HorizontalFlip(p=0.5)."""
+    albumentations 0.5.2: angle ~ U(-45, 45), ONE scale ~ U(0.9, 1.1) for both axes
+    (``cv2.getRotationMatrix2D(centre, angle, scale)``) about the centre, then a shift of dx W, dy H with dx, dy ~
+    U(-0.25, 0.25); linear interpolation; BORDER_REFLECT_101 -- and HorizontalFlip(p=0.5)."""
     size = 224
     pipe = transforms.build("supervised-pretrain", train=True, size=size, mean=(0.0,) * 3, std=(1.0,) * 3)
     # a constant image: reflected borders fill nothing (a zero fill would leave about a quarter black)
@@ -317,8 +318,9 @@ def test_pretrain_augmentation_is_the_studys_shift_scale_rotate():
         torch.manual_seed(seed)
         levels = (pipe(edge)[0] * 255).round()
         assert ((levels > 0) & (levels < 255)).sum() > size // 2
-    # two blobs (red at the centre, green 24 px to its right): the red one moves by the shift alone, the pair's
-    # vector turns by the angle and stretches by the scale (a flip mirrors both)
+    # three blobs (red at the centre, green 24 px to its right, blue 24 px below it): the red one moves by the
+    # shift alone, the pairs' vectors turn by the angle and stretch by the scale (a flip mirrors them); one scale
+    # for both axes keeps the two vectors equally long and at right angles
     yy, xx = np.mgrid[0:size, 0:size]
     c = size / 2 - 0.5
 
@@ -328,6 +330,7 @@ def test_pretrain_augmentation_is_the_studys_shift_scale_rotate():
     rgb = np.zeros((size, size, 3), np.uint8)
     rgb[:, :, 0] = np.round(255 * blob(c))
     rgb[:, :, 1] = np.round(255 * blob(c + 24))
+    rgb[:, :, 2] = np.round(255 * np.exp(-((xx - c) ** 2 + (yy - c - 24) ** 2) / (2 * 3.0 ** 2)))
     image = torch.from_numpy(rgb).permute(2, 0, 1)
 
     def centre(channel, near):
@@ -336,7 +339,7 @@ def test_pretrain_augmentation_is_the_studys_shift_scale_rotate():
         found = [np.asarray(ndimage.center_of_mass(channel * (labels == k))) for k in range(1, n + 1)]
         return min(found, key=lambda p: float(np.hypot(*(p - near))))
 
-    shifts, angles, scales = [], [], []
+    shifts, angles, scales, ratios, corners = [], [], [], [], []
     for seed in range(200):
         torch.manual_seed(seed)
         out = pipe(image)[0].numpy()
@@ -346,10 +349,15 @@ def test_pretrain_augmentation_is_the_studys_shift_scale_rotate():
         vec = green - red
         angles.append(math.degrees(math.atan2(vec[0], abs(vec[1]))))
         scales.append(float(np.hypot(*vec)) / 24)
+        down = centre(out[2], red) - red
+        ratios.append(float(np.hypot(*down)) / float(np.hypot(*vec)))
+        corners.append(math.degrees(math.acos(abs(float(np.dot(vec, down))) / np.hypot(*vec) / np.hypot(*down))))
     shifts, angles, scales = np.abs(np.asarray(shifts)), np.abs(np.asarray(angles)), np.asarray(scales)
     assert shifts.max() <= 0.25 + 0.01 and shifts.max() > 0.23 and shifts.mean() == pytest.approx(0.125, rel=0.15)
     assert angles.max() <= 45 + 1 and angles.max() > 42 and angles.mean() == pytest.approx(22.5, rel=0.15)
     assert scales.min() >= 0.9 - 0.02 and scales.max() <= 1.1 + 0.02 and scales.max() > 1.08 and scales.min() < 0.92
+    # two scales drawn apart in [0.9, 1.1] would make the two lengths differ by up to 20 % (mean about 7 %)
+    assert np.abs(np.asarray(ratios) - 1).max() < 0.02 and min(corners) > 89
 
 
 def test_bit_body_starts_as_the_studys_bit_py():

@@ -279,7 +279,8 @@ class Albumentations(v2.Transform):
 # torchxrayvision's centre square and cv2 INTER_AREA resize, then (train) albumentations
 # ShiftScaleRotate(shift_limit=0.25, scale_limit=0.1, rotate_limit=45, p=1) -- linear interpolation and
 # BORDER_REFLECT_101, its defaults then -- and HorizontalFlip(p=0.5). Here the same draws through Affine, which
-# ShiftScaleRotate became in albumentations 2.x (whose own default border is a zero fill).
+# ShiftScaleRotate became in albumentations 2.x (whose own default border is a zero fill); ``keep_ratio``: one
+# scale for both axes, as 0.5.2's ``cv2.getRotationMatrix2D(centre, angle, scale)`` (2.x's Affine draws x and y apart).
 PRETRAIN_AFFINE = {"translate_percent": (-0.25, 0.25), "scale": (0.9, 1.1), "rotate": (-45.0, 45.0)}
 
 
@@ -289,7 +290,7 @@ def _pretrain(train: bool, size: int) -> list[v2.Transform]:
     rotation 45 deg (linear, reflected borders) and a horizontal flip (train)."""
     steps: list[A.BasicTransform] = [A.Resize(size, size, interpolation=cv2.INTER_AREA)]
     if train:
-        steps += [A.Affine(**PRETRAIN_AFFINE, shear=0.0, interpolation=cv2.INTER_LINEAR,
+        steps += [A.Affine(**PRETRAIN_AFFINE, shear=0.0, keep_ratio=True, interpolation=cv2.INTER_LINEAR,
                            border_mode=cv2.BORDER_REFLECT_101, p=1.0),
                   A.HorizontalFlip(p=0.5)]
     return [CenterSquare(), Albumentations(A.Compose(steps))]
