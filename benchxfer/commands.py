@@ -58,10 +58,16 @@ def _print_plan(plan, limit: int | None) -> None:
         click.echo("GPU memory: * extrapolated from the measured peaks (benchxfer/gpu_memory.py)")
     for pspec in plan.to_pretrain:
         click.echo(f"Before the trials: pre-train init {pspec.name!r} from {pspec.path}")
+    _print_left_out(plan)
     if plan.absent:
         click.echo(f"Not on this machine ({len(plan.absent)}); the real run refuses until they are there:")
         for line in plan.absent:
             click.echo(f"  absent: {line}")
+
+
+def _print_left_out(plan) -> None:
+    for line in plan.left_out:  # cells the data cannot draw: the others are planned
+        click.echo(f"  left out: {line}")
 
 
 def _gpu_columns(plan, trial) -> dict[str, str]:
@@ -96,6 +102,7 @@ def _run(plan, tracking_uri, address, verbose=False):
     from benchxfer.trialdir import SweepDir
 
     started = time.time()
+    _print_left_out(plan)
     with tracking(tracking_uri, echo=click.echo) as uri:  # the caller holds the sweep's lock
         outcome = execute(plan, uri, address=address, echo=click.echo, verbose=verbose)
         click.echo("\n" + outcome.summary.markdown() if outcome.summary else f"(no summary: {outcome.no_summary})")
