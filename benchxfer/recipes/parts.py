@@ -195,11 +195,16 @@ def mixup_lambda(alpha: float, seed: int, step: int) -> float:
 
 
 def mixup(images: torch.Tensor, target: torch.Tensor, lam: float, num_classes: int,
-          generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """MixUp as the second study's ``mixup_data``: each sample mixed with the one a random permutation of the
-    batch (``torch.randperm``) pairs it with, weight ``lam``; targets become the same mix of one-hot targets
-    (for cross-entropy and BCE, the study's lam * loss(y_a) + (1 - lam) * loss(y_b))."""
-    perm = torch.randperm(images.shape[0], generator=generator).to(images.device)
+          generator: torch.Generator | None = None, group: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """MixUp as the second study's ``mixup_data``: each sample mixed with the one a random permutation
+    (``torch.randperm``) pairs it with, weight ``lam``; targets become the same mix of one-hot targets (for
+    cross-entropy and BCE, the study's lam * loss(y_a) + (1 - lam) * loss(y_b)). ``group`` > 0: one permutation per
+    consecutive ``group`` images, as the study called ``mixup_data`` on each micro-batch (of 4: a quarter of the
+    images are paired with themselves); 0: one over the whole batch."""
+    n = images.shape[0]
+    size = group if 0 < group < n else n
+    perm = torch.cat([a + torch.randperm(min(size, n - a), generator=generator)
+                      for a in range(0, n, size)]).to(images.device)
     if target.dim() == 1 and num_classes > 1:
         target = F.one_hot(target.long(), num_classes).float()
     target = target.float()

@@ -38,6 +38,7 @@ from benchxfer.tracking import CHECKPOINT_NOTE, ERROR, STATUS, RunLogger
 from benchxfer.train import metrics as M
 from benchxfer.train.checkpoint import CheckpointStore, rng_state, set_rng_state
 from benchxfer.train.data_setup import RunData, TrainStream, build_data, eval_loader, steps_per_epoch, train_loader
+from benchxfer.train.sampling import study_micro_batch
 from benchxfer.train.session import SESSIONS, Runtime, Session
 from benchxfer.trialdir import Failure, Progress, TrialDir, TrialFailed, TrialResult
 
@@ -301,9 +302,9 @@ def train_one_epoch(run: Run, stream: TrainStream, epoch: int) -> float:
         mask = batch[3].to(sess.device, non_blocking=True) if len(batch) > 3 else None
         if run.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        if rd.mixup > 0 and not run.task.dense:
-            x, y = mixup(x, y, mixup_lambda(rd.mixup, cfg.seed, run.step),  # pairs within the whole batch
-                         run.task.outputs(rd.num_classes))
+        if rd.mixup > 0 and not run.task.dense:  # pairs within the study's micro-batches (full_batches runs)
+            x, y = mixup(x, y, mixup_lambda(rd.mixup, cfg.seed, run.step), run.task.outputs(rd.num_classes),
+                         group=study_micro_batch(cfg.dataset) if cfg.full_batches else 0)
         run.opt.zero_grad(set_to_none=True)
         loss = accumulate_gradients(run.model, run.loss_fn, x, y, mask, cfg.micro_batch, run.autocast, run.scaler)
         if cfg.agc > 0:
