@@ -170,6 +170,35 @@ def test_mixup_pairs_by_a_random_permutation_with_the_studys_loss():
     assert not torch.equal(indices, torch.arange(8).flip(0))
 
 
+def test_mixup_pairs_within_the_studys_micro_batches():
+    """finetune.py: the loader yields micro-batches of 128 / batch_split (4) images and ``mixup_data`` runs on each:
+    ``torch.randperm(4)`` per micro-batch, so an image is paired with itself with probability 1/4 (1/32 over a
+    worker's 32)."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 3, 4, 4, generator=g), torch.randint(0, 5, (32,), generator=g)
+    lam = 0.3
+    torch.manual_seed(7)
+    mixed, soft = mixup(x, y, lam, 5, group=4)
+    torch.manual_seed(7)
+    want_x, want_y = [], []
+    for a in range(0, 32, 4):  # the study's loop: one micro-batch at a time
+        xm, ym = x[a:a + 4], F.one_hot(y[a:a + 4], 5).float()
+        indices = torch.randperm(xm.shape[0])
+        want_x.append(lam * xm + (1 - lam) * xm[indices])
+        want_y.append(lam * ym + (1 - lam) * ym[indices])
+    torch.testing.assert_close(mixed, torch.cat(want_x))
+    torch.testing.assert_close(soft, torch.cat(want_y))
+
+    def self_paired(group: int, batches: int = 400) -> float:
+        torch.manual_seed(1)
+        same = sum(int((mixup(x, y, lam, 5, group=group)[0] - x).flatten(1).abs().amax(1).lt(1e-6).sum())
+                   for _ in range(batches))
+        return same / (batches * 32)
+
+    assert self_paired(4) == pytest.approx(1 / 4, abs=0.02)
+    assert self_paired(0) == pytest.approx(1 / 32, abs=0.01)
+
+
 def test_mixup_lambda_is_one_beta_draw_per_step_the_same_on_every_worker():
     lams = np.array([mixup_lambda(0.1, 3, step) for step in range(3000)])
     assert mixup_lambda(0.1, 3, 17) == mixup_lambda(0.1, 3, 17)  # any worker, any retry: the same
