@@ -153,7 +153,7 @@ def test_cli_bad_root_is_one_line(tmp_path):
 
 def test_cli_list_and_cache(tmp_path):
     result = CliRunner().invoke(main, ["data", "list"])
-    assert result.exit_code == 0 and len(result.output.strip().splitlines()) == 18
+    assert result.exit_code == 0 and len(result.output.strip().splitlines()) == len(data.DATASETS.names())
     assert "montgomery-lungs   segmentation" in result.output
     root = synthetic.write("montgomery", tmp_path / "mc", **SMALL)
     result = CliRunner().invoke(main, ["data", "cache", "montgomery", "--root", str(root), "--size", "16",

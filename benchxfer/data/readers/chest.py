@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -268,6 +269,26 @@ def padchest(root: Path, split: str, ctx: IndexCtx) -> Index:
             assign = seeded_split([r.patient for r in recs], (1 - val_fraction, val_fraction, 0.0))
             recs = [r for r in recs if assign[r.patient] == split]
     return Index(recs)
+
+
+@register_dataset(
+    "padchest-single",
+    task="multiclass",
+    classes=PADCHEST_CLASSES,
+    metric="accuracy",
+    metrics=("accuracy",),
+    required=(f"{PADCHEST_CSV}|{PADCHEST_CSV}.gz",),
+    load_image=_padchest_image,
+    description="PadChest as the second study's fine-tuning target (configs/finetune/padchest.yaml, finetune.py "
+                "--multilabel-force-classification): the images with exactly one of the 27 classes, 27-way.",
+    options=("views", "val_fraction"),
+    splits=("train", "test"),
+    split_rule="padchest's split (RandomState(42): 90 % train, the rest test), then the rows with exactly one "
+               "class present, that class the label (finetune.py SingleLabelFromMultiLabel)",
+)
+def padchest_single(root: Path, split: str, ctx: IndexCtx) -> Index:
+    rows = padchest(root, split, ctx).records
+    return Index([dataclasses.replace(r, label=int(np.argmax(r.label))) for r in rows if float(r.label.sum()) == 1])
 
 
 PE_WINDOW = (100.0, 700.0)  # centre, width in HU: the usual pulmonary-angiography window
