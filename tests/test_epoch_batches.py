@@ -5,7 +5,8 @@
   training images at batch 32 are 15 steps (14 of 32 and one of 15);
 - the chest pre-training (the second study's dataloaders/builder.py) the same, over a ``DistributedSampler``
   (padded to a multiple of the workers), and its warm-up counts ``len(train_loader)`` steps an epoch;
-- the second study's fine-tuning keeps 128 images a step (``full_batches``), as before.
+- the second study's fine-tuning (``full_batches``) keeps 128 images a step over a set larger than a batch, and
+  takes its 32 micro-batches of recycled passes from a smaller one.
 """
 
 import pytest
@@ -61,4 +62,7 @@ def test_few_shot_fine_tuning_still_takes_only_full_batches():
     assert cfg.full_batches
     assert steps_per_epoch(463, cfg, 1) == 463 // 128
     assert all(len(b) == 128 for b in epoch_batches(463, cfg, epochs=1)[0])
-    assert [len(b) for b in epoch_batches(50, cfg, epochs=1)[0]] == [128]  # a set smaller than a batch
+    # a set smaller than a batch: the study's 32 micro-batches of 4 from recycled passes, each pass of 50 ending
+    # in a micro-batch of 2 (finetune.py: recycle(DataLoader(batch_size=4, shuffle=True)), batch_split 32)
+    sizes = [len(b) for b in DataLoader(range(50), batch_size=4, shuffle=True)] * 3
+    assert [len(b) for b in epoch_batches(50, cfg, epochs=1)[0]] == [sum(sizes[:32])] == [124]

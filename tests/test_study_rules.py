@@ -150,7 +150,60 @@ def test_cycled_passes_are_shuffled_passes_over_the_set():
     stream = train_loader(ds, cfg, 0, 1, False)
     stream.start(0, 1)
     (batch0,) = list(stream.epoch(0))
-    assert len(batch0[0]) == batch and sorted(batch0[0][:n].tolist()) == list(range(n))
+    # the study's micro-batches of 4 (the last of each pass of 10 holds 2): 32 of them, 108 images
+    assert len(batch0[0]) == sum(stream.pieces(0)) == 108 and sorted(batch0[0][:n].tolist()) == list(range(n))
+
+
+def _study_micro_batch_sizes(n: int, micro: int, count: int) -> list[int]:
+    """finetune.py: ``recycle(DataLoader(train_set, batch_size=micro_batch_size, shuffle=True, drop_last=False))``,
+    the sizes of its first ``count`` micro-batches."""
+    sizes: list[int] = []
+    while len(sizes) < count:
+        sizes += [len(b) for b in torch.utils.data.DataLoader(range(n), batch_size=micro, shuffle=True)]
+    return sizes[:count]
+
+
+@pytest.mark.parametrize("n", [10, 20, 37])
+def test_few_shot_steps_are_the_studys_micro_batches_of_recycled_passes(n):
+    """finetune.py takes batch_split (32) micro-batches of 4 from the recycled loader a step, each loss divided by
+    32: a pass of n images ends in a partial micro-batch (n mod 4) that counts as a whole one, so a step of a
+    10-image set averages 32 x 10 / 3 = 106.7 images, not 128."""
+    batch, micro, split = 128, 4, 32
+    s = small_set_sampler(n, batch, "tuberculosis", 0, 1, seed=3)
+    want = _study_micro_batch_sizes(n, micro, 6 * split)
+    seen = []
+    for epoch in range(6):  # one step per epoch
+        assert s.pieces_of(epoch) == want[epoch * split:(epoch + 1) * split]
+        s.set_epoch(epoch)
+        seen += list(s)
+        assert len(list(s)) == sum(s.pieces_of(epoch))
+    per_pass = -(-n // micro)
+    for p in range(len(want) // per_pass):  # the micro-batches of each pass are one permutation of the set
+        assert sorted(seen[p * n:(p + 1) * n]) == list(range(n))
+    if n == 10:
+        assert sum(want[:3 * split]) / 3 == pytest.approx(106.67, abs=0.01)
+    shards = [CycledSampler(n, batch, r, 4, 3, micro=micro).pieces_of(2) for r in range(4)]  # 4 DDP workers
+    assert [len(p) for p in shards] == [8] * 4 and sorted(sum(shards, [])) == sorted(want[2 * split:3 * split])
+
+
+def test_a_step_weighs_each_micro_batch_as_the_study_whatever_its_size():
+    """``loss / batch_split`` per micro-batch: a partial one weighs like a whole one."""
+    from benchxfer.train.loop import accumulate_gradients
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(6, 3)
+    sizes = [4, 4, 2, 4, 4, 2]
+    x, y = torch.randn(sum(sizes), 6), torch.randint(0, 3, (sum(sizes),))
+    model.zero_grad()
+    a = 0
+    for k in sizes:  # the study's loop
+        (F.cross_entropy(model(x[a:a + k]), y[a:a + k]) / len(sizes)).backward()
+        a += k
+    want = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    accumulate_gradients(model, loss_for("ce", "multiclass"), x, y, None, 4, sizes=sizes)
+    for g, w in zip((p.grad for p in model.parameters()), want):
+        torch.testing.assert_close(g, w)
 
 
 # --- MixUp: a random permutation, one lambda per step ---------------------------------------------

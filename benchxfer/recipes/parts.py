@@ -195,16 +195,18 @@ def mixup_lambda(alpha: float, seed: int, step: int) -> float:
 
 
 def mixup(images: torch.Tensor, target: torch.Tensor, lam: float, num_classes: int,
-          generator: torch.Generator | None = None, group: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+          generator: torch.Generator | None = None, group: int | list[int] = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """MixUp as the second study's ``mixup_data``: each sample mixed with the one a random permutation
     (``torch.randperm``) pairs it with, weight ``lam``; targets become the same mix of one-hot targets (for
     cross-entropy and BCE, the study's lam * loss(y_a) + (1 - lam) * loss(y_b)). ``group`` > 0: one permutation per
     consecutive ``group`` images, as the study called ``mixup_data`` on each micro-batch (of 4: a quarter of the
-    images are paired with themselves); 0: one over the whole batch."""
+    images are paired with themselves), or a list: the micro-batches' sizes; 0: one over the whole batch."""
     n = images.shape[0]
-    size = group if 0 < group < n else n
-    perm = torch.cat([a + torch.randperm(min(size, n - a), generator=generator)
-                      for a in range(0, n, size)]).to(images.device)
+    if isinstance(group, int):
+        size = group if 0 < group < n else n
+        group = [min(size, n - a) for a in range(0, n, size)]
+    starts = np.cumsum([0, *group[:-1]]).tolist()
+    perm = torch.cat([a + torch.randperm(k, generator=generator) for a, k in zip(starts, group)]).to(images.device)
     if target.dim() == 1 and num_classes > 1:
         target = F.one_hot(target.long(), num_classes).float()
     target = target.float()

@@ -187,6 +187,12 @@ class TrainStream:
         self._next = first
         self._it = iter(self.loader) if stop > first else None
 
+    def pieces(self, epoch: int) -> list[int] | None:
+        """The sizes of the study's micro-batches in this worker's one batch of ``epoch``, where the sampler cuts
+        them (``sampling.CycledSampler``); None otherwise."""
+        of = getattr(self.batches.sampler, "pieces_of", None)
+        return of(epoch) if of is not None and self.per_epoch == 1 else None
+
     def epoch(self, epoch: int) -> Iterator:
         if epoch != self._next or self._it is None:
             raise RuntimeError(f"the training stream is at epoch {self._next}, not {epoch}")
