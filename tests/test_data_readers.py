@@ -26,7 +26,7 @@ def roots(tmp_path_factory) -> dict[str, Path]:
 
 def test_every_registered_dataset_has_a_synthetic_writer():
     assert set(data.list_datasets()) == set(synthetic.list_layouts())
-    assert len(data.list_datasets()) == 18  # the 17 of the two studies and CIFAR-100
+    assert len(data.list_datasets()) == 19  # the 17 of the two studies, CIFAR-100 and PadChest as a target
 
 
 @pytest.mark.parametrize("name", synthetic.list_layouts())
