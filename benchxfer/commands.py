@@ -75,6 +75,7 @@ def _print_plan(plan, limit: int | None) -> None:
         click.echo("GPU memory: * extrapolated from the measured peaks (benchxfer/gpu_memory.py)")
     for pspec in plan.to_pretrain:
         click.echo(f"Before the trials: pre-train init {pspec.name!r} from {pspec.path}")
+    _print_left_out(plan)
     if plan.absent:
         click.echo(f"Not on this machine ({len(plan.absent)}); the real run refuses until they are there:")
         for line in plan.absent:
@@ -95,6 +96,9 @@ def _disk_line(plan, disks) -> str:
     if at_once:
         return line + f", up to {disk.human(total.most)} with {total.at_once} trials running at once"
     return line + f", plus up to {disk.human(run - final)} for each trial running at once"
+def _print_left_out(plan) -> None:
+    for line in plan.left_out:  # cells the data cannot draw: the others are planned
+        click.echo(f"  left out: {line}")
 
 
 def _gpu_columns(plan, trial) -> dict[str, str]:

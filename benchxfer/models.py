@@ -41,6 +41,7 @@ class ArchCfg:
     family: str  # "resnet" (torchvision names) or "bit" (timm ResNetV2 names)
     build_classifier: Callable[[int, str], nn.Module]
     unet_encoder: str | None  # segmentation_models_pytorch encoder name, None if no U-Net
+    batch_norm: bool  # BatchNorm layers (torchvision ResNets); BiT has GroupNorm
 
 
 ARCHS: Registry[ArchCfg] = Registry("architecture")
@@ -81,7 +82,7 @@ def _timm(name: str) -> Callable[[int], nn.Module]:
 
 
 for _name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
-    ARCHS.add(_name, ArchCfg(_name, "resnet", _torchvision(_name), _name))
+    ARCHS.add(_name, ArchCfg(_name, "resnet", _torchvision(_name), _name, batch_norm=True))
 for _name, _timm_name in {
     "bit-r50x1": "resnetv2_50x1_bit",
     "bit-r50x3": "resnetv2_50x3_bit",
@@ -90,7 +91,12 @@ for _name, _timm_name in {
     "bit-r152x2": "resnetv2_152x2_bit",
     "bit-r152x4": "resnetv2_152x4_bit",
 }.items():
-    ARCHS.add(_name, ArchCfg(_name, "bit", _timm(_timm_name), None))
+    ARCHS.add(_name, ArchCfg(_name, "bit", _timm(_timm_name), None, batch_norm=False))
+
+
+def has_batch_norm(arch: str, task: str) -> bool:
+    """Does the (arch, task) net normalise by batch statistics? A BatchNorm arch, and any U-Net (its decoder)."""
+    return ARCHS.get(arch).batch_norm or get_task(task).dense
 
 
 def build_classifier(arch: str, num_classes: int, head_init: str = "normal") -> nn.Module:

@@ -10,7 +10,7 @@ import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from benchxfer import data, zoo
 from benchxfer.data.indexing import check_options
@@ -102,9 +102,11 @@ def written_defaults(recipe_defaults: dict[str, Any], sweep_level: dict[str, Any
 
 
 def expand(spec: SweepSpec, cell_list: list[Cell], roots: dict[str, str],
-           lrs: dict[tuple[str, str], float] | None = None, seeds: tuple[int, ...] | None = None) -> list[Trial]:
+           lrs: dict[tuple[str, str], float] | None = None, seeds: tuple[int, ...] | None = None,
+           left_out: dict[str, set[int]] | None = None) -> list[Trial]:
     """The grid: cells x lr x seed x shot. ``lrs`` fixes one lr per (init, dataset) (stage 2 of
-    tune-then-repeat); otherwise the sweep's lr list, or the recipe's default lr."""
+    tune-then-repeat); otherwise the sweep's lr list, or the recipe's default lr. ``left_out``: per dataset, the
+    shots its data cannot draw (:func:`_check_shots`), not planned."""
     trials = []
     for cell in cell_list:
         if lrs is not None:
@@ -113,7 +115,8 @@ def expand(spec: SweepSpec, cell_list: list[Cell], roots: dict[str, str],
             lr_values = spec.lr
         else:
             lr_values = (get_recipe(cell.recipe).default_lr,)
-        for lr, seed, shot in itertools.product(lr_values, seeds or spec.seeds, cell.dataset.shots or spec.shots):
+        shots = [k for k in cell.dataset.shots or spec.shots if k not in (left_out or {}).get(cell.dataset.name, ())]
+        for lr, seed, shot in itertools.product(lr_values, seeds or spec.seeds, shots):
             trials.append(cell.trial(spec.name, lr, seed, shot, roots[cell.dataset.name]))
     keys = [t.key for t in trials]
     if len(set(keys)) != len(keys):
@@ -146,6 +149,8 @@ class Plan:
     roots: dict[str, str]
     to_pretrain: list[PretrainSpec]  # the pre-training files (parsed once, here) of inits the zoo lacks
     absent: list[str] = field(default_factory=list)  # what this machine lacks (dry run only; a real run refuses)
+    left_out: list[str] = field(default_factory=list)  # cells the data cannot draw, one line each (not planned)
+    left_out_shots: dict[str, set[int]] = field(default_factory=dict)  # those cells: dataset -> its shots left out
 
     def describe(self) -> dict[str, Any]:
         s = self.spec
@@ -184,6 +189,8 @@ def make_plan(spec_or_path: SweepSpec | str | Path, zoo_override: str | None = N
         except BenchxferError as err:
             raise BenchxferError(f"{spec.path}: datasets[{i}].options: {err}") from None
     roots = {}
+    too_many: dict[str, set[int]] = {}
+    left_out: list[str] = []
     for i, d in enumerate(spec.datasets):
         try:
             roots[d.name] = resolve_root(d.name, d.root, d.synthetic, f"{spec.path}: datasets[{i}].root",
@@ -194,8 +201,11 @@ def make_plan(spec_or_path: SweepSpec | str | Path, zoo_override: str | None = N
             continue
         _check_cache(d, roots[d.name], f"{spec.path}: datasets[{i}].options.cache_size", write_synthetic)
         if d.root != "synthetic" or write_synthetic:
-            _check_shots(d, roots[d.name], [k for k in d.shots or spec.shots if k is not None],
-                         f"{spec.path}: " + (f"datasets[{i}].shots" if d.shots else "shots"))
+            where = f"{spec.path}: " + (f"datasets[{i}].shots" if d.shots else "shots")
+            line = _check_shots(d, roots[d.name], d.shots or spec.shots, where)
+            if line:
+                too_many[d.name] = set(line[0])
+                left_out.append(line[1])
     tasks = {d.name: (data.get_dataset(d.name).task, data.get_dataset(d.name).metric) for d in spec.datasets}
 
     init_arch: dict[str, str | None] = {}
@@ -230,15 +240,18 @@ def make_plan(spec_or_path: SweepSpec | str | Path, zoo_override: str | None = N
             cfg = zoo.get_init(entry.name, zoo_override)
         init_arch[entry.name] = cfg.arch
     cell_list = cells(spec, init_arch, tasks)
-    return Plan(spec, cell_list, expand(spec, cell_list, roots), roots, to_pretrain, absent)
+    return Plan(spec, cell_list, expand(spec, cell_list, roots, left_out=too_many), roots, to_pretrain, absent,
+                left_out, too_many)
 
 
-def _check_shots(d: DatasetEntry, root: str, shots: list[int], where: str) -> None:
+def _check_shots(d: DatasetEntry, root: str, axis: Sequence[int | None], where: str) -> tuple[list[int], str] | None:
     """Shots against the data, where it is there: k images per class draws every class whole once k reaches the
-    largest class, so the few-shot run would be the full-data run; refuse such a k."""
+    largest class, so the few-shot run would be the full-data run. Such shots are left out of the plan and named
+    (the shots, and the one line that says why); where no shot of the dataset is left, the sweep is refused."""
     cfg = data.get_dataset(d.name)
+    shots = [k for k in axis if k is not None]
     if not shots or cfg.kind.dense:
-        return
+        return None
     import numpy as np
 
     from benchxfer.data.catalog import Problems
@@ -248,14 +261,18 @@ def _check_shots(d: DatasetEntry, root: str, shots: list[int], where: str) -> No
     records = build_index(cfg, Path(root), "train", None, options, Problems()).records
     targets = make_targets(cfg, records, d.options.get("uncertain") or cfg.uncertain, 0)
     if targets is None or not len(targets):
-        return
+        return None
     counts = (targets >= 0.5).sum(axis=0) if targets.ndim == 2 else np.bincount(targets.astype(int))
     largest = int(counts.max())
     too_many = [k for k in shots if k > largest]
-    if too_many:
-        raise BenchxferError(f"{where}: {too_many[0]} images per class is more than {d.name} at {root} has in any "
-                             f"class (its largest holds {largest} of {len(records)} training images), so the "
-                             f"few-shot set would be the whole set; use shots <= {largest}, or 'full'")
+    if not too_many:
+        return None
+    why = (f"more than {d.name} at {root} has in any class (its largest holds {largest} of {len(records)} "
+           f"training images), so the few-shot set would be the whole set")
+    if len(too_many) == len(axis):
+        raise BenchxferError(f"{where}: {too_many[0]} images per class is {why}; use shots <= {largest}, or 'full'")
+    cells = ", ".join(f"{d.name} {k}-shot" for k in too_many)
+    return too_many, f"{where}: {cells} left out: {'each is' if len(too_many) > 1 else 'it is'} {why}"
 
 
 def _check_cache(d: DatasetEntry, root: str, where: str, written: bool) -> None:

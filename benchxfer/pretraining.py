@@ -19,6 +19,7 @@ from benchxfer import data, zoo
 from benchxfer.data.indexing import check_options
 from benchxfer.errors import BenchxferError
 from benchxfer.recipes import TrainConfig, get_recipe
+from benchxfer.recipes.parts import check_micro_batch
 from benchxfer.schema import PRETRAIN_EXPERIMENT, SEED, check_name, check_option_values, check_synthetic
 from benchxfer.spec import (
     Trial,
@@ -124,6 +125,7 @@ def plan_pretrain(spec: PretrainSpec, write_synthetic: bool = True) -> Trial:
             raise _fail(spec.path, "start", f"{spec.start!r} is a {cfg.arch} backbone, not {spec.arch}")
     recipe = get_recipe(spec.recipe)
     knobs = recipe.resolve({**spec.overrides, "arch": spec.arch}, spec.path)
+    check_micro_batch(knobs, PRETRAIN_TASK.name, spec.path)
     lr = spec.lr or recipe.default_lr
     key = trial_key(f"pretrain-{spec.name}", "+".join(s["dataset"] for s in sources), lr, spec.seed, None,
                     spec.recipe, {**knobs, "start": spec.start},

@@ -188,7 +188,7 @@ def describe_dataset(name: str, root: str | Path, *, shot: int | None = None, se
     carved = float(opts.get("val_fraction") or 0) > 0  # a val split carved from training where the set has none
     for split in ("val", "test"):
         if split in data.get_dataset(name).splits or (split == "val" and carved):
-            splits[split] = data.open_dataset(name, root, split, **opts)
+            splits[split] = data.open_dataset(name, root, split, fraction=frac, **opts)  # cut where the set says
     return dataset_facts(name, root, splits)
 
 

@@ -253,7 +253,7 @@ def _tune_then_repeat(plan: Plan, launch: Launch, recorder, echo, verbose: bool 
     assert isinstance(plan.spec.lr, LrSearch)
     best = run_stage1(plan, launch, recorder, echo=echo, verbose=verbose)
     lrs = {(c.init, c.dataset.name): best[f"{c.init}|{c.dataset.name}"] for c in plan.cells}
-    return expand(plan.spec, plan.cells, plan.roots, lrs=lrs)
+    return expand(plan.spec, plan.cells, plan.roots, lrs=lrs, left_out=plan.left_out_shots)
 
 
 def run_pretrain(spec: PretrainSpec, tracking_uri: str, echo=print, zoo_override: str | None = None,

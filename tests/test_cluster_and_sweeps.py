@@ -26,15 +26,18 @@ REPO = Path(__file__).resolve().parents[1]
 SWEEPS = REPO / "sweeps"
 
 # file -> (inits, datasets, seeds, shots per dataset): the grid each published-table sweep must expand to (the
-# second study's published results have 500-shot cells for COVIDx, CIFAR-10 and CIFAR-100 only)
+# second study's published results have 500-shot cells for COVIDx, CIFAR-10 and CIFAR-100 only, and no 100-shot
+# Flowers or Pets cell; tests/test_published_cells.py compares the cells themselves)
 PUBLISHED = {
     "systematic_cls.yaml": (22, 4, 10, (1,) * 4),
     "systematic_seg.yaml": (22, 3, 10, (1,) * 3),
     "domain_adapt.yaml": (6, 4, 10, (1,) * 4),
-    "fewshot_bit.yaml": (12, 2, 5, (5, 6)),
-    "fewshot_bit_natural.yaml": (6, 4, 5, (5, 5, 6, 6)),
+    "fewshot_bit.yaml": (15, 2, 5, (5, 6)),
+    "fewshot_bit_natural.yaml": (6, 4, 5, (4, 4, 6, 6)),
+    "fewshot_bit_padchest.yaml": (10, 1, 5, (5,)),
 }
-PRETRAIN = ("pretrain_chest.yaml", "domain_adapt_pretrain.yaml")
+PRETRAIN = ("pretrain_chest.yaml", "domain_adapt_pretrain.yaml", "pretrain_mimic.yaml", "pretrain_nih.yaml",
+            "pretrain_padchest.yaml")
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -63,9 +66,15 @@ def _empty_cifar100(root: Path) -> None:
             pickle.dump({"data": [], "fine_labels": []}, f)
 
 
+def _padchest_header(root: Path) -> None:
+    from benchxfer.data.readers.chest import PADCHEST_CSV
+
+    (root / PADCHEST_CSV).write_text("ImageID,ImageDir,PatientID,Labels,Projection\n")
+
+
 # layouts whose reader needs more than the registry's required paths to open a split (no training images, so
 # the dry run's check of shots against the data has nothing to count)
-MINIMAL = {"tuberculosis": _tb_sets, "cifar100": _empty_cifar100}
+MINIMAL = {"tuberculosis": _tb_sets, "cifar100": _empty_cifar100, "padchest-single": _padchest_header}
 
 
 def required_layout(name: str, root: Path) -> Path:
@@ -103,6 +112,8 @@ def make_zoo(zoo: Path, inits: list[str]) -> Path:
 
     zoo.mkdir(parents=True, exist_ok=True)
     for name in inits:
+        if name not in INITS:  # a local init a pre-training file makes (local_copy points its sources at data)
+            continue
         cfg = INITS.get(name)
         if cfg.filename:
             (zoo / cfg.filename).write_bytes(b"")
@@ -111,13 +122,22 @@ def make_zoo(zoo: Path, inits: list[str]) -> Path:
 
 
 def local_copy(src: Path, tmp: Path, edit=None) -> tuple[Path, dict]:
-    """A copy of sweep file ``src`` whose dataset roots point at tmp folders in the real layouts."""
+    """A copy of sweep file ``src`` whose dataset roots point at tmp folders in the real layouts, and so do the
+    source roots of the pre-training files its inits name (copied beside it)."""
     doc = yaml.safe_load(src.read_text())
     if edit:
         edit(doc)
     for ds in doc["datasets"]:
         if ds["root"] != "synthetic":
             ds["root"] = str(make_root(ds["name"], tmp / "data" / ds["name"]))
+    tmp.mkdir(parents=True, exist_ok=True)
+    for init in doc["inits"]:
+        if isinstance(init, dict) and init.get("pretrain"):
+            pre = yaml.safe_load((src.parent / init["pretrain"]).read_text())
+            for s in pre["sources"]:
+                s["root"] = str(tmp / "data" / f"{s['dataset']}-source")
+                Path(s["root"]).mkdir(parents=True, exist_ok=True)
+            (tmp / init["pretrain"]).write_text(yaml.safe_dump(pre, sort_keys=False))
     out = tmp / src.name
     out.write_text(yaml.safe_dump(doc, sort_keys=False))
     return out, doc
@@ -324,10 +344,13 @@ def test_published_sweeps_follow_the_studies(tmp_path, bx_home):
     assert {t.dataset for t in bit.trials + nat.trials if t.shot == 500} == {"covidx", "cifar10", "cifar100"}
     # micro-batches: images per micro-batch = the study's batch 128 / batch_split (32 at 480 px: 4; CIFAR's 2: 64,
     # more than a worker's 128 / 4 = 32, so none); configs/finetune/*.yaml
-    split = {"covidx": 32, "tuberculosis": 32, "flowers102": 32, "pets": 32, "cifar10": 2, "cifar100": 2}
+    split = {"covidx": 32, "tuberculosis": 32, "flowers102": 32, "pets": 32, "cifar10": 2, "cifar100": 2,
+             "padchest-single": 32}
     workers = bit.spec.resources["workers"]
     assert nat.spec.resources["workers"] == workers
-    for t in bit.trials + nat.trials:
+    pad = plan("fewshot_bit_padchest.yaml")  # configs/finetune/padchest.yaml: lr 0.001, SGD_AGC, batch_split 32
+    assert {t.lr for t in pad.trials} == {1e-3} and {t.config.agc for t in pad.trials} == {0.01}
+    for t in bit.trials + nat.trials + pad.trials:
         study = 128 // split[t.dataset]
         assert t.config.micro_batch == (study if study < 128 // workers else 0), t.key
     # several trials per GPU where a batch-32 ResNet-50 classifier gains (issue 25: 2 at once = 1.4x)

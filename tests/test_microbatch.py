@@ -1,13 +1,18 @@
-"""Micro-batches (`micro_batch`): a worker's batch runs in pieces and the gradients add up to the batch's.
+"""Micro-batches (`micro_batch`): a worker's batch runs in pieces, each piece's mean loss divided by the number
+of pieces (the second study: ``loss / batch_split`` in finetune.py, ``loss.div_(ceil(len(data) / local_batch_size))``
+in pretrain.py).
 
-The expected gradient is the plain full-batch gradient of the mean loss (what one backward over the whole batch
-gives), on a GroupNorm net (BiT R50x1 from timm, 32 px), on one process and on 2 DDP processes (gloo, CPU,
-spawned here; no Ray). A whole-batch loss (the first study's Dice over the flattened batch) is refused, and the
-test shows why: its value on a batch is not the weighted mean of its values on the pieces.
+With equal pieces on a GroupNorm net (BiT R50x1 from timm, 32 px) that is the plain full-batch gradient of the mean
+loss (what one backward over the whole batch gives), on one process and on 2 DDP processes (gloo, CPU, spawned
+here; no Ray); unequal pieces and masked BCE follow the study's loop, restated here. Refused, and the tests show
+why: a whole-batch loss (the first study's Dice over the flattened batch: its value on a batch is not the mean of
+its values on the pieces), and a net with BatchNorm (a ResNet-18's gradient moves far from the batch's and its
+running statistics are updated once per piece).
 """
 
 from __future__ import annotations
 
+import math
 import socket
 from functools import partial
 
@@ -69,7 +74,7 @@ def assert_same(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> 
         assert float((got[name] - g).abs().max()) <= 1e-4 * scale, name  # float32 sums in another order
 
 
-@pytest.mark.parametrize("micro", [1, 3])  # 3 leaves a piece of 2: weighted by its share
+@pytest.mark.parametrize("micro", [1, 2, 4])  # equal pieces
 def test_accumulated_gradient_equals_the_full_batch_gradient(micro):
     torch.set_num_threads(2)
     model, (x, y) = bit(), batch()
@@ -77,6 +82,49 @@ def test_accumulated_gradient_equals_the_full_batch_gradient(micro):
     model.zero_grad(set_to_none=True)
     loss = accumulate_gradients(model, loss_for("ce", "multiclass"), x, y, None, micro)
     assert float(loss) == pytest.approx(want_loss, rel=1e-5)
+    assert_same(grads(model), want)
+
+
+def study_pieces_gradient(model, x, y, local: int, loss) -> dict[str, torch.Tensor]:
+    """pretrain.py's loop over one batch: pieces of ``local_batch_size``, each loss divided by their number."""
+    model.zero_grad(set_to_none=True)
+    for i in range(0, len(x), local):
+        piece = loss(model(x[i:i + local]), y[i:i + local], i, local)
+        piece.div_(math.ceil(float(len(x)) / local))
+        piece.backward()
+    return grads(model)
+
+
+def test_a_last_piece_of_fewer_images_weighs_like_a_whole_one_as_in_the_study():
+    """Pieces of 3, 3 and 2: each divided by 3 (not weighted by its share), as pretrain.py's loop does."""
+    model, (x, y) = bit(), batch()
+    want = study_pieces_gradient(model, x, y, 3, lambda out, t, i, k: F.cross_entropy(out, t))
+    model.zero_grad(set_to_none=True)
+    accumulate_gradients(model, loss_for("ce", "multiclass"), x, y, None, 3)
+    assert_same(grads(model), want)
+    by_share, _ = full_batch_gradient(model, x, y)
+    with pytest.raises(AssertionError):  # the share-weighted rule would give another gradient
+        assert_same(by_share, want)
+
+
+@pytest.mark.parametrize("micro", [2, 3])
+def test_masked_bce_pieces_average_their_own_known_cells_as_the_studys_pretraining(micro):
+    """pretrain.py: ``binary_cross_entropy_with_logits(output[mask], target[mask])`` per piece, divided by the
+    number of pieces; the known cells differ from piece to piece."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(N, 3, SIZE, SIZE, generator=g)
+    target = torch.randint(0, 2, (N, CLASSES), generator=g).float()
+    known = torch.rand(N, CLASSES, generator=g) > 0.4
+    known[0] = False  # an image without a known label
+    model = bit()
+
+    def study_loss(out, t, i, k):
+        m = known[i:i + k]
+        return F.binary_cross_entropy_with_logits(out[m], t[m])
+
+    want = study_pieces_gradient(model, x, target, micro, study_loss)
+    model.zero_grad(set_to_none=True)
+    accumulate_gradients(model, loss_for("masked-bce", "multilabel"), x, target, known.float(), micro)
     assert_same(grads(model), want)
 
 
@@ -150,8 +198,9 @@ def test_dice_over_the_flattened_batch_is_refused():
         with pytest.raises(BenchxferError, match=r"^where: micro_batch 2 with loss '(dice|bce-dice)'"):
             check_micro_batch({"loss": loss, "micro_batch": 2}, "segmentation", "where")
     check_micro_batch({"loss": "auto", "micro_batch": 0}, "segmentation", "where")  # no split: allowed
-    check_micro_batch({"loss": "dice-per-image", "micro_batch": 2}, "segmentation", "where")
-    check_micro_batch({"loss": "auto", "micro_batch": 2}, "multiclass", "where")
+    with pytest.raises(BenchxferError, match="with BatchNorm"):  # a per-image loss: the U-Net's BatchNorm remains
+        check_micro_batch({"loss": "dice-per-image", "micro_batch": 2}, "segmentation", "where")
+    check_micro_batch({"arch": "bit-r50x1", "loss": "auto", "micro_batch": 2}, "multiclass", "where")
 
 
 # --- a whole run: same steps, same images, same weights --------------------------------------------------
@@ -174,7 +223,7 @@ def test_a_run_in_micro_batches_takes_the_same_steps_on_the_same_images(tmp_path
 
     torch.set_num_threads(2)
     whole, state0, shards0 = run(0)
-    split, state2, shards2 = run(3)  # batches of 8 in pieces of 3, 3 and 2
+    split, state2, shards2 = run(4)  # batches of 8 in pieces of 4
     assert (split.last_step, split.epochs_run) == (whole.last_step, whole.epochs_run) and whole.last_step == 2
     assert shards2 == shards0 and shards0  # the same images, epoch by epoch
     assert state2["scheduler"] == state0["scheduler"]  # the lr schedule stepped alike
@@ -194,3 +243,46 @@ def test_a_sweep_with_micro_batches_and_the_dice_loss_is_refused_before_it_start
     assert out.exit_code != 0 and "Traceback" not in out.output
     assert len(out.output.strip().splitlines()) == 1
     assert "micro_batch 4 with loss 'dice'" in out.output and "dice-per-image" in out.output
+
+
+# --- a net with BatchNorm cannot be split -------------------------------------------------------------
+
+def test_batchnorm_micro_batches_are_not_the_batch_and_are_refused():
+    """A ResNet-18 in pieces of 2 of a batch of 8: another gradient (each piece normalised by its own statistics)
+    and the running statistics updated 4 times in one step."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model, (x, y) = torchvision.models.resnet18(num_classes=CLASSES).train(), batch()
+    want, _ = full_batch_gradient(model, x, y)
+    bn = model.bn1
+    bn.reset_running_stats()
+    model.zero_grad(set_to_none=True)
+    accumulate_gradients(model, loss_for("ce", "multiclass"), x, y, None, 2)
+    assert int(bn.num_batches_tracked) == N // 2
+    got = grads(model)
+    change = max(float((got[k] - w).norm() / w.norm()) for k, w in want.items())
+    assert change > 0.2
+
+    for arch, task, loss in (("resnet18", "multiclass", "auto"), ("resnet50", "binary", "auto"),
+                             ("resnet50", "segmentation", "bce"), ("resnet50", "multilabel", "masked-bce")):
+        with pytest.raises(BenchxferError, match=rf"^where: micro_batch 2 on a {arch} .*with BatchNorm"):
+            check_micro_batch({"arch": arch, "loss": loss, "micro_batch": 2}, task, "where")
+    check_micro_batch({"arch": "bit-r50x1", "loss": "auto", "micro_batch": 2}, "multiclass", "where")
+    check_micro_batch({"arch": "resnet18", "loss": "auto", "micro_batch": 0}, "multiclass", "where")
+
+
+@pytest.mark.parametrize("micro", [5, 1])
+def test_micro_batches_on_a_resnet_are_refused_by_the_dry_run_in_one_line(tmp_path, home, micro):
+    """The misuse that passed the dry run and crashed in training (a one-image piece through BatchNorm)."""
+    from click.testing import CliRunner
+
+    from benchxfer.cli import main
+
+    path = tmp_path / "cls.yaml"
+    path.write_text("name: cls\ninits: [scratch]\ndatasets: [{name: shenzhen, root: synthetic}]\n"
+                    f"overrides: {{arch: resnet18, batch_size: 16, micro_batch: {micro}}}\n")
+    out = CliRunner().invoke(main, ["sweep", str(path), "--dry-run"])
+    assert out.exit_code != 0 and "Traceback" not in out.output
+    assert len(out.output.strip().splitlines()) == 1
+    assert f"micro_batch {micro} on a resnet18 net with BatchNorm" in out.output

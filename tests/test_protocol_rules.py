@@ -206,6 +206,28 @@ def test_drive_inputs():
         np.testing.assert_allclose(out.permute(1, 2, 0).numpy(), study, atol=1e-5)
 
 
+def test_drive_masks_are_resized_bilinear_and_thresholded_at_127():
+    """dataloader.py (DriveDataset): the 0/255 vessel mask ``cv2.resize(label, (size, size))`` (bilinear), then
+    ``cv2.threshold(temp, 127, 255, cv2.THRESH_BINARY)``, ``/ 255.`` -- on thin vessels a nearest-neighbour resize
+    keeps other pixels."""
+    from torchvision import tv_tensors
+
+    h, w, size = 584, 565, 64
+    vessels = np.zeros((h, w), np.uint8)
+    rng = np.random.default_rng(1)
+    for _ in range(40):  # lines 2-12 px wide, as DRIVE's vessels at 565 px
+        x0, y0, x1, y1 = (int(v) for v in rng.integers(0, min(h, w), 4))
+        cv2.line(vessels, (x0, y0), (x1, y1), 255, int(rng.integers(2, 13)))
+    study = cv2.threshold(cv2.resize(vessels, (size, size)), 127, 255, cv2.THRESH_BINARY)[1] / 255.0
+    nearest = cv2.resize(vessels, (size, size), interpolation=cv2.INTER_NEAREST) / 255.0
+    assert (study != nearest).sum() > 50  # the two rules differ on this mask
+    pipe = transforms.build("systematic-seg", train=True, size=size, task="segmentation", dataset="drive")
+    image = tv_tensors.Image(torch.zeros((3, h, w), dtype=torch.uint8))
+    for stored in (vessels, vessels // 255):  # read as 0/255 or as 0/1: the same mask
+        _, mask = pipe(image, tv_tensors.Mask(torch.from_numpy(stored)[None]))
+        np.testing.assert_array_equal(mask.numpy(), study)
+
+
 # --- supervised-pretrain (the second study's chest pre-training) ---------------------------------------------
 
 def study_pretrain_lr(step: int, steps_per_epoch: int, workers: int, local_batch: int) -> float:
@@ -280,6 +302,50 @@ def test_pretrain_optimiser_weight_decay_head_and_normalisation(tmp_path):
     np.testing.assert_allclose(image[0].numpy(), (study - 0.5) / 0.5, atol=2.5 / 255)
 
 
+def _study_unitwise_norm(x: torch.Tensor) -> torch.Tensor:
+    """optim/sgd_agc.py ``unitwise_norm``: the whole vector for 1-D, per row (2-D) or output channel (4-D)."""
+    if x.ndim <= 1:
+        return torch.sum(x ** 2, dim=0) ** 0.5
+    return torch.sum(x ** 2, dim=1 if x.ndim == 2 else [1, 2, 3], keepdim=True) ** 0.5
+
+
+def test_pretrain_step_is_the_studys_sgd_agc(tmp_path):
+    """optim/sgd_agc.py ``SGD_AGC.step`` (clipping 0.01, eps 1e-3, ``output_size`` = the number of classes), as
+    optim/builder.py builds it: first every parameter but a 2-D / 4-D one whose first dimension is the number of
+    classes is clipped unit-wise to 0.01 x max(||W||, 1e-3), THEN weight decay 1e-4 is added and the Nesterov
+    momentum step taken. One step of the run's own optimiser and clipping against that step restated here."""
+    from benchxfer.train.loop import clip_gradients
+
+    cfg = _pretrain_cfg(tmp_path)
+    run = set_up(cfg, Runtime(trial_dir=str(tmp_path / "run")))
+    assert cfg.agc == 0.01
+    params = dict(run.model.named_parameters())
+    g = torch.Generator().manual_seed(0)
+    grads = {n: torch.randn(p.shape, generator=g) * 10.0 ** float(torch.randint(-4, 1, (), generator=g))
+             for n, p in params.items()}  # some far beyond 0.01 x the weights, some below: both branches
+    start = {n: p.detach().clone() for n, p in params.items()}
+    for n, p in params.items():
+        p.grad = grads[n].clone()
+    clip_gradients(run.clipped, cfg.agc)
+    run.opt.step()
+    group = run.opt.param_groups[0]
+    lr, wd, mom, classes = group["lr"], 1e-4, 0.9, run.rd.num_classes
+    clipped_units = 0
+    for n, w in start.items():
+        grad = grads[n].clone()
+        if not (w.ndim in (2, 4) and w.shape[0] == classes):  # the study's output_size rule
+            max_norm = torch.max(_study_unitwise_norm(w), torch.tensor(1e-3)) * 0.01
+            norm = _study_unitwise_norm(grad)
+            grad = torch.where(norm > max_norm, grad * (max_norm / torch.max(norm, torch.tensor(1e-6))), grad)
+            clipped_units += int((norm > max_norm).sum())
+        else:
+            assert n == "fc.weight"
+        d_p = grad + wd * w  # weight decay after the clipping
+        d_p = d_p + mom * d_p  # first step: the momentum buffer is d_p; Nesterov
+        torch.testing.assert_close(params[n].detach(), w - lr * d_p, rtol=1e-5, atol=1e-7, msg=n)
+    assert clipped_units > 0
+
+
 def test_pretrain_loss_is_bce_over_the_batchs_known_cells():
     """pretrain.py compute_loss: ``mask = ~isnan(target); binary_cross_entropy_with_logits(output[mask],
     target[mask])`` -- the mean over the batch's known cells."""
@@ -300,8 +366,9 @@ def test_pretrain_loss_is_bce_over_the_batchs_known_cells():
 
 def test_pretrain_augmentation_is_the_studys_shift_scale_rotate():
     """chexpert.py cohen_aug: ShiftScaleRotate(p=1, shift_limit=0.25, rotate_limit=45, scale_limit=0.1) --
-    albumentations 0.5.2: angle ~ U(-45, 45), scale ~ U(0.9, 1.1) about the centre, then a shift of dx W, dy H
-    with dx, dy ~ U(-0.25, 0.25); linear interpolation; BORDER_REFLECT_101 -- and HorizontalFlip(p=0.5)."""
+    albumentations 0.5.2: angle ~ U(-45, 45), ONE scale ~ U(0.9, 1.1) for both axes
+    (``cv2.getRotationMatrix2D(centre, angle, scale)``) about the centre, then a shift of dx W, dy H with dx, dy ~
+    U(-0.25, 0.25); linear interpolation; BORDER_REFLECT_101 -- and HorizontalFlip(p=0.5)."""
     size = 224
     pipe = transforms.build("supervised-pretrain", train=True, size=size, mean=(0.0,) * 3, std=(1.0,) * 3)
     # a constant image: reflected borders fill nothing (a zero fill would leave about a quarter black)
@@ -317,8 +384,9 @@ def test_pretrain_augmentation_is_the_studys_shift_scale_rotate():
         torch.manual_seed(seed)
         levels = (pipe(edge)[0] * 255).round()
         assert ((levels > 0) & (levels < 255)).sum() > size // 2
-    # two blobs (red at the centre, green 24 px to its right): the red one moves by the shift alone, the pair's
-    # vector turns by the angle and stretches by the scale (a flip mirrors both)
+    # three blobs (red at the centre, green 24 px to its right, blue 24 px below it): the red one moves by the
+    # shift alone, the pairs' vectors turn by the angle and stretch by the scale (a flip mirrors them); one scale
+    # for both axes keeps the two vectors equally long and at right angles
     yy, xx = np.mgrid[0:size, 0:size]
     c = size / 2 - 0.5
 
@@ -328,6 +396,7 @@ def test_pretrain_augmentation_is_the_studys_shift_scale_rotate():
     rgb = np.zeros((size, size, 3), np.uint8)
     rgb[:, :, 0] = np.round(255 * blob(c))
     rgb[:, :, 1] = np.round(255 * blob(c + 24))
+    rgb[:, :, 2] = np.round(255 * np.exp(-((xx - c) ** 2 + (yy - c - 24) ** 2) / (2 * 3.0 ** 2)))
     image = torch.from_numpy(rgb).permute(2, 0, 1)
 
     def centre(channel, near):
@@ -336,7 +405,7 @@ def test_pretrain_augmentation_is_the_studys_shift_scale_rotate():
         found = [np.asarray(ndimage.center_of_mass(channel * (labels == k))) for k in range(1, n + 1)]
         return min(found, key=lambda p: float(np.hypot(*(p - near))))
 
-    shifts, angles, scales = [], [], []
+    shifts, angles, scales, ratios, corners = [], [], [], [], []
     for seed in range(200):
         torch.manual_seed(seed)
         out = pipe(image)[0].numpy()
@@ -346,10 +415,15 @@ def test_pretrain_augmentation_is_the_studys_shift_scale_rotate():
         vec = green - red
         angles.append(math.degrees(math.atan2(vec[0], abs(vec[1]))))
         scales.append(float(np.hypot(*vec)) / 24)
+        down = centre(out[2], red) - red
+        ratios.append(float(np.hypot(*down)) / float(np.hypot(*vec)))
+        corners.append(math.degrees(math.acos(abs(float(np.dot(vec, down))) / np.hypot(*vec) / np.hypot(*down))))
     shifts, angles, scales = np.abs(np.asarray(shifts)), np.abs(np.asarray(angles)), np.asarray(scales)
     assert shifts.max() <= 0.25 + 0.01 and shifts.max() > 0.23 and shifts.mean() == pytest.approx(0.125, rel=0.15)
     assert angles.max() <= 45 + 1 and angles.max() > 42 and angles.mean() == pytest.approx(22.5, rel=0.15)
     assert scales.min() >= 0.9 - 0.02 and scales.max() <= 1.1 + 0.02 and scales.max() > 1.08 and scales.min() < 0.92
+    # two scales drawn apart in [0.9, 1.1] would make the two lengths differ by up to 20 % (mean about 7 %)
+    assert np.abs(np.asarray(ratios) - 1).max() < 0.02 and min(corners) > 89
 
 
 def test_bit_body_starts_as_the_studys_bit_py():

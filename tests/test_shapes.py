@@ -202,7 +202,7 @@ def env(tmp_path_factory):
 
 
 # classes the synthetic writers draw where fewer than the real set's (other sets: the catalog's count)
-SYNTHETIC_CLASSES = {"flowers102": 5, "pets": 4}
+SYNTHETIC_CLASSES = {"flowers102": 5, "pets": 4, "padchest-single": 2}  # synthetic.PADCHEST_SINGLE_CLASSES
 
 
 def _largest_shot(name: str) -> int:

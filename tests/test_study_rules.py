@@ -40,6 +40,39 @@ def test_label_fraction_is_the_studys_fixed_draw(n, percent):
     np.testing.assert_array_equal(fraction_subset(n, percent / 100), want)
 
 
+def test_label_fraction_keeps_the_studys_count_where_float_rounding_differs():
+    """``int(n * percent / 100.0)`` with the study's integer percent: at 70 % it differs from ``int(n * 0.7)`` for
+    70 of the sizes 1-5000, each checked here (and a few where both rules agree)."""
+    sizes = [n for n in range(1, 5001) if int(n * 70 / 100.0) != int(n * 0.7)]
+    assert len(sizes) == 70
+    for n in sizes + [10, 463, 4999]:
+        indexes = np.arange(n)
+        random.Random(99).shuffle(indexes)
+        np.testing.assert_array_equal(fraction_subset(n, 0.7), indexes[: int(indexes.shape[0] * 70 / 100.0)])
+
+
+@pytest.mark.parametrize("name, cut", [("shenzhen", True), ("chexpert", True), ("chestxray14", False)])
+def test_label_fraction_cuts_val_and_test_of_chexpert_and_shenzhen_as_the_study(tmp_path, name, cut):
+    """main_classification.py passes ``annotation_percent`` to the train, val and test sets of CheXpert and
+    Shenzhen, and to none of ChestX-ray14's (benchxfer cuts its training list only, an option of its own)."""
+    from benchxfer import data
+    from benchxfer.train.data_setup import build_data
+
+    root = data.synthetic.write(name, tmp_path / name, n_train=20, n_val=10, n_test=9, size=16, seed=0)
+    knobs = get_recipe("systematic-cls").resolve({"loader_workers": 0}, "t")
+    opts = {} if name != "chexpert" else {"val_fraction": 0.3}
+    cfg = TrainConfig.from_dict({**knobs, "dataset": name, "root": str(root), "recipe": "systematic-cls",
+                                 "dataset_options": {**opts, "fraction": 0.5}})
+    rd = build_data(cfg)
+    for split, ds in (("train", rd.train), ("val", rd.val), ("test", rd.test)):
+        whole = data.open_dataset(name, root, split, **opts)
+        n = len(whole)
+        indexes = np.arange(n)
+        random.Random(99).shuffle(indexes)  # dataloader.py's draw over the split's own list
+        want = indexes[: int(n * 50 / 100.0)] if cut or split == "train" else np.arange(n)
+        assert [r.image for r in (ds.records[i] for i in ds.indices)] == [whole.records[i].image for i in want]
+
+
 def test_label_fraction_is_the_same_for_every_seed(tmp_path):
     from benchxfer import data
 
@@ -117,7 +150,60 @@ def test_cycled_passes_are_shuffled_passes_over_the_set():
     stream = train_loader(ds, cfg, 0, 1, False)
     stream.start(0, 1)
     (batch0,) = list(stream.epoch(0))
-    assert len(batch0[0]) == batch and sorted(batch0[0][:n].tolist()) == list(range(n))
+    # the study's micro-batches of 4 (the last of each pass of 10 holds 2): 32 of them, 108 images
+    assert len(batch0[0]) == sum(stream.pieces(0)) == 108 and sorted(batch0[0][:n].tolist()) == list(range(n))
+
+
+def _study_micro_batch_sizes(n: int, micro: int, count: int) -> list[int]:
+    """finetune.py: ``recycle(DataLoader(train_set, batch_size=micro_batch_size, shuffle=True, drop_last=False))``,
+    the sizes of its first ``count`` micro-batches."""
+    sizes: list[int] = []
+    while len(sizes) < count:
+        sizes += [len(b) for b in torch.utils.data.DataLoader(range(n), batch_size=micro, shuffle=True)]
+    return sizes[:count]
+
+
+@pytest.mark.parametrize("n", [10, 20, 37])
+def test_few_shot_steps_are_the_studys_micro_batches_of_recycled_passes(n):
+    """finetune.py takes batch_split (32) micro-batches of 4 from the recycled loader a step, each loss divided by
+    32: a pass of n images ends in a partial micro-batch (n mod 4) that counts as a whole one, so a step of a
+    10-image set averages 32 x 10 / 3 = 106.7 images, not 128."""
+    batch, micro, split = 128, 4, 32
+    s = small_set_sampler(n, batch, "tuberculosis", 0, 1, seed=3)
+    want = _study_micro_batch_sizes(n, micro, 6 * split)
+    seen = []
+    for epoch in range(6):  # one step per epoch
+        assert s.pieces_of(epoch) == want[epoch * split:(epoch + 1) * split]
+        s.set_epoch(epoch)
+        seen += list(s)
+        assert len(list(s)) == sum(s.pieces_of(epoch))
+    per_pass = -(-n // micro)
+    for p in range(len(want) // per_pass):  # the micro-batches of each pass are one permutation of the set
+        assert sorted(seen[p * n:(p + 1) * n]) == list(range(n))
+    if n == 10:
+        assert sum(want[:3 * split]) / 3 == pytest.approx(106.67, abs=0.01)
+    shards = [CycledSampler(n, batch, r, 4, 3, micro=micro).pieces_of(2) for r in range(4)]  # 4 DDP workers
+    assert [len(p) for p in shards] == [8] * 4 and sorted(sum(shards, [])) == sorted(want[2 * split:3 * split])
+
+
+def test_a_step_weighs_each_micro_batch_as_the_study_whatever_its_size():
+    """``loss / batch_split`` per micro-batch: a partial one weighs like a whole one."""
+    from benchxfer.train.loop import accumulate_gradients
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(6, 3)
+    sizes = [4, 4, 2, 4, 4, 2]
+    x, y = torch.randn(sum(sizes), 6), torch.randint(0, 3, (sum(sizes),))
+    model.zero_grad()
+    a = 0
+    for k in sizes:  # the study's loop
+        (F.cross_entropy(model(x[a:a + k]), y[a:a + k]) / len(sizes)).backward()
+        a += k
+    want = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    accumulate_gradients(model, loss_for("ce", "multiclass"), x, y, None, 4, sizes=sizes)
+    for g, w in zip((p.grad for p in model.parameters()), want):
+        torch.testing.assert_close(g, w)
 
 
 # --- MixUp: a random permutation, one lambda per step ---------------------------------------------
@@ -135,6 +221,35 @@ def test_mixup_pairs_by_a_random_permutation_with_the_studys_loss():
     study = lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(logits, y[indices])
     torch.testing.assert_close(loss_for("ce", "multiclass")(logits, soft, None).mean(), study)
     assert not torch.equal(indices, torch.arange(8).flip(0))
+
+
+def test_mixup_pairs_within_the_studys_micro_batches():
+    """finetune.py: the loader yields micro-batches of 128 / batch_split (4) images and ``mixup_data`` runs on each:
+    ``torch.randperm(4)`` per micro-batch, so an image is paired with itself with probability 1/4 (1/32 over a
+    worker's 32)."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 3, 4, 4, generator=g), torch.randint(0, 5, (32,), generator=g)
+    lam = 0.3
+    torch.manual_seed(7)
+    mixed, soft = mixup(x, y, lam, 5, group=4)
+    torch.manual_seed(7)
+    want_x, want_y = [], []
+    for a in range(0, 32, 4):  # the study's loop: one micro-batch at a time
+        xm, ym = x[a:a + 4], F.one_hot(y[a:a + 4], 5).float()
+        indices = torch.randperm(xm.shape[0])
+        want_x.append(lam * xm + (1 - lam) * xm[indices])
+        want_y.append(lam * ym + (1 - lam) * ym[indices])
+    torch.testing.assert_close(mixed, torch.cat(want_x))
+    torch.testing.assert_close(soft, torch.cat(want_y))
+
+    def self_paired(group: int, batches: int = 400) -> float:
+        torch.manual_seed(1)
+        same = sum(int((mixup(x, y, lam, 5, group=group)[0] - x).flatten(1).abs().amax(1).lt(1e-6).sum())
+                   for _ in range(batches))
+        return same / (batches * 32)
+
+    assert self_paired(4) == pytest.approx(1 / 4, abs=0.02)
+    assert self_paired(0) == pytest.approx(1 / 32, abs=0.01)
 
 
 def test_mixup_lambda_is_one_beta_draw_per_step_the_same_on_every_worker():

@@ -71,18 +71,21 @@ class SegInputs:
     split, and of the val split (it selected checkpoints on augmented val images for some sets; its test
     splits are never augmented); the
     normalisation ("unit": [0, 1] as is, "imagenet", None: the run's); the image resize ("nearest",
-    "bilinear"; masks always nearest)."""
+    "bilinear"); the mask resize ("nearest"; "bilinear-127": the 0/255 mask resized bilinearly, then > 127)."""
 
     augment_train: bool = True
     augment_val: bool = False
     normalization: str | None = None
     interpolation: str = "bilinear"
+    mask_resize: str = "nearest"
 
 
 # Montgomery and SIIM: val augmented like train (test not), [0, 1] inputs, nearest-neighbour resize.
-# DRIVE: no online augmentation (the study trained on an offline-augmented copy), ImageNet mean/std.
+# DRIVE: no online augmentation (the study trained on an offline-augmented copy), ImageNet mean/std, the mask
+# resized as its DriveDataset did: cv2.resize (bilinear) of the 0/255 mask, then cv2.threshold(127).
 STUDY_CXR_SEG = SegInputs(augment_train=True, augment_val=True, normalization="unit", interpolation="nearest")
-STUDY_DRIVE = SegInputs(augment_train=False, augment_val=False, normalization="imagenet", interpolation="bilinear")
+STUDY_DRIVE = SegInputs(augment_train=False, augment_val=False, normalization="imagenet", interpolation="bilinear",
+                        mask_resize="bilinear-127")
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,9 @@ class DatasetCfg:
     uncertain: str = "ones"  # multi-label: default policy for uncertain (-1) cells (labels.UNCERTAIN)
     seg_inputs: SegInputs = SegInputs()  # segmentation sets: the study's inputs for this set
     splits: tuple[str, ...] = SPLITS  # the splits its protocol has; "val" absent: only with val_fraction > 0
+    # the splits a label ``fraction`` cuts: the training list, and where the first study passed its
+    # ``annotation_percent`` to every split (CheXpert, Shenzhen: main_classification.py) val and test as well
+    fraction_splits: tuple[str, ...] = ("train",)
     # as a source of the second study's chest pre-training (data.merged): the split it validated on, and the
     # reader options that give the study's training set and views (a pre-training file's own options win)
     pretrain_val: str = "val"

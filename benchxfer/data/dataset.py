@@ -136,8 +136,8 @@ def open_dataset(
 ) -> ImageDataset:
     """Open ``split`` of dataset ``name`` at ``root`` (the folder as the owner's archive extracts it).
 
-    ``fraction`` and ``shots`` subset the train split only (other splits are always whole), drawn with
-    ``seed``. ``size_hint``: read from the preprocessed cache for that size when a fresh one exists; else from
+    ``shots`` subsets the train split only, drawn with ``seed``; ``fraction`` the splits the dataset's
+    ``fraction_splits`` names (the train split; CheXpert's and Shenzhen's val and test too, as the first study). ``size_hint``: read from the preprocessed cache for that size when a fresh one exists; else from
     the exact cache (``original``) when a fresh one exists; else the source images.
     ``reader_options`` go to the reader (e.g. ``val_fraction`` where a validation split is carved).
     ``uncertain``: the policy for uncertain multi-label cells; default the dataset's own (CheXpert:
@@ -168,7 +168,7 @@ def open_dataset(
     indices = np.arange(len(index.records))
     if split == "train" and fraction is not None and shots is not None:
         raise BenchxferError("give either fraction or shots, not both")
-    if split == "train" and fraction is not None:
+    if split in cfg.fraction_splits and fraction is not None:
         indices = fraction_subset(len(indices), fraction)
     if split == "train" and shots is not None:
         if targets is None:

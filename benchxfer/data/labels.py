@@ -48,13 +48,15 @@ FRACTION_SEED = 99  # the first study's label-fraction draw: random.Random(99), 
 
 def fraction_subset(n: int, fraction: float) -> np.ndarray:
     """The first study's label fraction (Version1/dataloader.py, ``annotation_percent``): ``n`` indices shuffled
-    by ``random.Random(99)``, the first ``int(n * fraction)`` kept in that order -- one fixed subset for every
-    run and seed."""
+    by ``random.Random(99)``, the first ``int(n * percent / 100.0)`` kept in that order (``percent`` = the
+    fraction x 100, as the study's integer option: ``int(n * 0.7)`` would keep one fewer for 70 of the sizes up
+    to 5000) -- one fixed subset for every run and seed."""
     if not 0 < fraction <= 1:
         raise BenchxferError(f"fraction {fraction!r} must be in (0, 1]")
     indices = np.arange(n)
     random.Random(FRACTION_SEED).shuffle(indices)
-    k = int(n * fraction)
+    percent = round(fraction * 100, 9)  # 0.7 -> 70.0, the study's percent
+    k = int(n * percent / 100.0)
     if k < 1:
         raise BenchxferError(f"fraction {fraction!r} of {n} examples keeps none; give a larger fraction")
     return indices[:k]

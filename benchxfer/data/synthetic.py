@@ -367,6 +367,27 @@ def _padchest(g: Gen, root: Path, counts: tuple[int, int, int]) -> None:
         csv.writer(f).writerows([["ImageID", "ImageDir", "PatientID", "Labels", "Projection"], *rows])
 
 
+@WRITERS.register("padchest-single")
+def _padchest_single(g: Gen, root: Path, counts: tuple[int, int, int]) -> None:
+    """PadChest's layout, each row with one finding of the first :data:`PADCHEST_SINGLE_CLASSES` classes in turn
+    (one class each under the study's substring match), so that the single-label rows are every row."""
+    from benchxfer.data.readers.chest import PADCHEST_CLASSES, PADCHEST_CSV
+
+    names = PADCHEST_CLASSES[:PADCHEST_SINGLE_CLASSES]
+    rows = []
+    for i in range(sum(counts)):
+        k = i % len(names)
+        img = g.cxr(np.eye(len(PADCHEST_CLASSES))[k], PADCHEST_CLASSES).astype(np.uint16) * 257
+        name = f"synthetic_{i:05d}.png"
+        _png(root / str(i % 3) / name, img)
+        rows.append([name, str(i % 3), f"pat{i // 2}", str([_PADCHEST_TEXT.get(names[k], names[k].lower())]), "PA"])
+    with (root / PADCHEST_CSV).open("w", newline="") as f:
+        csv.writer(f).writerows([["ImageID", "ImageDir", "PatientID", "Labels", "Projection"], *rows])
+
+
+PADCHEST_SINGLE_CLASSES = 2  # classes the synthetic PadChest target draws (of its 27)
+
+
 @WRITERS.register("rsna-pe")
 def _rsna_pe(g: Gen, root: Path, counts: tuple[int, int, int]) -> None:
     rows = []

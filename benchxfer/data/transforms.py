@@ -97,22 +97,23 @@ class SegPipeline:
 
     accepts_grey: ClassVar[bool] = True
 
-    def __init__(self, compose: A.Compose, mean: Sequence[float], std: Sequence[float]):
+    def __init__(self, compose: A.Compose, mean: Sequence[float], std: Sequence[float], mask_threshold: int = 0):
         self.compose = compose
         self.mean = tuple(map(float, mean))
         self.std = tuple(map(float, std))
+        self.mask_threshold = mask_threshold  # the mask goes through as 0/255; a pixel > this is foreground
         self._finish = Pipeline(v2.Compose([v2.Identity()]), self.mean, self.std)._finish
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor | None = None):
         if mask is None:
             raise BenchxferError("the segmentation pipeline needs a mask with each image")
         img = np.ascontiguousarray(image.as_subclass(torch.Tensor).permute(1, 2, 0).numpy())
-        msk = np.ascontiguousarray(mask.as_subclass(torch.Tensor)[0].numpy())
+        msk = np.ascontiguousarray((mask.as_subclass(torch.Tensor)[0].numpy() > 0).astype(np.uint8) * 255)
         self.compose.set_random_seed(int(torch.randint(0, 2**31 - 1, (1,))))
         out = self.compose(image=img, mask=msk)
         img = torch.from_numpy(np.ascontiguousarray(out["image"]))
         img = img[:, :, None] if img.dim() == 2 else img
-        return self._finish(img.permute(2, 0, 1)), (torch.from_numpy(np.asarray(out["mask"])) > 0).float()
+        return self._finish(img.permute(2, 0, 1)), (torch.from_numpy(np.asarray(out["mask"])) > self.mask_threshold).float()
 
 
 # The first study's online augmentation of Montgomery and SIIM (albumentations 0.4.3): brightness/contrast or
@@ -279,7 +280,8 @@ class Albumentations(v2.Transform):
 # torchxrayvision's centre square and cv2 INTER_AREA resize, then (train) albumentations
 # ShiftScaleRotate(shift_limit=0.25, scale_limit=0.1, rotate_limit=45, p=1) -- linear interpolation and
 # BORDER_REFLECT_101, its defaults then -- and HorizontalFlip(p=0.5). Here the same draws through Affine, which
-# ShiftScaleRotate became in albumentations 2.x (whose own default border is a zero fill).
+# ShiftScaleRotate became in albumentations 2.x (whose own default border is a zero fill); ``keep_ratio``: one
+# scale for both axes, as 0.5.2's ``cv2.getRotationMatrix2D(centre, angle, scale)`` (2.x's Affine draws x and y apart).
 PRETRAIN_AFFINE = {"translate_percent": (-0.25, 0.25), "scale": (0.9, 1.1), "rotate": (-45.0, 45.0)}
 
 
@@ -289,7 +291,7 @@ def _pretrain(train: bool, size: int) -> list[v2.Transform]:
     rotation 45 deg (linear, reflected borders) and a horizontal flip (train)."""
     steps: list[A.BasicTransform] = [A.Resize(size, size, interpolation=cv2.INTER_AREA)]
     if train:
-        steps += [A.Affine(**PRETRAIN_AFFINE, shear=0.0, interpolation=cv2.INTER_LINEAR,
+        steps += [A.Affine(**PRETRAIN_AFFINE, shear=0.0, keep_ratio=True, interpolation=cv2.INTER_LINEAR,
                            border_mode=cv2.BORDER_REFLECT_101, p=1.0),
                   A.HorizontalFlip(p=0.5)]
     return [CenterSquare(), Albumentations(A.Compose(steps))]
@@ -308,12 +310,13 @@ def _segmentation(train: bool, size: int, mean: Sequence[float], std: Sequence[f
                   dataset: str | None, split: str) -> SegPipeline:
     inputs = get_dataset(dataset).seg_inputs if dataset else SegInputs()
     interp = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR}[inputs.interpolation]
-    steps: list[A.BasicTransform] = [A.Resize(size, size, interpolation=interp, mask_interpolation=cv2.INTER_NEAREST)]
+    mask_interp, threshold = {"nearest": (cv2.INTER_NEAREST, 0), "bilinear-127": (cv2.INTER_LINEAR, 127)}[inputs.mask_resize]
+    steps: list[A.BasicTransform] = [A.Resize(size, size, interpolation=interp, mask_interpolation=mask_interp)]
     if (inputs.augment_train and train) or (inputs.augment_val and split == "val"):  # test: never
         steps += seg_augmentation(size)
     if inputs.normalization is not None:
         mean, std = NORMALISATIONS.get(inputs.normalization)
-    return SegPipeline(A.Compose(steps), mean, std)
+    return SegPipeline(A.Compose(steps), mean, std, threshold)
 
 
 def build(

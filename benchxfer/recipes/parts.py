@@ -119,15 +119,28 @@ def loss_name(name: str, task: str) -> str:
 
 
 def check_micro_batch(knobs: dict, task: str, where: str) -> None:
-    """Refuse micro-batches where the accumulated gradient could not equal the batch's: a whole-batch loss."""
+    """Refuse micro-batches where the accumulated gradient could not be the batch's: a whole-batch loss, or a net
+    with BatchNorm (each piece normalised by its own statistics, the running statistics moved once per piece)."""
     from benchxfer.errors import BenchxferError
+    from benchxfer.models import ARCHS, has_batch_norm
+    from benchxfer.tasks import get_task
 
+    micro = knobs.get("micro_batch", 0)
+    if not micro:
+        return
     name = loss_name(knobs.get("loss", "auto"), task)
-    if knobs.get("micro_batch", 0) and name in WHOLE_BATCH_LOSSES:
+    if name in WHOLE_BATCH_LOSSES:
         raise BenchxferError(
-            f"{where}: micro_batch {knobs['micro_batch']} with loss {name!r}: that loss is one value over the whole "
+            f"{where}: micro_batch {micro} with loss {name!r}: that loss is one value over the whole "
             "batch (a Dice of the flattened batch), so micro-batches cannot give its gradient; use micro_batch 0, "
             f"or a per-sample loss ({', '.join(n for n in LOSSES.names() if n not in WHOLE_BATCH_LOSSES)})")
+    arch = knobs.get("arch", "resnet50")
+    if arch in ARCHS.names() and has_batch_norm(arch, task):
+        group_norm = [n for n, a in ARCHS.items() if not a.batch_norm]
+        raise BenchxferError(
+            f"{where}: micro_batch {micro} on a {arch} {'U-Net' if get_task(task).dense else 'net'} with BatchNorm: "
+            f"each micro-batch would be normalised by its own statistics and move the running statistics once per "
+            f"piece, so the step is not the batch's; use micro_batch 0, or a GroupNorm arch ({', '.join(group_norm)})")
 
 
 def loss_for(name: str, task: str) -> LossFn:
@@ -182,11 +195,18 @@ def mixup_lambda(alpha: float, seed: int, step: int) -> float:
 
 
 def mixup(images: torch.Tensor, target: torch.Tensor, lam: float, num_classes: int,
-          generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """MixUp as the second study's ``mixup_data``: each sample mixed with the one a random permutation of the
-    batch (``torch.randperm``) pairs it with, weight ``lam``; targets become the same mix of one-hot targets
-    (for cross-entropy and BCE, the study's lam * loss(y_a) + (1 - lam) * loss(y_b))."""
-    perm = torch.randperm(images.shape[0], generator=generator).to(images.device)
+          generator: torch.Generator | None = None, group: int | list[int] = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """MixUp as the second study's ``mixup_data``: each sample mixed with the one a random permutation
+    (``torch.randperm``) pairs it with, weight ``lam``; targets become the same mix of one-hot targets (for
+    cross-entropy and BCE, the study's lam * loss(y_a) + (1 - lam) * loss(y_b)). ``group`` > 0: one permutation per
+    consecutive ``group`` images, as the study called ``mixup_data`` on each micro-batch (of 4: a quarter of the
+    images are paired with themselves), or a list: the micro-batches' sizes; 0: one over the whole batch."""
+    n = images.shape[0]
+    if isinstance(group, int):
+        size = group if 0 < group < n else n
+        group = [min(size, n - a) for a in range(0, n, size)]
+    starts = np.cumsum([0, *group[:-1]]).tolist()
+    perm = torch.cat([a + torch.randperm(k, generator=generator) for a, k in zip(starts, group)]).to(images.device)
     if target.dim() == 1 and num_classes > 1:
         target = F.one_hot(target.long(), num_classes).float()
     target = target.float()

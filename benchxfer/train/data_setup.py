@@ -113,7 +113,7 @@ def build_data(cfg: TrainConfig) -> RunData:
         common["val_fraction"] = 0.0  # no validation set: carve none from the training data
     train = data.open_dataset(cfg.dataset, cfg.root, "train", transform=tf("train"), shots=cfg.shot,
                               seed=cfg.seed, **common)
-    common.pop("fraction", None)  # a label fraction applies to the training list only
+    # a label fraction cuts the training list, and val and test where the dataset's fraction_splits say so
     val = data.open_dataset(cfg.dataset, cfg.root, "val", transform=tf("val"), **common) if use_val else None
     test = data.open_dataset(cfg.dataset, cfg.root, "test", transform=tf("test", cfg.tencrop), **common)
     classes = list(getattr(train, "classes", None) or dcfg.classes)
@@ -135,8 +135,9 @@ def train_sampler(ds: Dataset, cfg: TrainConfig, rank: int, world: int, balance:
     smaller than the batch (``full_batches``: ``sampling.small_set_sampler``), or the shuffled shard.
     Each comes from (seed, epoch) only, so a resumed run sees exactly the batches an uninterrupted one would."""
     n = len(ds)  # type: ignore[arg-type]
-    if balance:
-        return DrawnSampler(n, n, rank, world, cfg.seed, weights=class_weights(list(ds.targets)))  # type: ignore[attr-defined]
+    if balance:  # n draws (as many per worker: rounded up to a multiple of the workers, as DistributedSampler pads)
+        return DrawnSampler(n, math.ceil(n / world) * world, rank, world, cfg.seed,
+                            weights=class_weights(list(ds.targets)))  # type: ignore[attr-defined]
     if cfg.full_batches and n < cfg.batch_size:
         return small_set_sampler(n, cfg.batch_size, cfg.dataset, rank, world, cfg.seed)
     return DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=False)
@@ -144,14 +145,13 @@ def train_sampler(ds: Dataset, cfg: TrainConfig, rank: int, world: int, balance:
 
 class EpochBatches(Sampler):
     """The batches of epochs ``start`` ... ``stop - 1`` back to back, for one loader iterator: per epoch, the
-    sampler's draw for (seed, epoch) cut into ``per_epoch`` full batches (a draw no larger than one batch is one
-    batch), each index paired with its :func:`sample_seed`. The sampler is moved to the next epoch here, in
-    the main process, as the loader asks for that epoch's first batch."""
+    sampler's draw for (seed, epoch) cut into the first ``steps`` batches of ``batch_size`` (the last one partial
+    where :func:`steps_per_epoch` keeps it), each index paired with its :func:`sample_seed`. The sampler is moved
+    to the next epoch here, in the main process, as the loader asks for that epoch's first batch."""
 
     def __init__(self, sampler: Any, batch_size: int, steps: int, seed: int, rank: int):
         self.sampler, self.batch_size, self.seed, self.rank = sampler, batch_size, seed, rank
-        n = len(sampler)
-        self.per_epoch = min(steps, n // batch_size if n > batch_size else 1)
+        self.per_epoch = steps
         self.start, self.stop = 0, 0
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
@@ -186,6 +186,12 @@ class TrainStream:
         self.batches.start, self.batches.stop = first, stop
         self._next = first
         self._it = iter(self.loader) if stop > first else None
+
+    def pieces(self, epoch: int) -> list[int] | None:
+        """The sizes of the study's micro-batches in this worker's one batch of ``epoch``, where the sampler cuts
+        them (``sampling.CycledSampler``); None otherwise."""
+        of = getattr(self.batches.sampler, "pieces_of", None)
+        return of(epoch) if of is not None and self.per_epoch == 1 else None
 
     def epoch(self, epoch: int) -> Iterator:
         if epoch != self._next or self._it is None:
@@ -225,9 +231,15 @@ def eval_loader(ds: Dataset, cfg: TrainConfig, rank: int, world: int, pin: bool,
 
 
 def steps_per_epoch(n: int, cfg: TrainConfig, world: int) -> int:
-    """Steps of one epoch: full per-worker batches over the shard, or one step when the set is smaller than
-    a batch (then, with ``full_batches``, that step draws a full batch with replacement)."""
+    """Steps of one epoch over the shard. Without ``full_batches`` every image of the shard, the last batch
+    partial (``n mod batch`` images): the first study's ``DataLoader(shuffle=True)`` and the chest pre-training's
+    keep it (``drop_last`` False). With ``full_batches`` (the second study's fine-tuning, 128 images a step from
+    recycled passes) only full batches, or one step when the set is smaller than a batch (that step draws a full
+    batch: :func:`train_sampler`)."""
     bs = per_worker_batch(cfg.batch_size, world)
     per_worker = math.ceil(n / world)
-    steps = per_worker // bs if per_worker > bs else 1
+    if per_worker <= bs:
+        steps = 1
+    else:
+        steps = per_worker // bs if cfg.full_batches else math.ceil(per_worker / bs)
     return min(steps, cfg.max_train_batches) if cfg.max_train_batches > 0 else steps

@@ -40,6 +40,7 @@ from benchxfer.tracking import BEST_CHECKPOINT, BEST_CHECKPOINT_EPOCH, CHECKPOIN
 from benchxfer.train import metrics as M
 from benchxfer.train.checkpoint import CheckpointStore, rng_state, set_rng_state
 from benchxfer.train.data_setup import RunData, TrainStream, build_data, eval_loader, steps_per_epoch, train_loader
+from benchxfer.train.sampling import study_micro_batch
 from benchxfer.train.session import SESSIONS, Runtime, Session
 from benchxfer.trialdir import Failure, Progress, TrialDir, TrialFailed, TrialResult, no_space
 
@@ -260,15 +261,23 @@ def restore(run: Run) -> None:
 
 def accumulate_gradients(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Tensor,
                          mask: torch.Tensor | None, micro_batch: int, autocast: Callable[[], Any] = contextlib.nullcontext,
-                         scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
+                         scaler: torch.amp.GradScaler | None = None, sizes: list[int] | None = None) -> torch.Tensor:
     """Forward and backward of one worker's batch, in micro-batches of ``micro_batch`` images (0: the whole batch
-    at once); returns the batch's mean loss. Each micro-batch's mean loss is weighted by its share of the batch,
-    so the accumulated gradient is that of the batch's mean loss (per-sample losses; whole-batch losses are
-    refused by ``recipes.parts.check_micro_batch``). Under DDP the gradients are averaged over workers once, in
-    the last micro-batch's backward (``no_sync`` before it). BatchNorm layers see micro-batch statistics."""
+    at once); returns the mean of the pieces' mean losses. Each piece's mean loss is divided by the number of
+    pieces, the studies' rule (the second study's fine-tuning: ``loss / batch_split``; its pre-training:
+    ``loss.div_(ceil(len(data) / local_batch_size))``, a last piece of fewer images weighing like a whole one).
+    Where the pieces are equal and the net has no BatchNorm (``recipes.parts.check_micro_batch`` refuses a
+    BatchNorm net and a whole-batch loss), that is the gradient of the batch's mean per-sample loss: exact for
+    BiT's GroupNorm with cross-entropy or BCE; masked BCE averages each piece's own known cells, as the study's
+    pre-training did. ``sizes``: the pieces' sizes as the sampler cut them (the study's micro-batches of shuffled
+    passes, the last of a pass partial), instead of ``micro_batch``. Under DDP the gradients are averaged over
+    workers once, in the last micro-batch's backward (``no_sync`` before it)."""
     n = len(x)
-    size = micro_batch if 0 < micro_batch < n else n
-    parts = [(x[a:a + size], y[a:a + size], None if mask is None else mask[a:a + size]) for a in range(0, n, size)]
+    if sizes is None:
+        size = micro_batch if 0 < micro_batch < n else n
+        sizes = [min(size, n - a) for a in range(0, n, size)]
+    starts = [sum(sizes[:k]) for k in range(len(sizes))]
+    parts = [(x[a:a + k], y[a:a + k], None if mask is None else mask[a:a + k]) for a, k in zip(starts, sizes)]
     total = torch.zeros((), device=x.device)
     for k, (xm, ym, mm) in enumerate(parts):
         last = k == len(parts) - 1
@@ -276,7 +285,7 @@ def accumulate_gradients(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y
             with autocast():
                 loss = loss_fn(model(xm).float(), ym, mm).mean()
             if len(parts) > 1:
-                loss = loss * (len(xm) / n)
+                loss = loss / len(parts)
             (scaler.scale(loss) if scaler is not None else loss).backward()
         total += loss.detach()
     return total
@@ -292,6 +301,7 @@ def train_one_epoch(run: Run, stream: TrainStream, epoch: int) -> float:
     run.model.train()
     torch.manual_seed(cfg.seed * 100_003 + epoch * 1009 + sess.rank)  # the step's own RNG (MixUp) this epoch
     total, count, seen = torch.zeros((), device=sess.device), 0, []  # the loss summed on the device: no sync
+    pieces = stream.pieces(epoch)  # the study's micro-batches of this epoch's one batch, where the sampler cuts them
     for batch in stream.epoch(epoch):
         if run.max_steps and run.step >= run.max_steps:
             break
@@ -299,11 +309,12 @@ def train_one_epoch(run: Run, stream: TrainStream, epoch: int) -> float:
         mask = batch[3].to(sess.device, non_blocking=True) if len(batch) > 3 else None
         if run.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        if rd.mixup > 0 and not run.task.dense:
-            x, y = mixup(x, y, mixup_lambda(rd.mixup, cfg.seed, run.step),  # pairs within the whole batch
-                         run.task.outputs(rd.num_classes))
+        if rd.mixup > 0 and not run.task.dense:  # pairs within the study's micro-batches (full_batches runs)
+            x, y = mixup(x, y, mixup_lambda(rd.mixup, cfg.seed, run.step), run.task.outputs(rd.num_classes),
+                         group=pieces or (study_micro_batch(cfg.dataset) if cfg.full_batches else 0))
         run.opt.zero_grad(set_to_none=True)
-        loss = accumulate_gradients(run.model, run.loss_fn, x, y, mask, cfg.micro_batch, run.autocast, run.scaler)
+        loss = accumulate_gradients(run.model, run.loss_fn, x, y, mask, cfg.micro_batch, run.autocast, run.scaler,
+                                    sizes=pieces)
         if cfg.agc > 0:
             run.scaler.unscale_(run.opt)
             clip_gradients(run.clipped, cfg.agc)

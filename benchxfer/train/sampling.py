@@ -52,42 +52,77 @@ def study_micro_batch(dataset: str) -> int:
 
 
 def small_set_sampler(n: int, batch: int, dataset: str, rank: int, world: int, seed: int) -> "DrawnSampler | CycledSampler":
-    """A full batch per step from a set smaller than the batch, as the second study's loader gave it: drawn with
-    replacement when the set is smaller than one of its micro-batches, otherwise consecutive shuffled passes."""
-    if n < study_micro_batch(dataset):
+    """A batch per step from a set smaller than the batch, as the second study's loader gave it: drawn with
+    replacement when the set is smaller than one of its micro-batches (full micro-batches), otherwise its
+    micro-batches of consecutive shuffled passes (:class:`CycledSampler`; where its batch_split micro-batches of a
+    step cannot be shared out equally over the workers, 128 images of the passes instead)."""
+    micro = study_micro_batch(dataset)
+    if n < micro:
         return DrawnSampler(n, batch, rank, world, seed)
-    return CycledSampler(n, batch, rank, world, seed)
+    return CycledSampler(n, batch, rank, world, seed, micro=micro if (batch // micro) % world == 0 else 0)
 
 
 class CycledSampler:
-    """``num_samples`` indices per epoch from an endless stream of shuffled passes over the set (the study's
-    ``recycle(DataLoader(shuffle=True))``): epoch e takes stream positions [e * num_samples, (e + 1) * num_samples),
-    pass p is a permutation from a generator seeded with (seed, p); this worker yields its slice ``rank::world``."""
+    """Indices from an endless stream of shuffled passes over the set (the study's
+    ``recycle(DataLoader(shuffle=True))``), pass p a permutation from a generator seeded with (seed, p).
 
-    def __init__(self, n: int, num_samples: int, rank: int, world: int, seed: int):
+    ``micro`` > 0 (the study's micro-batch, 128 / batch_split): each pass is cut into micro-batches of ``micro``,
+    its last one partial (n mod micro images), as the study's loader (``drop_last`` False) yielded them; epoch e
+    (one step) takes micro-batches [S e, S (e + 1)), S = ``num_samples`` / ``micro`` (the study's batch_split), so
+    a step averages fewer than ``num_samples`` images where a pass ends in a partial one; this worker takes the
+    micro-batches ``rank::world`` (:meth:`pieces_of`: their sizes). ``micro`` 0: stream positions
+    [e * num_samples, (e + 1) * num_samples), this worker's slice ``rank::world``."""
+
+    def __init__(self, n: int, num_samples: int, rank: int, world: int, seed: int, micro: int = 0):
         self.n, self.num_samples, self.rank, self.world, self.seed = n, num_samples, rank, world, seed
+        self.micro = micro
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def draw(self) -> list[int]:
-        """The global draw of this epoch (all workers)."""
+    def _pass(self, p: int) -> list[int]:
         import torch
 
+        gen = torch.Generator()
+        gen.manual_seed(self.seed * 1_000_003 + p)
+        return torch.randperm(self.n, generator=gen).tolist()
+
+    def micro_batches(self, epoch: int) -> list[list[int]]:
+        """The study's micro-batches of step ``epoch`` (all workers)."""
+        per_pass = -(-self.n // self.micro)
+        steps = self.num_samples // self.micro
+        out = []
+        for k in range(epoch * steps, (epoch + 1) * steps):
+            p, j = divmod(k, per_pass)
+            out.append(self._pass(p)[j * self.micro:(j + 1) * self.micro])
+        return out
+
+    def pieces_of(self, epoch: int) -> list[int] | None:
+        """This worker's micro-batch sizes in epoch ``epoch`` (None: no micro-batches of the study's)."""
+        if not self.micro:
+            return None
+        return [len(m) for m in self.micro_batches(epoch)[self.rank::self.world]]
+
+    def draw(self) -> list[int]:
+        """The global draw of this epoch (all workers)."""
+        if self.micro:
+            return [i for m in self.micro_batches(self.epoch) for i in m]
         start = self.epoch * self.num_samples
         out: list[int] = []
         for p in range(start // self.n, (start + self.num_samples - 1) // self.n + 1):
-            gen = torch.Generator()
-            gen.manual_seed(self.seed * 1_000_003 + p)
-            out += torch.randperm(self.n, generator=gen).tolist()
+            out += self._pass(p)
         skip = start - (start // self.n) * self.n
         return out[skip:skip + self.num_samples]
 
     def __iter__(self) -> Iterator[int]:
+        if self.micro:
+            return iter([i for m in self.micro_batches(self.epoch)[self.rank::self.world] for i in m])
         return iter(self.draw()[self.rank::self.world])
 
     def __len__(self) -> int:
+        if self.micro:
+            return sum(self.pieces_of(self.epoch) or [])
         return len(range(self.rank, self.num_samples, self.world))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,7 @@ def parse_cells(row: dict[str, str], classes: tuple[str, ...], origin: str, ctx:
     required=("train.csv", "valid.csv"),
     options=("views", "val_fraction"),
     uncertain="lsr-ones",  # the first study's default: uniform(0.55, 0.85), drawn anew at each read
+    fraction_splits=("train", "val", "test"),  # main_classification.py: annotation_percent on all three
     description="CheXpert v1.0: 224k chest X-rays, 14 observations with uncertain labels; scored on 5.",
     split_rule="test = valid.csv (the official validation set); val = seeded 10% of train.csv patients (seed 0); "
                "views: a frontal image's AP/PA column, L for a lateral one",
@@ -267,6 +269,26 @@ def padchest(root: Path, split: str, ctx: IndexCtx) -> Index:
             assign = seeded_split([r.patient for r in recs], (1 - val_fraction, val_fraction, 0.0))
             recs = [r for r in recs if assign[r.patient] == split]
     return Index(recs)
+
+
+@register_dataset(
+    "padchest-single",
+    task="multiclass",
+    classes=PADCHEST_CLASSES,
+    metric="accuracy",
+    metrics=("accuracy",),
+    required=(f"{PADCHEST_CSV}|{PADCHEST_CSV}.gz",),
+    load_image=_padchest_image,
+    description="PadChest as the second study's fine-tuning target (configs/finetune/padchest.yaml, finetune.py "
+                "--multilabel-force-classification): the images with exactly one of the 27 classes, 27-way.",
+    options=("views", "val_fraction"),
+    splits=("train", "test"),
+    split_rule="padchest's split (RandomState(42): 90 % train, the rest test), then the rows with exactly one "
+               "class present, that class the label (finetune.py SingleLabelFromMultiLabel)",
+)
+def padchest_single(root: Path, split: str, ctx: IndexCtx) -> Index:
+    rows = padchest(root, split, ctx).records
+    return Index([dataclasses.replace(r, label=int(np.argmax(r.label))) for r in rows if float(r.label.sum()) == 1])
 
 
 PE_WINDOW = (100.0, 700.0)  # centre, width in HU: the usual pulmonary-angiography window

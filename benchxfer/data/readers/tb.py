@@ -58,6 +58,7 @@ def _records(images: list[Path], ctx: IndexCtx) -> list[Record]:
     metrics=("auroc", "accuracy"),
     required=("CXR_png",),
     native_lists=True,
+    fraction_splits=("train", "val", "test"),  # main_classification.py: annotation_percent on all three
     description="Shenzhen chest X-rays (662), tuberculosis vs normal.",
     split_rule="first study's official lists (463/65/134, shipped; the root's own ShenzenCXR_*_data.txt win)",
 )
