@@ -108,6 +108,9 @@ class DatasetCfg:
     uncertain: str = "ones"  # multi-label: default policy for uncertain (-1) cells (labels.UNCERTAIN)
     seg_inputs: SegInputs = SegInputs()  # segmentation sets: the study's inputs for this set
     splits: tuple[str, ...] = SPLITS  # the splits its protocol has; "val" absent: only with val_fraction > 0
+    # what the protocol's split keeps apart: "patient" (a patient in two splits is a problem to `data verify`) or
+    # "image" (PadChest's, the study's: a patient's images may fall in both parts, which verify reports as such)
+    split_by: str = "patient"
     # as a source of the second study's chest pre-training (data.merged): the split it validated on, and the
     # reader options that give the study's training set and views (a pre-training file's own options win)
     pretrain_val: str = "val"
