@@ -24,6 +24,7 @@ import importlib.util
 import io
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -209,7 +210,8 @@ class Roots:
                 link(f"{folder}/{image_id}.dcm")
 
     def remove(self) -> None:
-        shutil.rmtree(self.base, ignore_errors=True)
+        """Every root (rm's own walk: shutil.rmtree takes 15 s over 500,000 names)."""
+        subprocess.run(["rm", "-rf", "--one-file-system", str(self.base)], check=False)
 
 
 def nih_names() -> list[str]:

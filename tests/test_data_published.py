@@ -188,8 +188,8 @@ def test_chexpert_splits_hold_every_row_with_its_cells(opened, chexpert_csv):
         np.testing.assert_array_equal(raw(ds), rows[list(CHEXPERT_CLASSES)].to_numpy(np.float32))
         assert [r.image.split("CheXpert-v1.0-small/", 1)[1] for r in ds.records] == \
             [p.split("/", 1)[1] for p in rows["Path"]]
-    # per-class counts under U-Ones: a positive is a 1 or a -1 cell
-    ones = np.concatenate([opened("chexpert", "chexpert", s, uncertain="ones").targets for s in ("train", "val")])
+    # per-class counts (what verify prints, under U-Ones): a positive is a 1 or a -1 cell
+    ones = np.concatenate([data.labels.apply_uncertain(raw(splits[s]), "ones") for s in ("train", "val")])
     assert ones.sum(axis=0).tolist() == df[list(CHEXPERT_CLASSES)].isin([1, -1]).sum(axis=0).astype(float).tolist()
     assert len(splits["test"]) == len(chexpert_csv["valid.csv"]) == 234
 
@@ -366,8 +366,8 @@ def rle2mask(rle: str, width: int, height: int) -> np.ndarray:
 
 def test_siim_masks_unite_every_row_of_an_image(opened):
     """Every ImageId of train-rle.csv once over the three splits, each with all its run-length rows (an image without
-    pneumothorax: its one "-1"); the masks of the images with several rows and of 100 others equal the union of the
-    competition's rle2mask. (torchxrayvision's SIIM reader keeps only the last row of such an image.)"""
+    pneumothorax: its one "-1"); the masks of 100 images with several rows and of 50 others equal the union of
+    the competition's rle2mask. (torchxrayvision's SIIM reader keeps only the last row of such an image.)"""
     df = pd.read_csv(published(SIIM_FILE))
     df.columns = [c.strip() for c in df.columns]
     codes = df.groupby("ImageId", sort=False)["EncodedPixels"].apply(lambda s: [c.strip() for c in s]).to_dict()
@@ -382,42 +382,42 @@ def test_siim_masks_unite_every_row_of_an_image(opened):
     assert len(several) == 624
     cfg = data.get_dataset("siim-pneumothorax")
     rng = np.random.default_rng(0)
-    for rec in several + [records[i] for i in rng.choice(len(records), 100, replace=False)]:
+    sample = [several[i] for i in rng.choice(len(several), 100, replace=False)]
+    for rec in sample + [records[i] for i in rng.choice(len(records), 50, replace=False)]:
         mask = data.pixels.record_mask(cfg, rec, (SIIM_SIZE, SIIM_SIZE))
         want = np.zeros((SIIM_SIZE, SIIM_SIZE), bool)
         for code in codes[rec.patient]:
             if code != "-1":
                 want |= rle2mask(code, SIIM_SIZE, SIIM_SIZE).T > 0
-        np.testing.assert_array_equal(mask.astype(bool), want)
+        assert np.array_equal(mask.astype(bool), want), rec.patient
 
 
 # --- the merged pre-training sources ----------------------------------------------------------------------------
 
 def test_merged_pretraining_on_the_published_files(roots, entry, chexpert_csv, padchest_csv):
     """CheXpert + ChestX-ray14 + PadChest as sweeps/pretrain_chest.yaml merges them (its five views; MIMIC-CXR's
-    files are not published): the common classes, and each source's train and val sets those of the study's code."""
+    files are not published): the common classes, and each source's validation set that of the study's code."""
     views = ["PA", "AP", "AP Supine", "L", "COSTAL"]
     sources = [("chexpert", roots.chexpert(), {"views": views}), ("chestxray14", roots.nih(), {"views": views}),
                ("padchest", roots.padchest(), {"views": views})]
     pad = study_padchest(padchest_csv, views=views)
-    for split in ("train", "val"):
-        merged = data.open_merged(sources, split)
-        assert sorted(map(canonical, merged.classes)) == ["atelectasis", "cardiomegaly", "consolidation", "edema",
-                                                           "pleural effusion", "pneumonia", "pneumothorax"]
-        chex = study_chexpert(chexpert_csv["train.csv" if split == "train" else "valid.csv"], views)[0]
-        listed = (roots.nih() / ("train_val_list.txt" if split == "train" else "test_list.txt")).read_text().split()
-        nih = entry[entry["View Position"].isin(views)].reset_index(drop=True)
-        nih = pd.merge(pd.DataFrame({"Image Index": listed}), nih, on="Image Index", how="inner")  # the list's order
-        rows = pad["train" if split == "train" else "test"][0]
-        assert [len(p) for p in merged.parts] == [len(chex), len(nih), len(rows)]
-        assert len(merged) == len(chex) + len(nih) + len(rows)
-        assert [name_of(r) for r in merged.parts[1].records] == nih["Image Index"].tolist()
-        assert [name_of(r) for r in merged.parts[2].records] == rows["ImageID"].tolist()
-        assert [line_of(r) - 2 for r in merged.parts[0].records] == chex.index.tolist()
-        nih_names = [next(k for k in NIH_CLASSES if canonical(k) == canonical(c)) for c in merged.classes]
-        lo = len(chex)
-        np.testing.assert_array_equal(merged.targets[lo:lo + len(nih)], nih[nih_names].to_numpy())
-        assert (merged.label_masks[lo:lo + len(nih)] == 1).all()
+    merged = data.open_merged(sources, "val")  # the sources' train sets: test_{nih,chexpert,padchest}_pretraining_*
+    assert sorted(map(canonical, merged.classes)) == ["atelectasis", "cardiomegaly", "consolidation", "edema",
+                                                       "pleural effusion", "pneumonia", "pneumothorax"]
+    chex = study_chexpert(chexpert_csv["valid.csv"], views)[0]
+    listed = (roots.nih() / "test_list.txt").read_text().split()
+    nih = entry[entry["View Position"].isin(views)].reset_index(drop=True)
+    nih = pd.merge(pd.DataFrame({"Image Index": listed}), nih, on="Image Index", how="inner")  # the list's order
+    rows = pad["test"][0]
+    assert [len(p) for p in merged.parts] == [len(chex), len(nih), len(rows)]
+    assert len(merged) == len(chex) + len(nih) + len(rows)
+    assert [name_of(r) for r in merged.parts[1].records] == nih["Image Index"].tolist()
+    assert [name_of(r) for r in merged.parts[2].records] == rows["ImageID"].tolist()
+    assert [line_of(r) - 2 for r in merged.parts[0].records] == chex.index.tolist()
+    nih_names = [next(k for k in NIH_CLASSES if canonical(k) == canonical(c)) for c in merged.classes]
+    lo = len(chex)
+    np.testing.assert_array_equal(merged.targets[lo:lo + len(nih)], nih[nih_names].to_numpy())
+    assert (merged.label_masks[lo:lo + len(nih)] == 1).all()
 
 
 # --- data verify ------------------------------------------------------------------------------------------------
@@ -427,11 +427,12 @@ def test_merged_pretraining_on_the_published_files(roots, entry, chexpert_csv, p
     ("chestxray14", "nih_2017", ["--official", "nih", "--views", "PA,AP", "--no-decode"]),
     ("chexpert", "chexpert", ["--no-decode"]),
     ("siim-pneumothorax", "siim", ["--no-decode"]),
-    ("padchest", "padchest", ["--workers", "2"]),
+    ("padchest", "padchest", ["--no-decode"]),
 ], ids=lambda c: "-".join([c[1], *[a.strip("-") for a in c[2] if a.startswith("--")]]))
 def test_verify_passes_a_clean_published_root(roots, case):
-    """Exit 0 and a short report. PadChest: its two splits only, each image decoded once (on two processes), its
-    patients in both parts a note (its split is by image), not 65,065 problem lines."""
+    """Exit 0 and a short report (decoding is the same on any root: ``test_verify_decodes_each_image_once``).
+    PadChest: its two splits only, its patients in both parts a note (its split is by image), not 65,065 problem
+    lines."""
     name, root, args = case
     result = CliRunner().invoke(main, ["data", "verify", name, "--root", str(getattr(roots, root)()), *args])
     assert result.exit_code == 0, result.output[-3000:]
@@ -439,7 +440,7 @@ def test_verify_passes_a_clean_published_root(roots, case):
     assert len(lines) < 12 and "  0 problem(s)" in lines, result.output
     if name == "padchest":
         assert [ln.split(":")[0].strip() for ln in lines[1:3]] == ["train", "test"]
-        assert "  160728 images decoded" in lines
+        assert "  train: 144655 images" in lines[1] and "  test: 16073 images" in lines[2]
         note = next(ln for ln in lines if ln.startswith("  note:"))
         assert "patient(s) have images in more than one split" in note and "splits by image" in note
 
@@ -452,3 +453,68 @@ def test_padchest_null_labels_cell_literals_are_pandas_missing_values():
     table = pd.read_csv(io.StringIO("Labels\n" + "\n".join(values) + "\n['normal']\n"))
     assert table["Labels"].isnull().tolist() == [True] * len(values) + [False]
     assert ast.literal_eval(table["Labels"].iloc[-1]) == ["normal"]
+
+
+# --- data verify, on small roots (the same code on any root) -----------------------------------------------------
+
+def test_verify_decodes_each_image_once_on_workers(tmp_path):
+    """PadChest's protocol has train and test only: verify walks those two (not a val that would repeat the train
+    part), decodes each image once on two processes with progress reported, finds a broken image there, and tells
+    patients in both parts as notes: a summary line by default, one line each with --all."""
+    from benchxfer.data.verify import verify
+
+    root = data.synthetic.write("padchest", tmp_path / "pc", n_train=30, n_val=0, n_test=10, size=16)
+    seen = []
+    report = verify("padchest", root, workers=2, progress=lambda done, total: seen.append((done, total)))
+    assert report.ok and list(report.counts) == ["train", "test"] and report.decoded == 40 == sum(report.counts.values())
+    assert seen[0] == (0, 40) and seen[-1] == (40, 40)
+    assert report.notes and all("the protocol splits by image" in n for n in report.notes)
+    broken = next(root.rglob("synthetic_00007.png"))
+    broken.write_bytes(b"not a png")
+    out = CliRunner().invoke(main, ["data", "verify", "padchest", "--root", str(root), "--workers", "2"])
+    assert out.exit_code == 1 and out.output.count("synthetic_00007.png: unreadable") == 2  # the report, the Error line
+    short = [ln for ln in out.output.splitlines() if ln.startswith("  note:")]
+    assert len(short) == 1 and "(--all lists them)" in short[0]
+    every = CliRunner().invoke(main, ["data", "verify", "padchest", "--root", str(root), "--no-decode", "--all"])
+    assert every.exit_code == 0
+    assert len([ln for ln in every.output.splitlines() if ln.startswith("  note: patient")]) == len(report.notes)
+    carved = verify("padchest", root, decode=False, val_fraction=0.2)
+    assert list(carved.counts) == ["train", "val", "test"]
+
+
+def test_verify_takes_the_pretrainings_reader_options(tmp_path):
+    """--official nih and --views (comma-separated or repeated) reach the reader; a dataset that does not take an
+    option says so; without --all, at most 10 problems are printed and the rest counted."""
+    root = data.synthetic.write("chestxray14", tmp_path / "nih", n_train=12, n_val=3, n_test=4, size=16)
+    run = CliRunner().invoke
+    nih = run(main, ["data", "verify", "chestxray14", "--root", str(root), "--official", "nih", "--views", "PA",
+                     "--views", "AP", "--val-fraction", "0", "--no-decode"])
+    assert nih.exit_code == 0, nih.output
+    assert [ln.split(":")[0].strip() for ln in nih.output.splitlines()[1:3]] == ["train", "test"]
+    none = run(main, ["data", "verify", "chestxray14", "--root", str(root), "--official", "nih", "--views", "L",
+                      "--no-decode"])
+    assert none.exit_code == 1 and "split 'train' is empty" in none.output
+    wrong = run(main, ["data", "verify", "chexpert", "--root", str(root), "--official", "nih"])
+    assert wrong.exit_code == 1 and "unknown option(s) official" in wrong.output
+    for line in (root / "Xray14_train_official.txt").read_text().splitlines()[:11]:  # 11 of its 12 images
+        (root / "images" / line.split()[0]).unlink()
+    many = run(main, ["data", "verify", "chestxray14", "--root", str(root), "--no-decode"])
+    assert many.exit_code == 1 and "  11 problem(s):" in many.output
+    shown = [ln for ln in many.output.splitlines() if ln.startswith("    ") and "is missing" in ln]
+    assert len(shown) == 10 and "    ... and 1 more (--all lists every one)" in many.output
+    every = run(main, ["data", "verify", "chestxray14", "--root", str(root), "--no-decode", "--all"])
+    assert len([ln for ln in every.output.splitlines() if ln.startswith("    ") and "is missing" in ln]) == 11
+
+
+def test_targets_cost_one_lookup_per_item(tmp_path):
+    """``ds.targets[i]`` in a loop: the array is taken once (read-only), the whole split's own when the items are the
+    whole split; a subset's rows are taken once too, and again after the items change."""
+    root = data.synthetic.write("chexpert", tmp_path / "cx", n_train=12, n_val=2, n_test=2, size=16)
+    ds = data.open_dataset("chexpert", root, "train", uncertain="ones")
+    first = ds.targets
+    assert ds.targets is first and not first.flags.writeable and np.shares_memory(first, ds._targets)
+    part = data.open_dataset("chexpert", root, "train", uncertain="ones", fraction=0.5)
+    np.testing.assert_array_equal(part.targets, first[part.indices])
+    assert part.targets is part.targets
+    part.indices = part.indices[:2]
+    np.testing.assert_array_equal(part.targets, first[part.indices])
