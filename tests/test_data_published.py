@@ -518,3 +518,13 @@ def test_targets_cost_one_lookup_per_item(tmp_path):
     assert part.targets is part.targets
     part.indices = part.indices[:2]
     np.testing.assert_array_equal(part.targets, first[part.indices])
+
+
+def test_verify_walks_the_first_studys_val_list_whatever_val_fraction(tmp_path):
+    """val_fraction 0 leaves a carved val empty (passed over), never a val the lists name."""
+    from benchxfer.data.verify import verify
+
+    root = data.synthetic.write("chestxray14", tmp_path / "nih", n_train=6, n_val=3, n_test=3, size=16)
+    assert verify("chestxray14", root, decode=False, val_fraction=0.0).counts == {"train": 6, "val": 3, "test": 3}
+    nih = verify("chestxray14", root, decode=False, official="nih", val_fraction=0.0)
+    assert nih.ok and list(nih.counts) == ["train", "test"]

@@ -64,11 +64,10 @@ class Report:
 
 def protocol_splits(cfg: DatasetCfg, options: Mapping[str, Any]) -> tuple[str, ...]:
     """The splits the dataset has with these options: its protocol's, plus a ``val`` that ``val_fraction`` > 0
-    carves, less a ``val`` that ``val_fraction`` 0 leaves empty."""
+    carves (a ``val`` that ``val_fraction`` 0 leaves empty is passed over when it is walked)."""
     fraction = options.get("val_fraction")
     carved = fraction is not None and _number(fraction) > 0
-    return tuple(s for s in SPLITS if (s in cfg.splits and not (s == "val" and fraction is not None and not carved))
-                 or (s == "val" and carved))
+    return tuple(s for s in SPLITS if s in cfg.splits or (s == "val" and carved))
 
 
 def _number(value: Any) -> float:
@@ -100,6 +99,8 @@ def verify(name: str, root: str | Path, *, lists: Mapping[str, str | Path] | Non
             problems(str(err))
             continue
         records = index.records
+        if not records and split == "val" and _number(reader_options.get("val_fraction", -1)) == 0:
+            continue  # no validation set asked for (the pre-training's NIH and CheXpert sources)
         report.counts[split] = len(records)
         if not records:
             problems(f"split {split!r} is empty")
