@@ -111,15 +111,14 @@ def test_nih_first_study_lists_name_every_image_with_the_data_entry_labels(opene
     assert [r.patient for r in splits["test"].records] == [n.split("_")[0] for n in map(name_of, splits["test"].records)]
 
 
-@pytest.mark.parametrize("root", ["nih", "nih_2017"])
-def test_nih_official_reads_either_label_file_name(opened, entry, roots, root):
-    """official='nih' on a root with Data_Entry_2017_v2020.csv (the name NIH serves today) or Data_Entry_2017.csv:
-    train + val = train_val_list.txt (val a patient-disjoint 10 %), test = test_list.txt, labels of Data_Entry."""
-    folder = getattr(roots, root)()
-    assert (folder / ("Data_Entry_2017_v2020.csv" if root == "nih" else "Data_Entry_2017.csv")).exists()
+def test_nih_official_reads_either_label_file_name(opened, entry, roots):
+    """official='nih' on a root with Data_Entry_2017_v2020.csv (the name NIH serves today): train + val =
+    train_val_list.txt (val a patient-disjoint 10 %), test = test_list.txt, labels of Data_Entry; a root with the
+    same file as Data_Entry_2017.csv reads the same."""
+    folder = roots.nih()
     train_val = (folder / "train_val_list.txt").read_text().split()
     test = (folder / "test_list.txt").read_text().split()
-    splits = {s: opened("chestxray14", root, s, official="nih") for s in ("train", "val", "test")}
+    splits = {s: opened("chestxray14", "nih", s, official="nih") for s in ("train", "val", "test")}
     assert sorted(name_of(r) for s in ("train", "val") for r in splits[s].records) == sorted(train_val)
     assert [name_of(r) for r in splits["test"].records] == test
     assert not set(splits["train"].patient_ids) & set(splits["val"].patient_ids)
@@ -128,6 +127,10 @@ def test_nih_official_reads_either_label_file_name(opened, entry, roots, root):
         names = [name_of(r) for r in ds.records]
         np.testing.assert_array_equal(ds.targets, entry.loc[names, list(NIH_CLASSES)].to_numpy())
         assert ds.patient_ids == entry.loc[names, "Patient ID"].astype(str).tolist()
+    old = opened("chestxray14", "nih_2017", "val", official="nih")
+    assert (roots.nih_2017() / "Data_Entry_2017.csv").exists() and not (roots.nih_2017() / "Data_Entry_2017_v2020.csv").exists()
+    assert [name_of(r) for r in old.records] == [name_of(r) for r in splits["val"].records]
+    np.testing.assert_array_equal(old.targets, splits["val"].targets)
 
 
 def test_nih_pretraining_sets_are_the_second_studys(opened, entry):
@@ -423,8 +426,7 @@ def test_merged_pretraining_on_the_published_files(roots, entry, chexpert_csv, p
 # --- data verify ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("case", [
-    ("chestxray14", "nih", ["--no-decode"]),
-    ("chestxray14", "nih_2017", ["--official", "nih", "--views", "PA,AP", "--no-decode"]),
+    ("chestxray14", "nih", ["--official", "nih", "--views", "PA,AP", "--val-fraction", "0", "--no-decode"]),
     ("chexpert", "chexpert", ["--no-decode"]),
     ("siim-pneumothorax", "siim", ["--no-decode"]),
     ("padchest", "padchest", ["--no-decode"]),
