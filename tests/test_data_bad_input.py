@@ -127,10 +127,11 @@ def test_verify_lists_every_problem(nih):
     (nih / "Xray14_val_official.txt").write_text(val + lines[3] + "\n")  # a train patient in val
     report = verify("chestxray14", nih)
     text = "\n".join(report.problems)
-    assert len(report.problems) == 4, text
+    assert len(report.problems) == 5, text
     assert "Xray14_train_official.txt:1: image" in text and "is missing" in text
     assert f"{broken.name}: unreadable or truncated image" in text
     assert "Xray14_train_official.txt:3: 13 labels, expected 14" in text
+    assert f"images/{lines[3].split()[0]} is in more than one split: train, val" in text  # the image itself
     assert f"patient {lines[3].split('_')[0]} appears in more than one split: train, val" in text
     assert report.counts == {"train": 2, "val": 3, "test": 2}
 

@@ -114,6 +114,9 @@ class DatasetCfg:
     # the splits a label ``fraction`` cuts: the training list, and where the first study passed its
     # ``annotation_percent`` to every split (CheXpert, Shenzhen: main_classification.py) val and test as well
     fraction_splits: tuple[str, ...] = ("train",)
+    # what the protocol's split keeps apart: "patient" (a patient in two splits is a problem to `data verify`) or
+    # "image" (PadChest's, the study's: a patient's images may fall in both parts, which verify reports as such)
+    split_by: str = "patient"
     # as a source of the second study's chest pre-training (data.merged): the split it validated on, and the
     # reader options that give the study's training set and views (a pre-training file's own options win)
     pretrain_val: str = "val"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -49,19 +50,80 @@ def list_cmd() -> None:
         click.echo(f"{name:18} {cfg.task:12} classes={n:9} metric={cfg.metric:8} {cfg.description}")
 
 
+def _views(values: tuple[str, ...]) -> list[str] | None:
+    """``--views PA,AP --views "AP Supine"``: the view names, in order, each once."""
+    out: list[str] = []
+    for value in values:
+        for view in value.split(","):
+            view = view.strip()
+            if not view:
+                raise BenchxferError(f"--views {value!r}: a view name is empty; use e.g. --views PA,AP")
+            if view not in out:
+                out.append(view)
+    return out or None
+
+
+class _Bar:
+    """A progress bar on stderr (rich) for the images being decoded; nothing where stderr is not a terminal."""
+
+    def __init__(self) -> None:
+        self.progress: Any = None
+        self.task: Any = None
+        self.off = False
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.off:
+            return
+        if self.progress is None:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            console = Console(stderr=True)
+            if not console.is_terminal:
+                self.off = True
+                return
+            self.progress = Progress(TextColumn("decoding"), BarColumn(), MofNCompleteColumn(),
+                                     TimeRemainingColumn(), console=console, transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task("decode", total=total)
+        self.progress.update(self.task, completed=done, total=total)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
 @data.command("verify")
 @click.argument("name")
 @click.option("--root", required=True, type=click.Path(path_type=Path), help="The dataset folder as distributed.")
 @click.option("--lists", multiple=True, metavar="SPLIT=FILE", help="Replace a split's list file (repeatable).")
+@click.option("--official", type=click.Choice(["first-study", "nih"]), default=None,
+              help="ChestX-ray14: the first study's lists (default) or NIH's own (train_val_list.txt, test_list.txt "
+                   "and Data_Entry_2017_v2020.csv), as the pre-training reads them.")
+@click.option("--views", multiple=True, metavar="VIEW[,VIEW...]",
+              help="Keep only these views, as a run with the option views does (e.g. --views PA,AP).")
+@click.option("--val-fraction", type=float, default=None, help="The reader option val_fraction.")
 @click.option("--no-decode", is_flag=True, help="Check lists and files only; do not decode images.")
-def verify_cmd(name: str, root: Path, lists: tuple[str, ...], no_decode: bool) -> None:
+@click.option("--workers", type=click.IntRange(1, 1024), default=None,
+              help="Processes decoding images.  [default: the cores available]")
+@click.option("--all", "every", is_flag=True, help="Print every problem and note (default: the first 10 and a "
+              "summary).")
+def verify_cmd(name: str, root: Path, lists: tuple[str, ...], official: str | None, views: tuple[str, ...],
+               val_fraction: float | None, no_decode: bool, workers: int | None, every: bool) -> None:
     """Counts per split and class; unreadable images, missing files, images without masks, shared patients."""
     from benchxfer.data.verify import verify
 
-    report = verify(name, _readable(root), lists=_lists(lists), decode=not no_decode)
-    for line in report.lines():
+    options = {k: v for k, v in (("official", official), ("views", _views(views)), ("val_fraction", val_fraction))
+               if v is not None}
+    bar = _Bar()
+    try:
+        report = verify(name, _readable(root), lists=_lists(lists), decode=not no_decode, workers=workers,
+                        progress=bar, **options)
+    finally:
+        bar.close()
+    for line in report.lines(every):
         click.echo(line)
-    if not report.ok:  # the report above lists every problem; stderr gets the one line
+    if not report.ok:  # the report above lists the problems; stderr gets the one line
         raise BenchxferError(f"{name} at {report.root}: {len(report.problems)} problem(s), the first: "
                              f"{report.problems[0]}")
 

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from benchxfer.data.cache import ORIGINAL, open_cache
 from benchxfer.data.cache import cache_size as check_cache_size
 from benchxfer.data.catalog import DatasetCfg, Problems, Record, get_dataset, require_split
-from benchxfer.data.indexing import build_index, check_options, make_targets, open_root
+from benchxfer.data.indexing import build_index, check_options, make_targets, open_root, raw_labels
 from benchxfer.data.labels import fraction_subset, redraw_range, shots_subset
 from benchxfer.data.pixels import record_image, record_mask
 from benchxfer.errors import BenchxferError
@@ -39,14 +39,14 @@ class ImageDataset(Dataset):
         transform: Transform | None = None,
         cache: Any = None,
         redraw: tuple[float, float] | None = None,
+        raw: np.ndarray | None = None,
     ):
         self.cfg, self.root, self.split = cfg, root, split
         # LSR policies: the uncertain cells' values are drawn anew (uniform in ``redraw``) at every read
         self.redraw = redraw
-        self._uncertain = (
-            np.stack([np.asarray(r.label, np.float32) == -1 for r in records])
-            if redraw is not None and cfg.kind.target == "multi-hot" and records else None
-        )
+        self._uncertain = None
+        if redraw is not None and cfg.kind.target == "multi-hot" and records:
+            self._uncertain = (raw_labels(cfg, records) if raw is None else raw) == -1
         self.classes = classes
         self.records = records  # the whole split (the cache's order)
         self.indices = indices  # positions of this dataset's items in ``records``
@@ -60,8 +60,27 @@ class ImageDataset(Dataset):
         return self.cfg.task
 
     @property
+    def indices(self) -> np.ndarray:
+        return self._indices
+
+    @indices.setter
+    def indices(self, value: np.ndarray) -> None:
+        self._indices = value
+        self._items_targets: np.ndarray | None = None  # taken again on the next read of ``targets``
+
+    @property
     def targets(self) -> np.ndarray | None:
-        return None if self._targets is None else self._targets[self.indices]
+        """The items' labels, read-only: the whole split's array itself (no copy) when the items are the whole
+        split, else its rows of the items, taken once; so ``ds.targets[i]`` in a loop costs O(1)."""
+        if self._targets is None:
+            return None
+        if self._items_targets is None:
+            n = len(self._targets)
+            whole = len(self._indices) == n and bool(np.array_equal(self._indices, np.arange(n)))
+            items = self._targets.view() if whole else self._targets[self._indices]
+            items.flags.writeable = False
+            self._items_targets = items
+        return self._items_targets
 
     @property
     def patient_ids(self) -> list[str | None]:
@@ -164,7 +183,8 @@ def open_dataset(
     if not index.records:
         raise BenchxferError(f"dataset {name!r}: split {split!r} at {root} is empty; check the root and the split lists")
     classes = index.classes or cfg.classes
-    targets = make_targets(cfg, index.records, uncertain, seed)
+    raw = raw_labels(cfg, index.records) if cfg.kind.target == "multi-hot" else None
+    targets = make_targets(cfg, index.records, uncertain, seed, raw)
     indices = np.arange(len(index.records))
     if split == "train" and fraction is not None and shots is not None:
         raise BenchxferError("give either fraction or shots, not both")
@@ -182,4 +202,4 @@ def open_dataset(
         cache = open_cache(cfg, root, split, ORIGINAL, index.records, lists=lists, options=reader_options,
                            cache_dir=cache_dir)
     return ImageDataset(cfg, root, split, index.records, classes, targets, indices, transform, cache,
-                        redraw=redraw_range(uncertain) if cfg.kind.target == "multi-hot" else None)
+                        redraw=redraw_range(uncertain) if cfg.kind.target == "multi-hot" else None, raw=raw)

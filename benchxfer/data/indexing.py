@@ -95,11 +95,19 @@ def select_by_list(records: list[Record], root: Path, list_file: Path, report: P
     return out
 
 
-def make_targets(cfg: DatasetCfg, records: list[Record], uncertain: str, seed: int) -> np.ndarray | None:
+def raw_labels(cfg: DatasetCfg, records: list[Record]) -> np.ndarray:
+    """A multi-label split's cells as read (1, 0, -1 = uncertain, nan = blank), N x C float32."""
+    if not records:
+        return np.zeros((0, len(cfg.classes)), np.float32)
+    return np.stack([r.label for r in records]).astype(np.float32, copy=False)
+
+
+def make_targets(cfg: DatasetCfg, records: list[Record], uncertain: str, seed: int,
+                 raw: np.ndarray | None = None) -> np.ndarray | None:
+    """The split's targets: multi-label cells through the ``uncertain`` policy (``raw``: :func:`raw_labels`, when
+    the caller has it already), else one int per record; None for a segmentation set."""
     if cfg.kind.dense:
         return None
     if cfg.kind.target == "multi-hot":
-        n = len(cfg.classes)
-        raw = np.stack([np.asarray(r.label, np.float32) for r in records]) if records else np.zeros((0, n), np.float32)
-        return apply_uncertain(raw, uncertain, seed)
+        return apply_uncertain(raw_labels(cfg, records) if raw is None else raw, uncertain, seed)
     return np.asarray([int(r.label) for r in records], dtype=np.int64)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
 
 from benchxfer.data.catalog import Index, IndexCtx, Record, register_dataset, seeded_split, val_fraction_of, where
 from benchxfer.data.imageio import decode_image
-from benchxfer.data.readers._common import FRONTAL_VIEWS, FolderFiles, csv_rows, view_filter
+from benchxfer.data.readers._common import FRONTAL_VIEWS, FolderFiles, csv_rows, csv_tuples, view_filter
 
 CHEXPERT_CLASSES = (
     "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
@@ -27,16 +28,45 @@ def chexpert_view(row: dict[str, str]) -> str:
     return row["AP/PA"] if kind == "Frontal" else "L" if kind == "Lateral" else kind
 
 
-def parse_cells(row: dict[str, str], classes: tuple[str, ...], origin: str, ctx: IndexCtx) -> np.ndarray | None:
+def parse_cells(row: dict[str, str], classes: tuple[str, ...], origin: str, ctx: IndexCtx,
+                known: dict[tuple[str, ...], np.ndarray] | None = None) -> np.ndarray | None:
     """CheXpert-style cells: 1.0, 0.0, -1.0 (uncertain) or empty (never mentioned, kept as nan)."""
-    out = np.empty(len(classes), np.float32)
-    for i, name in enumerate(classes):
-        cell = row[name]
-        if cell not in _CELLS:
-            ctx.report(f"{origin}: column {name!r} is {cell!r}; allowed: 1.0, 0.0, -1.0 or empty")
-            return None
-        out[i] = _CELLS[cell]
-    return out
+    return cell_vector(tuple(row[name] for name in classes), classes, origin, ctx, known)
+
+
+def cell_vector(cells: tuple[str, ...], classes: tuple[str, ...], origin: str, ctx: IndexCtx,
+                known: dict[tuple[str, ...], np.ndarray] | None = None) -> np.ndarray | None:
+    """:func:`parse_cells` of the cells of ``classes``, in order. ``known``: the vectors of the cell tuples seen so
+    far, shared (read-only) by the rows that repeat one (CheXpert's 223,414 rows hold some 20k distinct ones)."""
+    if known is not None:
+        vec = known.get(cells)
+        if vec is not None:
+            return vec
+    try:
+        vec = np.asarray([_CELLS[cell] for cell in cells], np.float32)
+    except KeyError:
+        i = next(i for i, cell in enumerate(cells) if cell not in _CELLS)
+        ctx.report(f"{origin}: column {classes[i]!r} is {cells[i]!r}; allowed: 1.0, 0.0, -1.0 or empty")
+        return None
+    vec.flags.writeable = False
+    if known is not None:
+        known[cells] = vec
+    return vec
+
+
+def _path_parts(path: str) -> tuple[str, ...]:
+    """``Path(path).parts``, without building a Path for the plain relative paths that every row has."""
+    if path.startswith(("/", "./")) or "//" in path or "/./" in path or path.endswith(("/", "/.")):
+        return Path(path).parts
+    return tuple(path.split("/"))
+
+
+def _chexpert_patient(parts: tuple[str, ...], path: str) -> str:
+    """The first folder named ``patient...``; else the third part from the end (or the whole path)."""
+    for part in parts:
+        if part.startswith("patient"):
+            return part
+    return parts[-3] if len(parts) > 3 else path
 
 
 @register_dataset(
@@ -59,28 +89,34 @@ def parse_cells(row: dict[str, str], classes: tuple[str, ...], origin: str, ctx:
 def chexpert(root: Path, split: str, ctx: IndexCtx) -> Index:
     csv_path = root / ("valid.csv" if split == "test" else "train.csv")
     views = view_filter(ctx)
-    files = FolderFiles()
-    recs = []
-    for lineno, row in csv_rows(csv_path, ("Path", "Frontal/Lateral") + CHEXPERT_CLASSES
-                                + (("AP/PA",) if views is not None else ())):
-        origin = where(csv_path, lineno)
-        if views is not None and chexpert_view(row) not in views:
-            continue
-        label = parse_cells(row, CHEXPERT_CLASSES, origin, ctx)
+    known: dict[tuple[str, ...], np.ndarray] = {}
+    n = len(CHEXPERT_CLASSES)
+    rows = []
+    for lineno, cells in csv_tuples(csv_path, ("Path", "Frontal/Lateral") + CHEXPERT_CLASSES
+                                    + (("AP/PA",) if views is not None else ())):
+        if views is not None:
+            kind = cells[1]  # chexpert_view
+            if (cells[-1] if kind == "Frontal" else "L" if kind == "Lateral" else kind) not in views:
+                continue
+        label = cell_vector(cells[2:2 + n], CHEXPERT_CLASSES, f"{csv_path}:{lineno}", ctx, known)
         if label is None:
             continue
-        parts = Path(row["Path"]).parts  # "CheXpert-v1.0/train/patient00001/study1/view1_frontal.jpg"
+        parts = _path_parts(cells[0])  # "CheXpert-v1.0/train/patient00001/study1/view1_frontal.jpg"
         if len(parts) < 2:
-            ctx.report(f"{origin}: Path {row['Path']!r} must start with the CheXpert-v1.0 folder")
+            ctx.report(f"{where(csv_path, lineno)}: Path {cells[0]!r} must start with the CheXpert-v1.0 folder")
             continue
-        path = files.locate(root, str(Path(*parts[1:])), origin, ctx.report)
-        if path is not None:
-            patient = next((p for p in parts if p.startswith("patient")), parts[-3] if len(parts) > 3 else row["Path"])
-            recs.append(Record(str(path), label, patient=patient, origin=origin))
-    if split != "test":
+        rows.append((lineno, "/".join(parts[1:]), label, _chexpert_patient(parts, cells[0])))
+    if split != "test":  # the split is drawn from the CSV's patients first: only its own images are looked for
         val_fraction = val_fraction_of(ctx)
-        assign = seeded_split([r.patient for r in recs], (1 - val_fraction, val_fraction, 0.0))
-        recs = [r for r in recs if assign[r.patient] == split]
+        assign = seeded_split([patient for *_, patient in rows], (1 - val_fraction, val_fraction, 0.0))
+        rows = [r for r in rows if assign[r[3]] == split]
+    files = FolderFiles(one_by_one=True)  # 187,641 study folders of one to three images: a stat per image
+    recs = []
+    for lineno, rel, label, patient in rows:
+        origin = f"{csv_path}:{lineno}"
+        path = files.locate(root, rel, origin, ctx.report)
+        if path is not None:
+            recs.append(Record(path, label, patient=patient, origin=origin))
     return Index(recs)
 
 
@@ -102,8 +138,9 @@ def chexpert(root: Path, split: str, ctx: IndexCtx) -> Index:
 def mimic_cxr(root: Path, split: str, ctx: IndexCtx) -> Index:
     labels_csv = root / "mimic-cxr-2.0.0-chexpert.csv"
     labels: dict[str, np.ndarray] = {}
+    known: dict[tuple[str, ...], np.ndarray] = {}
     for lineno, row in csv_rows(labels_csv, ("subject_id", "study_id") + CHEXPERT_CLASSES):
-        vec = parse_cells(row, CHEXPERT_CLASSES, where(labels_csv, lineno), ctx)
+        vec = parse_cells(row, CHEXPERT_CLASSES, where(labels_csv, lineno), ctx, known)
         if vec is not None:
             labels[row["study_id"]] = vec
     frontal: set[str] | None = None
@@ -114,7 +151,7 @@ def mimic_cxr(root: Path, split: str, ctx: IndexCtx) -> Index:
                    if row["ViewPosition"].strip() in views}
     split_csv = root / "mimic-cxr-2.0.0-split.csv"
     want = {"train": "train", "val": "validate", "test": "test"}[split]
-    files = FolderFiles()
+    files = FolderFiles(one_by_one=True)  # a folder per study, as CheXpert
     recs = []
     for lineno, row in csv_rows(split_csv, ("dicom_id", "study_id", "subject_id", "split")):
         if row["split"] != want or (frontal is not None and row["dicom_id"] not in frontal):
@@ -181,7 +218,13 @@ PADCHEST_EXCLUDED = frozenset((
     "269300710246070740096540277379121868595_e7zsan.png",
     "216840111366964012373310883942009180082307973_00-097-011.png",
 ))
-PADCHEST_SEED, PADCHEST_TRAIN = 42, 0.9  # its split: rows shuffled with RandomState(42), the first 90 % train
+PADCHEST_SEED, PADCHEST_TRAIN = 42, 0.9
+# Labels cells that pandas reads as missing (its default na_values), which the study's
+# ``self.csv[~self.csv["Labels"].isnull()]`` drops: the published file has 103 rows whose Labels is the text "nan"
+PADCHEST_NULL = frozenset((
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA",
+    "NULL", "NaN", "None", "n/a", "nan", "null",
+))  # its split: rows shuffled with RandomState(42), the first 90 % train
 
 
 def padchest_terms(name: str) -> tuple[str, ...]:
@@ -193,6 +236,33 @@ def padchest_vector(labels: set[str]) -> np.ndarray:
     """1 for each class whose name or synonym occurs in one of the row's labels, else 0 (every cell stated)."""
     return np.asarray([1.0 if any(t in label for t in padchest_terms(c) for label in labels) else 0.0
                        for c in PADCHEST_CLASSES], np.float32)
+
+
+_LABEL_LIST = re.compile(r"\[\s*(?:'[^'\\]*'\s*(?:,\s*'[^'\\]*'\s*)*)?\]")
+
+
+def padchest_labels(cell: str, origin: str, ctx: IndexCtx, by_label: dict[str, int] | None = None) -> np.ndarray | None:
+    """The class vector of one ``Labels`` cell (a Python list literal such as ``['normal']``), read-only: the rows
+    that repeat the cell share it; None, reported, for a cell that is not such a list. ``by_label``: the classes of
+    each label seen so far, as bits."""
+    if _LABEL_LIST.fullmatch(cell):  # a list of plain quoted strings: what literal_eval gives, quicker
+        found = {t.strip().lower() for t in re.findall(r"'([^']*)'", cell)}
+    else:
+        try:
+            found = {str(t).strip().lower() for t in ast.literal_eval(cell)}
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            ctx.report(f"{origin}: Labels {cell[:40]!r} is not a list like ['normal']")
+            return None
+    by_label = {} if by_label is None else by_label
+    bits = 0
+    for label in found:
+        if label not in by_label:
+            by_label[label] = sum(1 << i for i, c in enumerate(PADCHEST_CLASSES)
+                                  if any(t in label for t in padchest_terms(c)))
+        bits |= by_label[label]
+    vec = np.asarray([(bits >> i) & 1 for i in range(len(PADCHEST_CLASSES))], np.float32)
+    vec.flags.writeable = False
+    return vec
 
 
 def _padchest_image(rec: Record) -> np.ndarray:
@@ -226,7 +296,9 @@ def _padchest_image(rec: Record) -> np.ndarray:
                 "the second study's 27 classes by name or synonym match.",
     options=("views", "val_fraction"),
     splits=("train", "test"),
-    split_rule="second study: the rows of the views with Labels (less its 30 left-out images), shuffled with "
+    split_by="image",
+    split_rule="second study: the rows of the views with Labels (a cell pandas reads as missing, e.g. the 103 "
+               "'nan' ones, dropped as its isnull(); less its 30 left-out images), shuffled with "
                "RandomState(42): the first int(0.9 n) train, the rest test (its validation set); views: Projection "
                "(AP_horizontal named AP Supine); no val unless val_fraction > 0 (then a seeded share of the train "
                "part's patients, seed 0)",
@@ -236,33 +308,34 @@ def _padchest_image(rec: Record) -> np.ndarray:
 def padchest(root: Path, split: str, ctx: IndexCtx) -> Index:
     csv_path = root / PADCHEST_CSV
     views = view_filter(ctx)
-    files = FolderFiles()
-    rows, recs = [], []
-    for lineno, row in csv_rows(csv_path, ("ImageID", "ImageDir", "PatientID", "Labels")
-                                + (("Projection",) if views is not None else ())):
-        origin = where(csv_path, lineno)
-        if views is not None:
-            projection = row["Projection"].strip()
-            if PADCHEST_VIEWS.get(projection, projection) not in views:
+    vectors: dict[str, np.ndarray] = {}  # by Labels cell: 160k rows hold some 29k distinct ones
+    by_label: dict[str, int] = {}  # one label -> the bits of the classes it names
+    rows = []  # only what a record needs: the report text and the other 31 columns are never kept
+    for lineno, (image, folder, patient, cell, *projection) in csv_tuples(
+            csv_path, ("ImageID", "ImageDir", "PatientID", "Labels") + (("Projection",) if views is not None else ())):
+        if views is not None and PADCHEST_VIEWS.get(projection[0], projection[0]) not in views:
+            continue
+        if cell in PADCHEST_NULL or image in PADCHEST_EXCLUDED:  # as the study
+            continue
+        label = vectors.get(cell)
+        if label is None:
+            label = padchest_labels(cell, f"{csv_path}:{lineno}", ctx, by_label)
+            if label is None:
                 continue
-        if not row["Labels"] or row["ImageID"] in PADCHEST_EXCLUDED:  # as the study
-            continue
-        try:
-            found = ast.literal_eval(row["Labels"]) if row["Labels"] else []
-            found = {str(t).strip().lower() for t in found}
-        except (ValueError, SyntaxError):
-            ctx.report(f"{origin}: Labels {row['Labels'][:40]!r} is not a list like ['normal']")
-            continue
-        rows.append((row, origin, padchest_vector(found)))
+            vectors[cell] = label
+        rows.append((lineno, folder, image, patient, label))
     order = np.arange(len(rows))
     np.random.RandomState(PADCHEST_SEED).shuffle(order)
     n_train = int(len(rows) * PADCHEST_TRAIN)
     chosen = order[n_train:] if split == "test" else order[:n_train]
-    for i in chosen:
-        row, origin, label = rows[i]
-        path = files.locate(root, f"{row['ImageDir']}/{row['ImageID']}", origin, ctx.report)
+    files = FolderFiles()
+    recs = []
+    for i in chosen.tolist():
+        lineno, folder, image, patient, label = rows[i]
+        origin = f"{csv_path}:{lineno}"
+        path = files.locate(root, f"{folder}/{image}", origin, ctx.report)
         if path is not None:
-            recs.append(Record(str(path), label, patient=row["PatientID"], origin=origin))
+            recs.append(Record(path, label, patient=patient, origin=origin))
     if split != "test":
         val_fraction = val_fraction_of(ctx, default=0.0)
         if val_fraction > 0:

@@ -8,7 +8,7 @@ import numpy as np
 
 from benchxfer.data.catalog import Index, IndexCtx, Record, register_dataset, seeded_split, val_fraction_of, where
 from benchxfer.data.imageio import read_lines
-from benchxfer.data.readers._common import FRONTAL_VIEWS, FolderFiles, csv_rows, shipped_split, view_filter
+from benchxfer.data.readers._common import FRONTAL_VIEWS, FolderFiles, csv_tuples, shipped_split, view_filter
 from benchxfer.errors import BenchxferError
 
 NIH_CLASSES = (
@@ -45,31 +45,60 @@ def parse_first_study_list(root: Path, list_file: Path, ctx: IndexCtx, folder: s
     return out
 
 
+# NIH's label file: the name it serves today first (the second study read that one), then the 2017 name
+DATA_ENTRY = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
+
+
+def data_entry(root: Path) -> Path:
+    """The root's NIH label file, plain or gzipped; the one error names every file looked for."""
+    for name in DATA_ENTRY:
+        for candidate in (root / name, root / f"{name}.gz"):
+            if candidate.exists() or candidate.is_symlink():
+                return candidate
+    looked = ", ".join(n for name in DATA_ENTRY for n in (name, f"{name}.gz"))
+    raise BenchxferError(f"chestxray14 (official='nih'): {root} holds no NIH label file; looked for {looked}")
+
+
+def _finding_vector(cell: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The 14 labels of a ``Finding Labels`` cell (``Cardiomegaly|Emphysema``, ``No Finding``), read-only, and the
+    findings in it that are none of them."""
+    vec = np.zeros(len(NIH_CLASSES), np.float32)
+    unknown = []
+    for finding in cell.split("|"):
+        finding = finding.strip()
+        if finding in NIH_CLASSES:
+            vec[NIH_CLASSES.index(finding)] = 1.0
+        elif finding != "No Finding":
+            unknown.append(finding)
+    vec.flags.writeable = False
+    return vec, tuple(unknown)
+
+
 def _nih_official(root: Path, split: str, ctx: IndexCtx) -> list[Record]:
-    """NIH's ``train_val_list.txt`` / ``test_list.txt`` with labels from ``Data_Entry_2017.csv``.
+    """NIH's ``train_val_list.txt`` / ``test_list.txt`` with labels from ``Data_Entry_2017_v2020.csv`` (or the
+    2017 name, :data:`DATA_ENTRY`).
 
     Validation: a patient-disjoint seeded 10 % of ``train_val_list.txt`` (``val_fraction``, seed 0).
     ``views``: the images whose ``View Position`` is one of them.
     """
-    entry = root / "Data_Entry_2017.csv"
+    entry = data_entry(root)
     views = view_filter(ctx)
     labels: dict[str, tuple[np.ndarray, str]] = {}
+    # by Finding Labels cell: the 112,120 rows hold some 800 distinct ones
+    vectors: dict[str, tuple[np.ndarray, tuple[str, ...]]] = {}
     left_out: set[str] = set()  # images of another view
-    for lineno, row in csv_rows(entry, ("Image Index", "Finding Labels", "Patient ID")
-                                + (("View Position",) if views is not None else ())):
-        if views is not None and row["View Position"].strip() not in views:
-            left_out.add(row["Image Index"])
+    for lineno, (image, cell, patient, *view) in csv_tuples(
+            entry, ("Image Index", "Finding Labels", "Patient ID") + (("View Position",) if views is not None else ())):
+        if views is not None and view[0] not in views:
+            left_out.add(image)
             continue
-        vec = np.zeros(len(NIH_CLASSES), np.float32)
-        for finding in row["Finding Labels"].split("|"):
-            finding = finding.strip()
-            if finding == "No Finding":
-                continue
-            if finding not in NIH_CLASSES:
-                ctx.report(f"{where(entry, lineno)}: unknown finding {finding!r}; known: No Finding, {', '.join(NIH_CLASSES)}")
-                continue
-            vec[NIH_CLASSES.index(finding)] = 1.0
-        labels[row["Image Index"]] = (vec, row["Patient ID"])
+        if cell not in vectors:
+            vectors[cell] = _finding_vector(cell)
+        vec, unknown = vectors[cell]
+        for finding in unknown:
+            ctx.report(f"{where(entry, lineno)}: unknown finding {finding!r}; known: No Finding, "
+                       f"{', '.join(NIH_CLASSES)}")
+        labels[image] = (vec, patient)
     list_file = root / ("test_list.txt" if split == "test" else "train_val_list.txt")
     names = [(ln, n) for ln, n in read_lines(list_file) if n not in left_out]
     if split != "test":
@@ -102,7 +131,8 @@ def _nih_official(root: Path, split: str, ctx: IndexCtx) -> list[Record]:
     options=("official", "val_fraction", "views"),
     description="NIH ChestX-ray14: 112,120 frontal chest X-rays, 14 findings (multi-label).",
     split_rule="first study's official lists (shipped; the root's own Xray14_<split>_official.txt win); "
-    "official='nih' uses NIH's train_val_list.txt/test_list.txt + Data_Entry_2017.csv, val = seeded 10% of patients; "
+    "official='nih' uses NIH's train_val_list.txt/test_list.txt + Data_Entry_2017_v2020.csv (or "
+    "Data_Entry_2017.csv), val = seeded 10% of patients; "
     "views (with official='nih'): View Position",
     # the second study pre-trained on all of train_val_list.txt and validated on test_list.txt
     pretrain_val="test",
@@ -117,5 +147,6 @@ def chestxray14(root: Path, split: str, ctx: IndexCtx) -> Index:
     if official == "nih":
         return Index(_nih_official(root, split, ctx))
     if "views" in ctx.options:
-        raise BenchxferError("chestxray14: the option views needs official='nih' (the view is in Data_Entry_2017.csv)")
+        raise BenchxferError("chestxray14: the option views needs official='nih' (the view is in NIH's "
+                             "Data_Entry_2017_v2020.csv)")
     return Index(parse_first_study_list(root, default_list(root, split), ctx))
