@@ -85,6 +85,9 @@ def train_worker_env(launch: Launch) -> dict[str, str]:
     return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
 
+SESSION_ADDRESS: str | None = None  # the $RAY_ADDRESS this process set for its own session's children
+
+
 def start(address: str | None = None) -> None:
     """Join the cluster at ``address`` (``auto``, ``HOST:PORT`` or ``ray://...``), or start a local session of
     this sweep's own, bound to 127.0.0.1. Idempotent."""
@@ -118,7 +121,8 @@ def start(address: str | None = None) -> None:
         ray.init(address="local", dashboard_host="127.0.0.1", dashboard_port=port,
                  runtime_env={"env_vars": session_env()}, configure_logging=True,
                  logging_level=logging.WARNING)
-    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address  # for the driver's children
+    global SESSION_ADDRESS
+    os.environ["RAY_ADDRESS"] = SESSION_ADDRESS = ray.get_runtime_context().gcs_address  # for the driver's children
     global _watch
     _watch = PlacementWatch()  # one per Ray session of this process
     _watch.start()

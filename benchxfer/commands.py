@@ -32,8 +32,11 @@ tracking_option = click.option(
 def _address(ctx, param, value: str | None) -> str | None:
     """``--address``, or ``$RAY_ADDRESS`` as Ray itself reads it: the cluster to join; said in a line when it came
     from the environment, so that a sweep never joins (or, before, silently ignored) a cluster nobody named here."""
+    from benchxfer import cluster
+
     value = check_address(ctx, param, value)
-    if value is not None and ctx.get_parameter_source(param.name) is click.core.ParameterSource.ENVIRONMENT:
+    if value is not None and ctx.get_parameter_source(param.name) is click.core.ParameterSource.ENVIRONMENT \
+            and value != cluster.SESSION_ADDRESS:  # not the session this process runs (set for its children)
         click.echo(f"Ray: joining the cluster at $RAY_ADDRESS={value}, as Ray itself does (unset RAY_ADDRESS for a "
                    "local session of this command's own)")
     return value

@@ -227,7 +227,7 @@ def test_a_full_zoo_folder_is_one_line_and_leaves_no_temporary_file(tmp_path):
     assert [p.name for p in zoo.iterdir() if p.name != ".zoo.lock"] == []
 
 
-def test_ray_address_is_the_cluster_to_join_and_said(tmp_path):
+def test_ray_address_is_the_cluster_to_join_and_said(tmp_path, monkeypatch):
     """Item 10: $RAY_ADDRESS is read as Ray reads it (the cluster `sweep`, `resume` and `pretrain` join when no
     --address is given), and a line says so before anything starts; --address still wins."""
     sweep = tmp_path / "s.yaml"
@@ -241,6 +241,11 @@ def test_ray_address_is_the_cluster_to_join_and_said(tmp_path):
     code, out, err = warm_run(["sweep", str(sweep), *dead, "--address", "10.0.0.6:6379"], env, tmp_path)
     assert code == 1 and "RAY_ADDRESS" not in out, out
     code, out, err = warm_run(["sweep", str(sweep), *dead], {"BENCHXFER_HOME": str(tmp_path / "home")}, tmp_path)
+    assert code == 1 and "Ray:" not in out, out
+    from benchxfer import cluster  # the address this process's own session set for its children: not announced
+
+    monkeypatch.setattr(cluster, "SESSION_ADDRESS", "10.0.0.5:6379")
+    code, out, err = warm_run(["sweep", str(sweep), *dead], env, tmp_path)
     assert code == 1 and "Ray:" not in out, out
 
 

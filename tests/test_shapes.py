@@ -448,7 +448,9 @@ def test_shape_trains_to_a_result(path: Path, shape: Shape, stand_in: str | None
         from benchxfer.pretraining import ExportBackbone
 
         spec, trial = plan_pretrain_file(path)
-        finish = ExportBackbone(spec.name)  # as run_pretrain: the backbone goes into the zoo
+        # as run_pretrain: the backbone goes into the zoo; --force, as the zoo may hold this module's stand-in for
+        # the same name (ensure_init, for the sweep shapes that use it), which a pre-training refuses to replace
+        finish = ExportBackbone(spec.name, force=True)
     else:
         trial = pick(plan_sweep(path, light=shape.arch not in HEAVY_ARCHS).trials, shape)
     arch = stand_in or shape.arch
