@@ -421,7 +421,7 @@ CASES = [
          lambda f: ["sweep", str(f.tmp / "nope.yaml")], ("Error: <tmp>/nope.yaml: no such file",)),
     Case("unknown-top-key", "sweep file", "a top-level key that does not exist (`colour:`)",
          lambda f: ["sweep", f.good(add="colour: red\n")],
-         (("<tmp>/s.yaml: colour: unknown key; allowed: datasets, description, failure, inits, lr, mode, name, "
+         (("<tmp>/s.yaml: colour: unknown key; allowed: datasets, description, failure, inits, keep, lr, mode, name, "
           "overrides, recipe, resources, seeds, shots"),)),
     Case("unknown-init", "sweep file", "`inits: [moco-v9]` (no such init)",
          lambda f: ["sweep", f.good("[scratch]", "[moco-v9]")],
