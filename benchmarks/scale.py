@@ -57,8 +57,10 @@ def du(path: Path) -> int:
 
 
 def timed(argv: list[str], env: dict[str, str]) -> float:
+    """``benchxfer ARGV`` timed as a command of its own, in the home (``report`` writes ``reports/`` there)."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "benchxfer.cli", *argv], env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "benchxfer.cli", *argv], env=env, capture_output=True, text=True,
+                          cwd=env["BENCHXFER_HOME"])
     took = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"benchxfer {' '.join(argv)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
