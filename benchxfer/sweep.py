@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import time
 from collections.abc import Mapping
 from typing import Any, Callable
 
@@ -272,6 +273,9 @@ def run_trials(trials: list[Trial], launch: Launch, *, finish: FinishHook | None
     return grid
 
 
+FULL_GRACE_S = 30.0  # a folder with no room this long, and no trial's line: the stopper says it itself
+
+
 def disk_stopper(sweep: str):
     """A Tune stopper that ends the experiment once a trial ran out of disk (its driver wrote the line, see
     :func:`run_trial`) or the sweep's folder has no room left at all: no new trial starts into a full disk, the
@@ -287,11 +291,17 @@ def disk_stopper(sweep: str):
         def __call__(self, trial_id: str, result: dict) -> bool:
             return False
 
+        low_since: float | None = None  # when the folder was first seen with no room (a write may be failing)
+
         def stop_all(self) -> bool:
             if self.error is None:
                 line = sdir.disk_full()
-                if line is None and disk.free(sdir.path) < FULL_BELOW:
-                    line = f"{disk.existing(sdir.path)} has {disk.human(disk.free(sdir.path))} free"
+                if line is None and disk.free(sdir.path) < FULL_BELOW:  # the failing trial says why, if it can
+                    self.low_since = self.low_since or time.monotonic()
+                    if time.monotonic() - self.low_since >= FULL_GRACE_S:
+                        line = f"{disk.existing(sdir.path)} has {disk.human(disk.free(sdir.path))} free"
+                elif line is None:
+                    self.low_since = None
                 if line is not None:
                     self.error = (f"sweep {sweep!r} stopped, the disk is full: {line}; finished trials are kept; "
                                   f"make room, then `benchxfer resume {sweep}`")

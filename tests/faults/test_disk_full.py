@@ -41,6 +41,10 @@ def test_a_full_disk_stops_the_sweep_in_one_line_and_resume_finishes(tmp_path, r
             f"no space left on device writing {home}/runs/full/trials/" in line and \
             f"a trial of this sweep needs up to {disk.human(RUNNING)} while it runs" in line and \
             line.endswith("make room, then `benchxfer resume full`"), line
+        failed = [json.loads(f.read_text()) for f in (paths.sweep_dir("full") / "trials").glob("*/failed.json")]
+        full = [f for f in failed if "no space left on device" in f["reason"]]
+        assert len(full) == 1 and full[0]["retryable"], failed  # the trial that hit it, with its line
+        assert f"no space left on device writing {home}/runs/full/trials/" in full[0]["reason"]
         done = finished("full")
         assert first in done and len(done) < 3 and (first / SELECTED).is_file()  # nothing finished is lost
         before = json.loads((first / "result.json").read_text())
