@@ -495,6 +495,42 @@ def declared_sizes_bomb(f: Files) -> list[str]:
     return ["zoo", "import", "mine", str(f.tmp / "bomb.pth"), "--zoo", str(f.tmp / "zoo")]
 
 
+def crafted_storage(f: Files, legacy: bool = False) -> str:
+    """A small torch.save file whose pickle's storage record is patched to declare 8 GiB (2**31 float32s) while
+    the bytes stored stay 0.5 MB: torch.load allocates what the pickle declares (a legacy file before it reads it)."""
+    import io
+    import struct
+    import zipfile
+
+    buf = io.BytesIO()
+    torch.save({"conv1.weight": torch.zeros(123457)}, buf, _use_new_zipfile_serialization=not legacy)
+    numel = b"J" + struct.pack("<i", 123457)  # BININT: first the storage's numel, then the tensor's size
+    eight_gib = b"\x8a\x05" + (2 << 30).to_bytes(5, "little", signed=True)  # LONG1
+    path = f.tmp / ("legacy.pth" if legacy else "crafted.pth")
+    if legacy:
+        path.write_bytes(buf.getvalue().replace(numel, eight_gib, 1))
+        return str(path)
+    buf.seek(0)
+    with zipfile.ZipFile(buf) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            dst.writestr(info.filename, data.replace(numel, eight_gib, 1) if info.filename.endswith("/data.pkl")
+                         else data)
+    return str(path)
+
+
+def storage_over_record(f: Files) -> list[str]:
+    return ["zoo", "import", "mine", crafted_storage(f), "--zoo", str(f.tmp / "zoo")]
+
+
+def storage_over_arch(f: Files) -> list[str]:
+    return ["zoo", "import", "imagenet", crafted_storage(f), "--zoo", str(f.tmp / "zoo")]
+
+
+def legacy_storage_over_file(f: Files) -> list[str]:
+    return ["zoo", "import", "mine", crafted_storage(f, legacy=True), "--zoo", str(f.tmp / "zoo")]
+
+
 def pretrain_held(f: Files) -> list[str]:
     held_lock("pretrain-mine.lock", "benchxfer pretrain p.yaml")(f)
     return ["pretrain", f.write("p.yaml", PRETRAIN)]
@@ -941,6 +977,19 @@ CASES = [
          "zeros in 65 KB (deflated)", declared_sizes_bomb,
          ("Error: refused <tmp>/bomb.pth: its records declare 64 MiB (the largest, ", "64 MiB) in a file of 0.1 MiB; "
           "torch.save stores tensors uncompressed, so it was not loaded (loading would allocate that memory)",)),
+    Case("zoo-import-storage-over-record", "checkpoint", "`zoo import` of a torch zip whose pickle declares a "
+         "storage of 8 GiB (numel patched) while its record holds 0.5 MB", storage_over_record,
+         ("Error: refused <tmp>/crafted.pth: its pickle declares storage 0 of 8,589,934,592 bytes, but its record "
+          "archive/data/0 holds 493,828; it was not loaded (loading would allocate the declared size)",)),
+    Case("zoo-import-storage-over-arch", "checkpoint", "`zoo import imagenet` (a resnet50 init) of that file",
+         storage_over_arch,
+         ("Error: refused <tmp>/crafted.pth: its tensors declare 8,192 MiB in 1 storage(s), but a resnet50 backbone "
+          "holds 90 MiB of weights, and a checkpoint may hold at most 4 x that + 2 GiB (a second encoder, optimiser "
+          "state, memory banks); it was not loaded",)),
+    Case("zoo-import-legacy-storage-over-file", "checkpoint", "`zoo import` of a legacy (non-zip) torch.save file "
+         "whose pickle declares 8 GiB in 0.5 MB", legacy_storage_over_file,
+         ("Error: refused <tmp>/legacy.pth: its tensors declare 8,192.0 MiB, more than the whole file (0.5 MiB) "
+          "holds; it was not loaded (loading would allocate that memory)",)),
     # damaged or foreign files, named
     Case("latin1-csv", "dataset", "a CheXpert CSV with a Latin-1 byte (`é` saved as 0xe9)", latin1_csv,
          ("<tmp>/chex/train.csv: line 3: not UTF-8 text (byte 0xe9, perhaps Latin-1 or Windows-1252); a CSV file "

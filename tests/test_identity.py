@@ -473,3 +473,33 @@ def result_record_for(key: str) -> dict:
 
     return {**result_record("pretrain", key, "scratch", "chexpert", 0, 0.7, task="multilabel"), "epochs_started": 1,
             "best_val_loss": 0.5}
+
+
+@pytest.mark.parametrize("interruption", [SystemExit(0), KeyboardInterrupt()], ids=["ray-actor-ended", "in-process"])
+def test_an_interrupted_pre_training_says_so_and_how_to_continue(interruption, tmp_path, monkeypatch):
+    """Item 16: Ctrl-C during `pretrain` ends its trial's actor; the trial's driver records the SystemExit that ends
+    it (sweep._one_line, as run_trial does: the issue's "failed: SystemExit: 0"). The pre-training says it was
+    interrupted and how to continue, as `sweep` names its unfinished trials and `resume`; a real failure is still
+    named a failure. (Function level: the command itself gets here only after a Ray session.)"""
+    from test_errors import PRETRAIN
+
+    from benchxfer.pretraining import EXPERIMENT, load_pretrain_spec, plan_pretrain
+    from benchxfer.runner import pretrain_unfinished
+    from benchxfer.sweep import _one_line
+    from benchxfer.trialdir import Failure, Progress, TrialDir
+
+    pfile = tmp_path / "p.yaml"
+    pfile.write_text(PRETRAIN)
+    with monkeypatch.context() as m:
+        m.setenv("BENCHXFER_HOME", str(tmp_path / "home"))
+        spec = load_pretrain_spec(pfile)
+        trial = plan_pretrain(spec)
+    tdir = TrialDir(tmp_path / "home" / "runs" / EXPERIMENT / "trials" / trial.key)
+    tdir.path.mkdir(parents=True)
+    tdir.record_failure(Failure(_one_line(interruption), retryable=True))
+    start = f"pre-training 'mine' was interrupted before it finished (Ctrl-C); `benchxfer pretrain {pfile}` continues it "
+    assert str(pretrain_unfinished(spec, tdir)) == start + "from the start (no epoch checkpoint was written yet)"
+    tdir.write_progress(Progress(epoch=3, best_epoch=2, epochs_max=10, checkpoint=2))
+    assert str(pretrain_unfinished(spec, tdir)) == start + "from its checkpoint of epoch 2"
+    tdir.write_failure(Failure("TrialFailed: the loss is NaN at epoch 3", retryable=False))
+    assert str(pretrain_unfinished(spec, tdir)) == "pre-training 'mine' failed: TrialFailed: the loss is NaN at epoch 3"

@@ -154,6 +154,22 @@ def test_resnet50_layouts_read_bit_identically(fmt, writer, r50, tmp_path):
     assert_identical(detected.state, want)
 
 
+@pytest.mark.parametrize("fmt,writer", [("moco", moco_file), ("pycontrast", pycontrast_file)])
+def test_legacy_files_are_read_after_their_declared_sizes(fmt, writer, r50, tmp_path):
+    """A legacy (non-zip) torch.save file (published checkpoints before torch 1.6): the storages its pickle
+    declares are read without running it, sum to its tensors' bytes, and the file then reads bit-identically."""
+    from benchxfer.zoo.checkpoint import _declared_storages
+
+    path = tmp_path / "legacy.pth.tar"
+    obj = writer(r50)
+    torch.save(obj, path, _use_new_zipfile_serialization=False)
+    storages, records = _declared_storages(path)
+    tensors = [t for part in obj.values() if isinstance(part, dict) for t in part.values()
+               if isinstance(t, torch.Tensor)]
+    assert records is None and sum(storages.values()) == sum(t.numel() * t.element_size() for t in tensors)
+    assert_identical(zoo.load_backbone(path, fmt), backbone(r50))
+
+
 def test_every_published_format_has_a_name():
     names = set(zoo.FORMATS.names())
     assert {"torchvision", "moco", "pcl", "swav", "barlowtwins", "pycontrast", "cmc", "indomain", "inat", "bit",

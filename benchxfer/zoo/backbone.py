@@ -34,6 +34,15 @@ def backbone_spec(arch: str) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items() if not is_head_key(k)}
 
 
+@lru_cache(maxsize=None)
+def weight_bytes(arch: str) -> int:
+    """Bytes of ``arch``'s classifier's parameters and buffers (one class), counted on the meta device."""
+    ARCHS.get(arch)
+    with torch.device("meta"):
+        model = build_classifier(arch, 1)
+    return sum(v.numel() * v.element_size() for v in model.state_dict().values())
+
+
 def family_archs(family: str) -> list[str]:
     return [name for name, cfg in ARCHS.items() if cfg.family == family]
 

@@ -110,8 +110,149 @@ def _check_declared_sizes(path: Path) -> None:
             "came from")
 
 
-def read_checkpoint(path: str | Path) -> RawCheckpoint:
-    """Read ``path`` safely: safetensors, or ``torch.load(weights_only=True)`` on CPU."""
+# what a checkpoint's tensors may declare beyond its architecture's own weights: a second encoder (MoCo's key
+# encoder, an EMA copy), an optimiser's copies and two ImageNet-sized memory banks (InsDis, PIRL, CMC: 1.28M x 128
+# floats, 656 MB each) fit in ARCH_FACTOR x the weights + ARCH_SLACK_BYTES
+ARCH_FACTOR = 4
+ARCH_SLACK_BYTES = 2 << 30
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # the first pickle of a legacy (non-zip) torch.save file
+
+
+class _Stub:
+    """Stands in for every class and function a pickle names while its storage records are read: calling, building
+    or filling one does nothing, so no code from the file runs."""
+
+    module = name = ""
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        return object.__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def append(self, value: Any) -> None:
+        pass
+
+    def extend(self, values: Any) -> None:
+        pass
+
+
+def _itemsize(storage_type: Any) -> int | None:
+    """Bytes per element of a storage class a pickle names (torch.FloatStorage, torch.UntypedStorage, ...)."""
+    if not (isinstance(storage_type, type) and issubclass(storage_type, _Stub)):
+        return None
+    if storage_type.module != "torch" or not storage_type.name.endswith("Storage"):
+        return None
+    if storage_type.name == "UntypedStorage":
+        return 1
+    with warnings.catch_warnings():  # torch's typed storage classes warn that they are deprecated
+        warnings.simplefilter("ignore")
+        dtype = getattr(getattr(torch, storage_type.name, None), "dtype", None)
+    return dtype.itemsize if isinstance(dtype, torch.dtype) else None
+
+
+class _StorageReader(pickle.Unpickler):
+    """Reads the storages a torch.save pickle declares (persistent ids: 'storage', type, key, location, numel[, view])
+    without running anything: every global is a :class:`_Stub`."""
+
+    def __init__(self, file: Any):
+        super().__init__(file)
+        self.storages: dict[str, int] = {}  # key -> declared bytes
+
+    def find_class(self, module: str, name: str) -> Any:
+        return type(name, (_Stub,), {"module": module, "name": name})
+
+    def persistent_load(self, pid: Any) -> Any:
+        if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] in ("storage", b"storage"):
+            size = _itemsize(pid[1])
+            numel = pid[4]
+            if size is not None and isinstance(numel, int) and numel >= 0:
+                key = pid[2].decode() if isinstance(pid[2], bytes) else str(pid[2])
+                self.storages[key] = numel * size
+        return _Stub()
+
+
+def _declared_storages(path: Path) -> tuple[dict[str, int], dict[str, tuple[str, int]] | None] | None:
+    """The bytes each storage of a torch.save file declares (key -> bytes), and for a zip its records (key -> name
+    and size; None for a legacy pickle). None when the file cannot be read this way (torch.load names why)."""
+    import io
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                infos = archive.infolist()
+                pkl = next((i for i in infos if i.filename.endswith("/data.pkl")), None)
+                if pkl is None:
+                    return None
+                prefix = pkl.filename[: -len("data.pkl")] + "data/"
+                reader = _StorageReader(io.BytesIO(archive.read(pkl)))
+            reader.load()
+            records = {i.filename[len(prefix):]: (i.filename, i.file_size) for i in infos
+                       if i.filename.startswith(prefix)}
+            return reader.storages, records
+        with open(path, "rb") as f:
+            if _StorageReader(f).load() != LEGACY_MAGIC:
+                return None
+            _StorageReader(f).load()  # the protocol version
+            _StorageReader(f).load()  # the system's byte order and type sizes
+            reader = _StorageReader(f)
+            reader.load()
+        return reader.storages, None
+    except Exception:  # a damaged pickle or zip: torch.load says what is wrong with it
+        return None
+
+
+def arch_bound(archs: list[str]) -> tuple[int, str]:
+    """The most bytes a checkpoint of one of ``archs`` may declare, and the words that say why."""
+    from benchxfer.zoo.backbone import weight_bytes
+
+    largest = max(archs, key=weight_bytes)
+    held = weight_bytes(largest)
+    who = f"a {largest} backbone" if len(archs) == 1 else f"the largest architecture it may hold ({largest})"
+    return (ARCH_FACTOR * held + ARCH_SLACK_BYTES,
+            f"{who} holds {held / 2**20:,.0f} MiB of weights, and a checkpoint may hold at most {ARCH_FACTOR} x that "
+            f"+ {ARCH_SLACK_BYTES >> 30} GiB (a second encoder, optimiser state, memory banks)")
+
+
+def _check_storages(path: Path, archs: list[str] | None) -> None:
+    """Refuse a torch.save file whose pickle declares storages larger than its records, than the file, or than its
+    architecture could need, before ``torch.load`` allocates them (it allocates what the pickle declares)."""
+    found = _declared_storages(path)
+    if found is None:
+        return
+    storages, records = found
+    total = sum(storages.values())
+    if archs and total > ARCH_SLACK_BYTES:  # below the slack no architecture is needed to accept it
+        bound, why = arch_bound(archs)
+        if total > bound:
+            raise BenchxferError(
+                f"refused {path}: its tensors declare {total / 2**20:,.0f} MiB in {len(storages)} storage(s), but "
+                f"{why}; it was not loaded (loading would allocate that memory); check where the file came from")
+    if records is not None:
+        for key, nbytes in storages.items():
+            name, size = records.get(key, (None, None))
+            if size != nbytes:
+                held = f"its record {name} holds {size:,}" if name else "the file holds no record of it"
+                raise BenchxferError(
+                    f"refused {path}: its pickle declares storage {key} of {nbytes:,} bytes, but {held}; it was not loaded (loading would allocate the declared size); check where the "
+                    "file came from")
+    elif total > path.stat().st_size:
+        raise BenchxferError(
+            f"refused {path}: its tensors declare {total / 2**20:,.1f} MiB, more than the whole file "
+            f"({path.stat().st_size / 2**20:,.1f} MiB) holds; it was not loaded (loading would allocate that memory); "
+            "check where the file came from")
+
+
+def read_checkpoint(path: str | Path, archs: list[str] | None = None) -> RawCheckpoint:
+    """Read ``path`` safely: safetensors, or ``torch.load(weights_only=True)`` on CPU, after checking the sizes its
+    storages declare (against its records, its size and the largest of ``archs``, the architectures it may hold)."""
     path = Path(path)
     if not path.is_file():
         raise BenchxferError(f"checkpoint {path} does not exist or is not a file")
@@ -129,6 +270,7 @@ def read_checkpoint(path: str | Path) -> RawCheckpoint:
         return RawCheckpoint(path, tensors, metadata)
     _check_looks_like_checkpoint(path)
     _check_declared_sizes(path)
+    _check_storages(path, archs)
     try:
         with torch.serialization.safe_globals(SAFE_EXTRA_GLOBALS), warnings.catch_warnings():
             # torch warns on stderr about any pickle protocol but 2; the refusal below is the one line

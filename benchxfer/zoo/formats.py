@@ -18,8 +18,9 @@ from typing import Any, Callable
 import torch
 
 from benchxfer.errors import BenchxferError
+from benchxfer.models import ARCHS
 from benchxfer.registry import Registry
-from benchxfer.zoo.backbone import check_backbone, is_head_key
+from benchxfer.zoo.backbone import check_backbone, family_archs, is_head_key
 from benchxfer.zoo.bit import HEAD_PREFIX as BIT_HEAD_PREFIX
 from benchxfer.zoo.bit import bit_to_timm
 from benchxfer.zoo.checkpoint import RawCheckpoint, read_checkpoint, trusted_unpickle
@@ -221,7 +222,10 @@ def read_backbone(path: str | Path, fmt: str | None = None, arch: str | None = N
         state = byol_to_torchvision(trusted_unpickle(path))
         found = check_backbone(state, arch, spec.family, f"{path} read as {spec.name!r}")
         return Backbone(state, found, spec.name)
-    raw = read_checkpoint(path)
+    # the architectures the file may hold: the one asked for, else its format's family, else any
+    family = spec.family if spec is not None else ""
+    archs = [arch] if arch is not None else (family_archs(family) if family else list(ARCHS.names()))
+    raw = read_checkpoint(path, archs)
     if raw.is_safetensors:
         if spec is not None and spec.name != CANONICAL:
             raise BenchxferError(f"{path} is a safetensors file ({CANONICAL!r} format), not {spec.name!r}")
