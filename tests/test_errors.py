@@ -1001,6 +1001,14 @@ CASES = [
          ("<tmp>/mimic/mimic-cxr-2.0.0-chexpert.csv.gz: the compressed file ends early (truncated); download or copy it again",)),
     Case("utf16-sweep-file", "sweep file", "a sweep file saved as UTF-16", utf16_sweep,
          (S + "UTF-16 text; a sweep or pre-training file must be UTF-8, re-save it as UTF-8",)),
+    Case("keep-unknown", "sweep file", "`keep: everything` (what a final trial's folder keeps)",
+         good_dry(add="keep: everything\n"),
+         (S + "keep: must be one of selected, none, checkpoint, got 'everything'",)),
+    Case("micro-batch-batchnorm", "sweep file", "`micro_batch: 2` on a ResNet (a net with BatchNorm)",
+         good_dry(old="epochs: 1}", new="epochs: 1, micro_batch: 2}"),
+         (S + "datasets[0] (chestxray14): micro_batch 2 on a resnet18 net with BatchNorm: each micro-batch would be "
+          "normalised by its own statistics and move the running statistics once per piece, so the step is not the "
+          "batch's; use micro_batch 0, or a GroupNorm arch (bit-r101x1",)),
     Case("symlink-loop-sweep-file", "sweep file", "a sweep file that is a symbolic link loop", symlink_loop_sweep,
          (S + "a symbolic link loop, not a YAML file",)),
     Case("resume-copy-deleted", "CLI", "`resume tiny` after runs/tiny/sweep.yaml was deleted", resume_without_copy,
