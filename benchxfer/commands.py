@@ -191,7 +191,7 @@ def sweep(file, dry_run, limit, tracking_uri, address, zoo_dir, verbose):
 
 
 # what a sweep file may change under a name already used: how the sweep runs, not what its trials compute
-RUN_ONLY_KEYS = ("description", "resources", "failure")
+RUN_ONLY_KEYS = ("description", "resources", "failure", "keep")
 
 
 def _refuse_other_sweep(name: str, file: str) -> None:
