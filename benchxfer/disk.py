@@ -68,7 +68,10 @@ def of_trial(trial, keep: str) -> TrialDisk:
     try:
         classes = DATASETS.get(trial.dataset).num_classes(c.root or None)
     except (BenchxferError, OSError):
-        classes = 2  # a folder dataset not on this machine: the head is a small part of the weights
+        classes = 0
+    # a folder dataset not on this machine, or whose class folders are not there yet (the dry run of a file whose
+    # roots are still to be filled): count a 2-class head, a small part of the weights
+    classes = classes or 2
     return trial_disk(weights_of(c.arch, trial.task, classes), c.optimizer, c.momentum, keep)
 
 
