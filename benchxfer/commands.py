@@ -394,7 +394,7 @@ def set_key(key: str, planned: dict, config: dict) -> str:
     with other knobs never continues, nor reports, another's checkpoints and result)."""
     import hashlib
 
-    from benchxfer.spec import EXECUTION_ONLY
+    from benchxfer.recipes.config import EXECUTION_ONLY
 
     changed = {k: config[k] for k in sorted(config) if k not in EXECUTION_ONLY and config[k] != planned.get(k)}
     if not changed:

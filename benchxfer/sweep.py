@@ -22,9 +22,9 @@ from typing import Any, Callable
 from benchxfer import cluster, disk, paths
 from benchxfer.cluster import Launch  # noqa: F401  (re-exported: how a batch of trials runs)
 from benchxfer.errors import BenchxferError
-from benchxfer.spec import Trial
 from benchxfer.tracking import NODE
 from benchxfer.train.session import FinishHook, Runtime
+from benchxfer.trial import Trial
 from benchxfer.trialdir import FULL_BELOW, Failure, SweepDir, TrialDir, TrialFailed
 from benchxfer.tunespace import (  # noqa: F401  (tune_name re-exported)
     Shared,
