@@ -23,7 +23,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from benchxfer import paths
 from benchxfer.schema import SEARCH_METRIC, SearchOptions
-from benchxfer.trialdir import Stopped, TrialDir
+from benchxfer.trialdir import Stopped, TrialDir, TrialState
 from benchxfer.tunespace import TrialIndex, TrialSource, cell_of, searched, trial_of
 
 EVENTS = "search_events.jsonl"
@@ -50,7 +50,7 @@ def settle_stopped(sweep: str, key: str, marker: Stopped, tracking_uri: str | No
 
     c = client(tracking_uri)
     for run in trial_runs(c, sweep, key):
-        c.set_tag(run.info.run_id, STATUS, "stopped")
+        c.set_tag(run.info.run_id, STATUS, TrialState.STOPPED.value)
         c.set_tag(run.info.run_id, RUNG, str(marker.rung))
         if ERROR in run.data.tags:
             c.delete_tag(run.info.run_id, ERROR)

@@ -25,7 +25,7 @@ from benchxfer.errors import BenchxferError
 from benchxfer.tracking import NODE
 from benchxfer.train.session import FinishHook, Runtime
 from benchxfer.trial import Trial
-from benchxfer.trialdir import FULL_BELOW, Failure, SweepDir, TrialDir, TrialFailed
+from benchxfer.trialdir import FULL_BELOW, Failure, SweepDir, TrialDir, TrialFailed, TrialState
 from benchxfer.tunespace import (  # noqa: F401  (tune_name re-exported)
     Shared,
     TrialIndex,
@@ -93,7 +93,7 @@ def run_trial(config: dict[str, Any], shared: Shared) -> None:
     try:
         rec = SweepRecorder(launch.tracking_uri, launch.sweep)
         run_id = rec.trial_run(trial.key, trial.params(), {TASK: trial.task, METRIC: trial.metric})
-        rec.client.set_tag(run_id, STATUS, "running")
+        rec.client.set_tag(run_id, STATUS, TrialState.RUNNING.value)
         tag_node(rec.client, run_id)
     except BenchxferError as err:  # training goes on; the result record stays on disk
         log.warning("%s: MLflow unavailable at start (%s); logging to the trial folder only", trial.key, err)
@@ -204,7 +204,7 @@ def _record_failure(tdir: TrialDir, shared: Shared, run_id: str | None, err: Bas
         from benchxfer.tracking import ERROR, STATUS, RunLogger
 
         tl = RunLogger(launch.tracking_uri, run_id, tdir.path)
-        tl.set_tags({STATUS: "failed", ERROR: failure.reason})
+        tl.set_tags({STATUS: TrialState.FAILED.value, ERROR: failure.reason})
         tl.close("FAILED", retry_seconds=5)
 
 

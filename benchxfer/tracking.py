@@ -27,6 +27,7 @@ from typing import Any, Iterator
 
 from benchxfer import __version__, paths
 from benchxfer.errors import BenchxferError
+from benchxfer.trialdir import TrialState
 
 log = logging.getLogger("benchxfer")
 
@@ -36,7 +37,7 @@ log = logging.getLogger("benchxfer")
 ROLE = "benchxfer.role"  # "sweep" (the parent run) or "trial"
 SWEEP = "benchxfer.sweep"
 KEY = "benchxfer.trial_key"  # finds a trial's run again on resume and retry
-STATUS = "benchxfer.status"  # pending, running, finished, failed
+STATUS = "benchxfer.status"  # a TrialState value: pending, running, finished, failed, stopped
 ERROR = "benchxfer.error"  # the failure's one line
 RUNG = "benchxfer.rung"  # where the lr search's scheduler stopped the trial (STATUS "stopped")
 NODE = "benchxfer.node_id"  # the Ray node of the trial's driver (the one that trains a 1-worker trial)
@@ -318,7 +319,7 @@ class SweepRecorder:
                 self.client.update_run(run.info.run_id, status="RUNNING")
             return run.info.run_id
         all_tags = {"mlflow.parentRunId": self.parent_run_id, ROLE: "trial", SWEEP: self.sweep, KEY: key,
-                    STATUS: "pending", **version_tags(), **tags}
+                    STATUS: TrialState.PENDING.value, **version_tags(), **tags}
         run_id = self.client.create_run(self.experiment_id, tags=all_tags, run_name=key).info.run_id
         self.client.log_batch(run_id, params=_params(params))
         return run_id

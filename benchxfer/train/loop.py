@@ -42,7 +42,7 @@ from benchxfer.train.checkpoint import CheckpointStore, rng_state, set_rng_state
 from benchxfer.train.data_setup import RunData, TrainStream, build_data, eval_loader, steps_per_epoch, train_loader
 from benchxfer.train.sampling import study_micro_batch
 from benchxfer.train.session import SESSIONS, Runtime, Session
-from benchxfer.trialdir import Failure, Progress, TrialDir, TrialFailed, TrialResult, no_space
+from benchxfer.trialdir import Failure, Progress, TrialDir, TrialFailed, TrialResult, TrialState, no_space
 
 log = logging.getLogger("benchxfer")
 
@@ -334,7 +334,7 @@ def train_one_epoch(run: Run, stream: TrainStream, epoch: int) -> float:
         reason = f"loss became {train_loss} at epoch {epoch}"
         if sess.is_main:
             run.folder.write_failure(Failure(reason, retryable=False, epoch=epoch))
-            run.tlog.set_tags({STATUS: "failed", ERROR: reason})
+            run.tlog.set_tags({STATUS: TrialState.FAILED.value, ERROR: reason})
             run.tlog.close("FAILED", retry_seconds=10)
         raise TrialFailed(reason)
     return train_loss
@@ -422,7 +422,7 @@ def finish(run: Run) -> TrialResult:
             "accelerator_hours": accel}, step=max(run.epoch, 0))
         run.tlog.log_text(_curves_csv(run.history), "learning_curves.csv")
         run.tlog.log_text(json.dumps(cfg.to_dict(), indent=1, default=str), "trial_config.json")
-        run.tlog.set_tags({STATUS: "finished", **{f"env.{k}": str(v) for k, v in result.environment.items()}})
+        run.tlog.set_tags({STATUS: TrialState.FINISHED.value, **{f"env.{k}": str(v) for k, v in result.environment.items()}})
         run.folder.write_result(result)
         run.tlog.close("FINISHED")
         run.folder.tidy(run.runtime.keep)  # the result is recorded: the training checkpoint goes unless kept
