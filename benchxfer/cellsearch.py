@@ -46,16 +46,9 @@ def settle_stopped(sweep: str, key: str, marker: Stopped, tracking_uri: str | No
     scheduler stops the trial and again after the experiment (MLflow may have been down the first time)."""
     if not tracking_uri:
         return
-    from benchxfer.tracking import ERROR, RUNG, STATUS, client, trial_runs
+    from benchxfer.tracking import mark_stopped
 
-    c = client(tracking_uri)
-    for run in trial_runs(c, sweep, key):
-        c.set_tag(run.info.run_id, STATUS, "stopped")
-        c.set_tag(run.info.run_id, RUNG, str(marker.rung))
-        if ERROR in run.data.tags:
-            c.delete_tag(run.info.run_id, ERROR)
-        if run.info.status != "KILLED":
-            c.set_terminated(run.info.run_id, "KILLED")
+    mark_stopped(tracking_uri, sweep, key, marker.rung)
 
 
 # --- routing by cell ----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import click
 from benchxfer import paths
 from benchxfer.errors import BenchxferError
 from benchxfer.schema import check_address, check_knob_values, check_port_free
+from benchxfer.trialdir import TrialState
 
 
 def _check_tracking_uri(ctx, param, value: str | None) -> str | None:
@@ -311,7 +312,9 @@ def _refuse_changed(name: str, started, now, source: str) -> None:
                              f"run it as a new sweep under another name, or restore the file")
 
 
-STATES = ("finished", "stopped", "failed", "interrupted", "pending", "damaged")
+# the states benchxfer status shows, in the order of its counts line
+STATES = (TrialState.FINISHED, TrialState.STOPPED, TrialState.FAILED, TrialState.INTERRUPTED, TrialState.PENDING,
+          TrialState.DAMAGED)
 
 
 def trial_states(name: str) -> list[dict]:
@@ -332,29 +335,28 @@ def trial_states(name: str) -> list[dict]:
 
 
 def _trial_row(tdir, planned: bool) -> dict:
-    from benchxfer.trialdir import TrialState
-
-    row = {"trial_key": tdir.key, "state": "pending", "epoch": "", "best": "", "error": "", "planned": planned}
+    row = {"trial_key": tdir.key, "state": TrialState.PENDING.value, "epoch": "", "best": "", "error": "",
+           "planned": planned}
     damage = tdir.damage()
     if damage:  # never shown as a state it is not: the file and what is wrong with it
-        row.update(state="damaged", error=f"damaged: {damage}")
+        row.update(state=TrialState.DAMAGED.value, error=f"damaged: {damage}")
         return row
     prog = tdir.progress()
     if prog:
-        row.update(state="interrupted", epoch=prog.epoch)
+        row.update(state=TrialState.INTERRUPTED.value, epoch=prog.epoch)
         if prog.best:
             metric = next((k for k in prog.best if k.startswith("val_") and k != "val_loss"), "val_loss")
             row["best"] = f"{metric}={prog.best[metric]:.4f}@{prog.best_epoch}"
     state = tdir.state()
     if state is TrialState.FINISHED:
         res = tdir.result()
-        row.update(state="finished", epoch=res.epochs_run - 1,
+        row.update(state=TrialState.FINISHED.value, epoch=res.epochs_run - 1,
                    best=f"test_{res.metric}={res.value:.4f}@{res.best_epoch}")
     elif state is TrialState.STOPPED:
         stop = tdir.stopped()
-        row.update(state="stopped", epoch=stop.epoch, error=f"stopped by the search at rung {stop.rung}")
+        row.update(state=TrialState.STOPPED.value, epoch=stop.epoch, error=f"stopped by the search at rung {stop.rung}")
     elif state in (TrialState.FAILED, TrialState.RETRYABLE):
-        row.update(state="failed", error=str(tdir.failure().reason)[:120])
+        row.update(state=TrialState.FAILED.value, error=str(tdir.failure().reason)[:120])
     return row
 
 
@@ -375,14 +377,15 @@ def status(name):
         click.echo(header)
         for r in others:
             click.echo(f"{r['trial_key']:<60} {r['state']:<12} {r['epoch']!s:>5}  {r['best']:<28} {r['error']}")
-    counts = {s: sum(r["state"] == s for r in planned) for s in STATES}
-    line = ", ".join(f"{v} {k}" for k, v in counts.items() if k != "stopped" and (v or k != "damaged")) \
+    counts = {s.value: sum(r["state"] == s for r in planned) for s in STATES}
+    line = ", ".join(f"{v} {k}" for k, v in counts.items() if k != TrialState.STOPPED
+                     and (v or k != TrialState.DAMAGED)) \
         + f" ({len(planned)} trials)"
     if others:
-        n_stopped = sum(r["state"] == "stopped" for r in rows)
+        n_stopped = sum(r["state"] == TrialState.STOPPED for r in rows)
         line += f"; lr search: {len(others)} other trials, {n_stopped} stopped by the search"
     click.echo(line)
-    damaged = [r for r in rows if r["state"] == "damaged"]
+    damaged = [r for r in rows if r["state"] == TrialState.DAMAGED]
     if damaged:  # shown above; the exit status says it too
         raise BenchxferError(f"sweep {name!r}: {len(damaged)} damaged trial(s), the first: {damaged[0]['trial_key']} "
                              f"({damaged[0]['error']}); restore or remove the file, then `benchxfer resume {name}`")
@@ -394,7 +397,7 @@ def set_key(key: str, planned: dict, config: dict) -> str:
     with other knobs never continues, nor reports, another's checkpoints and result)."""
     import hashlib
 
-    from benchxfer.spec import EXECUTION_ONLY
+    from benchxfer.recipes.config import EXECUTION_ONLY
 
     changed = {k: config[k] for k in sorted(config) if k not in EXECUTION_ONLY and config[k] != planned.get(k)}
     if not changed:

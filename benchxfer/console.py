@@ -30,7 +30,7 @@ from benchxfer import paths
 from benchxfer.tunespace import Shared, is_searched, tune_name
 
 if TYPE_CHECKING:
-    from benchxfer.spec import Trial
+    from benchxfer.trial import Trial
 
 SUMMARY_EVERY_S = 60.0  # plain output: at most one summary line per this many seconds
 NOISY_LOGGERS = ("ray", "mlflow", "alembic", "urllib3", "filelock", "py.warnings")

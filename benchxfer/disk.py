@@ -61,7 +61,7 @@ def trial_disk(weights: int, optimizer: str, momentum: float, keep: str) -> Tria
 
 
 def of_trial(trial, keep: str) -> TrialDisk:
-    """A planned trial's disk (``trial``: a :class:`benchxfer.spec.Trial`)."""
+    """A planned trial's disk (``trial``: a :class:`benchxfer.trial.Trial`)."""
     from benchxfer.data import DATASETS
 
     c = trial.config

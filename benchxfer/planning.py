@@ -20,7 +20,8 @@ from benchxfer.recipes import TrainConfig, get_recipe, recipe_for_task
 from benchxfer.recipes.parts import check_micro_batch
 from benchxfer.recipes.registry import check_names, check_task
 from benchxfer.schema import check_combinations
-from benchxfer.spec import DatasetEntry, SweepSpec, Trial, load_spec, trial_key
+from benchxfer.spec import DatasetEntry, SweepSpec, load_spec
+from benchxfer.trial import Trial, trial_key
 
 if TYPE_CHECKING:
     from benchxfer.pretraining import PretrainSpec

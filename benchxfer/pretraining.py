@@ -22,7 +22,6 @@ from benchxfer.recipes import TrainConfig, get_recipe
 from benchxfer.recipes.parts import check_micro_batch
 from benchxfer.schema import PRETRAIN_EXPERIMENT, SEED, check_name, check_option_values, check_synthetic
 from benchxfer.spec import (
-    Trial,
     _check_keys,
     _fail,
     _mapping,
@@ -31,9 +30,9 @@ from benchxfer.spec import (
     parse_failure,
     parse_resources,
     read_yaml,
-    trial_key,
 )
 from benchxfer.tasks import PRETRAIN_TASK
+from benchxfer.trial import Trial, trial_key
 from benchxfer.trialdir import TrialResult
 
 KEYS = {"name", "description", "sources", "arch", "start", "recipe", "lr", "seed", "overrides", "resources",

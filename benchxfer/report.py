@@ -40,6 +40,7 @@ from benchxfer.summary import (  # noqa: E402,F401  (re-exported)
     Summary,
 )
 from benchxfer.train.metrics import higher_is_better, scale  # noqa: E402
+from benchxfer.trialdir import TrialState  # noqa: E402
 
 
 def stars(p: float) -> str:
@@ -83,11 +84,11 @@ def summarise(df: pd.DataFrame, baseline: str | None = DEFAULT_BASELINE, test: s
         raise BenchxferError(f"baseline init {baseline!r} is not in the runs; inits: {', '.join(inits_all)}")
     inits = ([baseline] if baseline else []) + [i for i in inits_all if i != baseline]
     d = _with_columns(df)
-    ok = d["status"].eq("finished").fillna(False) & d["value"].notna()
+    ok = d["status"].eq(TrialState.FINISHED.value).fillna(False) & d["value"].notna()
     fin = d[ok]
     groups = {k: g.to_numpy(dtype=float) for k, g in fin.groupby(["_col", "init"], sort=False)["value"]}
     bad = d[~ok]
-    failed = bad["status"].eq("failed").fillna(False)
+    failed = bad["status"].eq(TrialState.FAILED.value).fillna(False)
     n_failed = bad[failed].groupby(["_col", "init"]).size().to_dict()
     n_unf = bad[~failed].groupby(["_col", "init"]).size().to_dict()
     cols = _column_table(d)

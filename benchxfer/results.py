@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 
 from benchxfer import paths
 from benchxfer.errors import BenchxferError
-from benchxfer.trialdir import RESULT, TRIALS, SweepDir, TrialDir, check_result_values
+from benchxfer.trialdir import RESULT, TRIALS, SweepDir, TrialDir, TrialState, check_result_values
 
 if TYPE_CHECKING:  # pandas loads when a table is made, not when the CLI lists its commands
     import pandas as pd
@@ -50,10 +50,12 @@ def default_baseline(frame) -> str | None:
     """The baseline a report uses when not told: :data:`DEFAULT_BASELINE` where the runs have it, else none."""
     return DEFAULT_BASELINE if (frame["init"] == DEFAULT_BASELINE).any() else None
 # statuses a row can carry; "unfinished" = listed in trials.json, no record yet
-STATUSES: tuple[str, ...] = ("finished", "failed", "running", "pending", "unfinished")
+STATUSES: tuple[str, ...] = tuple(s.value for s in (TrialState.FINISHED, TrialState.FAILED, TrialState.RUNNING,
+                                                    TrialState.PENDING, TrialState.UNFINISHED))
 # MLflow run status -> ours, used when the benchxfer.status tag is missing
-_MLFLOW_STATUS = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "failed",
-                  "RUNNING": "running", "SCHEDULED": "pending"}
+_MLFLOW_STATUS = {"FINISHED": TrialState.FINISHED.value, "FAILED": TrialState.FAILED.value,
+                  "KILLED": TrialState.FAILED.value, "RUNNING": TrialState.RUNNING.value,
+                  "SCHEDULED": TrialState.PENDING.value}
 _PROBE_TIMEOUT_S = 3.0
 
 
@@ -206,7 +208,7 @@ def collect(sweep: str, tracking_uri: str | None = None) -> RunSet:
         bad = {k for k, v in file_errors.items() if v.startswith("damaged: ")}
         rows = [r for r in rows if r["trial_key"] not in bad]
         seen = {r["trial_key"] for r in rows}
-        extra = [r for r in file_rows if r["trial_key"] not in seen and r.get("status") == "finished"]
+        extra = [r for r in file_rows if r["trial_key"] not in seen and r.get("status") == TrialState.FINISHED]
         if extra:
             rows += extra
             errors = {**{k: v for k, v in file_errors.items() if k in {r["trial_key"] for r in extra}}, **errors}
@@ -275,7 +277,7 @@ def _from_mlflow(sweep: str, uri: str) -> tuple[list[dict[str, Any]], dict[str, 
     for run in runs:
         row, error = _row_from_run(sweep, run)
         # one row per trial key: a finished run wins, then the latest start
-        rank = (row["status"] == "finished", run.info.start_time or 0)
+        rank = (row["status"] == TrialState.FINISHED, run.info.start_time or 0)
         key = row["trial_key"]
         if key not in best or rank > best[key][0]:
             best[key] = (rank, row, error)
@@ -291,7 +293,7 @@ def _row_from_run(sweep: str, run: Any) -> tuple[dict[str, Any], str | None]:
     key = tags.get(KEY) or run.info.run_name
     where = f"MLflow run {run.info.run_id} (trial {key})"
     metric = tags.get(METRIC)
-    status = tags.get(STATUS) or _MLFLOW_STATUS.get(run.info.status, "running")
+    status = tags.get(STATUS) or _MLFLOW_STATUS.get(run.info.status, TrialState.RUNNING.value)
     if status not in STATUSES:
         raise BenchxferError(f"{where}: tag {STATUS}={status!r}; allowed: {', '.join(STATUSES)}")
     row = {
@@ -340,13 +342,13 @@ def _result_row(sweep: str, folder: Path) -> tuple[dict[str, Any], str | None] |
     file = folder / RESULT
     check_result_values(file, rec)
     where = str(file)
-    status = rec.get("status") or "finished"
+    status = rec.get("status") or TrialState.FINISHED.value
     if status not in STATUSES:
         raise BenchxferError(f"{file}: key status={status!r}; allowed: {', '.join(STATUSES)}")
     test = rec.get("test") or {}
     metric = rec.get("metric")
     value = rec.get("value", test.get(metric) if metric else None)
-    if status == "finished" and isinstance(value, float) and not math.isfinite(value):
+    if status == TrialState.FINISHED and isinstance(value, float) and not math.isfinite(value):
         raise BenchxferError(f"{file}: a finished trial's value={value} is not a finite number (its test {metric} "
                              "could not be computed, or the file was edited); it is not averaged")
     row = {c: rec.get(c) for c in RUN_COLUMNS}
@@ -372,7 +374,7 @@ def _expected(sweep: str, file: Path) -> list[dict[str, Any]]:
             "sweep": sweep, "trial_key": t["trial_key"], "recipe": t.get("recipe"), "init": t.get("init"),
             "dataset": t.get("dataset"), "task": t.get("task"), "shot": _shot(t.get("shot"), where),
             "lr": _number(t.get("lr"), "lr", where), "seed": _integer(t.get("seed"), "seed", where),
-            "metric": t.get("metric"), "status": "unfinished",
+            "metric": t.get("metric"), "status": TrialState.UNFINISHED.value,
         })
     return rows
 
@@ -429,7 +431,7 @@ def load_curves(runs: RunSet, tracking_uri: str | None = None, threads: int = 8)
 
     uri = tracking_uri or default_tracking_uri()
     f = runs.frame
-    todo = f[f["status"].eq("finished").fillna(False) & f["mlflow_run_id"].notna()]
+    todo = f[f["status"].eq(TrialState.FINISHED.value).fillna(False) & f["mlflow_run_id"].notna()]
     if not uri or todo.empty or _unreachable(uri):
         return pd.DataFrame(columns=["sweep", "trial_key", "epoch"])
     import tempfile

@@ -18,8 +18,9 @@ from benchxfer.cluster import Launch
 from benchxfer.errors import BenchxferError
 from benchxfer.planning import Plan, expand
 from benchxfer.pretraining import EXPERIMENT, ExportBackbone, PretrainSpec, plan_pretrain
-from benchxfer.spec import LrSearch, Trial
+from benchxfer.spec import LrSearch
 from benchxfer.sweep import ensure_ray, run_trials
+from benchxfer.trial import Trial
 from benchxfer.trialdir import DEFAULT_KEEP, SweepDir, TrialDir, TrialState
 
 if TYPE_CHECKING:

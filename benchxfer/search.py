@@ -42,7 +42,7 @@ from benchxfer.tunespace import Shared, TrialIndex, cell_of, trial_of
 
 if TYPE_CHECKING:
     from benchxfer.planning import Cell
-    from benchxfer.spec import Trial
+    from benchxfer.trial import Trial
 
 
 

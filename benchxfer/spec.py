@@ -1,15 +1,13 @@
-"""The sweep file: its schema, its validation, and the identity of a trial (:class:`Trial`, its key).
+"""The sweep file: its schema and its validation.
 
 A sweep file is YAML (``docs/sweep-file.md`` documents every key). :func:`load_spec` parses and checks
 the schema; ``benchxfer.planning`` resolves every init, dataset root and recipe and expands the grid into
-:class:`Trial` objects. Both run before Ray starts, so that a bad sweep fails in seconds with one line
+:class:`benchxfer.trial.Trial` objects. Both run before Ray starts, so that a bad sweep fails in seconds with one line
 that names the file, the key and the allowed values.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -20,7 +18,7 @@ import yaml
 
 from benchxfer.errors import BenchxferError
 from benchxfer.recipes import RECIPES
-from benchxfer.recipes.config import EXECUTION_ONLY, TrainConfig, check_knobs
+from benchxfer.recipes.config import check_knobs
 from benchxfer.schema import (
     FAILURE_RULES,
     MAX_NAME,
@@ -98,36 +96,6 @@ class SweepSpec:
     resources: dict[str, Any]
     failure: dict[str, Any]
     keep: str = DEFAULT_KEEP  # what a final trial's folder keeps (trialdir.KEEP); not part of any trial's key
-
-
-@dataclass(frozen=True)
-class Trial:
-    """One cell of the grid, fully resolved. ``config`` is the whole TrainConfig the trial trains with."""
-
-    key: str
-    init: str
-    dataset: str
-    recipe: str
-    lr: float
-    seed: int
-    shot: int | None
-    task: str
-    metric: str
-    overrides: dict[str, Any]
-    config: TrainConfig
-
-    def params(self) -> dict[str, str]:
-        """The MLflow params: the axes under plain names, then every override."""
-        out = {"init": self.init, "dataset": self.dataset, "recipe": self.recipe, "lr": f"{self.lr:g}",
-               "seed": str(self.seed), "shot": "full" if self.shot is None else str(self.shot)}
-        out.update({k: json.dumps(v) if isinstance(v, (dict, list)) else str(v)
-                    for k, v in sorted(self.overrides.items())})
-        return out
-
-    def summary(self) -> dict[str, Any]:
-        return {"trial_key": self.key, "init": self.init, "dataset": self.dataset, "recipe": self.recipe,
-                "lr": self.lr, "seed": self.seed, "shot": self.shot, "task": self.task,
-                "arch": self.config.arch}
 
 
 # --- parsing ---------------------------------------------------------------------------------------
@@ -478,23 +446,3 @@ def _check_shots_task(path: str, datasets: list[DatasetEntry], shots: tuple[int 
         if ds.name in DATASETS and DATASETS.get(ds.name).kind.dense:
             raise _fail(path, "shots", f"dataset {ds.name!r} (datasets[{i}]) is a segmentation task; shots apply "
                         "to classification datasets only (use 'full' or drop shots)")
-
-
-# --- trial identity --------------------------------------------------------------------------------
-
-def trial_key(init: str, dataset: str, lr: float, seed: int, shot: int | None, recipe: str,
-              knobs: dict[str, Any], options: dict[str, Any]) -> str:
-    """A stable, readable key from the axis values; the hash covers the recipe, every resolved knob and the
-    dataset options, so that a change of protocol is a new trial and the same protocol the same trial (a default
-    written out is left out of ``knobs`` by the planner: :func:`benchxfer.planning.written_defaults`).
-
-    The lr is written with 6 significant digits (``lr0.001``) unless that would name another lr, then exactly
-    (``lr0.0001234567``): two lrs that differ in the 7th digit are two trials, and every key of an lr that 6
-    digits give exactly is as before."""
-    knobs = {k: v for k, v in knobs.items() if k not in EXECUTION_ONLY}
-    blob = json.dumps({"recipe": recipe, "knobs": knobs, "options": options}, sort_keys=True, default=str)
-    digest = hashlib.sha1(blob.encode()).hexdigest()[:8]
-    shot_part = "" if shot is None else f"_k{shot}"
-    lr_part = f"{lr:g}" if float(f"{lr:g}") == lr else repr(float(lr))
-    return f"{init}_{dataset}_lr{lr_part}_s{seed}{shot_part}_{digest}"
-

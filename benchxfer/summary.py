@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from benchxfer.trialdir import TrialState
+
 # test name -> equal_var of scipy.stats.ttest_ind
 TESTS: dict[str, bool] = {"welch": False, "student": True}
 TEST_TITLES = {"welch": "Welch's t-test", "student": "Student's t-test"}
@@ -81,7 +83,7 @@ class Summary:
 
     def not_averaged_line(self) -> str:
         counts = self.not_averaged["status"].value_counts()
-        n_failed = int(counts.get("failed", 0))
+        n_failed = int(counts.get(TrialState.FAILED.value, 0))
         n_unf = int(len(self.not_averaged) - n_failed)
         n_fin = int(self.table["n"].sum())
         return (f"{n_fin} finished trials averaged; not averaged: {n_failed} failed, "

@@ -22,9 +22,9 @@ from typing import Any, Callable
 from benchxfer import cluster, disk, paths
 from benchxfer.cluster import Launch  # noqa: F401  (re-exported: how a batch of trials runs)
 from benchxfer.errors import BenchxferError
-from benchxfer.spec import Trial
 from benchxfer.tracking import NODE
 from benchxfer.train.session import FinishHook, Runtime
+from benchxfer.trial import Trial
 from benchxfer.trialdir import FULL_BELOW, Failure, SweepDir, TrialDir, TrialFailed
 from benchxfer.tunespace import (  # noqa: F401  (tune_name re-exported)
     Shared,
@@ -87,13 +87,13 @@ def run_trial(config: dict[str, Any], shared: Shared) -> None:
         # A failure recorded by this launch's driver means Ray Train already spent the trial's retries on its
         # workers. Tune restarts a TorchTrainer trial only to survive the loss of this driver (its node).
         raise TrialFailed(given_up.reason)
-    from benchxfer.tracking import METRIC, STATUS, TASK, SweepRecorder
+    from benchxfer.tracking import METRIC, TASK, SweepRecorder
 
     run_id = None
     try:
         rec = SweepRecorder(launch.tracking_uri, launch.sweep)
         run_id = rec.trial_run(trial.key, trial.params(), {TASK: trial.task, METRIC: trial.metric})
-        rec.client.set_tag(run_id, STATUS, "running")
+        rec.mark_running(run_id)
         tag_node(rec.client, run_id)
     except BenchxferError as err:  # training goes on; the result record stays on disk
         log.warning("%s: MLflow unavailable at start (%s); logging to the trial folder only", trial.key, err)
@@ -201,11 +201,9 @@ def _record_failure(tdir: TrialDir, shared: Shared, run_id: str | None, err: Bas
         return
     launch = shared.launch
     if run_id:
-        from benchxfer.tracking import ERROR, STATUS, RunLogger
+        from benchxfer.tracking import RunLogger
 
-        tl = RunLogger(launch.tracking_uri, run_id, tdir.path)
-        tl.set_tags({STATUS: "failed", ERROR: failure.reason})
-        tl.close("FAILED", retry_seconds=5)
+        RunLogger(launch.tracking_uri, run_id, tdir.path).mark_failed(failure.reason, retry_seconds=5)
 
 
 def _one_line(err: BaseException) -> str:

@@ -27,6 +27,7 @@ from typing import Any, Iterator
 
 from benchxfer import __version__, paths
 from benchxfer.errors import BenchxferError
+from benchxfer.trialdir import TrialState
 
 log = logging.getLogger("benchxfer")
 
@@ -36,7 +37,7 @@ log = logging.getLogger("benchxfer")
 ROLE = "benchxfer.role"  # "sweep" (the parent run) or "trial"
 SWEEP = "benchxfer.sweep"
 KEY = "benchxfer.trial_key"  # finds a trial's run again on resume and retry
-STATUS = "benchxfer.status"  # pending, running, finished, failed
+STATUS = "benchxfer.status"  # a TrialState value: pending, running, finished, failed, stopped
 ERROR = "benchxfer.error"  # the failure's one line
 RUNG = "benchxfer.rung"  # where the lr search's scheduler stopped the trial (STATUS "stopped")
 NODE = "benchxfer.node_id"  # the Ray node of the trial's driver (the one that trains a 1-worker trial)
@@ -274,6 +275,19 @@ def trial_runs(mlflow_client: Any, sweep: str, key: str, max_results: int = 5) -
     return mlflow_client.search_runs([exp.experiment_id], filter_string=by_key(key), max_results=max_results)
 
 
+def mark_stopped(uri: str, sweep: str, key: str, rung: int) -> None:
+    """The lr search stopped trial ``key`` at ``rung``: each of its runs' state ``stopped``, with the rung and no
+    error, ended KILLED. Idempotent."""
+    c = client(uri)
+    for run in trial_runs(c, sweep, key):
+        c.set_tag(run.info.run_id, STATUS, TrialState.STOPPED.value)
+        c.set_tag(run.info.run_id, RUNG, str(rung))
+        if ERROR in run.data.tags:
+            c.delete_tag(run.info.run_id, ERROR)
+        if run.info.status != "KILLED":
+            c.set_terminated(run.info.run_id, "KILLED")
+
+
 class SweepRecorder:
     """Experiment and runs of one sweep. Safe to call again on resume: it finds what exists."""
 
@@ -318,10 +332,14 @@ class SweepRecorder:
                 self.client.update_run(run.info.run_id, status="RUNNING")
             return run.info.run_id
         all_tags = {"mlflow.parentRunId": self.parent_run_id, ROLE: "trial", SWEEP: self.sweep, KEY: key,
-                    STATUS: "pending", **version_tags(), **tags}
+                    STATUS: TrialState.PENDING.value, **version_tags(), **tags}
         run_id = self.client.create_run(self.experiment_id, tags=all_tags, run_name=key).info.run_id
         self.client.log_batch(run_id, params=_params(params))
         return run_id
+
+    def mark_running(self, run_id: str) -> None:
+        """The trial's driver has it: its run's state is ``running`` (made ``pending`` by :meth:`trial_run`)."""
+        self.client.set_tag(run_id, STATUS, TrialState.RUNNING.value)
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.parent_run_id, status=status)
@@ -393,6 +411,17 @@ class RunLogger:
             log.warning("MLflow unreachable (%s); %d metric values kept for later",
                         type(err).__name__, len(self.pending_metrics))
             return False
+
+    # A trial run's state: with SweepRecorder.mark_running and mark_stopped, the only writers of its STATUS tag.
+    def mark_failed(self, reason: str, retry_seconds: float) -> None:
+        """The trial failed: its run's state ``failed`` and the failure's one line, then the run ends FAILED."""
+        self.set_tags({STATUS: TrialState.FAILED.value, ERROR: reason})
+        self.close("FAILED", retry_seconds=retry_seconds)
+
+    def mark_finished(self, tags: dict[str, str]) -> None:
+        """The trial finished: its run's state ``finished``, with ``tags``; the caller ends the run (``close``) once
+        the result is written."""
+        self.set_tags({STATUS: TrialState.FINISHED.value, **tags})
 
     def close(self, status: str, retry_seconds: float = 60.0) -> None:
         if not self.enabled:

@@ -37,7 +37,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -144,12 +144,24 @@ class TrialFailed(RuntimeError):
 
 # --- the records --------------------------------------------------------------------------------------
 
-class TrialState(str, Enum):
+class TrialState(StrEnum):
+    """benchxfer's one vocabulary for a trial's state: each value is the word its files, its MLflow run's
+    ``benchxfer.status`` tag, ``benchxfer status`` and the report use. :meth:`TrialDir.state` decides among the
+    folder's states (:data:`FOLDER_STATES`, the first five); the others are what a reader adds to them."""
+
     PENDING = "pending"
     FINISHED = "finished"
     RETRYABLE = "retryable"  # failed; runs again from its last checkpoint
     FAILED = "failed"  # failed for a reason a retry cannot fix: final
     STOPPED = "stopped"  # stopped by the search at a rung: final, like finished
+    RUNNING = "running"  # the MLflow tag while a driver runs the trial (a report's row read from it)
+    INTERRUPTED = "interrupted"  # benchxfer status: pending, with epochs done (progress.json)
+    DAMAGED = "damaged"  # benchxfer status: a state file does not read (TrialDir.damage)
+    UNFINISHED = "unfinished"  # a report's row: listed in trials.json, no record anywhere
+
+
+FOLDER_STATES = (TrialState.PENDING, TrialState.FINISHED, TrialState.RETRYABLE, TrialState.FAILED,
+                 TrialState.STOPPED)  # what TrialDir.state() returns
 
 
 @dataclass(frozen=True)
@@ -175,7 +187,7 @@ class TrialResult:
     accelerator_hours: float
     mlflow_run_id: str | None
     best_val_loss: float | None
-    status: str = "finished"
+    status: str = TrialState.FINISHED.value
     error: str | None = None
     zoo_path: str | None = None  # pre-training: where the backbone went
     selected: str = "best-val"  # the weights tested: "best-val" (epoch best_epoch) or "last" (step last_step)
@@ -211,7 +223,7 @@ class Stopped:
     rung: int
     epoch: int
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
-    status: str = "stopped"
+    status: str = TrialState.STOPPED.value
 
 
 @dataclass(frozen=True)
@@ -309,7 +321,7 @@ class TrialDir:
             out = self.result_checked()
         except (BenchxferError, TypeError):
             return None
-        return out if out is not None and out.status == "finished" else None
+        return out if out is not None and out.status == TrialState.FINISHED else None
 
     def _read(self, name: str, cls: type, what: str):
         """The record in file ``name``, or None when there is none; a damaged file is one line naming it."""

@@ -8,7 +8,7 @@ A Tune trial's config is plain data, nothing else::
 so Tune stores, names and shows it as it is (no placeholders, no pickled objects in the param space). What every
 trial of one experiment shares, :class:`Shared` (the plan's trials by key and the search's cells by id, the
 launch, the environment, the finish hook, the experiment's name), reaches the trainable once, through
-``tune.with_parameters``. :func:`trial_of` turns a config back into the typed :class:`~benchxfer.spec.Trial`:
+``tune.with_parameters``. :func:`trial_of` turns a config back into the typed :class:`~benchxfer.trial.Trial`:
 the driver (:func:`benchxfer.sweep.run_trial`), the lr search (:mod:`benchxfer.search`) and the console's trial
 names (:mod:`benchxfer.console`) all call it.
 """
@@ -23,8 +23,8 @@ from benchxfer import paths
 from benchxfer.cluster import Launch
 
 if TYPE_CHECKING:
-    from benchxfer.spec import Trial
     from benchxfer.train.session import FinishHook
+    from benchxfer.trial import Trial
 
 
 class TrialSource(Protocol):

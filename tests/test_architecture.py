@@ -106,3 +106,23 @@ def test_only_tracking_spells_a_tag_name():
 
     tags = {v for k, v in vars(tracking).items() if k.isupper() and isinstance(v, str) and TAG.fullmatch(v)}
     assert len(tags) >= 14 and all(f"`{t}`" in DOC or f"`.{t.split('.', 1)[1]}`" in DOC for t in tags), sorted(tags)
+
+
+def test_only_tracking_writes_a_trial_runs_state():
+    """A trial run's ``benchxfer.status`` tag is written by tracking.py's methods alone (SweepRecorder.trial_run and
+    mark_running, RunLogger.mark_failed and mark_finished, mark_stopped): any other module that names the STATUS
+    constant only reads it (results.py, the report's rows)."""
+    readers = {"benchxfer/results.py"}
+    out = []
+    for path, tree in TREES.items():
+        where = str(path.relative_to(REPO))
+        if where == "benchxfer/tracking.py" or where in readers:
+            continue
+        for node in ast.walk(tree):
+            named = (isinstance(node, ast.ImportFrom) and node.module == "benchxfer.tracking"
+                     and any(a.name == "STATUS" for a in node.names)) \
+                or (isinstance(node, ast.Attribute) and node.attr == "STATUS"
+                    and isinstance(node.value, ast.Name) and node.value.id == "tracking")
+            if named:
+                out.append(f"{where}:{node.lineno}")
+    assert out == []

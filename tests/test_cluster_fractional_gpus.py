@@ -17,8 +17,8 @@ import pytest
 from benchxfer import cluster
 from benchxfer.errors import BenchxferError
 from benchxfer.recipes import TrainConfig
-from benchxfer.spec import Trial
 from benchxfer.sweep import Launch, run_trials
+from benchxfer.trial import Trial
 
 pytestmark = pytest.mark.e2e
 OWNS_RAY = True  # conftest.py runs this module before the shared session starts

@@ -176,8 +176,8 @@ def test_tune_names_and_folders_are_the_trial_keys(tmp_path):
     from ray import tune
 
     from benchxfer.recipes import TrainConfig
-    from benchxfer.spec import Trial
     from benchxfer.sweep import Launch
+    from benchxfer.trial import Trial
     from benchxfer.tunespace import Shared, TrialIndex, planned, searched
 
     def trial(key, lr):

@@ -111,7 +111,18 @@ def test_pending_stops_at_a_damaged_failure_record_with_one_line(tmp_path, home)
 
 
 def test_state_names_are_what_status_prints():
-    assert [s.value for s in TrialState] == ["pending", "finished", "retryable", "failed", "stopped"]
+    """One vocabulary: the words of files, MLflow's status tag, ``benchxfer status`` and the report are TrialState's
+    values, and they stay the words users and stored runs already have."""
+    from benchxfer.commands import STATES
+    from benchxfer.results import STATUSES
+    from benchxfer.trialdir import FOLDER_STATES
+
+    assert [s.value for s in FOLDER_STATES] == ["pending", "finished", "retryable", "failed", "stopped"]
+    assert [s.value for s in TrialState] == ["pending", "finished", "retryable", "failed", "stopped", "running",
+                                             "interrupted", "damaged", "unfinished"]
+    assert [str(s) for s in STATES] == ["finished", "stopped", "failed", "interrupted", "pending", "damaged"]
+    assert STATUSES == ("finished", "failed", "running", "pending", "unfinished")
+    assert f"{TrialState.FINISHED}" == str(TrialState.FINISHED) == "finished"  # written as its value everywhere
 
 
 def test_a_torch_trainer_trial_restarted_by_tune_after_its_failure_does_not_train_again(tmp_path, home):

@@ -136,7 +136,7 @@ def test_killed_fewshot_run_redoes_only_the_steps_since_its_last_checkpoint(tmp_
 
 def test_the_checkpoint_cadence_is_not_part_of_a_trials_identity():
     """Changing ``checkpoint_every_s`` continues the same trials (same keys, same folders); a protocol knob does not."""
-    from benchxfer.spec import trial_key
+    from benchxfer.trial import trial_key
 
     def key(**over):
         knobs = get_recipe("systematic-cls").resolve(over, "test")

@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 from benchxfer.cli import main
 from benchxfer.errors import BenchxferError
-from benchxfer.spec import load_spec, trial_key
+from benchxfer.spec import load_spec
+from benchxfer.trial import trial_key
 
 pytestmark = pytest.mark.fast
 

@@ -36,7 +36,7 @@ from benchxfer.recipes import TrainConfig
 from benchxfer.recipes.parts import OPTIMIZERS, STOPPING, check_micro_batch, loss_for, mixup, mixup_lambda
 from benchxfer.recipes.schedules import ScheduleInput, bit_boundaries, build_schedule, current_lr
 from benchxfer.tasks import Task, get_task
-from benchxfer.tracking import BEST_CHECKPOINT, BEST_CHECKPOINT_EPOCH, CHECKPOINT_NOTE, ERROR, STATUS, RunLogger
+from benchxfer.tracking import BEST_CHECKPOINT, BEST_CHECKPOINT_EPOCH, CHECKPOINT_NOTE, RunLogger
 from benchxfer.train import metrics as M
 from benchxfer.train.checkpoint import CheckpointStore, rng_state, set_rng_state
 from benchxfer.train.data_setup import RunData, TrainStream, build_data, eval_loader, steps_per_epoch, train_loader
@@ -334,8 +334,7 @@ def train_one_epoch(run: Run, stream: TrainStream, epoch: int) -> float:
         reason = f"loss became {train_loss} at epoch {epoch}"
         if sess.is_main:
             run.folder.write_failure(Failure(reason, retryable=False, epoch=epoch))
-            run.tlog.set_tags({STATUS: "failed", ERROR: reason})
-            run.tlog.close("FAILED", retry_seconds=10)
+            run.tlog.mark_failed(reason, retry_seconds=10)
         raise TrialFailed(reason)
     return train_loss
 
@@ -422,7 +421,7 @@ def finish(run: Run) -> TrialResult:
             "accelerator_hours": accel}, step=max(run.epoch, 0))
         run.tlog.log_text(_curves_csv(run.history), "learning_curves.csv")
         run.tlog.log_text(json.dumps(cfg.to_dict(), indent=1, default=str), "trial_config.json")
-        run.tlog.set_tags({STATUS: "finished", **{f"env.{k}": str(v) for k, v in result.environment.items()}})
+        run.tlog.mark_finished({f"env.{k}": str(v) for k, v in result.environment.items()})
         run.folder.write_result(result)
         run.tlog.close("FINISHED")
         run.folder.tidy(run.runtime.keep)  # the result is recorded: the training checkpoint goes unless kept
