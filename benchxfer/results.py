@@ -258,7 +258,7 @@ def _mlflow_errors() -> tuple[type[BaseException], ...]:
 
 
 def _from_mlflow(sweep: str, uri: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    from benchxfer.tracking import ROLE
+    from benchxfer.tracking import ROLE, STATUS
     from benchxfer.tracking import client as tracking_client  # mlflow is a heavy import: only here
 
     client = tracking_client(uri)  # fails fast instead of MLflow's minutes of HTTP retries
@@ -275,6 +275,8 @@ def _from_mlflow(sweep: str, uri: str) -> tuple[list[dict[str, Any]], dict[str, 
             break
     best: dict[str, tuple[tuple, dict[str, Any], str | None]] = {}
     for run in runs:
+        if run.data.tags.get(STATUS) == TrialState.STOPPED:
+            continue  # a trial the lr search stopped: no result, as in the trial folders (its stopped.json)
         row, error = _row_from_run(sweep, run)
         # one row per trial key: a finished run wins, then the latest start
         rank = (row["status"] == TrialState.FINISHED, run.info.start_time or 0)

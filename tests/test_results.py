@@ -155,3 +155,28 @@ def test_frame_from_records_fills_missing_columns():
     df = frame_from_records([{"sweep": "s", "trial_key": "k", "seed": 3, "status": "unfinished"}])
     assert tuple(df.columns) == RUN_COLUMNS
     assert df.loc[0, "seed"] == 3 and pd.isna(df.loc[0, "value"]) and pd.isna(df.loc[0, "shot"])
+
+
+def test_a_run_the_lr_search_stopped_is_no_row_of_the_report(home, tmp_path):
+    """tune-then-repeat with halving: the stage-1 runs the search stopped carry `benchxfer.status: stopped` in the
+    sweep's experiment; the report leaves them out (they have no result, as their folders say), it does not refuse
+    the whole experiment. Written with MLflow's own client on a sqlite store (no server)."""
+    from mlflow.tracking import MlflowClient
+
+    from benchxfer.results import collect
+    from benchxfer.tracking import KEY, METRIC, ROLE, STATUS, TASK
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("halving")
+    for key, status, value in (("done-key", "finished", 0.75), ("stopped-key", "stopped", None)):
+        run = client.create_run(exp, run_name=key, tags={ROLE: "trial", KEY: key, STATUS: status, METRIC: "auroc",
+                                                         TASK: "binary"})
+        for name, v in {"recipe": "systematic-cls", "init": "scratch", "dataset": "nih", "lr": "0.001",
+                        "seed": "0"}.items():
+            client.log_param(run.info.run_id, name, v)
+        if value is not None:
+            client.log_metric(run.info.run_id, "test_auroc", value)
+        client.set_terminated(run.info.run_id, "FINISHED" if value is not None else "KILLED")
+    runs = collect("halving", uri)
+    assert list(runs.frame["trial_key"]) == ["done-key"] and list(runs.frame["value"]) == [0.75]
