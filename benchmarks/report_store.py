@@ -18,6 +18,7 @@ import argparse
 import filecmp
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -79,17 +80,21 @@ def build(n: int, home: Path) -> str:
     return sweep
 
 
-def timed(src: Path, sweep: str, home: Path, out: Path) -> float:
+def timed(src: Path, sweep: str, home: Path, out: Path) -> tuple[float, float]:
+    """The report's wall seconds and CPU seconds (its own and its children's: a server it starts counts)."""
     env = {**os.environ, "BENCHXFER_HOME": str(home), "PYTHONPATH": str(src)}
     env.pop("MLFLOW_TRACKING_URI", None)
     shutil.rmtree(out, ignore_errors=True)
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "benchxfer.cli", "report", sweep, "--out", str(out)], env=env,
                           capture_output=True, text=True, cwd=home)
     took = time.perf_counter() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
     if proc.returncode != 0:
         raise SystemExit(f"report {sweep} ({src}) failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    return took
+    return took, cpu
 
 
 def main() -> None:
@@ -105,7 +110,8 @@ def main() -> None:
         print(build(int(args.build[0]), Path(args.build[1])))
         return
     trees = ([("before", args.before.resolve())] if args.before else []) + [("this tree", ROOT)]
-    lines = ["| trials | " + " | ".join(f"report s, {name}" for name, _ in trees) + " | load average | same files |",
+    lines = ["| trials | " + " | ".join(f"report wall s (CPU s), {name}" for name, _ in trees)
+             + " | load average | same files |",
              "|---|" + "---|" * len(trees) + "---|---|"]
     for n in args.sizes:
         home = Path(tempfile.mkdtemp(prefix=f"benchxfer-store{n}-"))
@@ -115,7 +121,7 @@ def main() -> None:
             if proc.returncode != 0:
                 raise SystemExit(f"building {n} trials failed:\n{proc.stderr[-3000:]}")
             sweep = proc.stdout.strip().splitlines()[-1]
-            times: dict[str, list[float]] = {name: [] for name, _ in trees}
+            times: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in trees}
             loads = []
             for _ in range(args.repeat):
                 for name, src in trees:
@@ -127,7 +133,7 @@ def main() -> None:
                 names = sorted(p.name for p in a.iterdir() if not p.name.startswith("."))
                 same = "yes" if names == sorted(p.name for p in b.iterdir() if not p.name.startswith(".")) and all(
                     filecmp.cmp(a / f, b / f, shallow=False) for f in names) else "NO"
-            lines.append(f"| {n} | " + " | ".join(" / ".join(f"{t:.1f}" for t in times[name]) for name, _ in trees)
+            lines.append(f"| {n} | " + " | ".join(" / ".join(f"{t:.1f} ({c:.1f})" for t, c in times[name]) for name, _ in trees)
                          + f" | {min(loads):.1f}-{max(loads):.1f} | {same} |")
             print(lines[-1], flush=True)
         finally:
