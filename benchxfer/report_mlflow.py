@@ -2,11 +2,11 @@
 
 Sweep level, :func:`publish`: the sweep's parent run (tag ``benchxfer.role=sweep``) gets
 
-- ``summary_table.json``, the summary as an MLflow table (``MlflowClient.log_table``, so the UI's artifact view
-  renders it): per init and column mean, std (and its ddof), n, the 95 % CI and the p-value against the baseline;
+- ``summary_table.json``, the summary as an MLflow table (the file and tag ``MlflowClient.log_table`` writes, so the
+  UI's artifact view renders it): per init and column mean, std (and its ddof), n, the 95 % CI and the p-value against the baseline;
 - ``report/``: report.html, the PNG figures, runs.parquet (and runs.csv, summary.csv, table.md).
 
-Publishing again replaces both (``log_table`` alone would append rows to the old table).
+Publishing again replaces both (never appends rows to the old table, as ``log_table`` would).
 
 Trial level, for the trial driver: :func:`log_dataset_input` records the trial's dataset as a run input
 (name, root, split sizes, a digest of the list files), which fills the UI's Dataset column and filter;
