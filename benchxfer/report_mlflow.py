@@ -2,11 +2,11 @@
 
 Sweep level, :func:`publish`: the sweep's parent run (tag ``benchxfer.role=sweep``) gets
 
-- ``summary_table.json``, the summary as an MLflow table (``MlflowClient.log_table``, so the UI's artifact view
-  renders it): per init and column mean, std (and its ddof), n, the 95 % CI and the p-value against the baseline;
+- ``summary_table.json``, the summary as an MLflow table (the file and tag ``MlflowClient.log_table`` writes, so the
+  UI's artifact view renders it): per init and column mean, std (and its ddof), n, the 95 % CI and the p-value against the baseline;
 - ``report/``: report.html, the PNG figures, runs.parquet (and runs.csv, summary.csv, table.md).
 
-Publishing again replaces both (``log_table`` alone would append rows to the old table).
+Publishing again replaces both (never appends rows to the old table, as ``log_table`` would).
 
 Trial level, for the trial driver: :func:`log_dataset_input` records the trial's dataset as a run input
 (name, root, split sizes, a digest of the list files), which fills the UI's Dataset column and filter;
@@ -123,16 +123,29 @@ def _upload(client: Any, uri: str, run_id: str, report: Any) -> Published:
     from mlflow.store.artifact.artifact_repository_registry import (
         get_artifact_repository,
     )
+    from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
 
-    repo = get_artifact_repository(client.get_run(run_id).info.artifact_uri, tracking_uri=uri)
-    present = {f.path for f in client.list_artifacts(run_id)}
+    from benchxfer.tracking import local_artifact_dir
+
+    run = client.get_run(run_id)
+    folder = local_artifact_dir(uri, run.info.artifact_uri)  # the embedded store's: written as files, no server
+    repo = get_artifact_repository(folder.as_uri() if folder is not None else run.info.artifact_uri,
+                                   tracking_uri=uri)
+    present = {f.path for f in repo.list_artifacts()}
     for old in (TABLE_FILE, REPORT_DIR):  # replace, never append to, an earlier publication
         if old in present:
             repo.delete_artifacts(old)
-    client.log_table(run_id, data=summary_table(report.summary), artifact_file=TABLE_FILE)
+    with tempfile.TemporaryDirectory(prefix="benchxfer-table-") as tmp:
+        # as MlflowClient.log_table writes a new table (it needs a server for the embedded store's artifacts)
+        table = Path(tmp) / TABLE_FILE
+        summary_table(report.summary).to_json(table, orient="split", index=False, date_format="iso")
+        repo.log_artifact(str(table))
+    logged = json.loads(run.data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
+    if {"path": TABLE_FILE, "type": "table"} not in logged:  # how the UI knows to render it as a table
+        client.set_tag(run_id, MLFLOW_LOGGED_ARTIFACTS, json.dumps([*logged, {"path": TABLE_FILE, "type": "table"}]))
     names = [TABLE_FILE]
     for path in report.files:
-        client.log_artifact(run_id, str(path), artifact_path=REPORT_DIR)
+        repo.log_artifact(str(path), REPORT_DIR)
         names.append(f"{REPORT_DIR}/{Path(path).name}")
     client.set_tag(run_id, REPORT, f"{REPORT_DIR}/report.html")
     return Published(run_id, TABLE_FILE, names)

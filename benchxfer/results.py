@@ -68,6 +68,7 @@ class RunSet:
     errors: dict[str, str] = field(default_factory=dict)  # "sweep/trial_key" -> one-line error
     looked: list[str] = field(default_factory=list)  # every place that was searched
     damaged: list[str] = field(default_factory=list)  # "<file>: <what>" of each result file skipped as damaged
+    artifacts: dict[str, str] = field(default_factory=dict)  # MLflow run id -> its artifact URI (the runs read)
 
 
 def default_tracking_uri() -> str | None:
@@ -170,7 +171,8 @@ def collect_many(sweeps: list[str], tracking_uri: str | None = None) -> RunSet:
     frame = pd.concat([s.frame for s in sets], ignore_index=True)
     errors = {k: v for s in sets for k, v in s.errors.items()}
     source = "; ".join(f"{sw}: {s.source}" for sw, s in zip(sweeps, sets))
-    return RunSet(frame, source, errors, [p for s in sets for p in s.looked], [d for s in sets for d in s.damaged])
+    return RunSet(frame, source, errors, [p for s in sets for p in s.looked], [d for s in sets for d in s.damaged],
+                  {k: v for s in sets for k, v in s.artifacts.items()})
 
 
 def collect(sweep: str, tracking_uri: str | None = None) -> RunSet:
@@ -184,6 +186,7 @@ def collect(sweep: str, tracking_uri: str | None = None) -> RunSet:
     rows: list[dict[str, Any]] = []
     errors: dict[str, str] = {}
     damaged: list[str] = []
+    artifacts: dict[str, str] = {}
     source = ""
     if uri:
         reason = _unreachable(uri)
@@ -191,7 +194,7 @@ def collect(sweep: str, tracking_uri: str | None = None) -> RunSet:
             looked.append(f"MLflow at {uri} ({reason})")
         else:
             try:
-                rows, errors = _from_mlflow(sweep, uri)
+                rows, errors, artifacts = _from_mlflow(sweep, uri)
                 looked.append(f"MLflow experiment {sweep!r} at {uri}")
                 source = f"MLflow {uri}" if rows else ""
             except _mlflow_errors() as err:
@@ -228,7 +231,7 @@ def collect(sweep: str, tracking_uri: str | None = None) -> RunSet:
         frame[col] = frame[col].fillna(frame.groupby("dataset", dropna=False)[col].transform("first"))
     frame = frame.sort_values(["dataset", "init", "recipe", "shot", "lr", "seed", "trial_key"],
                               kind="stable", na_position="last").reset_index(drop=True)
-    return RunSet(frame, source, {f"{sweep}/{k}": v for k, v in errors.items()}, looked, damaged)
+    return RunSet(frame, source, {f"{sweep}/{k}": v for k, v in errors.items()}, looked, damaged, artifacts)
 
 
 def _check_name(sweep: str) -> None:
@@ -257,14 +260,15 @@ def _mlflow_errors() -> tuple[type[BaseException], ...]:
     return (MlflowException, OSError)  # requests' errors are OSErrors
 
 
-def _from_mlflow(sweep: str, uri: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
+def _from_mlflow(sweep: str, uri: str) -> tuple[list[dict[str, Any]], dict[str, str], dict[str, str]]:
+    """The rows of the sweep's trial runs, their error lines by trial key, and their artifact URIs by run id."""
     from benchxfer.tracking import ROLE, STATUS
     from benchxfer.tracking import client as tracking_client  # mlflow is a heavy import: only here
 
     client = tracking_client(uri)  # fails fast instead of MLflow's minutes of HTTP retries
     exp = client.get_experiment_by_name(sweep)
     if exp is None:
-        return [], {}
+        return [], {}, {}
     runs, token = [], None
     while True:
         page = client.search_runs([exp.experiment_id], filter_string=f"tags.`{ROLE}` = 'trial'",
@@ -285,7 +289,8 @@ def _from_mlflow(sweep: str, uri: str) -> tuple[list[dict[str, Any]], dict[str, 
             best[key] = (rank, row, error)
     rows = [r for _, r, _ in best.values()]
     errors = {k: e for k, (_, _, e) in best.items() if e}
-    return rows, errors
+    artifacts = {run.info.run_id: run.info.artifact_uri for run in runs if run.info.artifact_uri}
+    return rows, errors, artifacts
 
 
 def _row_from_run(sweep: str, run: Any) -> tuple[dict[str, Any], str | None]:
@@ -426,35 +431,64 @@ CURVES_FILE = "learning_curves.csv"  # what each trial run logs: epoch, train_lo
 def load_curves(runs: RunSet, tracking_uri: str | None = None, threads: int = 8) -> pd.DataFrame:
     """The finished trials' learning curves, long: ``sweep, trial_key, epoch`` and the logged columns.
 
-    Read from each run's ``learning_curves.csv`` artifact in MLflow; runs without one (or no MLflow) give
-    no rows, so the report draws no curve for them.
+    Read from each run's ``learning_curves.csv`` artifact in MLflow: straight from the file where the run's
+    artifacts are on this machine (the home's embedded store: ``tracking.local_artifact_dir``; no server, no
+    request per run), else downloaded through the server. Runs without one (or no MLflow) give no rows, so the
+    report draws no curve for them.
     """
     import pandas as pd
 
+    from benchxfer.tracking import local_artifact_dir
+
+    empty = pd.DataFrame(columns=["sweep", "trial_key", "epoch"])
     uri = tracking_uri or default_tracking_uri()
     f = runs.frame
     todo = f[f["status"].eq(TrialState.FINISHED.value).fillna(False) & f["mlflow_run_id"].notna()]
-    if not uri or todo.empty or _unreachable(uri):
-        return pd.DataFrame(columns=["sweep", "trial_key", "epoch"])
-    import tempfile
-    from concurrent.futures import ThreadPoolExecutor
+    if not uri or todo.empty:
+        return empty
+    local: dict[str, Path] = {}
+    for run_id in todo["mlflow_run_id"]:
+        where = runs.artifacts.get(run_id)
+        folder = local_artifact_dir(uri, where) if where else None
+        if folder is not None:
+            local[run_id] = folder / CURVES_FILE
+    remote = todo[~todo["mlflow_run_id"].isin(list(local))]
+    if not remote.empty and _unreachable(uri):
+        remote = remote.iloc[:0]
+    client = None
+    if not remote.empty:
+        from benchxfer.tracking import client as tracking_client
 
-    from benchxfer.tracking import client as tracking_client
+        client = tracking_client(uri)
 
-    client = tracking_client(uri)
+    def read(path) -> pd.DataFrame | None:
+        try:
+            return pd.read_csv(path)
+        except (OSError, ValueError):  # no such artifact, or an empty file
+            return None
 
     def one(row) -> pd.DataFrame | None:
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                local = client.download_artifacts(row.mlflow_run_id, CURVES_FILE, tmp)
-                curve = pd.read_csv(local)
-            except (*_mlflow_errors(), ValueError):  # no such artifact, or an empty file
-                return None
-        return curve.assign(sweep=row.sweep, trial_key=row.trial_key) if "epoch" in curve else None
+        if row.mlflow_run_id in local:
+            curve = read(local[row.mlflow_run_id])
+        else:
+            import tempfile
 
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        parts = [p for p in pool.map(one, todo.itertuples(index=False)) if p is not None]
+            with tempfile.TemporaryDirectory() as tmp:
+                try:
+                    curve = read(client.download_artifacts(row.mlflow_run_id, CURVES_FILE, tmp))
+                except _mlflow_errors():  # no such artifact
+                    curve = None
+        return curve.assign(sweep=row.sweep, trial_key=row.trial_key) if curve is not None and "epoch" in curve else None
+
+    rows = [r for r in todo.itertuples(index=False) if r.mlflow_run_id in local or client is not None]
+    if client is None:
+        parts = [p for p in map(one, rows) if p is not None]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            parts = [p for p in pool.map(one, rows) if p is not None]
     if not parts:
-        return pd.DataFrame(columns=["sweep", "trial_key", "epoch"])
+        return empty
     out = pd.concat(parts, ignore_index=True)
     return out.loc[:, ["sweep", "trial_key", *[c for c in out.columns if c not in ("sweep", "trial_key")]]]

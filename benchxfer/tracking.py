@@ -228,6 +228,37 @@ def tracking_uri(uri: str | None = None, echo=None) -> Iterator[str]:
         server.stop()
 
 
+def embedded_artifacts(uri: str) -> Path | None:
+    """Where the home's embedded store keeps its runs' ``mlflow-artifacts:`` files (``<home>/mlartifacts``, the
+    local server's ``--artifacts-destination``) when ``uri`` is that store -- its SQLite file, or the home's server
+    as its ``mlflow-server.json`` names it --, else None. Read there, a run's files need no server."""
+    home = paths.home()
+    if uri == f"sqlite:///{home / 'mlflow.db'}":
+        return home / "mlartifacts"
+    if uri.startswith("http://127.0.0.1:"):
+        try:
+            state = json.loads((home / LocalServer.STATE).read_text())
+        except (OSError, ValueError):
+            return None
+        if isinstance(state, dict) and state.get("uri") == uri.rstrip("/"):
+            return home / "mlartifacts"
+    return None
+
+
+def local_artifact_dir(uri: str, artifact_uri: str) -> Path | None:
+    """A run's artifact folder on this machine (``artifact_uri``: its ``RunInfo.artifact_uri`` in the store at
+    ``uri``), or None when only a server can reach its files (another server's, an object store)."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(artifact_uri)
+    if parsed.scheme == "mlflow-artifacts" and not parsed.netloc:  # the server's --artifacts-destination
+        root = embedded_artifacts(uri)
+        return root / unquote(parsed.path).lstrip("/") if root is not None else None
+    if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
+        return Path(unquote(parsed.path))
+    return None
+
+
 def ui_url(uri: str, experiment_id: str) -> str:
     return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -107,3 +109,76 @@ def test_embedded_store_is_the_default(home):
     runs = collect(SWEEP)
     assert runs.source == f"MLflow sqlite:///{home / 'mlflow.db'}"
     assert runs.frame["value"].tolist() == [0.875] and runs.frame["shot"].tolist() == [5]
+
+
+@pytest.mark.fast
+def test_report_of_the_embedded_store_starts_no_server(home):
+    """The home's embedded store, laid out as its local server writes it (experiments' artifacts under
+    ``mlflow-artifacts:/``, files in ``<home>/mlartifacts``): ``benchxfer report`` reads the runs, their learning
+    curves and publishes the report without starting a server (the tier guard fails a fast test that starts one)."""
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+    from benchxfer.report_mlflow import TABLE_FILE
+    from benchxfer.results import load_curves
+    from benchxfer.tracking import REPORT, local_artifact_dir
+
+    home.mkdir(parents=True)
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment(SWEEP, artifact_location="mlflow-artifacts:/7")  # as the server names it
+    parent = client.create_run(exp, tags={"benchxfer.role": "sweep"}, run_name=SWEEP).info.run_id
+    curves = {}
+    for init, vals in VALUES.items():
+        for seed, v in enumerate(vals):
+            rid = add_trial(client, exp, parent, f"{init}-s{seed}", init, seed, v, "finished")
+            folder = home / "mlartifacts" / "7" / rid / "artifacts"
+            assert local_artifact_dir(uri, client.get_run(rid).info.artifact_uri) == folder
+            curves[f"{init}-s{seed}"] = [0.9 - 0.1 * e - seed / 100 for e in range(3)]
+            text = "epoch,train_loss,val_loss,lr,val_auroc\n" + "".join(
+                f"{e},{loss},{loss + 0.1},0.001,{v - 0.1 / (e + 1)}\n" for e, loss in enumerate(curves[f"{init}-s{seed}"]))
+            (home / "learning_curves.csv").write_text(text)
+            LocalArtifactRepository(str(folder)).log_artifact(str(home / "learning_curves.csv"))
+
+    runs = collect(SWEEP)
+    history = load_curves(runs)
+    assert sorted(history["trial_key"].unique()) == sorted(curves)
+    for key, losses in curves.items():
+        assert history[history["trial_key"] == key].sort_values("epoch")["train_loss"].tolist() == losses
+
+    res = CliRunner().invoke(main, ["report", SWEEP])
+    assert res.exit_code == 0, res.output
+    assert "local server" not in res.output
+    out = home.parent / "reports" / SWEEP
+    assert (out / "curves_chestxray14-auroc.png").is_file()
+    published = home / "mlartifacts" / "7" / parent / "artifacts"
+    assert sorted(p.name for p in (published / "report").iterdir()) == sorted(p.name for p in out.iterdir()
+                                                                              if not p.name.startswith("."))
+    table = pd.read_json(published / TABLE_FILE, orient="split").set_index("init")
+    assert table.loc["imagenet", "mean"] == pytest.approx(82.0) and table.loc["scratch", "n"] == 3
+    tags = client.get_run(parent).data.tags
+    assert tags[REPORT] == "report/report.html"
+    assert json.loads(tags["mlflow.loggedArtifacts"]) == [{"path": TABLE_FILE, "type": "table"}]
+    res = CliRunner().invoke(main, ["report", SWEEP])  # again: the table replaced, not appended to
+    assert res.exit_code == 0, res.output
+    assert len(pd.read_json(published / TABLE_FILE, orient="split")) == 2
+    assert json.loads(client.get_run(parent).data.tags["mlflow.loggedArtifacts"]) == [
+        {"path": TABLE_FILE, "type": "table"}]
+
+
+@pytest.mark.fast
+def test_local_artifact_dir(home):
+    """Which artifact URIs are files on this machine: the embedded store's (by its SQLite file or the home's
+    running server's URI), file: URIs; not another server's or an object store's."""
+    from benchxfer.tracking import LocalServer, local_artifact_dir
+
+    home.mkdir(parents=True)
+    arts = "mlflow-artifacts:/3/abc/artifacts"
+    assert local_artifact_dir(f"sqlite:///{home / 'mlflow.db'}", arts) == home / "mlartifacts" / "3/abc/artifacts"
+    assert local_artifact_dir("sqlite:////elsewhere/mlflow.db", arts) is None
+    assert local_artifact_dir("http://127.0.0.1:5123", arts) is None  # no server of the home's
+    (home / LocalServer.STATE).write_text(json.dumps({"pid": 1, "port": 5123, "uri": "http://127.0.0.1:5123"}))
+    assert local_artifact_dir("http://127.0.0.1:5123", arts) == home / "mlartifacts" / "3/abc/artifacts"
+    assert local_artifact_dir("http://127.0.0.1:5124", arts) is None
+    assert local_artifact_dir(f"sqlite:///{home / 'mlflow.db'}", "mlflow-artifacts://host:5000/3/abc") is None
+    assert local_artifact_dir("http://x", "file:///data/mlruns/1/abc/artifacts") == Path("/data/mlruns/1/abc/artifacts")
+    assert local_artifact_dir("http://x", "s3://bucket/1/abc/artifacts") is None
