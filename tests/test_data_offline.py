@@ -97,3 +97,16 @@ def test_refuses_a_folder_that_is_not_empty_and_an_augmented_root(drive, tmp_pat
         augment_drive(original, tmp_path / "full")
     with pytest.raises(BenchxferError, match="already holds SA-UNet's"):
         augment_drive(out, tmp_path / "again")
+
+
+def test_the_command_writes_what_the_reader_reads_as_sa_unets_layout(drive, tmp_path):
+    from click.testing import CliRunner
+
+    from benchxfer.cli import main
+    from benchxfer.data.readers.seg import drive_layout
+
+    original, _ = drive
+    res = CliRunner().invoke(main, ["data", "drive-augment", "--root", str(original), "--out", str(tmp_path / "aug")])
+    assert res.exit_code == 0, res.output
+    assert drive_layout(tmp_path / "aug") == "sa-unet" and drive_layout(original) == "original"
+    assert len(data.open_dataset("drive", tmp_path / "aug", "train").records) == 13 * 4
