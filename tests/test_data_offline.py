@@ -110,3 +110,26 @@ def test_the_command_writes_what_the_reader_reads_as_sa_unets_layout(drive, tmp_
     assert res.exit_code == 0, res.output
     assert drive_layout(tmp_path / "aug") == "sa-unet" and drive_layout(original) == "original"
     assert len(data.open_dataset("drive", tmp_path / "aug", "train").records) == 13 * 4
+
+
+def test_colour_is_pils_enhancers_in_the_scripts_order_with_its_factors():
+    """keras_dataAug.py's randomColor: ImageEnhance Color k/10 (k in 0..30), Brightness and Contrast k/10 (10..20),
+    Sharpness k/10 (0..30), in that order, the label untouched. Replayed with PIL's own enhancers on the same draws."""
+    from PIL import ImageEnhance
+
+    from benchxfer.data.offline import OPS
+
+    rng = np.random.default_rng(3)
+    image = Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8))
+    label = Image.fromarray((rng.random((20, 24)) > 0.8).astype(np.uint8) * 255)
+    for seed in range(5):
+        got_image, got_label = OPS.get("randomColor")(image, label, np.random.default_rng(seed))
+        draw = np.random.default_rng(seed)
+        want = image
+        for enhancer, low, high in ((ImageEnhance.Color, 0, 31), (ImageEnhance.Brightness, 10, 21),
+                                    (ImageEnhance.Contrast, 10, 21), (ImageEnhance.Sharpness, 0, 31)):
+            factor = draw.integers(low, high) / 10
+            assert low / 10 <= factor <= (high - 1) / 10
+            want = enhancer(want).enhance(factor)
+        np.testing.assert_array_equal(np.asarray(got_image), np.asarray(want))
+        assert got_label is label

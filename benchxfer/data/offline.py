@@ -30,7 +30,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 
 from benchxfer.data.catalog import IndexCtx
-from benchxfer.data.readers.seg import SA_UNET_SPLITS, _drive_original, drive_layout
+from benchxfer.data.readers.seg import SA_UNET_SPLITS, drive_layout, read_original_drive
 from benchxfer.errors import BenchxferError
 from benchxfer.registry import Registry
 
@@ -91,7 +91,7 @@ def augment_drive(root: str | Path, out: str | Path, seed: int = 0) -> Path:
     tmp = out.with_name(f"{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     for part, (split, folder) in enumerate(SA_UNET_SPLITS.items()):
-        for place, rec in enumerate(_drive_original(root, split, IndexCtx())):
+        for place, rec in enumerate(read_original_drive(root, split, IndexCtx())):
             image = Image.open(rec.image).convert("RGB")
             label = Image.open(rec.masks[0]).convert("L")
             key, rest = Path(rec.image).name.split("_", 1)

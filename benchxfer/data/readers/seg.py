@@ -42,7 +42,7 @@ class DriveLayout:
     read: Callable[[Path, str, IndexCtx], list[Record]]
 
 
-def _drive_original(root: Path, split: str, ctx: IndexCtx) -> list[Record]:
+def read_original_drive(root: Path, split: str, ctx: IndexCtx) -> list[Record]:
     """The challenge's release: ``test/`` is test; val is a seeded 20% of ``training/`` (seed 0)."""
     part = "test" if split == "test" else "training"
     files = FolderFiles()
@@ -60,7 +60,7 @@ def _drive_original(root: Path, split: str, ctx: IndexCtx) -> list[Record]:
     return recs
 
 
-def _drive_sa_unet(root: Path, split: str, ctx: IndexCtx) -> list[Record]:
+def read_sa_unet_drive(root: Path, split: str, ctx: IndexCtx) -> list[Record]:
     """SA-UNet's offline-augmented copy, split by its folders as the study's three DriveDatasets were: train =
     ``train/``, val = ``validate/``, test = ``test/``; each image's label is ``labels/<id>_manual1.png``, ``<id>``
     the image name's part before '_' (Train_drive.py, Eval_drive.py, DriveDataset)."""
@@ -81,8 +81,9 @@ def _drive_sa_unet(root: Path, split: str, ctx: IndexCtx) -> list[Record]:
 
 DRIVE_LAYOUTS: Registry[DriveLayout] = Registry("DRIVE layout")
 DRIVE_LAYOUTS.add("sa-unet", DriveLayout(("train/images", "train/labels", "validate/images", "validate/labels",
-                                          "test/images", "test/labels"), _drive_sa_unet))
-DRIVE_LAYOUTS.add("original", DriveLayout(("training/images", "training/1st_manual", "test/images"), _drive_original))
+                                          "test/images", "test/labels"), read_sa_unet_drive))
+DRIVE_LAYOUTS.add("original", DriveLayout(("training/images", "training/1st_manual", "test/images"),
+                                           read_original_drive))
 
 
 def drive_layout(root: Path) -> str:
