@@ -160,6 +160,48 @@ def test_drive_reads_tif_and_gif(roots):
     assert 0 < float(mask.mean()) < 0.5
 
 
+# SA-UNet's scripts name an image's copies: keras_dataAug.py ``<op><i><name>`` (randomRotation, randomColor,
+# randomGaussian; i = 0, 1, 2), flip.py ``h``/``v``/``hv`` + name; with the original, 13 names an image
+SA_UNET_COPIES = ["", "randomRotation0", "randomRotation1", "randomRotation2", "randomColor0", "randomColor1",
+                  "randomColor2", "randomGaussian0", "randomGaussian1", "randomGaussian2", "h", "v", "hv"]
+
+
+def test_drive_reads_sa_unets_augmented_copy_split_by_its_folders(tmp_path):
+    """The study's DriveDataset reads every image of a folder with the label ``<name before '_'>_manual1.png``;
+    its train, val and test sets are SA-UNet's train/, validate/ and test/ (main_segmentation.py, Train_drive.py,
+    Eval_drive.py)."""
+    root = synthetic.write("drive-sa-unet", tmp_path / "drive", n_train=26, n_val=13, n_test=2, size=32)
+    want = {
+        "train": [f"{p}{n}_training.tif" for n in ("21", "22") for p in SA_UNET_COPIES],
+        "val": [f"{p}23_training.tif" for p in SA_UNET_COPIES],
+        "test": ["01_test.tif", "02_test.tif"],
+    }
+    folders = {"train": "train", "val": "validate", "test": "test"}
+    for split, names in want.items():
+        ds = data.open_dataset("drive", root, split)
+        assert sorted(Path(r.image).name for r in ds.records) == sorted(names)
+        for r in ds.records:
+            image = Path(r.image)
+            assert image.parent == root / folders[split] / "images"
+            assert r.masks == (str(root / folders[split] / "labels" / f"{image.name.split('_')[0]}_manual1.png"),)
+    image, mask = data.open_dataset("drive", root, "train")[0]
+    assert image.shape[1:] == mask.shape and 0 < float(mask.mean()) < 0.5
+
+
+@pytest.mark.parametrize("layout, gone", [("drive-sa-unet", "train/labels"), ("drive-sa-unet", "validate/images"),
+                                          ("drive", "training/1st_manual")])
+def test_drive_half_a_layout_is_one_line_naming_what_is_missing(tmp_path, layout, gone):
+    import shutil
+
+    from benchxfer.errors import BenchxferError
+
+    root = synthetic.write(layout, tmp_path / "drive", n_train=2, n_val=1, n_test=1, size=32)
+    shutil.rmtree(root / gone)
+    with pytest.raises(BenchxferError) as err:
+        data.open_dataset("drive", root, "test")
+    assert f"{gone} missing" in str(err.value) and "\n" not in str(err.value)
+
+
 def test_padchest_16bit_png_is_scaled(roots):
     root = roots["padchest"]
     ds = data.open_dataset("padchest", root, "train")

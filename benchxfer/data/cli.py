@@ -163,3 +163,15 @@ def synthetic_cmd(name: str, root: Path, n_train: int, n_val: int, n_test: int, 
 
     out = synthetic.write(name, root, n_train=n_train, n_val=n_val, n_test=n_test, size=size, seed=seed, family=family)
     click.echo(f"wrote {out}")
+
+
+@data.command("drive-augment")
+@click.option("--root", required=True, type=click.Path(path_type=Path), help="The original DRIVE release.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="A new or empty folder.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1))
+def drive_augment_cmd(root: Path, out: Path, seed: int) -> None:
+    """Write SA-UNet's offline-augmented DRIVE (the first study's training data) from the original release; the
+    drive reader reads OUT as SA-UNet's layout."""
+    from benchxfer.data.offline import augment_drive
+
+    click.echo(f"wrote {augment_drive(_readable(root), out, seed=seed)}")

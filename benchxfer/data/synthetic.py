@@ -49,7 +49,9 @@ NOISE = 0.1
 FINDING_RADIUS = 0.08  # as a fraction of the image side
 
 Writer = Callable[["Gen", Path, tuple[int, int, int]], None]
-WRITERS: Registry[Writer] = Registry("synthetic layout")
+WRITERS: Registry[Writer] = Registry("synthetic layout")  # one per dataset, in the layout it is distributed in
+# other layouts a dataset's reader also reads (``write`` takes their names too): e.g. drive-sa-unet
+ALT_WRITERS: Registry[Writer] = Registry("synthetic alternative layout")
 
 
 class Gen:
@@ -403,28 +405,58 @@ def _rsna_pe(g: Gen, root: Path, counts: tuple[int, int, int]) -> None:
 
 # --- other layouts ----------------------------------------------------------------------------------
 
+def _fundus(g: Gen) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A synthetic fundus: RGB uint8 image, vessel mask (bool), field of view (bool)."""
+    h, w = g.size + g.size // 32, g.size  # DRIVE is slightly taller than wide (584 x 565)
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    fov = (yy - 0.5) ** 2 + (xx - 0.5) ** 2 < 0.22
+    img = np.zeros((h, w, 3), np.float32)
+    img[fov] = (0.85, 0.45, 0.2)
+    vessels = np.zeros((h, w), bool)
+    for _ in range(4):
+        a, b, c = g.rng.uniform(-1, 1, 3)
+        curve = np.abs(yy - 0.5 - 0.3 * a * np.sin(3 * (xx - 0.5) * (1 + b)) - 0.2 * c) < 0.012
+        vessels |= curve & fov
+    img[vessels] = (0.35, 0.1, 0.05)
+    img += g.rng.normal(0, 0.03, img.shape)
+    return (np.clip(img, 0, 1) * 255).astype(np.uint8), vessels, fov
+
+
 @WRITERS.register("drive")
 def _drive(g: Gen, root: Path, counts: tuple[int, int, int]) -> None:
-    h, w = g.size + g.size // 32, g.size  # DRIVE is slightly taller than wide (584 x 565)
     for part, n, start in (("training", counts[0] + counts[1], 21), ("test", counts[2], 1)):
         for i in range(n):
-            yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-            fov = (yy - 0.5) ** 2 + (xx - 0.5) ** 2 < 0.22
-            img = np.zeros((h, w, 3), np.float32)
-            img[fov] = (0.85, 0.45, 0.2)
-            vessels = np.zeros((h, w), bool)
-            for _ in range(4):
-                a, b, c = g.rng.uniform(-1, 1, 3)
-                curve = np.abs(yy - 0.5 - 0.3 * a * np.sin(3 * (xx - 0.5) * (1 + b)) - 0.2 * c) < 0.012
-                vessels |= curve & fov
-            img[vessels] = (0.35, 0.1, 0.05)
-            img += g.rng.normal(0, 0.03, img.shape)
-            rgb = (np.clip(img, 0, 1) * 255).astype(np.uint8)
+            rgb, vessels, fov = _fundus(g)
             num = f"{start + i:02d}"
             suffix = "training" if part == "training" else "test"
             _png(root / part / "images" / f"{num}_{suffix}.tif", rgb)
             _png(root / part / "1st_manual" / f"{num}_manual1.gif", (vessels * 255).astype(np.uint8))
             _png(root / part / "mask" / f"{num}_{suffix}_mask.gif", (fov * 255).astype(np.uint8))
+
+
+# the names SA-UNet's scripts give an image's copies: keras_dataAug.py writes ``<op><i><name>`` for its three
+# operations, three times each; flip.py ``h``, ``v``, ``hv`` + name. With the original: 13 names an image.
+SA_UNET_PREFIXES = ("", *(f"{op}{i}" for op in ("randomRotation", "randomColor", "randomGaussian") for i in range(3)),
+                    "h", "v", "hv")
+
+
+@ALT_WRITERS.register("drive-sa-unet")
+def _drive_sa_unet(g: Gen, root: Path, counts: tuple[int, int, int]) -> None:
+    """DRIVE as SA-UNet's augmented copy lays it out (read by the ``drive`` reader): ``train/``, ``validate/``,
+    ``test/``, each ``images/<name>.tif`` and ``labels/<id>_manual1.png``. Train and validate images take the
+    scripts' names in turn (13 per original: :data:`SA_UNET_PREFIXES`); their pixels are fresh synthetic
+    fundi, not augmented ones."""
+    originals = -(-counts[0] // len(SA_UNET_PREFIXES))  # validate's copies are of the next originals
+    for part, n, first in (("train", counts[0], 21), ("validate", counts[1], 21 + originals), ("test", counts[2], 1)):
+        for i in range(n):
+            rgb, vessels, _fov = _fundus(g)
+            if part == "test":
+                key, name = f"{first + i:02d}", f"{first + i:02d}_test.tif"
+            else:
+                number, prefix = first + i // len(SA_UNET_PREFIXES), SA_UNET_PREFIXES[i % len(SA_UNET_PREFIXES)]
+                key, name = f"{prefix}{number:02d}", f"{prefix}{number:02d}_training.tif"
+            _png(root / part / "images" / name, rgb)
+            _png(root / part / "labels" / f"{key}_manual1.png", (vessels * 255).astype(np.uint8))
 
 
 @WRITERS.register("maskfolder")
@@ -532,7 +564,7 @@ def write(
     family: str = "cxr",
 ) -> Path:
     """Write a synthetic ``name`` dataset in its real layout under ``root`` (replacing what is there)."""
-    writer = WRITERS.get(name)
+    writer = ALT_WRITERS.get(name) if name in ALT_WRITERS else WRITERS.get(name)
     if min(n_train, n_val, n_test) < 0 or n_train + n_val + n_test == 0:
         raise BenchxferError(f"synthetic {name}: n_train/n_val/n_test must be >= 0 and not all 0")
     root = Path(root).expanduser().resolve()
