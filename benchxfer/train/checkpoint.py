@@ -16,7 +16,7 @@ import re
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -25,6 +25,24 @@ from benchxfer.trialdir import no_space
 
 log = logging.getLogger("benchxfer")
 _NAME = re.compile(r"epoch_(\d{4,})\.pt$")
+
+
+def write_atomically(target: Path, write: Callable[[str], None]) -> None:
+    """``write(tmp)`` into a temporary file beside ``target``, then rename it there; a full disk is ENOSPC naming
+    ``target`` (torch.save says "unexpected pos", safetensors its own words), and the temporary file goes."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp_", suffix=target.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    except Exception as err:
+        full = no_space(target, err)
+        if full is None:
+            raise
+        raise full from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 class CheckpointStore:
@@ -43,20 +61,12 @@ class CheckpointStore:
     def save(self, epoch: int, state: dict[str, Any]) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
         target = self.path(epoch)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp_", suffix=".pt")
-        os.close(fd)
-        try:
+
+        def write(tmp: str) -> None:
             with open(tmp, "wb") as f:  # closed on failure, so that a full disk gets its room back at once
                 torch.save(state, f)
-            os.replace(tmp, target)
-        except (RuntimeError, OSError) as err:  # torch says "unexpected pos" for a full disk: name it
-            full = no_space(target, err)
-            if full is None:
-                raise
-            raise full from None
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+
+        write_atomically(target, write)
         for old in self.epochs()[: -self.keep]:
             self.path(old).unlink(missing_ok=True)
         return target

@@ -18,10 +18,8 @@ import contextlib
 import json
 import logging
 import math
-import os
 import platform
 import random
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -38,11 +36,11 @@ from benchxfer.recipes.schedules import ScheduleInput, bit_boundaries, build_sch
 from benchxfer.tasks import Task, get_task
 from benchxfer.tracking import BEST_CHECKPOINT, BEST_CHECKPOINT_EPOCH, CHECKPOINT_NOTE, RunLogger
 from benchxfer.train import metrics as M
-from benchxfer.train.checkpoint import CheckpointStore, rng_state, set_rng_state
+from benchxfer.train.checkpoint import CheckpointStore, rng_state, set_rng_state, write_atomically
 from benchxfer.train.data_setup import RunData, TrainStream, build_data, eval_loader, steps_per_epoch, train_loader
 from benchxfer.train.sampling import study_micro_batch
 from benchxfer.train.session import SESSIONS, Runtime, Session
-from benchxfer.trialdir import Failure, Progress, TrialDir, TrialFailed, TrialResult, no_space
+from benchxfer.trialdir import Failure, Progress, TrialDir, TrialFailed, TrialResult
 
 log = logging.getLogger("benchxfer")
 
@@ -438,19 +436,7 @@ def save_selected(model: nn.Module, path, cfg: TrainConfig, result: TrialResult)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"arch": cfg.arch, "trial_key": cfg.trial_key, "selected": result.selected,
             "best_epoch": str(result.best_epoch), "format": "benchxfer"}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=".safetensors")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except Exception as err:  # safetensors' own error for a full disk: ENOSPC naming the file
-        full = no_space(path, err)
-        if full is None:
-            raise
-        raise full from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomically(path, lambda tmp: save_file(state, tmp, metadata=meta))
 
 
 def train_run(cfg: TrainConfig, runtime: Runtime) -> TrialResult:
