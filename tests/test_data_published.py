@@ -31,6 +31,7 @@ from published_roots import (
     published,
     scratch_base,
 )
+from test_data_pretrain_labels import STUDY_MAP  # the second study's synonym map, typed once
 
 from benchxfer import data
 from benchxfer.cli import main
@@ -264,14 +265,6 @@ STUDY_MISSING = {  # padchest.py's left-out images (it lists two of them twice)
     "216840111366964012487858717522009280135853083_00-075-001.png", "216840111366964013590140476722013049100117076_02-063-097.png",
     "216840111366964013649110343042013092101343018_02-075-146.png", "216840111366964012819207061112010306085429121_04-020-102.png",
     "269300710246070740096540277379121868595_e7zsan.png", "216840111366964012373310883942009180082307973_00-097-011.png",
-}
-STUDY_MAP = {
-    "Infiltration": ["infiltrates", "interstitial pattern", "ground glass pattern", "reticular interstitial pattern",
-                     "reticulonodular interstitial pattern", "alveolar pattern", "consolidation", "air bronchogram"],
-    "Pleural_Thickening": ["pleural thickening"],
-    "Consolidation": ["air bronchogram"],
-    "Hilar Enlargement": ["adenopathy", "pulmonary artery enlargement"],
-    "Support Devices": ["device", "pacemaker"],
 }
 
 
