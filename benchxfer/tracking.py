@@ -44,12 +44,10 @@ NODE = "benchxfer.node_id"  # the Ray node of the trial's driver (the one that t
 TASK = "benchxfer.task"
 METRIC = "benchxfer.metric"  # the primary metric; its test value is the metric test_<metric>
 CHECKPOINT_NOTE = "benchxfer.checkpoint_note"  # a damaged checkpoint skipped on resume
-BEST_CHECKPOINT = "benchxfer.best_checkpoint"  # where the trial's tested weights are (a path or an artifact URI)
+BEST_CHECKPOINT = "benchxfer.best_checkpoint"  # on a trial's run: its tested weights (a path, or an artifact URI)
 BEST_CHECKPOINT_EPOCH = "benchxfer.best_checkpoint_epoch"  # their epoch, when the best validation epoch's
 OUTAGES = "benchxfer.mlflow_outages"
 REPORT = "benchxfer.report"  # on the sweep's run: its published report.html (report_mlflow.publish)
-BEST_CHECKPOINT = "benchxfer.best_checkpoint"  # on a trial's run: its best weights (report_mlflow.log_best_checkpoint)
-BEST_CHECKPOINT_EPOCH = "benchxfer.best_checkpoint_epoch"
 # Fail fast instead of MLflow's default minutes of retries; RunLogger does the retrying. The links to runs are
 # benchxfer's to print (once, at the end), not one pair per run from every worker.
 CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
