@@ -57,9 +57,9 @@ def main() -> None:
 
     import torch
 
-    from benchxfer.planning import make_plan
-    from benchxfer.runner import execute
-    from benchxfer.sweep import ensure_ray
+    from benchxfer.launch.runner import execute
+    from benchxfer.launch.sweep import ensure_ray
+    from benchxfer.plan.planning import make_plan
     from benchxfer.tracking import LocalServer
     from benchxfer.train.loop import train_run
     from benchxfer.train.session import Runtime

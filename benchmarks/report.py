@@ -68,8 +68,8 @@ def main() -> None:
         n = write_sweep("bench")
         load = os.getloadavg()[0]
         c0, t0 = time.process_time(), time.perf_counter()
-        from benchxfer.report import write_report
-        from benchxfer.results import collect
+        from benchxfer.report.results import collect
+        from benchxfer.report.write import write_report
         t1 = time.perf_counter()
         runs = collect("bench")
         t2 = time.perf_counter()

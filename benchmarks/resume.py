@@ -52,7 +52,7 @@ def main() -> None:
     import ray
 
     from benchxfer import paths
-    from benchxfer.sweep import ensure_ray
+    from benchxfer.launch.sweep import ensure_ray
     from benchxfer.tracking import LocalServer
 
     ensure_ray()  # one local Ray session that every driver joins, as on a cluster

@@ -98,7 +98,7 @@ def one_size(n: int, slots: int) -> dict:
 def driver(spec: str) -> None:
     """The sweep itself, as ``benchxfer sweep`` runs it, with the console's plain output discarded."""
     from benchxfer.commands import _run
-    from benchxfer.planning import make_plan
+    from benchxfer.plan.planning import make_plan
 
     plan = make_plan(spec, write_synthetic=True)
     t0 = time.perf_counter()

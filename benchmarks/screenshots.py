@@ -42,7 +42,7 @@ def main() -> None:
     browser = next((b for b in BROWSERS if shutil.which(b)), None)
     if browser is None:
         raise SystemExit(f"no headless browser: install one of {', '.join(BROWSERS)}")
-    from benchxfer.report_mlflow import parent_run_id
+    from benchxfer.report.publish import parent_run_id
     from benchxfer.tracking import client, tracking_uri, ui_url
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -84,9 +84,9 @@ def write(folder: Path, name: str, trials: int, epochs: int, seeds: int, n_train
 
 def arm(folder: Path, name: str, scheduler: str, args, uri: str) -> dict:
     from benchxfer import paths
-    from benchxfer.planning import make_plan
-    from benchxfer.runner import launch_of, run_pretrain
-    from benchxfer.search import parse_search_options, run_stage1
+    from benchxfer.launch.runner import launch_of, run_pretrain
+    from benchxfer.launch.search import parse_search_options, run_stage1
+    from benchxfer.plan.planning import make_plan
     from benchxfer.tracking import SweepRecorder
     from benchxfer.trialdir import TrialDir
 
@@ -124,7 +124,7 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory()
     os.environ["BENCHXFER_HOME"] = tmp.name  # before Ray starts, so that its workers see it
     os.environ.pop("MLFLOW_TRACKING_URI", None)
-    from benchxfer.sweep import ensure_ray
+    from benchxfer.launch.sweep import ensure_ray
     from benchxfer.tracking import LocalServer
 
     server = LocalServer(home=Path(tmp.name))

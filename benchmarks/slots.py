@@ -99,10 +99,10 @@ def main() -> None:
     import ray
     from ray.cluster_utils import Cluster
 
-    from benchxfer.planning import make_plan
-    from benchxfer.runner import launch_of
-    from benchxfer.search import run_stage1
-    from benchxfer.sweep import ensure_ray
+    from benchxfer.launch.runner import launch_of
+    from benchxfer.launch.search import run_stage1
+    from benchxfer.launch.sweep import ensure_ray
+    from benchxfer.plan.planning import make_plan
     from benchxfer.tracking import LocalServer, SweepRecorder
 
     path = Path(tmp.name) / "slots.yaml"

@@ -32,8 +32,8 @@ COMMANDS: dict[str, str] = {
     "ui": "benchxfer.commands:ui",
     "zoo": "benchxfer.zoo.cli:zoo",
     "data": "benchxfer.data.cli:data",
-    "report": "benchxfer.report_cli:report",
-    "compare": "benchxfer.report_cli:compare",
+    "report": "benchxfer.report.cli:report",
+    "compare": "benchxfer.report.cli:compare",
 }
 
 READ_ONLY = ("status", "report", "compare")  # commands that only read the home: it need not be writable
@@ -145,7 +145,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     read_only = ctx.invoked_subcommand in READ_ONLY  # a read-only home serves them
     pin(write=not read_only)  # a relative or empty $BENCHXFER_HOME is settled here, once, before any command reads it
     check(read_only=read_only)  # every variable benchxfer reads: one line naming a bad one, before any command reads it
-    from benchxfer.cluster import token_auth_env  # after check(): cluster reads a checked variable on import
+    from benchxfer.launch.cluster import token_auth_env  # after check(): cluster reads a checked variable on import
 
     token_auth_env()  # before any command imports Ray, which reads it once
 

@@ -13,7 +13,7 @@ import click
 
 from benchxfer import paths
 from benchxfer.errors import BenchxferError
-from benchxfer.schema import check_address, check_knob_values, check_port_free
+from benchxfer.plan.schema import check_address, check_knob_values, check_port_free
 from benchxfer.trialdir import TrialState
 
 
@@ -33,7 +33,7 @@ tracking_option = click.option(
 def _address(ctx, param, value: str | None) -> str | None:
     """``--address``, or ``$RAY_ADDRESS`` as Ray itself reads it: the cluster to join; said in a line when it came
     from the environment, so that a sweep never joins (or, before, silently ignored) a cluster nobody named here."""
-    from benchxfer import cluster
+    from benchxfer.launch import cluster
 
     value = check_address(ctx, param, value)
     if value is not None and ctx.get_parameter_source(param.name) is click.core.ParameterSource.ENVIRONMENT \
@@ -60,7 +60,7 @@ def _print_plan(plan, limit: int | None) -> None:
     d = plan.describe()
     trials = plan.trials
     shown = trials if limit is None else trials[:limit]
-    from benchxfer import disk
+    from benchxfer.plan import disk
 
     disks = [disk.of_trial(t, plan.spec.keep) for t in trials]
     click.echo(f"{'#':>5}  {'trial key':<60} {'recipe':<15} {'arch':<10} {'task':<12} {'micro':>5} "
@@ -87,8 +87,8 @@ def _print_plan(plan, limit: int | None) -> None:
 
 
 def _disk_line(plan, disks) -> str:
-    """The sweep's disk for the dry run: per trial while running and once final, the whole sweep (benchxfer/disk.py)."""
-    from benchxfer import disk
+    """The sweep's disk for the dry run: per trial while running and once final, the whole sweep (benchxfer/plan/disk.py)."""
+    from benchxfer.plan import disk
 
     if not disks:
         return "Disk: no trials"
@@ -116,8 +116,8 @@ def _gpu_columns(plan, trial) -> dict[str, str]:
 
 def _search_budget(plan) -> str:
     """The lr search's stage 1, for the plan's summary line: its trials and how they run ('' for no search)."""
-    from benchxfer.search import describe
-    from benchxfer.spec import LrSearch
+    from benchxfer.launch.search import describe
+    from benchxfer.plan.spec import LrSearch
 
     lr = plan.spec.lr
     if not isinstance(lr, LrSearch):
@@ -132,8 +132,8 @@ verbose_option = click.option("--verbose", is_flag=True,
 
 
 def _run(plan, tracking_uri, address, verbose=False, command="sweep"):
-    from benchxfer.results import check_store, record_store
-    from benchxfer.runner import execute
+    from benchxfer.launch.runner import execute
+    from benchxfer.report.results import check_store, record_store
     from benchxfer.tracking import tracking_uri as tracking
 
     started = time.time()
@@ -176,14 +176,14 @@ def sweep(file, dry_run, limit, tracking_uri, address, zoo_dir, verbose):
     folders. Trials that finished in an earlier run of the same sweep are not run again. The sweep ends
     with the per-init mean +/- std table; `benchxfer report NAME` makes the full report.
     """
-    from benchxfer.planning import make_plan
+    from benchxfer.plan.planning import make_plan
 
     _use_zoo(zoo_dir)
     if dry_run:
         _print_plan(make_plan(file, zoo_dir, dry_run=True), None if limit == 0 else limit)
         return
     from benchxfer import locks
-    from benchxfer.spec import load_spec
+    from benchxfer.plan.spec import load_spec
 
     name = load_spec(file).name
     with locks.sweep(name, echo=click.echo):  # before the synthetic data is written, to the end
@@ -199,7 +199,7 @@ def _refuse_other_sweep(name: str, file: str) -> None:
     """``sweep FILE`` under a name that already holds a sweep continues that sweep only when FILE still says what
     it said (but how it runs: RUN_ONLY_KEYS); a file that changed what decides a result (a knob, an lr, a seed, a
     dataset's root or options, an init) would mix two protocols under one name: refused, naming what changed."""
-    from benchxfer.spec import read_yaml
+    from benchxfer.plan.spec import read_yaml
     from benchxfer.trialdir import SweepDir
 
     sdir = SweepDir(name)
@@ -257,7 +257,7 @@ def resume(name, tracking_uri, address, zoo_dir, verbose):
     Finished trials are not run again; interrupted and failed ones continue from their last epoch
     checkpoint, in the same MLflow runs.
     """
-    from benchxfer.planning import make_plan
+    from benchxfer.plan.planning import make_plan
     from benchxfer.trialdir import SweepDir
 
     _use_zoo(zoo_dir)
@@ -275,7 +275,7 @@ def resume(name, tracking_uri, address, zoo_dir, verbose):
     from benchxfer import locks
 
     with locks.sweep(name, echo=click.echo):  # held from the plan (it may write synthetic data) to the end
-        from benchxfer.spec import load_spec
+        from benchxfer.plan.spec import load_spec
 
         started = load_spec(sdir.spec_copy, base=Path(source).parent if source else None)  # relative roots: as run
         plan = make_plan(started, zoo_dir, write_synthetic=True)  # the sweep as it was started
@@ -418,7 +418,7 @@ def train(file, index, sets, zoo_dir):
     """
     import yaml
 
-    from benchxfer.planning import make_plan
+    from benchxfer.plan.planning import make_plan
     from benchxfer.recipes import TrainConfig
     from benchxfer.train.loop import train_run
     from benchxfer.train.session import Runtime
@@ -429,9 +429,9 @@ def train(file, index, sets, zoo_dir):
         raise BenchxferError(f"--trial {index}: the sweep has trials 0 to {len(plan.trials) - 1}")
     trial = plan.trials[index]
     config = trial.config.to_dict()
+    from benchxfer.plan.schema import check_combinations
     from benchxfer.recipes.config import check_knobs
     from benchxfer.recipes.registry import check_names
-    from benchxfer.schema import check_combinations
 
     extra = {}
     for item in sets:
@@ -476,8 +476,8 @@ def pretrain(file, tracking_uri, address, zoo_dir, force):
     Run the same command again after a kill: it continues from the last epoch checkpoint. A name the zoo
     already holds for something else is refused unless --force.
     """
-    from benchxfer.pretraining import load_pretrain_spec, plan_pretrain
-    from benchxfer.runner import check_zoo_name, run_pretrain
+    from benchxfer.launch.runner import check_zoo_name, run_pretrain
+    from benchxfer.plan.pretraining import load_pretrain_spec, plan_pretrain
     from benchxfer.tracking import tracking_uri as tracking
 
     _use_zoo(zoo_dir)

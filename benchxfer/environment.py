@@ -63,7 +63,7 @@ def _tracking_uri(value: str) -> str | None:
 
 
 def _ray_address(value: str) -> str | None:
-    from benchxfer.schema import ADDRESS_RE
+    from benchxfer.plan.schema import ADDRESS_RE
 
     m = ADDRESS_RE.match(value.strip())
     if m is None or (m.group("port") is not None and not 0 < int(m.group("port")) < 65536):

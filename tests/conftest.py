@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchxfer.cluster import token_auth_env
+from benchxfer.launch.cluster import token_auth_env
 
 pytest_plugins = ["pytester", "tier_guard"]
 
@@ -55,7 +55,7 @@ def ray_session(bx_home):
     """One local Ray session shared by every end-to-end test."""
     import ray
 
-    from benchxfer.sweep import ensure_ray
+    from benchxfer.launch.sweep import ensure_ray
 
     ensure_ray()
     yield ray

@@ -80,7 +80,7 @@ def test_no_variable_is_read_at_import():
 
 
 def test_the_placement_timeout_is_read_when_the_watch_is_made(monkeypatch):
-    from benchxfer.cluster import PLACEMENT_LIMIT_S, WARN_S, PlacementWatch
+    from benchxfer.launch.cluster import PLACEMENT_LIMIT_S, WARN_S, PlacementWatch
 
     monkeypatch.delenv("BENCHXFER_PLACEMENT_TIMEOUT_S", raising=False)
     w = PlacementWatch()
@@ -112,7 +112,7 @@ def test_only_tracking_writes_a_trial_runs_state():
     """A trial run's ``benchxfer.status`` tag is written by tracking.py's methods alone (SweepRecorder.trial_run and
     mark_running, RunLogger.mark_failed and mark_finished, mark_stopped): any other module that names the STATUS
     constant only reads it (results.py, the report's rows)."""
-    readers = {"benchxfer/results.py"}
+    readers = {"benchxfer/report/results.py"}
     out = []
     for path, tree in TREES.items():
         where = str(path.relative_to(REPO))

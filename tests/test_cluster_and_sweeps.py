@@ -313,7 +313,7 @@ def test_published_sweep_needs_its_zoo_files(tmp_path, bx_home):
 
 def test_published_sweeps_follow_the_studies(tmp_path, bx_home):
     """The protocol values each file must carry (RECIPES.md), read back through the planner."""
-    from benchxfer.planning import make_plan
+    from benchxfer.plan.planning import make_plan
     from benchxfer.zoo.inits import INITS
 
     def plan(fname):
@@ -387,7 +387,7 @@ def test_dry_run_of_1470_trials_lists_all_in_seconds(tmp_path, bx_home):
 
 
 def test_demo_search_is_a_tune_then_repeat_sweep(bx_home, tmp_path, monkeypatch):
-    from benchxfer.spec import LrSearch, load_spec
+    from benchxfer.plan.spec import LrSearch, load_spec
 
     bx_home = tmp_path / "home"  # a home of its own: other tests write synthetic data into the shared one
     monkeypatch.setenv("BENCHXFER_HOME", str(bx_home))
@@ -404,7 +404,7 @@ def test_demo_search_is_a_tune_then_repeat_sweep(bx_home, tmp_path, monkeypatch)
 
 @pytest.mark.parametrize("fname", PRETRAIN)
 def test_pretrain_files_load_and_plan(fname, tmp_path, monkeypatch):
-    from benchxfer.pretraining import load_pretrain_spec, plan_pretrain
+    from benchxfer.plan.pretraining import load_pretrain_spec, plan_pretrain
 
     spec = load_pretrain_spec(SWEEPS / fname)
     assert spec.recipe == "supervised-pretrain" and spec.resources["gpus_per_worker"] == 1
@@ -420,7 +420,7 @@ def test_pretrain_files_load_and_plan(fname, tmp_path, monkeypatch):
 
 
 def test_pretrain_files_are_the_studies_setups():
-    from benchxfer.pretraining import load_pretrain_spec
+    from benchxfer.plan.pretraining import load_pretrain_spec
 
     chest = load_pretrain_spec(SWEEPS / "pretrain_chest.yaml")
     assert [s["dataset"] for s in chest.sources] == ["chexpert", "mimic-cxr", "chestxray14", "padchest"]
@@ -443,7 +443,7 @@ def test_pretrain_files_are_the_studies_setups():
 # --- docs/sweep-file.md stays true -----------------------------------------------------------------
 
 def test_sweep_file_doc_covers_every_key_and_every_recipe_default():
-    from benchxfer import pretraining, spec
+    from benchxfer.plan import pretraining, spec
     from benchxfer.recipes.config import KNOBS
     from benchxfer.recipes.registry import get_recipe
 

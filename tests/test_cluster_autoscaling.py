@@ -98,7 +98,7 @@ def autoscaling(bx_home, tmp_path_factory):
         for k in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
             os.environ.pop(k, None)
         if was_up:
-            from benchxfer.sweep import ensure_ray
+            from benchxfer.launch.sweep import ensure_ray
 
             ensure_ray()
 

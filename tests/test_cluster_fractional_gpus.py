@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from benchxfer import cluster
 from benchxfer.errors import BenchxferError
+from benchxfer.launch import cluster
+from benchxfer.launch.sweep import Launch, run_trials
 from benchxfer.recipes import TrainConfig
-from benchxfer.sweep import Launch, run_trials
 from benchxfer.trial import Trial
 
 pytestmark = pytest.mark.e2e
@@ -28,7 +28,7 @@ OWNS_RAY = True  # conftest.py runs this module before the shared session starts
 def one_gpu_session(bx_home):
     import ray
 
-    from benchxfer.sweep import ensure_ray
+    from benchxfer.launch.sweep import ensure_ray
 
     was_up = ray.is_initialized()
     ray.shutdown()

@@ -40,7 +40,7 @@ def cluster(bx_home):
     import ray
     from ray.cluster_utils import Cluster
 
-    from benchxfer.sweep import ensure_ray
+    from benchxfer.launch.sweep import ensure_ray
 
     was_up = ray.is_initialized()
     if not was_up:
@@ -88,7 +88,7 @@ def test_trials_run_on_both_nodes_once_each_with_one_node_scores(cluster, tmp_pa
     import ray
     import torch
 
-    from benchxfer.planning import make_plan
+    from benchxfer.plan.planning import make_plan
     from benchxfer.train.loop import train_run
     from benchxfer.train.session import Runtime
 

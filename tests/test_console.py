@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from benchxfer import console
-from benchxfer.console import Board, Running, duration, running_line, val_score
+from benchxfer.launch import console
+from benchxfer.launch.console import Board, Running, duration, running_line, val_score
 
 # -- the view, without Ray -----------------------------------------------------------------------
 
@@ -120,7 +120,7 @@ def test_sweep_console_names_every_trial_within_its_line_budget(tmp_path, ray_se
 
     from benchxfer import paths
     from benchxfer.cli import main
-    from benchxfer.planning import make_plan
+    from benchxfer.plan.planning import make_plan
 
     path = write_sweep(tmp_path, "console", lr="[0.001, 0.01]", seeds=2, epochs=2, n_train=32, max_concurrent=None)
     keys = [t.key for t in make_plan(str(path), None, write_synthetic=True).trials]
@@ -175,10 +175,10 @@ def _tune_trials(param_space, shared):
 def test_tune_names_and_folders_are_the_trial_keys(tmp_path):
     from ray import tune
 
+    from benchxfer.launch.sweep import Launch
+    from benchxfer.launch.tunespace import Shared, TrialIndex, planned, searched
     from benchxfer.recipes import TrainConfig
-    from benchxfer.sweep import Launch
     from benchxfer.trial import Trial
-    from benchxfer.tunespace import Shared, TrialIndex, planned, searched
 
     def trial(key, lr):
         return Trial(key=key, init="scratch", dataset="chestxray14", recipe="systematic-cls", lr=lr, seed=0,

@@ -196,7 +196,7 @@ def test_padchest_split_is_the_studys(tmp_path):
 
 def test_a_sources_options_are_checked_when_the_file_is_read(tmp_path):
     from benchxfer.errors import BenchxferError
-    from benchxfer.pretraining import load_pretrain_spec
+    from benchxfer.plan.pretraining import load_pretrain_spec
 
     path = tmp_path / "p.yaml"
     path.write_text("name: x\nsources:\n  - {dataset: chexpert, root: ., options: {view: [PA]}}\n")

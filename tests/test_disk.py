@@ -2,7 +2,7 @@
 resume continues from; once its result is recorded, by default the tested weights alone in safetensors (at most
 1.1x the fp32 weights, read by ``benchxfer zoo import``), or nothing, or the whole checkpoint. One real trial is
 trained here (ResNet-18, 32 px, synthetic ChestX-ray14) and its folder copied for each choice. The disk estimate
-of the dry run and the real run's check of the free space (benchxfer/disk.py) are held against its files."""
+of the dry run and the real run's check of the free space (benchxfer/plan/disk.py) are held against its files."""
 
 import shutil
 import textwrap
@@ -16,9 +16,9 @@ from safetensors.torch import load_file
 
 from benchxfer import data, models
 from benchxfer.errors import BenchxferError
+from benchxfer.plan.spec import load_spec
 from benchxfer.recipes import TrainConfig, get_recipe
 from benchxfer.recipes.parts import OPTIMIZERS
-from benchxfer.spec import load_spec
 from benchxfer.train.checkpoint import CheckpointStore
 from benchxfer.train.loop import train_run
 from benchxfer.train.session import Runtime
@@ -154,7 +154,7 @@ overrides: {arch: resnet18, size: 32, epochs: 1}
 
 
 def test_keep_is_checked_and_is_no_part_of_a_trials_key(tmp_path, bx_home):
-    from benchxfer.planning import make_plan
+    from benchxfer.plan.planning import make_plan
 
     (tmp_path / "a.yaml").write_text(textwrap.dedent(SWEEP))
     (tmp_path / "b.yaml").write_text(textwrap.dedent(SWEEP) + "keep: none\n")
@@ -168,10 +168,10 @@ def test_keep_is_checked_and_is_no_part_of_a_trials_key(tmp_path, bx_home):
     assert keys[0] == keys[1] and len(keys[0]) == 2
 
 
-# --- the estimate (benchxfer/disk.py) ----------------------------------------------------------------------------
+# --- the estimate (benchxfer/plan/disk.py) ----------------------------------------------------------------------------
 
 def test_the_count_on_the_meta_device_is_the_models(trained):
-    from benchxfer import disk
+    from benchxfer.plan import disk
 
     real = models.build_model("resnet18", "multilabel", 14)
     assert disk.weights_of("resnet18", "multilabel", 14) == sum(t.numel() for t in real.state_dict().values())
@@ -180,7 +180,7 @@ def test_the_count_on_the_meta_device_is_the_models(trained):
 
 def test_the_estimate_holds_against_the_files_a_trial_writes(trained):
     """The per-trial figures against a real trial (Adam: two moments): an epoch file, the selected weights."""
-    from benchxfer import disk
+    from benchxfer.plan import disk
 
     folder, cfg, _, kept = trained
     assert cfg.optimizer == "adam"
@@ -194,7 +194,7 @@ def test_the_estimate_holds_against_the_files_a_trial_writes(trained):
 
 
 def test_the_home_must_hold_the_trials_that_run_at_once(tmp_path):
-    from benchxfer import disk
+    from benchxfer.plan import disk
 
     free = shutil.disk_usage(tmp_path).free
     small = disk.TrialDisk(running=1000, final=10)
@@ -211,8 +211,8 @@ def test_the_home_must_hold_the_trials_that_run_at_once(tmp_path):
 def test_the_dry_run_states_the_disk(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from benchxfer import disk
     from benchxfer.cli import main
+    from benchxfer.plan import disk
 
     monkeypatch.setenv("BENCHXFER_HOME", str(tmp_path / "home"))
     (tmp_path / "s.yaml").write_text(textwrap.dedent(SWEEP) + "resources: {max_concurrent: 2}\n")
@@ -230,7 +230,7 @@ def test_the_dry_run_states_the_disk(tmp_path, monkeypatch):
 
 def test_a_full_disk_is_enospc_naming_the_file(tmp_path):
     """torch.save says "unexpected pos" and safetensors its own words when the disk fills: each write a trial makes
-    is ENOSPC naming its file, which the driver turns into the trial's one line (benchxfer/sweep.py)."""
+    is ENOSPC naming its file, which the driver turns into the trial's one line (benchxfer/launch/sweep.py)."""
     import errno
 
     from benchxfer.train.loop import save_selected
@@ -258,7 +258,7 @@ def test_a_full_disk_is_enospc_naming_the_file(tmp_path):
 def test_the_driver_knows_a_full_disk_in_a_chain_or_in_rays_words():
     import errno
 
-    from benchxfer.sweep import disk_full
+    from benchxfer.launch.sweep import disk_full
 
     direct = OSError(errno.ENOSPC, "No space left on device", "/h/runs/s/trials/k/checkpoints/epoch_0001.pt")
     assert disk_full(direct) == "/h/runs/s/trials/k/checkpoints/epoch_0001.pt"

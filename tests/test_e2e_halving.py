@@ -63,10 +63,10 @@ def expected_stops(curves: list[list[float]]) -> dict[int, int]:
 
 
 def test_halving_search_stops_by_the_rule_and_stage2_uses_the_pick(tmp_path, ray_session, mlflow_uri):
-    from benchxfer.planning import expand, make_plan
-    from benchxfer.runner import launch_of, pending
-    from benchxfer.search import parse_search_options, run_stage1
-    from benchxfer.sweep import run_trials
+    from benchxfer.launch.runner import launch_of, pending
+    from benchxfer.launch.search import parse_search_options, run_stage1
+    from benchxfer.launch.sweep import run_trials
+    from benchxfer.plan.planning import expand, make_plan
     from benchxfer.tracking import SweepRecorder
 
     path = tmp_path / "halving.yaml"
@@ -145,9 +145,9 @@ def test_a_killed_halving_search_resumes_exactly(tmp_path, ray_session, mlflow_u
 
     from e2e_support import epoch_log, runs_by_key, spawn, wait_for
 
-    from benchxfer.planning import make_plan
-    from benchxfer.runner import launch_of
-    from benchxfer.search import parse_search_options, run_stage1
+    from benchxfer.launch.runner import launch_of
+    from benchxfer.launch.search import parse_search_options, run_stage1
+    from benchxfer.plan.planning import make_plan
     from benchxfer.tracking import SweepRecorder
 
     text = textwrap.dedent(SWEEP).replace("name: halving", "name: halving-kill")

@@ -87,9 +87,9 @@ def test_two_worker_ddp_trial_shards_and_whole_set_metric(tmp_path, ray_session,
     from safetensors.torch import load_file
 
     from benchxfer import models
-    from benchxfer.planning import make_plan
+    from benchxfer.launch.runner import execute
+    from benchxfer.plan.planning import make_plan
     from benchxfer.recipes.parts import loss_for
-    from benchxfer.runner import execute
     from benchxfer.train import data_setup
     from benchxfer.train.loop import evaluate
     from benchxfer.train.session import local_session

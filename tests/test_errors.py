@@ -472,7 +472,7 @@ def held_lock(name: str, command: str) -> Callable[[Files], None]:
 
 
 def train_held(f: Files) -> list[str]:
-    from benchxfer.planning import make_plan
+    from benchxfer.plan.planning import make_plan
 
     path = f.good()
     key = make_plan(path, dry_run=True).trials[0].key
@@ -1168,7 +1168,7 @@ def test_a_relative_home_is_made_absolute_once(tmp_path):
 @pytest.mark.fast
 def test_lr_written_1e_3_is_a_number(tmp_path):
     """YAML 1.1 reads ``1e-3`` (no dot) as a string; sweep files read it as the number 0.001, everywhere."""
-    from benchxfer.spec import load_spec
+    from benchxfer.plan.spec import load_spec
 
     f = Files(tmp_path)
     assert load_spec(f.good("[0.001, 0.0001]", "[1e-3, 1E-4]")).lr == (0.001, 0.0001)

@@ -7,7 +7,7 @@ the variants that cannot be valid (a retyped or corrupted value anywhere, a requ
 non-zero with that one line; a dataset root that is any other text is a path not on this machine, which the dry
 run lists as absent (the real run refuses it).
 
-The second test draws invalid values for every rule of ``benchxfer/schema.py`` (knobs, reader options, resources,
+The second test draws invalid values for every rule of ``benchxfer/plan/schema.py`` (knobs, reader options, resources,
 failure, synthetic keys, seeds, names) from the rule itself, so a new knob is covered without editing it.
 """
 
@@ -99,7 +99,7 @@ def test_every_malformed_sweep_is_one_line(tmp_path):
 
 def invalid_values(rule) -> list:
     """Values that ``rule`` refuses, made from the rule (a new knob, option or resource is covered as it is added)."""
-    from benchxfer.schema import Name, OneOf, Range
+    from benchxfer.plan.schema import Name, OneOf, Range
 
     out: list = ["not-a-value~", [1], {"k": 1}]
     if isinstance(rule, Range):
@@ -131,8 +131,16 @@ def _dataset_taking(option: str) -> str:
 
 def schema_variants():
     """(label, key, sweep document) for every invalid value of every rule of the schema."""
+    from benchxfer.plan.schema import (
+        FAILURE_RULES,
+        KNOB_RULES,
+        OPTION_RULES,
+        RESOURCE_RULES,
+        SEED,
+        SYNTHETIC_RULES,
+        Name,
+    )
     from benchxfer.recipes.config import KNOBS
-    from benchxfer.schema import FAILURE_RULES, KNOB_RULES, OPTION_RULES, RESOURCE_RULES, SEED, SYNTHETIC_RULES, Name
 
     base = yaml.safe_load(GOOD)
     for key, default in KNOBS.items():  # the knobs without a range: their type, and the registry names they take
@@ -170,9 +178,9 @@ def schema_variants():
 
 def test_every_rule_of_the_schema_refuses_an_invalid_value(tmp_path):
     """Every knob (recipes/config.py), and every reader option, resource, failure setting, synthetic key, seed and
-    name with a rule in ``benchxfer/schema.py``: each invalid value drawn from its rule (a knob without one: a
+    name with a rule in ``benchxfer/plan/schema.py``: each invalid value drawn from its rule (a knob without one: a
     wrong type, a name no registry holds) ends the dry run in one line naming the key."""
-    from benchxfer.schema import OPTION_RULES, RESOURCE_RULES
+    from benchxfer.plan.schema import OPTION_RULES, RESOURCE_RULES
 
     home = tmp_path / "home"
     failures, seen = [], set()

@@ -12,11 +12,11 @@ import pytest
 import yaml
 from test_cluster_and_sweeps import SWEEPS, dry_run, init_names, local_copy, make_zoo
 
-from benchxfer import cluster
 from benchxfer import gpu_memory as gm
 from benchxfer.errors import BenchxferError
-from benchxfer.spec import load_spec
-from benchxfer.sweep import Launch
+from benchxfer.launch import cluster
+from benchxfer.launch.sweep import Launch
+from benchxfer.plan.spec import load_spec
 
 pytestmark = pytest.mark.fast
 

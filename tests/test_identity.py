@@ -142,8 +142,9 @@ def test_a_sweep_file_may_change_how_it_runs_not_what_it_computes(tmp_path, monk
 def test_environment_paths_are_pinned_and_never_followed_to_nothing(tmp_path, monkeypatch):
     """Item 11: a relative $BENCHXFER_CACHE is made absolute once and reaches the workers with the home and the
     zoo; a $BENCHXFER_HOME under a link to nothing is refused and its target is never made."""
-    from benchxfer import cluster, paths
+    from benchxfer import paths
     from benchxfer.errors import BenchxferError
+    from benchxfer.launch import cluster
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("BENCHXFER_HOME", "home")
@@ -242,7 +243,7 @@ def test_ray_address_is_the_cluster_to_join_and_said(tmp_path, monkeypatch):
     assert code == 1 and "RAY_ADDRESS" not in out, out
     code, out, err = warm_run(["sweep", str(sweep), *dead], {"BENCHXFER_HOME": str(tmp_path / "home")}, tmp_path)
     assert code == 1 and "Ray:" not in out, out
-    from benchxfer import cluster  # the address this process's own session set for its children: not announced
+    from benchxfer.launch import cluster  # the address this process's own session set for its children: not announced
 
     monkeypatch.setattr(cluster, "SESSION_ADDRESS", "10.0.0.5:6379")
     code, out, err = warm_run(["sweep", str(sweep), *dead], env, tmp_path)
@@ -252,7 +253,7 @@ def test_ray_address_is_the_cluster_to_join_and_said(tmp_path, monkeypatch):
 def test_each_synthetic_setting_has_a_folder_of_its_own(tmp_path, monkeypatch):
     """Item 5: a sweep whose `synthetic:` settings differ from a running sweep's writes its own folder and never
     rewrites the images the other reads; the same settings share one folder, written once."""
-    from benchxfer.planning import make_plan
+    from benchxfer.plan.planning import make_plan
 
     monkeypatch.setenv("BENCHXFER_HOME", str(tmp_path / "home"))
     first = tmp_path / "first.yaml"
@@ -275,8 +276,8 @@ def test_a_sweep_name_refuses_another_copy_of_its_data(tmp_path, monkeypatch):
     sweep; running it again on a root whose listing changed (here: another set written over the same folder) is
     refused in one line, before MLflow or Ray, and the record is kept."""
     from benchxfer.data import synthetic
-    from benchxfer.planning import make_plan
-    from benchxfer.runner import record_data
+    from benchxfer.launch.runner import record_data
+    from benchxfer.plan.planning import make_plan
 
     home = tmp_path / "home"
     nih = synthetic.write("chestxray14", tmp_path / "nih", n_train=4, n_val=2, n_test=2, size=16)
@@ -362,8 +363,8 @@ def test_resume_runs_from_its_own_copy_when_the_source_no_longer_reads(tmp_path)
 def test_a_sweeps_record_keeps_every_file_it_ran(tmp_path, monkeypatch):
     """Item 3: when the sweep file changes only how the sweep runs (its description), the new file becomes the
     sweep's copy and the copy it replaces is kept under history/, so no file the sweep ran is lost."""
-    from benchxfer.planning import make_plan
-    from benchxfer.runner import save_plan
+    from benchxfer.launch.runner import save_plan
+    from benchxfer.plan.planning import make_plan
 
     monkeypatch.setenv("BENCHXFER_HOME", str(tmp_path / "home"))
     source = tmp_path / "s.yaml"
@@ -448,7 +449,7 @@ def test_a_finished_pre_training_names_the_zoo_it_wrote_to(tmp_path, monkeypatch
     it wrote to and how to use it (a sweep's `{name, pretrain}` init used to fail later as an unknown init)."""
     from test_errors import PRETRAIN
 
-    from benchxfer.pretraining import EXPERIMENT, load_pretrain_spec, plan_pretrain
+    from benchxfer.plan.pretraining import EXPERIMENT, load_pretrain_spec, plan_pretrain
     from benchxfer.trialdir import TrialDir, write_json
 
     home = tmp_path / "home"
@@ -483,9 +484,9 @@ def test_an_interrupted_pre_training_says_so_and_how_to_continue(interruption, t
     named a failure. (Function level: the command itself gets here only after a Ray session.)"""
     from test_errors import PRETRAIN
 
-    from benchxfer.pretraining import EXPERIMENT, load_pretrain_spec, plan_pretrain
-    from benchxfer.runner import pretrain_unfinished
-    from benchxfer.sweep import _one_line
+    from benchxfer.launch.runner import pretrain_unfinished
+    from benchxfer.launch.sweep import _one_line
+    from benchxfer.plan.pretraining import EXPERIMENT, load_pretrain_spec, plan_pretrain
     from benchxfer.trialdir import Failure, Progress, TrialDir
 
     pfile = tmp_path / "p.yaml"

@@ -34,9 +34,9 @@ BASE = GOOD.replace("name: done", f"name: {NAME}").replace("root: synthetic", "r
 def ran(tmp: Path, home: Path, monkeypatch) -> tuple[Path, list[str]]:
     """The first run of sweep ``prop``, as the runner leaves it: sweep.yaml, source.json, trials.json, data.json,
     tracking.json and a finished result.json per trial."""
-    from benchxfer.planning import make_plan
-    from benchxfer.results import record_store
-    from benchxfer.runner import save_plan
+    from benchxfer.launch.runner import save_plan
+    from benchxfer.plan.planning import make_plan
+    from benchxfer.report.results import record_store
     from benchxfer.trialdir import TrialDir, write_json
 
     synthetic.write("chestxray14", tmp / "nih", **SMALL)

@@ -294,7 +294,7 @@ def test_no_import_points_back_up_the_layers():
 
 def test_lazy_imports_by_name_are_seen():
     """The imports that only importlib makes are edges of the graph: the command line's lazy table, the zoo's."""
-    assert "benchxfer.commands" in GRAPH["benchxfer.cli"] and "benchxfer.report_cli" in GRAPH["benchxfer.cli"]
+    assert "benchxfer.commands" in GRAPH["benchxfer.cli"] and "benchxfer.report.cli" in GRAPH["benchxfer.cli"]
     assert "benchxfer.zoo.store" in GRAPH["benchxfer.zoo"]
 
 

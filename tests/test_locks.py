@@ -166,8 +166,8 @@ def test_two_zoo_imports_of_one_name_leave_one_consistent_entry(tmp_path):
 def test_resume_reads_and_a_renamed_source_is_still_refused(tmp_path):
     """What `resume` plans from (the sweep's own copy) never rewrites source.json, the copy or trials.json; so a
     source renamed after a resume is refused as before."""
-    from benchxfer.planning import make_plan
-    from benchxfer.runner import save_plan
+    from benchxfer.launch.runner import save_plan
+    from benchxfer.plan.planning import make_plan
     from benchxfer.trialdir import SweepDir
 
     env = {"BENCHXFER_HOME": str(tmp_path / "home")}

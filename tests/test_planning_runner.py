@@ -9,9 +9,9 @@ import pytest
 
 from benchxfer import paths
 from benchxfer.errors import BenchxferError
-from benchxfer.planning import expand, make_plan
+from benchxfer.launch.runner import pending
+from benchxfer.plan.planning import expand, make_plan
 from benchxfer.recipes import get_recipe
-from benchxfer.runner import pending
 from benchxfer.trialdir import TrialState
 
 pytestmark = pytest.mark.fast
@@ -114,7 +114,7 @@ def test_state_names_are_what_status_prints():
     """One vocabulary: the words of files, MLflow's status tag, ``benchxfer status`` and the report are TrialState's
     values, and they stay the words users and stored runs already have."""
     from benchxfer.commands import STATES
-    from benchxfer.results import STATUSES
+    from benchxfer.report.results import STATUSES
     from benchxfer.trialdir import FOLDER_STATES
 
     assert [s.value for s in FOLDER_STATES] == ["pending", "finished", "retryable", "failed", "stopped"]
@@ -131,9 +131,9 @@ def test_a_torch_trainer_trial_restarted_by_tune_after_its_failure_does_not_trai
     ends at once, with that reason, before it opens an MLflow run or builds a trainer (the tracking URI here has no
     server behind it). A failure left by an earlier launch does not stop it: the trial goes on to train, which
     here, outside a Tune session, ends in Ray Train's own complaint."""
-    from benchxfer.sweep import Launch, run_trial
+    from benchxfer.launch.sweep import Launch, run_trial
+    from benchxfer.launch.tunespace import Shared, TrialIndex, planned
     from benchxfer.trialdir import Failure, TrialDir, TrialFailed
-    from benchxfer.tunespace import Shared, TrialIndex, planned
 
     trial = plan_of(tmp_path).trials[0]
     tdir = TrialDir.of("plan", trial.key)

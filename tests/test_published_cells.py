@@ -21,10 +21,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchxfer import data, planning, zoo
+from benchxfer import data, zoo
 from benchxfer.data.transforms import bit_crop_for
-from benchxfer.pretraining import load_pretrain_spec
-from benchxfer.spec import load_spec
+from benchxfer.plan import planning
+from benchxfer.plan.pretraining import load_pretrain_spec
+from benchxfer.plan.spec import load_spec
 
 pytestmark = pytest.mark.fast
 

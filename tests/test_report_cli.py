@@ -13,7 +13,7 @@ from test_results import demo_records, result_record, write_sweep
 
 from benchxfer import paths
 from benchxfer.cli import main
-from benchxfer.results import RUN_COLUMNS
+from benchxfer.report.results import RUN_COLUMNS
 
 pytestmark = pytest.mark.fast
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from benchxfer.report import FIG_DPI, save_figures, summarise, write_report
-from benchxfer.results import RunSet, frame_from_records
+from benchxfer.report.results import RunSet, frame_from_records
+from benchxfer.report.write import FIG_DPI, save_figures, summarise, write_report
 
 pytestmark = pytest.mark.fast
 

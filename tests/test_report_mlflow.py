@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from test_results import result_record, write_sweep
 
 from benchxfer.cli import main
-from benchxfer.results import RUN_COLUMNS, RUN_DTYPES, collect, load_runs
+from benchxfer.report.results import RUN_COLUMNS, RUN_DTYPES, collect, load_runs
 
 SWEEP = "mlflow-report"
 VALUES = {"imagenet": [0.81, 0.83, 0.82], "scratch": [0.71, 0.70, 0.72]}
@@ -118,8 +118,8 @@ def test_report_of_the_embedded_store_starts_no_server(home):
     curves and publishes the report without starting a server (the tier guard fails a fast test that starts one)."""
     from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
-    from benchxfer.report_mlflow import TABLE_FILE
-    from benchxfer.results import load_curves
+    from benchxfer.report.publish import TABLE_FILE
+    from benchxfer.report.results import load_curves
     from benchxfer.tracking import REPORT, local_artifact_dir
 
     home.mkdir(parents=True)

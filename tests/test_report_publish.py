@@ -19,7 +19,7 @@ from scipy import stats
 
 from benchxfer.cli import main
 from benchxfer.data import synthetic
-from benchxfer.report_mlflow import (
+from benchxfer.report.publish import (
     TABLE_FILE,
     describe_dataset,
     link_checkpoint,
@@ -27,7 +27,7 @@ from benchxfer.report_mlflow import (
     log_dataset_input,
     publish,
 )
-from benchxfer.results import read_runs
+from benchxfer.report.results import read_runs
 from benchxfer.tracking import BEST_CHECKPOINT
 
 SWEEP = "publish-demo"

@@ -8,8 +8,8 @@ import pytest
 from scipy.special import betainc
 
 from benchxfer.errors import BenchxferError
-from benchxfer.report import stars, summarise, ttest
-from benchxfer.results import frame_from_records
+from benchxfer.report.results import frame_from_records
+from benchxfer.report.write import stars, summarise, ttest
 
 pytestmark = pytest.mark.fast
 
@@ -189,7 +189,7 @@ def test_scale_and_best_come_from_each_metrics_registry_entry(monkeypatch):
     """Every registered metric is printed as its entry says (x100 or as is, named in the figures' labels); and a
     metric whose entry says lower is better (registered here for this test only) is printed as is, its best the
     lowest mean."""
-    from benchxfer.figures import _metric_label
+    from benchxfer.report.figures import _metric_label
     from benchxfer.train.metrics import METRICS, Metric
 
     for name, m in METRICS.items():

@@ -12,7 +12,7 @@ import pytest
 
 from benchxfer import paths
 from benchxfer.errors import BenchxferError
-from benchxfer.results import (
+from benchxfer.report.results import (
     RUN_COLUMNS,
     RUN_DTYPES,
     collect,
@@ -163,7 +163,7 @@ def test_a_run_the_lr_search_stopped_is_no_row_of_the_report(home, tmp_path):
     the whole experiment. Written with MLflow's own client on a sqlite store (no server)."""
     from mlflow.tracking import MlflowClient
 
-    from benchxfer.results import collect
+    from benchxfer.report.results import collect
     from benchxfer.tracking import KEY, METRIC, ROLE, STATUS, TASK
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -8,11 +8,11 @@ from types import SimpleNamespace
 import pytest
 
 from benchxfer import paths
-from benchxfer.cellsearch import EVENTS, CellScheduler
 from benchxfer.errors import BenchxferError
-from benchxfer.search import Searched, SearchOptions, parse_search_options
+from benchxfer.launch.cellsearch import EVENTS, CellScheduler
+from benchxfer.launch.search import Searched, SearchOptions, parse_search_options
+from benchxfer.launch.tunespace import searched
 from benchxfer.trialdir import TrialDir
-from benchxfer.tunespace import searched
 
 pytestmark = pytest.mark.fast
 
@@ -51,7 +51,7 @@ overrides: {arch: resnet18, size: 32, epochs: 9}
 
 
 def test_rungs_follow_the_rule_per_cell_and_replay_exactly(tmp_path, monkeypatch):
-    from benchxfer.planning import make_plan
+    from benchxfer.plan.planning import make_plan
 
     monkeypatch.setenv("BENCHXFER_HOME", str(tmp_path / "home"))
     (tmp_path / "unit.yaml").write_text(textwrap.dedent(SWEEP))
@@ -105,7 +105,7 @@ def test_the_stand_in_trial_has_what_rays_scheduler_reads():
 
     from ray.tune.schedulers import async_hyperband
 
-    from benchxfer.cellsearch import _Key
+    from benchxfer.launch.cellsearch import _Key
 
     tree = ast.parse(inspect.getsource(async_hyperband))
     read = {n.attr for n in ast.walk(tree)

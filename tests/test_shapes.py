@@ -108,14 +108,15 @@ def listed_shapes(path: Path) -> list[Shape]:
     """The shapes of ``path``'s trials from its spec alone: planning's own grid (``cells``, ``expand``) with each
     init's architecture from the registry instead of its file; the test checks this against the real plan."""
     if is_pretrain_file(path):
-        from benchxfer.pretraining import load_pretrain_spec
+        from benchxfer.plan.pretraining import load_pretrain_spec
         from benchxfer.tasks import PRETRAIN_TASK
 
         spec = load_pretrain_spec(path)
         return [Shape(spec.recipe, "+".join(s["dataset"] for s in spec.sources), spec.arch, "full",
                       PRETRAIN_TASK.name)]
-    from benchxfer import data, planning
-    from benchxfer.spec import load_spec
+    from benchxfer import data
+    from benchxfer.plan import planning
+    from benchxfer.plan.spec import load_spec
 
     spec = load_spec(path)
     init_arch = {e.name: _init_arch(e) for e in spec.inits}
@@ -127,7 +128,7 @@ def listed_shapes(path: Path) -> list[Shape]:
 def _init_arch(entry) -> str | None:
     """An init entry's architecture, from the registry (or its pre-training file); None for scratch."""
     from benchxfer import zoo
-    from benchxfer.pretraining import load_pretrain_spec
+    from benchxfer.plan.pretraining import load_pretrain_spec
 
     if entry.name == "scratch":
         return None
@@ -208,7 +209,7 @@ SYNTHETIC_CLASSES = {"flowers102": 5, "pets": 4, "padchest-single": 2}  # synthe
 def _largest_shot(name: str) -> int:
     """The largest k-shot any file in sweeps/ asks of dataset ``name`` (planning refuses a k above the largest
     class of the data at the root)."""
-    from benchxfer.spec import load_spec
+    from benchxfer.plan.spec import load_spec
 
     ks = [0]
     for path in FILES:
@@ -276,7 +277,7 @@ def ensure_init(name: str, pretrain: str | None) -> None:
     """Put init ``name``'s file in the zoo: a built-in init's canonical file (one import per arch, linked
     under every name of that arch), or a pre-trained local init as ``benchxfer pretrain`` registers it."""
     from benchxfer import zoo
-    from benchxfer.pretraining import load_pretrain_spec
+    from benchxfer.plan.pretraining import load_pretrain_spec
 
     if name == "scratch" or name in {c.name for c in zoo.list_inits() if c.filename and
                                      (zoo.zoo_dir() / c.filename).is_file()}:
@@ -298,8 +299,8 @@ def plan_sweep(path: Path, light: bool = False):
     """``make_plan`` on the file's spec with every root pointing at this module's synthetic data (also for
     ``root: synthetic``, which the demo's own tests cover) and every init's file in the zoo. ``light``: the
     spec without its inits of a heavy arch (no heavy backbone is imported; the light shapes' trials are the same)."""
-    from benchxfer.planning import make_plan
-    from benchxfer.spec import load_spec
+    from benchxfer.plan.planning import make_plan
+    from benchxfer.plan.spec import load_spec
 
     spec = load_spec(path)
     if light:
@@ -311,7 +312,7 @@ def plan_sweep(path: Path, light: bool = False):
 
 
 def plan_pretrain_file(path: Path):
-    from benchxfer.pretraining import load_pretrain_spec, plan_pretrain
+    from benchxfer.plan.pretraining import load_pretrain_spec, plan_pretrain
 
     spec = load_pretrain_spec(path)
     if spec.start != "scratch":
@@ -331,9 +332,9 @@ def pick(trials, shape: Shape):
 def reduced(trial, arch: str | None = None) -> Any:
     """The trial's TrainConfig with :data:`REDUCED` (and ``arch``, a stand-in's) applied the way
     ``benchxfer train --set`` applies it."""
+    from benchxfer.plan.schema import check_knob_values
     from benchxfer.recipes import TrainConfig
     from benchxfer.recipes.config import check_knobs
-    from benchxfer.schema import check_knob_values
 
     config = _cfg(trial)
     knobs = dict(REDUCED) | ({"arch": arch} if arch else {})
@@ -379,7 +380,7 @@ def test_heavy_shapes_have_a_light_twin():
 def imports_heavy_backbone(path: Path) -> bool:
     """Does planning ``path`` import a heavy arch's backbone into the zoo (an init of that arch)?"""
     if is_pretrain_file(path):
-        from benchxfer.pretraining import load_pretrain_spec
+        from benchxfer.plan.pretraining import load_pretrain_spec
 
         spec = load_pretrain_spec(path)
         return spec.start != "scratch" and spec.arch in HEAVY_ARCHS
@@ -445,7 +446,7 @@ def test_shape_trains_to_a_result(path: Path, shape: Shape, stand_in: str | None
 
     finish = None
     if is_pretrain_file(path):
-        from benchxfer.pretraining import ExportBackbone
+        from benchxfer.plan.pretraining import ExportBackbone
 
         spec, trial = plan_pretrain_file(path)
         # as run_pretrain: the backbone goes into the zoo; --force, as the zoo may hold this module's stand-in for

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from benchxfer.cli import main
 from benchxfer.errors import BenchxferError
-from benchxfer.spec import load_spec
+from benchxfer.plan.spec import load_spec
 from benchxfer.trial import trial_key
 
 pytestmark = pytest.mark.fast

@@ -9,7 +9,8 @@ import shutil
 import pytest
 from e2e_support import output_tail, runs_by_key, small_disk, start_driver, wait_for, write_sweep
 
-from benchxfer import disk, paths
+from benchxfer import paths
+from benchxfer.plan import disk
 from benchxfer.trialdir import SELECTED
 
 pytestmark = pytest.mark.e2e

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from benchxfer import paths
-from benchxfer.cluster import Launch
+from benchxfer.launch.cluster import Launch
 
 if TYPE_CHECKING:
     from benchxfer.train.session import FinishHook

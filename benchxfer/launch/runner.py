@@ -13,18 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from benchxfer import cluster, locks
-from benchxfer.cluster import Launch
+from benchxfer import locks
 from benchxfer.errors import BenchxferError
-from benchxfer.planning import Plan, expand
-from benchxfer.pretraining import EXPERIMENT, ExportBackbone, PretrainSpec, plan_pretrain
-from benchxfer.spec import LrSearch
-from benchxfer.sweep import ensure_ray, run_trials
+from benchxfer.launch import cluster
+from benchxfer.launch.cluster import Launch
+from benchxfer.launch.sweep import ensure_ray, run_trials
+from benchxfer.plan.planning import Plan, expand
+from benchxfer.plan.pretraining import EXPERIMENT, ExportBackbone, PretrainSpec, plan_pretrain
+from benchxfer.plan.spec import LrSearch
 from benchxfer.trial import Trial
 from benchxfer.trialdir import DEFAULT_KEEP, SweepDir, TrialDir, TrialState
 
 if TYPE_CHECKING:
-    from benchxfer.summary import Summary
+    from benchxfer.report.summary import Summary
 
 
 def save_plan(plan: Plan) -> SweepDir:
@@ -144,7 +145,7 @@ def check_disk(plan: Plan, launch: Launch, echo: Callable[[str], None]) -> None:
     """Refuse in one line when the trials that run at once cannot fit in the free space of the sweep's folder; warn
     when the unfinished trials will not, once final (:mod:`benchxfer.disk`). An lr search's stage-1 trials are
     counted like the planned ones."""
-    from benchxfer import disk
+    from benchxfer.plan import disk
 
     todo = [t for t in plan.trials if TrialDir.of(plan.spec.name, t.key).state() not in
             (TrialState.FINISHED, TrialState.STOPPED, TrialState.FAILED)]
@@ -225,9 +226,9 @@ def conclude(sweep: str, tracking_uri: str, echo: Callable[[str], None]) -> tupl
     is none."""
     import tempfile
 
-    from benchxfer.report import write_report
-    from benchxfer.report_mlflow import publish
-    from benchxfer.results import collect, default_baseline, load_curves
+    from benchxfer.report.publish import publish
+    from benchxfer.report.results import collect, default_baseline, load_curves
+    from benchxfer.report.write import write_report
 
     try:
         runs = collect(sweep, tracking_uri)
@@ -249,7 +250,7 @@ def _tune_then_repeat(plan: Plan, launch: Launch, recorder, echo, verbose: bool 
     """Stage 1: every cell's lr search (:func:`benchxfer.search.run_stage1`: one Tune experiment, the best lrs in
     ``best_lr.json`` and the MLflow params ``best_lr.<init>.<dataset>``). Stage 2: every seed at each cell's best
     lr; the search trial that won is stage 2's first seed (same key), so it is not run again."""
-    from benchxfer.search import run_stage1
+    from benchxfer.launch.search import run_stage1
 
     assert isinstance(plan.spec.lr, LrSearch)
     best = run_stage1(plan, launch, recorder, echo=echo, verbose=verbose)

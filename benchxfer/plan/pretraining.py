@@ -18,10 +18,8 @@ from typing import Any
 from benchxfer import data, zoo
 from benchxfer.data.indexing import check_options
 from benchxfer.errors import BenchxferError
-from benchxfer.recipes import TrainConfig, get_recipe
-from benchxfer.recipes.parts import check_micro_batch
-from benchxfer.schema import PRETRAIN_EXPERIMENT, SEED, check_name, check_option_values, check_synthetic
-from benchxfer.spec import (
+from benchxfer.plan.schema import PRETRAIN_EXPERIMENT, SEED, check_name, check_option_values, check_synthetic
+from benchxfer.plan.spec import (
     _check_keys,
     _fail,
     _mapping,
@@ -31,6 +29,8 @@ from benchxfer.spec import (
     parse_resources,
     read_yaml,
 )
+from benchxfer.recipes import TrainConfig, get_recipe
+from benchxfer.recipes.parts import check_micro_batch
 from benchxfer.tasks import PRETRAIN_TASK
 from benchxfer.trial import Trial, trial_key
 from benchxfer.trialdir import TrialResult

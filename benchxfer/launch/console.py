@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ray.tune import Callback
 
 from benchxfer import paths
-from benchxfer.tunespace import Shared, is_searched, tune_name
+from benchxfer.launch.tunespace import Shared, is_searched, tune_name
 
 if TYPE_CHECKING:
     from benchxfer.trial import Trial

@@ -16,15 +16,15 @@ from benchxfer import data, zoo
 from benchxfer.data.indexing import check_options
 from benchxfer.data.roots import resolve_root
 from benchxfer.errors import Absent, BenchxferError
+from benchxfer.plan.schema import check_combinations
+from benchxfer.plan.spec import DatasetEntry, SweepSpec, load_spec
 from benchxfer.recipes import TrainConfig, get_recipe, recipe_for_task
 from benchxfer.recipes.parts import check_micro_batch
 from benchxfer.recipes.registry import check_names, check_task
-from benchxfer.schema import check_combinations
-from benchxfer.spec import DatasetEntry, SweepSpec, load_spec
 from benchxfer.trial import Trial, trial_key
 
 if TYPE_CHECKING:
-    from benchxfer.pretraining import PretrainSpec
+    from benchxfer.plan.pretraining import PretrainSpec
 
 # --- the grid --------------------------------------------------------------------------------------
 
@@ -217,7 +217,7 @@ def make_plan(spec_or_path: SweepSpec | str | Path, zoo_override: str | None = N
             init_arch[entry.name] = None
             continue
         if entry.pretrain and entry.name not in known:
-            from benchxfer.pretraining import load_pretrain_spec
+            from benchxfer.plan.pretraining import load_pretrain_spec
 
             _refuse_checkpoint_as_pretrain(spec.path, i, entry.name, Path(entry.pretrain))
             pspec = load_pretrain_spec(entry.pretrain)

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from benchxfer.errors import BenchxferError
-from benchxfer.schema import (  # noqa: F401  (the sweep file's options, re-exported)
+from benchxfer.launch.tunespace import Shared, TrialIndex, cell_of, trial_of
+from benchxfer.plan.schema import (  # noqa: F401  (the sweep file's options, re-exported)
     OPTION_KEYS,
     SCHEDULERS,
     SEARCH_METRIC,
@@ -38,10 +39,9 @@ from benchxfer.schema import (  # noqa: F401  (the sweep file's options, re-expo
     parse_search_options,
 )
 from benchxfer.trialdir import SweepDir, TrialDir
-from benchxfer.tunespace import Shared, TrialIndex, cell_of, trial_of
 
 if TYPE_CHECKING:
-    from benchxfer.planning import Cell
+    from benchxfer.plan.planning import Cell
     from benchxfer.trial import Trial
 
 
@@ -71,7 +71,7 @@ def search_trial(config: dict[str, Any], shared: Shared) -> None:
     """One search trial: a stopped trial reports its marker and does not train; any other runs as usual."""
     from ray import tune
 
-    from benchxfer.sweep import run_trial
+    from benchxfer.launch.sweep import run_trial
 
     # A stopped trial's thread ends with Tune's SystemExit; give it time before its actor is reused.
     os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "30")
@@ -99,8 +99,8 @@ def run_stage1(plan, launch, recorder, echo: Callable[[str], None] = print,
     with the least ``best_val_loss`` (ties: the lower lr); it is written to ``best_lr.json`` and logged on the
     sweep's MLflow run as ``best_lr.<init>.<dataset>``. The winning trial has the key of stage 2's first-seed
     trial at that lr, so stage 2 does not run it again. ``options`` defaults to the sweep file's."""
-    from benchxfer.cellsearch import CellScheduler, CellSearcher, settle_stopped
-    from benchxfer.sweep import run_trials
+    from benchxfer.launch.cellsearch import CellScheduler, CellSearcher, settle_stopped
+    from benchxfer.launch.sweep import run_trials
 
     spec = plan.spec
     search = spec.lr

@@ -25,11 +25,11 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from benchxfer import figures  # noqa: E402
 from benchxfer.errors import BenchxferError  # noqa: E402
-from benchxfer.figures import FIG_DPI  # noqa: E402,F401  (re-exported)
-from benchxfer.results import DEFAULT_BASELINE, RunSet, write_runs  # noqa: E402
-from benchxfer.summary import (  # noqa: E402,F401  (re-exported)
+from benchxfer.report import figures  # noqa: E402
+from benchxfer.report.figures import FIG_DPI  # noqa: E402,F401  (re-exported)
+from benchxfer.report.results import DEFAULT_BASELINE, RunSet, write_runs  # noqa: E402
+from benchxfer.report.summary import (  # noqa: E402,F401  (re-exported)
     COLUMN_FIELDS,
     DEFAULT_DDOF,
     STAR_LEVELS,

@@ -28,7 +28,7 @@ from matplotlib.patches import Patch
 from benchxfer.train.metrics import scale as printed_scale
 
 if TYPE_CHECKING:
-    from benchxfer.summary import Summary
+    from benchxfer.report.summary import Summary
 
 FIG_DPI = 100
 
@@ -127,7 +127,7 @@ def bars(summary: Summary) -> list[tuple[str, Figure]]:
 
 
 def _std_name(summary: Summary) -> str:
-    from benchxfer.summary import STD_NAMES
+    from benchxfer.report.summary import STD_NAMES
 
     return STD_NAMES[summary.ddof]
 

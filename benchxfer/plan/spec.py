@@ -17,9 +17,7 @@ from typing import Any, ClassVar
 import yaml
 
 from benchxfer.errors import BenchxferError
-from benchxfer.recipes import RECIPES
-from benchxfer.recipes.config import check_knobs
-from benchxfer.schema import (
+from benchxfer.plan.schema import (
     FAILURE_RULES,
     MAX_NAME,
     NAME_RE,
@@ -35,6 +33,8 @@ from benchxfer.schema import (
     check_synthetic,
     parse_search_options,
 )
+from benchxfer.recipes import RECIPES
+from benchxfer.recipes.config import check_knobs
 from benchxfer.textfile import looks_utf16, open_problem, utf8_text, utf16
 from benchxfer.trialdir import DEFAULT_KEEP, KEEP
 

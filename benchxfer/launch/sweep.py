@@ -19,14 +19,11 @@ import time
 from collections.abc import Mapping
 from typing import Any, Callable
 
-from benchxfer import cluster, disk, paths
-from benchxfer.cluster import Launch  # noqa: F401  (re-exported: how a batch of trials runs)
+from benchxfer import paths
 from benchxfer.errors import BenchxferError
-from benchxfer.tracking import NODE
-from benchxfer.train.session import FinishHook, Runtime
-from benchxfer.trial import Trial
-from benchxfer.trialdir import FULL_BELOW, Failure, SweepDir, TrialDir, TrialFailed
-from benchxfer.tunespace import (  # noqa: F401  (tune_name re-exported)
+from benchxfer.launch import cluster
+from benchxfer.launch.cluster import Launch  # noqa: F401  (re-exported: how a batch of trials runs)
+from benchxfer.launch.tunespace import (  # noqa: F401  (tune_name re-exported)
     Shared,
     TrialIndex,
     TrialSource,
@@ -34,6 +31,11 @@ from benchxfer.tunespace import (  # noqa: F401  (tune_name re-exported)
     planned,
     tune_name,
 )
+from benchxfer.plan import disk
+from benchxfer.tracking import NODE
+from benchxfer.train.session import FinishHook, Runtime
+from benchxfer.trial import Trial
+from benchxfer.trialdir import FULL_BELOW, Failure, SweepDir, TrialDir, TrialFailed
 
 log = logging.getLogger("benchxfer")
 DRIVER_MEMORY = 256 * 1024**2
@@ -44,7 +46,7 @@ DRIVER_MEMORY = 256 * 1024**2
 def ensure_ray(address: str | None = None) -> None:
     """Join the Ray cluster at ``address``, or start a local session of this sweep's own (never a cluster Ray
     recorded on the machine before); see :mod:`benchxfer.cluster`."""
-    from benchxfer import cluster
+    from benchxfer.launch import cluster
 
     cluster.start(address)
 
@@ -127,7 +129,7 @@ def run_trial(config: dict[str, Any], shared: Shared) -> None:
         raise TrialFailed(f"trial {trial.key} ended without a result")
     if run_id and launch.keep == "checkpoint":  # keep: selected links its file in the worker's finish
         try:
-            from benchxfer.report_mlflow import link_checkpoint
+            from benchxfer.report.publish import link_checkpoint
 
             link_checkpoint(run_id, tdir.checkpoints, tracking_uri=launch.tracking_uri)
         except Exception as err:  # noqa: BLE001 -- logging the weights never fails a finished trial
@@ -140,7 +142,7 @@ def _log_dataset(trial: Trial, run_id: str, tracking_uri: str) -> None:
     if not c.dataset:
         return
     try:
-        from benchxfer.report_mlflow import describe_dataset, log_dataset_input
+        from benchxfer.report.publish import describe_dataset, log_dataset_input
 
         log_dataset_input(run_id, describe_dataset(c.dataset, c.root, shot=c.shot, seed=c.seed, **c.dataset_options),
                           tracking_uri=tracking_uri)
@@ -228,7 +230,7 @@ def run_trials(trials: list[Trial], launch: Launch, *, finish: FinishHook | None
     (:mod:`benchxfer.console`)."""
     from ray import tune
 
-    from benchxfer import console
+    from benchxfer.launch import console
 
     env = {k: os.environ[k] for k in paths.PINNED if k in os.environ}
     env.setdefault("BENCHXFER_HOME", str(paths.home()))

@@ -58,7 +58,7 @@ def publish(sweep_name: str, tracking_uri: str | None = None, *, report: Any = N
     """
     if echo is None:
         return _publish(sweep_name, tracking_uri, report, baseline, test, ddof)
-    from benchxfer.results import _mlflow_errors
+    from benchxfer.report.results import _mlflow_errors
 
     try:
         pub = _publish(sweep_name, tracking_uri, report, baseline, test, ddof)
@@ -73,8 +73,8 @@ def publish(sweep_name: str, tracking_uri: str | None = None, *, report: Any = N
 
 def _publish(sweep_name: str, tracking_uri: str | None, report: Any, baseline: str | None, test: str,
              ddof: int | None) -> Published:
-    from benchxfer.results import default_tracking_uri
-    from benchxfer.summary import DEFAULT_DDOF
+    from benchxfer.report.results import default_tracking_uri
+    from benchxfer.report.summary import DEFAULT_DDOF
 
     ddof = DEFAULT_DDOF if ddof is None else ddof
     uri = tracking_uri or default_tracking_uri()
@@ -86,8 +86,8 @@ def _publish(sweep_name: str, tracking_uri: str | None, report: Any, baseline: s
     parent = parent_run_id(client, sweep_name)
     if report is not None:
         return _upload(client, uri, parent, report)
-    from benchxfer.report import write_report
-    from benchxfer.results import collect, default_baseline, load_curves
+    from benchxfer.report.results import collect, default_baseline, load_curves
+    from benchxfer.report.write import write_report
 
     runs = collect(sweep_name, uri)
     if baseline == "auto":
@@ -268,7 +268,7 @@ def best_weights(checkpoints: Path, out: Path) -> tuple[Path, int | None]:
 
 def _client_and_run(client_or_run_id: Any, run_id: str | None, tracking_uri: str | None) -> tuple[Any, str]:
     if isinstance(client_or_run_id, str):
-        from benchxfer.results import default_tracking_uri
+        from benchxfer.report.results import default_tracking_uri
         from benchxfer.tracking import client as tracking_client
 
         uri = tracking_uri or default_tracking_uri()

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import click
 
-from benchxfer.results import DEFAULT_BASELINE, RunSet, collect, collect_many, default_baseline, default_tracking_uri
+from benchxfer.report.results import (
+    DEFAULT_BASELINE,
+    RunSet,
+    collect,
+    collect_many,
+    default_baseline,
+    default_tracking_uri,
+)
 
 # the keys of benchxfer.report.TESTS, which validates them again; not imported here so that
 # ``benchxfer --help`` does not load matplotlib and scipy
@@ -61,8 +68,8 @@ def _artifacts_uri(runs: RunSet, tracking_uri: str | None) -> Iterator[str | Non
 
 
 def _run(runs: RunSet, out: Path, baseline: str | None, test: str, title: str, ddof: str, uri: str | None):
-    from benchxfer.report import write_report_into  # matplotlib and scipy load only here
-    from benchxfer.results import load_curves
+    from benchxfer.report.results import load_curves
+    from benchxfer.report.write import write_report_into  # matplotlib and scipy load only here
 
     history = load_curves(runs, uri) if uri else None
     report = write_report_into(runs, out, baseline=_baseline(runs, baseline), test=test, title=title, ddof=int(ddof),
@@ -85,7 +92,7 @@ def _run(runs: RunSet, out: Path, baseline: str | None, test: str, title: str, d
 def report(sweep: str, baseline: str | None, test: str, out: Path | None, tracking_uri: str | None, ddof: str,
            publish: bool) -> None:
     """Tables, t-tests and figures for SWEEP: runs.parquet/csv, summary.csv, table.md, PNGs, report.html."""
-    from benchxfer.results import recorded_store, store_of
+    from benchxfer.report.results import recorded_store, store_of
 
     was, now = recorded_store(sweep), store_of(tracking_uri)
     if was is not None and was != now:  # said, not refused: the trials' own result files fill in what it lacks
@@ -94,7 +101,7 @@ def report(sweep: str, baseline: str | None, test: str, out: Path | None, tracki
     with _artifacts_uri(runs, tracking_uri) as uri:
         rep = _run(runs, out or Path("reports") / sweep, baseline, test, f"benchxfer report: {sweep}", ddof, uri)
         if publish and uri:
-            from benchxfer.report_mlflow import publish as publish_report
+            from benchxfer.report.publish import publish as publish_report
 
             publish_report(sweep, uri, report=rep, echo=click.echo)
 

@@ -22,9 +22,9 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from benchxfer import paths
-from benchxfer.schema import SEARCH_METRIC, SearchOptions
+from benchxfer.launch.tunespace import TrialIndex, TrialSource, cell_of, searched, trial_of
+from benchxfer.plan.schema import SEARCH_METRIC, SearchOptions
 from benchxfer.trialdir import Stopped, TrialDir
-from benchxfer.tunespace import TrialIndex, TrialSource, cell_of, searched, trial_of
 
 EVENTS = "search_events.jsonl"
 log = logging.getLogger("benchxfer")
