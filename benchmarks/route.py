@@ -645,7 +645,7 @@ def _short(module: str) -> str:
     return module.removeprefix(f"{PACKAGE}.")
 
 
-def report(r: Route) -> str:
+def report(r: Route, returns_up: bool = True) -> str:
     s = r.summary()
     lines = [
         f"stops {s['stops']} in {s['files']} files ({s['modules']} modules); sweep file read: {s['reading_stops']} stops",
@@ -653,9 +653,10 @@ def report(r: Route) -> str:
         f"returns up {s['returns_up']} (while the sweep file is read: {s['returns_up_reading']})",
         "", "climbs (a call from a lower module into a higher one the route had left):",
         *[f"  {c}" for c in s["climb_list"]],
-        "", "returns up (the route back up to a higher module it had left):",
-        *[f"  {c}" for c in s["return_up_list"]],
     ]
+    if returns_up:
+        lines += ["", "returns up (the route back up to a higher module it had left; from: the stop before):",
+                  *[f"  {c}" for c in s["return_up_list"]]]
     return "\n".join(lines)
 
 
@@ -684,8 +685,9 @@ def main() -> None:
     if not a.no_record:
         from _record import git_commit, record  # beside this script (its folder is sys.path[0])
 
-        record("route", "The route of a sweep file through the code (issue 32)",
-               "python benchmarks/route.py", f"At commit {git_commit()}:\n\n```\n{text}\n```\n")
+        record("route", "The route of a sweep file through the code (issue 32)", "python benchmarks/route.py",
+               f"At commit {git_commit()} (static: the load does not matter; `--no-record` lists the returns up, "
+               f"`--route` every stop):\n\n```\n{report(r, returns_up=False)}\n```\n")
 
 
 if __name__ == "__main__":
