@@ -25,10 +25,11 @@ stop. A call resolves when its callee is, simply:
   call of that field on an object of the class calls it (the first one given; ``run.runtime.finish(...)``).
 
 Not resolved (conservative: such a call is no stop): what a container holds (``for t in plan.trials``: ``t`` is
-unknown; ``config["runtime"]``), an unannotated parameter of a function that only a library calls, operators and
-dunders other than ``__call__`` (``in``, ``len``, ``with``'s ``__enter__``), names computed at run time
-(``importlib`` tables; registries' values: ``RECIPES.get(n).resolve()`` stops at ``Registry.get`` only), and any
-call into a library.
+unknown; ``config["runtime"]``), an unannotated parameter of a function that only a library calls, the methods
+other than ``__call__`` that a library calls on an object handed to it (a Tune callback's hooks,
+``CellSearcher.suggest``, ``CellScheduler``'s), operators and dunders other than ``__call__`` (``in``, ``len``,
+``with``'s ``__enter__``), names computed at run time (``importlib`` tables; registries' values:
+``RECIPES.get(n).resolve()`` stops at ``Registry.get`` only), and any call into a library.
 
 **The route** is the sequence of stops: a *stop* is entering a function for the first time, with its module; the
 route *leaves* a module when the next stop is in another one. Each stop is made by a call site (file:line, caller
