@@ -28,7 +28,7 @@ Not resolved (conservative: such a call is no stop): what a container holds (``f
 unknown; ``config["runtime"]``), an unannotated parameter of a function that only a library calls, the methods
 other than ``__call__`` that a library calls on an object handed to it (a Tune callback's hooks,
 ``CellSearcher.suggest``, ``CellScheduler``'s), operators and dunders other than ``__call__`` (``in``, ``len``,
-``with``'s ``__enter__``), names computed at run time (``importlib`` tables; registries' values:
+``with``'s ``__enter__``), ``super()``, names computed at run time (``importlib`` tables; registries' values:
 ``RECIPES.get(n).resolve()`` stops at ``Registry.get`` only), and any call into a library.
 
 **The route** is the sequence of stops: a *stop* is entering a function for the first time, with its module; the
@@ -176,10 +176,9 @@ class Index:
 
     def bound(self, module: str, name: str, stmt: ast.AST, scope) -> Value:
         """What ``stmt`` binds ``name`` to (``scope(module, name)`` evaluates the names it reads)."""
-        if isinstance(stmt, FUNCTION):
-            return Fn(module, self._qual_of(module, stmt))
-        if isinstance(stmt, ast.ClassDef):
-            return Cls(module, self._qual_of(module, stmt))
+        if isinstance(stmt, (*FUNCTION, ast.ClassDef)):
+            qual = self.quals.get(id(stmt))  # None: a def where the index does not look (a ``match`` case)
+            return None if qual is None else (Fn if isinstance(stmt, FUNCTION) else Cls)(module, qual)
         if isinstance(stmt, (ast.Import, ast.ImportFrom)):
             return self.imported(module, name, stmt)
         if isinstance(stmt, ast.AnnAssign):
@@ -187,9 +186,6 @@ class Index:
         if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
             return self.result_of(self.expr_value(module, stmt.value, scope))
         return None
-
-    def _qual_of(self, module: str, node: ast.AST) -> str:
-        return self.quals[id(node)]
 
     def _absolute(self, module: str, stmt: ast.ImportFrom) -> str:
         if not stmt.level:
