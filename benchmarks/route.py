@@ -392,7 +392,7 @@ class Route:
     files: list[str]
     climbs: list[int]  # indexes into stops
     returns_up: list[int]
-    reading: tuple[int, int]  # stops[reading[0]:reading[1]]: the sweep file read (0, 0 when never reached)
+    reading: tuple[int, int]  # stops[reading[0]:reading[1]]: the sweep file read
 
     def summary(self) -> dict[str, Any]:
         lo, hi = self.reading
@@ -413,6 +413,8 @@ class Route:
 
 
 class Walk:
+    """The walk from one function: its stops in order, each function entered once."""
+
     def __init__(self, src: Source, layers: tuple[str, ...]):
         self.src, self.layers, self.index = src, layers, Index(src)
         self.walked: set[tuple[str, str]] = set()
@@ -431,6 +433,8 @@ class Walk:
     def route(self, start: str, reading: str) -> Route:
         module, qual = start.split(":")
         self.enter(Fn(module, qual), 0, "", "", {})
+        if not self.stops:
+            raise SystemExit(f"{start}: no such function")
         files = sorted({str(self.src.where(s.module)) for s in self.stops})
         climbs, returns_up = [], []
         seen: set[str] = set()
@@ -445,7 +449,10 @@ class Walk:
             seen.add(s.module)
         r_module, r_qual = reading.split(":")
         at = next((i for i, s in enumerate(self.stops) if (s.module, s.function) == (r_module, r_qual)), None)
-        return Route(self.stops, files, climbs, returns_up, (at, self.stops[at].end) if at is not None else (0, 0))
+        if at is None:  # renamed or moved: never a silent 0
+            raise SystemExit(f"{reading}: not on the route from {start}; name the function that reads the sweep "
+                             "file with --reading")
+        return Route(self.stops, files, climbs, returns_up, (at, self.stops[at].end))
 
     def _rank(self, module: str) -> int:
         return rank(self.layers, module)

@@ -59,7 +59,8 @@ def test_route_of_a_small_package(tmp_path, monkeypatch, capsys):
     (tmp_path / "ARCHITECTURE.md").write_text("```layers\nlow mid high  # a comment\ncmd\n```\n")
     monkeypatch.setattr(sys, "argv", ["route.py", "--package", str(tmp_path / "benchxfer"), "--start",
                                       "benchxfer.cmd:sweep", "--reading", "benchxfer.high:read", "--json"])
-    _route_script(monkeypatch).main()
+    script = _route_script(monkeypatch)
+    script.main()
     r = json.loads(capsys.readouterr().out)
     assert [s.removeprefix("benchxfer.") for s in r["route"]] == [
         "cmd:sweep", "high:read", "mid:Box.__init__", "mid:Box.get", "low:util", "high:check", "high:_key",
@@ -70,3 +71,6 @@ def test_route_of_a_small_package(tmp_path, monkeypatch, capsys):
                                "benchxfer/mid.py:26: benchxfer.mid:finish -> benchxfer.high:done2"]
     assert r["return_up_list"][0] == ("benchxfer/high.py:7: benchxfer.high:read -> benchxfer.high:check "
                                       "(from benchxfer.low)")
+    src, layers = script.Source.scan(tmp_path / "benchxfer"), script.read_layers("```layers\nlow mid high cmd\n```\n")
+    with pytest.raises(SystemExit, match="benchxfer.high:gone: not on the route"):  # renamed: never a silent 0
+        script.route(src, layers, "benchxfer.cmd:sweep", "benchxfer.high:gone")
