@@ -115,6 +115,7 @@ def _decorators(node: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
 
 
 FUNCTION = (ast.FunctionDef, ast.AsyncFunctionDef)
+COMPREHENSION = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
 
 
 class Index:
@@ -557,6 +558,15 @@ class FunctionWalk:
         if isinstance(node, ast.NamedExpr):
             self.visit(node.value)
             self._assign(node.target, self.value(node.value))
+            return
+        if isinstance(node, COMPREHENSION):  # each ``for`` (its iterable, its target, its ``if``s), then the element
+            for gen in node.generators:
+                self.visit(gen.iter)
+                self._assign(gen.target, None)
+                for cond in gen.ifs:
+                    self.visit(cond)
+            for part in (node.key, node.value) if isinstance(node, ast.DictComp) else (node.elt,):
+                self.visit(part)
             return
         if isinstance(node, ast.Call):
             self.visit(node.func.value if isinstance(node.func, ast.Attribute) else node.func)
