@@ -1,11 +1,12 @@
 """The route of a sweep file through benchxfer's code, from ``benchxfer sweep FILE`` to the report (issue 32's
 measure), computed from the source with ``ast``: nothing of benchxfer is imported or run.
 
-**The walk.** It starts at ``benchxfer.commands.sweep`` (the click command's function) and follows each call in a
-function's body in the order Python evaluates them (statements in source order, a call's arguments before the
-call; both branches of an ``if``), depth first: a call that resolves to a benchxfer function not walked yet is
-walked at once, then the walk goes on after the call. Each function is walked once; a later call to it is no
-stop. A call resolves when its callee is, simply:
+**The walk.** It starts at ``benchxfer.commands.sweep`` (the click command's function) and goes through each call
+in a function's body in the order Python evaluates them (statements in source order, a call's arguments before
+the call, a comprehension's ``for``s before its element; both branches of an ``if``), depth first: a call that is
+followed (below) and resolves to a benchxfer function not walked yet is walked at once, then the walk goes on
+after the call. Each function is walked once; a later call to it is no stop. A call resolves when its callee is,
+simply:
 
 - a name bound in the function (its imports, its nested ``def``), in the functions around it, or in its module
   (``def``, ``class``, an import from a benchxfer module, followed through re-exports such as a package's
@@ -31,6 +32,34 @@ other than ``__call__`` that a library calls on an object handed to it (a Tune c
 ``with``'s ``__enter__``), ``super()``, names computed at run time (``importlib`` tables; registries' values:
 ``RECIPES.get(n).resolve()`` stops at ``Registry.get`` only), and any call into a library.
 
+**Which calls are followed.** ``--all-calls``: every call that resolves. ``--follow-file`` (the default, issue
+32's measure: its filer followed the file argument's value, not every call): only a call that passes the callee
+something *derived* from the start's ``file`` parameter (``--file-argument``). In one pass over each function, in
+the walk's order:
+
+- ``file`` starts derived; in a callee, the parameters bound to derived arguments start derived (by position or
+  keyword; a derived ``*xs`` every positional parameter it may reach, a derived ``**kw`` every one; an argument
+  past the named parameters ``*args`` / ``**kwargs``), and ``self`` / ``cls`` when the object called on is;
+- an expression is derived when it mentions a derived name (an attribute or item of a derived object is derived:
+  ``spec.datasets``), except a call of a benchxfer function, whose value is derived when one of its ``return``
+  (or ``yield``) expressions was derived in the walk of it (so ``n = f(spec)`` with ``f`` returning a constant
+  leaves ``n`` underived); a constructor's object is derived when an argument is; a call into a library is
+  derived when its callee or an argument is (``open(path)``, ``spec.items()``);
+- a name becomes derived when it is bound to a derived value: ``=`` (each name of a tuple target), ``+=`` and the
+  other augmented assignments, ``:=``, an annotated assignment, a ``for`` target from a derived iterable (a
+  comprehension's too), ``with ... as`` a derived context; setting an attribute or item of an object to a derived
+  value (``x.a = v``, ``x[k] = v``) derives ``x``; once derived, a name stays derived in that function's walk;
+- a call is followed when its callee expression (``x`` of ``x.method()``, a derived callable) or one of its
+  arguments is derived; a ``@property`` read is followed when its object is; a callable handed to a library
+  call that is followed, or to a benchxfer function walked before, is walked with all its parameters derived
+  (the library passes it what it was given);
+- each function is still walked once, with the parameters derived at its first followed call; its return counts
+  as derived from then on, as that walk found it (a function walked later with other derived parameters is not
+  walked again).
+
+Not derived: a container filled by a method call (``xs.append(v)`` leaves ``xs`` as it was), the enclosing
+function's derived names inside a nested function (only its parameters start derived), a module-level name.
+
 **The route** is the sequence of stops: a *stop* is entering a function for the first time, with its module; the
 route *leaves* a module when the next stop is in another one. Each stop is made by a call site (file:line, caller
 -> callee). Modules rank by ARCHITECTURE.md's ``layers`` block, lowest first (``tests/test_layers.py``'s ``rank``).
@@ -45,7 +74,9 @@ route *leaves* a module when the next stop is in another one. Each stop is made 
 - **While the sweep file is read**: the stops under the first stop of ``benchxfer.plan.spec.load_spec`` (that
   function and everything walked from it).
 
-    .venv/bin/python benchmarks/route.py [--json] [--route] [--no-record]
+    .venv/bin/python benchmarks/route.py [--follow-file | --all-calls] [--json] [--route] [--no-record]
+
+Recording (without ``--json`` / ``--no-record``) writes both modes to BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -64,6 +95,7 @@ if str(ROOT / "tests") not in sys.path:
 from test_layers import PACKAGE, Source, rank, read_layers  # noqa: E402
 
 START = f"{PACKAGE}.commands:sweep"
+FILE_ARGUMENT = "file"  # the start's parameter that holds the sweep file
 READING = f"{PACKAGE}.plan.spec:load_spec"
 
 
@@ -365,6 +397,12 @@ def _bound_names(stmt: ast.AST) -> list[str]:
     return []
 
 
+def _parameters(fn: ast.AST) -> list[str]:
+    """A function's parameter names, in order (``*args`` and ``**kwargs`` last)."""
+    a = fn.args
+    return [p.arg for p in (*a.posonlyargs, *a.args, *a.kwonlyargs, *filter(None, (a.vararg, a.kwarg)))]
+
+
 def _body_nodes(fn: ast.AST) -> Iterator[ast.AST]:
     """The nodes of a function's own body: nested functions, classes and lambdas are their own scopes."""
     todo = list(fn.body)
@@ -414,26 +452,33 @@ class Route:
 
 
 class Walk:
-    """The walk from one function: its stops in order, each function entered once."""
+    """The walk from one function: its stops in order, each function entered once. ``everything``: every value
+    counts as derived from the file argument (``--all-calls``); else only what the taint rules derive."""
 
-    def __init__(self, src: Source, layers: tuple[str, ...]):
-        self.src, self.layers, self.index = src, layers, Index(src)
+    def __init__(self, src: Source, layers: tuple[str, ...], everything: bool):
+        self.src, self.layers, self.index, self.everything = src, layers, Index(src), everything
         self.walked: set[tuple[str, str]] = set()
         self.stops: list[Stop] = []
+        self.derived_returns: set[tuple[str, str]] = set()  # functions a ``return`` of which gives a derived value
 
-    def enter(self, fn: Fn, depth: int, site: str, caller: str, bindings: dict[str, Value]) -> None:
+    def enter(self, fn: Fn, depth: int, site: str, caller: str, bindings: dict[str, Value],
+              derived: set[str] | None) -> None:
+        """Walk ``fn`` unless walked before; ``derived``: its parameters that start derived (None: all of them)."""
         key = (fn.module, fn.qualname)
         if key in self.walked or key not in self.index.defs:
             return
         self.walked.add(key)
         stop = Stop(fn.module, fn.qualname, depth, site, caller)
         self.stops.append(stop)
-        FunctionWalk(self, fn, depth, bindings).run()
+        FunctionWalk(self, fn, depth, bindings, derived).run()
         stop.end = len(self.stops)
 
-    def route(self, start: str, reading: str) -> Route:
+    def route(self, start: str, reading: str, file_argument: str = FILE_ARGUMENT) -> Route:
         module, qual = start.split(":")
-        self.enter(Fn(module, qual), 0, "", "", {})
+        node = self.index.defs.get((module, qual))
+        if node is not None and not self.everything and file_argument not in _parameters(node):
+            raise SystemExit(f"{start}: no parameter {file_argument!r} to follow; name it with --file-argument")
+        self.enter(Fn(module, qual), 0, "", "", {}, {file_argument})
         if not self.stops:
             raise SystemExit(f"{start}: no such function")
         files = sorted({str(self.src.where(s.module)) for s in self.stops})
@@ -460,19 +505,20 @@ class Walk:
 
 
 class FunctionWalk:
-    """One function's calls, in the order Python evaluates them; each resolved callee is walked at once."""
+    """One function's calls, in the order Python evaluates them; each followed callee is walked at once."""
 
-    def __init__(self, walk: Walk, fn: Fn, depth: int, bindings: dict[str, Value]):
+    def __init__(self, walk: Walk, fn: Fn, depth: int, bindings: dict[str, Value], derived: set[str] | None):
         self.walk, self.index, self.fn, self.depth = walk, walk.index, fn, depth
         self.node = self.index.defs[(fn.module, fn.qualname)]
         self.env: dict[str, Value] = {}
         self.outer: list[dict[str, Value]] = []  # the enclosing functions' names, innermost first
         parent = self.index.parents.get((fn.module, fn.qualname))
         if parent is not None:  # a nested function sees its enclosing function's imports, defs and parameters
-            around = FunctionWalk(walk, Fn(fn.module, parent), depth, {})
+            around = FunctionWalk(walk, Fn(fn.module, parent), depth, {}, set())
             self.outer = [around.env, *around.outer]
         self.env.update(self.static_env())
         self._bind_parameters(bindings)
+        self.derived: set[str] = set(_parameters(self.node) if derived is None else derived)  # names, this walk
 
     def static_env(self) -> dict[str, Value]:
         """Names bound anywhere in the body: unknown (a local shadows a global) but imports and nested defs."""
@@ -513,6 +559,24 @@ class FunctionWalk:
     def value(self, node: ast.expr) -> Value:
         return self.index.expr_value(self.fn.module, node, self.name_value)
 
+    def is_derived(self, node: ast.AST | None) -> bool:
+        """Whether an expression's value is derived from the file argument: it mentions a derived name (an
+        attribute or item of a derived object is derived), except that a call of a benchxfer function gives what
+        its ``return`` gives (derived when one of them was, in the walk of it so far); a constructor's object is
+        derived when an argument is."""
+        if node is None:
+            return False
+        if self.walk.everything:
+            return True
+        if isinstance(node, ast.Name):
+            return node.id in self.derived
+        if isinstance(node, ast.Call):
+            callee = self.value(node.func)
+            fns = self.index.callees(callee)
+            if fns and not isinstance(callee, Cls):
+                return any((f.module, f.qualname) in self.walk.derived_returns for f in fns)
+        return any(self.is_derived(child) for child in ast.iter_child_nodes(node))
+
     def run(self) -> None:
         for stmt in self.node.body:
             self.visit(stmt)
@@ -529,21 +593,34 @@ class FunctionWalk:
             return  # its body runs when it is called
         if isinstance(node, ast.Assign):
             self.visit(node.value)
-            value = self.value(node.value)
+            value, derived = self.value(node.value), self.is_derived(node.value)
             for target in node.targets:
                 self.visit(target)
-                self._assign(target, value)
+                self._assign(target, value, derived)
             return
         if isinstance(node, ast.AnnAssign):
             if node.value is not None:
                 self.visit(node.value)
+            self.visit(node.target)
             if isinstance(node.target, ast.Name):
                 self.env[node.target.id] = (self.index.instance_of(self.fn.module, node.annotation)
                                             or (self.value(node.value) if node.value is not None else None))
+            self._derive(node.target, self.is_derived(node.value))
+            return
+        if isinstance(node, ast.AugAssign):
+            self.visit(node.target)
+            self.visit(node.value)
+            self._derive(node.target, self.is_derived(node.value))
+            return
+        if isinstance(node, (ast.Return, ast.Yield, ast.YieldFrom)):
+            if node.value is not None:
+                self.visit(node.value)
+            if self.is_derived(node.value):
+                self.walk.derived_returns.add((self.fn.module, self.fn.qualname))
             return
         if isinstance(node, (ast.For, ast.AsyncFor)):
             self.visit(node.iter)
-            self._assign(node.target, None)
+            self._assign(node.target, None, self.is_derived(node.iter))
             for stmt in (*node.body, *node.orelse):
                 self.visit(stmt)
             return
@@ -551,18 +628,18 @@ class FunctionWalk:
             for item in node.items:
                 self.visit(item.context_expr)
                 if item.optional_vars is not None:
-                    self._assign(item.optional_vars, None)
+                    self._assign(item.optional_vars, None, self.is_derived(item.context_expr))
             for stmt in node.body:
                 self.visit(stmt)
             return
         if isinstance(node, ast.NamedExpr):
             self.visit(node.value)
-            self._assign(node.target, self.value(node.value))
+            self._assign(node.target, self.value(node.value), self.is_derived(node.value))
             return
         if isinstance(node, COMPREHENSION):  # each ``for`` (its iterable, its target, its ``if``s), then the element
             for gen in node.generators:
                 self.visit(gen.iter)
-                self._assign(gen.target, None)
+                self._assign(gen.target, None, self.is_derived(gen.iter))
                 for cond in gen.ifs:
                     self.visit(cond)
             for part in (node.key, node.value) if isinstance(node, ast.DictComp) else (node.elt,):
@@ -577,19 +654,31 @@ class FunctionWalk:
         if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load):
             self.visit(node.value)
             getter = self.index.property_of(self.value(node.value), node.attr)
-            if getter is not None:
-                self.enter(getter, node, {})
+            if getter is not None and self.is_derived(node.value):
+                self.enter(getter, node, {}, set(_parameters(self.index.defs[(getter.module, getter.qualname)])[:1]))
             return
         for child in ast.iter_child_nodes(node):
             self.visit(child)
 
-    def _assign(self, target: ast.AST, value: Value) -> None:
+    def _assign(self, target: ast.AST, value: Value, derived: bool) -> None:
         if isinstance(target, ast.Name):
             self.env[target.id] = value
         elif isinstance(target, (ast.Tuple, ast.List, ast.Starred)):
             for n in ast.walk(target):
                 if isinstance(n, ast.Name):
                     self.env[n.id] = None
+        self._derive(target, derived)
+
+    def _derive(self, target: ast.AST, derived: bool) -> None:
+        """A target given a derived value becomes derived: a name, each name of a tuple, and the object whose
+        attribute or item is set (``x.a = v``, ``x[k] = v``: ``x``). Once derived, a name stays derived."""
+        if not derived:
+            return
+        while isinstance(target, (ast.Attribute, ast.Subscript, ast.Starred)):
+            target = target.value
+        for n in ast.walk(target):
+            if isinstance(n, ast.Name):
+                self.derived.add(n.id)
 
     # -- calls
 
@@ -597,20 +686,22 @@ class FunctionWalk:
         callee = self.value(node.func)
         fns = self.index.callees(callee)
         handed = [a.value if isinstance(a, ast.Starred) else a for a in (*node.args, *[k.value for k in node.keywords])]
+        if isinstance(callee, Cls):
+            self._store_fields(callee, node)
+        if not (self.is_derived(node.func) or any(self.is_derived(a) for a in handed)):
+            return  # passes nothing derived from the file argument: not followed
         if callee is None:  # a call outside benchxfer: what it is handed that can be called is taken to be called there
             for arg in handed:
                 for fn in self._callables(arg):
-                    self.enter(fn, node, {})
+                    self.enter(fn, node, {}, None)
             return
-        if isinstance(callee, Cls):
-            self._store_fields(callee, node)
         for fn in fns:
             already = (fn.module, fn.qualname) in self.walk.walked
-            self.enter(fn, node, self._bindings(fn, node) if fn is fns[0] else {})
+            self.enter(fn, node, self._bindings(fn, node) if fn is fns[0] else {}, self._derived_parameters(fn, node))
             if already:  # walked before, without these callbacks: they are taken to be called where they are passed
                 for arg in handed:
                     for cb in self._callables(arg):
-                        self.enter(cb, node, {})
+                        self.enter(cb, node, {}, None)
 
     def _store_fields(self, cls: Cls, node: ast.Call) -> None:
         """A callable given to a field of an object made here (``Shared(index, launch, env, finish)``, ``Runtime(
@@ -631,6 +722,29 @@ class FunctionWalk:
         value = self.value(node)
         return [] if isinstance(value, Cls) else self.index.callees(value)
 
+    def _derived_parameters(self, fn: Fn, node: ast.Call) -> set[str]:
+        """The parameters of ``fn`` that this call binds to derived values: by position and keyword (a derived
+        ``*xs`` every positional one it may reach, a derived ``**kw`` every one; one past the named ones
+        ``*args`` / ``**kwargs``), and ``self``/``cls`` when the object called on is derived."""
+        args = self.index.defs[(fn.module, fn.qualname)].args
+        positional = [p.arg for p in (*args.posonlyargs, *args.args)]
+        given = positional[1 if fn.implicit_first else 0:]
+        out = {positional[0]} if (fn.implicit_first and positional and isinstance(node.func, ast.Attribute)
+                                  and self.is_derived(node.func.value)) else set()
+        for i, arg in enumerate(node.args):
+            if isinstance(arg, ast.Starred):
+                if self.is_derived(arg.value):
+                    out |= set(given[i:]) | ({args.vararg.arg} if args.vararg else set())
+                break
+            if self.is_derived(arg):
+                out |= {given[i]} if i < len(given) else ({args.vararg.arg} if args.vararg else set())
+        named = {p.arg for p in (*args.args, *args.kwonlyargs)}
+        for kw in node.keywords:
+            if self.is_derived(kw.value):
+                out |= (named if kw.arg is None else {kw.arg} if kw.arg in named
+                        else {args.kwarg.arg} if args.kwarg else set())
+        return out
+
     def _bindings(self, fn: Fn, node: ast.Call) -> dict[str, Value]:
         target = self.index.defs[(fn.module, fn.qualname)]
         args = target.args
@@ -645,14 +759,18 @@ class FunctionWalk:
                 out[kw.arg] = self.value(kw.value)
         return {k: v for k, v in out.items() if v is not None}
 
-    def enter(self, fn: Fn, node: ast.AST, bindings: dict[str, Value]) -> None:
+    def enter(self, fn: Fn, node: ast.AST, bindings: dict[str, Value], derived: set[str] | None) -> None:
         site = f"{self.walk.src.where(self.fn.module)}:{node.lineno}"
-        self.walk.enter(fn, self.depth + 1, site, f"{self.fn.module}:{self.fn.qualname}", bindings)
+        self.walk.enter(fn, self.depth + 1, site, f"{self.fn.module}:{self.fn.qualname}", bindings, derived)
 
 
-def route(src: Source, layers: tuple[str, ...], start: str = START, reading: str = READING) -> Route:
+MODES = {"follow-file": False, "all-calls": True}  # mode -> every value taken as derived from the file argument
+
+
+def route(src: Source, layers: tuple[str, ...], start: str = START, reading: str = READING,
+          mode: str = "follow-file", file_argument: str = FILE_ARGUMENT) -> Route:
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
-    return Walk(src, layers).route(start, reading)
+    return Walk(src, layers, MODES[mode]).route(start, reading, file_argument)
 
 
 def _short(module: str) -> str:
@@ -681,12 +799,22 @@ def main() -> None:
                     help="the file with the ```layers block (default: ARCHITECTURE.md beside the package)")
     ap.add_argument("--start", default=START, help=f"module:function to start at (default {START})")
     ap.add_argument("--reading", default=READING, help=f"module:function that reads the sweep file (default {READING})")
+    ap.add_argument("--file-argument", default=FILE_ARGUMENT,
+                    help=f"the start's parameter that holds the sweep file (default {FILE_ARGUMENT!r})")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--follow-file", dest="mode", action="store_const", const="follow-file", default="follow-file",
+                      help="follow only the calls passed a value derived from the file argument (the default)")
+    mode.add_argument("--all-calls", dest="mode", action="store_const", const="all-calls",
+                      help="follow every call the walk resolves")
     ap.add_argument("--json", action="store_true", help="print the numbers and lists as JSON (records nothing)")
     ap.add_argument("--route", action="store_true", help="print every stop, indented by depth")
     ap.add_argument("--no-record", action="store_true", help="print only; do not write BENCHMARKS.md")
     a = ap.parse_args()
     architecture = a.architecture or a.package.resolve().parent / "ARCHITECTURE.md"
-    r = route(Source.scan(a.package.resolve()), read_layers(architecture.read_text()), a.start, a.reading)
+    src, layers = Source.scan(a.package.resolve()), read_layers(architecture.read_text())
+    routes = {m: route(src, layers, a.start, a.reading, m, a.file_argument)
+              for m in (MODES if not (a.json or a.no_record) else [a.mode])}  # a record holds both modes
+    r = routes[a.mode]
     if a.json:
         print(json.dumps(r.summary(), indent=1))
         return
@@ -694,14 +822,14 @@ def main() -> None:
         for s in r.stops:
             print(f"{'  ' * s.depth}{_short(s.module)}:{s.function}  [{s.site}]")
         print()
-    text = report(r)
-    print(text)
+    print(f"--{a.mode}:\n{report(r)}")
     if not a.no_record:
         from _record import git_commit, record  # beside this script (its folder is sys.path[0])
 
+        body = "\n\n".join(f"`--{m}`:\n\n```\n{report(routes[m], returns_up=False)}\n```" for m in MODES)
         record("route", "The route of a sweep file through the code (issue 32)", "python benchmarks/route.py",
                f"At commit {git_commit()} (static: the load does not matter; `--no-record` lists the returns up, "
-               f"`--route` every stop):\n\n```\n{report(r, returns_up=False)}\n```\n")
+               f"`--route` every stop; `--follow-file`, the default, is issue 32's measure):\n\n{body}\n")
 
 
 if __name__ == "__main__":

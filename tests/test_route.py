@@ -46,19 +46,24 @@ PROBE = {  # layers, lowest first: low mid high cmd
 }
 
 
+def _write(root: Path, package: dict[str, str]) -> Path:
+    for rel, text in package.items():
+        (root / "benchxfer" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / "benchxfer" / rel).write_text(text)
+    (root / "ARCHITECTURE.md").write_text("```layers\nlow mid high  # a comment\ncmd\n```\n")
+    return root / "benchxfer"
+
+
 def test_route_of_a_small_package(tmp_path, monkeypatch, capsys):
-    """The walk, stop by stop: ``Box(path)`` enters ``__init__``, ``box.get()`` a method of a local made by a
+    """``--all-calls``, the walk, stop by stop: ``Box(path)`` enters ``__init__``, ``box.get()`` a method of a local made by a
     constructor, ``box.size`` a property, ``sorted(key=_key)`` a function handed to a library; ``low.run(high.done)``
     binds the callback that ``run`` calls, and a second ``low.run(high.done3)`` (``run`` walked already) is taken to
     call its callback there; ``Job('x', high.done2)`` stores a callable that ``finish`` calls through the
     field; ``util()`` in ``run`` was walked already (no stop). Climbs: the two callbacks (low -> high, mid -> high).
     Returns up: to high after low (``check``), after low (``done``) and after mid (``done2``)."""
-    for rel, text in PROBE.items():
-        (tmp_path / "benchxfer" / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / "benchxfer" / rel).write_text(text)
-    (tmp_path / "ARCHITECTURE.md").write_text("```layers\nlow mid high  # a comment\ncmd\n```\n")
-    monkeypatch.setattr(sys, "argv", ["route.py", "--package", str(tmp_path / "benchxfer"), "--start",
-                                      "benchxfer.cmd:sweep", "--reading", "benchxfer.high:read", "--json"])
+    monkeypatch.setattr(sys, "argv", ["route.py", "--package", str(_write(tmp_path, PROBE)), "--start",
+                                      "benchxfer.cmd:sweep", "--reading", "benchxfer.high:read", "--all-calls",
+                                      "--json"])
     script = _route_script(monkeypatch)
     script.main()
     r = json.loads(capsys.readouterr().out)
@@ -74,3 +79,62 @@ def test_route_of_a_small_package(tmp_path, monkeypatch, capsys):
     src, layers = script.Source.scan(tmp_path / "benchxfer"), script.read_layers("```layers\nlow mid high cmd\n```\n")
     with pytest.raises(SystemExit, match="benchxfer.high:gone: not on the route"):  # renamed: never a silent 0
         script.route(src, layers, "benchxfer.cmd:sweep", "benchxfer.high:gone")
+
+
+TAINT = {  # layers, lowest first: low mid high cmd; the sweep file is cmd.sweep's ``file``
+    "__init__.py": "",
+    "low.py": ("def log(msg):\n    pass\n\n\n"
+               "def show(x):\n    pass\n\n\n"
+               "def count(xs):\n    return len(xs)\n\n\n"
+               "def apply(xs, fn):\n    fn(xs)\n"),  # line 14: a callback into high, given a derived value
+    "mid.py": ("class Spec:\n    def __init__(self, path):\n        self.path = path\n\n"
+               "    def describe(self):\n        self._name()\n        return tidy()\n\n"
+               "    def _name(self):\n        return self.path\n\n\n"
+               "def tidy():\n    return 1\n\n\n"
+               "def check(d):\n    pass\n"),
+    "high.py": ("from benchxfer.mid import Spec\n\n\n"
+                "def load(path) -> Spec:\n    text = read(path)\n    spec = Spec(text)\n    validate(text)\n"
+                "    return spec\n\n\n"
+                "def read(path):\n    with open(path) as f:\n        return f.read()\n\n\n"
+                "def validate(text):\n    pass\n\n\n"
+                "def label(path):\n    read(path)\n    return 'sweep'\n\n\n"
+                "def fix(s):\n    pass\n"),
+    "cmd.py": ("from benchxfer import high, low, mid\n\n\n"
+               "def sweep(file, verbose):\n    spec = high.load(file)\n    low.log(verbose)\n"
+               "    name = high.label(file)\n    low.show(name)\n    low.count(spec.path)\n"
+               "    for d in [spec]:\n        mid.check(d)\n    spec.describe()\n    low.apply(spec, high.fix)\n"),
+}
+
+
+def test_follow_file_walks_what_the_file_argument_reaches(tmp_path, monkeypatch, capsys):
+    """``--follow-file`` (the default), stop by stop: ``high.load(file)`` is followed; in it ``with open(path) as
+    f`` derives ``f``, so ``read`` returns a derived value and ``text`` is derived, ``Spec(text)`` and
+    ``validate(text)`` are followed, and ``load`` returns a derived ``spec``: the assignee ``spec`` in ``sweep`` is
+    derived by that return. ``low.log(verbose)`` passes nothing derived: not followed. ``high.label(file)`` is
+    followed but returns a constant, so ``name`` is not derived and ``low.show(name)`` is not followed.
+    ``low.count(spec.path)``: an attribute of a derived object. ``for d in [spec]`` derives ``d``
+    (``mid.check(d)``); ``spec.describe()`` is followed for its derived receiver, where ``self`` starts derived
+    (``self._name()`` followed, ``tidy()`` not). ``low.apply(spec, high.fix)`` binds the callback, which ``apply``
+    calls with the derived ``xs``: a climb from low into high. Returns up: ``validate`` (high after mid, while
+    reading), ``check`` (mid after low), ``fix`` (high after low)."""
+    package = _write(tmp_path, TAINT)
+    monkeypatch.setattr(sys, "argv", ["route.py", "--package", str(package), "--start", "benchxfer.cmd:sweep",
+                                      "--reading", "benchxfer.high:load", "--json"])
+    script = _route_script(monkeypatch)
+    script.main()
+    r = json.loads(capsys.readouterr().out)
+    assert [s.removeprefix("benchxfer.") for s in r["route"]] == [
+        "cmd:sweep", "high:load", "high:read", "mid:Spec.__init__", "high:validate", "high:label", "low:count",
+        "mid:check", "mid:Spec.describe", "mid:Spec._name", "low:apply", "high:fix"]
+    assert (r["stops"], r["files"], r["reading_stops"]) == (12, 4, 4)
+    assert (r["climbs"], r["climbs_reading"], r["returns_up"], r["returns_up_reading"]) == (1, 0, 3, 1)
+    assert r["climb_list"] == ["benchxfer/low.py:14: benchxfer.low:apply -> benchxfer.high:fix"]
+    assert [line.split(": ", 1)[1] for line in r["return_up_list"]] == [
+        "benchxfer.high:load -> benchxfer.high:validate (from benchxfer.mid)",
+        "benchxfer.cmd:sweep -> benchxfer.mid:check (from benchxfer.low)",
+        "benchxfer.low:apply -> benchxfer.high:fix (from benchxfer.low)"]
+    src, layers = script.Source.scan(package), script.read_layers("```layers\nlow mid high cmd\n```\n")
+    every = script.route(src, layers, "benchxfer.cmd:sweep", "benchxfer.high:load", "all-calls").summary()["route"]
+    assert sorted(set(every) - set(r["route"])) == ["benchxfer.low:log", "benchxfer.low:show", "benchxfer.mid:tidy"]
+    with pytest.raises(SystemExit, match="no parameter 'path' to follow"):  # a renamed argument: never a silent 0
+        script.route(src, layers, "benchxfer.cmd:sweep", "benchxfer.high:load", file_argument="path")
