@@ -55,10 +55,12 @@ the walk's order:
   (the library passes it what it was given);
 - each function is still walked once, with the parameters derived at its first followed call; its return counts
   as derived from then on, as that walk found it (a function walked later with other derived parameters is not
-  walked again).
+  walked again);
+- a nested function sees the derived names of the function around it (as they are when it is walked) that it
+  does not bind itself, and is itself a derived callable when its body reads a name derived there
+  (``tf("train")`` in ``build_data``, where ``tf`` reads the derived ``cfg``).
 
-Not derived: a container filled by a method call (``xs.append(v)`` leaves ``xs`` as it was), the enclosing
-function's derived names inside a nested function (only its parameters start derived), a module-level name.
+Not derived: a container filled by a method call (``xs.append(v)`` leaves ``xs`` as it was), a module-level name.
 
 **The route** is the sequence of stops: a *stop* is entering a function for the first time, with its module; the
 route *leaves* a module when the next stop is in another one. Each stop is made by a call site (file:line, caller
@@ -460,6 +462,7 @@ class Walk:
         self.walked: set[tuple[str, str]] = set()
         self.stops: list[Stop] = []
         self.derived_returns: set[tuple[str, str]] = set()  # functions a ``return`` of which gives a derived value
+        self.derived_names: dict[tuple[str, str], set[str]] = {}  # each walked function's derived names (live)
 
     def enter(self, fn: Fn, depth: int, site: str, caller: str, bindings: dict[str, Value],
               derived: set[str] | None) -> None:
@@ -470,7 +473,9 @@ class Walk:
         self.walked.add(key)
         stop = Stop(fn.module, fn.qualname, depth, site, caller)
         self.stops.append(stop)
-        FunctionWalk(self, fn, depth, bindings, derived).run()
+        walk = FunctionWalk(self, fn, depth, bindings, derived)
+        self.derived_names[key] = walk.derived
+        walk.run()
         stop.end = len(self.stops)
 
     def route(self, start: str, reading: str, file_argument: str = FILE_ARGUMENT) -> Route:
@@ -519,6 +524,12 @@ class FunctionWalk:
         self.env.update(self.static_env())
         self._bind_parameters(bindings)
         self.derived: set[str] = set(_parameters(self.node) if derived is None else derived)  # names, this walk
+        if parent is not None:  # the enclosing function's derived names, where this one does not bind its own
+            own = {*self.env, *_parameters(self.node)}
+            self.derived |= walk.derived_names.get((fn.module, parent), set()) - own
+        self.closures = {  # a nested def -> the names its body reads
+            n.name: {x.id for x in ast.walk(n) if isinstance(x, ast.Name) and isinstance(x.ctx, ast.Load)}
+            - set(_parameters(n)) for n in _body_nodes(self.node) if isinstance(n, FUNCTION)}
 
     def static_env(self) -> dict[str, Value]:
         """Names bound anywhere in the body: unknown (a local shadows a global) but imports and nested defs."""
@@ -568,8 +579,8 @@ class FunctionWalk:
             return False
         if self.walk.everything:
             return True
-        if isinstance(node, ast.Name):
-            return node.id in self.derived
+        if isinstance(node, ast.Name):  # a nested def reading a derived name is a derived callable
+            return node.id in self.derived or bool(self.closures.get(node.id, set()) & self.derived)
         if isinstance(node, ast.Call):
             callee = self.value(node.func)
             fns = self.index.callees(callee)

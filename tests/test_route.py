@@ -86,7 +86,8 @@ TAINT = {  # layers, lowest first: low mid high cmd; the sweep file is cmd.sweep
     "low.py": ("def log(msg):\n    pass\n\n\n"
                "def show(x):\n    pass\n\n\n"
                "def count(xs):\n    return len(xs)\n\n\n"
-               "def apply(xs, fn):\n    fn(xs)\n"),  # line 14: a callback into high, given a derived value
+               "def apply(xs, fn):\n    fn(xs)\n\n\n"  # line 14: a callback into high, given a derived value
+               "def note(kind, x):\n    pass\n"),
     "mid.py": ("class Spec:\n    def __init__(self, path):\n        self.path = path\n\n"
                "    def describe(self):\n        self._name()\n        return tidy()\n\n"
                "    def _name(self):\n        return self.path\n\n\n"
@@ -102,7 +103,8 @@ TAINT = {  # layers, lowest first: low mid high cmd; the sweep file is cmd.sweep
     "cmd.py": ("from benchxfer import high, low, mid\n\n\n"
                "def sweep(file, verbose):\n    spec = high.load(file)\n    low.log(verbose)\n"
                "    name = high.label(file)\n    low.show(name)\n    low.count(spec.path)\n"
-               "    for d in [spec]:\n        mid.check(d)\n    spec.describe()\n    low.apply(spec, high.fix)\n"),
+               "    for d in [spec]:\n        mid.check(d)\n    spec.describe()\n    low.apply(spec, high.fix)\n\n"
+               "    def tag(kind):\n        return low.note(kind, spec)\n\n    tag('x')\n"),
 }
 
 
@@ -115,8 +117,10 @@ def test_follow_file_walks_what_the_file_argument_reaches(tmp_path, monkeypatch,
     ``low.count(spec.path)``: an attribute of a derived object. ``for d in [spec]`` derives ``d``
     (``mid.check(d)``); ``spec.describe()`` is followed for its derived receiver, where ``self`` starts derived
     (``self._name()`` followed, ``tidy()`` not). ``low.apply(spec, high.fix)`` binds the callback, which ``apply``
-    calls with the derived ``xs``: a climb from low into high. Returns up: ``validate`` (high after mid, while
-    reading), ``check`` (mid after low), ``fix`` (high after low)."""
+    calls with the derived ``xs``: a climb from low into high. ``tag('x')`` passes a constant, but ``tag`` is a
+    nested def that reads the derived ``spec``: followed, and in it ``spec`` is derived (``low.note``). Returns up:
+    ``validate`` (high after mid, while reading), ``check`` (mid after low), ``fix`` (high after low), ``tag``
+    (cmd after high)."""
     package = _write(tmp_path, TAINT)
     monkeypatch.setattr(sys, "argv", ["route.py", "--package", str(package), "--start", "benchxfer.cmd:sweep",
                                       "--reading", "benchxfer.high:load", "--json"])
@@ -125,14 +129,15 @@ def test_follow_file_walks_what_the_file_argument_reaches(tmp_path, monkeypatch,
     r = json.loads(capsys.readouterr().out)
     assert [s.removeprefix("benchxfer.") for s in r["route"]] == [
         "cmd:sweep", "high:load", "high:read", "mid:Spec.__init__", "high:validate", "high:label", "low:count",
-        "mid:check", "mid:Spec.describe", "mid:Spec._name", "low:apply", "high:fix"]
-    assert (r["stops"], r["files"], r["reading_stops"]) == (12, 4, 4)
-    assert (r["climbs"], r["climbs_reading"], r["returns_up"], r["returns_up_reading"]) == (1, 0, 3, 1)
+        "mid:check", "mid:Spec.describe", "mid:Spec._name", "low:apply", "high:fix", "cmd:sweep.tag", "low:note"]
+    assert (r["stops"], r["files"], r["reading_stops"]) == (14, 4, 4)
+    assert (r["climbs"], r["climbs_reading"], r["returns_up"], r["returns_up_reading"]) == (1, 0, 4, 1)
     assert r["climb_list"] == ["benchxfer/low.py:14: benchxfer.low:apply -> benchxfer.high:fix"]
     assert [line.split(": ", 1)[1] for line in r["return_up_list"]] == [
         "benchxfer.high:load -> benchxfer.high:validate (from benchxfer.mid)",
         "benchxfer.cmd:sweep -> benchxfer.mid:check (from benchxfer.low)",
-        "benchxfer.low:apply -> benchxfer.high:fix (from benchxfer.low)"]
+        "benchxfer.low:apply -> benchxfer.high:fix (from benchxfer.low)",
+        "benchxfer.cmd:sweep -> benchxfer.cmd:sweep.tag (from benchxfer.high)"]
     src, layers = script.Source.scan(package), script.read_layers("```layers\nlow mid high cmd\n```\n")
     every = script.route(src, layers, "benchxfer.cmd:sweep", "benchxfer.high:load", "all-calls").summary()["route"]
     assert sorted(set(every) - set(r["route"])) == ["benchxfer.low:log", "benchxfer.low:show", "benchxfer.mid:tidy"]
