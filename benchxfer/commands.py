@@ -313,12 +313,12 @@ def _refuse_changed(name: str, started, now, source: str) -> None:
 
 
 # the states benchxfer status shows, in the order of its counts line
-STATES = (TrialState.FINISHED, TrialState.STOPPED, TrialState.FAILED, TrialState.INTERRUPTED, TrialState.PENDING,
-          TrialState.DAMAGED)
+STATES = (TrialState.FINISHED, TrialState.STOPPED, TrialState.FAILED, TrialState.RETRYABLE, TrialState.INTERRUPTED,
+          TrialState.PENDING, TrialState.DAMAGED)
 
 
 def trial_states(name: str) -> list[dict]:
-    """One row per trial: its state (finished, stopped by the search, failed, interrupted, pending), epoch, best,
+    """One row per trial: its state (finished, stopped by the search, failed, retryable, interrupted, pending), epoch, best,
     error, and ``planned``: whether it is in ``trials.json``. The expected trials come first; then the other
     trial folders of the sweep (stage-1 search trials that lost or were stopped), each with ``planned`` False."""
     from benchxfer.trialdir import SweepDir
@@ -355,8 +355,8 @@ def _trial_row(tdir, planned: bool) -> dict:
     elif state is TrialState.STOPPED:
         stop = tdir.stopped()
         row.update(state=TrialState.STOPPED.value, epoch=stop.epoch, error=f"stopped by the search at rung {stop.rung}")
-    elif state in (TrialState.FAILED, TrialState.RETRYABLE):
-        row.update(state=TrialState.FAILED.value, error=str(tdir.failure().reason)[:120])
+    elif state in (TrialState.FAILED, TrialState.RETRYABLE):  # retryable: `benchxfer resume` runs it again
+        row.update(state=state.value, error=str(tdir.failure().reason)[:120])
     return row
 
 
@@ -379,7 +379,7 @@ def status(name):
             click.echo(f"{r['trial_key']:<60} {r['state']:<12} {r['epoch']!s:>5}  {r['best']:<28} {r['error']}")
     counts = {s.value: sum(r["state"] == s for r in planned) for s in STATES}
     line = ", ".join(f"{v} {k}" for k, v in counts.items() if k != TrialState.STOPPED
-                     and (v or k != TrialState.DAMAGED)) \
+                     and (v or k not in (TrialState.DAMAGED, TrialState.RETRYABLE))) \
         + f" ({len(planned)} trials)"
     if others:
         n_stopped = sum(r["state"] == TrialState.STOPPED for r in rows)

@@ -101,6 +101,28 @@ def test_pending_launches_all_but_the_finished_and_the_final_failures(tmp_path, 
     assert not (retry / "failed.json").exists()  # a retryable failure is forgotten when launched again
 
 
+def test_status_tells_a_retryable_failure_from_a_final_one(tmp_path, home):
+    """``benchxfer status`` shows a failure that ``resume`` runs again as retryable, a final one as failed, and
+    counts each apart (a retryable count only when there is one)."""
+    from click.testing import CliRunner
+
+    from benchxfer.commands import status
+    from benchxfer.launch.runner import save_plan
+
+    plan = plan_of(tmp_path)
+    save_plan(plan)
+    t = [tr.key for tr in plan.trials]
+    write_state("plan", t[0], failed={"reason": "loss became nan at epoch 0", "retryable": False})
+    write_state("plan", t[1], failed={"reason": "worker died", "retryable": True})
+    out = CliRunner().invoke(status, ["plan"])
+    assert out.exit_code == 0, out.output
+    rows = {line.split()[0]: line.split()[1] for line in out.output.splitlines()[1:len(t) + 1]}
+    assert rows[t[0]] == "failed" and rows[t[1]] == "retryable" and rows[t[2]] == "pending"
+    assert f"0 finished, 1 failed, 1 retryable, 0 interrupted, {len(t) - 2} pending ({len(t)} trials)" in out.output
+    (paths.runs_dir() / "plan" / "trials" / t[1] / "failed.json").unlink()
+    assert "retryable" not in CliRunner().invoke(status, ["plan"]).output
+
+
 def test_pending_stops_at_a_damaged_failure_record_with_one_line(tmp_path, home):
     trials = plan_of(tmp_path).trials
     d = write_state("plan", trials[0].key)
@@ -120,7 +142,8 @@ def test_state_names_are_what_status_prints():
     assert [s.value for s in FOLDER_STATES] == ["pending", "finished", "retryable", "failed", "stopped"]
     assert [s.value for s in TrialState] == ["pending", "finished", "retryable", "failed", "stopped", "running",
                                              "interrupted", "damaged", "unfinished"]
-    assert [str(s) for s in STATES] == ["finished", "stopped", "failed", "interrupted", "pending", "damaged"]
+    assert [str(s) for s in STATES] == ["finished", "stopped", "failed", "retryable", "interrupted", "pending",
+                                        "damaged"]
     assert STATUSES == ("finished", "failed", "running", "pending", "unfinished")
     assert f"{TrialState.FINISHED}" == str(TrialState.FINISHED) == "finished"  # written as its value everywhere
 
