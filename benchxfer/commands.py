@@ -92,7 +92,7 @@ def _disk_line(plan, disks) -> str:
 
     if not disks:
         return "Disk: no trials"
-    keep, at_once = plan.spec.keep, plan.spec.resources["max_concurrent"]
+    keep, at_once = plan.spec.keep, plan.spec.resources.max_concurrent
     run, final = max(d.running for d in disks), max(d.final for d in disks)
     total = disk.of_sweep(disks, at_once)
     line = (f"Disk (keep: {keep}): per trial up to {disk.human(run)} while it runs, {disk.human(final)} once final; "
@@ -111,13 +111,13 @@ def _gpu_columns(plan, trial) -> dict[str, str]:
     from benchxfer.gpu_memory import plan_columns
 
     r = plan.spec.resources
-    return plan_columns(trial.config.to_dict(), trial.task, r["workers"], r["gpus_per_worker"])
+    return plan_columns(trial.config.to_dict(), trial.task, r.workers, r.gpus_per_worker)
 
 
 def _search_budget(plan) -> str:
     """The lr search's stage 1, for the plan's summary line: its trials and how they run ('' for no search)."""
     from benchxfer.launch.search import describe
-    from benchxfer.plan.spec import LrSearch
+    from benchxfer.plan.schema import LrSearch
 
     lr = plan.spec.lr
     if not isinstance(lr, LrSearch):
@@ -185,10 +185,10 @@ def sweep(file, dry_run, limit, tracking_uri, address, zoo_dir, verbose):
     from benchxfer import locks
     from benchxfer.plan.spec import load_spec
 
-    name = load_spec(file).name
-    with locks.sweep(name, echo=click.echo):  # before the synthetic data is written, to the end
-        _refuse_other_sweep(name, file)
-        _run(make_plan(file, zoo_dir, write_synthetic=True), tracking_uri, address, verbose)
+    spec = load_spec(file)  # read once: its name is the lock's
+    with locks.sweep(spec.name, echo=click.echo):  # before the synthetic data is written, to the end
+        _refuse_other_sweep(spec.name, file)
+        _run(make_plan(spec, zoo_dir, write_synthetic=True), tracking_uri, address, verbose)
 
 
 # what a sweep file may change under a name already used: how the sweep runs, not what its trials compute
@@ -455,7 +455,7 @@ def train(file, index, sets, zoo_dir):
     with locks.held(locks.train_lock_path(plan.spec.name, key), f"trial {key} of sweep {plan.spec.name!r}",
                     echo=click.echo):
         click.echo(f"Training {key} in-process; folder {tdir}")
-        threads = max(1, int(plan.spec.resources["cpus_per_worker"]))  # as a sweep's worker: same numbers
+        threads = max(1, int(plan.spec.resources.cpus_per_worker))  # as a sweep's worker: same numbers
         result = train_run(TrainConfig.from_dict(config),
                            Runtime(trial_dir=str(tdir), session="local", threads=threads)).to_dict()
     click.echo(json.dumps({k: result[k] for k in ("trial_key", "metric", "value", "test", "best_epoch",

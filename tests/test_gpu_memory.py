@@ -114,7 +114,7 @@ def test_fractional_gpus_in_a_sweep_file(tmp_path):
                         f"resources: {resources}\n")
         return path
 
-    assert load_spec(str(spec("{gpus_per_worker: 0.25}"))).resources["gpus_per_worker"] == 0.25
+    assert load_spec(str(spec("{gpus_per_worker: 0.25}"))).resources.gpus_per_worker == 0.25
     with pytest.raises(BenchxferError, match=r"resources.gpus_per_worker: must be a fraction of one GPU .* got 1.5$"):
         load_spec(str(spec("{gpus_per_worker: 1.5}")))
     with pytest.raises(BenchxferError, match=r"resources: gpus_per_worker 0.5 shares a GPU .* workers is 2"):

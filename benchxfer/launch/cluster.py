@@ -18,6 +18,7 @@ a trial cannot be placed.
 from __future__ import annotations
 
 import _thread
+import dataclasses
 import logging
 import os
 import sys
@@ -25,13 +26,16 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from benchxfer import paths
 from benchxfer.errors import BenchxferError
 from benchxfer.trialdir import SweepDir
+
+if TYPE_CHECKING:
+    from benchxfer.plan.schema import FailurePolicy, Resources
 
 log = logging.getLogger("benchxfer")
 
@@ -60,6 +64,12 @@ class Launch:
     max_retries: int = 2
     record_shards: bool = False
     keep: str = "selected"  # what a final trial's folder keeps (trialdir.KEEP)
+
+    @classmethod
+    def of(cls, sweep: str, tracking_uri: str, resources: Resources, failure: FailurePolicy, **rest: Any) -> Launch:
+        """The run settings of a sweep's or a pre-training's checked ``resources:`` and ``failure:`` records (whose
+        field names are this class's); ``rest``: ``keep``, ``record_shards``."""
+        return cls(sweep, tracking_uri, **dataclasses.asdict(resources), max_retries=failure.max_retries, **rest)
 
     def use_torch_trainer(self) -> bool:
         return self.trainer == "torch" or self.workers > 1
