@@ -36,6 +36,7 @@ from benchxfer.trialdir import SweepDir
 
 if TYPE_CHECKING:
     from benchxfer.plan.schema import FailurePolicy, Resources
+    from benchxfer.recipes import TrainConfig
 
 log = logging.getLogger("benchxfer")
 
@@ -238,7 +239,7 @@ def gpu_types(shape: Shape) -> list[str]:
     return [k.split(":", 1)[1] for k in shape.resources if k.startswith("accelerator_type:")]
 
 
-def gpu_preflight(launch: Launch, configs: list[tuple[dict[str, Any], str]], found: list[Shape] | None = None) -> None:
+def gpu_preflight(launch: Launch, configs: list[tuple[TrainConfig, str]], found: list[Shape] | None = None) -> None:
     """Refuse, before any work, a trial whose estimated GPU memory (:mod:`benchxfer.gpu_memory`, per worker
     process) no GPU type of the cluster holds, and a packing of fractional GPUs (``gpus_per_worker`` < 1: that
     many trials on one GPU) whose trials together exceed every GPU type. Judged only where Ray says the type
@@ -257,11 +258,11 @@ def gpu_preflight(launch: Launch, configs: list[tuple[dict[str, Any], str]], fou
     share = gm.sharing(launch.gpus_per_worker)
     offered = ", ".join(f"{t} {v:g} GB" for t, v in sorted(sizes.items(), key=lambda kv: kv[1]))
     for cfg, task in configs:  # (knobs, task) of each cell
-        images = gm.micro_batch_of(cfg, launch.workers)
-        est = gm.estimate_for(cfg, launch.workers, task)
+        images = cfg.images_per_pass(launch.workers)
+        est = gm.estimate_for(cfg.arch, cfg.size, images, task)
         if est is None or est.gb * share <= gm.USABLE * largest:
             continue
-        what = (f"{cfg['arch']} at {cfg['size']} px, {images} images per micro-batch, needs an estimated "
+        what = (f"{cfg.arch} at {cfg.size} px, {images} images per micro-batch, needs an estimated "
                 f"{est.gb:.1f} GB per GPU ({est.basis})")
         if share > 1:
             raise BenchxferError(

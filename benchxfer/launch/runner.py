@@ -186,7 +186,7 @@ def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: 
     launch = launch_of(plan, tracking_uri, record_shards)
     ensure_ray(address)
     cluster.preflight(launch)  # a request no node can ever hold: refused before any work
-    cluster.gpu_preflight(launch, [(c.knobs, c.task) for c in plan.cells])  # GPU memory, likewise
+    cluster.gpu_preflight(launch, [(c.config(), c.task) for c in plan.cells])  # GPU memory, likewise
     check_disk(plan, launch, echo)  # the disk, likewise: before the first trial
     for pspec in plan.to_pretrain:
         with locks.pretrain(pspec.name, echo):  # as `benchxfer pretrain` holds it: one run of it at a time

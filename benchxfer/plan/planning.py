@@ -38,6 +38,10 @@ class Cell:
 
     unsaid: frozenset[str] = frozenset()  # knobs written out at their default: not in the key (written_defaults)
 
+    def config(self) -> TrainConfig:
+        """The cell's knobs, typed (the axes' fields at their defaults): what each of its trials runs with."""
+        return TrainConfig.from_dict(self.knobs)
+
     def trial(self, sweep: str, lr: float, seed: int, shot: int | None, root: str) -> Trial:
         key_knobs = {k: v for k, v in self.knobs.items() if k not in self.unsaid}
         key = trial_key(self.init, self.dataset.name, lr, seed, shot, self.recipe, key_knobs, self.dataset.options)
