@@ -92,7 +92,7 @@ def _disk_line(plan, disks) -> str:
 
     if not disks:
         return "Disk: no trials"
-    keep, at_once = plan.spec.keep, plan.spec.resources["max_concurrent"]
+    keep, at_once = plan.spec.keep, plan.spec.resources.max_concurrent
     run, final = max(d.running for d in disks), max(d.final for d in disks)
     total = disk.of_sweep(disks, at_once)
     line = (f"Disk (keep: {keep}): per trial up to {disk.human(run)} while it runs, {disk.human(final)} once final; "
@@ -110,14 +110,14 @@ def _gpu_columns(plan, trial) -> dict[str, str]:
     from the measured table, benchxfer/gpu_memory.py) and how many trials share one GPU."""
     from benchxfer.gpu_memory import plan_columns
 
-    r = plan.spec.resources
-    return plan_columns(trial.config.to_dict(), trial.task, r["workers"], r["gpus_per_worker"])
+    r, c = plan.spec.resources, trial.config
+    return plan_columns(c.arch, c.size, c.images_per_pass(r.workers), trial.task, r.gpus_per_worker)
 
 
 def _search_budget(plan) -> str:
     """The lr search's stage 1, for the plan's summary line: its trials and how they run ('' for no search)."""
     from benchxfer.launch.search import describe
-    from benchxfer.plan.spec import LrSearch
+    from benchxfer.plan.schema import LrSearch
 
     lr = plan.spec.lr
     if not isinstance(lr, LrSearch):
@@ -185,10 +185,10 @@ def sweep(file, dry_run, limit, tracking_uri, address, zoo_dir, verbose):
     from benchxfer import locks
     from benchxfer.plan.spec import load_spec
 
-    name = load_spec(file).name
-    with locks.sweep(name, echo=click.echo):  # before the synthetic data is written, to the end
-        _refuse_other_sweep(name, file)
-        _run(make_plan(file, zoo_dir, write_synthetic=True), tracking_uri, address, verbose)
+    spec = load_spec(file)  # read once: its name is the lock's
+    with locks.sweep(spec.name, echo=click.echo):  # before the synthetic data is written, to the end
+        _refuse_other_sweep(spec.name, file)
+        _run(make_plan(spec, zoo_dir, write_synthetic=True), tracking_uri, address, verbose)
 
 
 # what a sweep file may change under a name already used: how the sweep runs, not what its trials compute
@@ -416,10 +416,11 @@ def train(file, index, sets, zoo_dir):
 
     It uses the same training function as the sweep, and its own trial folder, so it also resumes.
     """
+    import dataclasses
+
     import yaml
 
     from benchxfer.plan.planning import make_plan
-    from benchxfer.recipes import TrainConfig
     from benchxfer.train.loop import train_run
     from benchxfer.train.session import Runtime
 
@@ -428,9 +429,9 @@ def train(file, index, sets, zoo_dir):
     if not 0 <= index < len(plan.trials):
         raise BenchxferError(f"--trial {index}: the sweep has trials 0 to {len(plan.trials) - 1}")
     trial = plan.trials[index]
-    config = trial.config.to_dict()
     from benchxfer.plan.schema import check_combinations
     from benchxfer.recipes.config import check_knobs
+    from benchxfer.recipes.parts import check_micro_batch
     from benchxfer.recipes.registry import check_names
 
     extra = {}
@@ -444,19 +445,21 @@ def train(file, index, sets, zoo_dir):
             problem = getattr(err, "problem", None) or str(err).splitlines()[0]
             raise BenchxferError(f"--set {item!r}: the value is not valid YAML ({problem}); quote a string, "
                                  "e.g. --set 'augment=plain'") from None
-    config.update(check_knob_values(check_knobs(extra, "--set"), "--set"))
-    check_names(config, "--set")  # the same names the sweep file is held to
+    changes = check_knob_values(check_knobs(extra, "--set"), "--set")
+    planned = trial.config.to_dict()
+    config = {**planned, **changes}
+    check_names(config, "--set")  # the same rules the sweep file is held to
     check_combinations(config, [trial.shot], "--set")
-    key = set_key(trial.key, trial.config.to_dict(), config)
-    config["trial_key"] = key
+    check_micro_batch(config, trial.task, "--set")
+    key = set_key(trial.key, planned, config)
     tdir = paths.sweep_dir(plan.spec.name) / "local" / key
     from benchxfer import locks
 
     with locks.held(locks.train_lock_path(plan.spec.name, key), f"trial {key} of sweep {plan.spec.name!r}",
                     echo=click.echo):
         click.echo(f"Training {key} in-process; folder {tdir}")
-        threads = max(1, int(plan.spec.resources["cpus_per_worker"]))  # as a sweep's worker: same numbers
-        result = train_run(TrainConfig.from_dict(config),
+        threads = max(1, int(plan.spec.resources.cpus_per_worker))  # as a sweep's worker: same numbers
+        result = train_run(dataclasses.replace(trial.config, **changes, trial_key=key),
                            Runtime(trial_dir=str(tdir), session="local", threads=threads)).to_dict()
     click.echo(json.dumps({k: result[k] for k in ("trial_key", "metric", "value", "test", "best_epoch",
                                                   "epochs_run", "wall_seconds")}, indent=1))

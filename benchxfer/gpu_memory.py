@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
 
 # (arch, image size) -> {images per micro-batch: peak GB}, as measured (see the module's docstring)
 MEASURED: dict[tuple[str, int], dict[int, float]] = {
@@ -71,13 +70,6 @@ def _fit(points: dict[int, float], arch: str) -> tuple[float, float]:
     return fixed, (gb - fixed) / images
 
 
-def micro_batch_of(knobs: Mapping[str, Any], workers: int) -> int:
-    """Images per forward/backward on one worker: the worker's batch, or its micro-batches."""
-    per_worker = max(1, int(knobs["batch_size"]) // max(1, workers))
-    micro = int(knobs.get("micro_batch", 0) or 0)
-    return micro if 0 < micro < per_worker else per_worker
-
-
 def estimate(arch: str, size: int, images: int) -> Estimate | None:
     """The peak GPU memory of one training process of ``arch`` at ``size`` px, ``images`` per micro-batch."""
     sizes = sorted(s for a, s in MEASURED if a == arch)
@@ -102,19 +94,19 @@ def sharing(gpus_per_worker: float) -> int:
     return max(1, math.floor(1 / gpus_per_worker + 1e-9)) if 0 < gpus_per_worker < 1 else 1
 
 
-def estimate_for(knobs: Mapping[str, Any], workers: int, task: str) -> Estimate | None:
-    """One trial's estimate per worker process; the table holds classifiers only (a U-Net is not measured)."""
+def estimate_for(arch: str, size: int, images: int, task: str) -> Estimate | None:
+    """One trial's estimate per worker process, ``images`` per forward and backward
+    (``recipes.config.TrainConfig.images_per_pass``); the table holds classifiers only (a U-Net is not measured)."""
     from benchxfer.tasks import get_task
 
     if get_task(task).dense:
         return None
-    return estimate(str(knobs["arch"]), int(knobs["size"]), micro_batch_of(knobs, workers))
+    return estimate(arch, size, images)
 
 
-def plan_columns(knobs: Mapping[str, Any], task: str, workers: int, gpus_per_worker: float) -> dict[str, str]:
+def plan_columns(arch: str, size: int, images: int, task: str, gpus_per_worker: float) -> dict[str, str]:
     """The dry run's per-trial columns: the micro-batch, the estimated GPU memory, and how many share a GPU."""
-    images = micro_batch_of(knobs, workers)
-    est = estimate_for(knobs, workers, task) if gpus_per_worker > 0 else None
+    est = estimate_for(arch, size, images, task) if gpus_per_worker > 0 else None
     share = sharing(gpus_per_worker)
     if gpus_per_worker <= 0:
         memory = "no GPU"

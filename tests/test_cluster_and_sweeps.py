@@ -346,15 +346,15 @@ def test_published_sweeps_follow_the_studies(tmp_path, bx_home):
     # more than a worker's 128 / 4 = 32, so none); configs/finetune/*.yaml
     split = {"covidx": 32, "tuberculosis": 32, "flowers102": 32, "pets": 32, "cifar10": 2, "cifar100": 2,
              "padchest-single": 32}
-    workers = bit.spec.resources["workers"]
-    assert nat.spec.resources["workers"] == workers
+    workers = bit.spec.resources.workers
+    assert nat.spec.resources.workers == workers
     pad = plan("fewshot_bit_padchest.yaml")  # configs/finetune/padchest.yaml: lr 0.001, SGD_AGC, batch_split 32
     assert {t.lr for t in pad.trials} == {1e-3} and {t.config.agc for t in pad.trials} == {0.01}
     for t in bit.trials + nat.trials + pad.trials:
         study = 128 // split[t.dataset]
         assert t.config.micro_batch == (study if study < 128 // workers else 0), t.key
     # several trials per GPU where a batch-32 ResNet-50 classifier gains (issue 25: 2 at once = 1.4x)
-    assert cls.spec.resources["gpus_per_worker"] == da.spec.resources["gpus_per_worker"] == 0.5
+    assert cls.spec.resources.gpus_per_worker == da.spec.resources.gpus_per_worker == 0.5
     for trials in (cls.trials, da.trials):  # CheXpert: LSR-Ones (RECIPES.md), stated in the files
         chex = [t for t in trials if t.dataset == "chexpert"]
         assert chex and {t.config.dataset_options.get("uncertain") for t in chex} == {"lsr-ones"}
@@ -387,7 +387,8 @@ def test_dry_run_of_1470_trials_lists_all_in_seconds(tmp_path, bx_home):
 
 
 def test_demo_search_is_a_tune_then_repeat_sweep(bx_home, tmp_path, monkeypatch):
-    from benchxfer.plan.spec import LrSearch, load_spec
+    from benchxfer.plan.schema import LrSearch
+    from benchxfer.plan.spec import load_spec
 
     bx_home = tmp_path / "home"  # a home of its own: other tests write synthetic data into the shared one
     monkeypatch.setenv("BENCHXFER_HOME", str(bx_home))
@@ -407,7 +408,7 @@ def test_pretrain_files_load_and_plan(fname, tmp_path, monkeypatch):
     from benchxfer.plan.pretraining import load_pretrain_spec, plan_pretrain
 
     spec = load_pretrain_spec(SWEEPS / fname)
-    assert spec.recipe == "supervised-pretrain" and spec.resources["gpus_per_worker"] == 1
+    assert spec.recipe == "supervised-pretrain" and spec.resources.gpus_per_worker == 1
     doc = yaml.safe_load((SWEEPS / fname).read_text())
     for src in doc["sources"]:
         src["root"] = str(make_root(src["dataset"], tmp_path / "data" / src["dataset"]))
@@ -423,10 +424,10 @@ def test_pretrain_files_are_the_studies_setups():
     from benchxfer.plan.pretraining import load_pretrain_spec
 
     chest = load_pretrain_spec(SWEEPS / "pretrain_chest.yaml")
-    assert [s["dataset"] for s in chest.sources] == ["chexpert", "mimic-cxr", "chestxray14", "padchest"]
+    assert [s.dataset for s in chest.sources] == ["chexpert", "mimic-cxr", "chestxray14", "padchest"]
     # chexpert_mimic_nih_padchest_bit152x4.yaml: views: ["PA", "AP", "AP Supine", "L", "COSTAL"]
-    assert all(s["options"]["views"] == ["PA", "AP", "AP Supine", "L", "COSTAL"] for s in chest.sources)
-    assert chest.arch == "bit-r152x4" and chest.start == "scratch" and chest.resources["workers"] >= 8
+    assert all(s.options["views"] == ["PA", "AP", "AP Supine", "L", "COSTAL"] for s in chest.sources)
+    assert chest.arch == "bit-r152x4" and chest.start == "scratch" and chest.resources.workers >= 8
     # the study's chest pre-training recipe, reached without overrides of the protocol's settings
     from benchxfer.recipes import get_recipe
 
@@ -436,21 +437,21 @@ def test_pretrain_files_are_the_studies_setups():
     assert (knobs["schedule"], knobs["warmup_epochs"], knobs["epochs"], knobs["normalization"]) == \
         ("warmup-step", 15, 90, "half")
     adapt = load_pretrain_spec(SWEEPS / "domain_adapt_pretrain.yaml")
-    assert [s["dataset"] for s in adapt.sources] == ["chestxray14"]
+    assert [s.dataset for s in adapt.sources] == ["chestxray14"]
     assert (adapt.arch, adapt.start) == ("resnet50", "imagenet")
 
 
 # --- docs/sweep-file.md stays true -----------------------------------------------------------------
 
 def test_sweep_file_doc_covers_every_key_and_every_recipe_default():
-    from benchxfer.plan import pretraining, spec
+    from benchxfer.plan import schema
     from benchxfer.recipes.config import KNOBS
     from benchxfer.recipes.registry import get_recipe
 
     doc = (REPO / "docs" / "sweep-file.md").read_text()
     documented = set(re.findall(r"^\| `([a-z_]+)` \|", doc, re.M))
-    for keys in (spec.TOP_KEYS, spec.DATASET_KEYS, spec.INIT_KEYS, spec.RESOURCE_KEYS, spec.FAILURE_KEYS,
-                 pretraining.KEYS, set(KNOBS)):
+    for keys in (schema.TOP_KEYS, schema.DATASET_KEYS, schema.INIT_KEYS, schema.RESOURCE_KEYS, schema.FAILURE_KEYS,
+                 schema.PRETRAIN_KEYS, set(KNOBS)):
         assert set(keys) <= documented, sorted(set(keys) - documented)
 
     header = next(line for line in doc.splitlines() if line.startswith("| knob |"))

@@ -79,8 +79,8 @@ def test_gpu_preflight_reads_the_accelerator_type_of_the_live_nodes(one_gpu_sess
     found, _ = cluster.shapes()
     assert [cluster.gpu_types(s) for s in found] == [["A10G"]]
     quarter = Launch(sweep="fractional", tracking_uri="", cpus_per_worker=1, gpus_per_worker=0.25)
-    resnet = {"arch": "resnet50", "size": 224, "batch_size": 32, "micro_batch": 0}
+    resnet = TrainConfig(arch="resnet50", size=224, batch_size=32, micro_batch=0)
     cluster.gpu_preflight(quarter, [(resnet, "multiclass")])  # 4 x 2.0 GB on an A10G (22.5 GiB)
-    bit = {"arch": "bit-r50x1", "size": 480, "batch_size": 32, "micro_batch": 0}
+    bit = TrainConfig(arch="bit-r50x1", size=480, batch_size=32, micro_batch=0)
     with pytest.raises(BenchxferError, match=r"packs 4 trials on one GPU.*4 need 54\.8 GB.*A10G 22\.5 GB"):
         cluster.gpu_preflight(quarter, [(bit, "multiclass")])

@@ -17,6 +17,7 @@ from benchxfer.errors import BenchxferError
 from benchxfer.launch import cluster
 from benchxfer.launch.sweep import Launch
 from benchxfer.plan.spec import load_spec
+from benchxfer.recipes import TrainConfig
 
 pytestmark = pytest.mark.fast
 
@@ -35,8 +36,8 @@ def launch(**kw) -> Launch:
     return Launch(sweep="s", tracking_uri="", **{"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 1, **kw})
 
 
-def knobs(arch: str, size: int, batch: int, micro: int = 0) -> dict:
-    return {"arch": arch, "size": size, "batch_size": batch, "micro_batch": micro}
+def knobs(arch: str, size: int, batch: int, micro: int = 0) -> TrainConfig:
+    return TrainConfig(arch=arch, size=size, batch_size=batch, micro_batch=micro)
 
 
 # --- the estimate -----------------------------------------------------------------------------------
@@ -61,9 +62,10 @@ def test_other_micro_batches_and_sizes_are_extrapolated_and_say_so():
 
 
 def test_micro_batch_of_a_worker():
-    assert gm.micro_batch_of(knobs("bit-r152x4", 480, 128, 4), workers=4) == 4
-    assert gm.micro_batch_of(knobs("bit-r152x4", 480, 128, 0), workers=4) == 32
-    assert gm.micro_batch_of(knobs("bit-r152x4", 128, 128, 64), workers=4) == 32  # larger than the worker's batch
+    assert knobs("bit-r152x4", 480, 128, 4).images_per_pass(workers=4) == 4
+    assert knobs("bit-r152x4", 480, 128, 0).images_per_pass(workers=4) == 32
+    assert knobs("bit-r152x4", 128, 128, 64).images_per_pass(workers=4) == 32  # larger than the worker's batch
+    assert knobs("bit-r152x4", 128, 2, 0).images_per_pass(workers=4) == 1  # a worker gets at least one image
     assert gm.sharing(0.25) == 4 and gm.sharing(0.5) == 2 and gm.sharing(0.3) == 3 and gm.sharing(1) == 1
 
 
@@ -114,7 +116,7 @@ def test_fractional_gpus_in_a_sweep_file(tmp_path):
                         f"resources: {resources}\n")
         return path
 
-    assert load_spec(str(spec("{gpus_per_worker: 0.25}"))).resources["gpus_per_worker"] == 0.25
+    assert load_spec(str(spec("{gpus_per_worker: 0.25}"))).resources.gpus_per_worker == 0.25
     with pytest.raises(BenchxferError, match=r"resources.gpus_per_worker: must be a fraction of one GPU .* got 1.5$"):
         load_spec(str(spec("{gpus_per_worker: 1.5}")))
     with pytest.raises(BenchxferError, match=r"resources: gpus_per_worker 0.5 shares a GPU .* workers is 2"):

@@ -286,3 +286,36 @@ def test_micro_batches_on_a_resnet_are_refused_by_the_dry_run_in_one_line(tmp_pa
     assert out.exit_code != 0 and "Traceback" not in out.output
     assert len(out.output.strip().splitlines()) == 1
     assert f"micro_batch {micro} on a resnet18 net with BatchNorm" in out.output
+
+
+def test_train_set_micro_batches_on_a_resnet_are_refused_before_training(tmp_path, home):
+    """``benchxfer train --set`` is held to the sweep file's rule, in one line naming ``--set``, before any folder
+    is made (the loop no longer checks again)."""
+    from click.testing import CliRunner
+
+    from benchxfer.cli import main
+
+    path = tmp_path / "cls.yaml"
+    path.write_text("name: cls\ninits: [scratch]\ndatasets: [{name: shenzhen, root: synthetic}]\n"
+                    "overrides: {arch: resnet18, batch_size: 16, epochs: 1}\n")
+    out = CliRunner().invoke(main, ["train", str(path), "--set", "micro_batch=2"])
+    assert out.exit_code != 0 and "Traceback" not in out.output
+    lines = out.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: --set: micro_batch 2 on a resnet18 net with BatchNorm: "
+                                                   "each micro-batch would be normalised by its own statistics"), lines
+    assert not (home / "runs" / "cls" / "local").exists()
+
+
+@pytest.mark.parametrize("micro,n", [(0, 8), (3, 8), (8, 8), (12, 8), (1, 1)])
+def test_the_loop_cuts_the_pieces_the_dry_run_counts(micro, n):
+    """One rule for the effective micro-batch (``recipes.config.micro_images``): the pieces the loop feeds the net
+    are the images per pass the dry run's column and the GPU pre-flight count."""
+    from benchxfer.recipes.config import micro_images
+
+    seen: list[int] = []
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * SIZE * SIZE, CLASSES))
+    model.register_forward_pre_hook(lambda _, args: seen.append(len(args[0])))
+    x, y = batch()
+    accumulate_gradients(model, loss_for("ce", "multiclass"), x[:n], y[:n], None, micro)
+    assert seen[0] == micro_images(micro, n) == TrainConfig(batch_size=n, micro_batch=micro).images_per_pass(1)
+    assert sum(seen) == n and len(seen) == math.ceil(n / seen[0])

@@ -135,8 +135,8 @@ def test_the_three_single_source_inits_come_from_the_studys_configs():
         assert name not in zoo.INITS.names()
         spec = load_pretrain_spec(entries[name].pretrain)
         assert (spec.name, spec.arch, spec.start, spec.recipe) == (name, "bit-r152x4", "scratch", "supervised-pretrain")
-        assert [s["dataset"] for s in spec.sources] == [source]
-    padchest = load_pretrain_spec(entries["padchest-bit-r152x4"].pretrain).sources[0]["options"]
+        assert [s.dataset for s in spec.sources] == [source]
+    padchest = load_pretrain_spec(entries["padchest-bit-r152x4"].pretrain).sources[0].options
     assert padchest["views"] == ["PA", "AP", "AP Supine", "L", "COSTAL"]  # padchest_bit152x4.yaml's views
 
 

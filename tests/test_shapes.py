@@ -112,7 +112,7 @@ def listed_shapes(path: Path) -> list[Shape]:
         from benchxfer.tasks import PRETRAIN_TASK
 
         spec = load_pretrain_spec(path)
-        return [Shape(spec.recipe, "+".join(s["dataset"] for s in spec.sources), spec.arch, "full",
+        return [Shape(spec.recipe, "+".join(s.dataset for s in spec.sources), spec.arch, "full",
                       PRETRAIN_TASK.name)]
     from benchxfer import data
     from benchxfer.plan import planning
@@ -317,7 +317,7 @@ def plan_pretrain_file(path: Path):
     spec = load_pretrain_spec(path)
     if spec.start != "scratch":
         ensure_init(spec.start, None)
-    sources = tuple({**s, "root": _data_root(s["dataset"])} for s in spec.sources)
+    sources = tuple(dataclasses.replace(s, root=_data_root(s.dataset)) for s in spec.sources)
     spec = dataclasses.replace(spec, sources=sources)
     return spec, plan_pretrain(spec, write_synthetic=True)
 

@@ -97,3 +97,41 @@ def test_missing_file_and_unknown_sweep(tmp_path, bx_home):
 def test_bad_values_raise_benchxfer_error(tmp_path):
     with pytest.raises(BenchxferError, match="seeds: repeats a seed"):
         load_spec(write(tmp_path, GOOD.replace("seeds: 3", "seeds: [1, 1]")))
+
+
+def test_the_sections_are_typed_frozen_records_and_the_run_settings_are_built_from_them(tmp_path):
+    """resources:, failure: and keep read once into records; Launch is made from them, field by field."""
+    import dataclasses
+
+    from benchxfer.launch.cluster import Launch
+    from benchxfer.plan.schema import DatasetEntry, FailurePolicy, Resources
+
+    spec = load_spec(write(tmp_path, GOOD + "resources: {workers: 2, cpus_per_worker: 3, gpus_per_worker: 1, "
+                                           "max_concurrent: 4, trainer: torch}\nfailure: {max_retries: 5}\nkeep: none\n"))
+    assert spec.resources == Resources(workers=2, cpus_per_worker=3, gpus_per_worker=1, max_concurrent=4,
+                                       trainer="torch")
+    assert spec.failure == FailurePolicy(max_retries=5) and spec.keep == "none"
+    assert spec.datasets == (DatasetEntry("chestxray14", "synthetic"),)
+    launch = Launch.of(spec.name, "file:x", spec.resources, spec.failure, keep=spec.keep, record_shards=True)
+    assert launch == Launch("t", "file:x", workers=2, cpus_per_worker=3, gpus_per_worker=1, max_concurrent=4,
+                            trainer="torch", max_retries=5, record_shards=True, keep="none")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.resources.workers = 1  # type: ignore[misc]
+    default = load_spec(write(tmp_path, GOOD, "d.yaml"))
+    assert (default.resources, default.failure, default.keep) == (Resources(), FailurePolicy(), "selected")
+    assert Launch.of("t", "", default.resources, default.failure) == Launch("t", "")  # the same defaults
+
+
+def test_a_pre_training_file_is_read_into_the_same_records(tmp_path):
+    from benchxfer.plan.pretraining import load_pretrain_spec
+    from benchxfer.plan.schema import FailurePolicy, Resources, Source
+
+    spec = load_pretrain_spec(write(tmp_path, """
+        name: my-init
+        sources: [{dataset: chestxray14, root: synthetic, options: {val_fraction: 0.1}}]
+        arch: resnet18
+        resources: {workers: 2}
+        failure: {max_retries: 0}
+        """, "p.yaml"))
+    assert spec.sources == (Source("chestxray14", "synthetic", {"val_fraction": 0.1}),)
+    assert spec.resources == Resources(workers=2) and spec.failure == FailurePolicy(max_retries=0)

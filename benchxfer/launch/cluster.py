@@ -18,6 +18,7 @@ a trial cannot be placed.
 from __future__ import annotations
 
 import _thread
+import dataclasses
 import logging
 import os
 import sys
@@ -25,13 +26,17 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from benchxfer import paths
 from benchxfer.errors import BenchxferError
 from benchxfer.trialdir import SweepDir
+
+if TYPE_CHECKING:
+    from benchxfer.plan.schema import FailurePolicy, Resources
+    from benchxfer.recipes import TrainConfig
 
 log = logging.getLogger("benchxfer")
 
@@ -60,6 +65,12 @@ class Launch:
     max_retries: int = 2
     record_shards: bool = False
     keep: str = "selected"  # what a final trial's folder keeps (trialdir.KEEP)
+
+    @classmethod
+    def of(cls, sweep: str, tracking_uri: str, resources: Resources, failure: FailurePolicy, **rest: Any) -> Launch:
+        """The run settings of a sweep's or a pre-training's checked ``resources:`` and ``failure:`` records (whose
+        field names are this class's); ``rest``: ``keep``, ``record_shards``."""
+        return cls(sweep, tracking_uri, **dataclasses.asdict(resources), max_retries=failure.max_retries, **rest)
 
     def use_torch_trainer(self) -> bool:
         return self.trainer == "torch" or self.workers > 1
@@ -228,7 +239,7 @@ def gpu_types(shape: Shape) -> list[str]:
     return [k.split(":", 1)[1] for k in shape.resources if k.startswith("accelerator_type:")]
 
 
-def gpu_preflight(launch: Launch, configs: list[tuple[dict[str, Any], str]], found: list[Shape] | None = None) -> None:
+def gpu_preflight(launch: Launch, configs: list[tuple[TrainConfig, str]], found: list[Shape] | None = None) -> None:
     """Refuse, before any work, a trial whose estimated GPU memory (:mod:`benchxfer.gpu_memory`, per worker
     process) no GPU type of the cluster holds, and a packing of fractional GPUs (``gpus_per_worker`` < 1: that
     many trials on one GPU) whose trials together exceed every GPU type. Judged only where Ray says the type
@@ -247,11 +258,11 @@ def gpu_preflight(launch: Launch, configs: list[tuple[dict[str, Any], str]], fou
     share = gm.sharing(launch.gpus_per_worker)
     offered = ", ".join(f"{t} {v:g} GB" for t, v in sorted(sizes.items(), key=lambda kv: kv[1]))
     for cfg, task in configs:  # (knobs, task) of each cell
-        images = gm.micro_batch_of(cfg, launch.workers)
-        est = gm.estimate_for(cfg, launch.workers, task)
+        images = cfg.images_per_pass(launch.workers)
+        est = gm.estimate_for(cfg.arch, cfg.size, images, task)
         if est is None or est.gb * share <= gm.USABLE * largest:
             continue
-        what = (f"{cfg['arch']} at {cfg['size']} px, {images} images per micro-batch, needs an estimated "
+        what = (f"{cfg.arch} at {cfg.size} px, {images} images per micro-batch, needs an estimated "
                 f"{est.gb:.1f} GB per GPU ({est.basis})")
         if share > 1:
             raise BenchxferError(

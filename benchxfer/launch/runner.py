@@ -19,8 +19,8 @@ from benchxfer.launch import cluster
 from benchxfer.launch.cluster import Launch
 from benchxfer.launch.sweep import ensure_ray, run_trials
 from benchxfer.plan.planning import Plan, expand
-from benchxfer.plan.pretraining import EXPERIMENT, ExportBackbone, PretrainSpec, plan_pretrain
-from benchxfer.plan.spec import LrSearch
+from benchxfer.plan.pretraining import EXPERIMENT, ExportBackbone, plan_pretrain
+from benchxfer.plan.schema import LrSearch, PretrainSpec
 from benchxfer.trial import Trial
 from benchxfer.trialdir import DEFAULT_KEEP, SweepDir, TrialDir, TrialState
 
@@ -112,12 +112,10 @@ def check_data(plan: Plan) -> None:
                 "matter to the results)")
 
 
-def launch_of(plan: Plan, tracking_uri: str) -> Launch:
-    r, f = plan.spec.resources, plan.spec.failure
-    return Launch(sweep=plan.spec.name, tracking_uri=tracking_uri, workers=r["workers"],
-                  cpus_per_worker=r["cpus_per_worker"], gpus_per_worker=r["gpus_per_worker"],
-                  max_concurrent=r["max_concurrent"], trainer=r["trainer"], max_retries=f["max_retries"],
-                  keep=plan.spec.keep)
+def launch_of(plan: Plan, tracking_uri: str, record_shards: bool = False) -> Launch:
+    """The sweep's run settings, from its ``resources:``, ``failure:`` and ``keep`` records."""
+    s = plan.spec
+    return Launch.of(s.name, tracking_uri, s.resources, s.failure, keep=s.keep, record_shards=record_shards)
 
 
 def pending(trials: list[Trial], keep: str = DEFAULT_KEEP) -> tuple[list[Trial], int]:
@@ -185,16 +183,14 @@ def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: 
     check_data(plan)  # the data its finished trials read, or refused
     recorder = SweepRecorder(tracking_uri, spec.name)  # an unreachable server fails here, in seconds, before Ray
     save_plan(plan)  # from here on `benchxfer resume NAME` finds the sweep
+    launch = launch_of(plan, tracking_uri, record_shards)
     ensure_ray(address)
-    cluster.preflight(launch_of(plan, tracking_uri))  # a request no node can ever hold: refused before any work
-    cluster.gpu_preflight(launch_of(plan, tracking_uri), [(c.knobs, c.task) for c in plan.cells])  # GPU memory, likewise
-    check_disk(plan, launch_of(plan, tracking_uri), echo)  # the disk, likewise: before the first trial
+    cluster.preflight(launch)  # a request no node can ever hold: refused before any work
+    cluster.gpu_preflight(launch, [(c.config(), c.task) for c in plan.cells])  # GPU memory, likewise
+    check_disk(plan, launch, echo)  # the disk, likewise: before the first trial
     for pspec in plan.to_pretrain:
         with locks.pretrain(pspec.name, echo):  # as `benchxfer pretrain` holds it: one run of it at a time
             run_pretrain(pspec, tracking_uri, echo=echo, verbose=verbose)
-    launch = launch_of(plan, tracking_uri)
-    if record_shards:
-        launch = Launch(**{**launch.__dict__, "record_shards": True})
 
     trials = plan.trials
     if spec.mode == "tune-then-repeat":  # the stage-2 trials are known only now
@@ -267,10 +263,7 @@ def run_pretrain(spec: PretrainSpec, tracking_uri: str, echo=print, zoo_override
     check_zoo_name(spec, trial, zoo_override, force)
     done = tdir.result()
     if done is None:
-        r = spec.resources
-        launch = Launch(sweep=EXPERIMENT, tracking_uri=tracking_uri, workers=r["workers"],
-                        cpus_per_worker=r["cpus_per_worker"], gpus_per_worker=r["gpus_per_worker"],
-                        trainer=r["trainer"], max_retries=spec.max_retries)
+        launch = Launch.of(EXPERIMENT, tracking_uri, spec.resources, spec.failure)
         ensure_ray(address)
         echo(f"Pre-training {spec.name!r} ({spec.arch}, from {spec.start}) on "
              f"{' + '.join(s['dataset'] for s in trial.config.sources)}: run {trial.key}")

@@ -10,21 +10,17 @@ import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from benchxfer import data, zoo
-from benchxfer.data.indexing import check_options
 from benchxfer.data.roots import resolve_root
 from benchxfer.errors import Absent, BenchxferError
-from benchxfer.plan.schema import check_combinations
-from benchxfer.plan.spec import DatasetEntry, SweepSpec, load_spec
+from benchxfer.plan.schema import DatasetEntry, PretrainSpec, SweepSpec, check_combinations
+from benchxfer.plan.spec import load_spec
 from benchxfer.recipes import TrainConfig, get_recipe, recipe_for_task
 from benchxfer.recipes.parts import check_micro_batch
 from benchxfer.recipes.registry import check_names, check_task
 from benchxfer.trial import Trial, trial_key
-
-if TYPE_CHECKING:
-    from benchxfer.plan.pretraining import PretrainSpec
 
 # --- the grid --------------------------------------------------------------------------------------
 
@@ -41,6 +37,10 @@ class Cell:
     overrides: dict[str, Any]  # what the sweep file set, for the MLflow params
 
     unsaid: frozenset[str] = frozenset()  # knobs written out at their default: not in the key (written_defaults)
+
+    def config(self) -> TrainConfig:
+        """The cell's knobs, typed (the axes' fields at their defaults): what each of its trials runs with."""
+        return TrainConfig.from_dict(self.knobs)
 
     def trial(self, sweep: str, lr: float, seed: int, shot: int | None, root: str) -> Trial:
         key_knobs = {k: v for k, v in self.knobs.items() if k not in self.unsaid}
@@ -177,18 +177,6 @@ def make_plan(spec_or_path: SweepSpec | str | Path, zoo_override: str | None = N
         absent.append(str(err))
 
     spec = spec_or_path if isinstance(spec_or_path, SweepSpec) else load_spec(spec_or_path)
-    names = [d.name for d in spec.datasets]
-    for i, name in enumerate(names):
-        if name not in data.DATASETS:
-            raise BenchxferError(f"{spec.path}: datasets[{i}].name: unknown dataset {name!r}; "
-                                 f"known: {', '.join(data.DATASETS.names())}")
-        if names.index(name) != i:
-            raise BenchxferError(f"{spec.path}: datasets[{i}].name: {name!r} appears twice")
-    for i, d in enumerate(spec.datasets):
-        try:
-            check_options(data.get_dataset(d.name), d.options)
-        except BenchxferError as err:
-            raise BenchxferError(f"{spec.path}: datasets[{i}].options: {err}") from None
     roots = {}
     too_many: dict[str, set[int]] = {}
     left_out: list[str] = []
@@ -222,9 +210,9 @@ def make_plan(spec_or_path: SweepSpec | str | Path, zoo_override: str | None = N
             _refuse_checkpoint_as_pretrain(spec.path, i, entry.name, Path(entry.pretrain))
             pspec = load_pretrain_spec(entry.pretrain)
             for j, src in enumerate(pspec.sources):
-                if src["root"] != "synthetic" and not Path(src["root"]).exists():
-                    lacking(Absent(f"{pspec.path}: sources[{j}].root: folder {src['root']} does not exist "
-                                   f"(dataset {src['dataset']!r}, pre-training init {pspec.name!r})"))
+                if src.root != "synthetic" and not Path(src.root).exists():
+                    lacking(Absent(f"{pspec.path}: sources[{j}].root: folder {src.root} does not exist "
+                                   f"(dataset {src.dataset!r}, pre-training init {pspec.name!r})"))
             if pspec.name != entry.name:
                 raise BenchxferError(f"{spec.path}: inits[{i}]: {entry.pretrain} makes {pspec.name!r}, "
                                      f"not {entry.name!r}")

@@ -13,115 +13,37 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from benchxfer import data, zoo
-from benchxfer.data.indexing import check_options
-from benchxfer.errors import BenchxferError
-from benchxfer.plan.schema import PRETRAIN_EXPERIMENT, SEED, check_name, check_option_values, check_synthetic
-from benchxfer.plan.spec import (
-    _check_keys,
-    _fail,
-    _mapping,
-    _recipe,
-    check_overrides,
-    parse_failure,
-    parse_resources,
-    read_yaml,
-)
+from benchxfer import zoo
+from benchxfer.plan.schema import PRETRAIN_EXPERIMENT, PretrainSpec, fail, pretrain_spec
+from benchxfer.plan.spec import read_yaml
 from benchxfer.recipes import TrainConfig, get_recipe
 from benchxfer.recipes.parts import check_micro_batch
 from benchxfer.tasks import PRETRAIN_TASK
 from benchxfer.trial import Trial, trial_key
 from benchxfer.trialdir import TrialResult
 
-KEYS = {"name", "description", "sources", "arch", "start", "recipe", "lr", "seed", "overrides", "resources",
-        "failure"}
-SOURCE_KEYS = {"dataset", "root", "options", "synthetic"}
 EXPERIMENT = PRETRAIN_EXPERIMENT  # runs/pretrain and the MLflow experiment: a name no sweep may take
 
 
-@dataclass(frozen=True)
-class PretrainSpec:
-    path: str
-    name: str
-    sources: tuple[dict[str, Any], ...]
-    arch: str
-    start: str
-    recipe: str
-    lr: float | None
-    seed: int
-    overrides: dict[str, Any]
-    resources: dict[str, Any]
-    max_retries: int
-
-
 def load_pretrain_spec(path: str | Path) -> PretrainSpec:
-    path = str(path)
-    doc = read_yaml(path)
-    _check_keys(path, "", doc, KEYS)
-    if "name" not in doc:
-        raise _fail(path, "name", "the new init's name is required (lower-case letters, digits, '.', '_', '-')")
-    name = check_name(f"{path}: name", doc["name"])  # the zoo's file and index entry: refused before any work
-    if name in zoo.INITS:  # refused now, not after the whole pre-training has run
-        raise _fail(path, "name", f"{name!r} is a built-in init; give the pre-trained backbone a new name")
-    raw = doc.get("sources")
-    if not isinstance(raw, list) or not raw:
-        raise _fail(path, "sources", "must be a non-empty list of {dataset, root} entries")
-    sources = []
-    for i, src in enumerate(raw):
-        if not isinstance(src, dict) or not isinstance(src.get("dataset"), str) or not src.get("root"):
-            raise _fail(path, f"sources[{i}]", "needs dataset and root")
-        _check_keys(path, f"sources[{i}].", src, SOURCE_KEYS)
-        if src["dataset"] not in data.DATASETS:
-            raise _fail(path, f"sources[{i}].dataset",
-                        f"unknown dataset {src['dataset']!r}; known: {', '.join(data.DATASETS.names())}")
-        root = src["root"] if src["root"] == "synthetic" else str((Path(path).parent / src["root"]).resolve())
-        options = check_option_values(_mapping(path, f"sources[{i}].options", src.get("options")),
-                                      f"{path}: sources[{i}].options")
-        try:  # a reader option the dataset does not take is refused now, not on a worker
-            check_options(data.get_dataset(src["dataset"]), options)
-        except BenchxferError as err:
-            raise _fail(path, f"sources[{i}].options", str(err)) from None
-        synthetic = check_synthetic(_mapping(path, f"sources[{i}].synthetic", src.get("synthetic")),
-                                    f"{path}: sources[{i}].synthetic")
-        sources.append({"dataset": src["dataset"], "root": root, "options": options, "synthetic": synthetic})
-    recipe = _recipe(path, "recipe", doc.get("recipe", "supervised-pretrain"), auto=False)
-    from benchxfer.models import ARCHS
-
-    arch = doc.get("arch", "resnet50")
-    ARCHS.get(arch)
-    lr = doc.get("lr")
-    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0):
-        raise _fail(path, "lr", f"must be a positive number, got {lr!r}")
-    resources = parse_resources(path, doc.get("resources"))
-    seed = doc.get("seed", 0)
-    if not SEED.ok(seed):
-        raise _fail(path, "seed", f"must be {SEED.describe()}, got {seed!r}")
-    start = doc.get("start", "scratch")
-    if not isinstance(start, str):
-        raise _fail(path, "start", f"must be an init name (see `benchxfer zoo list`), got {start!r}")
-    return PretrainSpec(
-        path=path, name=name, sources=tuple(sources), arch=arch, start=start,
-        recipe=recipe, lr=float(lr) if lr is not None else None, seed=int(seed),
-        overrides=check_overrides(path, "overrides", doc.get("overrides")),
-        resources=resources, max_retries=parse_failure(path, doc.get("failure"))["max_retries"],
-    )
+    """Read a pre-training file and hand it to the schema (:func:`benchxfer.plan.schema.pretrain_spec`)."""
+    return pretrain_spec(read_yaml(path), str(path))
 
 
 def plan_pretrain(spec: PretrainSpec, write_synthetic: bool = True) -> Trial:
     """Validate sources and the start init, and build the run as a Trial."""
     from benchxfer.data.roots import resolve_root
 
-    sources = [{"dataset": src["dataset"],
-                "root": resolve_root(src["dataset"], src["root"], src["synthetic"], f"{spec.path}: sources[{i}].root",
-                                     write_synthetic, folder=f"{src['dataset']}-source"),
-                "options": src["options"]}
+    sources = [{"dataset": src.dataset,
+                "root": resolve_root(src.dataset, src.root, src.synthetic, f"{spec.path}: sources[{i}].root",
+                                     write_synthetic, folder=f"{src.dataset}-source"),
+                "options": src.options}
                for i, src in enumerate(spec.sources)]
     if spec.start != "scratch":
         cfg, _ = zoo.resolve_init(spec.start)
         if cfg.arch != spec.arch:
-            raise _fail(spec.path, "start", f"{spec.start!r} is a {cfg.arch} backbone, not {spec.arch}")
+            raise fail(spec.path, "start", f"{spec.start!r} is a {cfg.arch} backbone, not {spec.arch}")
     recipe = get_recipe(spec.recipe)
     knobs = recipe.resolve({**spec.overrides, "arch": spec.arch}, spec.path)
     check_micro_batch(knobs, PRETRAIN_TASK.name, spec.path)

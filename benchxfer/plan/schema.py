@@ -1,19 +1,25 @@
-"""The value ranges of everything a user hands over: knobs (sweep and pre-training overrides, ``--set``),
-reader options and the ``synthetic:`` block. Names and types of knobs live with the knobs
-(``recipes/config.py``); this module adds what a type alone does not say: the range, or the allowed
-values. Each check raises one line naming where the value came from and what is allowed.
+"""The one validator of what a user hands over: the sweep file and the pre-training file, each checked in one pass
+into typed, frozen records (:func:`sweep_spec` -> :class:`SweepSpec`, :func:`pretrain_spec` ->
+:class:`PretrainSpec`: inits, datasets, the lr or its search, seeds, shots, knob overrides, mode, ``resources:``,
+``failure:``, ``keep``), and ``--set``. Names and types of knobs live with the knobs (``recipes/config.py``); this
+module adds what a type alone does not say: the range, or the allowed values. Each check raises one line naming
+where the value came from and what is allowed. What needs the disk or the zoo (a dataset's root, an init's file)
+is ``benchxfer.plan.planning``'s.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from benchxfer.errors import BenchxferError
 from benchxfer.tasks import BINARY_HEADS
+from benchxfer.trialdir import DEFAULT_KEEP, KEEP
 
 
 def _num(x: float | None) -> str:
@@ -334,3 +340,446 @@ def parse_search_options(raw: dict[str, Any], where: str) -> SearchOptions:
         extra = min(set(got) - {"scheduler"})
         raise BenchxferError(f"{where}.{extra}: only used with scheduler asha or hyperband")
     return SearchOptions(scheduler, got.get("min_epochs", 1), got.get("eta", 3), metric, mode)
+
+
+# --- the sweep file and the pre-training file, read into typed records in one pass -------------------------
+# (the YAML itself is read by benchxfer.plan.spec.read_yaml: bounded size, depth and aliases, no repeated keys)
+
+TOP_KEYS = {"name", "description", "recipe", "inits", "datasets", "lr", "seeds", "shots", "overrides", "mode",
+            "resources", "failure", "keep"}
+DATASET_KEYS = {"name", "root", "options", "recipe", "overrides", "synthetic", "shots"}
+INIT_KEYS = {"name", "pretrain"}
+SEARCH_KEYS = {"search", "low", "high", "trials", *OPTION_KEYS}
+MODES = ("grid", "tune-then-repeat")
+MAX_TRIALS = 10_000  # what a sweep may expand to
+PRETRAIN_KEYS = {"name", "description", "sources", "arch", "start", "recipe", "lr", "seed", "overrides",
+                 "resources", "failure"}
+SOURCE_KEYS = {"dataset", "root", "options", "synthetic"}
+
+
+@dataclass(frozen=True)
+class Resources:
+    """``resources:`` (a sweep's or a pre-training's): what one trial asks of the cluster, and how many run at once.
+    The field names are ``launch.cluster.Launch``'s, which is built from this record."""
+
+    workers: int = 1
+    cpus_per_worker: float = 1
+    gpus_per_worker: float = 0
+    max_concurrent: int = 0  # 0: as many as the cluster holds
+    trainer: str = "auto"  # auto: TorchTrainer for DDP, 1-worker trials inside the Tune trial; or torch / direct
+
+
+@dataclass(frozen=True)
+class FailurePolicy:
+    """``failure:``: how often a trial whose worker died is started again from its last checkpoint."""
+
+    max_retries: int = 2
+
+
+def _defaults(record: type) -> dict[str, Any]:
+    return {f.name: f.default for f in fields(record)}
+
+
+RESOURCE_KEYS = _defaults(Resources)
+FAILURE_KEYS = _defaults(FailurePolicy)
+
+
+@dataclass(frozen=True)
+class LrSearch:
+    low: float
+    high: float
+    trials: int
+    kind: str = "loguniform"
+    options: SearchOptions = SearchOptions()  # how each cell's trials run: to the end, or halved at rungs
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    name: str  # a name of the dataset registry
+    root: str  # a folder, or "synthetic" (benchxfer writes a small synthetic set in the real layout)
+    options: dict[str, Any] = field(default_factory=dict)  # reader options the dataset takes, each in range
+    recipe: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)  # knobs: known names, right types, in range
+    synthetic: dict[str, Any] = field(default_factory=dict)
+    shots: tuple[int | None, ...] | None = None  # this dataset's shots, instead of the sweep's
+
+
+@dataclass(frozen=True)
+class InitEntry:
+    name: str
+    pretrain: str | None = None  # a pre-training file that produces this init when the zoo lacks it
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    path: str
+    name: str
+    description: str
+    recipe: str
+    inits: tuple[InitEntry, ...]
+    datasets: tuple[DatasetEntry, ...]
+    lr: tuple[float, ...] | LrSearch | None
+    seeds: tuple[int, ...]
+    shots: tuple[int | None, ...]
+    overrides: dict[str, Any]
+    mode: str
+    resources: Resources = Resources()
+    failure: FailurePolicy = FailurePolicy()
+    keep: str = DEFAULT_KEEP  # what a final trial's folder keeps (trialdir.KEEP); not part of any trial's key
+
+
+@dataclass(frozen=True)
+class Source:
+    """One source of a pre-training: a dataset of the registry, its root (a folder made absolute, or
+    "synthetic"), its reader options and its ``synthetic:`` block."""
+
+    dataset: str
+    root: str
+    options: dict[str, Any] = field(default_factory=dict)
+    synthetic: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PretrainSpec:
+    path: str
+    name: str
+    sources: tuple[Source, ...]
+    arch: str
+    start: str
+    recipe: str
+    lr: float | None
+    seed: int
+    overrides: dict[str, Any]
+    resources: Resources = Resources()
+    failure: FailurePolicy = FailurePolicy()
+
+
+def fail(path: str, key: str, msg: str) -> BenchxferError:
+    """The one-line error of a file's key: ``<file>: <key>: <what is wrong>``."""
+    return BenchxferError(f"{path}: {key}: {msg}")
+
+
+def check_keys(path: str, where: str, got: Mapping, allowed: set[str] | Mapping) -> None:
+    unknown = sorted(set(got) - set(allowed))
+    if unknown:
+        raise fail(path, f"{where}{unknown[0]}", f"unknown key; allowed: {', '.join(sorted(allowed))}")
+
+
+def _mapping(path: str, key: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise fail(path, key, f"must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _positive_float(path: str, key: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise fail(path, key, f"must be a positive number, got {value!r}")
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise fail(path, key, f"must be a positive number, got {value!r}") from None
+    if not out > 0 or out != out or out == float("inf"):
+        raise fail(path, key, f"must be a positive number, got {value!r}")
+    return out
+
+
+def _int(path: str, key: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise fail(path, key, f"must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def resources(path: str, raw: Any) -> Resources:
+    """``resources:``: known keys, each in range, and a combination one trial can run with."""
+    given = _mapping(path, "resources", raw)
+    check_keys(path, "resources.", given, RESOURCE_KEYS)
+    r = Resources(**check_rules({**RESOURCE_KEYS, **given}, RESOURCE_RULES, f"{path}: resources"))
+    if r.gpus_per_worker > 1 and not float(r.gpus_per_worker).is_integer():
+        raise fail(path, "resources.gpus_per_worker", f"must be a fraction of one GPU (e.g. 0.25, 0.5) or a whole "
+                   f"number of GPUs, got {r.gpus_per_worker!r}")
+    if 0 < r.gpus_per_worker < 1 and r.workers > 1:
+        raise fail(path, "resources", f"gpus_per_worker {r.gpus_per_worker!r} shares a GPU between processes, but "
+                   f"workers is {r.workers}: DDP needs one GPU per worker; use whole GPUs for DDP trials")
+    if r.trainer == "direct" and r.workers != 1:
+        raise fail(path, "resources", f"trainer 'direct' runs one process, but workers is {r.workers}; "
+                   "use trainer 'torch' or 'auto' for more workers")
+    return r
+
+
+def failure(path: str, raw: Any) -> FailurePolicy:
+    given = _mapping(path, "failure", raw)
+    check_keys(path, "failure.", given, FAILURE_KEYS)
+    return FailurePolicy(**check_rules({**FAILURE_KEYS, **given}, FAILURE_RULES, f"{path}: failure"))
+
+
+def overrides(path: str, key: str, raw: Any) -> dict[str, Any]:
+    """Knob overrides of a sweep or pre-training file: known names, right types, values in range."""
+    from benchxfer.recipes.config import check_knobs
+
+    where = f"{path}: {key}"
+    return check_knob_values(check_knobs(_mapping(path, key, raw), where), where)
+
+
+def _recipe(path: str, key: str, value: Any, auto: bool = True) -> Any:
+    """A recipe name (or, where ``auto``, nothing or "auto": the recipe follows the dataset's task)."""
+    from benchxfer.recipes import RECIPES
+
+    if (auto and (value is None or value == "auto")) or (isinstance(value, str) and value in RECIPES):
+        return value
+    raise fail(path, key, f"unknown recipe {value!r}; known: {'auto, ' if auto else ''}{', '.join(RECIPES.names())}")
+
+
+def _dataset_name(path: str, key: str, value: Any) -> str:
+    from benchxfer.data import DATASETS
+
+    if value not in DATASETS:
+        raise fail(path, key, f"unknown dataset {value!r}; known: {', '.join(DATASETS.names())}")
+    return value
+
+
+def _reader_options(path: str, key: str, dataset: str, raw: Any) -> dict[str, Any]:
+    """A dataset's reader options: each in range, and each one the dataset takes."""
+    from benchxfer.data import get_dataset
+    from benchxfer.data.indexing import check_options
+
+    options = check_option_values(_mapping(path, key, raw), f"{path}: {key}")
+    try:  # a reader option the dataset does not take is refused now, not on a worker
+        check_options(get_dataset(dataset), options)
+    except BenchxferError as err:
+        raise fail(path, key, str(err)) from None
+    return options
+
+
+def _lr(path: str, value: Any) -> tuple[float, ...] | LrSearch | None:
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        check_keys(path, "lr.", value, SEARCH_KEYS)
+        if value.get("search") != "loguniform":
+            raise fail(path, "lr.search", f"must be 'loguniform', got {value.get('search')!r}")
+        low, high = _positive_float(path, "lr.low", value.get("low")), _positive_float(path, "lr.high", value.get("high"))
+        if low >= high:
+            raise fail(path, "lr", f"low ({low:g}) must be below high ({high:g})")
+        options = parse_search_options(value, f"{path}: lr")
+        return LrSearch(low, high, _int(path, "lr.trials", value.get("trials", 8), 1), options=options)
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise fail(path, "lr", "must not be empty")
+    return tuple(_positive_float(path, f"lr[{i}]" if isinstance(value, list) else "lr", v)
+                 for i, v in enumerate(values))
+
+
+def _seeds(path: str, value: Any) -> tuple[int, ...]:
+    if isinstance(value, int) and not isinstance(value, bool) and value > MAX_TRIALS:
+        raise fail(path, "seeds", f"{value} seeds is more than a sweep may run ({MAX_TRIALS} trials)")
+    if isinstance(value, list):
+        if not value:
+            raise fail(path, "seeds", "must not be empty")
+        for i, v in enumerate(value):
+            if not SEED.ok(v):
+                raise fail(path, f"seeds[{i}]", f"must be {SEED.describe()}, got {v!r}")
+        seeds = tuple(value)
+        if len(set(seeds)) != len(seeds):
+            raise fail(path, "seeds", f"repeats a seed: {list(seeds)}")
+        return seeds
+    return tuple(range(_int(path, "seeds", value, 1)))
+
+
+def _shots(path: str, value: Any, key: str = "shots") -> tuple[int | None, ...]:
+    if value is None:
+        return (None,)
+    values = value if isinstance(value, list) else [value]
+    out: list[int | None] = []
+    for i, v in enumerate(values):
+        if v in ("full", None) and not isinstance(v, bool):
+            out.append(None)
+        elif isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise fail(path, f"{key}[{i}]" if isinstance(value, list) else key,
+                       f"must be an integer >= 1 (images per class) or 'full', got {v!r}")
+        else:
+            out.append(v)
+    if not out:
+        raise fail(path, key, "must not be empty; use 'full' for the whole training set")
+    return tuple(out)
+
+
+def _keep(path: str, value: Any) -> str:
+    if not isinstance(value, str) or value not in KEEP:
+        raise fail(path, "keep", f"must be one of {', '.join(KEEP)}, got {value!r}")
+    return value
+
+
+def _sweep_name(path: str, doc: Mapping[str, Any]) -> str:
+    if "name" in doc:
+        name = check_name(f"{path}: name", doc["name"])
+    else:
+        name = Path(path).stem
+        if not NAME_RE.match(name) or len(name) > MAX_NAME:
+            raise fail(path, "name", f"not set, and the file name gives {name!r}, which is not lower-case letters, "
+                       f"digits, '.', '_' or '-' (at most {MAX_NAME} characters); add a name: key")
+    return check_sweep_name(f"{path}: name", name)
+
+
+def _inits(path: str, raw: Any, folder: Path) -> tuple[InitEntry, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise fail(path, "inits", "must be a non-empty list of init names (see `benchxfer zoo list`)")
+    inits = []
+    for i, item in enumerate(raw):
+        if isinstance(item, str):
+            inits.append(InitEntry(item))
+        elif isinstance(item, dict):
+            check_keys(path, f"inits[{i}].", item, INIT_KEYS)
+            if not isinstance(item.get("name"), str):
+                raise fail(path, f"inits[{i}].name", "is required")
+            check_name(f"{path}: inits[{i}].name", item["name"])
+            pre = item.get("pretrain")
+            if pre:
+                from benchxfer.zoo.inits import INITS
+
+                if item["name"] in INITS:
+                    raise fail(path, f"inits[{i}].name", f"{item['name']!r} is a built-in init; what {pre} "
+                               "pre-trains needs a name of its own (change it here and in the pre-training file)")
+            inits.append(InitEntry(item["name"], str((folder / pre)) if pre else None))
+        else:
+            raise fail(path, f"inits[{i}]", f"must be a name or a mapping, got {item!r}")
+    return tuple(inits)
+
+
+def _datasets(path: str, raw: Any, folder: Path) -> tuple[DatasetEntry, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise fail(path, "datasets", "must be a non-empty list of {name, root} entries")
+    datasets: list[DatasetEntry] = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise fail(path, f"datasets[{i}]", f"must be a mapping with name and root, got {item!r}")
+        check_keys(path, f"datasets[{i}].", item, DATASET_KEYS)
+        if not isinstance(item.get("name"), str):
+            raise fail(path, f"datasets[{i}].name", "is required (see `benchxfer data list`)")
+        name = _dataset_name(path, f"datasets[{i}].name", item["name"])
+        if any(d.name == name for d in datasets):
+            raise fail(path, f"datasets[{i}].name", f"{name!r} appears twice")
+        root = item.get("root")
+        if not isinstance(root, str) or not root:
+            raise fail(path, f"datasets[{i}].root", "is required: the dataset folder, or 'synthetic'")
+        if root != "synthetic":
+            root = str((folder / Path(root).expanduser()).resolve())
+            if Path(root).is_dir() and not os.access(root, os.R_OK | os.X_OK):
+                raise fail(path, f"datasets[{i}].root", f"cannot read the folder {root} (permission denied)")
+        datasets.append(DatasetEntry(
+            name=name, root=root,
+            options=_reader_options(path, f"datasets[{i}].options", name, item.get("options")),
+            recipe=_recipe(path, f"datasets[{i}].recipe", item.get("recipe")),
+            overrides=overrides(path, f"datasets[{i}].overrides", item.get("overrides")),
+            synthetic=check_synthetic(_mapping(path, f"datasets[{i}].synthetic", item.get("synthetic")),
+                                      f"{path}: datasets[{i}].synthetic"),
+            shots=_shots(path, item["shots"], f"datasets[{i}].shots") if "shots" in item else None,
+        ))
+    return tuple(datasets)
+
+
+def sweep_spec(doc: Mapping[str, Any], path: str, base: str | Path | None = None) -> SweepSpec:
+    """The whole sweep file (its YAML document) checked in one pass -- names, types, values, the combinations of
+    sections -- and returned as typed records; no disk (but the readability of a dataset's folder) and no zoo.
+    Relative roots and pre-training files are found from ``base`` (default: the file's folder)."""
+    folder = Path(base) if base is not None else Path(path).parent
+    check_keys(path, "", doc, TOP_KEYS)
+    name = _sweep_name(path, doc)
+    inits = _inits(path, doc.get("inits"), folder)
+    datasets = _datasets(path, doc.get("datasets"), folder)
+    mode = doc.get("mode", "grid")
+    if mode not in MODES:
+        raise fail(path, "mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
+    lr = _lr(path, doc.get("lr"))
+    if mode == "tune-then-repeat" and not isinstance(lr, LrSearch):
+        raise fail(path, "lr", "mode tune-then-repeat needs an lr search: {search: loguniform, low, high, trials}")
+    if isinstance(lr, LrSearch) and mode != "tune-then-repeat":
+        raise fail(path, "lr", f"an lr search needs mode: tune-then-repeat (mode is {mode!r}); "
+                   "or give a list of lr values")
+    res = resources(path, doc.get("resources"))
+    keep = _keep(path, doc.get("keep", DEFAULT_KEEP))
+    fail_policy = failure(path, doc.get("failure"))
+    seeds = _seeds(path, doc.get("seeds", 1))
+    shots = _shots(path, doc.get("shots"))
+    _check_shots_task(path, datasets, shots)
+    _check_count(path, len(inits) * len(datasets), lr, len(seeds), max(len(d.shots or shots) for d in datasets))
+    return SweepSpec(
+        path=path, name=name, description=str(doc.get("description", "")),
+        recipe=str(_recipe(path, "recipe", doc.get("recipe", "auto"))), inits=inits, datasets=datasets, lr=lr,
+        seeds=seeds, shots=shots, overrides=overrides(path, "overrides", doc.get("overrides")),
+        mode=mode, resources=res, failure=fail_policy, keep=keep,
+    )
+
+
+def _check_count(path: str, n_cells: int, lr: Any, n_seeds: int, n_shots: int) -> None:
+    """Count the trials before expanding them (a search adds its lr trials to the repeats)."""
+    per_cell = lr.trials + n_seeds * n_shots if isinstance(lr, LrSearch) else len(lr or (None,)) * n_seeds * n_shots
+    count = n_cells * per_cell
+    if count > MAX_TRIALS:
+        raise BenchxferError(f"{path}: the sweep expands to {count} trials ({n_cells} init x dataset cells, "
+                             f"{per_cell} trials each); the limit is {MAX_TRIALS}")
+
+
+def _check_shots_task(path: str, datasets: tuple[DatasetEntry, ...], shots: tuple[int | None, ...]) -> None:
+    """Shots (images per class) apply to classification only."""
+    from benchxfer.data import DATASETS
+
+    for i, ds in enumerate(datasets):
+        if all(s is None for s in ds.shots or shots):
+            continue
+        if DATASETS.get(ds.name).kind.dense:
+            raise fail(path, "shots", f"dataset {ds.name!r} (datasets[{i}]) is a segmentation task; shots apply "
+                       "to classification datasets only (use 'full' or drop shots)")
+
+
+def _sources(path: str, raw: Any) -> tuple[Source, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise fail(path, "sources", "must be a non-empty list of {dataset, root} entries")
+    sources = []
+    for i, src in enumerate(raw):
+        if not isinstance(src, dict) or not isinstance(src.get("dataset"), str) or not src.get("root"):
+            raise fail(path, f"sources[{i}]", "needs dataset and root")
+        check_keys(path, f"sources[{i}].", src, SOURCE_KEYS)
+        dataset = _dataset_name(path, f"sources[{i}].dataset", src["dataset"])
+        root = src["root"] if src["root"] == "synthetic" else str((Path(path).parent / src["root"]).resolve())
+        sources.append(Source(
+            dataset, root, _reader_options(path, f"sources[{i}].options", dataset, src.get("options")),
+            check_synthetic(_mapping(path, f"sources[{i}].synthetic", src.get("synthetic")),
+                            f"{path}: sources[{i}].synthetic")))
+    return tuple(sources)
+
+
+def pretrain_spec(doc: Mapping[str, Any], path: str) -> PretrainSpec:
+    """The whole pre-training file (its YAML document) checked in one pass and returned as typed records; the
+    same rules as a sweep file's for the sections they share (resources, failure, overrides, reader options)."""
+    check_keys(path, "", doc, PRETRAIN_KEYS)
+    if "name" not in doc:
+        raise fail(path, "name", "the new init's name is required (lower-case letters, digits, '.', '_', '-')")
+    name = check_name(f"{path}: name", doc["name"])  # the zoo's file and index entry: refused before any work
+    from benchxfer.zoo.inits import INITS
+
+    if name in INITS:  # refused now, not after the whole pre-training has run
+        raise fail(path, "name", f"{name!r} is a built-in init; give the pre-trained backbone a new name")
+    sources = _sources(path, doc.get("sources"))
+    recipe = _recipe(path, "recipe", doc.get("recipe", "supervised-pretrain"), auto=False)
+    from benchxfer.models import ARCHS
+
+    arch = doc.get("arch", "resnet50")
+    ARCHS.get(arch)
+    lr = doc.get("lr")
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0):
+        raise fail(path, "lr", f"must be a positive number, got {lr!r}")
+    res = resources(path, doc.get("resources"))
+    seed = doc.get("seed", 0)
+    if not SEED.ok(seed):
+        raise fail(path, "seed", f"must be {SEED.describe()}, got {seed!r}")
+    start = doc.get("start", "scratch")
+    if not isinstance(start, str):
+        raise fail(path, "start", f"must be an init name (see `benchxfer zoo list`), got {start!r}")
+    return PretrainSpec(
+        path=path, name=name, sources=sources, arch=arch, start=start,
+        recipe=recipe, lr=float(lr) if lr is not None else None, seed=int(seed),
+        overrides=overrides(path, "overrides", doc.get("overrides")),
+        resources=res, failure=failure(path, doc.get("failure")),
+    )

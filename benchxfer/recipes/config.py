@@ -76,6 +76,22 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def images_per_pass(self, workers: int) -> int:
+        """Images per forward and backward on each of ``workers`` workers: its share of the batch, or the
+        micro-batches of it (:func:`micro_images`)."""
+        return micro_images(self.micro_batch, per_worker_batch(self.batch_size, workers))
+
+
+def per_worker_batch(batch_size: int, workers: int) -> int:
+    """One worker's share of the global batch (at least one image)."""
+    return max(1, batch_size // max(1, workers))
+
+
+def micro_images(micro_batch: int, batch: int) -> int:
+    """Images per forward and backward of a worker's ``batch``, the one rule of the ``micro_batch`` knob: pieces of
+    ``micro_batch`` where that cuts the batch (0 < micro_batch < batch), else the whole batch at once."""
+    return micro_batch if 0 < micro_batch < batch else batch
+
 
 # knobs that change how a run is carried out, never what it computes: left out of the trial key, so that
 # changing one continues the same trials

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 
 from benchxfer import data, zoo
 from benchxfer.recipes import TrainConfig
+from benchxfer.recipes.config import per_worker_batch
 from benchxfer.recipes.schedules import bit_mixup
 from benchxfer.tasks import PRETRAIN_TASK, run_task
 from benchxfer.train.sampling import DrawnSampler, balanced, class_weights, small_set_sampler, validation_set
@@ -124,10 +125,6 @@ def build_data(cfg: TrainConfig) -> RunData:
     mix = cfg.mixup if cfg.mixup >= 0 else bit_mixup(len(train))  # -1: BiT-HyperRule's rule
     return RunData(train, val, test, run_task(task, cfg.binary_outputs), num_classes, dcfg.metric,
                    tuple(dcfg.metrics), columns, mix, balanced(cfg.balance, cfg.dataset, cfg.shot))
-
-
-def per_worker_batch(global_batch: int, world: int) -> int:
-    return max(1, global_batch // world)
 
 
 def train_sampler(ds: Dataset, cfg: TrainConfig, rank: int, world: int, balance: bool = False):

@@ -31,7 +31,8 @@ from torch import nn
 
 from benchxfer import models, zoo
 from benchxfer.recipes import TrainConfig
-from benchxfer.recipes.parts import OPTIMIZERS, STOPPING, check_micro_batch, loss_for, mixup, mixup_lambda
+from benchxfer.recipes.config import micro_images
+from benchxfer.recipes.parts import OPTIMIZERS, STOPPING, loss_for, mixup, mixup_lambda
 from benchxfer.recipes.schedules import ScheduleInput, bit_boundaries, build_schedule, current_lr
 from benchxfer.tasks import Task, get_task
 from benchxfer.tracking import BEST_CHECKPOINT, BEST_CHECKPOINT_EPOCH, CHECKPOINT_NOTE, RunLogger
@@ -212,7 +213,6 @@ def set_up(cfg: TrainConfig, runtime: Runtime) -> Run:
         model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
     loss_fn = loss_for(task.loss if cfg.loss == "auto" else cfg.loss, rd.task)
-    check_micro_batch(cfg.to_dict(), rd.task, f"trial {cfg.trial_key}")
     lr = cfg.lr * (cfg.batch_size / cfg.base_batch if cfg.base_batch > 0 else 1.0)
     opt = OPTIMIZERS.get(cfg.optimizer)(model.parameters(), lr=lr, momentum=cfg.momentum,
                                         weight_decay=cfg.weight_decay)
@@ -272,7 +272,7 @@ def accumulate_gradients(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y
     workers once, in the last micro-batch's backward (``no_sync`` before it)."""
     n = len(x)
     if sizes is None:
-        size = micro_batch if 0 < micro_batch < n else n
+        size = micro_images(micro_batch, n)
         sizes = [min(size, n - a) for a in range(0, n, size)]
     starts = [sum(sizes[:k]) for k in range(len(sizes))]
     parts = [(x[a:a + k], y[a:a + k], None if mask is None else mask[a:a + k]) for a, k in zip(starts, sizes)]
