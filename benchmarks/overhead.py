@@ -141,7 +141,7 @@ set-up, model, epochs, test) as the trial measured it. Also once per sweep comma
 
 The TorchTrainer rows run with Ray Train's controller polling its workers every
 {os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "?")} s (`RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`, set by
-`benchxfer.cluster`; Ray's default is 2 s).
+`benchxfer.launch.cluster`; Ray's default is 2 s).
 
 Goal (issues 9 and 14): at most {GOAL_S:.0f} s of fixed overhead per trial. In-Tune 1-worker trials:
 {'met' if over['direct'] <= GOAL_S else 'NOT met'} ({over['direct']:+.1f} s); 1-worker TorchTrainer trials:

@@ -79,7 +79,7 @@ def main() -> None:
     total = t3 - t0
     body = (
         f"| step | seconds |\n|---|---:|\n"
-        f"| import benchxfer.report (pandas, scipy, matplotlib) | {t1 - t0:.2f} |\n"
+        f"| import benchxfer.report.write (pandas, scipy, matplotlib) | {t1 - t0:.2f} |\n"
         f"| read {n} trials (result.json files + trials.json) | {t2 - t1:.2f} |\n"
         f"| summary, t-tests, {len(report.figures)} PNG figures, Parquet/CSV, HTML | {t3 - t2:.2f} |\n"
         f"| **total** | **{total:.2f}** (limit {LIMIT_S:.0f}) |\n"

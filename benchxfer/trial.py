@@ -1,6 +1,6 @@
 """The identity of a trial: :class:`Trial` (one cell of the grid, fully resolved) and its key (:func:`trial_key`).
 
-``benchxfer.planning`` makes the trials of a sweep and ``benchxfer.pretraining`` the run of a pre-training; the
+``benchxfer.plan.planning`` makes the trials of a sweep and ``benchxfer.plan.pretraining`` the run of a pre-training; the
 key names the trial's folder (:class:`benchxfer.trialdir.TrialDir`), its Ray Train run and its MLflow run. This
 module imports neither torch nor Ray.
 """
@@ -49,7 +49,7 @@ def trial_key(init: str, dataset: str, lr: float, seed: int, shot: int | None, r
               knobs: dict[str, Any], options: dict[str, Any]) -> str:
     """A stable, readable key from the axis values; the hash covers the recipe, every resolved knob and the
     dataset options, so that a change of protocol is a new trial and the same protocol the same trial (a default
-    written out is left out of ``knobs`` by the planner: :func:`benchxfer.planning.written_defaults`).
+    written out is left out of ``knobs`` by the planner: :func:`benchxfer.plan.planning.written_defaults`).
 
     The lr is written with 6 significant digits (``lr0.001``) unless that would name another lr, then exactly
     (``lr0.0001234567``): two lrs that differ in the 7th digit are two trials, and every key of an lr that 6

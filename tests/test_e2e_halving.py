@@ -126,10 +126,10 @@ def test_halving_search_stops_by_the_rule_and_stage2_uses_the_pick(tmp_path, ray
 
 DRIVER = """
 import sys
-from benchxfer.planning import make_plan
-from benchxfer.runner import launch_of
-from benchxfer.search import parse_search_options, run_stage1
-from benchxfer.sweep import ensure_ray
+from benchxfer.plan.planning import make_plan
+from benchxfer.launch.runner import launch_of
+from benchxfer.launch.search import parse_search_options, run_stage1
+from benchxfer.launch.sweep import ensure_ray
 from benchxfer.tracking import SweepRecorder
 path, uri, address = sys.argv[1:4]
 plan = make_plan(path, write_synthetic=True)

@@ -1,10 +1,10 @@
 """Ray Tune's side of an lr search: one Optuna study and one successive-halving scheduler per cell.
 
 :class:`CellSearcher` routes Tune's suggest/complete calls to the study of the trial's cell; it suggests plain data,
-``{"trial": {"cell": <cell id>, "lr": <lr>}}`` (:func:`benchxfer.tunespace.searched`). :class:`CellScheduler` feeds
+``{"trial": {"cell": <cell id>, "lr": <lr>}}`` (:func:`benchxfer.launch.tunespace.searched`). :class:`CellScheduler` feeds
 each epoch's result to the ``AsyncHyperBandScheduler`` of the trial's cell (keyed by the trial key, which
-:func:`benchxfer.tunespace.trial_of` gives), logs it to ``search_events.jsonl`` for an exact replay on resume, and
-records a stop (:func:`write_stopped`, :func:`settle_stopped`). Used by :func:`benchxfer.search.run_stage1`.
+:func:`benchxfer.launch.tunespace.trial_of` gives), logs it to ``search_events.jsonl`` for an exact replay on resume, and
+records a stop (:func:`write_stopped`, :func:`settle_stopped`). Used by :func:`benchxfer.launch.search.run_stage1`.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ RAY_PRINT_THREADS = frozenset({"ray_print_logs", "ray_listen_error_messages"})
 
 class Names:
     """Tune's trial names and folders: the trial keys, read from each trial's plain config with
-    :func:`benchxfer.tunespace.trial_of` (the experiment's :class:`~benchxfer.tunespace.Shared` context)."""
+    :func:`benchxfer.launch.tunespace.trial_of` (the experiment's :class:`~benchxfer.launch.tunespace.Shared` context)."""
 
     def __init__(self, shared: Shared):
         self.shared = shared
@@ -390,7 +390,7 @@ def _reason(sweep: str, key: str) -> str:
 def tune_settings(sweep: str, shared: Shared, *, verbose: bool = False, echo: Callable[[str], None] = print,
                   name: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(TuneConfig kwargs, RunConfig kwargs)`` for the Tune experiment of ``sweep`` whose trials share
-    ``shared`` (:mod:`benchxfer.tunespace`): trial names and folders by trial key,
+    ``shared`` (:mod:`benchxfer.launch.tunespace`): trial names and folders by trial key,
     the experiment's name (``name``, by default the next ``<sweep>-NN``), and the console: benchxfer's view with Ray's noise in a log file,
     or with ``verbose`` Ray's own full output."""
     name, names = name or tune_name(sweep), Names(shared)

@@ -141,7 +141,7 @@ def pending(trials: list[Trial], keep: str = DEFAULT_KEEP) -> tuple[list[Trial],
 
 def check_disk(plan: Plan, launch: Launch, echo: Callable[[str], None]) -> None:
     """Refuse in one line when the trials that run at once cannot fit in the free space of the sweep's folder; warn
-    when the unfinished trials will not, once final (:mod:`benchxfer.disk`). An lr search's stage-1 trials are
+    when the unfinished trials will not, once final (:mod:`benchxfer.plan.disk`). An lr search's stage-1 trials are
     counted like the planned ones."""
     from benchxfer.plan import disk
 
@@ -243,7 +243,7 @@ def conclude(sweep: str, tracking_uri: str, echo: Callable[[str], None]) -> tupl
 
 
 def _tune_then_repeat(plan: Plan, launch: Launch, recorder, echo, verbose: bool = False) -> list[Trial]:
-    """Stage 1: every cell's lr search (:func:`benchxfer.search.run_stage1`: one Tune experiment, the best lrs in
+    """Stage 1: every cell's lr search (:func:`benchxfer.launch.search.run_stage1`: one Tune experiment, the best lrs in
     ``best_lr.json`` and the MLflow params ``best_lr.<init>.<dataset>``). Stage 2: every seed at each cell's best
     lr; the search trial that won is stage 2's first seed (same key), so it is not run again."""
     from benchxfer.launch.search import run_stage1

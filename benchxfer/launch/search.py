@@ -1,11 +1,11 @@
 """Stage 1 of ``mode: tune-then-repeat``: the lr search of every (init, dataset) cell, in ONE Tune experiment.
 
 Each cell keeps its own Optuna study (``OptunaSearch``, seeded with the sweep's first seed, minimising
-``best_val_loss``); :class:`benchxfer.cellsearch.CellSearcher` routes Tune's suggest/complete calls to the study of the trial's cell,
+``best_val_loss``); :class:`benchxfer.launch.cellsearch.CellSearcher` routes Tune's suggest/complete calls to the study of the trial's cell,
 so all cells' trials run at once, limited only by the cluster's slots.
 
 With ``scheduler: asha`` (or ``hyperband``) each cell also has its own Ray Tune ``AsyncHyperBandScheduler``
-(successive halving over epochs; ``hyperband`` runs several brackets): :class:`~benchxfer.cellsearch.CellScheduler`
+(successive halving over epochs; ``hyperband`` runs several brackets): :class:`~benchxfer.launch.cellsearch.CellScheduler`
 routes each epoch's
 result to the scheduler of its cell, so that lrs are only ever compared with lrs of the same cell. A trial the
 scheduler stops keeps its MLflow run (tagged ``benchxfer.status=stopped``, ``benchxfer.rung``) and gets a
@@ -16,9 +16,9 @@ suggestions are random draws that do not depend on results. (2) Every result a c
 in order, to ``search_events.jsonl`` in the sweep folder; a resumed search replays them into fresh schedulers, so
 the rungs hold what they held, under the trial keys. (3) Finished trials report their ``result.json`` and stopped
 ones their ``stopped.json`` (:class:`benchxfer.trialdir.Stopped`), without training; interrupted ones continue
-from their epoch checkpoint. Every trial reaches :func:`benchxfer.sweep.run_trial` as plain data,
-``{"trial": {"cell": <cell id>, "lr": <lr>}}`` (:func:`benchxfer.tunespace.searched`), and becomes a trial again
-through :func:`benchxfer.tunespace.trial_of` with the cells' :class:`Searched` sources, which reach the trainable
+from their epoch checkpoint. Every trial reaches :func:`benchxfer.launch.sweep.run_trial` as plain data,
+``{"trial": {"cell": <cell id>, "lr": <lr>}}`` (:func:`benchxfer.launch.tunespace.searched`), and becomes a trial again
+through :func:`benchxfer.launch.tunespace.trial_of` with the cells' :class:`Searched` sources, which reach the trainable
 once through ``tune.with_parameters``; its files are read and written only through :class:`TrialDir`.
 """
 

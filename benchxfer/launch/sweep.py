@@ -3,8 +3,8 @@
 One Ray Tune experiment runs the planned trials. Every Tune trial reaches :func:`run_trial` (the "driver")
 with its config, plain data (``{"trial": {"key": ..., "lr": ...}}`` for a planned trial: grid, pre-training;
 ``{"trial": {"cell": ..., "lr": ...}}`` for a cell whose lr the searcher picks), and the experiment's
-:class:`~benchxfer.tunespace.Shared` context, given once through ``tune.with_parameters``; it turns them back into
-the typed trial with :func:`benchxfer.tunespace.trial_of`. The driver asks the trial's :class:`TrialDir` whether it
+:class:`~benchxfer.launch.tunespace.Shared` context, given once through ``tune.with_parameters``; it turns them back into
+the typed trial with :func:`benchxfer.launch.tunespace.trial_of`. The driver asks the trial's :class:`TrialDir` whether it
 is finished (then it is never run again, which is what makes ``resume`` exact), finds or creates its MLflow
 run, and hands the worker a :class:`Runtime`: training runs with Ray Train's ``TorchTrainer`` (N workers,
 DDP) or, for 1-worker trials when asked, directly inside the Tune trial.
@@ -45,7 +45,7 @@ DRIVER_MEMORY = 256 * 1024**2
 
 def ensure_ray(address: str | None = None) -> None:
     """Join the Ray cluster at ``address``, or start a local session of this sweep's own (never a cluster Ray
-    recorded on the machine before); see :mod:`benchxfer.cluster`."""
+    recorded on the machine before); see :mod:`benchxfer.launch.cluster`."""
     from benchxfer.launch import cluster
 
     cluster.start(address)
@@ -71,7 +71,7 @@ def tag_node(client: Any, run_id: str) -> None:
 
 def run_trial(config: dict[str, Any], shared: Shared) -> None:
     """The Tune trainable: one trial, start to end (or continued from its last checkpoint). ``config`` is the
-    trial's plain point, ``shared`` what the experiment's trials share (:mod:`benchxfer.tunespace`)."""
+    trial's plain point, ``shared`` what the experiment's trials share (:mod:`benchxfer.launch.tunespace`)."""
     from ray import tune
 
     os.environ.update(shared.env)
@@ -224,10 +224,10 @@ def run_trials(trials: list[Trial], launch: Launch, *, finish: FinishHook | None
                num_samples: int = 1, trainable: Callable[..., None] | None = None,
                echo: Callable[[str], None] = print, verbose: bool = False):
     """Run ``trials`` as one Tune experiment, or, when ``searcher`` is given, the ``num_samples`` trials it
-    suggests over ``cells`` (it fills each config's ``"trial"`` with :func:`benchxfer.tunespace.searched`;
+    suggests over ``cells`` (it fills each config's ``"trial"`` with :func:`benchxfer.launch.tunespace.searched`;
     ``scheduler`` may stop them early); return the ResultGrid. ``trainable(config, shared)`` defaults to
     :func:`run_trial`. The console shows benchxfer's view of the experiment, or with ``verbose`` Ray's own output
-    (:mod:`benchxfer.console`)."""
+    (:mod:`benchxfer.launch.console`)."""
     from ray import tune
 
     from benchxfer.launch import console

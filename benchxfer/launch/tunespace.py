@@ -9,8 +9,8 @@ so Tune stores, names and shows it as it is (no placeholders, no pickled objects
 trial of one experiment shares, :class:`Shared` (the plan's trials by key and the search's cells by id, the
 launch, the environment, the finish hook, the experiment's name), reaches the trainable once, through
 ``tune.with_parameters``. :func:`trial_of` turns a config back into the typed :class:`~benchxfer.trial.Trial`:
-the driver (:func:`benchxfer.sweep.run_trial`), the lr search (:mod:`benchxfer.search`) and the console's trial
-names (:mod:`benchxfer.console`) all call it.
+the driver (:func:`benchxfer.launch.sweep.run_trial`), the lr search (:mod:`benchxfer.launch.search`) and the console's trial
+names (:mod:`benchxfer.launch.console`) all call it.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 
 class TrialSource(Protocol):
-    """A trial that exists once its lr is known (an lr search's cell: :class:`benchxfer.search.Searched`)."""
+    """A trial that exists once its lr is known (an lr search's cell: :class:`benchxfer.launch.search.Searched`)."""
 
     def make(self, lr: float) -> Trial: ...
 

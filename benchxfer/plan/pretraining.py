@@ -1,5 +1,5 @@
 """Pre-training and domain adaptation: the pre-training file, the run it plans, and the hook that puts the new
-init in the zoo (the run itself, on Ray: :func:`benchxfer.runner.run_pretrain`).
+init in the zoo (the run itself, on Ray: :func:`benchxfer.launch.runner.run_pretrain`).
 
 A pre-training file names the sources (merged on their common labels, missing and uncertain labels
 masked out of the loss), the architecture, the starting init, the recipe and the resources. The run is a

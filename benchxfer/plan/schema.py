@@ -297,7 +297,7 @@ def check_synthetic(block: Mapping[str, Any], where: str) -> dict[str, Any]:
     return dict(block)
 
 
-# --- the lr search's options (``lr: {search: ..., scheduler: ...}``; run by benchxfer.search) ---------------
+# --- the lr search's options (``lr: {search: ..., scheduler: ...}``; run by benchxfer.launch.search) ---------------
 
 SCHEDULERS = ("none", "asha", "hyperband")
 OPTION_KEYS = ("scheduler", "min_epochs", "eta", "metric", "mode")

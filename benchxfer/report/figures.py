@@ -1,4 +1,4 @@
-"""The papers' figures from a :class:`benchxfer.summary.Summary`, drawn with matplotlib (Agg).
+"""The papers' figures from a :class:`benchxfer.report.summary.Summary`, drawn with matplotlib (Agg).
 
 - ``bars``: per dataset a bar per init (mean, std error bar), every seed as a point, stars against the baseline;
 - ``shots``: few-shot sweeps, the metric against k (log axis), one line per init with its ±std band;

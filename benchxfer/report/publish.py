@@ -50,7 +50,7 @@ def publish(sweep_name: str, tracking_uri: str | None = None, *, report: Any = N
             test: str = "welch", ddof: int | None = None, echo: Callable[[str], None] | None = None) -> Published | None:
     """Put the sweep's summary table, figures, report.html and runs.parquet on its MLflow parent run.
 
-    ``report``: a :class:`benchxfer.report.Report` already written (``benchxfer report`` passes its own);
+    ``report``: a :class:`benchxfer.report.write.Report` already written (``benchxfer report`` passes its own);
     without it the runs are read from MLflow, with their learning curves, and a report is written to a
     temporary folder first. ``baseline="auto"``: ``imagenet`` when the sweep has it, else no tests.
     ``echo``: say what was published in one line, and turn a failure (MLflow away, no sweep run) into one

@@ -1,6 +1,6 @@
 """The report's summary types: the aggregated table (:class:`Summary`), its names and its text cells.
 
-Below :mod:`benchxfer.figures` (which draws a Summary) and :mod:`benchxfer.report` (which makes one, and the
+Below :mod:`benchxfer.report.figures` (which draws a Summary) and :mod:`benchxfer.report.write` (which makes one, and the
 HTML page): pandas and numpy only, no matplotlib, no scipy.
 """
 

@@ -193,7 +193,7 @@ class FigureFile:
     png: bytes = field(repr=False, default=b"")
 
 
-# kind -> how to draw it (benchxfer.figures); learning curves also need the trials' histories
+# kind -> how to draw it (benchxfer.report.figures); learning curves also need the trials' histories
 FIGURE_KINDS = ("bars", "shots", "curves", "heatmap")
 
 
