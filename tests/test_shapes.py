@@ -446,7 +446,7 @@ def test_shape_trains_to_a_result(path: Path, shape: Shape, stand_in: str | None
 
     finish = None
     if is_pretrain_file(path):
-        from benchxfer.plan.pretraining import ExportBackbone
+        from benchxfer.train.export import ExportBackbone
 
         spec, trial = plan_pretrain_file(path)
         # as run_pretrain: the backbone goes into the zoo; --force, as the zoo may hold this module's stand-in for

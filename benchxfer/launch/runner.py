@@ -19,8 +19,9 @@ from benchxfer.launch import cluster
 from benchxfer.launch.cluster import Launch
 from benchxfer.launch.sweep import ensure_ray, run_trials
 from benchxfer.plan.planning import Plan, expand
-from benchxfer.plan.pretraining import EXPERIMENT, ExportBackbone, plan_pretrain
+from benchxfer.plan.pretraining import EXPERIMENT, plan_pretrain
 from benchxfer.plan.schema import LrSearch, PretrainSpec
+from benchxfer.train.export import ExportBackbone
 from benchxfer.trial import Trial
 from benchxfer.trialdir import DEFAULT_KEEP, SweepDir, TrialDir, TrialState
 

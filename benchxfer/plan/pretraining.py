@@ -10,8 +10,6 @@ after a kill continues from the last epoch checkpoint.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 
 from benchxfer import zoo
@@ -21,7 +19,6 @@ from benchxfer.recipes import TrainConfig, get_recipe
 from benchxfer.recipes.parts import check_micro_batch
 from benchxfer.tasks import PRETRAIN_TASK
 from benchxfer.trial import Trial, trial_key
-from benchxfer.trialdir import TrialResult
 
 EXPERIMENT = PRETRAIN_EXPERIMENT  # runs/pretrain and the MLflow experiment: a name no sweep may take
 
@@ -59,24 +56,3 @@ def plan_pretrain(spec: PretrainSpec, write_synthetic: bool = True) -> Trial:
                  spec.seed, None, task.name, task.metric, overrides, config)
 
 
-@dataclass(frozen=True)
-class ExportBackbone:
-    """The finish hook of a pre-training run (rank 0, after the test): the backbone, without its head, saved
-    into the zoo under the new init's name; the result records where it went. A name the zoo holds for something
-    else (an import, another pre-training) is replaced only with ``force``."""
-
-    name: str
-    zoo: str | None = None
-    force: bool = False
-
-    def __call__(self, model, cfg: TrainConfig, result: TrialResult) -> TrialResult:
-        from benchxfer.train.data_setup import normalisation
-        from benchxfer.zoo.backbone import HEAD_PREFIXES
-
-        backbone = {k: v.detach().cpu() for k, v in model.state_dict().items() if not k.startswith(HEAD_PREFIXES)}
-        provenance = {"sources": cfg.sources, "epochs": result.epochs_run, "start": cfg.init, "recipe": cfg.recipe,
-                      "mlflow_run_id": result.mlflow_run_id, "trial_key": cfg.trial_key}
-        mean, std = normalisation(cfg)
-        path = zoo.save_local_init(self.name, backbone, cfg.arch, provenance, zoo=self.zoo,
-                                   mean=tuple(mean), std=tuple(std), force=self.force)
-        return dataclasses.replace(result, zoo_path=str(path))
