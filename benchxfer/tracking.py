@@ -366,8 +366,8 @@ class TrialRun:
     ``pending``), marks it running (:meth:`mark_running`) and logs its dataset (:meth:`log_dataset`); the worker
     makes its own from the run's id (``TrialRun(uri, run_id, trial folder)``) and logs the epochs, a damaged
     checkpoint it skipped (:meth:`note_checkpoint`), the kept weights (:meth:`link_weights`) and the end
-    (:meth:`mark_finished`, or :meth:`mark_failed` for a loss that became NaN); the driver marks a failure, the lr
-    search a stop (:meth:`find`, :meth:`mark_stopped`).
+    (:meth:`mark_finished`, or :meth:`mark_failed` for a loss that became NaN); the driver marks a failure or an
+    interruption (:meth:`mark_interrupted`), the lr search a stop (:meth:`find`, :meth:`mark_stopped`).
 
     What the server does not take of the metrics, tags and texts is kept and sent with the next call, so that an
     unreachable server never stops training; :meth:`close` retries for a while, then writes what is left to
@@ -493,6 +493,12 @@ class TrialRun:
         """The trial failed: state ``failed`` and the failure's one line, then the run ends FAILED."""
         self._set_tags({STATUS: TrialState.FAILED.value, ERROR: reason})
         self.close("FAILED", retry_seconds=retry_seconds)
+
+    def mark_interrupted(self, retry_seconds: float) -> None:
+        """The trial was stopped from outside before its end (Ctrl-C, the sweep stopped): no failure, state
+        ``pending`` again, as its folder says (``benchxfer resume`` continues it); the run ends KILLED."""
+        self._set_tags({STATUS: TrialState.PENDING.value})
+        self.close("KILLED", retry_seconds=retry_seconds)
 
     def mark_finished(self, environment: dict[str, Any]) -> None:
         """The trial finished: state ``finished``, with its result's ``environment`` (tags ``env.<key>``); the caller

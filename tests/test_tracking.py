@@ -1,6 +1,6 @@
 """A trial's MLflow run through its one writer, ``tracking.TrialRun``, on the embedded SQLite store (no server):
-opened once by key, its dataset input, the kept weights' link, its state through a failure and a retry (the
-driver's ``sweep.settle``), the loop's writes. Everything is read back through MlflowClient."""
+opened once by key, its dataset input, the kept weights' link, its state through a failure, a retry and an
+interruption (the driver's ``sweep.settle``: a Ctrl-C is no failure). Everything is read back through MlflowClient."""
 
 from __future__ import annotations
 
@@ -126,9 +126,26 @@ def _state(name: str) -> str:
     return row["state"]
 
 
+def test_an_interrupted_trial_is_no_failure_and_stays_resumable(store):
+    """Ctrl-C during ``benchxfer sweep``: Tune stops the running trials, whose training thread ends in
+    ``SystemExit(0)`` at its next report. The driver records no failure: the trial stays pending (``resume`` runs it,
+    ``status`` shows it interrupted), and its run says pending, ended KILLED, with no error."""
+    tdir = _sweep("ctrlc", "k")
+    run = _open(store, "ctrlc", "k", tdir.path)
+    run.mark_running("node-a")
+    settle(tdir, run, SystemExit(0), "ctrlc-01")
+    assert tdir.failure() is None and tdir.state() is TrialState.PENDING
+    assert _state("ctrlc") == TrialState.INTERRUPTED
+    got = MlflowClient(tracking_uri=store).get_run(run.run_id)
+    assert got.data.tags[STATUS] == TrialState.PENDING and ERROR not in got.data.tags
+    assert got.info.status == "KILLED"
+    settle(tdir, run, KeyboardInterrupt(), "ctrlc-01")  # a Ctrl-C that reaches the process itself: the same
+    assert tdir.failure() is None and _state("ctrlc") == TrialState.INTERRUPTED
+
+
 def test_a_failure_is_recorded_and_a_retry_clears_its_error(store):
-    """The driver's failure path records a retryable failure, in the folder and on the run; the retry's run is
-    running again, without the old error line."""
+    """The same path with an error that is not an interruption records a retryable failure (the contrast that
+    shows the interruption test can fail); the retry's run is running again, without the old error line."""
     tdir = _sweep("fails", "k")
     run = _open(store, "fails", "k", tdir.path)
     run.mark_running()

@@ -7,8 +7,9 @@ with its config, plain data (``{"trial": {"key": ..., "lr": ...}}`` for a planne
 the typed trial with :func:`benchxfer.tunespace.trial_of`. The driver asks the trial's :class:`TrialDir` whether it
 is finished (then it is never run again, which is what makes ``resume`` exact), opens its MLflow run
 (:class:`benchxfer.tracking.TrialRun`), and hands the worker a :class:`Runtime`: training runs with Ray Train's
-``TorchTrainer`` (N workers, DDP) or, for 1-worker trials when asked, directly inside the Tune trial. A failure
-is recorded by :func:`settle` (retryable unless a retry cannot fix it).
+``TorchTrainer`` (N workers, DDP) or, for 1-worker trials when asked, directly inside the Tune trial. How the
+trial ended is recorded by :func:`settle`: a failure (retryable unless a retry cannot fix it), or an interruption
+(Ctrl-C, the sweep stopped), which is no failure: the trial stays pending and ``benchxfer resume`` continues it.
 """
 
 from __future__ import annotations
@@ -172,11 +173,23 @@ def disk_full(err: BaseException) -> str | None:
     return "the disk" if "No space left on device" in str(err) else None
 
 
+def interrupted(err: BaseException) -> bool:
+    """Whether the trial was stopped from outside rather than failing: Tune ends a trial it stops (the user's Ctrl-C,
+    a stopper, the end of the experiment) by ``sys.exit(0)`` in its training thread at the trial's next report,
+    and a Ctrl-C that reaches the process is a KeyboardInterrupt."""
+    return isinstance(err, (SystemExit, KeyboardInterrupt))
+
+
 def settle(tdir: TrialDir, run: TrialRun, err: BaseException, experiment: str, retryable: bool | None = None) -> None:
     """Record how a trial that raised ``err`` ended, unless its folder already says (a result, or a stop by the
-    search): a failure of ``experiment``, retryable unless ``err`` is a TrialFailed (or as ``retryable`` says). A
-    record that cannot be written (a full disk) is logged, never raised over the trial's own error."""
+    search). Interrupted (:func:`interrupted`): no failure, the trial stays pending (resumable; ``benchxfer
+    status`` shows it interrupted once it has epochs) and its run says so. Else a failure of ``experiment``,
+    retryable unless ``err`` is a TrialFailed (or as ``retryable`` says). A record that cannot be written (a full
+    disk) is logged, never raised over the trial's own error."""
     if tdir.result() is not None or tdir.stopped() is not None:
+        return
+    if interrupted(err):
+        run.mark_interrupted(retry_seconds=5)
         return
     try:
         failure = tdir.record_failure(Failure(
