@@ -201,3 +201,22 @@ def test_the_loop_writes_its_run_through_trial_run(store, home, tmp_path):
                                                     str(tmp_path / "dl")), weights_only=True)
     tested = load_file(selected)
     assert uploaded.keys() == tested.keys() and all(torch.equal(uploaded[k], tested[k]) for k in tested)
+
+
+def test_a_trial_the_search_stopped_is_tagged_stopped(store):
+    """The lr search's scheduler stopped a trial that had failed once: ``cellsearch.settle_stopped`` finds its run and
+    marks it stopped at its rung, without the old error, ended KILLED; again, nothing changes; an unknown key has no
+    run to mark."""
+    from benchxfer.launch.cellsearch import settle_stopped
+    from benchxfer.trialdir import Stopped
+
+    tdir = _sweep("stops", "k")
+    run = _open(store, "stops", "k", tdir.path)
+    run.mark_running()
+    settle(tdir, run, RuntimeError("worker died"), "stops-01")
+    for _ in range(2):
+        settle_stopped("stops", "k", Stopped(rung=2, epoch=1), store)
+        got = MlflowClient(tracking_uri=store).get_run(run.run_id)
+        assert (got.data.tags[STATUS], got.data.tags["benchxfer.rung"], got.info.status) == ("stopped", "2", "KILLED")
+        assert ERROR not in got.data.tags
+    assert TrialRun.find(store, "stops", "other") is None and TrialRun.find(store, "never-ran", "k") is None
