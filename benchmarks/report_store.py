@@ -1,9 +1,9 @@
 """``benchxfer report NAME`` on a finished home whose runs are in the embedded MLflow store (issue 31's goal: < 3 s).
 
 Each size is a fresh home of N finished tiny trials written by benchxfer's own writers, without Ray: the home's local
-MLflow server (``tracking.LocalServer``), the sweep's experiment, parent and child runs (``tracking.SweepRecorder``),
-each trial's epochs, test metrics, ``learning_curves.csv`` and tags through ``tracking.RunLogger`` as the training
-loop logs them, its ``result.json`` and the sweep's ``trials.json``; the server is stopped before timing, as after a
+MLflow server (``tracking.LocalServer``), the sweep's experiment and parent run (``tracking.SweepRecorder``), each
+trial's run, epochs, test metrics, ``learning_curves.csv`` and tags through ``tracking.TrialRun`` as the driver and
+the training loop write them, its ``result.json`` and the sweep's ``trials.json``; the server is stopped before timing, as after a
 sweep. Then ``benchxfer report NAME`` (publishing included, as it runs by default) is timed as a command of its own,
 ``--repeat`` times; with ``--before SRC`` (a folder holding another ``benchxfer`` package, e.g. ``git archive REV
 benchxfer | tar -x -C SRC``) that tree's report is timed too, alternating with this one on the same home, and the
@@ -36,7 +36,7 @@ def build(n: int, home: Path) -> str:
     """A finished sweep ``store<n>`` of ``n`` trials in ``home`` (see the module docstring)."""
     os.environ["BENCHXFER_HOME"] = str(home)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
-    from benchxfer.tracking import METRIC, STATUS, TASK, LocalServer, RunLogger, SweepRecorder
+    from benchxfer.tracking import LocalServer, SweepRecorder, TrialRun
     from benchxfer.train.loop import _curves_csv
 
     sweep = f"store{n}"
@@ -50,8 +50,8 @@ def build(n: int, home: Path) -> str:
             key = f"{init}_chestxray14_0.001_{s}_{s:08x}"
             params = {"init": init, "dataset": "chestxray14", "recipe": "systematic-cls", "lr": "0.001",
                       "seed": str(s), "shot": "full"}
-            run_id = rec.trial_run(key, params, {TASK: "multilabel", METRIC: "auroc"})
-            log = RunLogger(uri, run_id)
+            log = TrialRun.open(rec, key, params, task="multilabel", metric="auroc")
+            run_id = log.run_id
             history = []
             for e in range(3):
                 row = {"epoch": e, "train_loss": 1 / (e + 1) + s / 1000, "val_loss": 1.2 / (e + 1), "lr": 0.001,
@@ -61,8 +61,8 @@ def build(n: int, home: Path) -> str:
             value = 0.6 + (s % 7) / 100 + (0.05 if init == "imagenet" else 0.0)
             log.log_metrics({"test_auroc": value, "best_epoch": 2, "epochs_run": 3, "wall_seconds": 1.5,
                              "accelerator_hours": 0.0}, step=2)
-            log.log_text(_curves_csv(history), "learning_curves.csv")
-            log.set_tags({STATUS: "finished"})
+            log.attach(_curves_csv(history), "learning_curves.csv")
+            log.mark_finished({})
             log.close("FINISHED")
             folder = home / "runs" / sweep / "trials" / key
             folder.mkdir(parents=True)

@@ -6,8 +6,9 @@ keeps its own small layer (``shared/reference/ENGINES.md``):
 - one experiment per sweep, named by the sweep; one parent run (tag ``benchxfer.role=sweep``);
 - one child run per trial, named by its trial key and found again by the tag ``benchxfer.trial_key``,
   so a resumed or retried trial continues its own run and there is never a second one;
-- workers log over HTTP with :class:`RunLogger`, which buffers what the server did not take and
-  delivers it later, so that an unreachable server never crashes training.
+- a trial's run is written through one object, :class:`TrialRun`: opened and marked by the trial's driver, logged
+  to by its worker, which buffers what the server did not take and delivers it later, so that an unreachable
+  server never crashes training.
 """
 
 from __future__ import annotations
@@ -23,17 +24,21 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from benchxfer import __version__, paths
 from benchxfer.errors import BenchxferError
 from benchxfer.trialdir import TrialState
 
+if TYPE_CHECKING:
+    from benchxfer.data.facts import DatasetFacts
+
 log = logging.getLogger("benchxfer")
 
 # The tag names benchxfer puts on MLflow runs, each written here only (tests/test_architecture.py checks that no
 # other module spells one); besides these, version_tags' benchxfer.version, benchxfer.python, benchxfer.pkg.<name>
-# and benchxfer.git_commit, the result's env.<key> (train.loop) and MLflow's own mlflow.runName / mlflow.parentRunId.
+# and benchxfer.git_commit, a finished trial's env.<key> (TrialRun.mark_finished) and MLflow's own mlflow.runName /
+# mlflow.parentRunId. A trial's run is written by TrialRun alone.
 ROLE = "benchxfer.role"  # "sweep" (the parent run) or "trial"
 SWEEP = "benchxfer.sweep"
 KEY = "benchxfer.trial_key"  # finds a trial's run again on resume and retry
@@ -47,8 +52,8 @@ CHECKPOINT_NOTE = "benchxfer.checkpoint_note"  # a damaged checkpoint skipped on
 BEST_CHECKPOINT = "benchxfer.best_checkpoint"  # on a trial's run: its tested weights (a path, or an artifact URI)
 BEST_CHECKPOINT_EPOCH = "benchxfer.best_checkpoint_epoch"  # their epoch, when the best validation epoch's
 OUTAGES = "benchxfer.mlflow_outages"
-REPORT = "benchxfer.report"  # on the sweep's run: its published report.html (report_mlflow.publish)
-# Fail fast instead of MLflow's default minutes of retries; RunLogger does the retrying. The links to runs are
+REPORT = "benchxfer.report"  # on the sweep's run: its published report.html (report.publish)
+# Fail fast instead of MLflow's default minutes of retries; TrialRun does the retrying. The links to runs are
 # benchxfer's to print (once, at the end), not one pair per run from every worker.
 CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
               "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
@@ -289,36 +294,21 @@ def version_tags() -> dict[str, str]:
     return tags
 
 
-# --- the driver's side: experiment, parent run, child runs ------------------------------------------
+# --- the sweep's experiment and parent run ---------------------------------------------------------
 
 def by_key(key: str) -> str:
     """The MLflow filter that finds a trial's run again: its key tag."""
     return f"tags.`{KEY}` = '{key}'"
 
 
-def trial_runs(mlflow_client: Any, sweep: str, key: str, max_results: int = 5) -> list:
-    """The runs of trial ``key`` in the experiment of ``sweep`` (none when the experiment does not exist)."""
-    exp = mlflow_client.get_experiment_by_name(sweep)
-    if exp is None:
-        return []
-    return mlflow_client.search_runs([exp.experiment_id], filter_string=by_key(key), max_results=max_results)
-
-
-def mark_stopped(uri: str, sweep: str, key: str, rung: int) -> None:
-    """The lr search stopped trial ``key`` at ``rung``: each of its runs' state ``stopped``, with the rung and no
-    error, ended KILLED. Idempotent."""
-    c = client(uri)
-    for run in trial_runs(c, sweep, key):
-        c.set_tag(run.info.run_id, STATUS, TrialState.STOPPED.value)
-        c.set_tag(run.info.run_id, RUNG, str(rung))
-        if ERROR in run.data.tags:
-            c.delete_tag(run.info.run_id, ERROR)
-        if run.info.status != "KILLED":
-            c.set_terminated(run.info.run_id, "KILLED")
+def _unreachable(uri: str, err: BaseException) -> BenchxferError:
+    """The one line for a tracking server that could not be reached (or refused), for the user's setup."""
+    return BenchxferError(f"cannot reach the MLflow tracking server at {uri}: {type(err).__name__}: "
+                          f"{str(err).splitlines()[0][:200] if str(err) else ''}")
 
 
 class SweepRecorder:
-    """Experiment and runs of one sweep. Safe to call again on resume: it finds what exists."""
+    """The experiment and parent run of one sweep. Safe to call again on resume: it finds what exists."""
 
     def __init__(self, uri: str, sweep: str):
         self.uri, self.sweep = uri, sweep
@@ -327,20 +317,16 @@ class SweepRecorder:
             exp = self.client.get_experiment_by_name(sweep)
             self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(sweep)
         except Exception as err:  # noqa: BLE001 - any failure to reach the server is the user's setup
-            raise BenchxferError(f"cannot reach the MLflow tracking server at {uri}: {type(err).__name__}: "
-                                 f"{str(err).splitlines()[0][:200] if str(err) else ''}") from None
+            raise _unreachable(uri, err) from None
         self.parent_run_id = self._parent()
 
-    def _find(self, filter_string: str):
-        runs = self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=10)
-        return runs[0] if runs else None
-
     def _parent(self) -> str:
-        run = self._find(f"tags.`{ROLE}` = 'sweep' and tags.`{SWEEP}` = '{self.sweep}'")
-        if run:
-            if run.info.status != "RUNNING":
-                self.client.update_run(run.info.run_id, status="RUNNING")
-            return run.info.run_id
+        runs = self.client.search_runs([self.experiment_id], max_results=1,
+                                       filter_string=f"tags.`{ROLE}` = 'sweep' and tags.`{SWEEP}` = '{self.sweep}'")
+        if runs:
+            if runs[0].info.status != "RUNNING":
+                self.client.update_run(runs[0].info.run_id, status="RUNNING")
+            return runs[0].info.run_id
         tags = {ROLE: "sweep", SWEEP: self.sweep, "mlflow.runName": self.sweep, **version_tags()}
         return self.client.create_run(self.experiment_id, tags=tags, run_name=self.sweep).info.run_id
 
@@ -352,23 +338,6 @@ class SweepRecorder:
 
     def log_params(self, params: dict[str, Any]) -> None:
         self.client.log_batch(self.parent_run_id, params=_params(params))
-
-    def trial_run(self, key: str, params: dict[str, str], tags: dict[str, str]) -> str:
-        """The run of trial ``key``: found by its tag, or created once under the parent."""
-        run = self._find(by_key(key))
-        if run:
-            if run.info.status != "RUNNING":
-                self.client.update_run(run.info.run_id, status="RUNNING")
-            return run.info.run_id
-        all_tags = {"mlflow.parentRunId": self.parent_run_id, ROLE: "trial", SWEEP: self.sweep, KEY: key,
-                    STATUS: TrialState.PENDING.value, **version_tags(), **tags}
-        run_id = self.client.create_run(self.experiment_id, tags=all_tags, run_name=key).info.run_id
-        self.client.log_batch(run_id, params=_params(params))
-        return run_id
-
-    def mark_running(self, run_id: str) -> None:
-        """The trial's driver has it: its run's state is ``running`` (made ``pending`` by :meth:`trial_run`)."""
-        self.client.set_tag(run_id, STATUS, TrialState.RUNNING.value)
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.parent_run_id, status=status)
@@ -383,24 +352,108 @@ def _params(params: dict[str, str]):
     return [Param(k, str(v)[:6000]) for k, v in params.items()]
 
 
-# --- the worker's side: one run, robust to an unreachable server ------------------------------------
+# --- one trial's run ---------------------------------------------------------------------------------
 
-class RunLogger:
-    """Logs to one MLflow run from a training process. What the server does not take is kept and sent
-    with the next call; :meth:`close` retries for a while, then writes what is left to a file beside the
-    checkpoints and tags the gap on the run when it can."""
+ENV_PREFIX = "env."  # a finished trial's environment (its result.json's), one tag per key: env.<key>
+CHECKPOINT_DIR = "checkpoint"  # where keep: checkpoint uploads a trial's tested weights among its artifacts
+DIGEST_CHARS = 16  # MLflow keeps at most 36 characters of a dataset digest; the profile holds the whole sha256
 
-    def __init__(self, uri: str | None, run_id: str | None, spill_dir: Path | None = None):
+
+class TrialRun:
+    """One trial's MLflow run, and the only writer of benchxfer's tags on it (its state among them).
+
+    The driver opens it (:meth:`open`: found by the trial's key tag, else made once under the sweep's run,
+    ``pending``), marks it running (:meth:`mark_running`) and logs its dataset (:meth:`log_dataset`); the worker
+    makes its own from the run's id (``TrialRun(uri, run_id, trial folder)``) and logs the epochs, a damaged
+    checkpoint it skipped (:meth:`note_checkpoint`), the kept weights (:meth:`link_weights`) and the end
+    (:meth:`mark_finished`, or :meth:`mark_failed` for a loss that became NaN); the driver marks a failure or an
+    interruption (:meth:`mark_interrupted`), the lr search a stop (:meth:`find`, :meth:`mark_stopped`).
+
+    What the server does not take of the metrics, tags and texts is kept and sent with the next call, so that an
+    unreachable server never stops training; :meth:`close` retries for a while, then writes what is left to
+    ``mlflow_undelivered.json`` in the trial's folder and tags the number of outages on the run when it can.
+    Without a run (no tracking URI, or the driver could not open it) every call does nothing."""
+
+    def __init__(self, uri: str | None, run_id: str | None, spill_dir: Path | None = None, found: Any = None):
         self.uri, self.run_id, self.spill_dir = uri, run_id, spill_dir
         self.pending_metrics: list[tuple[str, float, int]] = []
         self.pending_tags: dict[str, str] = {}
         self.pending_artifacts: list[tuple[str, str]] = []
         self.failures = 0
         self._client = client(uri) if uri and run_id else None
+        self._tags = dict(found.data.tags) if found is not None else {}  # as the run was when opened or found
+        self._status = found.info.status if found is not None else None
 
     @property
     def enabled(self) -> bool:
         return self._client is not None
+
+    # --- the driver's side: open, find, mark (raise a one-line BenchxferError when the server is away)
+
+    @classmethod
+    def open(cls, recorder: SweepRecorder, key: str, params: dict[str, str], *, task: str, metric: str,
+             spill_dir: Path | None = None) -> TrialRun:
+        """The run of trial ``key`` in ``recorder``'s sweep: found by its key tag (made RUNNING again), or made
+        once under the sweep's run with the trial's ``params``, state ``pending``."""
+        c = recorder.client
+        try:
+            runs = c.search_runs([recorder.experiment_id], filter_string=by_key(key), max_results=1)
+            if runs:
+                run = runs[0]
+                if run.info.status != "RUNNING":
+                    c.update_run(run.info.run_id, status="RUNNING")
+            else:
+                tags = {"mlflow.parentRunId": recorder.parent_run_id, ROLE: "trial", SWEEP: recorder.sweep, KEY: key,
+                        STATUS: TrialState.PENDING.value, TASK: task, METRIC: metric, **version_tags()}
+                run = c.create_run(recorder.experiment_id, tags=tags, run_name=key)
+                c.log_batch(run.info.run_id, params=_params(params))
+        except Exception as err:  # noqa: BLE001 - the server went away since the recorder reached it
+            raise _unreachable(recorder.uri, err) from None
+        return cls(recorder.uri, run.info.run_id, spill_dir, found=run)
+
+    @classmethod
+    def find(cls, uri: str, sweep: str, key: str) -> TrialRun | None:
+        """The run of trial ``key`` in the experiment of ``sweep``, if there is one (nothing is made)."""
+        c = client(uri)
+        exp = c.get_experiment_by_name(sweep)
+        runs = c.search_runs([exp.experiment_id], filter_string=by_key(key), max_results=1) if exp else []
+        return cls(uri, runs[0].info.run_id, found=runs[0]) if runs else None
+
+    def mark_running(self, node: str | None = None) -> None:
+        """A driver has the trial: state ``running``, on Ray node ``node``; an earlier attempt's error is gone."""
+        from mlflow.entities import RunTag
+
+        tags = {STATUS: TrialState.RUNNING.value} | ({NODE: node} if node else {})
+        try:
+            self._client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            if ERROR in self._tags:
+                self._client.delete_tag(self.run_id, ERROR)
+                del self._tags[ERROR]
+        except Exception as err:  # noqa: BLE001
+            raise _unreachable(self.uri, err) from None
+
+    def log_dataset(self, facts: DatasetFacts, context: str = "train") -> None:
+        """``facts`` (:func:`benchxfer.data.facts.describe_dataset`) as the run's dataset input: the UI's Dataset
+        column and filter. Logging the same facts again (a resumed trial) keeps one input."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        profile = {"splits": facts.splits, "list_files": list(facts.list_files), "sha256": facts.sha256}
+        ds = Dataset(name=facts.name, digest=facts.sha256[:DIGEST_CHARS], source_type="local",
+                     source=json.dumps({"uri": facts.root}), profile=json.dumps(profile))
+        self._client.log_inputs(self.run_id, datasets=[DatasetInput(ds, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])])
+
+    def mark_stopped(self, rung: int) -> None:
+        """The lr search stopped the trial at ``rung``: state ``stopped``, with the rung and no error, the run
+        ended KILLED. Idempotent."""
+        self._client.set_tag(self.run_id, STATUS, TrialState.STOPPED.value)
+        self._client.set_tag(self.run_id, RUNG, str(rung))
+        if ERROR in self._tags:
+            self._client.delete_tag(self.run_id, ERROR)
+        if self._status != "KILLED":
+            self._client.set_terminated(self.run_id, "KILLED")
+
+    # --- the worker's side: robust to an unreachable server
 
     def log_metrics(self, metrics: dict[str, float], step: int, flush: bool = True) -> None:
         """``flush=False``: keep them for the next call that sends (many epochs in one request)."""
@@ -408,12 +461,52 @@ class RunLogger:
         if flush:
             self.flush()
 
-    def set_tags(self, tags: dict[str, str]) -> None:
-        self.pending_tags.update({k: str(v)[:5000] for k, v in tags.items()})
+    def attach(self, text: str, name: str) -> None:
+        """``text`` as the run's artifact ``name`` (a learning curve, the trial's config)."""
+        self.pending_artifacts.append((text, name))
         self.flush()
 
-    def log_text(self, text: str, name: str) -> None:
-        self.pending_artifacts.append((text, name))
+    def note_checkpoint(self, note: str) -> None:
+        """A damaged checkpoint was skipped on resume (the note says which and why)."""
+        self._set_tags({CHECKPOINT_NOTE: note})
+
+    def link_weights(self, path: str | Path, best_epoch: int | None = None, upload: bool = False) -> str | None:
+        """The trial's kept weights: the run is tagged with where they are (``path``, or with ``upload`` the
+        artifact ``checkpoint/<name>`` it is logged as) and their epoch when ``best_epoch`` is given. An upload
+        that fails is a warning and no tag (the trial does not fail for it). Returns where, or None."""
+        if not self.enabled:
+            return None
+        path = Path(path)
+        where = str(path.resolve())
+        if upload:
+            try:
+                self._client.log_artifact(self.run_id, str(path), artifact_path=CHECKPOINT_DIR)
+                where = f"{self._client.get_run(self.run_id).info.artifact_uri.rstrip('/')}/{CHECKPOINT_DIR}/{path.name}"
+            except Exception as err:  # noqa: BLE001 - logging the weights never fails a finished trial
+                log.warning("%s: weights not uploaded to MLflow (%s)", self.run_id, err)
+                return None
+        self._set_tags({BEST_CHECKPOINT: where} | ({BEST_CHECKPOINT_EPOCH: str(best_epoch)} if best_epoch is not None
+                                                   else {}))
+        return where
+
+    def mark_failed(self, reason: str, retry_seconds: float) -> None:
+        """The trial failed: state ``failed`` and the failure's one line, then the run ends FAILED."""
+        self._set_tags({STATUS: TrialState.FAILED.value, ERROR: reason})
+        self.close("FAILED", retry_seconds=retry_seconds)
+
+    def mark_interrupted(self, retry_seconds: float) -> None:
+        """The trial was stopped from outside before its end (Ctrl-C, the sweep stopped): no failure, state
+        ``pending`` again, as its folder says (``benchxfer resume`` continues it); the run ends KILLED."""
+        self._set_tags({STATUS: TrialState.PENDING.value})
+        self.close("KILLED", retry_seconds=retry_seconds)
+
+    def mark_finished(self, environment: dict[str, Any]) -> None:
+        """The trial finished: state ``finished``, with its result's ``environment`` (tags ``env.<key>``); the caller
+        ends the run (:meth:`close`) once the result is written."""
+        self._set_tags({STATUS: TrialState.FINISHED.value, **{f"{ENV_PREFIX}{k}": v for k, v in environment.items()}})
+
+    def _set_tags(self, tags: dict[str, Any]) -> None:
+        self.pending_tags.update({k: str(v)[:5000] for k, v in tags.items()})
         self.flush()
 
     def flush(self) -> bool:
@@ -440,17 +533,6 @@ class RunLogger:
             log.warning("MLflow unreachable (%s); %d metric values kept for later",
                         type(err).__name__, len(self.pending_metrics))
             return False
-
-    # A trial run's state: with SweepRecorder.mark_running and mark_stopped, the only writers of its STATUS tag.
-    def mark_failed(self, reason: str, retry_seconds: float) -> None:
-        """The trial failed: its run's state ``failed`` and the failure's one line, then the run ends FAILED."""
-        self.set_tags({STATUS: TrialState.FAILED.value, ERROR: reason})
-        self.close("FAILED", retry_seconds=retry_seconds)
-
-    def mark_finished(self, tags: dict[str, str]) -> None:
-        """The trial finished: its run's state ``finished``, with ``tags``; the caller ends the run (``close``) once
-        the result is written."""
-        self.set_tags({STATUS: TrialState.FINISHED.value, **tags})
 
     def close(self, status: str, retry_seconds: float = 60.0) -> None:
         if not self.enabled:

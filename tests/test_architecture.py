@@ -1,5 +1,6 @@
 """ARCHITECTURE.md tells the truth about what the source does: every environment variable benchxfer reads or sets
-is in its table and none is read when a module is imported; only tracking.py spells an MLflow tag name."""
+is in its table and none is read when a module is imported; only tracking.py spells an MLflow tag name, and only
+it writes a trial's MLflow run."""
 
 from __future__ import annotations
 
@@ -109,9 +110,9 @@ def test_only_tracking_spells_a_tag_name():
 
 
 def test_only_tracking_writes_a_trial_runs_state():
-    """A trial run's ``benchxfer.status`` tag is written by tracking.py's methods alone (SweepRecorder.trial_run and
-    mark_running, RunLogger.mark_failed and mark_finished, mark_stopped): any other module that names the STATUS
-    constant only reads it (results.py, the report's rows)."""
+    """A trial run's ``benchxfer.status`` tag is written by ``tracking.TrialRun``'s methods alone (open, mark_running,
+    mark_failed, mark_interrupted, mark_finished, mark_stopped): any other module that names the STATUS constant only
+    reads it (results.py, the report's rows)."""
     readers = {"benchxfer/report/results.py"}
     out = []
     for path, tree in TREES.items():
@@ -126,3 +127,43 @@ def test_only_tracking_writes_a_trial_runs_state():
             if named:
                 out.append(f"{where}:{node.lineno}")
     assert out == []
+
+
+def run_writes() -> set[str]:
+    """MlflowClient's methods that write a run: those that take its ``run_id`` first (but the reads: get_, list_,
+    download_), and create_run; taken from the installed MLflow, so a method it adds counts."""
+    import inspect
+
+    from mlflow.tracking import MlflowClient
+
+    takes_run = {m for m, f in vars(MlflowClient).items() if callable(f) and not m.startswith("_")
+                 and list(inspect.signature(f).parameters)[1:2] == ["run_id"]}
+    return {m for m in takes_run if not m.startswith(("get_", "list_", "download_"))} | {"create_run"}
+
+
+def writes_to_runs(path: Path, tree: ast.Module, writes: set[str]) -> list[str]:
+    """The calls ``<anything>.<a run-writing method>(...)`` in ``tree``."""
+    return [f"{path.relative_to(REPO)}:{n.lineno}: {n.func.attr}" for n in ast.walk(tree)
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in writes]
+
+
+def test_only_tracking_writes_a_trial_run():
+    """A trial's MLflow run is written by ``tracking.TrialRun`` alone (the driver, the loop and the lr search call
+    its methods, none of which is named as MlflowClient's): no other module calls a method of MLflow's client that
+    writes a run, but ``report/publish.py``, which publishes the report on the sweep's run and names no tag of a
+    trial's run."""
+    writes = run_writes()
+    assert {"set_tag", "log_batch", "log_inputs", "log_artifact", "set_terminated", "delete_tag"} <= writes
+    from benchxfer.tracking import TrialRun
+
+    assert not writes & set(vars(TrialRun)), "TrialRun's methods would read as MlflowClient's here"
+    publish = REPO / "benchxfer/report/publish.py"
+    found = [w for path, tree in TREES.items() if path.name != "tracking.py" or path.parent.name != "benchxfer"
+             for w in writes_to_runs(path, tree, writes) if path != publish]
+    assert found == []
+    assert writes_to_runs(publish, TREES[publish], writes)  # the check sees the sweep run's writes
+    named = {a.name for n in ast.walk(TREES[publish]) if isinstance(n, ast.ImportFrom)
+             and n.module == "benchxfer.tracking" for a in n.names if a.name.isupper()}
+    assert named == {"ROLE", "REPORT"}, named  # it finds the sweep's run and tags its report; no trial run's tag
+    probe = ast.parse("def f(run, client):\n    run.attach('x', 'a.txt')\n    client.set_tag(run.run_id, 'k', 'v')\n")
+    assert writes_to_runs(REPO / "probe.py", probe, writes) == ["probe.py:3: set_tag"]

@@ -112,7 +112,7 @@ def test_trials_run_on_both_nodes_once_each_with_one_node_scores(cluster, tmp_pa
     for key, (run,) in runs.items():
         assert run.info.status == "FINISHED" and done[key]["mlflow_run_id"] == run.info.run_id
         tag = run.data.tags.get("benchxfer.node_id")
-        assert tag == used[key]  # the driver records the node it ran on (sweep.tag_node)
+        assert tag == used[key]  # the driver records the node it ran on (TrialRun.mark_running)
 
     # the same trials on one node (this process, one thread as a 1-CPU trial has): the same scores
     ray.shutdown()

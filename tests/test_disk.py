@@ -33,6 +33,18 @@ def folder_bytes(path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def small_trial(folder) -> TrainConfig:
+    """The trial trained here (and in tests/test_tracking.py): ResNet-18, 32 px, 2 epochs, on synthetic ChestX-ray14
+    written into ``folder``, checkpointed every epoch, on one torch thread (CPU: deterministic)."""
+    root = data.synthetic.write("chestxray14", folder / "cxr", n_train=32, n_val=16, n_test=16, size=32, seed=1)
+    knobs = get_recipe("systematic-cls").resolve(
+        {"arch": "resnet18", "size": 32, "batch_size": 16, "epochs": 2, "loader_workers": 0,
+         "checkpoint_every_s": 0}, "test")
+    torch.set_num_threads(1)
+    return TrainConfig.from_dict({**knobs, "trial_key": "k", "dataset": "chestxray14", "root": str(root),
+                                  "lr": 1e-3, "seed": 0})
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """The same trial trained twice (CPU, deterministic: the same weights): keeping its checkpoint (a bare
@@ -40,13 +52,7 @@ def trained(tmp_path_factory):
     with the second's weights added, as a worker leaves a folder just before its tidy-up; the config; the result;
     and the second's folder."""
     tmp = tmp_path_factory.mktemp("keep")
-    root = data.synthetic.write("chestxray14", tmp / "cxr", n_train=32, n_val=16, n_test=16, size=32, seed=1)
-    knobs = get_recipe("systematic-cls").resolve(
-        {"arch": "resnet18", "size": 32, "batch_size": 16, "epochs": 2, "loader_workers": 0,
-         "checkpoint_every_s": 0}, "test")
-    cfg = TrainConfig.from_dict({**knobs, "trial_key": "k", "dataset": "chestxray14", "root": str(root),
-                                 "lr": 1e-3, "seed": 0})
-    torch.set_num_threads(1)
+    cfg = small_trial(tmp)
     result = train_run(cfg, Runtime(trial_dir=str(tmp / "trial")))
     again = train_run(cfg, Runtime(trial_dir=str(tmp / "selected"), keep="selected"))
     assert again.test == result.test and again.best_epoch == result.best_epoch

@@ -1,9 +1,8 @@
-"""report_mlflow on a real MLflow server: the summary table, figures, report.html and runs.parquet on the sweep's
-parent run; a trial's dataset input and best checkpoint. Everything is read back through MlflowClient."""
+"""report.publish on a real MLflow server: the summary table, figures, report.html and runs.parquet on the sweep's
+parent run (a trial's own run: tests/test_tracking.py). Everything is read back through MlflowClient."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from pathlib import Path
@@ -11,24 +10,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from click.testing import CliRunner
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from benchxfer.cli import main
-from benchxfer.data import synthetic
-from benchxfer.report.publish import (
-    TABLE_FILE,
-    describe_dataset,
-    link_checkpoint,
-    list_artifact_names,
-    log_dataset_input,
-    publish,
-)
+from benchxfer.report.publish import TABLE_FILE, list_artifact_names, publish
 from benchxfer.report.results import read_runs
-from benchxfer.tracking import BEST_CHECKPOINT
 
 SWEEP = "publish-demo"
 VALUES = {"imagenet": [0.81, 0.83, 0.82], "scratch": [0.71, 0.70, 0.72]}
@@ -45,7 +34,7 @@ def _trial(client, exp, parent, init, seed, value) -> str:
     client.log_batch(rid, params=[Param(k, v) for k, v in {
         "init": init, "dataset": "chestxray14", "recipe": "systematic-cls", "lr": "0.001", "seed": str(seed),
         "shot": "full"}.items()], metrics=[Metric("test_auroc", value, now, 0)])
-    # as the training loop logs it (RunLogger.log_text)
+    # as the training loop logs it (TrialRun.attach)
     rows = [f"{e},{1 / (e + 1):.4f},{1.2 / (e + 1):.4f},0.001,{value - 0.1 / (e + 1):.4f}" for e in range(3)]
     client.log_text(rid, "\n".join(["epoch,train_loss,val_loss,lr,val_auroc", *rows]) + "\n", "learning_curves.csv")
     client.set_terminated(rid, "FINISHED")
@@ -120,70 +109,3 @@ def test_publish_without_a_sweep_run_is_one_line(mlflow_uri, home):
     assert publish("never-ran", mlflow_uri, echo=said.append) is None
     assert said == [(f"MLflow: report not published (sweep 'never-ran': no MLflow experiment of that name at "
                      f"{mlflow_uri})")]
-
-
-def test_dataset_input_and_checkpoint_link(mlflow_uri, tmp_path):
-    root = synthetic.write("chestxray14", tmp_path / "cx", n_train=12, n_val=6, n_test=5, size=32, seed=0)
-    client = MlflowClient(tracking_uri=mlflow_uri)
-    rid = client.create_run(client.create_experiment("publish-trial")).info.run_id
-    facts = describe_dataset("chestxray14", root)
-    log_dataset_input(rid, facts, tracking_uri=mlflow_uri)
-    log_dataset_input(client, facts, run_id=rid)  # a resumed trial logs it again: still one input
-    # the split lists as the owner distributes them: their lines are the split sizes
-    lists = sorted(p.name for p in root.glob("Xray14_*_official.txt"))
-    h = hashlib.sha256()
-    for name in lists:
-        h.update(name.encode() + b"\0" + (root / name).read_bytes() + b"\0")
-    inputs = client.get_run(rid).inputs.dataset_inputs
-    assert len(inputs) == 1
-    ds = inputs[0].dataset
-    assert ds.name == "chestxray14" and ds.digest == h.hexdigest()[:16]
-    assert [(t.key, t.value) for t in inputs[0].tags] == [("mlflow.data.context", "train")]
-    assert str(root.resolve()) in ds.source
-    profile = pd.read_json(pd.io.common.StringIO(ds.profile), typ="series")
-    sizes = {s: len((root / f"Xray14_{s}_official.txt").read_text().splitlines()) for s in ("train", "val", "test")}
-    assert profile["splits"] == sizes == {"train": 12, "val": 6, "test": 5}
-    assert profile["list_files"] == lists
-    # the few-shot train split is what the trial uses: 1 image per class at most
-    assert describe_dataset("chestxray14", root, shot=1).splits["train"] < 12
-
-    best = tmp_path / "best_model.pt"
-    torch.save({"w": torch.arange(4.0)}, best)
-    where = link_checkpoint(client, best, run_id=rid, best_epoch=2)
-    assert list(list_artifact_names(client, rid)) == ["checkpoint/best_model.pt"]
-    tags = client.get_run(rid).data.tags
-    assert tags[BEST_CHECKPOINT] == where and where.endswith("/checkpoint/best_model.pt")
-    assert tags["benchxfer.best_checkpoint_epoch"] == "2"
-    back = torch.load(client.download_artifacts(rid, "checkpoint/best_model.pt", str(tmp_path / "dl")),
-                      weights_only=True)
-    assert torch.equal(back["w"], torch.arange(4.0))
-
-
-def test_checkpoint_folder_links_its_best_weights(mlflow_uri, tmp_path):
-    """From the trial's checkpoints/ folder: the best weights of the newest epoch file, weights only."""
-    from benchxfer.train.checkpoint import CheckpointStore
-
-    store = CheckpointStore(tmp_path / "checkpoints")
-    for epoch, best in ((0, 0), (1, 0)):  # epoch 1 was worse: the best weights stay epoch 0's
-        store.save(epoch, {"model": {"w": torch.full((2,), float(epoch))}, "best_model": {"w": torch.zeros(2)},
-                           "best_epoch": best, "optimizer": {"state": {}}})
-    client = MlflowClient(tracking_uri=mlflow_uri)
-    rid = client.create_run(client.create_experiment("publish-ckpt")).info.run_id
-    link_checkpoint(rid, tmp_path / "checkpoints", tracking_uri=mlflow_uri)
-    assert list(list_artifact_names(client, rid)) == ["checkpoint/best_model.pt"]
-    assert client.get_run(rid).data.tags["benchxfer.best_checkpoint_epoch"] == "0"
-    back = torch.load(client.download_artifacts(rid, "checkpoint/best_model.pt", str(tmp_path / "dl")),
-                      weights_only=True)
-    assert list(back) == ["w"] and torch.equal(back["w"], torch.zeros(2))
-
-
-@pytest.mark.fast
-def test_dataset_input_of_a_set_without_val_describes_its_own_splits(tmp_path):
-    """Tuberculosis (second study) has train and test only; the per-folder split is RandomState(42), 85 % train."""
-    root = synthetic.write("tuberculosis", tmp_path / "tb", n_train=20, n_val=0, n_test=0, size=32, seed=0)
-    pngs = sorted(root.glob("*/CXR_png/*.png"))
-    facts = describe_dataset("tuberculosis", root)
-    folders = {p.parent for p in pngs}
-    want_train = sum(int(0.85 * len([p for p in pngs if p.parent == f])) for f in folders)
-    assert facts.splits == {"train": want_train, "test": len(pngs) - want_train}
-    assert set(describe_dataset("tuberculosis", root, val_fraction=0.25).splits) == {"train", "val", "test"}

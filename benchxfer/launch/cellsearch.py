@@ -46,9 +46,11 @@ def settle_stopped(sweep: str, key: str, marker: Stopped, tracking_uri: str | No
     scheduler stops the trial and again after the experiment (MLflow may have been down the first time)."""
     if not tracking_uri:
         return
-    from benchxfer.tracking import mark_stopped
+    from benchxfer.tracking import TrialRun
 
-    mark_stopped(tracking_uri, sweep, key, marker.rung)
+    run = TrialRun.find(tracking_uri, sweep, key)
+    if run is not None:
+        run.mark_stopped(marker.rung)
 
 
 # --- routing by cell ----------------------------------------------------------------------------------

@@ -5,9 +5,11 @@ with its config, plain data (``{"trial": {"key": ..., "lr": ...}}`` for a planne
 ``{"trial": {"cell": ..., "lr": ...}}`` for a cell whose lr the searcher picks), and the experiment's
 :class:`~benchxfer.launch.tunespace.Shared` context, given once through ``tune.with_parameters``; it turns them back into
 the typed trial with :func:`benchxfer.launch.tunespace.trial_of`. The driver asks the trial's :class:`TrialDir` whether it
-is finished (then it is never run again, which is what makes ``resume`` exact), finds or creates its MLflow
-run, and hands the worker a :class:`Runtime`: training runs with Ray Train's ``TorchTrainer`` (N workers,
-DDP) or, for 1-worker trials when asked, directly inside the Tune trial.
+is finished (then it is never run again, which is what makes ``resume`` exact), opens its MLflow run
+(:class:`benchxfer.tracking.TrialRun`), and hands the worker a :class:`Runtime`: training runs with Ray Train's
+``TorchTrainer`` (N workers, DDP) or, for 1-worker trials when asked, directly inside the Tune trial. How the
+trial ended is recorded by :func:`settle`: a failure (retryable unless a retry cannot fix it), or an interruption
+(Ctrl-C, the sweep stopped), which is no failure: the trial stays pending and ``benchxfer resume`` continues it.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from benchxfer.launch.tunespace import (  # noqa: F401  (tune_name re-exported)
     tune_name,
 )
 from benchxfer.plan import disk
-from benchxfer.tracking import NODE
+from benchxfer.tracking import SweepRecorder, TrialRun
 from benchxfer.train.session import FinishHook, Runtime
 from benchxfer.trial import Trial
 from benchxfer.trialdir import FULL_BELOW, Failure, SweepDir, TrialDir, TrialFailed
@@ -57,16 +59,6 @@ def concurrency(launch: Launch, n_trials: int) -> int:
     return cluster.max_trials(launch, n_trials)
 
 
-NODE_TAG = NODE
-
-
-def tag_node(client: Any, run_id: str) -> None:
-    """Record on a trial's MLflow run the Ray node its driver runs on (the node that trains a 1-worker trial)."""
-    import ray
-
-    client.set_tag(run_id, NODE_TAG, ray.get_runtime_context().get_node_id())
-
-
 # --- the trial driver (runs inside a Ray Tune trial) -----------------------------------------------
 
 def run_trial(config: dict[str, Any], shared: Shared) -> None:
@@ -89,22 +81,11 @@ def run_trial(config: dict[str, Any], shared: Shared) -> None:
         # A failure recorded by this launch's driver means Ray Train already spent the trial's retries on its
         # workers. Tune restarts a TorchTrainer trial only to survive the loss of this driver (its node).
         raise TrialFailed(given_up.reason)
-    from benchxfer.tracking import METRIC, TASK, SweepRecorder
-
-    run_id = None
-    try:
-        rec = SweepRecorder(launch.tracking_uri, launch.sweep)
-        run_id = rec.trial_run(trial.key, trial.params(), {TASK: trial.task, METRIC: trial.metric})
-        rec.mark_running(run_id)
-        tag_node(rec.client, run_id)
-    except BenchxferError as err:  # training goes on; the result record stays on disk
-        log.warning("%s: MLflow unavailable at start (%s); logging to the trial folder only", trial.key, err)
-    runtime = Runtime(trial_dir=str(tdir.path), tracking_uri=launch.tracking_uri if run_id else None,
-                      run_id=run_id, threads=max(1, int(launch.cpus_per_worker)),
+    run = open_run(trial, launch, tdir)
+    runtime = Runtime(trial_dir=str(tdir.path), tracking_uri=run.uri, run_id=run.run_id,
+                      threads=max(1, int(launch.cpus_per_worker)),
                       record_shards=launch.record_shards, env=shared.env, finish=shared.finish,
                       metrics_each_epoch=is_searched(config), keep=launch.keep)  # its scheduler may stop it
-    if run_id:
-        _log_dataset(trial, run_id, launch.tracking_uri)
     try:
         if launch.use_torch_trainer():
             _fit_with_torch_trainer(trial, runtime.with_session("train"), launch)
@@ -119,35 +100,37 @@ def run_trial(config: dict[str, Any], shared: Shared) -> None:
             err = TrialFailed(f"no space left on device writing {full}: "
                               f"{disk.human(disk.free(tdir.path))} free, a trial of this sweep needs up to "
                               f"{disk.human(need)} while it runs")
-        if tdir.result() is None and tdir.stopped() is None:  # a trial the search stopped has not failed
-            _record_failure(tdir, shared, run_id, err, retryable=True if full is not None else None)
+        settle(tdir, run, err, shared.experiment, retryable=True if full is not None else None)
         if full is not None:
             SweepDir(launch.sweep).write_disk_full(f"trial {trial.key}: {err}")  # the launch stops (disk_stopper)
             raise err from None
         raise
     if tdir.result() is None:
         raise TrialFailed(f"trial {trial.key} ended without a result")
-    if run_id and launch.keep == "checkpoint":  # keep: selected links its file in the worker's finish
-        try:
-            from benchxfer.report.publish import link_checkpoint
-
-            link_checkpoint(run_id, tdir.checkpoints, tracking_uri=launch.tracking_uri)
-        except Exception as err:  # noqa: BLE001 -- logging the weights never fails a finished trial
-            log.warning("%s: checkpoint not linked in MLflow (%s)", trial.key, err)
 
 
-def _log_dataset(trial: Trial, run_id: str, tracking_uri: str) -> None:
-    """The trial's dataset (lists, sizes, digests) as its MLflow run's input; a failure only warns."""
-    c = trial.config
-    if not c.dataset:
-        return
+def open_run(trial: Trial, launch: Launch, tdir: TrialDir) -> TrialRun:
+    """The trial's MLflow run, opened and marked running on this driver's Ray node (the node that trains a 1-worker
+    trial), with its dataset (lists, sizes, digests) as its input. MLflow away: a run that records nothing (the
+    result stays on disk), and a warning; a dataset not logged only warns."""
+    import ray
+
     try:
-        from benchxfer.report.publish import describe_dataset, log_dataset_input
+        run = TrialRun.open(SweepRecorder(launch.tracking_uri, launch.sweep), trial.key, trial.params(),
+                            task=trial.task, metric=trial.metric, spill_dir=tdir.path)
+        run.mark_running(ray.get_runtime_context().get_node_id())
+    except BenchxferError as err:  # training goes on; the result record stays on disk
+        log.warning("%s: MLflow unavailable at start (%s); logging to the trial folder only", trial.key, err)
+        return TrialRun(None, None)
+    c = trial.config
+    if c.dataset:
+        try:
+            from benchxfer.data.facts import describe_dataset
 
-        log_dataset_input(run_id, describe_dataset(c.dataset, c.root, shot=c.shot, seed=c.seed, **c.dataset_options),
-                          tracking_uri=tracking_uri)
-    except Exception as err:  # noqa: BLE001
-        log.warning("%s: dataset not logged in MLflow (%s)", trial.key, err)
+            run.log_dataset(describe_dataset(c.dataset, c.root, shot=c.shot, seed=c.seed, **c.dataset_options))
+        except Exception as err:  # noqa: BLE001
+            log.warning("%s: dataset not logged in MLflow (%s)", trial.key, err)
+    return run
 
 
 def _fit_with_torch_trainer(trial: Trial, runtime: Runtime, launch: Launch) -> None:
@@ -190,22 +173,32 @@ def disk_full(err: BaseException) -> str | None:
     return "the disk" if "No space left on device" in str(err) else None
 
 
-def _record_failure(tdir: TrialDir, shared: Shared, run_id: str | None, err: BaseException,
-                    retryable: bool | None = None) -> None:
-    """Record the failure (retryable unless ``err`` is a TrialFailed, or as ``retryable`` says). A record that
-    cannot be written (a full disk) is logged, never raised over the trial's own error."""
+def interrupted(err: BaseException) -> bool:
+    """Whether the trial was stopped from outside rather than failing: Tune ends a trial it stops (the user's Ctrl-C,
+    a stopper, the end of the experiment) by ``sys.exit(0)`` in its training thread at the trial's next report,
+    and a Ctrl-C that reaches the process is a KeyboardInterrupt."""
+    return isinstance(err, (SystemExit, KeyboardInterrupt))
+
+
+def settle(tdir: TrialDir, run: TrialRun, err: BaseException, experiment: str, retryable: bool | None = None) -> None:
+    """Record how a trial that raised ``err`` ended, unless its folder already says (a result, or a stop by the
+    search). Interrupted (:func:`interrupted`): no failure, the trial stays pending (resumable; ``benchxfer
+    status`` shows it interrupted once it has epochs) and its run says so. Else a failure of ``experiment``,
+    retryable unless ``err`` is a TrialFailed (or as ``retryable`` says). A record that cannot be written (a full
+    disk) is logged, never raised over the trial's own error."""
+    if tdir.result() is not None or tdir.stopped() is not None:
+        return
+    if interrupted(err):
+        run.mark_interrupted(retry_seconds=5)
+        return
     try:
         failure = tdir.record_failure(Failure(
             _one_line(err), retryable=not isinstance(err, TrialFailed) if retryable is None else retryable,
-            experiment=shared.experiment))
+            experiment=experiment))
     except OSError as why:
         log.warning("%s: failure not recorded (%s): %s", tdir.key, why, _one_line(err))
         return
-    launch = shared.launch
-    if run_id:
-        from benchxfer.tracking import RunLogger
-
-        RunLogger(launch.tracking_uri, run_id, tdir.path).mark_failed(failure.reason, retry_seconds=5)
+    run.mark_failed(failure.reason, retry_seconds=5)
 
 
 def _one_line(err: BaseException) -> str:

@@ -6,33 +6,27 @@ Sweep level, :func:`publish`: the sweep's parent run (tag ``benchxfer.role=sweep
   UI's artifact view renders it): per init and column mean, std (and its ddof), n, the 95 % CI and the p-value against the baseline;
 - ``report/``: report.html, the PNG figures, runs.parquet (and runs.csv, summary.csv, table.md).
 
-Publishing again replaces both (never appends rows to the old table, as ``log_table`` would).
-
-Trial level, for the trial driver: :func:`log_dataset_input` records the trial's dataset as a run input
-(name, root, split sizes, a digest of the list files), which fills the UI's Dataset column and filter;
-:func:`link_checkpoint` logs the trial's best weights as an artifact and tags the run with where they are.
+Publishing again replaces both (never appends rows to the old table, as ``log_table`` would). A trial's own run
+is written by :class:`benchxfer.tracking.TrialRun` alone.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from benchxfer.errors import BenchxferError
-from benchxfer.tracking import BEST_CHECKPOINT, BEST_CHECKPOINT_EPOCH, REPORT, ROLE
+from benchxfer.tracking import REPORT, ROLE
 
 TABLE_FILE = "summary_table.json"
 REPORT_DIR = "report"
-CHECKPOINT_DIR = "checkpoint"
 # the numbers first: the UI shows the leftmost columns of a table
 TABLE_COLUMNS = ("init", "column", "mean", "std", "n", "ci95_low", "ci95_high", "p_value", "stars", "ddof",
                  "baseline", "test", "dataset", "metric", "recipe", "shot", "lr", "n_failed", "n_unfinished")
-DIGEST_CHARS = 16  # MLflow keeps at most 36 characters of a dataset digest; the profile holds the whole sha256
 
 
 @dataclass
@@ -149,142 +143,6 @@ def _upload(client: Any, uri: str, run_id: str, report: Any) -> Published:
         names.append(f"{REPORT_DIR}/{Path(path).name}")
     client.set_tag(run_id, REPORT, f"{REPORT_DIR}/report.html")
     return Published(run_id, TABLE_FILE, names)
-
-
-# ------------------------------------------------------------------ trial level: the dataset
-
-@dataclass(frozen=True)
-class DatasetFacts:
-    """What the run records about its dataset."""
-
-    name: str
-    root: str
-    splits: dict[str, int]  # split -> examples the trial uses (the train split after shots / fraction)
-    list_files: tuple[str, ...]  # the files that define the splits, relative to root (empty for folder layouts)
-    sha256: str  # over the list files (path and bytes), else over the splits' image paths
-
-    @property
-    def digest(self) -> str:
-        return self.sha256[:DIGEST_CHARS]
-
-
-def dataset_facts(name: str, root: str | Path, splits: Mapping[str, Any]) -> DatasetFacts:
-    """Facts from opened splits (``benchxfer.data.ImageDataset`` objects: ``records``, ``len()``)."""
-    root = Path(root).expanduser().resolve()
-    lists: set[Path] = set()
-    images: list[str] = []
-    for split, ds in splits.items():
-        for rec in getattr(ds, "records", ()):
-            file, sep, line = rec.origin.rpartition(":")
-            if sep and line.isdigit():  # "list file:line"
-                lists.add(Path(file).resolve())
-            images.append(f"{split}\t{_rel(Path(rec.image), root)}")
-    h = hashlib.sha256()
-    rel_lists = sorted(_rel(p, root) for p in lists)
-    if rel_lists:
-        for rel in rel_lists:
-            h.update(rel.encode() + b"\0" + (root / rel).read_bytes() + b"\0")
-    else:
-        h.update("\n".join(sorted(images)).encode())
-    return DatasetFacts(name, str(root), {s: len(ds) for s, ds in splits.items()}, tuple(rel_lists), h.hexdigest())
-
-
-def describe_dataset(name: str, root: str | Path, *, shot: int | None = None, seed: int = 0,
-                     **options: Any) -> DatasetFacts:
-    """Open the train, val and test splits of ``name`` at ``root`` (lists only: no image is read) and
-    describe them. ``shot``, ``seed`` and ``options`` (e.g. ``fraction``) as the trial opens them."""
-    from benchxfer import data
-
-    opts = {k: v for k, v in options.items() if k not in ("size_hint", "cache_dir")}
-    frac = opts.pop("fraction", None)
-    splits = {"train": data.open_dataset(name, root, "train", shots=shot, fraction=frac, seed=seed, **opts)}
-    carved = float(opts.get("val_fraction") or 0) > 0  # a val split carved from training where the set has none
-    for split in ("val", "test"):
-        if split in data.get_dataset(name).splits or (split == "val" and carved):
-            splits[split] = data.open_dataset(name, root, split, fraction=frac, **opts)  # cut where the set says
-    return dataset_facts(name, root, splits)
-
-
-def log_dataset_input(client_or_run_id: Any, facts: DatasetFacts, *, run_id: str | None = None,
-                      tracking_uri: str | None = None, context: str = "train") -> None:
-    """Record ``facts`` as the run's dataset input (MlflowClient.log_inputs).
-
-    ``client_or_run_id``: a run id (with ``tracking_uri``), or an MlflowClient (with ``run_id``).
-    """
-    from mlflow.entities import Dataset, DatasetInput, InputTag
-    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
-
-    client, rid = _client_and_run(client_or_run_id, run_id, tracking_uri)
-    profile = {"splits": facts.splits, "list_files": list(facts.list_files), "sha256": facts.sha256}
-    ds = Dataset(name=facts.name, digest=facts.digest, source_type="local",
-                 source=json.dumps({"uri": facts.root}), profile=json.dumps(profile))
-    client.log_inputs(rid, datasets=[DatasetInput(ds, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])])
-
-
-# ------------------------------------------------------------------ trial level: the best checkpoint
-
-def link_checkpoint(client_or_run_id: Any, path: str | Path, *, run_id: str | None = None,
-                    tracking_uri: str | None = None, best_epoch: int | None = None, upload: bool = True) -> str:
-    """Link the trial's best weights to its run and return where they are (the artifact URI, or a local path).
-
-    ``path``: a weights file, or the trial's ``checkpoints/`` folder, whose newest epoch file's best weights
-    are written to ``best_model.pt`` (weights only, no optimiser) first. The file is logged under
-    ``checkpoint/`` (``upload=False``: not logged, for large files on shared storage) and the run is tagged
-    ``benchxfer.best_checkpoint`` (and ``benchxfer.best_checkpoint_epoch``).
-    """
-    client, rid = _client_and_run(client_or_run_id, run_id, tracking_uri)
-    path = Path(path)
-    with tempfile.TemporaryDirectory(prefix="benchxfer-best-") as tmp:
-        if path.is_dir():
-            path, best_epoch = best_weights(path, Path(tmp) / "best_model.pt")
-        if not path.is_file():
-            raise BenchxferError(f"checkpoint {path} does not exist")
-        where = str(path.resolve())
-        if upload:
-            client.log_artifact(rid, str(path), artifact_path=CHECKPOINT_DIR)
-            where = f"{client.get_run(rid).info.artifact_uri.rstrip('/')}/{CHECKPOINT_DIR}/{path.name}"
-    tags = {BEST_CHECKPOINT: where}
-    if best_epoch is not None:
-        tags[BEST_CHECKPOINT_EPOCH] = str(best_epoch)
-    for k, v in tags.items():
-        client.set_tag(rid, k, v)
-    return where
-
-
-def best_weights(checkpoints: Path, out: Path) -> tuple[Path, int | None]:
-    """Write the best weights held in the newest readable epoch file of ``checkpoints`` to ``out``."""
-    import torch
-
-    from benchxfer.train.checkpoint import CheckpointStore
-
-    state, _ = CheckpointStore(checkpoints).load_latest()
-    if state is None:
-        raise BenchxferError(f"no readable epoch checkpoint in {checkpoints}")
-    weights = state.get("best_model") or state["model"]
-    best = state.get("best_epoch")
-    torch.save(weights, out)
-    return out, int(best) if best is not None and best >= 0 else None
-
-
-def _client_and_run(client_or_run_id: Any, run_id: str | None, tracking_uri: str | None) -> tuple[Any, str]:
-    if isinstance(client_or_run_id, str):
-        from benchxfer.report.results import default_tracking_uri
-        from benchxfer.tracking import client as tracking_client
-
-        uri = tracking_uri or default_tracking_uri()
-        if not uri:
-            raise BenchxferError("no MLflow tracking URI to log to")
-        return tracking_client(uri), client_or_run_id
-    if not run_id:
-        raise BenchxferError("give run_id with an MlflowClient")
-    return client_or_run_id, run_id
-
-
-def _rel(path: Path, root: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(root))
-    except ValueError:
-        return str(path)
 
 
 def list_artifact_names(client: Any, run_id: str, path: str | None = None) -> Iterable[str]:

@@ -20,8 +20,10 @@ import logging
 import math
 import platform
 import random
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -35,7 +37,7 @@ from benchxfer.recipes.config import micro_images
 from benchxfer.recipes.parts import OPTIMIZERS, STOPPING, loss_for, mixup, mixup_lambda
 from benchxfer.recipes.schedules import ScheduleInput, bit_boundaries, build_schedule, current_lr
 from benchxfer.tasks import Task, get_task
-from benchxfer.tracking import BEST_CHECKPOINT, BEST_CHECKPOINT_EPOCH, CHECKPOINT_NOTE, RunLogger
+from benchxfer.tracking import TrialRun
 from benchxfer.train import metrics as M
 from benchxfer.train.checkpoint import CheckpointStore, rng_state, set_rng_state, write_atomically
 from benchxfer.train.data_setup import RunData, TrainStream, build_data, eval_loader, steps_per_epoch, train_loader
@@ -150,7 +152,7 @@ class Run:
     runtime: Runtime
     sess: Session
     folder: TrialDir
-    tlog: RunLogger
+    tlog: TrialRun  # the trial's MLflow run (rank 0's; the others' does nothing)
     rd: RunData
     task: Task
     model: nn.Module
@@ -192,7 +194,7 @@ def set_up(cfg: TrainConfig, runtime: Runtime) -> Run:
     stopping rule and loss. A trial that failed for a reason a retry cannot fix fails again here."""
     sess = SESSIONS[runtime.session]()
     folder = TrialDir(runtime.trial_dir)
-    tlog = RunLogger(runtime.tracking_uri, runtime.run_id, folder.path) if sess.is_main else RunLogger(None, None)
+    tlog = TrialRun(runtime.tracking_uri, runtime.run_id, folder.path) if sess.is_main else TrialRun(None, None)
     if runtime.threads:
         torch.set_num_threads(int(runtime.threads))
     started = time.time()
@@ -242,7 +244,7 @@ def restore(run: Run) -> None:
     """Continue from the newest readable epoch checkpoint (a damaged one is noted on the run and skipped)."""
     state, notes = run.store.load_latest()
     for note in notes:
-        run.tlog.set_tags({CHECKPOINT_NOTE: note})
+        run.tlog.note_checkpoint(note)
     if state is None:
         return
     _unwrap(run.model).load_state_dict(state["model"])
@@ -408,23 +410,36 @@ def finish(run: Run) -> TrialResult:
         selected=selected, last_step=run.step if selected == "last" else None, environment=environment(sess),
     )
     if sess.is_main:
-        if run.runtime.keep == "selected":
-            save_selected(_unwrap(run.model), run.folder.selected_weights, cfg, result)
-            run.tlog.set_tags({BEST_CHECKPOINT: str(run.folder.selected_weights.resolve())}
-                              | ({BEST_CHECKPOINT_EPOCH: str(run.best_epoch)} if selected == "best-val" else {}))
+        keep_weights(run, result)
         if run.runtime.finish is not None:
             result = run.runtime.finish(_unwrap(run.model), cfg, result)
         run.tlog.log_metrics({f"test_{k}": v for k, v in test.items()} | {
             "best_epoch": run.best_epoch, "epochs_run": len(run.history), "wall_seconds": wall,
             "accelerator_hours": accel}, step=max(run.epoch, 0))
-        run.tlog.log_text(_curves_csv(run.history), "learning_curves.csv")
-        run.tlog.log_text(json.dumps(cfg.to_dict(), indent=1, default=str), "trial_config.json")
-        run.tlog.mark_finished({f"env.{k}": str(v) for k, v in result.environment.items()})
+        run.tlog.attach(_curves_csv(run.history), "learning_curves.csv")
+        run.tlog.attach(json.dumps(cfg.to_dict(), indent=1, default=str), "trial_config.json")
+        run.tlog.mark_finished(result.environment)
         run.folder.write_result(result)
         run.tlog.close("FINISHED")
         run.folder.tidy(run.runtime.keep)  # the result is recorded: the training checkpoint goes unless kept
     sess.report({f"test_{k}": v for k, v in test.items()} | {"done": True, "epoch": run.epoch} | _best_val(run))
     return result
+
+
+def keep_weights(run: Run, result: TrialResult) -> None:
+    """The tested weights as the sweep's ``keep`` says, linked from the trial's MLflow run: ``selected`` writes
+    them into the trial's folder (:func:`save_selected`; the link is their path), ``checkpoint`` keeps the training
+    checkpoint there and uploads the tested weights alone (``checkpoint/best_model.pt``), ``none`` keeps none. The
+    link names their epoch when they are the best validation epoch's."""
+    model, epoch = _unwrap(run.model), run.best_epoch if result.selected == "best-val" else None
+    if run.runtime.keep == "selected":
+        save_selected(model, run.folder.selected_weights, run.cfg, result)
+        run.tlog.link_weights(run.folder.selected_weights, epoch)
+    elif run.runtime.keep == "checkpoint" and run.tlog.enabled:
+        with tempfile.TemporaryDirectory(prefix="benchxfer-best-") as tmp:
+            best = Path(tmp) / "best_model.pt"
+            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, best)
+            run.tlog.link_weights(best, epoch, upload=True)
 
 
 def save_selected(model: nn.Module, path, cfg: TrainConfig, result: TrialResult) -> None:
