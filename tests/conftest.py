@@ -1,7 +1,7 @@
 """Shared fixtures: one benchxfer home, one real MLflow server and one real Ray session per test run.
 
-The two tiers: a test marked ``fast`` (``make test-fast``) needs none of ``ray_session``/``mlflow_uri`` and starts no
-Ray, MLflow server or subprocess sweep; ``tier_guard`` fails one that does. Every test without the mark is slow."""
+The two tiers: a test marked ``fast`` (``make test-fast``) needs none of ``ray_session``/``mlflow_server``/``mlflow_uri``
+and starts no Ray, MLflow server or subprocess sweep; ``tier_guard`` fails one that does. Every test without the mark is slow."""
 
 from __future__ import annotations
 
@@ -40,14 +40,20 @@ def home(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture(scope="session")
-def mlflow_uri(tmp_path_factory) -> str:
-    """The http://127.0.0.1:PORT URI of a real MLflow server on a temporary SQLite store."""
+def mlflow_server(tmp_path_factory):
+    """A real MLflow server (``tracking.LocalServer``, started) on a temporary SQLite store, shared by the run."""
     from benchxfer.tracking import LocalServer
 
     server = LocalServer(home=tmp_path_factory.mktemp("mlflow"))
-    uri = server.start()
-    yield uri
+    server.start()
+    yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(mlflow_server) -> str:
+    """The http://127.0.0.1:PORT URI of the run's MLflow server."""
+    return mlflow_server.uri
 
 
 @pytest.fixture(scope="session")

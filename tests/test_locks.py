@@ -1,7 +1,7 @@
 """Locks where two commands meet (benchxfer/locks.py, zoo import), and a resume that only reads.
 
 The lock and zoo races run real processes started at the same moment; the two-resumes race starts two real
-``benchxfer resume`` processes (each with its Ray session: run it under the Ray lock)."""
+``benchxfer resume`` processes, joining the run's Ray session (the one that holds the sweep trains there)."""
 
 from __future__ import annotations
 
@@ -192,7 +192,7 @@ def test_resume_reads_and_a_renamed_source_is_still_refused(tmp_path):
 
 
 @pytest.mark.e2e
-def test_two_resumes_at_once_train_each_trial_once(tmp_path, mlflow_uri):
+def test_two_resumes_at_once_train_each_trial_once(tmp_path, ray_session, mlflow_uri):
     """Two `benchxfer resume tiny` started together: one holds the sweep, the other refuses in one line naming
     it; every trial trains once (each epoch started once), one MLflow run per trial, no metric logged twice."""
     from mlflow.tracking import MlflowClient
@@ -209,7 +209,9 @@ def test_two_resumes_at_once_train_each_trial_once(tmp_path, mlflow_uri):
     (sdir / "source.json").write_text(json.dumps({"path": str(source)}))
     env = {k: v for k, v in ENV.items() if k not in ("BENCHXFER_ZOO", "RAY_ADDRESS")}
     env.update(BENCHXFER_HOME=str(home))
-    procs = [subprocess.Popen([sys.executable, "-m", "benchxfer.cli", "resume", "tiny", "--tracking-uri", mlflow_uri],
+    address = ray_session.get_runtime_context().gcs_address  # no Ray session of its own to start
+    procs = [subprocess.Popen([sys.executable, "-m", "benchxfer.cli", "resume", "tiny", "--tracking-uri", mlflow_uri,
+                               "--address", address],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
              for _ in range(2)]
     results = [(p.wait(timeout=600), *p.communicate()) for p in procs]

@@ -77,6 +77,27 @@ def test_checkpoint_cadence_zero_saves_every_epoch(tmp_path):
     assert TrialDir(trial).progress().checkpoint == 2
 
 
+def test_no_good_checkpoint_restarts_from_epoch_0(tmp_path):
+    """Every checkpoint damaged: the run starts over, with one message per file and the restart stated (fault 4's
+    other case, tests/faults/test_corrupt_checkpoint.py; it needs no Ray)."""
+    root = data.synthetic.write("chestxray14", tmp_path / "cxr", n_train=32, n_val=16, n_test=16, size=32, seed=2)
+    cfg = config(root, 2, checkpoint_every_s=0.0)  # a checkpoint every epoch
+    tdir = tmp_path / "trial"
+    train_run(TrainConfig.from_dict(cfg), Runtime(trial_dir=str(tdir)))
+    store = CheckpointStore(tdir / "checkpoints")
+    assert store.epochs() == [0, 1]
+    for e in store.epochs():
+        with open(store.path(e), "r+b") as f:
+            f.truncate(100)
+    state, notes = store.load_latest()
+    assert state is None
+    assert len(notes) == 3 and "epoch_0001.pt is unreadable" in notes[0] and "epoch_0000.pt" in notes[1]
+    assert notes[2] == "no readable checkpoint left: restarting from epoch 0"
+    (tdir / "result.json").unlink()
+    result = train_run(TrainConfig.from_dict(cfg), Runtime(trial_dir=str(tdir)))
+    assert result.epochs_run == 2
+    assert TrialDir(tdir).epochs_started() == [0, 1, 0, 1]
+
 def test_loader_processes_do_not_change_the_inputs(tmp_path):
     """The loader's processes live for the whole run and load ahead across epochs; each sample's augmentation
     is seeded by (seed, epoch, rank, position), so 0 or 2 loader processes train exactly the same weights."""

@@ -56,15 +56,10 @@ def _listening(pid: int) -> set[str]:
     return {c.laddr.ip for c in psutil.net_connections("inet") if c.status == psutil.CONN_LISTEN and c.pid in pids}
 
 
-def test_the_embedded_mlflow_server_listens_on_localhost_only(tmp_path):
-    from benchxfer.tracking import LocalServer
-
-    server = LocalServer(home=tmp_path)
-    assert server.start().startswith("http://127.0.0.1:")
-    try:
-        assert _listening(server.proc.pid) == {"127.0.0.1"}
-    finally:
-        server.stop()
+def test_the_embedded_mlflow_server_listens_on_localhost_only(mlflow_server):
+    """The run's own server (conftest.py: a ``tracking.LocalServer`` as a sweep starts it; none started here)."""
+    assert mlflow_server.uri.startswith("http://127.0.0.1:")
+    assert _listening(mlflow_server.proc.pid) == {"127.0.0.1"}
 
 
 @pytest.mark.e2e

@@ -4,8 +4,8 @@ A test marked ``fast`` runs in ``make test-fast``: it needs no Ray session, no c
 subprocess sweep. This plugin fails a ``fast`` test that breaks that promise, with a message to move it to the slow
 tier (the slow tier is every test without the mark, so a test that forgets its mark is slow, never fast):
 
-- it asks for a fixture that starts Ray or an MLflow server (``ray_session``, ``mlflow_uri``, or any fixture built
-  on them): it fails at set-up, before the fixture starts anything;
+- it asks for a fixture that starts Ray or an MLflow server (``ray_session``, ``mlflow_server``, ``mlflow_uri``,
+  or any fixture built on them): it fails at set-up, before the fixture starts anything;
 - it is also marked ``e2e`` (the two marks contradict each other);
 - it leaves ``ray.is_initialized()`` true where it was false before;
 - it, or a process it started (a ``benchxfer sweep`` in a subprocess), starts a Ray node's processes or an MLflow
@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 FAST = "fast"
-SLOW_FIXTURES = {"ray_session": "a Ray session", "mlflow_uri": "an MLflow server"}
+SLOW_FIXTURES = {"ray_session": "a Ray session", "mlflow_server": "an MLflow server", "mlflow_uri": "an MLflow server"}
 POLL_S = 0.5
 MOVE = "move it to the slow tier: remove its `fast` mark (every test without the mark runs in the slow tier)"
 

@@ -7,9 +7,11 @@ import json
 import shutil
 
 import pytest
+from click.testing import CliRunner
 from e2e_support import output_tail, runs_by_key, small_disk, start_driver, wait_for, write_sweep
 
 from benchxfer import paths
+from benchxfer.cli import main
 from benchxfer.plan import disk
 from benchxfer.trialdir import SELECTED
 
@@ -51,8 +53,8 @@ def test_a_full_disk_stops_the_sweep_in_one_line_and_resume_finishes(tmp_path, r
         before = json.loads((first / "result.json").read_text())
 
         ballast.unlink()  # room is made
-        proc = start_driver(["resume", "full", "--tracking-uri", mlflow_uri], ray_session)
-        assert proc.wait(timeout=300) == 0, output_tail(proc)
+        res = CliRunner().invoke(main, ["resume", "full", "--tracking-uri", mlflow_uri], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
         trials = finished("full")
         assert len(trials) == 3 and json.loads((first / "result.json").read_text()) == before
         for t in trials:
