@@ -16,10 +16,10 @@ in this process as the command runs it (``runner.execute``), each size in a fres
 - the home's size once the sweep is done (trial folders, MLflow store, Tune's experiment folder);
 - ``benchxfer status NAME`` and ``benchxfer report NAME``, each timed as a command of its own on the finished home.
 
-Goals (issue 31): orchestration per trial at 1,024 trials within 1.2x of that at 16; the driver under 2 GB;
-``status`` and ``report`` under 3 s.
+Goals (issue 31): orchestration per trial at 1,024 trials within 1.2x of that at 16 (read against 256, see above);
+the driver under 2 GB; ``status`` and ``report`` under 3 s.
 
-    .venv/bin/python benchmarks/scale.py                     # 16, 256, 1024 (about 35 min on 2 cores)
+    .venv/bin/python benchmarks/scale.py                     # 16, 256, 1024 (about 17 min on 2 cores)
     .venv/bin/python benchmarks/scale.py --sizes 16 256 --no-record
 """
 
