@@ -104,10 +104,11 @@ def parent_run_id(store: Any, sweep: str) -> str:
     """The run tagged ``benchxfer.role=sweep`` in the experiment named ``sweep`` (the latest if several), read
     through ``store`` (``runstore.open_store``)."""
     runs = store.runs(sweep, "sweep")
-    if not runs:
-        raise BenchxferError(f"sweep {sweep!r}: no MLflow experiment of that name with a sweep run "
-                             f"(tag {ROLE}=sweep)")
-    return runs[0].info.run_id
+    if runs:
+        return runs[0].info.run_id
+    if not store.has_experiment(sweep):
+        raise BenchxferError(f"sweep {sweep!r}: no MLflow experiment of that name at {store.uri}")
+    raise BenchxferError(f"sweep {sweep!r}: its MLflow experiment has no sweep run (tag {ROLE}=sweep)")
 
 
 def summary_table(summary: Any):

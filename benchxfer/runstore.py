@@ -54,6 +54,10 @@ class Run:
 
 
 class RunStore(Protocol):
+    uri: str  # the tracking URI, for messages
+
+    def has_experiment(self, name: str) -> bool: ...
+
     def runs(self, experiment: str, role: str) -> list[Any]:
         """The active runs tagged ``benchxfer.role=role`` in the experiment named ``experiment``, newest first
         (none when there is no such experiment)."""
@@ -76,7 +80,7 @@ def open_store(uri: str) -> RunStore:
     """The store the runs at ``uri`` are read and tagged through (see the module docstring)."""
     db = sqlite_file(uri)
     if db is not None:
-        return SqliteRuns(db)
+        return SqliteRuns(db, uri)
     from benchxfer.tracking import client
 
     return ClientRuns(client(uri))
@@ -97,6 +101,10 @@ class ClientRuns:
 
     def __init__(self, client: Any):
         self.client = client
+        self.uri = client.tracking_uri
+
+    def has_experiment(self, name: str) -> bool:
+        return self.client.get_experiment_by_name(name) is not None
 
     def runs(self, experiment: str, role: str) -> list[Any]:
         exp = self.client.get_experiment_by_name(experiment)
@@ -122,8 +130,9 @@ class ClientRuns:
 class SqliteRuns:
     """The runs of a ``sqlite:`` store, read and tagged as its file (see the module docstring)."""
 
-    def __init__(self, db: Path):
+    def __init__(self, db: Path, uri: str | None = None):
         self.db = db
+        self.uri = uri or f"{SQLITE}{db}"
 
     def _connect(self, write: bool = False) -> sqlite3.Connection:
         if not self.db.is_file():  # sqlite3 would make an empty database
@@ -131,11 +140,19 @@ class SqliteRuns:
         return sqlite3.connect(f"{self.db.resolve().as_uri()}?mode={'rw' if write else 'ro'}", uri=True,
                                timeout=LOCK_WAIT_S)
 
+    @staticmethod
+    def _experiment(con: sqlite3.Connection, name: str) -> list[int]:
+        # MLflow's default workspace: the one its client names an experiment in
+        return [r[0] for r in con.execute(
+            "SELECT experiment_id FROM experiments WHERE name = ? AND workspace = 'default'", (name,))]
+
+    def has_experiment(self, name: str) -> bool:
+        with closing(self._connect()) as con:
+            return bool(self._experiment(con, name))
+
     def runs(self, experiment: str, role: str) -> list[Run]:
         with closing(self._connect()) as con:
-            # MLflow's default workspace: the one its client names an experiment in
-            ids = [r[0] for r in con.execute(
-                "SELECT experiment_id FROM experiments WHERE name = ? AND workspace = 'default'", (experiment,))]
+            ids = self._experiment(con, experiment)
             if not ids:
                 return []
             uuids = [r[0] for r in con.execute(

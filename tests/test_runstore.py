@@ -63,6 +63,8 @@ def test_sqlite_reads_what_mlflows_client_reads(store):
     assert [r.info.start_time for r in trials] == sorted((r.info.start_time for r in trials), reverse=True)
     assert math.isnan(direct.run(ids[-1]).data.metrics["test_auroc"])
     assert direct.runs("no-such-sweep", "trial") == []
+    assert direct.has_experiment(SWEEP) and through.has_experiment(SWEEP) and not direct.has_experiment("no-such-sweep")
+    assert direct.uri == uri and through.uri == uri
     assert view(direct.run(parent)) == view(client.get_run(parent))
 
 
