@@ -53,6 +53,9 @@ BEST_CHECKPOINT = "benchxfer.best_checkpoint"  # on a trial's run: its tested we
 BEST_CHECKPOINT_EPOCH = "benchxfer.best_checkpoint_epoch"  # their epoch, when the best validation epoch's
 OUTAGES = "benchxfer.mlflow_outages"
 REPORT = "benchxfer.report"  # on the sweep's run: its published report.html (report.publish)
+# MLflow's own tag (mlflow.utils.mlflow_tags.MLFLOW_LOGGED_ARTIFACTS): which artifacts its UI renders as tables; spelled
+# here so that publishing to the embedded store imports no MLflow (tests/test_runstore.py holds it to MLflow's)
+LOGGED_ARTIFACTS = "mlflow.loggedArtifacts"
 # Fail fast instead of MLflow's default minutes of retries; TrialRun does the retrying. The links to runs are
 # benchxfer's to print (once, at the end), not one pair per run from every worker.
 CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
@@ -259,6 +262,8 @@ def local_artifact_dir(uri: str, artifact_uri: str) -> Path | None:
         return root / unquote(parsed.path).lstrip("/") if root is not None else None
     if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
         return Path(unquote(parsed.path))
+    if not parsed.scheme and uri.startswith("sqlite:"):  # a path, as MLflow's client names a sqlite store's runs'
+        return Path(artifact_uri)
     return None
 
 

@@ -182,3 +182,6 @@ def test_local_artifact_dir(home):
     assert local_artifact_dir(f"sqlite:///{home / 'mlflow.db'}", "mlflow-artifacts://host:5000/3/abc") is None
     assert local_artifact_dir("http://x", "file:///data/mlruns/1/abc/artifacts") == Path("/data/mlruns/1/abc/artifacts")
     assert local_artifact_dir("http://x", "s3://bucket/1/abc/artifacts") is None
+    # a sqlite store made by MLflow's client without a server names its runs' folders by path
+    assert local_artifact_dir("sqlite:///x.db", "/data/mlruns/1/abc/artifacts") == Path("/data/mlruns/1/abc/artifacts")
+    assert local_artifact_dir("http://x", "/data/mlruns/1/abc/artifacts") is None  # the server's machine's

@@ -9,7 +9,7 @@ from scipy.special import betainc
 
 from benchxfer.errors import BenchxferError
 from benchxfer.report.results import frame_from_records
-from benchxfer.report.write import stars, summarise, ttest
+from benchxfer.report.write import ci95, stars, summarise, ttest
 
 pytestmark = pytest.mark.fast
 
@@ -206,3 +206,13 @@ def test_scale_and_best_come_from_each_metrics_registry_entry(monkeypatch):
     assert t.loc[("imagenet", "nih"), "mean"] == pytest.approx(np.mean(VALUES[("imagenet", "nih")]))
     assert set(t.loc[t["best"]].index) == {("scratch", "nih"), ("chexpert", "drive")}
     assert not _metric_label("error_rate").endswith("(x100)")
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 30, 1024])
+def test_ci95_quantile_is_scipy_stats_t_ppf_exactly(n):
+    """ci95 takes Student's quantile from scipy.special (scipy.stats is imported only for a test): the same bits."""
+    from scipy import stats
+
+    v = np.linspace(0.5, 0.9, n) ** 2
+    half = stats.t.ppf(0.975, n - 1) * v.std(ddof=1) / np.sqrt(n)
+    assert ci95(v) == (float(v.mean() - half), float(v.mean() + half))

@@ -20,17 +20,15 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from ray.tune import Callback
 
 from benchxfer import paths
-from benchxfer.launch.tunespace import Shared, is_searched, tune_name
-
-if TYPE_CHECKING:
-    from benchxfer.trial import Trial
+from benchxfer.launch.tunespace import Shared, TrialSource, is_searched, key_of, tune_name
 
 SUMMARY_EVERY_S = 60.0  # plain output: at most one summary line per this many seconds
 NOISY_LOGGERS = ("ray", "mlflow", "alembic", "urllib3", "filelock", "py.warnings")
@@ -44,18 +42,23 @@ RAY_PRINT_THREADS = frozenset({"ray_print_logs", "ray_listen_error_messages"})
 
 # --- names -----------------------------------------------------------------------------------------
 
-class Names:
-    """Tune's trial names and folders: the trial keys, read from each trial's plain config with
-    :func:`benchxfer.launch.tunespace.trial_of` (the experiment's :class:`~benchxfer.launch.tunespace.Shared` context)."""
+@dataclass(frozen=True)
+class TrialNames:
+    """Tune's trial names and folders (``trial_name_creator``, ``trial_dirname_creator``): the trial keys
+    (:func:`benchxfer.launch.tunespace.key_of`). Tune keeps both creators in each of its trials and writes them, pickled,
+    into the trial's entry of the experiment state, cached and saved again and again: so they hold only the lr
+    search's cells (a planned point carries its key), never the experiment's trial index. With the index, each
+    trial's entry held every trial: O(N) a trial, O(N^2) a sweep -- 100 MB of experiment state at 256 trials, and
+    the driver's memory grew to 5.4 GB at 1,024 (``benchmarks/scale.py``, BENCHMARKS.md)."""
 
-    def __init__(self, shared: Shared):
-        self.shared = shared
+    cells: Mapping[str, TrialSource] = field(default_factory=dict)
 
-    def trial(self, config: dict[str, Any]) -> Trial:
-        return self.shared.trial(config)
+    @classmethod
+    def of(cls, shared: Shared) -> TrialNames:
+        return cls(dict(shared.index.cells))
 
     def name(self, trial: Any) -> str:
-        return self.trial(trial.config).key
+        return key_of(trial.config, self.cells)
 
     def dirname(self, trial: Any) -> str:
         """The key, made filesystem-safe. A searched trial (whose lr the searcher may pick twice) gets Tune's
@@ -231,11 +234,12 @@ class _RayToFile:
 class ConsoleView(Callback):
     """benchxfer's view of one Tune experiment (see the module docstring)."""
 
-    def __init__(self, sweep: str, experiment: str, names: Names, echo: Callable[[str], None] = print, *,
+    def __init__(self, sweep: str, experiment: str, shared: Shared, echo: Callable[[str], None] = print, *,
                  live: bool | None = None, quiet: bool = True, every: float = SUMMARY_EVERY_S,
                  air_output: str | None = None):
         self.air_output = air_output  # RAY_AIR_NEW_OUTPUT before tune_settings set it
-        self.sweep, self.experiment, self.names, self.echo = sweep, experiment, names, echo
+        self.sweep, self.experiment, self.shared, self.echo = sweep, experiment, shared, echo
+        self.names = TrialNames.of(shared)
         self.live = sys.stdout.isatty() if live is None else live
         self.quiet, self.every = quiet, every
         self.log_path = paths.sweep_dir(sweep) / "logs" / f"{experiment}.log"
@@ -274,7 +278,7 @@ class ConsoleView(Callback):
             self.panel.start()
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        t = self.names.trial(trial.config)
+        t = self.shared.trial(trial.config)
         self.metric_of[trial.trial_id] = getattr(t, "metric", None)
         self.board.start(trial.trial_id, t.key, time.time(), _epochs(t))
         self.say(f"start   {t.key}")
@@ -393,12 +397,12 @@ def tune_settings(sweep: str, shared: Shared, *, verbose: bool = False, echo: Ca
     ``shared`` (:mod:`benchxfer.launch.tunespace`): trial names and folders by trial key,
     the experiment's name (``name``, by default the next ``<sweep>-NN``), and the console: benchxfer's view with Ray's noise in a log file,
     or with ``verbose`` Ray's own full output."""
-    name, names = name or tune_name(sweep), Names(shared)
+    name, names = name or tune_name(sweep), TrialNames.of(shared)
     tune_kw = {"trial_name_creator": names.name, "trial_dirname_creator": names.dirname}
     if verbose:
         return tune_kw, {"name": name, "verbose": 1}  # Tune's tables, as before this view
     # Tune's newer output engine prints its experiment header even at verbose=0; its older one prints nothing
     # there. The view puts the variable back when the experiment ends.
-    view = ConsoleView(sweep, name, names, echo, air_output=os.environ.get("RAY_AIR_NEW_OUTPUT"))
+    view = ConsoleView(sweep, name, shared, echo, air_output=os.environ.get("RAY_AIR_NEW_OUTPUT"))
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     return tune_kw, {"name": name, "verbose": 0, "callbacks": [view]}

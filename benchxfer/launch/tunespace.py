@@ -9,8 +9,8 @@ so Tune stores, names and shows it as it is (no placeholders, no pickled objects
 trial of one experiment shares, :class:`Shared` (the plan's trials by key and the search's cells by id, the
 launch, the environment, the finish hook, the experiment's name), reaches the trainable once, through
 ``tune.with_parameters``. :func:`trial_of` turns a config back into the typed :class:`~benchxfer.trial.Trial`:
-the driver (:func:`benchxfer.launch.sweep.run_trial`), the lr search (:mod:`benchxfer.launch.search`) and the console's trial
-names (:mod:`benchxfer.launch.console`) all call it.
+the driver (:func:`benchxfer.launch.sweep.run_trial`), the lr search (:mod:`benchxfer.launch.search`) and the console
+(:mod:`benchxfer.launch.console`) all call it; Tune's trial names ask only for the key (:func:`key_of`).
 """
 
 from __future__ import annotations
@@ -87,6 +87,13 @@ def trial_of(config: Mapping[str, Any], index: TrialIndex) -> Trial:
         assert lr == trial.lr, (lr, trial.lr)
         return trial
     return index.cells[point["cell"]].make(lr)
+
+
+def key_of(config: Mapping[str, Any], cells: Mapping[str, TrialSource]) -> str:
+    """The trial key of a config, needing only the lr search's cells (a planned point carries its key): what Tune's
+    trial names and folders need (:class:`benchxfer.launch.console.TrialNames`), without the experiment's trial index."""
+    point = point_of(config)
+    return str(point["key"]) if "key" in point else cells[point["cell"]].make(float(point["lr"])).key
 
 
 @dataclass(frozen=True)

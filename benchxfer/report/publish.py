@@ -13,6 +13,8 @@ is written by :class:`benchxfer.tracking.TrialRun` alone.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -74,12 +76,12 @@ def _publish(sweep_name: str, tracking_uri: str | None, report: Any, baseline: s
     uri = tracking_uri or default_tracking_uri()
     if not uri:
         raise BenchxferError(f"sweep {sweep_name!r}: no MLflow to publish to (no tracking URI, no embedded store)")
-    from benchxfer.tracking import client as tracking_client
+    from benchxfer.runstore import open_store
 
-    client = tracking_client(uri)
-    parent = parent_run_id(client, sweep_name)
+    store = open_store(uri)
+    parent = parent_run_id(store, sweep_name)
     if report is not None:
-        return _upload(client, uri, parent, report)
+        return _upload(store, uri, parent, report)
     from benchxfer.report.results import collect, default_baseline, load_curves
     from benchxfer.report.write import write_report
 
@@ -89,19 +91,18 @@ def _publish(sweep_name: str, tracking_uri: str | None, report: Any, baseline: s
     with tempfile.TemporaryDirectory(prefix="benchxfer-report-") as tmp:
         rep = write_report(runs, tmp, baseline=baseline, test=test, ddof=ddof,
                            title=f"benchxfer report: {sweep_name}", history=load_curves(runs, uri))
-        return _upload(client, uri, parent, rep)
+        return _upload(store, uri, parent, rep)
 
 
-def parent_run_id(client: Any, sweep: str) -> str:
-    """The run tagged ``benchxfer.role=sweep`` in the experiment named ``sweep`` (the latest if several)."""
-    exp = client.get_experiment_by_name(sweep)
-    if exp is None:
-        raise BenchxferError(f"sweep {sweep!r}: no MLflow experiment of that name at {client.tracking_uri}")
-    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{ROLE}` = 'sweep'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
-    if not runs:
-        raise BenchxferError(f"sweep {sweep!r}: its MLflow experiment has no sweep run (tag {ROLE}=sweep)")
-    return runs[0].info.run_id
+def parent_run_id(store: Any, sweep: str) -> str:
+    """The run tagged ``benchxfer.role=sweep`` in the experiment named ``sweep`` (the latest if several), read
+    through ``store`` (``runstore.open_store``)."""
+    runs = store.runs(sweep, "sweep")
+    if runs:
+        return runs[0].info.run_id
+    if not store.has_experiment(sweep):
+        raise BenchxferError(f"sweep {sweep!r}: no MLflow experiment of that name at {store.uri}")
+    raise BenchxferError(f"sweep {sweep!r}: its MLflow experiment has no sweep run (tag {ROLE}=sweep)")
 
 
 def summary_table(summary: Any):
@@ -113,36 +114,83 @@ def summary_table(summary: Any):
     return t
 
 
-def _upload(client: Any, uri: str, run_id: str, report: Any) -> Published:
-    from mlflow.store.artifact.artifact_repository_registry import (
-        get_artifact_repository,
-    )
-    from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
+def _upload(store: Any, uri: str, run_id: str, report: Any) -> Published:
+    from benchxfer.tracking import LOGGED_ARTIFACTS
 
-    from benchxfer.tracking import local_artifact_dir
-
-    run = client.get_run(run_id)
-    folder = local_artifact_dir(uri, run.info.artifact_uri)  # the embedded store's: written as files, no server
-    repo = get_artifact_repository(folder.as_uri() if folder is not None else run.info.artifact_uri,
-                                   tracking_uri=uri)
-    present = {f.path for f in repo.list_artifacts()}
+    run = store.run(run_id)
+    files = _artifacts(uri, run.info.artifact_uri)
+    present = files.names()
     for old in (TABLE_FILE, REPORT_DIR):  # replace, never append to, an earlier publication
         if old in present:
-            repo.delete_artifacts(old)
+            files.delete(old)
     with tempfile.TemporaryDirectory(prefix="benchxfer-table-") as tmp:
         # as MlflowClient.log_table writes a new table (it needs a server for the embedded store's artifacts)
         table = Path(tmp) / TABLE_FILE
         summary_table(report.summary).to_json(table, orient="split", index=False, date_format="iso")
-        repo.log_artifact(str(table))
-    logged = json.loads(run.data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
+        files.log(table)
+    logged = json.loads(run.data.tags.get(LOGGED_ARTIFACTS, "[]"))
     if {"path": TABLE_FILE, "type": "table"} not in logged:  # how the UI knows to render it as a table
-        client.set_tag(run_id, MLFLOW_LOGGED_ARTIFACTS, json.dumps([*logged, {"path": TABLE_FILE, "type": "table"}]))
+        store.set_tag(run_id, LOGGED_ARTIFACTS, json.dumps([*logged, {"path": TABLE_FILE, "type": "table"}]))
     names = [TABLE_FILE]
     for path in report.files:
-        repo.log_artifact(str(path), REPORT_DIR)
+        files.log(Path(path), REPORT_DIR)
         names.append(f"{REPORT_DIR}/{Path(path).name}")
-    client.set_tag(run_id, REPORT, f"{REPORT_DIR}/report.html")
+    store.set_tag(run_id, REPORT, f"{REPORT_DIR}/report.html")
     return Published(run_id, TABLE_FILE, names)
+
+
+def _artifacts(uri: str, artifact_uri: str) -> _LocalArtifacts | _RepoArtifacts:
+    """A run's artifacts: its folder on this machine, written as files (the embedded store's; no server, no
+    MLflow import), else MLflow's artifact repository for ``artifact_uri``."""
+    from benchxfer.tracking import local_artifact_dir
+
+    folder = local_artifact_dir(uri, artifact_uri)
+    if folder is not None:
+        return _LocalArtifacts(folder)
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    return _RepoArtifacts(get_artifact_repository(artifact_uri, tracking_uri=uri))
+
+
+class _LocalArtifacts:
+    """A run's artifact folder, as MLflow's local artifact repository writes it: each file copied whole under a
+    temporary name, then renamed into place."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def names(self) -> set[str]:
+        return {p.name for p in self.folder.iterdir()} if self.folder.is_dir() else set()
+
+    def delete(self, name: str) -> None:
+        path = self.folder / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+    def log(self, file: Path, under: str | None = None) -> None:
+        dest = self.folder / under if under else self.folder
+        dest.mkdir(parents=True, exist_ok=True)
+        tmp = dest / f".{file.name}.tmp"
+        shutil.copy2(file, tmp)
+        os.replace(tmp, dest / file.name)
+
+
+class _RepoArtifacts:
+    """A run's artifacts through MLflow's artifact repository (a server's, an object store)."""
+
+    def __init__(self, repo: Any):
+        self.repo = repo
+
+    def names(self) -> set[str]:
+        return {f.path for f in self.repo.list_artifacts()}
+
+    def delete(self, name: str) -> None:
+        self.repo.delete_artifacts(name)
+
+    def log(self, file: Path, under: str | None = None) -> None:
+        self.repo.log_artifact(str(file), under)
 
 
 def list_artifact_names(client: Any, run_id: str, path: str | None = None) -> Iterable[str]:

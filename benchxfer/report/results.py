@@ -255,28 +255,17 @@ def _unreachable(uri: str) -> str | None:
 # ------------------------------------------------------------------ MLflow
 
 def _mlflow_errors() -> tuple[type[BaseException], ...]:
-    from mlflow.exceptions import MlflowException
+    from benchxfer.runstore import errors
 
-    return (MlflowException, OSError)  # requests' errors are OSErrors
+    return errors()
 
 
 def _from_mlflow(sweep: str, uri: str) -> tuple[list[dict[str, Any]], dict[str, str], dict[str, str]]:
     """The rows of the sweep's trial runs, their error lines by trial key, and their artifact URIs by run id."""
-    from benchxfer.tracking import ROLE, STATUS
-    from benchxfer.tracking import client as tracking_client  # mlflow is a heavy import: only here
+    from benchxfer.runstore import open_store
+    from benchxfer.tracking import STATUS
 
-    client = tracking_client(uri)  # fails fast instead of MLflow's minutes of HTTP retries
-    exp = client.get_experiment_by_name(sweep)
-    if exp is None:
-        return [], {}, {}
-    runs, token = [], None
-    while True:
-        page = client.search_runs([exp.experiment_id], filter_string=f"tags.`{ROLE}` = 'trial'",
-                                  max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            break
+    runs = open_store(uri).runs(sweep, "trial")  # a server's client fails fast (tracking.CLIENT_ENV)
     best: dict[str, tuple[tuple, dict[str, Any], str | None]] = {}
     for run in runs:
         if run.data.tags.get(STATUS) == TrialState.STOPPED:
@@ -461,34 +450,76 @@ def load_curves(runs: RunSet, tracking_uri: str | None = None, threads: int = 8)
 
         client = tracking_client(uri)
 
-    def read(path) -> pd.DataFrame | None:
+    def text(row) -> str | None:
         try:
-            return pd.read_csv(path)
-        except (OSError, ValueError):  # no such artifact, or an empty file
-            return None
-
-    def one(row) -> pd.DataFrame | None:
-        if row.mlflow_run_id in local:
-            curve = read(local[row.mlflow_run_id])
-        else:
+            if row.mlflow_run_id in local:
+                return local[row.mlflow_run_id].read_text(encoding="utf-8")
             import tempfile
 
             with tempfile.TemporaryDirectory() as tmp:
                 try:
-                    curve = read(client.download_artifacts(row.mlflow_run_id, CURVES_FILE, tmp))
+                    path = client.download_artifacts(row.mlflow_run_id, CURVES_FILE, tmp)
                 except _mlflow_errors():  # no such artifact
-                    curve = None
-        return curve.assign(sweep=row.sweep, trial_key=row.trial_key) if curve is not None and "epoch" in curve else None
+                    return None
+                return Path(path).read_text(encoding="utf-8")
+        except (OSError, ValueError):  # no such file, or not text
+            return None
 
     rows = [r for r in todo.itertuples(index=False) if r.mlflow_run_id in local or client is not None]
     if client is None:
-        parts = [p for p in map(one, rows) if p is not None]
+        texts = list(map(text, rows))
     else:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            parts = [p for p in pool.map(one, rows) if p is not None]
-    if not parts:
+            texts = list(pool.map(text, rows))
+    parts = [(r.sweep, r.trial_key, t) for r, t in zip(rows, texts) if t is not None]
+    out = curves_frame(parts)
+    if out is None:
         return empty
-    out = pd.concat(parts, ignore_index=True)
     return out.loc[:, ["sweep", "trial_key", *[c for c in out.columns if c not in ("sweep", "trial_key")]]]
+
+
+_FILE = "_benchxfer_file"  # curves_frame's column of each row's file (a header that names it is read file by file)
+
+
+def curves_frame(parts: list[tuple[str, str, str]]) -> pd.DataFrame | None:
+    """One table of the ``(sweep, trial_key, text of learning_curves.csv)`` files, as reading each file with
+    ``pandas.read_csv``, tagging its rows with its sweep and trial key and concatenating them in order would give
+    (a file with no ``epoch`` column, or unreadable, gives no rows; None when no file gives a table), but one
+    ``read_csv`` per distinct header instead of one per file (1,024 one-epoch files: 0.015 s of CPU instead of
+    1.4 s). A group that does not read as numbers alone (an error, a column of text: one file's text would turn the
+    others' numbers into text) is read file by file, as before."""
+    import io
+
+    import pandas as pd
+
+    def one(i: int) -> pd.DataFrame | None:
+        try:
+            frame = pd.read_csv(io.StringIO(parts[i][2]))
+        except ValueError:  # an empty file, or not a table
+            return None
+        return frame.assign(**{_FILE: i}) if "epoch" in frame else None
+
+    groups: dict[str, list[int]] = {}
+    for i, (_, _, txt) in enumerate(parts):
+        groups.setdefault(txt.partition("\n")[0], []).append(i)
+    frames: list[pd.DataFrame] = []
+    for head, files in groups.items():
+        lines = [f"{_FILE},{head}"]
+        for i in files:  # read_csv skips the empty lines, not those of spaces
+            lines += [f"{i},{line}" for line in parts[i][2].partition("\n")[2].splitlines() if line]
+        try:
+            frame = None if _FILE in head else pd.read_csv(io.StringIO("\n".join(lines)))
+        except ValueError:
+            frame = None
+        if frame is None or not all(pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns):
+            frames += [f for f in map(one, files) if f is not None]
+        elif "epoch" in frame:
+            frames.append(frame)
+    if not frames:
+        return None
+    out = pd.concat(frames, ignore_index=True).sort_values(_FILE, kind="stable")
+    where = out.pop(_FILE).to_numpy()
+    out = out.assign(sweep=[parts[i][0] for i in where], trial_key=[parts[i][1] for i in where])
+    return out.reset_index(drop=True)
