@@ -151,19 +151,25 @@ def test_only_tracking_writes_a_trial_run():
     """A trial's MLflow run is written by ``tracking.TrialRun`` alone (the driver, the loop and the lr search call
     its methods, none of which is named as MlflowClient's): no other module calls a method of MLflow's client that
     writes a run, but ``report/publish.py``, which publishes the report on the sweep's run and names no tag of a
-    trial's run."""
+    trial's run, and the store it sets that run's report tags through (``report/runstore.py``: tags only)."""
     writes = run_writes()
     assert {"set_tag", "log_batch", "log_inputs", "log_artifact", "set_terminated", "delete_tag"} <= writes
     from benchxfer.tracking import TrialRun
 
     assert not writes & set(vars(TrialRun)), "TrialRun's methods would read as MlflowClient's here"
     publish = REPO / "benchxfer/report/publish.py"
+    store = REPO / "benchxfer/report/runstore.py"  # the store publish writes the sweep run's two report tags through
     found = [w for path, tree in TREES.items() if path.name != "tracking.py" or path.parent.name != "benchxfer"
-             for w in writes_to_runs(path, tree, writes) if path != publish]
+             for w in writes_to_runs(path, tree, writes) if path not in (publish, store)]
     assert found == []
     assert writes_to_runs(publish, TREES[publish], writes)  # the check sees the sweep run's writes
-    named = {a.name for n in ast.walk(TREES[publish]) if isinstance(n, ast.ImportFrom)
+    assert writes_to_runs(store, TREES[store], writes) == [f"{store.relative_to(REPO)}:{n.lineno}: set_tag"
+                                                           for n in ast.walk(TREES[store]) if isinstance(n, ast.Call)
+                                                           and isinstance(n.func, ast.Attribute)
+                                                           and n.func.attr == "set_tag"]  # only tags, no other write
+    named = {a.name for path in (publish, store) for n in ast.walk(TREES[path]) if isinstance(n, ast.ImportFrom)
              and n.module == "benchxfer.tracking" for a in n.names if a.name.isupper()}
-    assert named == {"ROLE", "REPORT"}, named  # it finds the sweep's run and tags its report; no trial run's tag
+    # they find the sweep's run and tag its report (MLflow's table list included); no trial run's tag
+    assert named <= {"ROLE", "REPORT", "LOGGED_ARTIFACTS"} and {"ROLE", "REPORT"} <= named, named
     probe = ast.parse("def f(run, client):\n    run.attach('x', 'a.txt')\n    client.set_tag(run.run_id, 'k', 'v')\n")
     assert writes_to_runs(REPO / "probe.py", probe, writes) == ["probe.py:3: set_tag"]

@@ -17,7 +17,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
 from test_report_mlflow import add_trial
 
 from benchxfer.errors import BenchxferError
-from benchxfer.runstore import ClientRuns, SqliteRuns, open_store, sqlite_file
+from benchxfer.report.runstore import ClientRuns, SqliteRuns, open_store, sqlite_file
 from benchxfer.tracking import LOGGED_ARTIFACTS
 
 pytestmark = pytest.mark.fast

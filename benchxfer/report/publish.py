@@ -76,7 +76,7 @@ def _publish(sweep_name: str, tracking_uri: str | None, report: Any, baseline: s
     uri = tracking_uri or default_tracking_uri()
     if not uri:
         raise BenchxferError(f"sweep {sweep_name!r}: no MLflow to publish to (no tracking URI, no embedded store)")
-    from benchxfer.runstore import open_store
+    from benchxfer.report.runstore import open_store
 
     store = open_store(uri)
     parent = parent_run_id(store, sweep_name)

@@ -255,14 +255,14 @@ def _unreachable(uri: str) -> str | None:
 # ------------------------------------------------------------------ MLflow
 
 def _mlflow_errors() -> tuple[type[BaseException], ...]:
-    from benchxfer.runstore import errors
+    from benchxfer.report.runstore import errors
 
     return errors()
 
 
 def _from_mlflow(sweep: str, uri: str) -> tuple[list[dict[str, Any]], dict[str, str], dict[str, str]]:
     """The rows of the sweep's trial runs, their error lines by trial key, and their artifact URIs by run id."""
-    from benchxfer.runstore import open_store
+    from benchxfer.report.runstore import open_store
     from benchxfer.tracking import STATUS
 
     runs = open_store(uri).runs(sweep, "trial")  # a server's client fails fast (tracking.CLIENT_ENV)
