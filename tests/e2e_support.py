@@ -5,6 +5,7 @@ Every test here runs on the session's real local Ray (``ray_session``) and a rea
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -52,8 +53,10 @@ def write_sweep(folder: Path, name: str, *, lr: str = "[0.001]", seeds: int = 1,
 
 def spawn(argv: list[str]) -> subprocess.Popen:
     """``python ARGV`` in a new process group (to be killed with SIGKILL), its output kept in a temporary file that
-    ``wait_for`` shows if the process ends early."""
+    ``wait_for`` shows if the process ends early; the file goes when the test run ends (a failing test shows its
+    tail in its message)."""
     log = tempfile.NamedTemporaryFile("w+", prefix="driver-", suffix=".log", delete=False)
+    atexit.register(Path(log.name).unlink, missing_ok=True)
     proc = subprocess.Popen([sys.executable, *argv], env={**os.environ, "PYTHONUNBUFFERED": "1"},
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     proc.log_path = log.name
