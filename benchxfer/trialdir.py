@@ -35,11 +35,12 @@ import errno
 import json
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from benchxfer import paths
 from benchxfer.errors import BenchxferError
@@ -80,16 +81,29 @@ def no_space(path: str | os.PathLike, err: BaseException) -> OSError | None:
     return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) if full else None
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as JSON atomically (a temporary file, then a rename); a full disk is ENOSPC naming ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+def write_atomically(target: Path, write: Callable[[str], None]) -> None:
+    """``write(tmp)`` into a temporary file beside ``target``, then rename it there; a full disk is ENOSPC naming
+    ``target`` (torch.save says "unexpected pos", safetensors its own words), and the temporary file goes."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp_", suffix=target.suffix)
+    os.close(fd)
     try:
-        tmp.write_text(json.dumps(obj, indent=1, default=str))
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise (no_space(path, err) or err) from None
-    os.replace(tmp, path)
+        write(tmp)
+        os.replace(tmp, target)
+    except Exception as err:
+        full = no_space(target, err)
+        if full is None:
+            raise
+        raise full from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as JSON atomically (:func:`write_atomically`); a full disk is ENOSPC naming ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(obj, indent=1, default=str)
+    write_atomically(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def read_json(path: Path, what: str = "a JSON value") -> Any:

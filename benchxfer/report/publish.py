@@ -13,7 +13,6 @@ is written by :class:`benchxfer.tracking.TrialRun` alone.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
@@ -154,7 +153,7 @@ def _artifacts(uri: str, artifact_uri: str) -> _LocalArtifacts | _RepoArtifacts:
 
 class _LocalArtifacts:
     """A run's artifact folder, as MLflow's local artifact repository writes it: each file copied whole under a
-    temporary name, then renamed into place."""
+    temporary name, then renamed into place (:func:`benchxfer.trialdir.write_atomically`)."""
 
     def __init__(self, folder: Path):
         self.folder = folder
@@ -170,11 +169,11 @@ class _LocalArtifacts:
             path.unlink(missing_ok=True)
 
     def log(self, file: Path, under: str | None = None) -> None:
+        from benchxfer.trialdir import write_atomically
+
         dest = self.folder / under if under else self.folder
         dest.mkdir(parents=True, exist_ok=True)
-        tmp = dest / f".{file.name}.tmp"
-        shutil.copy2(file, tmp)
-        os.replace(tmp, dest / file.name)
+        write_atomically(dest / file.name, lambda tmp: shutil.copy2(file, tmp))
 
 
 class _RepoArtifacts:

@@ -13,36 +13,17 @@ import os
 import pickle
 import random
 import re
-import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-from benchxfer.trialdir import no_space
+from benchxfer.trialdir import write_atomically
 
 log = logging.getLogger("benchxfer")
 _NAME = re.compile(r"epoch_(\d{4,})\.pt$")
-
-
-def write_atomically(target: Path, write: Callable[[str], None]) -> None:
-    """``write(tmp)`` into a temporary file beside ``target``, then rename it there; a full disk is ENOSPC naming
-    ``target`` (torch.save says "unexpected pos", safetensors its own words), and the temporary file goes."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp_", suffix=target.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except Exception as err:
-        full = no_space(target, err)
-        if full is None:
-            raise
-        raise full from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class CheckpointStore:

@@ -39,11 +39,11 @@ from benchxfer.recipes.schedules import ScheduleInput, bit_boundaries, build_sch
 from benchxfer.tasks import Task, get_task
 from benchxfer.tracking import TrialRun
 from benchxfer.train import metrics as M
-from benchxfer.train.checkpoint import CheckpointStore, rng_state, set_rng_state, write_atomically
+from benchxfer.train.checkpoint import CheckpointStore, rng_state, set_rng_state
 from benchxfer.train.data_setup import RunData, TrainStream, build_data, eval_loader, steps_per_epoch, train_loader
 from benchxfer.train.sampling import study_micro_batch
 from benchxfer.train.session import SESSIONS, Runtime, Session
-from benchxfer.trialdir import Failure, Progress, TrialDir, TrialFailed, TrialResult
+from benchxfer.trialdir import Failure, Progress, TrialDir, TrialFailed, TrialResult, write_atomically
 
 log = logging.getLogger("benchxfer")
 
