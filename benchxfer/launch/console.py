@@ -239,7 +239,6 @@ class ConsoleView(Callback):
                  air_output: str | None = None):
         self.air_output = air_output  # RAY_AIR_NEW_OUTPUT before tune_settings set it
         self.sweep, self.experiment, self.shared, self.echo = sweep, experiment, shared, echo
-        self.names = TrialNames.of(shared)
         self.live = sys.stdout.isatty() if live is None else live
         self.quiet, self.every = quiet, every
         self.log_path = paths.sweep_dir(sweep) / "logs" / f"{experiment}.log"
@@ -293,7 +292,7 @@ class ConsoleView(Callback):
         last = trial.last_result or {}
         r = self.board.end(trial.trial_id, now, ok=True, timed=not last.get("skipped"))
         metric = self.metric_of.get(trial.trial_id)
-        key = r.key if r else self.names.name(trial)
+        key = r.key if r else self.shared.trial(trial.config).key
         if last.get("skipped"):
             self.say(f"skip    {key} (finished before)")
             return
@@ -303,7 +302,7 @@ class ConsoleView(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         r = self.board.end(trial.trial_id, time.time(), ok=False)
-        key = r.key if r else self.names.name(trial)
+        key = r.key if r else self.shared.trial(trial.config).key
         self.say(f"FAILED  {key}: {_reason(self.sweep, key)}")
 
     def on_step_begin(self, iteration, trials, **info) -> None:

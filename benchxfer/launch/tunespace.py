@@ -86,14 +86,19 @@ def trial_of(config: Mapping[str, Any], index: TrialIndex) -> Trial:
         trial = index.planned[point["key"]]
         assert lr == trial.lr, (lr, trial.lr)
         return trial
-    return index.cells[point["cell"]].make(lr)
+    return _searched_trial(point, index.cells)
 
 
 def key_of(config: Mapping[str, Any], cells: Mapping[str, TrialSource]) -> str:
     """The trial key of a config, needing only the lr search's cells (a planned point carries its key): what Tune's
     trial names and folders need (:class:`benchxfer.launch.console.TrialNames`), without the experiment's trial index."""
     point = point_of(config)
-    return str(point["key"]) if "key" in point else cells[point["cell"]].make(float(point["lr"])).key
+    return str(point["key"]) if "key" in point else _searched_trial(point, cells).key
+
+
+def _searched_trial(point: Mapping[str, Any], cells: Mapping[str, TrialSource]) -> Trial:
+    """A searched point's trial: its cell's, at the point's lr."""
+    return cells[point["cell"]].make(float(point["lr"]))
 
 
 @dataclass(frozen=True)
