@@ -14,15 +14,16 @@ pytestmark = pytest.mark.fast
 
 def test_ensure_writes_once_under_home(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCHXFER_HOME", str(tmp_path / "home"))
-    root = synthetic.ensure("shenzhen", n_train=4, n_val=2, n_test=2, size=24)
+    root = synthetic.ensure("shenzhen", settings=synthetic.SyntheticSet(n_train=4, n_val=2, n_test=2, size=24))
     assert root == tmp_path / "home" / "data" / "synthetic" / "shenzhen"
     stamp = (root / synthetic.MARKER).stat().st_mtime_ns
-    assert synthetic.ensure("shenzhen", n_train=4, n_val=2, n_test=2, size=24) == root
+    assert synthetic.ensure("shenzhen", settings=synthetic.SyntheticSet(n_train=4, n_val=2, n_test=2, size=24)) == root
     assert (root / synthetic.MARKER).stat().st_mtime_ns == stamp  # not rewritten
     assert [len(data.open_dataset("shenzhen", root, s)) for s in ("train", "val", "test")] == [4, 2, 2]
-    src = synthetic.ensure("chestxray14", n_train=4, n_val=2, n_test=2, size=24, family="cxr-source")
+    src = synthetic.ensure("chestxray14", settings=synthetic.SyntheticSet(n_train=4, n_val=2, n_test=2, size=24,
+                                                                   family="cxr-source"))
     assert src.name == "chestxray14-source"
-    synthetic.ensure("shenzhen", n_train=6, n_val=2, n_test=2, size=24)  # other parameters: rewritten
+    synthetic.ensure("shenzhen", settings=synthetic.SyntheticSet(n_train=6, n_val=2, n_test=2, size=24))  # other parameters: rewritten
     assert len(data.open_dataset("shenzhen", root, "train")) == 6
 
 

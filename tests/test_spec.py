@@ -122,6 +122,28 @@ def test_the_sections_are_typed_frozen_records_and_the_run_settings_are_built_fr
     assert Launch.of("t", "", default.resources, default.failure) == Launch("t", "")  # the same defaults
 
 
+def test_the_synthetic_block_is_a_frozen_record_and_names_the_folder_it_named(tmp_path, monkeypatch):
+    """``synthetic:`` becomes ``SyntheticSet`` (its fields the schema's keys, ensure's defaults for the rest); the
+    set's folder is still named by the keys the file wrote, so a file that writes a default out keeps its data."""
+    import dataclasses
+
+    from benchxfer.data.roots import resolve_root
+    from benchxfer.data.synthetic import SyntheticSet
+    from benchxfer.plan.schema import SYNTHETIC_RULES
+
+    monkeypatch.setenv("BENCHXFER_HOME", str(tmp_path / "home"))
+    spec = load_spec(write(tmp_path, GOOD.replace("root: synthetic", "root: synthetic\n    synthetic: {n_train: 4, seed: 0}")))
+    block = spec.datasets[0].synthetic
+    assert block == SyntheticSet(n_train=4, seed=0, written=("n_train", "seed"))
+    assert (block.n_val, block.size, block.family) == (100, 96, "cxr")  # ensure's defaults
+    assert [f.name for f in dataclasses.fields(SyntheticSet)] == [*SYNTHETIC_RULES, "written"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        block.n_train = 5  # type: ignore[misc]
+    folder = Path(resolve_root("chestxray14", "synthetic", block, "x", write_synthetic=False))
+    assert folder.name == "chestxray14-2d3fb815"  # the folder of the same block before it was a record
+    assert Path(resolve_root("chestxray14", "synthetic", SyntheticSet(), "x", False)).name == "chestxray14"
+
+
 def test_a_pre_training_file_is_read_into_the_same_records(tmp_path):
     from benchxfer.plan.pretraining import load_pretrain_spec
     from benchxfer.plan.schema import FailurePolicy, Resources, Source

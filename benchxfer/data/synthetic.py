@@ -25,8 +25,9 @@ import os
 import pickle
 import shutil
 import zlib
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
@@ -36,6 +37,30 @@ from benchxfer.paths import synthetic_dir
 from benchxfer.registry import Registry
 
 FAMILIES = ("cxr", "cxr-source")
+
+
+@dataclass(frozen=True)
+class SyntheticSet:
+    """What a synthetic set is written with: the ``synthetic:`` block of a sweep or pre-training file (its keys are
+    these fields, ``written`` aside; ``benchxfer.plan.schema`` checks and builds it), and ``ensure``'s parameters,
+    whose defaults are these. ``written``: the keys the file wrote, which alone name the set's folder
+    (``data.roots.synthetic_folder``), so that a folder stays what it was when a file writes a default out."""
+
+    n_train: int = 300
+    n_val: int = 100
+    n_test: int = 100
+    size: int = 96
+    seed: int = 0
+    family: str = "cxr"
+    written: tuple[str, ...] = ()
+
+    def settings(self) -> dict[str, Any]:
+        """The values the file wrote (the folder's identity)."""
+        return {key: getattr(self, key) for key in self.written}
+
+    def params(self) -> dict[str, Any]:
+        """Every value but ``written``: ``write``'s keyword arguments."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "written"}
 MARKER = ".benchxfer-synthetic"
 GENERATOR = 3  # bumped when files change for the same parameters (2: findings placed by name; 3: MIMIC
 # metadata with ViewPosition), so sets are rewritten
@@ -559,9 +584,9 @@ def write(
     n_train: int,
     n_val: int,
     n_test: int,
-    size: int = 96,
-    seed: int = 0,
-    family: str = "cxr",
+    size: int = SyntheticSet.size,
+    seed: int = SyntheticSet.seed,
+    family: str = SyntheticSet.family,
 ) -> Path:
     """Write a synthetic ``name`` dataset in its real layout under ``root`` (replacing what is there)."""
     writer = ALT_WRITERS.get(name) if name in ALT_WRITERS else WRITERS.get(name)
@@ -608,23 +633,13 @@ def _marker(name: str, n_train: int, n_val: int, n_test: int, size: int, seed: i
             f"generator={GENERATOR}\n")
 
 
-def ensure(
-    name: str,
-    root: str | Path | None = None,
-    *,
-    n_train: int = 300,
-    n_val: int = 100,
-    n_test: int = 100,
-    size: int = 96,
-    seed: int = 0,
-    family: str = "cxr",
-) -> Path:
-    """The root of synthetic ``name`` (default ``synthetic_dir()/<name>``, ``<name>-source`` for the source
-    family), written only when missing or written with other parameters."""
+def ensure(name: str, root: str | Path | None = None, settings: SyntheticSet = SyntheticSet()) -> Path:
+    """The root of synthetic ``name`` written with ``settings`` (default ``synthetic_dir()/<name>``,
+    ``<name>-source`` for the source family), written only when missing or written with other parameters."""
     if root is None:
-        root = synthetic_dir() / (name if family == "cxr" else f"{name}-{family.split('-', 1)[-1]}")
+        root = synthetic_dir() / (name if settings.family == "cxr" else f"{name}-{settings.family.split('-', 1)[-1]}")
     root = Path(root).expanduser().resolve()
     marker = root / MARKER
-    if marker.exists() and marker.read_text() == _marker(name, n_train, n_val, n_test, size, seed, family):
+    if marker.exists() and marker.read_text() == _marker(name, **settings.params()):
         return root
-    return write(name, root, n_train=n_train, n_val=n_val, n_test=n_test, size=size, seed=seed, family=family)
+    return write(name, root, **settings.params())

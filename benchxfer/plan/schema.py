@@ -15,11 +15,14 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchxfer.errors import BenchxferError
 from benchxfer.tasks import BINARY_HEADS
 from benchxfer.trialdir import DEFAULT_KEEP, KEEP
+
+if TYPE_CHECKING:
+    from benchxfer.data.synthetic import SyntheticSet
 
 
 def _num(x: float | None) -> str:
@@ -166,14 +169,20 @@ RESOURCE_RULES: dict[str, Rule] = {
 }
 FAILURE_RULES: dict[str, Rule] = {"max_retries": Range(0, 1000, integer=True)}
 
-# the synthetic: block -> rule (data.synthetic.ensure's parameters)
+def _synthetic_families() -> list[str]:
+    from benchxfer.data.synthetic import FAMILIES
+
+    return list(FAMILIES)
+
+
+# the synthetic: block -> rule (the fields of data.synthetic.SyntheticSet, ensure's parameters, and their defaults)
 SYNTHETIC_RULES: dict[str, Rule] = {
     "n_train": Range(0, 100_000, integer=True),
     "n_val": Range(0, 100_000, integer=True),
     "n_test": Range(0, 100_000, integer=True),
     "size": Range(8, 4096, integer=True),
     "seed": Range(0, 2**32 - 1, integer=True),
-    "family": OneOf(("cxr", "cxr-source")),
+    "family": OneOf(_synthetic_families),
 }
 
 
@@ -282,8 +291,9 @@ def check_option_values(options: Mapping[str, Any], where: str) -> dict[str, Any
     return dict(options)
 
 
-def check_synthetic(block: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """The ``synthetic:`` block: known keys, each in range, and not an empty set."""
+def check_synthetic(block: Mapping[str, Any], where: str) -> SyntheticSet:
+    """The ``synthetic:`` block: known keys, each in range, and not an empty set; the set it describes (the keys
+    the block leaves out at ``SyntheticSet``'s defaults)."""
     unknown = sorted(set(block) - set(SYNTHETIC_RULES))
     if unknown:
         raise BenchxferError(f"{where}.{unknown[0]}: unknown key; allowed: {', '.join(SYNTHETIC_RULES)}")
@@ -294,7 +304,15 @@ def check_synthetic(block: Mapping[str, Any], where: str) -> dict[str, Any]:
         raise BenchxferError(f"{where}: an empty set (n_train {block.get('n_train', 'default')}, n_val "
                              f"{block.get('n_val', 'default')}, n_test {block.get('n_test', 'default')}); "
                              "n_train must be >= 1")
-    return dict(block)
+    return _synthetic_set(block)
+
+
+def _synthetic_set(block: Mapping[str, Any] | None = None) -> SyntheticSet:
+    """The record of a checked ``synthetic:`` block, none: the defaults (loaded on first use: the data package is
+    not light, and a command line that reads no sweep file need not load it)."""
+    from benchxfer.data.synthetic import SyntheticSet
+
+    return SyntheticSet(**(block or {}), written=tuple(block or ()))
 
 
 # --- the lr search's options (``lr: {search: ..., scheduler: ...}``; run by benchxfer.launch.search) ---------------
@@ -400,7 +418,7 @@ class DatasetEntry:
     options: dict[str, Any] = field(default_factory=dict)  # reader options the dataset takes, each in range
     recipe: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)  # knobs: known names, right types, in range
-    synthetic: dict[str, Any] = field(default_factory=dict)
+    synthetic: SyntheticSet = field(default_factory=_synthetic_set)  # the set written for root "synthetic"
     shots: tuple[int | None, ...] | None = None  # this dataset's shots, instead of the sweep's
 
 
@@ -436,7 +454,7 @@ class Source:
     dataset: str
     root: str
     options: dict[str, Any] = field(default_factory=dict)
-    synthetic: dict[str, Any] = field(default_factory=dict)
+    synthetic: SyntheticSet = field(default_factory=_synthetic_set)
 
 
 @dataclass(frozen=True)
