@@ -56,6 +56,35 @@ def test_trial_keys_are_stable_and_cover_the_protocol(tmp_path):
     assert trial_key("scratch", "x", 0.1, 1, 5, "r", {}, {}).startswith("scratch_x_lr0.1_s1_k5_")
 
 
+def test_the_keys_and_params_of_options_and_overrides_are_pinned(tmp_path, monkeypatch):
+    """A sweep's trial with reader options and knob overrides at both levels, and a pre-training's run with a
+    source's options: their exact keys and MLflow params (resume finds a trial by its key: they never change)."""
+    from benchxfer.plan.planning import make_plan
+    from benchxfer.plan.pretraining import load_pretrain_spec, plan_pretrain
+
+    monkeypatch.setenv("BENCHXFER_HOME", str(tmp_path / "home"))
+    sweep = write(tmp_path, GOOD.replace("root: synthetic", "root: synthetic\n    options: {val_fraction: 0.2, views: [PA]}"
+                                         "\n    overrides: {weight_decay: 0.0005}")
+                  .replace("[0.001, 0.0001]", "[0.001]").replace("seeds: 3", "seeds: 1")
+                  .replace("epochs: 2}", "epochs: 2, augment: plain}"))
+    trial = make_plan(str(sweep), None, dry_run=True).trials[0]
+    assert trial.key == "scratch_chestxray14_lr0.001_s0_436b355f"
+    assert trial.params() == {"init": "scratch", "dataset": "chestxray14", "recipe": "systematic-cls", "lr": "0.001",
+                              "seed": "0", "shot": "full", "arch": "resnet18", "augment": "plain", "epochs": "2",
+                              "size": "64", "weight_decay": "0.0005"}
+    assert trial.config.dataset_options == {"val_fraction": 0.2, "views": ["PA"]}
+    pre = plan_pretrain(load_pretrain_spec(write(tmp_path, """
+        name: my-init
+        sources: [{dataset: chestxray14, root: synthetic, options: {val_fraction: 0.1, views: [PA, AP]}}]
+        arch: resnet18
+        overrides: {epochs: 1, size: 64}
+        """, "p.yaml")), write_synthetic=False)
+    assert pre.key == "pretrain-my-init_chestxray14_lr0.01_s0_cbc19310"
+    assert pre.params() == {"init": "scratch", "dataset": "chestxray14", "recipe": "supervised-pretrain", "lr": "0.01",
+                            "seed": "0", "shot": "full", "arch": "resnet18", "epochs": "1", "output": "my-init",
+                            "size": "64", "start": "scratch"}
+
+
 BAD = [
     ("name: t\ninits: [scratch\n", "YAML syntax error at line"),
     (GOOD + "colour: red\n", "colour: unknown key; allowed: datasets, description"),
