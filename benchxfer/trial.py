@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from benchxfer.frozen import FrozenDict
 from benchxfer.recipes.config import EXECUTION_ONLY, TrainConfig
 
 
@@ -28,7 +29,7 @@ class Trial:
     shot: int | None
     task: str
     metric: str
-    overrides: dict[str, Any]
+    overrides: FrozenDict  # what the file set (knobs; a pre-training's arch, start and output), the MLflow params
     config: TrainConfig
 
     def params(self) -> dict[str, str]:

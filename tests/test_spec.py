@@ -173,6 +173,36 @@ def test_the_synthetic_block_is_a_frozen_record_and_names_the_folder_it_named(tm
     assert Path(resolve_root("chestxray14", "synthetic", SyntheticSet(), "x", False)).name == "chestxray14"
 
 
+def test_reader_options_and_overrides_are_read_only_past_the_schema_and_pickle_as_they_are(tmp_path, monkeypatch):
+    """The open-keyed sections (reader options, knob overrides) are FrozenDicts from the schema to the trial: no
+    later code can change them, Ray's pickling gives them back as they were, and TrainConfig holds plain data."""
+    import copy
+    import pickle
+
+    from benchxfer.frozen import FrozenDict
+    from benchxfer.plan.planning import make_plan
+
+    monkeypatch.setenv("BENCHXFER_HOME", str(tmp_path / "home"))
+    plan = make_plan(str(write(tmp_path, GOOD.replace("root: synthetic", "root: synthetic\n    options: {val_fraction: 0.2}"
+                                                      "\n    overrides: {weight_decay: 0.0005}"))), None, dry_run=True)
+    spec, trial = plan.spec, plan.trials[0]
+    held = (spec.overrides, spec.datasets[0].options, spec.datasets[0].overrides, trial.overrides)
+    assert held == ({"arch": "resnet18", "size": 64, "epochs": 2}, {"val_fraction": 0.2}, {"weight_decay": 0.0005},
+                    {"arch": "resnet18", "size": 64, "epochs": 2, "weight_decay": 0.0005})
+    for section in held:
+        assert type(section) is FrozenDict
+        for change in (lambda d: d.__setitem__("epochs", 3), lambda d: d.update(epochs=3), lambda d: d.pop("x", 0),
+                       lambda d: d.setdefault("x", 0), lambda d: d.clear(), lambda d: d.__delitem__("x")):
+            with pytest.raises(TypeError, match="FrozenDict is read-only"):
+                change(section)
+    assert {**spec.overrides, "epochs": 3}["epochs"] == 3 and spec.overrides["epochs"] == 2  # a copy changes
+    again = pickle.loads(pickle.dumps(plan.trials))  # as Ray sends them (TrialIndex)
+    assert again == plan.trials and type(again[0].overrides) is FrozenDict
+    assert type(pickle.loads(pickle.dumps(spec)).datasets[0].options) is FrozenDict
+    assert copy.deepcopy(spec) == spec
+    assert type(trial.config.dataset_options) is dict  # TrainConfig: plain data, to the DDP workers as before
+
+
 def test_a_pre_training_file_is_read_into_the_same_records(tmp_path):
     from benchxfer.plan.pretraining import load_pretrain_spec
     from benchxfer.plan.schema import FailurePolicy, Resources, Source

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 from benchxfer import data, zoo
 from benchxfer.data.roots import resolve_root
 from benchxfer.errors import Absent, BenchxferError
+from benchxfer.frozen import FrozenDict
 from benchxfer.plan.schema import DatasetEntry, PretrainSpec, SweepSpec, check_combinations
 from benchxfer.plan.spec import load_spec
 from benchxfer.recipes import TrainConfig, get_recipe, recipe_for_task
@@ -33,8 +34,8 @@ class Cell:
     recipe: str
     task: str
     metric: str
-    knobs: dict[str, Any]
-    overrides: dict[str, Any]  # what the sweep file set, for the MLflow params
+    knobs: FrozenDict  # the recipe's, the sweep file's overrides, the init's arch
+    overrides: FrozenDict  # what the sweep file set, for the MLflow params
 
     unsaid: frozenset[str] = frozenset()  # knobs written out at their default: not in the key (written_defaults)
 
@@ -51,7 +52,7 @@ class Cell:
             "seed": seed, "shot": shot,
         })
         return Trial(key, self.init, self.dataset.name, self.recipe, lr, seed, shot, self.task, self.metric,
-                     dict(self.overrides), config)
+                     self.overrides, config)
 
 
 def cells(spec: SweepSpec, init_arch: dict[str, str | None], tasks: dict[str, tuple[str, str]]) -> list[Cell]:
@@ -81,7 +82,7 @@ def cells(spec: SweepSpec, init_arch: dict[str, str | None], tasks: dict[str, tu
                 f"{knobs['arch']!r}; remove the arch override or pick an init of that architecture"
             )
         check_micro_batch(knobs, task, where)
-        out.append(Cell(init.name, ds, rname, task, metric, knobs, overrides,
+        out.append(Cell(init.name, ds, rname, task, metric, FrozenDict(knobs), FrozenDict(overrides),
                         written_defaults(recipe.defaults, spec.overrides, ds.overrides)))
     return out
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchxfer import zoo
+from benchxfer.frozen import FrozenDict
 from benchxfer.plan.schema import PRETRAIN_EXPERIMENT, PretrainSpec, fail, pretrain_spec
 from benchxfer.plan.spec import read_yaml
 from benchxfer.recipes import TrainConfig, get_recipe
@@ -35,7 +36,7 @@ def plan_pretrain(spec: PretrainSpec, write_synthetic: bool = True) -> Trial:
     sources = [{"dataset": src.dataset,
                 "root": resolve_root(src.dataset, src.root, src.synthetic, f"{spec.path}: sources[{i}].root",
                                      write_synthetic, folder=f"{src.dataset}-source"),
-                "options": src.options}
+                "options": dict(src.options)}  # TrainConfig holds plain data (it is sent to DDP workers as such)
                for i, src in enumerate(spec.sources)]
     if spec.start != "scratch":
         cfg, _ = zoo.resolve_init(spec.start)
@@ -50,7 +51,7 @@ def plan_pretrain(spec: PretrainSpec, write_synthetic: bool = True) -> Trial:
                     {"sources": [[s["dataset"], s["options"]] for s in sources]})  # a source's views change the run
     config = TrainConfig.from_dict({**knobs, "sweep": EXPERIMENT, "trial_key": key, "init": spec.start,
                                     "sources": sources, "recipe": spec.recipe, "lr": lr, "seed": spec.seed})
-    overrides = {**spec.overrides, "arch": spec.arch, "start": spec.start, "output": spec.name}
+    overrides = FrozenDict({**spec.overrides, "arch": spec.arch, "start": spec.start, "output": spec.name})
     task = PRETRAIN_TASK
     return Trial(key, spec.start, config.dataset or "+".join(s["dataset"] for s in sources), spec.recipe, lr,
                  spec.seed, None, task.name, task.metric, overrides, config)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchxfer.errors import BenchxferError
+from benchxfer.frozen import FrozenDict
 from benchxfer.tasks import BINARY_HEADS
 from benchxfer.trialdir import DEFAULT_KEEP, KEEP
 
@@ -415,9 +416,9 @@ class LrSearch:
 class DatasetEntry:
     name: str  # a name of the dataset registry
     root: str  # a folder, or "synthetic" (benchxfer writes a small synthetic set in the real layout)
-    options: dict[str, Any] = field(default_factory=dict)  # reader options the dataset takes, each in range
+    options: FrozenDict = field(default_factory=FrozenDict)  # reader options the dataset takes, each in range
     recipe: str | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)  # knobs: known names, right types, in range
+    overrides: FrozenDict = field(default_factory=FrozenDict)  # knobs: known names, right types, in range
     synthetic: SyntheticSet = field(default_factory=_synthetic_set)  # the set written for root "synthetic"
     shots: tuple[int | None, ...] | None = None  # this dataset's shots, instead of the sweep's
 
@@ -439,7 +440,7 @@ class SweepSpec:
     lr: tuple[float, ...] | LrSearch | None
     seeds: tuple[int, ...]
     shots: tuple[int | None, ...]
-    overrides: dict[str, Any]
+    overrides: FrozenDict  # knobs: known names, right types, in range
     mode: str
     resources: Resources = Resources()
     failure: FailurePolicy = FailurePolicy()
@@ -453,7 +454,7 @@ class Source:
 
     dataset: str
     root: str
-    options: dict[str, Any] = field(default_factory=dict)
+    options: FrozenDict = field(default_factory=FrozenDict)
     synthetic: SyntheticSet = field(default_factory=_synthetic_set)
 
 
@@ -467,7 +468,7 @@ class PretrainSpec:
     recipe: str
     lr: float | None
     seed: int
-    overrides: dict[str, Any]
+    overrides: FrozenDict
     resources: Resources = Resources()
     failure: FailurePolicy = FailurePolicy()
 
@@ -532,12 +533,12 @@ def failure(path: str, raw: Any) -> FailurePolicy:
     return FailurePolicy(**check_rules({**FAILURE_KEYS, **given}, FAILURE_RULES, f"{path}: failure"))
 
 
-def overrides(path: str, key: str, raw: Any) -> dict[str, Any]:
+def overrides(path: str, key: str, raw: Any) -> FrozenDict:
     """Knob overrides of a sweep or pre-training file: known names, right types, values in range."""
     from benchxfer.recipes.config import check_knobs
 
     where = f"{path}: {key}"
-    return check_knob_values(check_knobs(_mapping(path, key, raw), where), where)
+    return FrozenDict(check_knob_values(check_knobs(_mapping(path, key, raw), where), where))
 
 
 def _recipe(path: str, key: str, value: Any, auto: bool = True) -> Any:
@@ -557,7 +558,7 @@ def _dataset_name(path: str, key: str, value: Any) -> str:
     return value
 
 
-def _reader_options(path: str, key: str, dataset: str, raw: Any) -> dict[str, Any]:
+def _reader_options(path: str, key: str, dataset: str, raw: Any) -> FrozenDict:
     """A dataset's reader options: each in range, and each one the dataset takes."""
     from benchxfer.data import get_dataset
     from benchxfer.data.indexing import check_options
@@ -567,7 +568,7 @@ def _reader_options(path: str, key: str, dataset: str, raw: Any) -> dict[str, An
         check_options(get_dataset(dataset), options)
     except BenchxferError as err:
         raise fail(path, key, str(err)) from None
-    return options
+    return FrozenDict(options)
 
 
 def _lr(path: str, value: Any) -> tuple[float, ...] | LrSearch | None:
