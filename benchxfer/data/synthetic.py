@@ -43,7 +43,7 @@ FAMILIES = ("cxr", "cxr-source")
 class SyntheticSet:
     """What a synthetic set is written with: the ``synthetic:`` block of a sweep or pre-training file (its keys are
     these fields, ``written`` aside; ``benchxfer.plan.schema`` checks and builds it), and ``ensure``'s parameters,
-    whose defaults are these. ``written``: the keys the file wrote, which alone name the set's folder
+    whose defaults are these. ``written``: the keys the file wrote (sorted), which alone name the set's folder
     (``data.roots.synthetic_folder``), so that a folder stays what it was when a file writes a default out."""
 
     n_train: int = 300

@@ -313,7 +313,7 @@ def _synthetic_set(block: Mapping[str, Any] | None = None) -> SyntheticSet:
     not light, and a command line that reads no sweep file need not load it)."""
     from benchxfer.data.synthetic import SyntheticSet
 
-    return SyntheticSet(**(block or {}), written=tuple(block or ()))
+    return SyntheticSet(**(block or {}), written=tuple(sorted(block or ())))
 
 
 # --- the lr search's options (``lr: {search: ..., scheduler: ...}``; run by benchxfer.launch.search) ---------------
