@@ -457,18 +457,24 @@ class Walk:
     """The walk from one function: its stops in order, each function entered once. ``everything``: every value
     counts as derived from the file argument (``--all-calls``); else only what the taint rules derive."""
 
-    def __init__(self, src: Source, layers: tuple[str, ...], everything: bool):
+    def __init__(self, src: Source, layers: tuple[str, ...], everything: bool, floor: str | None = None):
         self.src, self.layers, self.index, self.everything = src, layers, Index(src), everything
+        self.floor = None if floor is None else rank(layers, f"{PACKAGE}.{floor}")  # see library()
         self.walked: set[tuple[str, str]] = set()
         self.stops: list[Stop] = []
         self.derived_returns: set[tuple[str, str]] = set()  # functions a ``return`` of which gives a derived value
         self.derived_names: dict[tuple[str, str], set[str]] = {}  # each walked function's derived names (live)
 
+    def library(self, fn: Fn) -> bool:
+        """With a floor (``--stages``: ``STAGES_FLOOR``): ``fn`` is in a module ranked at or below it (the shared
+        layers), which the walk treats as a library: no stop, not walked, its value derived as a library call's."""
+        return self.floor is not None and self._rank(fn.module) <= self.floor
+
     def enter(self, fn: Fn, depth: int, site: str, caller: str, bindings: dict[str, Value],
               derived: set[str] | None) -> None:
         """Walk ``fn`` unless walked before; ``derived``: its parameters that start derived (None: all of them)."""
         key = (fn.module, fn.qualname)
-        if key in self.walked or key not in self.index.defs:
+        if key in self.walked or key not in self.index.defs or self.library(fn):
             return
         self.walked.add(key)
         stop = Stop(fn.module, fn.qualname, depth, site, caller)
@@ -583,7 +589,7 @@ class FunctionWalk:
             return node.id in self.derived or bool(self.closures.get(node.id, set()) & self.derived)
         if isinstance(node, ast.Call):
             callee = self.value(node.func)
-            fns = self.index.callees(callee)
+            fns = [f for f in self.index.callees(callee) if not self.walk.library(f)]
             if fns and not isinstance(callee, Cls):
                 return any((f.module, f.qualname) in self.walk.derived_returns for f in fns)
         return any(self.is_derived(child) for child in ast.iter_child_nodes(node))
@@ -696,6 +702,8 @@ class FunctionWalk:
     def call(self, node: ast.Call) -> None:
         callee = self.value(node.func)
         fns = self.index.callees(callee)
+        if fns and all(self.walk.library(f) for f in fns):
+            callee, fns = None, []  # --stages: a call into the shared layers is a library call
         handed = [a.value if isinstance(a, ast.Starred) else a for a in (*node.args, *[k.value for k in node.keywords])]
         if isinstance(callee, Cls):
             self._store_fields(callee, node)
@@ -776,12 +784,17 @@ class FunctionWalk:
 
 
 MODES = {"follow-file": False, "all-calls": True}  # mode -> every value taken as derived from the file argument
+# --stages: the highest of the shared layers (ARCHITECTURE.md's layers block); the modules above it are the
+# stages' own (plan/, launch/, report/, the commands), the route issue 32 measured (23 files)
+STAGES_FLOOR = "train"
 
 
 def route(src: Source, layers: tuple[str, ...], start: str = START, reading: str = READING,
-          mode: str = "follow-file", file_argument: str = FILE_ARGUMENT) -> Route:
+          mode: str = "follow-file", file_argument: str = FILE_ARGUMENT, floor: str | None = None) -> Route:
+    """``floor``: a module of the layers block (``STAGES_FLOOR`` with ``--stages``); it and every module ranked
+    below it are a library to the walk."""
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
-    return Walk(src, layers, MODES[mode]).route(start, reading, file_argument)
+    return Walk(src, layers, MODES[mode], floor).route(start, reading, file_argument)
 
 
 def _short(module: str) -> str:
@@ -817,13 +830,16 @@ def main() -> None:
                       help="follow only the calls passed a value derived from the file argument (the default)")
     mode.add_argument("--all-calls", dest="mode", action="store_const", const="all-calls",
                       help="follow every call the walk resolves")
+    ap.add_argument("--stages", action="store_true",
+                    help=f"walk only the stages' own modules (above {STAGES_FLOOR} in the layers block): a call into "
+                         "the shared layers is a library call, no stop")
     ap.add_argument("--json", action="store_true", help="print the numbers and lists as JSON (records nothing)")
     ap.add_argument("--route", action="store_true", help="print every stop, indented by depth")
     ap.add_argument("--no-record", action="store_true", help="print only; do not write BENCHMARKS.md")
     a = ap.parse_args()
     architecture = a.architecture or a.package.resolve().parent / "ARCHITECTURE.md"
     src, layers = Source.scan(a.package.resolve()), read_layers(architecture.read_text())
-    routes = {m: route(src, layers, a.start, a.reading, m, a.file_argument)
+    routes = {m: route(src, layers, a.start, a.reading, m, a.file_argument, STAGES_FLOOR if a.stages else None)
               for m in (MODES if not (a.json or a.no_record) else [a.mode])}  # a record holds both modes
     r = routes[a.mode]
     if a.json:

@@ -143,3 +143,20 @@ def test_follow_file_walks_what_the_file_argument_reaches(tmp_path, monkeypatch,
     assert sorted(set(every) - set(r["route"])) == ["benchxfer.low:log", "benchxfer.low:show", "benchxfer.mid:tidy"]
     with pytest.raises(SystemExit, match="no parameter 'path' to follow"):  # a renamed argument: never a silent 0
         script.route(src, layers, "benchxfer.cmd:sweep", "benchxfer.high:load", file_argument="path")
+
+
+def test_stages_treat_the_shared_layers_as_a_library(tmp_path, monkeypatch):
+    """With a floor (``--stages``: ``train``), a module ranked at or below it is a library: ``low.util`` is no stop,
+    and ``low.run(high.done)`` is a library call that is taken to call the function it is handed, from ``cmd``
+    (so no climb from ``low``). What is left: the climb from ``mid.finish`` into ``high.done2``, and the returns up to
+    ``high`` after ``mid`` (``check``, ``done``, ``done2``)."""
+    script = _route_script(monkeypatch)
+    src = script.Source.scan(_write(tmp_path, PROBE))
+    layers = script.read_layers("```layers\nlow mid high cmd\n```\n")
+    r = script.route(src, layers, "benchxfer.cmd:sweep", "benchxfer.high:read", "all-calls", floor="low").summary()
+    assert [s.removeprefix("benchxfer.") for s in r["route"]] == [
+        "cmd:sweep", "high:read", "mid:Box.__init__", "mid:Box.get", "high:check", "high:_key", "mid:Box.size",
+        "high:done", "high:done3", "mid:finish", "high:done2"]
+    assert (r["climbs"], r["returns_up"], r["returns_up_reading"]) == (1, 3, 1)
+    assert r["climb_list"] == ["benchxfer/mid.py:26: benchxfer.mid:finish -> benchxfer.high:done2"]
+    assert f"benchxfer.{script.STAGES_FLOOR}" in script.read_layers((REPO / "ARCHITECTURE.md").read_text())
