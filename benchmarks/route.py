@@ -839,7 +839,8 @@ def main() -> None:
     a = ap.parse_args()
     architecture = a.architecture or a.package.resolve().parent / "ARCHITECTURE.md"
     src, layers = Source.scan(a.package.resolve()), read_layers(architecture.read_text())
-    routes = {m: route(src, layers, a.start, a.reading, m, a.file_argument, STAGES_FLOOR if a.stages else None)
+    floor = STAGES_FLOOR if a.stages else None
+    routes = {m: route(src, layers, a.start, a.reading, m, a.file_argument, floor)
               for m in (MODES if not (a.json or a.no_record) else [a.mode])}  # a record holds both modes
     r = routes[a.mode]
     if a.json:
@@ -854,9 +855,13 @@ def main() -> None:
         from _record import git_commit, record  # beside this script (its folder is sys.path[0])
 
         body = "\n\n".join(f"`--{m}`:\n\n```\n{report(routes[m], returns_up=False)}\n```" for m in MODES)
+        if floor is None:  # and the stages' own modules, the route as issue 32 counted it (its returns listed)
+            stages = route(src, layers, a.start, a.reading, "follow-file", a.file_argument, STAGES_FLOOR)
+            body += f"\n\n`--follow-file --stages`:\n\n```\n{report(stages)}\n```"
         record("route", "The route of a sweep file through the code (issue 32)", "python benchmarks/route.py",
                f"At commit {git_commit()} (static: the load does not matter; `--no-record` lists the returns up, "
-               f"`--route` every stop; `--follow-file`, the default, is issue 32's measure):\n\n{body}\n")
+               f"`--route` every stop; `--follow-file`, the default, follows the file argument; `--stages` walks only "
+               f"the modules above `{STAGES_FLOOR}` in the layers block, as issue 32's 23-file route did):\n\n{body}\n")
 
 
 if __name__ == "__main__":
