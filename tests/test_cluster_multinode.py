@@ -153,7 +153,7 @@ def test_trial_that_cannot_be_placed_is_reported_then_stops_the_sweep(cluster, t
     hogs = [Hog.options(resources={f"w{i}": 1}).remote() for i in range(2)]
     ray.get([h.ready.remote() for h in hogs])
     path = write_sweep(tmp_path, "stuck", epochs=1)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "BENCHXFER_PLACEMENT_TIMEOUT_S": "10"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "BENCHXFER_PLACEMENT_TIMEOUT_S": "6"}
     env.pop("RAY_ADDRESS", None)
     started = time.monotonic()
     try:
@@ -169,7 +169,7 @@ def test_trial_that_cannot_be_placed_is_reported_then_stops_the_sweep(cluster, t
     print(f"exit {proc.returncode} after {took:.0f} s;",
           *[x for x in out.splitlines() if x.startswith("benchxfer:") or "trials finished" in x], sep="\n")
     warned = [x for x in out.splitlines() if "has waited" in x and "cannot grow" in x and "stops after" in x]
-    stopped = [x for x in out.splitlines() if "Stopped after 10 s" in x]
+    stopped = [x for x in out.splitlines() if "Stopped after 6 s" in x]
     assert warned and stopped, out[-3000:]
     assert "{CPU: 1}" in warned[0] and "free" in warned[0] and "scratch_chestxray14_" in warned[0], warned[0]  # request, trial
     assert proc.returncode != 0 or "0 of 1 trials finished" in out, out[-3000:]

@@ -1,7 +1,8 @@
 """A halving lr search end to end on the shared Ray session and a real MLflow server: two cells searched in one
-Tune experiment, one trial at a time, each cell halved by its own ASHA. Which trials stop, and where, is
-recomputed here from the asynchronous successive halving rule (Li et al. 2020) applied to the validation losses
-the trials logged to MLflow; then stage 2 runs every seed at the picked lr."""
+Tune experiment, one trial at a time, each cell halved by its own ASHA. Its driver is killed with SIGKILL midway
+and the search resumed. Which trials stop, and where, is recomputed here from the asynchronous successive halving
+rule (Li et al. 2020) applied to the validation losses the trials logged to MLflow, across the kill; then stage 2
+runs every seed at the picked lr."""
 
 import json
 import textwrap
@@ -62,7 +63,32 @@ def expected_stops(curves: list[list[float]]) -> dict[int, int]:
     return out
 
 
-def test_halving_search_stops_by_the_rule_and_stage2_uses_the_pick(tmp_path, ray_session, mlflow_uri):
+DRIVER = """
+import sys
+from benchxfer.plan.planning import make_plan
+from benchxfer.launch.runner import launch_of
+from benchxfer.launch.search import parse_search_options, run_stage1
+from benchxfer.launch.sweep import ensure_ray
+from benchxfer.tracking import SweepRecorder
+path, uri, address = sys.argv[1:4]
+plan = make_plan(path, write_synthetic=True)
+ensure_ray(address)
+opts = parse_search_options({"scheduler": "asha", "min_epochs": 1, "eta": 3}, "lr")
+run_stage1(plan, launch_of(plan, uri), SweepRecorder(uri, plan.spec.name), echo=print, options=opts)
+"""
+
+
+def test_a_halving_search_killed_midway_resumes_by_the_rule_and_stage2_uses_the_pick(tmp_path, ray_session,
+                                                                                     mlflow_uri):
+    """Stage 1 in a driver of its own, killed once two trials are done and the third trains; resumed here, it trains
+    no finished or stopped trial again and redoes at most the interrupted epoch, in one MLflow run per trial; the
+    stops follow the rule on the curves as trained across the kill, and each cell's lr is its best finished trial's.
+    Stage 2 runs the other seed at that lr; a rerun of stage 1 searches nothing."""
+    import os
+    import signal
+
+    from e2e_support import epoch_log, runs_by_key, spawn, wait_for
+
     from benchxfer.launch.runner import launch_of, pending
     from benchxfer.launch.search import parse_search_options, run_stage1
     from benchxfer.launch.sweep import run_trials
@@ -71,6 +97,22 @@ def test_halving_search_stops_by_the_rule_and_stage2_uses_the_pick(tmp_path, ray
 
     path = tmp_path / "halving.yaml"
     path.write_text(textwrap.dedent(SWEEP))
+    tdirs = paths.sweep_dir("halving") / "trials"
+    address = ray_session.get_runtime_context().gcs_address
+    proc = spawn(["-c", DRIVER, str(path), mlflow_uri, address])
+
+    def third_started():  # mid-search: two trials done (finished or stopped), the third training
+        return tdirs.exists() and len([t for t in tdirs.iterdir() if epoch_log(t)]) >= 3
+
+    wait_for(third_started, "the third trial", proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {t.name: len(epoch_log(t)) for t in tdirs.iterdir()}
+    done_before = {t.name for t in tdirs.iterdir() if read_result(t) or read_stopped(t)}
+    wait_for(lambda: not any(os.path.exists(f"/proc/{epoch_log(t)[-1]['pid']}") for t in tdirs.iterdir()
+                             if epoch_log(t) and not read_result(t) and not read_stopped(t)), "the trial's end",
+             timeout=60)
+
     plan = make_plan(str(path), write_synthetic=True)
     launch = launch_of(plan, mlflow_uri)
     recorder = SweepRecorder(mlflow_uri, "halving")
@@ -80,19 +122,22 @@ def test_halving_search_stops_by_the_rule_and_stage2_uses_the_pick(tmp_path, ray
     best = run_stage1(plan, launch, recorder, echo=lines.append, options=opts)
     assert set(best) == {"scratch|chestxray14", "scratch|shenzhen"}
 
+    runs = runs_by_key(mlflow_uri, "halving")
+    assert len(runs) == 10 and all(len(v) == 1 for v in runs.values())  # 5 per cell, one run each, none new
     client = MlflowClient(mlflow_uri)
-    exp = client.get_experiment_by_name("halving")
-    runs = [r for r in client.search_runs([exp.experiment_id], max_results=100)
-            if r.data.tags.get("benchxfer.role") == "trial"]
-    assert len(runs) == 10  # 5 per cell, each with exactly one run
     for dataset in ("chestxray14", "shenzhen"):
-        mine = sorted((r for r in runs if r.data.params["dataset"] == dataset), key=lambda r: r.info.start_time)
+        mine = sorted((v[0] for v in runs.values() if v[0].data.params["dataset"] == dataset),
+                      key=lambda r: r.info.start_time)
         curves = [[m.value for m in sorted(client.get_metric_history(r.info.run_id, "val_loss"),
                                            key=lambda m: m.step)] for r in mine]
-        want = expected_stops(curves)
+        want = expected_stops(curves)  # the rule, on the curves as trained across the kill
         assert want, "the fixed seed gives at least one stop per cell"
         for i, r in enumerate(mine):
-            tdir = paths.trial_dir("halving", r.data.tags["benchxfer.trial_key"])
+            key = r.data.tags["benchxfer.trial_key"]
+            tdir = tdirs / key
+            if key in done_before:  # finished or stopped before the kill: not trained again
+                assert len(epoch_log(tdir)) == before[key]
+            assert len(epoch_log(tdir)) <= len(curves[i]) + 1  # the interrupted one redoes at most 1 epoch
             marker = read_stopped(tdir)
             if i in want:
                 assert marker is not None and marker["rung"] == want[i] and marker["epoch"] == want[i] - 1
@@ -102,8 +147,8 @@ def test_halving_search_stops_by_the_rule_and_stage2_uses_the_pick(tmp_path, ray
             else:
                 assert marker is None and read_result(tdir) is not None and len(curves[i]) == 3
                 assert r.data.tags["benchxfer.status"] == "finished"
-        finished = [read_result(paths.trial_dir("halving", r.data.tags["benchxfer.trial_key"]))
-                    for i, r in enumerate(mine) if i not in want]
+        finished = [read_result(tdirs / r.data.tags["benchxfer.trial_key"]) for i, r in enumerate(mine)
+                    if i not in want]
         assert best[f"scratch|{dataset}"] == min((f["best_val_loss"], f["lr"]) for f in finished)[1]
 
     parent = client.get_run(recorder.parent_run_id)
@@ -122,78 +167,3 @@ def test_halving_search_stops_by_the_rule_and_stage2_uses_the_pick(tmp_path, ray
     # a rerun of stage 1 searches nothing: best_lr.json holds every cell
     assert run_stage1(plan, launch, recorder, echo=lines.append, options=opts) == best
     assert json.loads((paths.sweep_dir("halving") / "best_lr.json").read_text()) == best
-
-
-DRIVER = """
-import sys
-from benchxfer.plan.planning import make_plan
-from benchxfer.launch.runner import launch_of
-from benchxfer.launch.search import parse_search_options, run_stage1
-from benchxfer.launch.sweep import ensure_ray
-from benchxfer.tracking import SweepRecorder
-path, uri, address = sys.argv[1:4]
-plan = make_plan(path, write_synthetic=True)
-ensure_ray(address)
-opts = parse_search_options({"scheduler": "asha", "min_epochs": 1, "eta": 3}, "lr")
-run_stage1(plan, launch_of(plan, uri), SweepRecorder(uri, plan.spec.name), echo=print, options=opts)
-"""
-
-
-def test_a_killed_halving_search_resumes_exactly(tmp_path, ray_session, mlflow_uri):
-    import os
-    import signal
-
-    from e2e_support import epoch_log, runs_by_key, spawn, wait_for
-
-    from benchxfer.launch.runner import launch_of
-    from benchxfer.launch.search import parse_search_options, run_stage1
-    from benchxfer.plan.planning import make_plan
-    from benchxfer.tracking import SweepRecorder
-
-    text = textwrap.dedent(SWEEP).replace("name: halving", "name: halving-kill")
-    text = text.replace("  - name: shenzhen\n    root: synthetic\n    synthetic: {n_train: 32, n_val: 32, n_test: 32, "
-                        "size: 32, seed: 4}\n", "")
-    path = tmp_path / "halving-kill.yaml"
-    path.write_text(text)
-    tdirs = paths.sweep_dir("halving-kill") / "trials"
-    address = ray_session.get_runtime_context().gcs_address
-    proc = spawn(["-c", DRIVER, str(path), mlflow_uri, address])
-
-    def third_started():  # mid-search: two trials done (finished or stopped), the third training
-        return tdirs.exists() and len([t for t in tdirs.iterdir() if epoch_log(t)]) >= 3
-
-    wait_for(third_started, "the third trial", proc)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    before = {t.name: len(epoch_log(t)) for t in tdirs.iterdir()}
-    done_before = {t.name for t in tdirs.iterdir() if read_result(t) or read_stopped(t)}
-    wait_for(lambda: not any(os.path.exists(f"/proc/{epoch_log(t)[-1]['pid']}") for t in tdirs.iterdir()
-                             if epoch_log(t) and not read_result(t) and not read_stopped(t)), "the trial's end",
-             timeout=60)
-
-    plan = make_plan(str(path), write_synthetic=True)
-    opts = parse_search_options({"scheduler": "asha", "min_epochs": 1, "eta": 3}, "lr")
-    best = run_stage1(plan, launch_of(plan, mlflow_uri), SweepRecorder(mlflow_uri, "halving-kill"),
-                      echo=lambda _: None, options=opts)
-
-    runs = runs_by_key(mlflow_uri, "halving-kill")
-    assert len(runs) == 5 and all(len(v) == 1 for v in runs.values())  # one run per trial, none new
-    client = MlflowClient(mlflow_uri)
-    mine = sorted((v[0] for v in runs.values()), key=lambda r: r.info.start_time)
-    curves = [[m.value for m in sorted(client.get_metric_history(r.info.run_id, "val_loss"), key=lambda m: m.step)]
-              for r in mine]
-    want = expected_stops(curves)  # the rule, on the curves as trained across the kill
-    for i, r in enumerate(mine):
-        key = r.data.tags["benchxfer.trial_key"]
-        tdir = tdirs / key
-        assert (read_stopped(tdir) or {}).get("rung") == want.get(i)
-        assert (read_result(tdir) is None) == (i in want)
-        if key in done_before:  # finished or stopped before the kill: not trained again
-            assert len(epoch_log(tdir)) == before[key]
-        assert len(epoch_log(tdir)) <= len(curves[i]) + 1  # the interrupted one redoes at most 1 epoch
-    finished = [read_result(tdirs / r.data.tags["benchxfer.trial_key"]) for i, r in enumerate(mine) if i not in want]
-    assert best["scratch|chestxray14"] == min((f["best_val_loss"], f["lr"]) for f in finished)[1]
-    assert want, "the fixed seed gives at least one stop"
-    reference = paths.sweep_dir("halving") / "best_lr.json"  # the same cell, searched without a kill above
-    if reference.exists():
-        assert best["scratch|chestxray14"] == json.loads(reference.read_text())["scratch|chestxray14"]

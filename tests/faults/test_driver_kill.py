@@ -21,7 +21,7 @@ from benchxfer.cli import main
 
 pytestmark = pytest.mark.e2e
 
-SEEDS, EPOCHS = 3, 3
+SEEDS, EPOCHS = 2, 3
 
 
 def test_driver_killed_at_a_random_point_then_resume(tmp_path, ray_session, mlflow_uri):
