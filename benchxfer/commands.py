@@ -187,61 +187,60 @@ def sweep(file, dry_run, limit, tracking_uri, address, zoo_dir, verbose):
 
     spec = load_spec(file)  # read once: its name is the lock's
     with locks.sweep(spec.name, echo=click.echo):  # before the synthetic data is written, to the end
-        _refuse_other_sweep(spec.name, file)
+        _refuse_other_sweep(spec, file)
         _run(make_plan(spec, zoo_dir, write_synthetic=True), tracking_uri, address, verbose)
 
 
 # what a sweep file may change under a name already used: how the sweep runs, not what its trials compute
-RUN_ONLY_KEYS = ("description", "resources", "failure", "keep")
+RUN_ONLY_FIELDS = ("path", "description", "resources", "failure", "keep")
 
 
-def _refuse_other_sweep(name: str, file: str) -> None:
+def _refuse_other_sweep(spec, file: str) -> None:
     """``sweep FILE`` under a name that already holds a sweep continues that sweep only when FILE still says what
-    it said (but how it runs: RUN_ONLY_KEYS); a file that changed what decides a result (a knob, an lr, a seed, a
-    dataset's root or options, an init) would mix two protocols under one name: refused, naming what changed."""
-    from benchxfer.plan.spec import read_yaml
+    it said (but how it runs: RUN_ONLY_FIELDS); a file that changed what decides a result (a knob, an lr, a seed, a
+    dataset's root or options, an init) would mix two protocols under one name: refused, naming what changed. The
+    two are compared as the schema reads them (``spec`` and the sweep's copy, its relative roots found from where
+    the sweep was started), so that writing a default out, or one value as a list of one, changes nothing."""
+    from benchxfer.plan.spec import load_spec
     from benchxfer.trialdir import SweepDir
 
-    sdir = SweepDir(name)
+    sdir = SweepDir(spec.name)
     if not sdir.exists() or Path(file).resolve() == sdir.spec_copy.resolve():
         return
     before_base = Path(_readable_source(sdir) or sdir.spec_copy).parent
-    before = _result_fields(read_yaml(sdir.spec_copy), before_base)
-    after = _result_fields(read_yaml(file), Path(file).resolve().parent)
+    before, after = _result_fields(load_spec(sdir.spec_copy, before_base)), _result_fields(spec)
     changed = [k for k in sorted(set(before) | set(after)) if before.get(k, "(absent)") != after.get(k, "(absent)")]
     if changed:
         first = changed[0]
         more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
         raise BenchxferError(
-            f"sweep {name!r}: {file} is not the sweep started under this name ({sdir.spec_copy}): {first} was "
-            f"{before.get(first, '(absent)')}, now {after.get(first, '(absent)')}{more}; its trials would be mixed with "
-            f"the finished ones: give the file another `name:` to start another sweep, or restore it (`benchxfer resume "
-            f"{name}` continues the sweep that was started)")
+            f"sweep {spec.name!r}: {file} is not the sweep started under this name ({sdir.spec_copy}): {first} was "
+            f"{before.get(first, '(absent)')}, now {after.get(first, '(absent)')}{more}; its trials would be mixed "
+            f"with the finished ones: give the file another `name:` to start another sweep, or restore it "
+            f"(`benchxfer resume {spec.name}` continues the sweep that was started)")
 
 
-def _result_fields(doc: dict, base: Path) -> dict[str, str]:
-    """A sweep file's values that decide its trials' results, flat (``overrides.epochs`` -> ``1``), dataset roots
-    made absolute against the file's folder."""
+def _result_fields(spec) -> dict[str, str]:
+    """A sweep's values that decide its trials' results, flat (``overrides.epochs`` -> ``1``, ``seeds`` -> ``[0, 1]``,
+    ``datasets[0].root`` -> the absolute folder): its record without RUN_ONLY_FIELDS."""
+    import dataclasses
+
     flat: dict[str, str] = {}
 
     def walk(prefix: str, value) -> None:
+        if dataclasses.is_dataclass(value):
+            value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
         if isinstance(value, dict):
             for k, v in value.items():
                 walk(f"{prefix}.{k}" if prefix else str(k), v)
-        elif isinstance(value, list):
+        elif isinstance(value, (list, tuple)) and any(isinstance(v, (dict, list, tuple)) or dataclasses.is_dataclass(v)
+                                                      for v in value):
             for i, v in enumerate(value):
                 walk(f"{prefix}[{i}]", v)
-        else:
-            flat[prefix] = repr(value)
+        else:  # a value, or a list of values (``seeds`` -> ``[0, 1]``)
+            flat[prefix] = repr(list(value) if isinstance(value, tuple) else value)
 
-    for key, value in doc.items():
-        if key in RUN_ONLY_KEYS:
-            continue
-        if key == "datasets" and isinstance(value, list):
-            value = [{**d, "root": str((base / Path(d["root"]).expanduser()).resolve())}
-                     if isinstance(d, dict) and isinstance(d.get("root"), str) and d["root"] != "synthetic" else d
-                     for d in value]
-        walk(key, value)
+    walk("", {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name not in RUN_ONLY_FIELDS})
     return flat
 
 
