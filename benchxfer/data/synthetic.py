@@ -61,6 +61,8 @@ class SyntheticSet:
     def params(self) -> dict[str, Any]:
         """Every value but ``written``: ``write``'s keyword arguments."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "written"}
+
+
 MARKER = ".benchxfer-synthetic"
 GENERATOR = 3  # bumped when files change for the same parameters (2: findings placed by name; 3: MIMIC
 # metadata with ViewPosition), so sets are rewritten

@@ -170,6 +170,7 @@ RESOURCE_RULES: dict[str, Rule] = {
 }
 FAILURE_RULES: dict[str, Rule] = {"max_retries": Range(0, 1000, integer=True)}
 
+
 def _synthetic_families() -> list[str]:
     from benchxfer.data.synthetic import FAMILIES
 
