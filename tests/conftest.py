@@ -20,9 +20,10 @@ pytest_plugins = ["pytester", "tier_guard"]
 token_auth_env()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def bx_home(tmp_path_factory) -> Path:
-    """A fresh BENCHXFER_HOME for the whole run (set before Ray starts, so workers see it too)."""
+    """A fresh BENCHXFER_HOME for the whole run, for every test of either tier (set before Ray starts, so workers
+    see it too): no test writes into the user's own home; a test that needs a home of its own sets one (``home``)."""
     home = tmp_path_factory.mktemp("bxhome")
     os.environ["BENCHXFER_HOME"] = str(home)
     os.environ.pop("BENCHXFER_ZOO", None)

@@ -163,7 +163,7 @@ def test_two_zoo_imports_of_one_name_leave_one_consistent_entry(tmp_path):
 
 
 @pytest.mark.fast
-def test_resume_reads_and_a_renamed_source_is_still_refused(tmp_path):
+def test_resume_reads_and_a_renamed_source_is_still_refused(tmp_path, monkeypatch):
     """What `resume` plans from (the sweep's own copy) never rewrites source.json, the copy or trials.json; so a
     source renamed after a resume is refused as before."""
     from benchxfer.launch.runner import save_plan
@@ -171,8 +171,8 @@ def test_resume_reads_and_a_renamed_source_is_still_refused(tmp_path):
     from benchxfer.trialdir import SweepDir
 
     env = {"BENCHXFER_HOME": str(tmp_path / "home")}
-    os.environ["BENCHXFER_HOME"] = env["BENCHXFER_HOME"]
-    try:
+    with monkeypatch.context() as patch:  # the run's own home comes back after (not unset)
+        patch.setenv("BENCHXFER_HOME", env["BENCHXFER_HOME"])
         source = tmp_path / "s.yaml"
         source.write_text(GOOD.replace("name: done", "name: tiny"))
         save_plan(make_plan(str(source)))  # what `sweep s.yaml` saves
@@ -183,8 +183,6 @@ def test_resume_reads_and_a_renamed_source_is_still_refused(tmp_path):
         save_plan(make_plan(str(sdir.spec_copy)))  # what `resume tiny` saves
         after = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sdir.path.iterdir() if p.is_file()}
         assert after == before
-    finally:
-        os.environ.pop("BENCHXFER_HOME")
     source.write_text(GOOD.replace("name: done", "name: renamed"))
     code, out, err = warm_run(["resume", "tiny"], env, tmp_path)
     assert code == 1 and err.strip() == (f"Error: resume tiny: {source} now names the sweep 'renamed'; run it with "
