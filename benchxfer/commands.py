@@ -57,73 +57,41 @@ def _use_zoo(zoo_dir: str | None) -> None:
 
 
 def _print_plan(plan, limit: int | None) -> None:
+    """The dry run's listing: each trial's row, the totals, the disk, what runs first and what is left out; each
+    fact computed where it lives (``plan.disk``, ``gpu_memory``, ``launch.search``), printed here."""
+    from benchxfer.gpu_memory import plan_columns
+    from benchxfer.launch.search import budget
+    from benchxfer.plan import disk
+
     d = plan.describe()
     trials = plan.trials
     shown = trials if limit is None else trials[:limit]
-    from benchxfer.plan import disk
-
     disks = [disk.of_trial(t, plan.spec.keep) for t in trials]
+    r = plan.spec.resources  # per shown trial: images per micro-batch on a worker, GPU memory per worker, per GPU
+    gpus = [plan_columns(t.config.arch, t.config.size, t.config.images_per_pass(r.workers), t.task, r.gpus_per_worker)
+            for t in shown]
     click.echo(f"{'#':>5}  {'trial key':<60} {'recipe':<15} {'arch':<10} {'task':<12} {'micro':>5} "
                f"{'GPU memory':>12} {'per GPU':>7} {'disk running/final':>20}")
-    for i, t in enumerate(shown):
-        g = _gpu_columns(plan, t)
+    for i, (t, g) in enumerate(zip(shown, gpus)):
         click.echo(f"{i:>5}  {t.key:<60} {t.recipe:<15} {t.config.arch:<10} {t.task:<12} {g['micro']:>5} "
                    f"{g['gpu_memory']:>12} {g['per_gpu']:>7} "
                    f"{disk.human(disks[i].running) + ' / ' + disk.human(disks[i].final):>20}")
     if len(shown) < len(trials):
         click.echo(f"  ... {len(trials) - len(shown)} more (use --limit 0 to list all)")
     click.echo(f"Total: {d['trials']} trials = {d['inits']} inits x {d['datasets']} datasets x lr [{d['lr']}] "
-               f"x {d['seeds']} seeds" + (f" x {d['shots']} shots" if d["shots"] != 1 else "") + _search_budget(plan))
-    click.echo(_disk_line(plan, disks))
-    if any(_gpu_columns(plan, t)["gpu_memory"].endswith("*") for t in shown):
+               f"x {d['seeds']} seeds" + (f" x {d['shots']} shots" if d["shots"] != 1 else "")
+               + budget(plan.spec.lr, len(plan.cells)))
+    click.echo(disk.sweep_line(disks, plan.spec.keep, r.max_concurrent))
+    if any(g["gpu_memory"].endswith("*") for g in gpus):
         click.echo("GPU memory: * extrapolated from the measured peaks (benchxfer/gpu_memory.py)")
     for pspec in plan.to_pretrain:
         click.echo(f"Before the trials: pre-train init {pspec.name!r} from {pspec.path}")
-    _print_left_out(plan)
+    for line in plan.left_out:  # cells the data cannot draw: the others are planned
+        click.echo(f"  left out: {line}")
     if plan.absent:
         click.echo(f"Not on this machine ({len(plan.absent)}); the real run refuses until they are there:")
         for line in plan.absent:
             click.echo(f"  absent: {line}")
-
-
-def _disk_line(plan, disks) -> str:
-    """The sweep's disk for the dry run: per trial while running and once final, the whole sweep (benchxfer/plan/disk.py)."""
-    from benchxfer.plan import disk
-
-    if not disks:
-        return "Disk: no trials"
-    keep, at_once = plan.spec.keep, plan.spec.resources.max_concurrent
-    run, final = max(d.running for d in disks), max(d.final for d in disks)
-    total = disk.of_sweep(disks, at_once)
-    line = (f"Disk (keep: {keep}): per trial up to {disk.human(run)} while it runs, {disk.human(final)} once final; "
-            f"the sweep {disk.human(total.final)} once every trial is final")
-    if at_once:
-        return line + f", up to {disk.human(total.most)} with {total.at_once} trials running at once"
-    return line + f", plus up to {disk.human(run - final)} for each trial running at once"
-def _print_left_out(plan) -> None:
-    for line in plan.left_out:  # cells the data cannot draw: the others are planned
-        click.echo(f"  left out: {line}")
-
-
-def _gpu_columns(plan, trial) -> dict[str, str]:
-    """Per trial: images per micro-batch on a worker, the estimated GPU memory of each worker (* extrapolated
-    from the measured table, benchxfer/gpu_memory.py) and how many trials share one GPU."""
-    from benchxfer.gpu_memory import plan_columns
-
-    r, c = plan.spec.resources, trial.config
-    return plan_columns(c.arch, c.size, c.images_per_pass(r.workers), trial.task, r.gpus_per_worker)
-
-
-def _search_budget(plan) -> str:
-    """The lr search's stage 1, for the plan's summary line: its trials and how they run ('' for no search)."""
-    from benchxfer.launch.search import describe
-    from benchxfer.plan.schema import LrSearch
-
-    lr = plan.spec.lr
-    if not isinstance(lr, LrSearch):
-        return ""
-    n = len(plan.cells)
-    return f"; stage 1 before them: {n} cells x {lr.trials} search trials = {n * lr.trials}, {describe(lr.options)}"
 
 
 verbose_option = click.option("--verbose", is_flag=True,

@@ -35,6 +35,7 @@ from benchxfer.plan.schema import (  # noqa: F401  (the sweep file's options, re
     OPTION_KEYS,
     SCHEDULERS,
     SEARCH_METRIC,
+    LrSearch,
     SearchOptions,
     parse_search_options,
 )
@@ -90,6 +91,13 @@ def describe(opts: SearchOptions) -> str:
     if opts.scheduler == "none":
         return "every trial to its end"
     return f"{opts.scheduler} on {opts.metric} from {opts.min_epochs} epoch(s), eta {opts.eta}"
+
+
+def budget(lr, cells: int) -> str:
+    """Stage 1 in the plan's summary line: its trials and how they run (``lr``: the sweep's; '' for no search)."""
+    if not isinstance(lr, LrSearch):
+        return ""
+    return f"; stage 1 before them: {cells} cells x {lr.trials} search trials = {cells * lr.trials}, {describe(lr.options)}"
 
 
 def run_stage1(plan, launch, recorder, echo: Callable[[str], None] = print,

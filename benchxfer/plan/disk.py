@@ -90,6 +90,20 @@ def of_sweep(disks: list[TrialDisk], at_once: int) -> SweepDisk:
     return SweepDisk(final, final + sum(extra), min(at_once, len(disks)))
 
 
+def sweep_line(disks: list[TrialDisk], keep: str, at_once: int) -> str:
+    """The dry run's disk line: per trial while it runs and once final, and the whole sweep's (``at_once``: the
+    sweep's ``resources.max_concurrent``; 0, unbounded: the extra per trial running at once)."""
+    if not disks:
+        return "Disk: no trials"
+    run, final = max(d.running for d in disks), max(d.final for d in disks)
+    total = of_sweep(disks, at_once)
+    line = (f"Disk (keep: {keep}): per trial up to {human(run)} while it runs, {human(final)} once final; "
+            f"the sweep {human(total.final)} once every trial is final")
+    if at_once:
+        return line + f", up to {human(total.most)} with {total.at_once} trials running at once"
+    return line + f", plus up to {human(run - final)} for each trial running at once"
+
+
 def human(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(n) < 1000 or unit == "TB":
