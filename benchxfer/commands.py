@@ -145,15 +145,15 @@ def sweep(file, dry_run, limit, tracking_uri, address, zoo_dir, verbose):
     with the per-init mean +/- std table; `benchxfer report NAME` makes the full report.
     """
     from benchxfer.plan.planning import make_plan
-
-    _use_zoo(zoo_dir)
-    if dry_run:
-        _print_plan(make_plan(file, zoo_dir, dry_run=True), None if limit == 0 else limit)
-        return
-    from benchxfer import locks
     from benchxfer.plan.spec import load_spec
 
-    spec = load_spec(file)  # read once: its name is the lock's
+    _use_zoo(zoo_dir)
+    spec = load_spec(file)  # read once, for the dry run and the real one (its name is the lock's)
+    if dry_run:
+        _print_plan(make_plan(spec, zoo_dir, dry_run=True), None if limit == 0 else limit)
+        return
+    from benchxfer import locks
+
     with locks.sweep(spec.name, echo=click.echo):  # before the synthetic data is written, to the end
         _refuse_other_sweep(spec, file)
         _run(make_plan(spec, zoo_dir, write_synthetic=True), tracking_uri, address, verbose)
