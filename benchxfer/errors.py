@@ -21,3 +21,17 @@ class BenchxferError(Exception):
 class Absent(BenchxferError):
     """Something a run needs is not on this machine (a dataset root, an init's file in the zoo). The real run
     refuses it like any other mistake; ``sweep --dry-run`` lists it, one line each, and still plans the trials."""
+
+
+class Absences:
+    """What this machine lacks for a run, as a plan meets it: a real run raises each :class:`Absent` at once; a dry
+    run (``dry_run``) keeps its line in :attr:`lines` and goes on."""
+
+    def __init__(self, dry_run: bool):
+        self.dry_run = dry_run
+        self.lines: list[str] = []
+
+    def add(self, err: Absent) -> None:
+        if not self.dry_run:
+            raise err
+        self.lines.append(str(err))

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from benchxfer import data, zoo
 from benchxfer.data.roots import resolve_root
-from benchxfer.errors import Absent, BenchxferError
+from benchxfer.errors import Absences, Absent, BenchxferError
 from benchxfer.frozen import FrozenDict
 from benchxfer.plan.schema import DatasetEntry, PretrainSpec, SweepSpec, check_combinations
 from benchxfer.plan.spec import load_spec
@@ -170,13 +170,7 @@ def make_plan(spec_or_path: SweepSpec | str | Path, zoo_override: str | None = N
     (a dry run leaves the disk alone). The checks are the same for a dry run and a real run; only what this
     machine lacks (a dataset root, an init's file: :class:`Absent`) differs: a real run refuses it, a dry run
     (``dry_run``) lists it in ``Plan.absent`` and plans the trials anyway."""
-    absent: list[str] = []
-
-    def lacking(err: Absent) -> None:
-        if not dry_run:
-            raise err
-        absent.append(str(err))
-
+    absent = Absences(dry_run)
     spec = spec_or_path if isinstance(spec_or_path, SweepSpec) else load_spec(spec_or_path)
     roots = {}
     too_many: dict[str, set[int]] = {}
@@ -186,7 +180,7 @@ def make_plan(spec_or_path: SweepSpec | str | Path, zoo_override: str | None = N
             roots[d.name] = resolve_root(d.name, d.root, d.synthetic, f"{spec.path}: datasets[{i}].root",
                                          write_synthetic)
         except Absent as err:
-            lacking(err)
+            absent.add(err)
             roots[d.name] = d.root
             continue
         _check_cache(d, roots[d.name], f"{spec.path}: datasets[{i}].options.cache_size", write_synthetic)
@@ -212,8 +206,8 @@ def make_plan(spec_or_path: SweepSpec | str | Path, zoo_override: str | None = N
             pspec = load_pretrain_spec(entry.pretrain)
             for j, src in enumerate(pspec.sources):
                 if src.root != "synthetic" and not Path(src.root).exists():
-                    lacking(Absent(f"{pspec.path}: sources[{j}].root: folder {src.root} does not exist "
-                                   f"(dataset {src.dataset!r}, pre-training init {pspec.name!r})"))
+                    absent.add(Absent(f"{pspec.path}: sources[{j}].root: folder {src.root} does not exist "
+                                      f"(dataset {src.dataset!r}, pre-training init {pspec.name!r})"))
             if pspec.name != entry.name:
                 raise BenchxferError(f"{spec.path}: inits[{i}]: {entry.pretrain} makes {pspec.name!r}, "
                                      f"not {entry.name!r}")
@@ -226,12 +220,12 @@ def make_plan(spec_or_path: SweepSpec | str | Path, zoo_override: str | None = N
         try:
             cfg, _ = zoo.resolve_init(entry.name, zoo_override)  # a missing file fails here, before Ray
         except Absent as err:
-            lacking(Absent(f"{spec.path}: inits[{i}]: {err}"))
+            absent.add(Absent(f"{spec.path}: inits[{i}]: {err}"))
             cfg = zoo.get_init(entry.name, zoo_override)
         init_arch[entry.name] = cfg.arch
     cell_list = cells(spec, init_arch, tasks)
-    return Plan(spec, cell_list, expand(spec, cell_list, roots, left_out=too_many), roots, to_pretrain, absent,
-                left_out, too_many)
+    return Plan(spec, cell_list, expand(spec, cell_list, roots, left_out=too_many), roots, to_pretrain,
+                absent.lines, left_out, too_many)
 
 
 def _check_shots(d: DatasetEntry, root: str, axis: Sequence[int | None], where: str) -> tuple[list[int], str] | None:
