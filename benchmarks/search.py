@@ -84,7 +84,8 @@ def write(folder: Path, name: str, trials: int, epochs: int, seeds: int, n_train
 
 def arm(folder: Path, name: str, scheduler: str, args, uri: str) -> dict:
     from benchxfer import paths
-    from benchxfer.launch.runner import launch_of, run_pretrain
+    from benchxfer.launch.pretrain import run_pretrain
+    from benchxfer.launch.runner import launch_of
     from benchxfer.launch.search import parse_search_options, run_stage1
     from benchxfer.plan.planning import make_plan
     from benchxfer.tracking import SweepRecorder

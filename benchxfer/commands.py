@@ -446,8 +446,8 @@ def pretrain(file, tracking_uri, address, zoo_dir, force):
     Run the same command again after a kill: it continues from the last epoch checkpoint. A name the zoo
     already holds for something else is refused unless --force.
     """
-    from benchxfer.launch.runner import check_zoo_name, run_pretrain
-    from benchxfer.plan.pretraining import load_pretrain_spec, plan_pretrain
+    from benchxfer.launch.pretrain import run_pretrain
+    from benchxfer.plan.pretraining import check_zoo_name, load_pretrain_spec, plan_pretrain
     from benchxfer.tracking import tracking_uri as tracking
 
     _use_zoo(zoo_dir)

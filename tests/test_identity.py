@@ -488,7 +488,7 @@ def test_an_interrupted_pre_training_says_so_and_how_to_continue(interruption, t
     named a failure. (Function level: the command itself gets here only after a Ray session.)"""
     from test_errors import PRETRAIN
 
-    from benchxfer.launch.runner import pretrain_unfinished
+    from benchxfer.launch.pretrain import pretrain_unfinished
     from benchxfer.launch.sweep import _one_line
     from benchxfer.plan.pretraining import EXPERIMENT, load_pretrain_spec, plan_pretrain
     from benchxfer.trialdir import Failure, Progress, TrialDir

@@ -1,5 +1,5 @@
-"""One sweep from plan to summary: pre-train missing inits, run the trials on Ray, summarise; and one
-pre-training run (``benchxfer pretrain``).
+"""One sweep from plan to summary: pre-train missing inits (:mod:`benchxfer.launch.pretrain`), run the trials
+on Ray, summarise.
 
 ``benchxfer sweep`` and ``benchxfer resume`` both come here. Trials that finished before (their
 ``result.json`` exists) are not launched again; interrupted ones continue from their last epoch
@@ -10,6 +10,7 @@ loss): they stay failed, with their reason, until their folder is removed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -17,11 +18,11 @@ from benchxfer import locks
 from benchxfer.errors import BenchxferError
 from benchxfer.launch import cluster
 from benchxfer.launch.cluster import Launch
+from benchxfer.launch.pretrain import run_pretrain
 from benchxfer.launch.sweep import ensure_ray, run_trials
+from benchxfer.plan import disk
 from benchxfer.plan.planning import Plan, expand
-from benchxfer.plan.pretraining import EXPERIMENT, plan_pretrain
-from benchxfer.plan.schema import LrSearch, PretrainSpec
-from benchxfer.train.export import ExportBackbone
+from benchxfer.plan.schema import LrSearch
 from benchxfer.trial import Trial
 from benchxfer.trialdir import DEFAULT_KEEP, SweepDir, TrialDir, TrialState
 
@@ -140,25 +141,6 @@ def pending(trials: list[Trial], keep: str = DEFAULT_KEEP) -> tuple[list[Trial],
     return out, final
 
 
-def check_disk(plan: Plan, launch: Launch, echo: Callable[[str], None]) -> None:
-    """Refuse in one line when the trials that run at once cannot fit in the free space of the sweep's folder; warn
-    when the unfinished trials will not, once final (:mod:`benchxfer.plan.disk`). An lr search's stage-1 trials are
-    counted like the planned ones."""
-    from benchxfer.plan import disk
-
-    todo = [t for t in plan.trials if TrialDir.of(plan.spec.name, t.key).state() not in
-            (TrialState.FINISHED, TrialState.STOPPED, TrialState.FAILED)]
-    disks = [disk.of_trial(t, plan.spec.keep) for t in todo]
-    if isinstance(plan.spec.lr, LrSearch) and todo:  # stage 1: each cell's search trials, the first trial's size
-        disks += [disks[0]] * (len(plan.cells) * plan.spec.lr.trials)
-    if not disks:
-        return
-    warning = disk.check_room(SweepDir(plan.spec.name).path, disks, cluster.max_trials(launch, len(disks)),
-                              plan.spec.keep)
-    if warning:
-        echo(warning)
-
-
 @dataclass
 class Outcome:
     """How a sweep ended: the result records of its finished trials out of its ``total``, and its summary table."""
@@ -188,7 +170,9 @@ def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: 
     ensure_ray(address)
     cluster.preflight(launch)  # a request no node can ever hold: refused before any work
     cluster.gpu_preflight(launch, [(c.config(), c.task) for c in plan.cells])  # GPU memory, likewise
-    check_disk(plan, launch, echo)  # the disk, likewise: before the first trial
+    warning = disk.check_sweep(plan, at_once=partial(cluster.max_trials, launch))  # the disk, likewise
+    if warning:
+        echo(warning)
     for pspec in plan.to_pretrain:
         with locks.pretrain(pspec.name, echo):  # as `benchxfer pretrain` holds it: one run of it at a time
             run_pretrain(pspec, tracking_uri, echo=echo, verbose=verbose)
@@ -253,77 +237,3 @@ def _tune_then_repeat(plan: Plan, launch: Launch, recorder, echo, verbose: bool 
     best = run_stage1(plan, launch, recorder, echo=echo, verbose=verbose)
     lrs = {(c.init, c.dataset.name): best[f"{c.init}|{c.dataset.name}"] for c in plan.cells}
     return expand(plan.spec, plan.cells, plan.roots, lrs=lrs, left_out=plan.left_out_shots)
-
-
-def run_pretrain(spec: PretrainSpec, tracking_uri: str, echo=print, zoo_override: str | None = None,
-                 address: str | None = None, verbose: bool = False, force: bool = False) -> dict[str, Any]:
-    """Run (or continue) the pre-training on Ray and register its backbone in the zoo. A name the zoo holds for
-    something else (an import, another pre-training's backbone) is refused before any work, unless ``force``."""
-    trial = plan_pretrain(spec)
-    tdir = TrialDir.of(EXPERIMENT, trial.key)
-    check_zoo_name(spec, trial, zoo_override, force)
-    done = tdir.result()
-    if done is None:
-        launch = Launch.of(EXPERIMENT, tracking_uri, spec.resources, spec.failure)
-        ensure_ray(address)
-        echo(f"Pre-training {spec.name!r} ({spec.arch}, from {spec.start}) on "
-             f"{' + '.join(s['dataset'] for s in trial.config.sources)}: run {trial.key}")
-        from benchxfer.tracking import SweepRecorder
-
-        SweepRecorder(tracking_uri, EXPERIMENT)  # the experiment and its parent run, made once on the driver
-        run_trials([trial], launch, finish=ExportBackbone(spec.name, zoo_override, force), echo=echo,
-                   verbose=verbose)
-        done = tdir.result()
-        if done is None:
-            raise pretrain_unfinished(spec, tdir)
-    else:
-        _check_exported(spec, done, zoo_override)
-    return done.to_dict()
-
-
-# how a trial that Ctrl-C stopped is recorded: Tune ends the trial's actor, and its driver (sweep.run_trial) records
-# the SystemExit that ends it (a KeyboardInterrupt where the trial ran in this process) as a retryable failure
-INTERRUPTIONS = ("SystemExit", "KeyboardInterrupt")
-
-
-def pretrain_unfinished(spec: PretrainSpec, tdir: TrialDir) -> BenchxferError:
-    """Why a pre-training that ran has no result, in one line: interrupted (Ctrl-C), with how to continue, as
-    `sweep` says of its unfinished trials; else failed, with the reason its driver recorded."""
-    failure = tdir.failure()
-    reason = " ".join((failure.reason if failure else "no result was written").split())
-    if failure is not None and failure.retryable and reason.startswith(INTERRUPTIONS):
-        progress = tdir.progress()
-        where = (f"from its checkpoint of epoch {progress.checkpoint}" if progress and progress.checkpoint >= 0
-                 else "from the start (no epoch checkpoint was written yet)")
-        return BenchxferError(f"pre-training {spec.name!r} was interrupted before it finished (Ctrl-C); "
-                              f"`benchxfer pretrain {spec.path}` continues it {where}")
-    return BenchxferError(f"pre-training {spec.name!r} failed: {reason[:300]}")
-
-
-def _check_exported(spec: PretrainSpec, done, zoo_override: str | None) -> None:
-    """A pre-training that finished before wrote its backbone into the zoo of that run; a zoo that lacks it (another
-    --zoo) would make every trial that uses it fail as an unknown init: said here, with what to do."""
-    from benchxfer import zoo
-
-    try:
-        zoo.resolve_init(spec.name, zoo_override)
-    except BenchxferError:
-        where = done.zoo_path or "a zoo"
-        raise BenchxferError(
-            f"init {spec.name!r}: its pre-training ({spec.path}) finished before and wrote the backbone to {where}, "
-            f"not into the zoo {zoo.zoo_dir(zoo_override)}; use that zoo (--zoo or $BENCHXFER_ZOO), or import it: "
-            f"`benchxfer zoo import {spec.name} {where} --format benchxfer`") from None
-
-
-def check_zoo_name(spec: PretrainSpec, trial: Trial, zoo_override: str | None, force: bool) -> None:
-    """A pre-training that is to write its backbone into the zoo refuses a name the zoo holds for something else
-    (an import, another pre-training), unless ``force``: checked before any work, and again under the zoo's lock
-    when the backbone is written."""
-    from benchxfer.zoo.store import claimed
-
-    if force or TrialDir.of(EXPERIMENT, trial.key).result() is not None:
-        return
-    if (there := claimed(spec.name, trial.key, zoo_override)) is not None:
-        raise BenchxferError(f"{spec.path}: name: init {spec.name!r} is already in the zoo ({there}); give the "
-                             "pre-trained backbone another name, or pass --force to replace it")
-

@@ -17,6 +17,7 @@ import shutil
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 from benchxfer.errors import BenchxferError
 
@@ -142,3 +143,22 @@ def check_room(folder: Path, disks: list[TrialDisk], at_once: int, keep: str) ->
                 f"{human(total.most)} (keep: {keep}, {human(total.final)} once all are final): the disk fills "
                 "before the sweep ends unless room is made; `benchxfer resume` continues then")
     return None
+
+
+def check_sweep(plan, at_once: Callable[[int], int]) -> str | None:
+    """The real run's check before its first trial (``plan``: a :class:`benchxfer.plan.planning.Plan`): the trials
+    that are not final yet, and an lr search's stage-1 trials (each cell's, at the first trial's size), against the
+    free space of the sweep's folder (:func:`check_room`: one line when those that run at once cannot fit, a
+    warning returned when the unfinished ones will not, once final). ``at_once(n)``: how many of ``n`` trials run
+    at once (``cluster.max_trials``)."""
+    from benchxfer.trialdir import SweepDir, TrialDir, TrialState
+
+    spec = plan.spec
+    todo = [t for t in plan.trials if TrialDir.of(spec.name, t.key).state() not in
+            (TrialState.FINISHED, TrialState.STOPPED, TrialState.FAILED)]
+    disks = [of_trial(t, spec.keep) for t in todo]
+    if spec.mode == "tune-then-repeat" and todo:  # stage 1: each cell's search trials, the first trial's size
+        disks += [disks[0]] * (len(plan.cells) * spec.lr.trials)
+    if not disks:
+        return None
+    return check_room(SweepDir(spec.name).path, disks, at_once(len(disks)), spec.keep)

@@ -1,5 +1,6 @@
-"""Pre-training and domain adaptation: the pre-training file, the run it plans, and the hook that puts the new
-init in the zoo (the run itself, on Ray: :func:`benchxfer.launch.runner.run_pretrain`).
+"""Pre-training and domain adaptation: the pre-training file, the run it plans, and the zoo name it may take
+(the run itself, on Ray: :func:`benchxfer.launch.pretrain.run_pretrain`; the hook that puts the new init in the
+zoo: :class:`benchxfer.train.export.ExportBackbone`).
 
 A pre-training file names the sources (merged on their common labels, missing and uncertain labels
 masked out of the loss), the architecture, the starting init, the recipe and the resources. The run is a
@@ -57,3 +58,17 @@ def plan_pretrain(spec: PretrainSpec, write_synthetic: bool = True) -> Trial:
                  spec.seed, None, task.name, task.metric, overrides, config)
 
 
+
+
+def check_zoo_name(spec: PretrainSpec, trial: Trial, zoo_override: str | None, force: bool) -> None:
+    """A pre-training that is to write its backbone into the zoo refuses a name the zoo holds for something else
+    (an import, another pre-training), unless ``force``: checked before any work, and again under the zoo's lock
+    when the backbone is written."""
+    from benchxfer.trialdir import TrialDir
+    from benchxfer.zoo.store import claimed
+
+    if force or TrialDir.of(EXPERIMENT, trial.key).result() is not None:
+        return
+    if (there := claimed(spec.name, trial.key, zoo_override)) is not None:
+        raise fail(spec.path, "name", f"init {spec.name!r} is already in the zoo ({there}); give the "
+                   "pre-trained backbone another name, or pass --force to replace it")

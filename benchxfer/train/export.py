@@ -1,5 +1,5 @@
 """A pre-training run's finish hook: the trained backbone into the zoo. It runs on rank 0 at the end of
-:func:`benchxfer.train.loop.train_run` (``Runtime.finish``); ``runner.run_pretrain`` hands it over."""
+:func:`benchxfer.train.loop.train_run` (``Runtime.finish``); ``launch.pretrain.run_pretrain`` hands it over."""
 
 from __future__ import annotations
 
