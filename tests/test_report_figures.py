@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from benchxfer.report.figures import FIG_DPI, save_figures
 from benchxfer.report.results import RunSet, frame_from_records
-from benchxfer.report.write import FIG_DPI, save_figures, summarise, write_report
+from benchxfer.report.write import summarise, write_report
 
 pytestmark = pytest.mark.fast
 

@@ -7,12 +7,16 @@
 
 Every figure uses matplotlib's constrained layout, so no label is cut off (tests/test_report_figures.py checks
 each text's box against the canvas). Each function returns ``[(name, Figure)]``; the name is the PNG's stem.
+``save_figures`` draws them all and writes each as a PNG (a :class:`FigureFile`), for the report.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import re
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import matplotlib
@@ -278,3 +282,37 @@ def heatmap(summary: Summary) -> list[tuple[str, Figure]]:
     fig.colorbar(im, ax=ax, label=f"mean − {summary.baseline}")
     ax.set_title(f"Test mean minus the baseline ({summary.baseline}){scaled}; stars: t-test", fontsize=9)
     return [("heatmap_vs_baseline", fig)]
+
+
+# ------------------------------------------------------------------ the report's PNG files
+
+@dataclass
+class FigureFile:
+    """One saved figure: its path, its kind (one of FIGURE_KINDS), and the matplotlib Figure."""
+
+    path: Path
+    kind: str
+    title: str
+    figure: Figure
+    png: bytes = field(repr=False, default=b"")
+
+
+# kind -> how to draw it (the functions above); learning curves also need the trials' histories
+FIGURE_KINDS = ("bars", "shots", "curves", "heatmap")
+
+
+def save_figures(summary: Summary, out_dir: Path, history: pd.DataFrame | None = None) -> list[FigureFile]:
+    """Draw and save every figure as PNG into ``out_dir`` (learning curves only when ``history`` is given)."""
+    files = []
+    drawn = {"bars": bars(summary), "shots": shots(summary),
+             "curves": curves(summary, history) if history is not None else [],
+             "heatmap": heatmap(summary)}
+    for kind in FIGURE_KINDS:
+        for name, fig in drawn[kind]:
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=FIG_DPI)
+            path = out_dir / f"{name}.png"
+            path.write_bytes(buf.getvalue())
+            title = fig.axes[0].get_title().split("\n")[0] if len(fig.axes) == 1 else name
+            files.append(FigureFile(path, kind, title, fig, buf.getvalue()))
+    return files

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -22,11 +21,10 @@ import matplotlib
 matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
 
 from benchxfer.errors import BenchxferError  # noqa: E402
 from benchxfer.report import figures  # noqa: E402
-from benchxfer.report.figures import FIG_DPI  # noqa: E402,F401  (re-exported)
+from benchxfer.report.figures import FIG_DPI, FigureFile  # noqa: E402,F401  (FIG_DPI re-exported)
 from benchxfer.report.results import DEFAULT_BASELINE, RunSet, write_runs  # noqa: E402
 from benchxfer.report.summary import (  # noqa: E402,F401  (re-exported)
     COLUMN_FIELDS,
@@ -185,40 +183,6 @@ def _html_table(cells: pd.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-# ------------------------------------------------------------------ figures
-
-@dataclass
-class FigureFile:
-    """One saved figure: its path, its kind (one of FIGURE_KINDS), and the matplotlib Figure."""
-
-    path: Path
-    kind: str
-    title: str
-    figure: Figure
-    png: bytes = field(repr=False, default=b"")
-
-
-# kind -> how to draw it (benchxfer.report.figures); learning curves also need the trials' histories
-FIGURE_KINDS = ("bars", "shots", "curves", "heatmap")
-
-
-def save_figures(summary: Summary, out_dir: Path, history: pd.DataFrame | None = None) -> list[FigureFile]:
-    """Draw and save every figure as PNG into ``out_dir`` (learning curves only when ``history`` is given)."""
-    files = []
-    drawn = {"bars": figures.bars(summary), "shots": figures.shots(summary),
-             "curves": figures.curves(summary, history) if history is not None else [],
-             "heatmap": figures.heatmap(summary)}
-    for kind in FIGURE_KINDS:
-        for name, fig in drawn[kind]:
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=FIG_DPI)
-            path = out_dir / f"{name}.png"
-            path.write_bytes(buf.getvalue())
-            title = fig.axes[0].get_title().split("\n")[0] if len(fig.axes) == 1 else name
-            files.append(FigureFile(path, kind, title, fig, buf.getvalue()))
-    return files
-
-
 # ------------------------------------------------------------------ the whole report
 
 @dataclass
@@ -247,7 +211,7 @@ def write_report(runs: RunSet, out_dir: str | Path, baseline: str | None = DEFAU
     summary.table.to_csv(summary_csv, index=False)
     table_md = out / "table.md"
     table_md.write_text(f"# {title}\n\n{summary.markdown()}\n")
-    drawn = save_figures(summary, out, history)
+    drawn = figures.save_figures(summary, out, history)
     page = out / "report.html"
     page.write_text(_html_page(summary, drawn, title, runs.source))
     files += [summary_csv, table_md, *(f.path for f in drawn), page]
