@@ -21,8 +21,7 @@ from benchxfer.launch.cluster import Launch
 from benchxfer.launch.pretrain import run_pretrain
 from benchxfer.launch.sweep import ensure_ray, run_trials
 from benchxfer.plan import disk
-from benchxfer.plan.planning import Plan, expand
-from benchxfer.plan.schema import LrSearch
+from benchxfer.plan.planning import Plan
 from benchxfer.trial import Trial
 from benchxfer.trialdir import DEFAULT_KEEP, SweepDir, TrialDir, TrialState
 
@@ -179,7 +178,9 @@ def execute(plan: Plan, tracking_uri: str, *, address: str | None = None, echo: 
 
     trials = plan.trials
     if spec.mode == "tune-then-repeat":  # the stage-2 trials are known only now
-        trials = _tune_then_repeat(plan, launch, recorder, echo, verbose)
+        from benchxfer.launch.search import tune_then_repeat
+
+        trials = tune_then_repeat(plan, launch, recorder, echo=echo, verbose=verbose)
         save_plan(Plan(spec, plan.cells, trials, plan.roots, plan.to_pretrain))
     recorder.log_sweep({"mode": spec.mode, "trials": str(len(trials)), "inits": ",".join(i.name for i in spec.inits),
                         "datasets": ",".join(d.name for d in spec.datasets)},
@@ -225,15 +226,3 @@ def conclude(sweep: str, tracking_uri: str, echo: Callable[[str], None]) -> tupl
             return None, str(err)
         publish(sweep, tracking_uri, report=rep, echo=echo)
     return rep.summary, ""
-
-
-def _tune_then_repeat(plan: Plan, launch: Launch, recorder, echo, verbose: bool = False) -> list[Trial]:
-    """Stage 1: every cell's lr search (:func:`benchxfer.launch.search.run_stage1`: one Tune experiment, the best lrs in
-    ``best_lr.json`` and the MLflow params ``best_lr.<init>.<dataset>``). Stage 2: every seed at each cell's best
-    lr; the search trial that won is stage 2's first seed (same key), so it is not run again."""
-    from benchxfer.launch.search import run_stage1
-
-    assert isinstance(plan.spec.lr, LrSearch)
-    best = run_stage1(plan, launch, recorder, echo=echo, verbose=verbose)
-    lrs = {(c.init, c.dataset.name): best[f"{c.init}|{c.dataset.name}"] for c in plan.cells}
-    return expand(plan.spec, plan.cells, plan.roots, lrs=lrs, left_out=plan.left_out_shots)

@@ -1,4 +1,5 @@
-"""Stage 1 of ``mode: tune-then-repeat``: the lr search of every (init, dataset) cell, in ONE Tune experiment.
+"""``mode: tune-then-repeat``: stage 1, the lr search of every (init, dataset) cell in ONE Tune experiment, and
+stage 2's trials at each cell's best lr (:func:`tune_then_repeat`).
 
 Each cell keeps its own Optuna study (``OptunaSearch``, seeded with the sweep's first seed, minimising
 ``best_val_loss``); :class:`benchxfer.launch.cellsearch.CellSearcher` routes Tune's suggest/complete calls to the study of the trial's cell,
@@ -97,7 +98,8 @@ def budget(lr, cells: int) -> str:
     """Stage 1 in the plan's summary line: its trials and how they run (``lr``: the sweep's; '' for no search)."""
     if not isinstance(lr, LrSearch):
         return ""
-    return f"; stage 1 before them: {cells} cells x {lr.trials} search trials = {cells * lr.trials}, {describe(lr.options)}"
+    n = cells * lr.trials
+    return f"; stage 1 before them: {cells} cells x {lr.trials} search trials = {n}, {describe(lr.options)}"
 
 
 def run_stage1(plan, launch, recorder, echo: Callable[[str], None] = print,
@@ -155,3 +157,15 @@ def run_stage1(plan, launch, recorder, echo: Callable[[str], None] = print,
                  + (f" ({stopped} of {len(keys[cid])} trials stopped by the search)" if stopped else ""))
     recorder.log_params({f"best_lr.{c.init}.{c.dataset.name}": best[cell_id(c)] for c in plan.cells})
     return {cell_id(c): best[cell_id(c)] for c in plan.cells}
+
+
+def tune_then_repeat(plan, launch, recorder, echo: Callable[[str], None] = print, verbose: bool = False) -> list[Trial]:
+    """Stage 1: every cell's lr search (:func:`run_stage1`: one Tune experiment, the best lrs in ``best_lr.json``
+    and the MLflow params ``best_lr.<init>.<dataset>``). Stage 2's trials, returned: every seed at each cell's
+    best lr; the search trial that won is stage 2's first seed (same key), so it is not run again."""
+    from benchxfer.plan.planning import expand
+
+    assert isinstance(plan.spec.lr, LrSearch)
+    best = run_stage1(plan, launch, recorder, echo=echo, verbose=verbose)
+    lrs = {(c.init, c.dataset.name): best[cell_id(c)] for c in plan.cells}
+    return expand(plan.spec, plan.cells, plan.roots, lrs=lrs, left_out=plan.left_out_shots)
