@@ -51,7 +51,7 @@ def cluster(bx_home):
     ray.shutdown()
     for k in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):  # the ended session's; the nodes must not inherit them
         os.environ.pop(k, None)
-    # the head trains nothing, and has too little memory for a TorchTrainer trial's driver (DRIVER_MEMORY)
+    # the head trains nothing, and has too little memory for a TorchTrainer trial's driver (cluster.DRIVER_MEMORY)
     # a lost node is declared dead after 3 failed health checks 1 s apart (Ray's default: 5 checks 3 s apart, about
     # 15 s of waiting per lost node here); a live node answers within the default 10 s timeout
     head = {"num_cpus": 0, "memory": 64 * 1024**2, "dashboard_host": "127.0.0.1",

@@ -47,6 +47,7 @@ WARN_S = 45.0  # or half the limit, when that is less
 POLL_S = 5.0
 RAY_TOKEN = Path("~/.ray/auth_token")  # Ray's token for clusters with token authentication
 BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")  # where `ray up` leaves the autoscaler's config on the head
+DRIVER_MEMORY = 256 * 1024**2  # what a TorchTrainer trial's driver reserves (Launch.tune_resources)
 
 
 # --- what a launch asks for ---------------------------------------------------------------------
@@ -74,6 +75,14 @@ class Launch:
 
     def use_torch_trainer(self) -> bool:
         return self.trainer == "torch" or self.workers > 1
+
+    def tune_resources(self) -> dict[str, float]:
+        """What one Tune trial reserves: a 1-worker trial trained inside it, its worker's CPUs and GPUs. A
+        TorchTrainer's driver only waits on its TorchTrainer, whose workers hold the CPUs and GPUs; Ray refuses an
+        empty request, so the driver reserves the memory it really uses and no CPU."""
+        if self.use_torch_trainer():
+            return {"cpu": 0, "memory": DRIVER_MEMORY}
+        return {"cpu": self.cpus_per_worker, "gpu": self.gpus_per_worker}
 
 
 # --- the session ----------------------------------------------------------------------------------

@@ -40,7 +40,6 @@ from benchxfer.trial import Trial
 from benchxfer.trialdir import FULL_BELOW, Failure, SweepDir, TrialDir, TrialFailed
 
 log = logging.getLogger("benchxfer")
-DRIVER_MEMORY = 256 * 1024**2
 
 
 # --- Ray session -----------------------------------------------------------------------------------
@@ -51,12 +50,6 @@ def ensure_ray(address: str | None = None) -> None:
     from benchxfer.launch import cluster
 
     cluster.start(address)
-
-
-def concurrency(launch: Launch, n_trials: int) -> int:
-    """How many trials may run at once: ``max_concurrent`` when set, else what the cluster holds at its largest
-    (an autoscaler's node types included). Refuses a request that no node can hold."""
-    return cluster.max_trials(launch, n_trials)
 
 
 # --- the trial driver (runs inside a Ray Tune trial) -----------------------------------------------
@@ -229,12 +222,6 @@ def run_trials(trials: list[Trial], launch: Launch, *, finish: FinishHook | None
     env.setdefault("BENCHXFER_HOME", str(paths.home()))
     experiment = tune_name(launch.sweep)
     shared = Shared(TrialIndex.of(trials, cells), launch, env, finish, experiment)
-    if launch.use_torch_trainer():
-        # The driver only waits on its TorchTrainer, whose workers hold the CPUs and GPUs. Ray refuses an empty
-        # request, so the driver reserves the memory it really uses and no CPU.
-        resources = {"cpu": 0, "memory": DRIVER_MEMORY}
-    else:
-        resources = {"cpu": launch.cpus_per_worker, "gpu": launch.gpus_per_worker}
     if searcher is not None:
         n, param_space = num_samples, {}
     else:
@@ -245,11 +232,11 @@ def run_trials(trials: list[Trial], launch: Launch, *, finish: FinishHook | None
     stopper = disk_stopper(launch.sweep)
     tuner = tune.Tuner(
         # the shared context goes into Ray's object store once, not into every trial's config
-        tune.with_resources(tune.with_parameters(trainable or run_trial, shared=shared), resources),
+        tune.with_resources(tune.with_parameters(trainable or run_trial, shared=shared), launch.tune_resources()),
         param_space=param_space,
         # 1-worker trials reuse their Tune actor, so torch is imported once per slot, not once per trial (each
         # trial seeds everything itself). A TorchTrainer's driver is not reused: Ray Train hangs in a reused actor.
-        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency(launch, n), search_alg=searcher,
+        tune_config=tune.TuneConfig(max_concurrent_trials=cluster.max_trials(launch, n), search_alg=searcher,
                                     scheduler=scheduler, num_samples=num_samples,
                                     reuse_actors=not launch.use_torch_trainer(), **tune_kw),
         run_config=tune.RunConfig(
