@@ -1,13 +1,17 @@
-"""The report's summary types: the aggregated table (:class:`Summary`), its names and its text cells.
+"""The report's summary types: the aggregated table (:class:`Summary`), its names, its text cells and its pages
+(``table.md``: :meth:`Summary.markdown`; ``report.html``, the figures embedded: :meth:`Summary.html_page`).
 
-Below :mod:`benchxfer.report.figures` (which draws a Summary) and :mod:`benchxfer.report.write` (which makes one, and the
-HTML page): pandas and numpy only, no matplotlib, no scipy.
+Below :mod:`benchxfer.report.figures` (which draws a Summary) and :mod:`benchxfer.report.write` (which makes one and
+writes the files): pandas and numpy only, no matplotlib, no scipy.
 """
 
 from __future__ import annotations
 
+import base64
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -77,6 +81,34 @@ class Summary:
             parts.append(self.shared_line())
         return "\n".join(parts)
 
+    def html_page(self, title: str, source: str, figures: Sequence[Any] = ()) -> str:
+        """The report's page (``report.html``): the caption, the value and p-value tables, what was not averaged,
+        and ``figures`` embedded (each a :class:`benchxfer.report.figures.FigureFile`: its ``png``, its ``path``)."""
+        e = html.escape
+        parts = [
+            "<!doctype html><html><head><meta charset='utf-8'>", f"<title>{e(title)}</title>",
+            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
+            "td,th{border:1px solid #ccc;padding:4px 8px;text-align:center}img{max-width:100%}</style>",
+            "</head><body>", f"<h1>{e(title)}</h1>", f"<p>Source: {e(source)}</p>",
+            f"<p>{e(self.caption())}</p>", "<h2>Results</h2>", _html_table(self.cells("value", "html")),
+        ]
+        if self.baseline:
+            parts += [f"<h2>p-values against {e(self.baseline)} ({e(TEST_TITLES[self.test])})</h2>",
+                      _html_table(self.cells("p", "html").map(e))]
+        parts += ["<h2>Not averaged</h2>", f"<p>{e(self.not_averaged_line())}</p>"]
+        if self.n_shared:
+            parts.append(f"<p><b>{e(self.shared_line())}</b></p>")
+        if len(self.not_averaged):
+            na = self.not_averaged.astype(object).where(self.not_averaged.notna(), "")
+            parts.append(na.to_html(index=False, escape=True, na_rep=""))
+        parts.append("<h2>Figures</h2>")
+        for fig in figures:
+            data = base64.b64encode(fig.png).decode("ascii")
+            parts.append(f"<figure><img alt='{e(fig.path.name)}' src='data:image/png;base64,{data}'>"
+                         f"<figcaption>{e(fig.path.name)}</figcaption></figure>")
+        parts.append("</body></html>")
+        return "\n".join(parts)
+
     def shared_line(self) -> str:
         return (f"Warning: {self.n_shared} trials share init, dataset, recipe, shot, lr and seed with another "
                 "trial (they differ in overrides, which the run table does not hold) and are averaged together.")
@@ -132,3 +164,11 @@ def _md_table(cells: pd.DataFrame) -> str:
     for init, row in cells.iterrows():
         lines.append("| " + " | ".join([str(init), *(str(v).replace("|", "\\|") for v in row)]) + " |")
     return "\n".join(lines)
+
+
+def _html_table(cells: pd.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in ["init", *cells.columns])
+    body = "".join(
+        "<tr><th>" + html.escape(str(init)) + "</th>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>"
+        for init, row in cells.iterrows())
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -9,8 +9,6 @@ failed and unfinished trials are counted per cell and listed.
 
 from __future__ import annotations
 
-import base64
-import html
 import math
 import warnings
 from dataclasses import dataclass
@@ -175,14 +173,6 @@ def _label(col, varies: dict[str, bool]) -> str:
     return " / ".join(parts) + f" ({col.metric})"
 
 
-def _html_table(cells: pd.DataFrame) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in ["init", *cells.columns])
-    body = "".join(
-        "<tr><th>" + html.escape(str(init)) + "</th>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>"
-        for init, row in cells.iterrows())
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 # ------------------------------------------------------------------ the whole report
 
 @dataclass
@@ -213,7 +203,7 @@ def write_report(runs: RunSet, out_dir: str | Path, baseline: str | None = DEFAU
     table_md.write_text(f"# {title}\n\n{summary.markdown()}\n")
     drawn = figures.save_figures(summary, out, history)
     page = out / "report.html"
-    page.write_text(_html_page(summary, drawn, title, runs.source))
+    page.write_text(summary.html_page(title, runs.source, drawn))
     files += [summary_csv, table_md, *(f.path for f in drawn), page]
     return Report(summary, drawn, files)
 
@@ -265,30 +255,3 @@ def write_report_into(runs: RunSet, out_dir: str | Path, **kwargs) -> Report:
         shutil.rmtree(staging, ignore_errors=True)
     moved = [dataclasses.replace(f, path=out / f.path.name) for f in rep.figures]
     return dataclasses.replace(rep, figures=moved, files=[out / p.name for p in rep.files])
-
-
-def _html_page(summary: Summary, drawn: list[FigureFile], title: str, source: str) -> str:
-    e = html.escape
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>", f"<title>{e(title)}</title>",
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:center}img{max-width:100%}</style>",
-        "</head><body>", f"<h1>{e(title)}</h1>", f"<p>Source: {e(source)}</p>",
-        f"<p>{e(summary.caption())}</p>", "<h2>Results</h2>", _html_table(summary.cells("value", "html")),
-    ]
-    if summary.baseline:
-        parts += [f"<h2>p-values against {e(summary.baseline)} ({e(TEST_TITLES[summary.test])})</h2>",
-                  _html_table(summary.cells("p", "html").map(e))]
-    parts += ["<h2>Not averaged</h2>", f"<p>{e(summary.not_averaged_line())}</p>"]
-    if summary.n_shared:
-        parts.append(f"<p><b>{e(summary.shared_line())}</b></p>")
-    if len(summary.not_averaged):
-        na = summary.not_averaged.astype(object).where(summary.not_averaged.notna(), "")
-        parts.append(na.to_html(index=False, escape=True, na_rep=""))
-    parts.append("<h2>Figures</h2>")
-    for f in drawn:
-        data = base64.b64encode(f.png).decode("ascii")
-        parts.append(f"<figure><img alt='{e(f.path.name)}' src='data:image/png;base64,{data}'>"
-                     f"<figcaption>{e(f.path.name)}</figcaption></figure>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
