@@ -56,44 +56,6 @@ def _use_zoo(zoo_dir: str | None) -> None:
         os.environ["BENCHXFER_ZOO"] = str(Path(zoo_dir).expanduser().resolve())
 
 
-def _print_plan(plan, limit: int | None) -> None:
-    """The dry run's listing: each trial's row, the totals, the disk, what runs first and what is left out; each
-    fact computed where it lives (``plan.disk``, ``gpu_memory``, ``launch.search``), printed here."""
-    from benchxfer.gpu_memory import plan_columns
-    from benchxfer.launch.search import budget
-    from benchxfer.plan import disk
-
-    d = plan.describe()
-    trials = plan.trials
-    shown = trials if limit is None else trials[:limit]
-    disks = [disk.of_trial(t, plan.spec.keep) for t in trials]
-    r = plan.spec.resources  # per shown trial: images per micro-batch on a worker, GPU memory per worker, per GPU
-    gpus = [plan_columns(t.config.arch, t.config.size, t.config.images_per_pass(r.workers), t.task, r.gpus_per_worker)
-            for t in shown]
-    click.echo(f"{'#':>5}  {'trial key':<60} {'recipe':<15} {'arch':<10} {'task':<12} {'micro':>5} "
-               f"{'GPU memory':>12} {'per GPU':>7} {'disk running/final':>20}")
-    for i, (t, g) in enumerate(zip(shown, gpus)):
-        click.echo(f"{i:>5}  {t.key:<60} {t.recipe:<15} {t.config.arch:<10} {t.task:<12} {g['micro']:>5} "
-                   f"{g['gpu_memory']:>12} {g['per_gpu']:>7} "
-                   f"{disk.human(disks[i].running) + ' / ' + disk.human(disks[i].final):>20}")
-    if len(shown) < len(trials):
-        click.echo(f"  ... {len(trials) - len(shown)} more (use --limit 0 to list all)")
-    click.echo(f"Total: {d['trials']} trials = {d['inits']} inits x {d['datasets']} datasets x lr [{d['lr']}] "
-               f"x {d['seeds']} seeds" + (f" x {d['shots']} shots" if d["shots"] != 1 else "")
-               + budget(plan.spec.lr, len(plan.cells)))
-    click.echo(disk.sweep_line(disks, plan.spec.keep, r.max_concurrent))
-    if any(g["gpu_memory"].endswith("*") for g in gpus):
-        click.echo("GPU memory: * extrapolated from the measured peaks (benchxfer/gpu_memory.py)")
-    for pspec in plan.to_pretrain:
-        click.echo(f"Before the trials: pre-train init {pspec.name!r} from {pspec.path}")
-    for line in plan.left_out:  # cells the data cannot draw: the others are planned
-        click.echo(f"  left out: {line}")
-    if plan.absent:
-        click.echo(f"Not on this machine ({len(plan.absent)}); the real run refuses until they are there:")
-        for line in plan.absent:
-            click.echo(f"  absent: {line}")
-
-
 verbose_option = click.option("--verbose", is_flag=True,
                               help="Show Ray's and MLflow's full output (Tune's tables, worker logs) instead of "
                                    "benchxfer's compact view and its log file.")
@@ -150,7 +112,10 @@ def sweep(file, dry_run, limit, tracking_uri, address, zoo_dir, verbose):
     _use_zoo(zoo_dir)
     spec = load_spec(file)  # read once, for the dry run and the real one (its name is the lock's)
     if dry_run:
-        _print_plan(make_plan(spec, zoo_dir, dry_run=True), None if limit == 0 else limit)
+        from benchxfer.plan.listing import lines
+
+        for line in lines(make_plan(spec, zoo_dir, dry_run=True), None if limit == 0 else limit):
+            click.echo(line)
         return
     from benchxfer import locks
 

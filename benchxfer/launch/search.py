@@ -87,21 +87,6 @@ def search_trial(config: dict[str, Any], shared: Shared) -> None:
 
 # --- stage 1 ------------------------------------------------------------------------------------------
 
-def describe(opts: SearchOptions) -> str:
-    """The search's scheduler in words, for the plan and the stage-1 line."""
-    if opts.scheduler == "none":
-        return "every trial to its end"
-    return f"{opts.scheduler} on {opts.metric} from {opts.min_epochs} epoch(s), eta {opts.eta}"
-
-
-def budget(lr, cells: int) -> str:
-    """Stage 1 in the plan's summary line: its trials and how they run (``lr``: the sweep's; '' for no search)."""
-    if not isinstance(lr, LrSearch):
-        return ""
-    n = cells * lr.trials
-    return f"; stage 1 before them: {cells} cells x {lr.trials} search trials = {n}, {describe(lr.options)}"
-
-
 def run_stage1(plan, launch, recorder, echo: Callable[[str], None] = print,
                options: SearchOptions | None = None, verbose: bool = False) -> dict[str, float]:
     """Search the lr of every cell whose best lr is not yet in ``best_lr.json``, all in one Tune experiment;
@@ -121,7 +106,7 @@ def run_stage1(plan, launch, recorder, echo: Callable[[str], None] = print,
     todo = [c for c in plan.cells if cell_id(c) not in best]
     if todo:
         names = ", ".join(f"{c.init} on {c.dataset.name}" for c in todo)
-        echo(f"Stage 1: lr search for {names} ({search.trials} trials each, {describe(opts)})")
+        echo(f"Stage 1: lr search for {names} ({search.trials} trials each, {opts.describe()})")
         sources = {cell_id(c): Searched(c, spec.name, seed0, shot0, plan.roots[c.dataset.name]) for c in todo}
         searcher = CellSearcher(list(sources), search.low, search.high, search.trials, seed0)
         scheduler = None

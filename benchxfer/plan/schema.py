@@ -334,6 +334,12 @@ class SearchOptions:
     metric: str = "val_loss"  # compared at each rung: a per-epoch value the recipe reports
     mode: str = "min"
 
+    def describe(self) -> str:
+        """The search's scheduler in words, for the dry run's total line and stage 1's line."""
+        if self.scheduler == "none":
+            return "every trial to its end"
+        return f"{self.scheduler} on {self.metric} from {self.min_epochs} epoch(s), eta {self.eta}"
+
 
 def parse_search_options(raw: dict[str, Any], where: str) -> SearchOptions:
     """The scheduler keys of an lr search block (other keys are the caller's); ``where`` prefixes messages."""
