@@ -482,15 +482,17 @@ def result_record_for(key: str) -> dict:
 
 @pytest.mark.parametrize("interruption", [SystemExit(0), KeyboardInterrupt()], ids=["ray-actor-ended", "in-process"])
 def test_an_interrupted_pre_training_says_so_and_how_to_continue(interruption, tmp_path, monkeypatch):
-    """Item 16: Ctrl-C during `pretrain` ends its trial's actor; the trial's driver records the SystemExit that ends
-    it (sweep._one_line, as run_trial does: the issue's "failed: SystemExit: 0"). The pre-training says it was
-    interrupted and how to continue, as `sweep` names its unfinished trials and `resume`; a real failure is still
-    named a failure. (Function level: the command itself gets here only after a Ray session.)"""
+    """Item 16: Ctrl-C during `pretrain` ends its trial's actor with the SystemExit (or KeyboardInterrupt) that its
+    driver settles as run_trial does (sweep.settle: an interruption records no failure, the trial stays resumable).
+    The pre-training says it was interrupted and how to continue, as `sweep` names its unfinished trials and
+    `resume` (it said "failed: no result was written"); a real failure is still named a failure. (Function level:
+    the command itself gets here only after a Ray session.)"""
     from test_errors import PRETRAIN
 
     from benchxfer.launch.pretrain import pretrain_unfinished
-    from benchxfer.launch.sweep import _one_line
+    from benchxfer.launch.sweep import settle
     from benchxfer.plan.pretraining import EXPERIMENT, load_pretrain_spec, plan_pretrain
+    from benchxfer.tracking import TrialRun
     from benchxfer.trialdir import Failure, Progress, TrialDir
 
     pfile = tmp_path / "p.yaml"
@@ -501,7 +503,8 @@ def test_an_interrupted_pre_training_says_so_and_how_to_continue(interruption, t
         trial = plan_pretrain(spec)
     tdir = TrialDir(tmp_path / "home" / "runs" / EXPERIMENT / "trials" / trial.key)
     tdir.path.mkdir(parents=True)
-    tdir.record_failure(Failure(_one_line(interruption), retryable=True))
+    settle(tdir, TrialRun(None, None), interruption, EXPERIMENT)  # as the trial's driver settles it
+    assert tdir.failure() is None
     start = f"pre-training 'mine' was interrupted before it finished (Ctrl-C); `benchxfer pretrain {pfile}` continues it "
     assert str(pretrain_unfinished(spec, tdir)) == start + "from the start (no epoch checkpoint was written yet)"
     tdir.write_progress(Progress(epoch=3, best_epoch=2, epochs_max=10, checkpoint=2))

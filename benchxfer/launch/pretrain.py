@@ -45,23 +45,18 @@ def run_pretrain(spec: PretrainSpec, tracking_uri: str, echo=print, zoo_override
     return done.to_dict()
 
 
-# how a trial that Ctrl-C stopped is recorded: Tune ends the trial's actor, and its driver (sweep.run_trial) records
-# the SystemExit that ends it (a KeyboardInterrupt where the trial ran in this process) as a retryable failure
-INTERRUPTIONS = ("SystemExit", "KeyboardInterrupt")
-
-
 def pretrain_unfinished(spec: PretrainSpec, tdir: TrialDir) -> BenchxferError:
-    """Why a pre-training that ran has no result, in one line: interrupted (Ctrl-C), with how to continue, as
-    `sweep` says of its unfinished trials; else failed, with the reason its driver recorded."""
+    """Why a pre-training that ran has no result, in one line. A failure its driver recorded is named; none recorded
+    means it was stopped from outside (Ctrl-C: :func:`benchxfer.launch.sweep.settle` records no failure for an
+    interruption, the trial stays resumable), said with how to continue, as `sweep` says of its unfinished trials."""
     failure = tdir.failure()
-    reason = " ".join((failure.reason if failure else "no result was written").split())
-    if failure is not None and failure.retryable and reason.startswith(INTERRUPTIONS):
+    if failure is None:
         progress = tdir.progress()
         where = (f"from its checkpoint of epoch {progress.checkpoint}" if progress and progress.checkpoint >= 0
                  else "from the start (no epoch checkpoint was written yet)")
         return BenchxferError(f"pre-training {spec.name!r} was interrupted before it finished (Ctrl-C); "
                               f"`benchxfer pretrain {spec.path}` continues it {where}")
-    return BenchxferError(f"pre-training {spec.name!r} failed: {reason[:300]}")
+    return BenchxferError(f"pre-training {spec.name!r} failed: {' '.join(failure.reason.split())[:300]}")
 
 
 def _check_exported(spec: PretrainSpec, done, zoo_override: str | None) -> None:

@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 
 from benchxfer.errors import BenchxferError  # noqa: E402
 from benchxfer.report import figures  # noqa: E402
-from benchxfer.report.figures import FIG_DPI, FigureFile  # noqa: E402,F401  (FIG_DPI re-exported)
+from benchxfer.report.figures import FigureFile  # noqa: E402
 from benchxfer.report.results import DEFAULT_BASELINE, RunSet, write_runs  # noqa: E402
 from benchxfer.report.summary import (  # noqa: E402,F401  (re-exported)
     COLUMN_FIELDS,
