@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from benchxfer.errors import BenchxferError
+from benchxfer.launch import cluster
 from benchxfer.launch.cluster import Launch
 from benchxfer.launch.sweep import ensure_ray, run_trials
 from benchxfer.plan.pretraining import EXPERIMENT, check_zoo_name, plan_pretrain
@@ -39,6 +40,7 @@ def run_pretrain(spec: PretrainSpec, tracking_uri: str, echo=print, zoo_override
                    verbose=verbose)
         done = tdir.result()
         if done is None:
+            cluster.raise_if_stuck()  # the placement watcher stopped it: its line, not "interrupted"
             raise pretrain_unfinished(spec, tdir)
     else:
         _check_exported(spec, done, zoo_override)
