@@ -106,11 +106,13 @@ def sweep(file, dry_run, limit, tracking_uri, address, zoo_dir, verbose):
     folders. Trials that finished in an earlier run of the same sweep are not run again. The sweep ends
     with the per-init mean +/- std table; `benchxfer report NAME` makes the full report.
     """
+    from benchxfer.plan.identity import refuse_other_sweep
     from benchxfer.plan.planning import make_plan
     from benchxfer.plan.spec import load_spec
 
     _use_zoo(zoo_dir)
     spec = load_spec(file)  # read once, for the dry run and the real one (its name is the lock's)
+    refuse_other_sweep(spec, file)  # the dry run refuses what the real run would
     if dry_run:
         from benchxfer.plan.listing import lines
 
@@ -120,61 +122,8 @@ def sweep(file, dry_run, limit, tracking_uri, address, zoo_dir, verbose):
     from benchxfer import locks
 
     with locks.sweep(spec.name, echo=click.echo):  # before the synthetic data is written, to the end
-        _refuse_other_sweep(spec, file)
+        refuse_other_sweep(spec, file)  # again under the lock: a sweep may have started under the name since
         _run(make_plan(spec, zoo_dir, write_synthetic=True), tracking_uri, address, verbose)
-
-
-# what a sweep file may change under a name already used: how the sweep runs, not what its trials compute
-RUN_ONLY_FIELDS = ("path", "description", "resources", "failure", "keep")
-
-
-def _refuse_other_sweep(spec, file: str) -> None:
-    """``sweep FILE`` under a name that already holds a sweep continues that sweep only when FILE still says what
-    it said (but how it runs: RUN_ONLY_FIELDS); a file that changed what decides a result (a knob, an lr, a seed, a
-    dataset's root or options, an init) would mix two protocols under one name: refused, naming what changed. The
-    two are compared as the schema reads them (``spec`` and the sweep's copy, its relative roots found from where
-    the sweep was started), so that writing a default out, or one value as a list of one, changes nothing."""
-    from benchxfer.plan.spec import load_spec
-    from benchxfer.trialdir import SweepDir
-
-    sdir = SweepDir(spec.name)
-    if not sdir.exists() or Path(file).resolve() == sdir.spec_copy.resolve():
-        return
-    before_base = Path(_readable_source(sdir) or sdir.spec_copy).parent
-    before, after = _result_fields(load_spec(sdir.spec_copy, before_base)), _result_fields(spec)
-    changed = [k for k in sorted(set(before) | set(after)) if before.get(k, "(absent)") != after.get(k, "(absent)")]
-    if changed:
-        first = changed[0]
-        more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
-        raise BenchxferError(
-            f"sweep {spec.name!r}: {file} is not the sweep started under this name ({sdir.spec_copy}): {first} was "
-            f"{before.get(first, '(absent)')}, now {after.get(first, '(absent)')}{more}; its trials would be mixed "
-            f"with the finished ones: give the file another `name:` to start another sweep, or restore it "
-            f"(`benchxfer resume {spec.name}` continues the sweep that was started)")
-
-
-def _result_fields(spec) -> dict[str, str]:
-    """A sweep's values that decide its trials' results, flat (``overrides.epochs`` -> ``1``, ``seeds`` -> ``[0, 1]``,
-    ``datasets[0].root`` -> the absolute folder): its record without RUN_ONLY_FIELDS."""
-    import dataclasses
-
-    flat: dict[str, str] = {}
-
-    def walk(prefix: str, value) -> None:
-        if dataclasses.is_dataclass(value):
-            value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(f"{prefix}.{k}" if prefix else str(k), v)
-        elif isinstance(value, (list, tuple)) and any(isinstance(v, (dict, list, tuple)) or dataclasses.is_dataclass(v)
-                                                      for v in value):
-            for i, v in enumerate(value):
-                walk(f"{prefix}[{i}]", v)
-        else:  # a value, or a list of values (``seeds`` -> ``[0, 1]``)
-            flat[prefix] = repr(list(value) if isinstance(value, tuple) else value)
-
-    walk("", {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name not in RUN_ONLY_FIELDS})
-    return flat
 
 
 @click.command()
@@ -189,6 +138,7 @@ def resume(name, tracking_uri, address, zoo_dir, verbose):
     Finished trials are not run again; interrupted and failed ones continue from their last epoch
     checkpoint, in the same MLflow runs.
     """
+    from benchxfer.plan.identity import readable_source, refuse_changed_trials
     from benchxfer.plan.planning import make_plan
     from benchxfer.trialdir import SweepDir
 
@@ -196,7 +146,7 @@ def resume(name, tracking_uri, address, zoo_dir, verbose):
     sdir = SweepDir(name)
     damage = sdir.missing()
     if damage:
-        source = _readable_source(sdir)
+        source = readable_source(sdir)
         raise BenchxferError(f"sweep {name!r} in {sdir.path} is damaged: {damage}; "
                              + (f"restore it, or start the sweep again with `benchxfer sweep {source}`" if source
                                 else "restore it, or start the sweep again with `benchxfer sweep FILE`"))
@@ -218,30 +168,8 @@ def resume(name, tracking_uri, address, zoo_dir, verbose):
                 click.echo(f"Note: {source} no longer reads as a sweep file ({str(err).removeprefix(source + ': ')}); "
                            f"resuming sweep {name!r} from its own copy {sdir.spec_copy}")
             else:
-                _refuse_changed(name, plan, now, source)
+                refuse_changed_trials(name, plan, now, source)
         _run(plan, tracking_uri, address, verbose, command="resume")
-
-
-def _readable_source(sdir) -> str | None:
-    try:
-        return sdir.source()
-    except BenchxferError:
-        return None
-
-
-def _refuse_changed(name: str, started, now, source: str) -> None:
-    """``resume NAME`` resumes the sweep that was started. A sweep file since renamed or given other trials
-    would make a different sweep: refuse, and show the difference."""
-    if now.spec.name != name:
-        raise BenchxferError(f"resume {name}: {source} now names the sweep {now.spec.name!r}; run it with "
-                             f"`benchxfer sweep {source}`, or restore the name to resume")
-    before, after = {t.key for t in started.trials}, {t.key for t in now.trials}
-    if before != after:
-        added, removed = sorted(after - before), sorted(before - after)
-        diff = "; ".join(f"{label} {len(keys)} ({', '.join(keys[:2])}{', ...' if len(keys) > 2 else ''})"
-                         for label, keys in (("added", added), ("removed", removed)) if keys)
-        raise BenchxferError(f"resume {name}: {source} has changed its trials since the sweep started: {diff}; "
-                             f"run it as a new sweep under another name, or restore the file")
 
 
 # the states benchxfer status shows, in the order of its counts line

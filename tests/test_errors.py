@@ -432,6 +432,11 @@ def sweep_file_changed(f: Files) -> list[str]:
     return ["sweep", f.sweep(GOOD.replace("name: done", "name: moved").replace("epochs: 1", "epochs: 2"))]
 
 
+def sweep_file_changed_dry(f: Files) -> list[str]:
+    """As sweep_file_changed, listed with --dry-run: the dry run refuses what the real run would."""
+    return [*sweep_file_changed(f), "--dry-run"]
+
+
 def resume_other_store(f: Files) -> list[str]:
     """Sweep ``moved`` recorded its runs on a team server; `resume moved` without --tracking-uri would record in
     the home's own store."""
@@ -949,6 +954,10 @@ CASES = [
           "overrides.epochs was 1, now 2; its trials would be mixed with the finished ones: give the file another "
           "`name:` to start another sweep, or restore it (`benchxfer resume moved` continues the sweep that was "
           "started)",)),
+    Case("sweep-file-changed-dry", "CLI", "`sweep s.yaml --dry-run` after editing epochs 1 -> 2 under the same name",
+         sweep_file_changed_dry,
+         ("Error: sweep 'moved': <tmp>/s.yaml is not the sweep started under this name (<home>/runs/moved/sweep.yaml): "
+          "overrides.epochs was 1, now 2;",)),
     Case("train-held", "CLI", "`train s.yaml` while another `train` of the same trial runs", train_held,
          ("Error: trial scratch_chestxray14_lr0.001_s0_", "of sweep 'done' is in use by `benchxfer train s.yaml` (pid ",
           "wait for it to end")),

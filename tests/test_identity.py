@@ -108,8 +108,8 @@ def test_a_pre_training_writes_over_its_own_backbone_only(tmp_path):
 def test_a_sweep_file_may_change_how_it_runs_not_what_it_computes(tmp_path, monkeypatch):
     """Item 3: under a started sweep's name, a file that changes only its description, resources or failure
     policy continues the sweep; a changed root (absolute, or relative to another folder), lr or seed does not."""
-    from benchxfer.commands import _refuse_other_sweep
     from benchxfer.errors import BenchxferError
+    from benchxfer.plan.identity import refuse_other_sweep
     from benchxfer.plan.spec import load_spec
 
     monkeypatch.setenv("BENCHXFER_HOME", str(tmp_path / "home"))
@@ -126,21 +126,21 @@ def test_a_sweep_file_may_change_how_it_runs_not_what_it_computes(tmp_path, monk
     fine = tmp_path / "b.yaml"
     fine.write_text(started.replace("root: nih", f"root: {nih}") + "description: more words\n"
                     "resources: {max_concurrent: 1}\nfailure: {max_retries: 1}\n")
-    _refuse_other_sweep(load_spec(fine), str(fine))  # the same root, written absolute; how it runs changed only
-    _refuse_other_sweep(load_spec(source), str(source))  # the very file
+    refuse_other_sweep(load_spec(fine), str(fine))  # the same root, written absolute; how it runs changed only
+    refuse_other_sweep(load_spec(source), str(source))  # the very file
     same = tmp_path / "a" / "same.yaml"  # the same trials, written otherwise: the seeds listed, the defaults out
     same.write_text(started.replace("seeds: 1", "seeds: [0]") + "mode: grid\nrecipe: auto\n")
-    _refuse_other_sweep(load_spec(same), str(same))
+    refuse_other_sweep(load_spec(same), str(same))
     elsewhere = tmp_path / "c" / "s.yaml"
     elsewhere.parent.mkdir()
     elsewhere.write_text(started)  # root: nih, but beside another file: another copy of the data
     with pytest.raises(BenchxferError) as err:
-        _refuse_other_sweep(load_spec(elsewhere), str(elsewhere))
+        refuse_other_sweep(load_spec(elsewhere), str(elsewhere))
     assert f"datasets[0].root was '{nih}', now '{tmp_path / 'c' / 'nih'}'" in str(err.value), str(err.value)
     seeds = tmp_path / "d.yaml"
     seeds.write_text(started.replace("seeds: 1", "seeds: 2").replace("root: nih", f"root: {nih}"))
     with pytest.raises(BenchxferError, match=r"seeds was \[0\], now \[0, 1\]"):
-        _refuse_other_sweep(load_spec(seeds), str(seeds))
+        refuse_other_sweep(load_spec(seeds), str(seeds))
 
 
 def test_environment_paths_are_pinned_and_never_followed_to_nothing(tmp_path, monkeypatch):
