@@ -141,6 +141,24 @@ def test_a_sweep_file_may_change_how_it_runs_not_what_it_computes(tmp_path, monk
     seeds.write_text(started.replace("seeds: 1", "seeds: 2").replace("root: nih", f"root: {nih}"))
     with pytest.raises(BenchxferError, match=r"seeds was \[0\], now \[0, 1\]"):
         refuse_other_sweep(load_spec(seeds), str(seeds))
+    # the very file again, named relative to where it is run (as `make demo` names sweeps/demo.yaml), with an init
+    # that a pre-training file beside it makes: the same sweep (the copy's pre-training path reads absolute)
+    mine = started.replace("inits: [scratch]", "inits: [scratch, {name: mine, pretrain: p.yaml}]").replace(
+        "name: done", "name: relative")
+    rel = tmp_path / "e" / "s.yaml"
+    rel.parent.mkdir()
+    rel.write_text(mine.replace("root: nih", f"root: {nih}"))
+    rdir = tmp_path / "home" / "runs" / "relative"
+    rdir.mkdir(parents=True)
+    (rdir / "sweep.yaml").write_text(rel.read_text())
+    (rdir / "source.json").write_text(json.dumps({"path": str(rel)}))
+    monkeypatch.chdir(tmp_path)
+    refuse_other_sweep(load_spec("e/s.yaml"), "e/s.yaml")
+    other = tmp_path / "f" / "s.yaml"  # the same text beside another pre-training file: another sweep
+    other.parent.mkdir()
+    other.write_text(rel.read_text())
+    with pytest.raises(BenchxferError, match=r"inits\[1\]\.pretrain was '.*/e/p\.yaml', now '.*/f/p\.yaml'"):
+        refuse_other_sweep(load_spec("f/s.yaml"), "f/s.yaml")
 
 
 def test_environment_paths_are_pinned_and_never_followed_to_nothing(tmp_path, monkeypatch):
