@@ -148,15 +148,28 @@ def cache_cmd(name: str, root: Path, size: str, splits: tuple[str, ...], workers
         click.echo(f"wrote {folder}")
 
 
+def _synthetic_option(key: str, *, low: int | None = None, help: str | None = None):
+    """``data synthetic --KEY``: its default is ``SyntheticSet``'s, its values those the sweep file's ``synthetic:``
+    block allows (``plan.schema.SYNTHETIC_RULES``; ``low`` raises the least, as the block's no-empty-set rule does)."""
+    from benchxfer.data.synthetic import SyntheticSet
+    from benchxfer.plan.schema import SYNTHETIC_RULES, OneOf
+
+    rule = SYNTHETIC_RULES[key]
+    kind = (click.Choice(rule.allowed()) if isinstance(rule, OneOf)
+            else click.IntRange(int(rule.low if low is None else low), int(rule.high)))
+    return click.option(f"--{key.replace('_', '-')}", default=getattr(SyntheticSet, key), show_default=True,
+                        type=kind, help=help)
+
+
 @data.command("synthetic")
 @click.argument("name")
 @click.option("--root", required=True, type=click.Path(path_type=Path))
-@click.option("--n-train", default=300, show_default=True, type=click.IntRange(1, 100_000))
-@click.option("--n-val", default=100, show_default=True, type=click.IntRange(0, 100_000))
-@click.option("--n-test", default=100, show_default=True, type=click.IntRange(0, 100_000))
-@click.option("--size", default=96, show_default=True, type=click.IntRange(8, 4096), help="Stored image size in px.")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1))
-@click.option("--family", default="cxr", show_default=True, type=click.Choice(["cxr", "cxr-source"]))
+@_synthetic_option("n_train", low=1)
+@_synthetic_option("n_val")
+@_synthetic_option("n_test")
+@_synthetic_option("size", help="Stored image size in px.")
+@_synthetic_option("seed")
+@_synthetic_option("family")
 def synthetic_cmd(name: str, root: Path, n_train: int, n_val: int, n_test: int, size: int, seed: int, family: str) -> None:
     """Write a synthetic dataset NAME in its real on-disk layout."""
     from benchxfer.data import synthetic
