@@ -45,9 +45,8 @@ def refuse_other_sweep(spec: SweepSpec, file: str) -> None:
 
 
 def result_fields(spec: SweepSpec) -> dict[str, str]:
-    """A sweep's values that decide its trials' results, flat (``overrides.epochs`` -> ``1``, ``seeds`` -> ``[0, 1]``,
-    ``datasets[0].root`` -> the absolute folder, ``inits[1].pretrain`` -> the absolute file): its record without
-    RUN_ONLY_FIELDS."""
+    """A sweep's values that decide its trials' results, flat (``overrides.epochs`` -> ``1``, ``seeds`` -> ``[0, 1]``;
+    a dataset's root and a pre-training file absolute, as the schema reads them): its record without RUN_ONLY_FIELDS."""
     flat: dict[str, str] = {}
 
     def walk(prefix: str, value) -> None:
@@ -63,12 +62,7 @@ def result_fields(spec: SweepSpec) -> dict[str, str]:
         else:  # a value, or a list of values (``seeds`` -> ``[0, 1]``)
             flat[prefix] = repr(list(value) if isinstance(value, tuple) else value)
 
-    # a pre-training file is the schema's path, relative where the sweep file was named relative (the sweep's copy is
-    # read from where it was started, so its paths are absolute): compared as the file each names
-    inits = tuple(dataclasses.replace(i, pretrain=str(Path(i.pretrain).resolve())) if i.pretrain else i
-                  for i in spec.inits)
-    walk("", {f.name: inits if f.name == "inits" else getattr(spec, f.name) for f in dataclasses.fields(spec)
-              if f.name not in RUN_ONLY_FIELDS})
+    walk("", {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name not in RUN_ONLY_FIELDS})
     return flat
 
 

@@ -433,7 +433,7 @@ class DatasetEntry:
 @dataclass(frozen=True)
 class InitEntry:
     name: str
-    pretrain: str | None = None  # a pre-training file that produces this init when the zoo lacks it
+    pretrain: str | None = None  # a pre-training file (absolute) that produces this init when the zoo lacks it
 
 
 @dataclass(frozen=True)
@@ -667,7 +667,8 @@ def _inits(path: str, raw: Any, folder: Path) -> tuple[InitEntry, ...]:
                 if item["name"] in INITS:
                     raise fail(path, f"inits[{i}].name", f"{item['name']!r} is a built-in init; what {pre} "
                                "pre-trains needs a name of its own (change it here and in the pre-training file)")
-            inits.append(InitEntry(item["name"], str((folder / pre)) if pre else None))
+            pre = str((folder / Path(pre).expanduser()).resolve()) if pre else None  # as a dataset's root is
+            inits.append(InitEntry(item["name"], pre))
         else:
             raise fail(path, f"inits[{i}]", f"must be a name or a mapping, got {item!r}")
     return tuple(inits)
