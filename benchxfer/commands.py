@@ -112,8 +112,8 @@ def sweep(file, dry_run, limit, tracking_uri, address, zoo_dir, verbose):
 
     _use_zoo(zoo_dir)
     spec = load_spec(file)  # read once, for the dry run and the real one (its name is the lock's)
-    refuse_other_sweep(spec, file)  # the dry run refuses what the real run would
     if dry_run:
+        refuse_other_sweep(spec, file)  # what the real run refuses
         from benchxfer.plan.listing import lines
 
         for line in lines(make_plan(spec, zoo_dir, dry_run=True), None if limit == 0 else limit):
@@ -122,7 +122,7 @@ def sweep(file, dry_run, limit, tracking_uri, address, zoo_dir, verbose):
     from benchxfer import locks
 
     with locks.sweep(spec.name, echo=click.echo):  # before the synthetic data is written, to the end
-        refuse_other_sweep(spec, file)  # again under the lock: a sweep may have started under the name since
+        refuse_other_sweep(spec, file)  # under the lock: no other sweep starts under the name meanwhile
         _run(make_plan(spec, zoo_dir, write_synthetic=True), tracking_uri, address, verbose)
 
 

@@ -58,8 +58,6 @@ def plan_pretrain(spec: PretrainSpec, write_synthetic: bool = True) -> Trial:
                  spec.seed, None, task.name, task.metric, overrides, config)
 
 
-
-
 def check_zoo_name(spec: PretrainSpec, trial: Trial, zoo_override: str | None, force: bool) -> None:
     """A pre-training that is to write its backbone into the zoo refuses a name the zoo holds for something else
     (an import, another pre-training), unless ``force``: checked before any work, and again under the zoo's lock
