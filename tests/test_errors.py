@@ -982,6 +982,9 @@ CASES = [
                     "--dry-run"],
          (S + "inits[0].pretrain: <tmp>/r18.pth is a checkpoint, not a pre-training file (YAML); to start from a "
           "checkpoint, import it (`benchxfer zoo import mine <tmp>/r18.pth`) and list it as `inits: [mine]`",)),
+    Case("pretrain-not-a-path", "sweep file", "`inits: [{name: mine, pretrain: 5}]` (a number, not a file)",
+         good_dry(old="inits: [scratch]", new="inits: [{name: mine, pretrain: 5}]"),
+         (S + "inits[0].pretrain: must be the path of a pre-training file (YAML), got 5",)),
     Case("zoo-import-declared-sizes", "checkpoint", "`zoo import` of a torch zip whose records declare 64 MiB of "
          "zeros in 65 KB (deflated)", declared_sizes_bomb,
          ("Error: refused <tmp>/bomb.pth: its records declare 64 MiB (the largest, ", "64 MiB) in a file of 0.1 MiB; "

@@ -661,6 +661,8 @@ def _inits(path: str, raw: Any, folder: Path) -> tuple[InitEntry, ...]:
                 raise fail(path, f"inits[{i}].name", "is required")
             check_name(f"{path}: inits[{i}].name", item["name"])
             pre = item.get("pretrain")
+            if pre is not None and not isinstance(pre, str):
+                raise fail(path, f"inits[{i}].pretrain", f"must be the path of a pre-training file (YAML), got {pre!r}")
             if pre:
                 from benchxfer.zoo.inits import INITS
 
