@@ -105,6 +105,44 @@ def test_bit_optimiser_is_nesterov_sgd_without_weight_decay():
     assert torch.allclose(p.detach(), want)
 
 
+# torch's own loop over the tensors, one by one (its default on the CPU), with the same settings: the reference
+LOOP_STEP = {
+    "adam": lambda ps, kw: torch.optim.Adam(ps, lr=kw["lr"], weight_decay=kw["weight_decay"], foreach=False),
+    "adamw": lambda ps, kw: torch.optim.AdamW(ps, lr=kw["lr"], weight_decay=kw["weight_decay"], foreach=False),
+    "sgd": lambda ps, kw: torch.optim.SGD(ps, foreach=False, **kw),
+    "sgd-nesterov": lambda ps, kw: torch.optim.SGD(ps, nesterov=True, foreach=False, **kw),
+}
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS.names())
+def test_every_optimiser_steps_on_the_cpu_with_the_fused_kernel_and_the_loops_arithmetic(name):
+    """On the CPU each optimiser takes torch's fused step, and three steps leave the weights where torch's
+    per-tensor loop leaves them, to rounding."""
+    assert set(LOOP_STEP) == set(OPTIMIZERS.names())  # a new optimiser needs its reference here
+    torch.manual_seed(0)
+    shapes = [(3, 4), (4,), (2, 2, 3)]
+    start = [torch.randn(s) for s in shapes]
+    grads = [[torch.randn(s) for s in shapes] for _ in range(3)]
+    kw = {"lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4}
+
+    def three_steps(build):
+        params = [torch.nn.Parameter(t.clone()) for t in start]
+        opt = build(params)
+        for step in grads:
+            for p, g in zip(params, step):
+                p.grad = g.clone()
+            opt.step()
+        return opt, params
+
+    opt, got = three_steps(lambda ps: OPTIMIZERS.get(name)(iter(ps), **kw))  # a generator, as model.parameters()
+    assert opt.defaults["fused"] is True
+    _, want = three_steps(lambda ps: LOOP_STEP[name](ps, kw))
+    moved = [not torch.equal(w, s) for w, s in zip(want, start)]
+    assert all(moved)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+
+
 def _unitwise(x):
     return torch.linalg.vector_norm(x, dim=tuple(range(1, x.dim())), keepdim=True) if x.dim() > 1 else x.abs()
 
