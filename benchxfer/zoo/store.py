@@ -91,7 +91,11 @@ def _record_to_cfg(name: str, rec: dict[str, Any]) -> InitCfg:
 
 def get_init(name: str, zoo: ZooArg = None) -> InitCfg:
     """The built-in or local init ``name`` (with its recorded SHA-256 once imported)."""
-    entries = read_index(zoo)
+    return _init_of(name, read_index(zoo))
+
+
+def _init_of(name: str, entries: dict[str, dict[str, Any]]) -> InitCfg:
+    """Init ``name`` as the index ``entries`` (read once by the caller) record it."""
     if name in INITS:
         cfg = INITS.get(name)
         rec = entries.get(name)
@@ -103,10 +107,10 @@ def get_init(name: str, zoo: ZooArg = None) -> InitCfg:
 
 
 def list_inits(zoo: ZooArg = None) -> list[InitCfg]:
-    """Every built-in init, then every local one, each sorted by name."""
+    """Every built-in init, then every local one, each sorted by name (the index read once)."""
     entries = read_index(zoo)
     local = sorted(n for n in entries if n not in INITS)
-    return [get_init(n, zoo) for n in INITS.names()] + [_record_to_cfg(n, entries[n]) for n in local]
+    return [_init_of(n, entries) for n in INITS.names()] + [_record_to_cfg(n, entries[n]) for n in local]
 
 
 def resolve_init(name: str, zoo: ZooArg = None) -> tuple[InitCfg, Path | None]:
