@@ -94,7 +94,9 @@ def _cfg(trial) -> dict[str, Any]:
 
 
 def shape_of(trial) -> Shape:
-    return Shape(trial.recipe, trial.dataset, _cfg(trial)["arch"], shot_kind(trial.shot), trial.task)
+    cfg = trial.config  # a dict, or a TrainConfig (not copied whole: the grid of a file holds thousands of trials)
+    arch = cfg["arch"] if isinstance(cfg, dict) else cfg.arch
+    return Shape(trial.recipe, trial.dataset, arch, shot_kind(trial.shot), trial.task)
 
 
 def is_pretrain_file(path: Path) -> bool:
@@ -191,9 +193,11 @@ def env(tmp_path_factory):
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     _SOURCES.clear()
     _data_root.cache_clear()
+    plan_sweep.cache_clear()
     yield base
     _SOURCES.clear()
     _data_root.cache_clear()
+    plan_sweep.cache_clear()
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)
@@ -279,8 +283,9 @@ def ensure_init(name: str, pretrain: str | None) -> None:
     from benchxfer import zoo
     from benchxfer.plan.pretraining import load_pretrain_spec
 
+    zoo_dir = zoo.zoo_dir()
     if name == "scratch" or name in {c.name for c in zoo.list_inits() if c.filename and
-                                     (zoo.zoo_dir() / c.filename).is_file()}:
+                                     (zoo_dir / c.filename).is_file()}:
         return
     if pretrain is not None:
         arch = load_pretrain_spec(pretrain).arch
@@ -295,8 +300,9 @@ def ensure_init(name: str, pretrain: str | None) -> None:
 
 # --- planning the file as the real run does ---------------------------------------------------------------
 
+@lru_cache(maxsize=None)
 def plan_sweep(path: Path, light: bool = False):
-    """``make_plan`` on the file's spec with every root pointing at this module's synthetic data (also for
+    """Once per module and file (every shape of the file picks its trial from the one plan): ``make_plan`` on the file's spec with every root pointing at this module's synthetic data (also for
     ``root: synthetic``, which the demo's own tests cover) and every init's file in the zoo. ``light``: the
     spec without its inits of a heavy arch (no heavy backbone is imported; the light shapes' trials are the same)."""
     from benchxfer.plan.planning import make_plan
