@@ -6,9 +6,11 @@ and starts no Ray, MLflow server or subprocess sweep; ``tier_guard`` fails one t
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
+import scratch
 
 from benchxfer.launch.cluster import token_auth_env
 
@@ -38,6 +40,15 @@ def home(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     return tmp_path / "home"
+
+
+@pytest.fixture
+def scratch_path() -> Path:
+    """A fresh folder on tmpfs where there is room (``tests/scratch.py``), removed after the test: for a test that
+    writes checkpoints of hundreds of MB and reads them back, instead of ``tmp_path`` on the disk."""
+    path = scratch.scratch_base("benchxfer-test-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -25,10 +25,10 @@ import io
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
+import scratch
 from PIL import Image
 
 NIH_FILE = "Data_Entry_2017_v2020.csv.gz"
@@ -60,20 +60,8 @@ PREFIX = "benchxfer-published-"
 
 
 def scratch_base() -> Path:
-    """A fresh folder on tmpfs when there is one with room, else in the system's temporary folder. Its name holds
-    this process's id: the folders of processes that died before removing theirs (memory, on tmpfs) go first."""
-    shm = Path("/dev/shm")
-    for folder in (shm, Path(tempfile.gettempdir())):
-        for old in folder.glob(f"{PREFIX}*-*"):
-            pid = old.name[len(PREFIX):].split("-", 1)[0]
-            if pid.isdigit() and Path("/proc/self").exists() and not Path(f"/proc/{pid}").exists():
-                subprocess.run(["rm", "-rf", "--one-file-system", str(old)], check=False)
-    prefix = f"{PREFIX}{os.getpid()}-"
-    if shm.is_dir() and os.access(shm, os.W_OK):
-        stat = os.statvfs(shm)
-        if stat.f_bavail * stat.f_frsize > 2 * 2**30:
-            return Path(tempfile.mkdtemp(prefix=prefix, dir=shm))
-    return Path(tempfile.mkdtemp(prefix=prefix))
+    """A fresh folder for the roots, on tmpfs when there is one with room (:func:`scratch.scratch_base`)."""
+    return scratch.scratch_base(PREFIX)
 
 
 class Linker:

@@ -46,13 +46,13 @@ def assert_same_weights(a, b):
         assert torch.equal(a["model"][k], b["model"][k]), k
 
 
-def test_interrupted_run_resumes_to_identical_weights(tmp_path):
-    root = data.synthetic.write("chestxray14", tmp_path / "cxr", n_train=48, n_val=16, n_test=16, size=32, seed=2)
+def test_interrupted_run_resumes_to_identical_weights(scratch_path):
+    root = data.synthetic.write("chestxray14", scratch_path / "cxr", n_train=48, n_val=16, n_test=16, size=32, seed=2)
     torch.set_num_threads(1)
-    full = train_run(TrainConfig.from_dict(config(root, 3)), Runtime(trial_dir=str(tmp_path / "full")))
-    assert CheckpointStore(tmp_path / "full" / "checkpoints").epochs() == [2]  # 300 s not passed: the end only
+    full = train_run(TrainConfig.from_dict(config(root, 3)), Runtime(trial_dir=str(scratch_path / "full")))
+    assert CheckpointStore(scratch_path / "full" / "checkpoints").epochs() == [2]  # 300 s not passed: the end only
 
-    part = tmp_path / "part"
+    part = scratch_path / "part"
     train_run(TrainConfig.from_dict(config(root, 2)), Runtime(trial_dir=str(part)))  # "killed" after epoch 1
     store = CheckpointStore(part / "checkpoints")
     assert store.epochs() == [1]  # the run's last epoch is always saved
@@ -61,28 +61,28 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path):
     assert store.epochs() == [1, 2]  # continued at epoch 2, did not start again
     assert TrialDir(part).epochs_started() == [0, 1, 2]
 
-    a, b = weights(tmp_path / "full", 2), store.path(2)
+    a, b = weights(scratch_path / "full", 2), store.path(2)
     b = torch.load(b, weights_only=True)
     assert_same_weights(a, b)
     assert a["optimizer"]["state"][0]["step"] == b["optimizer"]["state"][0]["step"] == before["optimizer"]["state"][0]["step"] * 3 / 2
     assert resumed.test == full.test
 
 
-def test_checkpoint_cadence_zero_saves_every_epoch(tmp_path):
-    root = data.synthetic.write("chestxray14", tmp_path / "cxr", n_train=32, n_val=16, n_test=16, size=32, seed=2)
-    trial = tmp_path / "t"
+def test_checkpoint_cadence_zero_saves_every_epoch(scratch_path):
+    root = data.synthetic.write("chestxray14", scratch_path / "cxr", n_train=32, n_val=16, n_test=16, size=32, seed=2)
+    trial = scratch_path / "t"
     train_run(TrainConfig.from_dict(config(root, 3, checkpoint_every_s=0.0, max_train_batches=1)),
               Runtime(trial_dir=str(trial)))
     assert CheckpointStore(trial / "checkpoints").epochs() == [1, 2]  # every epoch saved, the last two kept
     assert TrialDir(trial).progress().checkpoint == 2
 
 
-def test_no_good_checkpoint_restarts_from_epoch_0(tmp_path):
+def test_no_good_checkpoint_restarts_from_epoch_0(scratch_path):
     """Every checkpoint damaged: the run starts over, with one message per file and the restart stated (fault 4's
     other case, tests/faults/test_corrupt_checkpoint.py; it needs no Ray)."""
-    root = data.synthetic.write("chestxray14", tmp_path / "cxr", n_train=32, n_val=16, n_test=16, size=32, seed=2)
+    root = data.synthetic.write("chestxray14", scratch_path / "cxr", n_train=32, n_val=16, n_test=16, size=32, seed=2)
     cfg = config(root, 2, checkpoint_every_s=0.0)  # a checkpoint every epoch
-    tdir = tmp_path / "trial"
+    tdir = scratch_path / "trial"
     train_run(TrainConfig.from_dict(cfg), Runtime(trial_dir=str(tdir)))
     store = CheckpointStore(tdir / "checkpoints")
     assert store.epochs() == [0, 1]
@@ -98,17 +98,17 @@ def test_no_good_checkpoint_restarts_from_epoch_0(tmp_path):
     assert result.epochs_run == 2
     assert TrialDir(tdir).epochs_started() == [0, 1, 0, 1]
 
-def test_loader_processes_do_not_change_the_inputs(tmp_path):
+def test_loader_processes_do_not_change_the_inputs(scratch_path):
     """The loader's processes live for the whole run and load ahead across epochs; each sample's augmentation
     is seeded by (seed, epoch, rank, position), so 0 or 2 loader processes train exactly the same weights."""
-    root = data.synthetic.write("cifar10", tmp_path / "c10", n_train=60, n_val=0, n_test=20, size=32, seed=4)
+    root = data.synthetic.write("cifar10", scratch_path / "c10", n_train=60, n_val=0, n_test=20, size=32, seed=4)
     torch.set_num_threads(1)
     runs = {}
     for workers in (0, 2):
-        folder = tmp_path / f"w{workers}"
+        folder = scratch_path / f"w{workers}"
         runs[workers] = train_run(TrainConfig.from_dict(fewshot(root, max_steps=4, loader_workers=workers)),
                                   Runtime(trial_dir=str(folder)))
-    assert_same_weights(weights(tmp_path / "w0", 3), weights(tmp_path / "w2", 3))
+    assert_same_weights(weights(scratch_path / "w0", 3), weights(scratch_path / "w2", 3))
     assert runs[0].test == runs[2].test
 
 
@@ -117,17 +117,17 @@ def _train_until_killed(cfg: dict, trial_dir: str) -> None:
     train_run(TrainConfig.from_dict(cfg), Runtime(trial_dir=trial_dir))
 
 
-def test_killed_fewshot_run_redoes_only_the_steps_since_its_last_checkpoint(tmp_path):
+def test_killed_fewshot_run_redoes_only_the_steps_since_its_last_checkpoint(scratch_path):
     """A few-shot run (one step an epoch) saves by time, not every step. Killed with SIGKILL in the middle, it
     continues after the last checkpoint that progress.json names, redoes exactly the epochs since, and ends
     with the weights and test scores of an uninterrupted run."""
-    root = data.synthetic.write("cifar10", tmp_path / "c10", n_train=60, n_val=0, n_test=20, size=32, seed=4)
+    root = data.synthetic.write("cifar10", scratch_path / "c10", n_train=60, n_val=0, n_test=20, size=32, seed=4)
     torch.set_num_threads(1)
     steps = 16
-    full = train_run(TrainConfig.from_dict(fewshot(root, max_steps=steps)), Runtime(trial_dir=str(tmp_path / "full")))
-    assert CheckpointStore(tmp_path / "full" / "checkpoints").epochs() == [steps - 1]  # the end only
+    full = train_run(TrainConfig.from_dict(fewshot(root, max_steps=steps)), Runtime(trial_dir=str(scratch_path / "full")))
+    assert CheckpointStore(scratch_path / "full" / "checkpoints").epochs() == [steps - 1]  # the end only
 
-    part = tmp_path / "part"
+    part = scratch_path / "part"
     cfg = fewshot(root, max_steps=steps, checkpoint_every_s=2.0)
     proc = mp.get_context("spawn").Process(target=_train_until_killed, args=(cfg, str(part)))
     proc.start()
@@ -150,7 +150,7 @@ def test_killed_fewshot_run_redoes_only_the_steps_since_its_last_checkpoint(tmp_
     started = folder.epochs_started()
     assert started == list(range(killed_in + 1)) + list(range(last_saved + 1, steps))  # only those redone
     assert resumed.epochs_started - resumed.epochs_run == killed_in - last_saved
-    assert_same_weights(weights(tmp_path / "full", steps - 1), weights(part, steps - 1))
+    assert_same_weights(weights(scratch_path / "full", steps - 1), weights(part, steps - 1))
     assert resumed.test == full.test
     assert json.loads((part / "progress.json").read_text())["checkpoint"] == steps - 1
 

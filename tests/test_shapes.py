@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+import scratch
 import yaml
 from zoo_support import timm_to_bit_names
 
@@ -184,9 +185,13 @@ def case_param(path: Path, shape: Shape, stand_in: str | None = None):
 # --- the environment: a home, synthetic roots, a zoo -----------------------------------------------------
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    """A BENCHXFER_HOME and zoo of this module's own; removed at the end (the R152x4 files are large)."""
-    base = tmp_path_factory.mktemp("shapes")
+def env(request):
+    """A BENCHXFER_HOME and zoo of this module's own, on tmpfs where there is room (:mod:`scratch`: the light shapes
+    write a ResNet-50's or a BiT's checkpoint each, 13 GB in all, removed shape by shape), on the disk when a heavy
+    case runs (R152x4: a 3.7 GB backbone in the zoo, a 7 GB checkpoint beside a 12-15 GB process); removed at
+    the end."""
+    heavy = any(item.get_closest_marker("heavy") for item in request.session.items if item.module is request.module)
+    base = scratch.scratch_base("benchxfer-shapes-", tmpfs=not heavy)
     saved = {k: os.environ.get(k) for k in ("BENCHXFER_HOME", "BENCHXFER_ZOO", "MLFLOW_TRACKING_URI")}
     os.environ["BENCHXFER_HOME"] = str(base / "home")
     os.environ["BENCHXFER_ZOO"] = str(base / "zoo")
@@ -444,7 +449,7 @@ def test_a_heavy_arch_is_wired_at_full_size_on_the_meta_device(arch):
 
 @pytest.mark.parametrize("path,shape,stand_in", [case_param(f, s) for f, s in CASES]
                          + [case_param(f, s, STAND_IN[s.arch]) for f, s in STAND_INS])
-def test_shape_trains_to_a_result(path: Path, shape: Shape, stand_in: str | None, env, tmp_path, record_property):
+def test_shape_trains_to_a_result(path: Path, shape: Shape, stand_in: str | None, env, record_property):
     from benchxfer import data, zoo
     from benchxfer.train.loop import train_run
     from benchxfer.train.session import Runtime
@@ -464,7 +469,7 @@ def test_shape_trains_to_a_result(path: Path, shape: Shape, stand_in: str | None
     need = PEAK_GB.get((arch, _cfg(trial)["select"]))
     if need is not None and (free := available_gb()) < need:
         pytest.skip(f"{arch} peaks at {need:g} GB of memory (measured); {free:.1f} GB available")
-    folder = tmp_path / "trial"
+    folder = env / "trial"  # removed after the test: one shape's files at a time
     reset_peak_rss()
     try:
         train_run(reduced(trial, stand_in), Runtime(trial_dir=str(folder), session="local", threads=2, finish=finish))
@@ -483,4 +488,4 @@ def test_shape_trains_to_a_result(path: Path, shape: Shape, stand_in: str | None
         assert not bad, f"metrics not finite: {bad}"
         assert result.metric == trial.metric and result.value == result.test[trial.metric]
     finally:
-        shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # R152x4: 7 GB per epoch file
+        shutil.rmtree(folder, ignore_errors=True)  # R152x4: 7 GB per epoch file
