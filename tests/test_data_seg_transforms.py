@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import albumentations as A
 import cv2
 import numpy as np
@@ -10,7 +13,7 @@ import torch
 from torchvision import tv_tensors
 
 from benchxfer import data
-from benchxfer.data import transforms
+from benchxfer.data import albu, transforms
 
 pytestmark = pytest.mark.fast
 
@@ -20,14 +23,14 @@ def _steps(pipe):
 
 
 def test_composition_parameters():
-    bright, distort, crop = transforms.seg_augmentation(224)
+    bright, distort, crop = albu.seg_augmentation(224)
     assert isinstance(bright, A.OneOf) and bright.p == 0.3
     assert [type(t) for t in bright.transforms] == [A.RandomBrightnessContrast, A.RandomGamma]
     assert isinstance(distort, A.OneOf) and distort.p == 0.3
     elastic, grid, optical = distort.transforms
     affine, elastic = elastic.transforms  # 0.4.3's ElasticTransform: its random affine, then the field
-    assert (type(affine), type(elastic)) == (transforms.StudyAffine, A.ElasticTransform)
-    assert (type(grid), type(optical)) == (transforms.StudyGridDistortion, A.OpticalDistortion)
+    assert (type(affine), type(elastic)) == (albu.StudyAffine, A.ElasticTransform)
+    assert (type(grid), type(optical)) == (albu.StudyGridDistortion, A.OpticalDistortion)
     assert not grid.normalized
     assert (elastic.alpha, elastic.sigma, affine.alpha_affine) == (120, 6, 120 * 0.03)  # the study's, * 0.05, * 0.03
     assert tuple(optical.distort_limit) == (-2, 2)
@@ -42,7 +45,7 @@ def test_each_distortion_moves_image_and_mask_together(which):
     mask = np.zeros((64, 64), np.uint8)
     mask[10:40, 8:50] = 1
     image = np.repeat((mask * 255)[:, :, None], 3, axis=2)
-    distortion = transforms.seg_augmentation(64)[1].transforms[which]  # each choice has p 1
+    distortion = albu.seg_augmentation(64)[1].transforms[which]  # each choice has p 1
     one = A.Compose([distortion], seed=which)
     moved = 0
     for _ in range(5):
@@ -179,16 +182,16 @@ N = 300  # draws per estimate: the optical k = U(-2, 2) alone spreads the mean b
 @pytest.mark.parametrize("which, study", [(0, _study_elastic), (1, _study_grid), (2, _study_optical)])
 def test_distortion_strength_is_the_studys(which, study):
     """Each distortion choice moves pixels as far on average as albumentations 0.4.3 did (within 10 %)."""
-    ours = _ours(transforms.seg_augmentation(SIZE)[1].transforms[which], N)
+    ours = _ours(albu.seg_augmentation(SIZE)[1].transforms[which], N)
     assert ours == pytest.approx(_study(study, N), rel=0.10)
 
 
 def test_distortion_parts_match_the_issues_figures():
-    elastic = transforms.seg_augmentation(SIZE)[1].transforms[0]
+    elastic = albu.seg_augmentation(SIZE)[1].transforms[0]
     affine, field = elastic.transforms
     assert _ours(field, N) == pytest.approx(4.25, rel=0.10)  # the elastic field, uniform noise
     assert _ours(affine, N) == pytest.approx(2.75, rel=0.10)  # 0.4.3's alpha_affine part
-    assert _ours(transforms.seg_augmentation(SIZE)[1].transforms[1], N) == pytest.approx(14.1, rel=0.10)
+    assert _ours(albu.seg_augmentation(SIZE)[1].transforms[1], N) == pytest.approx(14.1, rel=0.10)
     # and 2.x's defaults would not: Gaussian noise divided by its maximum, a normalised grid
     assert _ours(A.ElasticTransform(alpha=120, sigma=6, border_mode=cv2.BORDER_REFLECT_101, p=1), 30) < 0.5 * 4.25
     assert _ours(A.GridDistortion(border_mode=cv2.BORDER_REFLECT_101, p=1), 30) < 0.7 * 14.1
@@ -210,3 +213,17 @@ def test_montgomery_and_siim_test_sets_are_never_augmented():
         torch.testing.assert_close(reads[0][0], torch.from_numpy(plain).permute(2, 0, 1).float() / 255)
         vals = [val(image, mask)[0] for _ in range(40)]
         assert any(not torch.equal(v, vals[0]) for v in vals)  # val: the training augmentation
+
+
+def test_a_classification_pipeline_leaves_albumentations_unimported():
+    """albumentations is imported by the presets built on it (segmentation, chest pre-training), not by a
+    classification trial or the command line: it costs every process that imports it about half a second."""
+    code = ("import sys; from benchxfer.data import transforms; "
+            "transforms.build('systematic-cls', train=True, size=32); transforms.build('bit-hyperrule', train=False, size=32); "
+            "print('albumentations' in sys.modules); "
+            "transforms.build('systematic-seg', train=True, size=32, task='segmentation', dataset='montgomery-lungs'); "
+            "print('albumentations' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "True"]
+
