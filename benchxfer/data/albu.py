@@ -16,7 +16,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from benchxfer.data.catalog import SegInputs, get_dataset
-from benchxfer.data.transforms import NORMALISATIONS, Pipeline
+from benchxfer.data.normalise import NORMALISATIONS, Normalise
 from benchxfer.errors import BenchxferError
 
 
@@ -36,7 +36,7 @@ class SegPipeline:
         self.mean = tuple(map(float, mean))
         self.std = tuple(map(float, std))
         self.mask_threshold = mask_threshold  # the mask goes through as 0/255; a pixel > this is foreground
-        self._finish = Pipeline(v2.Compose([v2.Identity()]), self.mean, self.std)._finish
+        self._finish = Normalise(self.mean, self.std)
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor | None = None):
         if mask is None:

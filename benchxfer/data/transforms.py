@@ -19,6 +19,14 @@ from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from benchxfer.data.normalise import (  # noqa: F401  (re-exported: the pipelines' normalisations)
+    CXR_MEAN,
+    CXR_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    NORMALISATIONS,
+    Normalise,
+)
 from benchxfer.errors import BenchxferError
 from benchxfer.registry import Registry
 from benchxfer.tasks import get_task
@@ -26,17 +34,6 @@ from benchxfer.tasks import get_task
 if TYPE_CHECKING:
     from benchxfer.data import albu
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CXR_MEAN = (0.5056, 0.5056, 0.5056)
-CXR_STD = (0.252, 0.252, 0.252)
-
-# named input normalisations (mean, std) a run can ask for instead of its init's own ("init")
-NORMALISATIONS: Registry[tuple[tuple[float, float, float], tuple[float, float, float]]] = Registry("normalization")
-NORMALISATIONS.add("imagenet", (IMAGENET_MEAN, IMAGENET_STD))
-NORMALISATIONS.add("cxr", (CXR_MEAN, CXR_STD))
-NORMALISATIONS.add("half", ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)))  # the second study's chest models: [-1, 1]
-NORMALISATIONS.add("unit", ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))  # [0, 1] as is
 
 
 @dataclass(frozen=True)
@@ -57,10 +54,7 @@ class Pipeline:
     accepts_array: ClassVar[bool] = True  # classification: a uint8 H x W x C numpy array is taken as is
 
     def __post_init__(self) -> None:
-        # (x / 255 - mean) / std as one fused multiply-add that also broadcasts 1 channel to 3
-        std = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
-        object.__setattr__(self, "_scale", 1.0 / (255.0 * std))
-        object.__setattr__(self, "_bias", -torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1) / std)
+        object.__setattr__(self, "_finish", Normalise(self.mean, self.std))  # uint8 -> normalised float32
 
     def __call__(self, image: torch.Tensor, mask: tv_tensors.Mask | None = None):
         if mask is None:
@@ -71,10 +65,6 @@ class Pipeline:
             return self._finish(v2.functional.pil_to_tensor(out)), None
         image, mask = self.steps(image, mask)
         return self._finish(image.as_subclass(torch.Tensor)), (mask.as_subclass(torch.Tensor)[0] > 0).float()
-
-    def _finish(self, image: torch.Tensor) -> torch.Tensor:
-        """uint8 C x H x W (C = 1 or 3) -> float32 3 x H x W, normalised."""
-        return torch.addcmul(self._bias, image.to(torch.float32), self._scale)
 
 
 def _to_pil(image: torch.Tensor | np.ndarray) -> Image.Image:
