@@ -167,8 +167,6 @@ class Albumentations(v2.Transform):
 PRETRAIN_AFFINE = {"translate_percent": (-0.25, 0.25), "scale": (0.9, 1.1), "rotate": (-45.0, 45.0)}
 
 
-
-
 def pretrain_steps(train: bool, size: int) -> A.Compose:
     """The second study's chest pre-training after the centre square: resize (area), then random shift 0.25, scale
     0.1, rotation 45 deg (linear, reflected borders) and a horizontal flip (train)."""
@@ -181,7 +179,9 @@ def pretrain_steps(train: bool, size: int) -> A.Compose:
 
 
 def segmentation(train: bool, size: int, mean: Sequence[float], std: Sequence[float],
-                  dataset: str | None, split: str) -> SegPipeline:
+                 dataset: str | None, split: str) -> SegPipeline:
+    """The "systematic-seg" pipeline of ``dataset`` (its :class:`SegInputs` decide the resize, the augmentation of
+    train and val, and the normalisation) for ``split``, as :func:`benchxfer.data.transforms.build` asks for it."""
     inputs = get_dataset(dataset).seg_inputs if dataset else SegInputs()
     interp = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR}[inputs.interpolation]
     mask_interp, threshold = {"nearest": (cv2.INTER_NEAREST, 0), "bilinear-127": (cv2.INTER_LINEAR, 127)}[inputs.mask_resize]

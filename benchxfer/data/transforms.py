@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from benchxfer.data import albu
 
 
-
 @dataclass(frozen=True)
 class Pipeline:
     """Geometric/photometric steps on uint8, then dtype + normalisation; the mask follows the image.
