@@ -219,7 +219,8 @@ def test_a_classification_pipeline_leaves_albumentations_unimported():
     """albumentations is imported by the presets built on it (segmentation, chest pre-training), not by a
     classification trial or the command line: it costs every process that imports it about half a second."""
     code = ("import sys; from benchxfer.data import transforms; "
-            "transforms.build('systematic-cls', train=True, size=32); transforms.build('bit-hyperrule', train=False, size=32); "
+            "transforms.build('systematic-cls', train=True, size=32); "
+            "transforms.build('bit-hyperrule', train=False, size=32); "
             "print('albumentations' in sys.modules); "
             "transforms.build('systematic-seg', train=True, size=32, task='segmentation', dataset='montgomery-lungs'); "
             "print('albumentations' in sys.modules)")

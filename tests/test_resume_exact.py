@@ -124,7 +124,8 @@ def test_killed_fewshot_run_redoes_only_the_steps_since_its_last_checkpoint(scra
     root = data.synthetic.write("cifar10", scratch_path / "c10", n_train=60, n_val=0, n_test=20, size=32, seed=4)
     torch.set_num_threads(1)
     steps = 16
-    full = train_run(TrainConfig.from_dict(fewshot(root, max_steps=steps)), Runtime(trial_dir=str(scratch_path / "full")))
+    full = train_run(TrainConfig.from_dict(fewshot(root, max_steps=steps)),
+                     Runtime(trial_dir=str(scratch_path / "full")))
     assert CheckpointStore(scratch_path / "full" / "checkpoints").epochs() == [steps - 1]  # the end only
 
     part = scratch_path / "part"

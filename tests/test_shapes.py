@@ -307,9 +307,10 @@ def ensure_init(name: str, pretrain: str | None) -> None:
 
 @lru_cache(maxsize=None)
 def plan_sweep(path: Path, light: bool = False):
-    """Once per module and file (every shape of the file picks its trial from the one plan): ``make_plan`` on the file's spec with every root pointing at this module's synthetic data (also for
-    ``root: synthetic``, which the demo's own tests cover) and every init's file in the zoo. ``light``: the
-    spec without its inits of a heavy arch (no heavy backbone is imported; the light shapes' trials are the same)."""
+    """``make_plan`` on the file's spec with every root pointing at this module's synthetic data (also for
+    ``root: synthetic``, which the demo's own tests cover) and every init's file in the zoo, once per module and
+    file (each shape of the file picks its trial from the one plan). ``light``: the spec without its inits of a
+    heavy arch (no heavy backbone is imported; the light shapes' trials are the same)."""
     from benchxfer.plan.planning import make_plan
     from benchxfer.plan.spec import load_spec
 
