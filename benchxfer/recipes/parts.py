@@ -18,10 +18,10 @@ OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer
 
 def _kernel(params: Iterable) -> tuple[list, dict[str, bool]]:
     """The parameters as a list, and the step's implementation: torch's fused kernel where every parameter is on
-    the CPU, whose default there is a loop over the tensors one by one (Adam on ResNet-18's 11.7M parameters, one
-    thread: 62-86 ms a step, fused 8-12 ms; SGD with Nesterov momentum 21-23 ms, fused 6 ms: BENCHMARKS.md,
-    "Optimiser steps on the CPU"); on a GPU, torch's own default, as no GPU measured another. The same arithmetic
-    as the loop, to rounding (a few 1e-6 on Adam's weights after a dozen steps)."""
+    the CPU, whose default there is a loop over the tensors one by one, several times slower (BENCHMARKS.md,
+    "Optimiser steps on the CPU"); on a GPU, torch's own default, as no GPU measured another. One step is the
+    loop's update to rounding (tests/test_loop_protocol.py); over a run the rounding grows, as with any other
+    order of the same float arithmetic (the table gives the weights' largest difference from the loop)."""
     params = list(params)
     on_cpu = bool(params) and all(isinstance(p, torch.Tensor) and p.device.type == "cpu" for p in params)
     return params, {"fused": True} if on_cpu else {}
