@@ -23,10 +23,10 @@ from benchxfer.errors import BenchxferError
 class SegPipeline:
     """Image + mask through an albumentations ``Compose`` (the first study's segmentation pipeline).
 
-    Called like :class:`Pipeline`: ``(tv_tensors.Image uint8 C x H x W, tv_tensors.Mask 1 x H x W)`` ->
-    ``(float32 3 x H x W normalised with (mean, std), float32 {0, 1} H x W)``. albumentations 2.x keeps
-    its own generator (seeded from the OS, and copied into every forked loader worker), so each call reseeds
-    it from torch's generator, which the loader seeds per worker: runs repeat, and workers differ.
+    Called like :class:`~benchxfer.data.transforms.Pipeline`: ``(tv_tensors.Image uint8 C x H x W,
+    tv_tensors.Mask 1 x H x W)`` -> ``(float32 3 x H x W normalised with (mean, std), float32 {0, 1} H x W)``.
+    albumentations 2.x keeps its own generator (seeded from the OS, and copied into every forked loader worker), so
+    each call reseeds it from torch's generator, which the loader seeds per worker: runs repeat, and workers differ.
     """
 
     accepts_grey: ClassVar[bool] = True
@@ -141,8 +141,9 @@ def seg_augmentation(size: int) -> list[A.BasicTransform]:
 
 
 class Albumentations(v2.Transform):
-    """An albumentations ``Compose`` as a step of a classification :class:`Pipeline` (PIL in, PIL out), its
-    generator reseeded from torch's at each call (as :class:`SegPipeline`), so runs repeat and workers differ."""
+    """An albumentations ``Compose`` as a step of a classification :class:`~benchxfer.data.transforms.Pipeline` (PIL
+    in, PIL out), its generator reseeded from torch's at each call (as :class:`SegPipeline`), so runs repeat and
+    workers differ."""
 
     def __init__(self, compose: A.Compose):
         super().__init__()
