@@ -120,8 +120,27 @@ def test_a_test_without_the_mark_runs_in_the_slow_tier_only(inner):
     fast.assert_outcomes(passed=1, deselected=1)
     fast.stdout.fnmatch_lines(["*test_y.py::test_marked_by_its_module PASSED*"])
     slow = inner.runpytest_inprocess("-m", "not fast", "-v")
-    slow.assert_outcomes(passed=1, deselected=1)
+    slow.assert_outcomes(passed=1)  # test_y's module, marked fast as a whole, is not even collected
     slow.stdout.fnmatch_lines(["*test_z.py::test_forgot_its_mark PASSED*"])
+
+
+@pytest.mark.fast
+def test_a_run_that_can_select_no_fast_test_leaves_the_fast_modules_unimported(inner):
+    """The slow tier does not import a module marked fast as a whole (here one that fails when imported); a run that
+    may select a test of it does: no mark expression, ``fast``, or a mark its tests might carry besides."""
+    inner.makepyfile(test_f="""
+        import pytest
+
+        pytestmark = pytest.mark.fast
+        raise ImportError("test_f was imported")
+    """, test_s="""
+        def test_s():
+            pass
+    """)
+    for expr, imported in (("not fast and not heavy", False), ("not fast", False), ("e2e and not fast", False),
+                           ("", True), ("fast", True), ("heavy", True), ("not heavy", True), ("e2e or fast", True)):
+        out = inner.runpytest_inprocess(*(["-m", expr] if expr else []), "--collect-only", "-q").stdout.str()
+        assert ("test_f was imported" in out) == imported, (expr, out[-2000:])
 
 
 @pytest.mark.fast
