@@ -2,8 +2,9 @@
 # core (pip's own compile uses one: 94 s -> 76 s on 2 cores), benchxfer's too: with PYTHONDONTWRITEBYTECODE set, as
 # on this project's machines, Python never writes a compiled copy itself, and without one every process (each Ray
 # worker) would compile torch, Ray and MLflow again. The dependencies' own test suites (3,500 of the venv's 19,500
-# modules: pandas, sympy, scipy ...; no module benchxfer, MLflow or Ray Train loads is one) are left out: 30 s -> 23 s on 2 cores. compileall's status
-# is ignored, as pip ignores it: a few files in the dependencies are not Python 3.11 (torch's py312 test helpers).
+# modules: pandas, sympy, scipy ...; no module that benchxfer, MLflow or Ray Train loads is one) are left out:
+# 30 s -> 23 s on 2 cores. compileall's status is ignored, as pip ignores it: a few files in the dependencies are not
+# Python 3.11 (torch's py312 test helpers).
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
