@@ -32,8 +32,12 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}){gpu}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
-def record(name: str, title: str, command: str, body: str) -> None:
-    """Replace (or append) the section ``name`` of BENCHMARKS.md."""
+def record(name: str, title: str, command: str, body: str, print_only: bool = False) -> None:
+    """Replace (or append) the section ``name`` of BENCHMARKS.md; ``print_only`` (a script's ``--no-record``): print
+    the body and leave the file as it is."""
+    if print_only:
+        print(body)
+        return
     date = _dt.date.today().isoformat()
     section = (
         f"<!-- {name} -->\n## {title}\n\n"

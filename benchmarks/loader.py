@@ -153,11 +153,9 @@ RandomResizedCrop box from the decoded {args.size} px PNG and from the cache, bo
 | cache size (shorter side) | mean abs difference | max abs difference |
 |---|---|---|
 """ + "".join(f"| {k} | {m:.2f} | {x:.0f} |\n" for k, (m, x) in fidelity.items())
-    if args.no_record:
-        print(body)
-    else:
-        record("loader", "Data loader: PNG decoding vs the exact and a lossy preprocessed cache (per CPU core)",
-               "python benchmarks/loader.py" + (f" --images {args.images}" if args.images != 200 else ""), body)
+    record("loader", "Data loader: PNG decoding vs the exact and a lossy preprocessed cache (per CPU core)",
+           "python benchmarks/loader.py" + (f" --images {args.images}" if args.images != 200 else ""), body,
+           print_only=args.no_record)
 
 
 if __name__ == "__main__":

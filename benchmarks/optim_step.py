@@ -73,10 +73,8 @@ def main() -> None:
         print(rows[-1], flush=True)
     body = (f"ResNet-18 (11.7M parameters), one compute thread, batch 16 at 32 px; the median of {args.steps} steps "
             "after two warm-up steps (the step alone).\n\n" + "\n".join(rows))
-    if args.no_record:
-        print(body)
-    else:
-        record("optim_step", "Optimiser steps on the CPU", "python benchmarks/optim_step.py", body)
+    record("optim_step", "Optimiser steps on the CPU", "python benchmarks/optim_step.py", body,
+           print_only=args.no_record)
 
 
 if __name__ == "__main__":

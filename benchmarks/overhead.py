@@ -148,11 +148,8 @@ Goal (issues 9 and 14): at most {GOAL_S:.0f} s of fixed overhead per trial. In-T
 {'met' if over['torch'] <= GOAL_S else 'NOT met'} ({over['torch']:+.1f} s); 2-worker DDP trials:
 {'met' if over['ddp'] <= GOAL_S else 'NOT met'} ({over['ddp']:+.1f} s).
 """
-    if args.no_record:
-        print(body)
-    else:
-        record("overhead", "Fixed overhead per trial: benchxfer sweep vs a plain loop",
-               "python benchmarks/overhead.py" + (f" --trials {n}" if n != 5 else ""), body)
+    record("overhead", "Fixed overhead per trial: benchxfer sweep vs a plain loop",
+           "python benchmarks/overhead.py" + (f" --trials {n}" if n != 5 else ""), body, print_only=args.no_record)
 
 
 if __name__ == "__main__":

@@ -133,13 +133,10 @@ def main() -> None:
         + ("other jobs were running on the machine, so the wall times are longer than on an idle one (the CPU "
            "column is the open's own)." if max(load, end_load) > 1.5 else "the machine was otherwise idle."),
     ])
-    if args.no_record:
-        print(body)
-    else:
-        from _record import record
+    from _record import record  # here, not at the top: the timed opens run this file in fresh processes
 
-        record("real_files", "Opening the real datasets at their real scale (issue 30)",
-               "python benchmarks/real_files.py", body)
+    record("real_files", "Opening the real datasets at their real scale (issue 30)",
+           "python benchmarks/real_files.py", body, print_only=args.no_record)
 
 
 if __name__ == "__main__":

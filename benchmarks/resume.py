@@ -117,10 +117,7 @@ Epochs executed / needed: **{executed} / {needed} = {executed / needed:.2f}**. R
 {sum(map(len, cuts.values()))} interruption(s); at most {worst} per interruption (the epoch that was cut short).
 Goal (issue 9): at most one epoch redone per interrupted trial: {'met' if worst <= 1 else 'NOT met'}.
 """
-    if args.no_record:
-        print(body)
-    else:
-        record("resume", "Work redone after driver kills", "python benchmarks/resume.py", body)
+    record("resume", "Work redone after driver kills", "python benchmarks/resume.py", body, print_only=args.no_record)
 
 
 if __name__ == "__main__":

@@ -167,11 +167,8 @@ def main() -> None:
         f"{'met' if met else 'not met'}."),
     ])
     print(json.dumps({"full": full, "asha": half}, indent=1, default=str))
-    if args.no_record:
-        print(body)
-    else:
-        record("search", "lr search: full vs successive halving (ASHA)",
-               " ".join(["python benchmarks/search.py", *sys.argv[1:]]), body)
+    record("search", "lr search: full vs successive halving (ASHA)",
+           " ".join(["python benchmarks/search.py", *sys.argv[1:]]), body, print_only=args.no_record)
 
 
 if __name__ == "__main__":

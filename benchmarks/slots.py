@@ -146,11 +146,8 @@ def main() -> None:
          "trial's actor holds it; 1-worker trials reuse their actor, so the seconds between two trials on one "
          "actor count as busy too."),
     ])
-    if args.no_record:
-        print(body)
-    else:
-        record("slots", "lr search: slot use of stage 1 on a 4-slot cluster",
-               " ".join(["python benchmarks/slots.py", *sys.argv[1:]]), body)
+    record("slots", "lr search: slot use of stage 1 on a 4-slot cluster",
+           " ".join(["python benchmarks/slots.py", *sys.argv[1:]]), body, print_only=args.no_record)
 
 
 if __name__ == "__main__":
